@@ -1,0 +1,2 @@
+//! streamgate's Kubernetes API.
+#![forbid(unsafe_code)]
