@@ -1,1 +1,16 @@
-//! streamgate sidecar.
+//! streamgate's sidecar: a Kafka-protocol gate between an unchanged client
+//! and the real brokers.
+//!
+//! Module map (one concern each; the pure cores have no IO):
+//! - `audit`    — the audit record, the hash chain, the spool, shippers, CLI
+//! - `masking`  — the masking engine (pure) and record-batch rewriting
+//! - `identity` — SASL/OAUTHBEARER termination, JWT validation, workload identity
+//! - `policy`   — compiled StreamPolicy decisions (pure), policy sources, enforcement
+//! - `run`      — the data path: listener, codec, addresses, upstream, admin
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod identity;
+pub mod masking;
+pub mod policy;
+pub mod run;

@@ -1,0 +1,118 @@
+//! `MaskingRule` (`mr`): which fields a reader sees masked.
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, Subject};
+
+/// Which fields of which topics' records a reader sees masked.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "streamgate.dev",
+    version = "v1alpha1",
+    kind = "MaskingRule",
+    namespaced,
+    status = "MaskingRuleStatus",
+    shortname = "mr",
+    category = "streamgate"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MaskingRuleSpec {
+    /// Topic globs this rule applies to.
+    pub topics: Vec<String>,
+    /// How record values are read.
+    #[serde(default)]
+    pub format: MaskFormat,
+    /// Field paths: `$.a.b`, `$.a[*].b`, `$..b`.
+    #[serde(default)]
+    pub fields: Vec<FieldMask>,
+    /// Detectors that also scan every other string value.
+    #[serde(default)]
+    pub detectors: Vec<Detector>,
+    /// A regular expression for medical record numbers (used by the `MRN` detector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrn_pattern: Option<String>,
+    /// The HMAC key for `Hash`; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key_secret_ref: Option<SecretKeyRef>,
+    /// Subjects that see clear text.
+    #[serde(default)]
+    pub exempt_subjects: Vec<Subject>,
+    /// Where masking happens (default `[Fetch]`).
+    #[serde(default = "default_apply_to")]
+    pub apply_to: Vec<ApplyTo>,
+}
+
+fn default_apply_to() -> Vec<ApplyTo> {
+    vec![ApplyTo::Fetch]
+}
+
+/// Record value format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum MaskFormat {
+    #[default]
+    Json,
+    /// The whole value as a string (detectors only).
+    Text,
+}
+
+/// One masked field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldMask {
+    pub path: String,
+    pub strategy: MaskStrategy,
+    /// Only with `Partial`: how many trailing characters stay visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+}
+
+/// How a field is masked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum MaskStrategy {
+    /// `"[REDACTED]"`.
+    Redact,
+    /// All but the last `keepLast` characters replaced.
+    Partial,
+    /// Keyed HMAC-SHA256: a stable pseudonym.
+    Hash,
+    /// The key is removed.
+    Remove,
+}
+
+/// Built-in PHI detectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Detector {
+    SSN,
+    Email,
+    Phone,
+    CreditCard,
+    NPI,
+    MRN,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// Where masking is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ApplyTo {
+    /// Consumers see masked data.
+    Fetch,
+    /// Masked before it is stored.
+    Produce,
+}
+
+/// Observed state of a MaskingRule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaskingRuleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

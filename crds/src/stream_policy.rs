@@ -1,0 +1,152 @@
+//! `StreamPolicy` (`sp`): who may do what to which topics.
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{BlockedOperation, Condition, Operation, Subject};
+
+/// Who may do what to which topics, for the injected workloads of a namespace.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "streamgate.dev",
+    version = "v1alpha1",
+    kind = "StreamPolicy",
+    namespaced,
+    status = "StreamPolicyStatus",
+    shortname = "sp",
+    category = "streamgate"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamPolicySpec {
+    /// Which injected pods this policy governs; omitted = all in the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadSelector>,
+    /// How callers prove who they are.
+    #[serde(default)]
+    pub identity: IdentitySpec,
+    /// Allow/Deny rules; a matching Deny always wins; no match = deny.
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
+    /// Kafka APIs refused whatever the rules say.
+    #[serde(default)]
+    pub blocked_operations: Vec<BlockedOperation>,
+    /// What the audit trail records and what happens when it cannot.
+    #[serde(default)]
+    pub audit: AuditSpec,
+}
+
+/// Label selector over the injected pods (matchLabels only).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// Identity sources the sidecar accepts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// SASL/OAUTHBEARER bearer tokens from the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcIdentity>,
+    /// A connection without SASL is the pod's ServiceAccount.
+    #[serde(default)]
+    pub workload_identity: bool,
+}
+
+/// An OIDC issuer whose JWTs the sidecar accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcIdentity {
+    /// Issuer URL; discovery at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Accepted `aud` values (at least one must match).
+    pub audiences: Vec<String>,
+    /// Claim holding the username (default `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
+    /// Claim holding the groups (default `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+}
+
+/// Allow or Deny.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// One rule of a policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRule {
+    /// Unique within the policy; audit records name it.
+    pub name: String,
+    pub subjects: Vec<Subject>,
+    /// Globs: `*` within a dot/dash-free segment, `**` across; exact names too.
+    pub topics: Vec<String>,
+    pub operations: Vec<Operation>,
+    #[serde(default)]
+    pub effect: Effect,
+    /// Just-in-time: allowed only under an approved AccessApproval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRequirement>,
+}
+
+/// Who may approve, and for how long at most.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRequirement {
+    pub approvers: Vec<Subject>,
+    /// e.g. `1h`, `30m` (humantime).
+    pub max_duration: String,
+}
+
+/// What goes into the audit record about payloads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PayloadMode {
+    None,
+    /// SHA-256 of the record batches as delivered.
+    #[default]
+    Digest,
+    /// The payload itself (PHI in the audit trail: only when asked).
+    Full,
+}
+
+/// What happens when the audit record cannot be made durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum FailureMode {
+    /// Refuse PHI traffic.
+    #[default]
+    Closed,
+    /// Report the failure and let traffic continue.
+    Open,
+}
+
+/// Audit settings of a policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSpec {
+    #[serde(default)]
+    pub payload: PayloadMode,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+/// Observed state of a StreamPolicy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Injected pods this policy currently governs.
+    #[serde(default)]
+    pub workloads: i64,
+}

@@ -1,0 +1,3 @@
+//! The audit trail (see ../shared/design/audit.md).
+
+pub mod cli;

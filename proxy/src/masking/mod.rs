@@ -1,0 +1,1 @@
+//! masking (see lib.rs).
