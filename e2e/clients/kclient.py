@@ -13,13 +13,12 @@ line on stdin, then sends the rest with the same producer (the caller
 restarts the broker meanwhile). Ends with "DONE <n>".
 
 consume: prints one JSON line per record {"partition", "offset", "key", "value"}
-(key/value base64) until --expect records arrived or --timeout passed; with
+(key/value hex) until --expect records arrived or --timeout passed; with
 --group it subscribes in that consumer group, commits synchronously after the
 records and closes cleanly; without, it assigns every partition from the start.
 """
 import argparse
 import asyncio
-import base64
 import json
 import sys
 import time
@@ -34,8 +33,8 @@ def record_line(partition, offset, key, value):
     emit({
         "partition": partition,
         "offset": offset,
-        "key": base64.b64encode(key or b"").decode(),
-        "value": base64.b64encode(value or b"").decode(),
+        "key": (key or b"").hex(),
+        "value": (value or b"").hex(),
     })
 
 
