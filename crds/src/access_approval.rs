@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Condition, Operation, SubjectKind};
 
 /// A request for just-in-time access, created by the sidecar, decided by a person.
+// Each `printcolumn(..)` repeats `type_`/`priority`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "streamgate.dev",

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Condition, Subject};
 
 /// Which fields of which topics' records a reader sees masked.
+// Each `printcolumn(..)` repeats `type_`/`priority`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "streamgate.dev",

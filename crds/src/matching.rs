@@ -109,7 +109,7 @@ impl Subject {
             }
             SubjectKind::Group => {
                 principal.kind == SubjectKind::User
-                    && (any || principal.groups.iter().any(|g| *g == self.name))
+                    && (any || principal.groups.contains(&self.name))
             }
             SubjectKind::ServiceAccount => {
                 let ns = self.namespace.as_deref().unwrap_or(object_namespace);

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{BlockedOperation, Condition, Operation, Subject};
 
 /// Who may do what to which topics, for the injected workloads of a namespace.
+// Each `printcolumn(..)` repeats `type_`/`priority`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "streamgate.dev",
