@@ -33,6 +33,9 @@
 //! - `chrono`: RFC 3339 timestamps in AccessApproval status
 //!   ([`AccessApprovalStatus::is_live`]).
 //! - `anyhow`: only in the `streamgate-crdgen` binary.
+//! - `kube-cel` (dev only): evaluates the generated CEL rules client-side in
+//!   tests (`tests/cel_rules.rs`), so a rule that refuses the wrong object, or
+//!   would blow the API server's cost budget, fails `cargo test`, not a cluster.
 //!
 //! # Changes to api.md and why
 //!

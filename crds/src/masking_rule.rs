@@ -57,6 +57,7 @@ use crate::common::{Condition, Subject};
 #[serde(rename_all = "camelCase")]
 pub struct MaskingRuleSpec {
     /// Topic globs this rule applies to.
+    #[schemars(length(max = 64), inner(length(max = 249)))]
     pub topics: Vec<String>,
     /// How record values are read.
     #[serde(default)]
@@ -77,9 +78,11 @@ pub struct MaskingRuleSpec {
     pub hash_key_secret_ref: Option<SecretKeyRef>,
     /// Subjects that see clear text.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub exempt_subjects: Vec<Subject>,
     /// Where masking happens (default `[Fetch]`).
     #[serde(default = "default_apply_to")]
+    #[schemars(length(max = 2))]
     pub apply_to: Vec<ApplyTo>,
 }
 

@@ -63,6 +63,7 @@ pub struct StreamPolicySpec {
     pub rules: Vec<PolicyRule>,
     /// Kafka APIs refused whatever the rules say.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub blocked_operations: Vec<BlockedOperation>,
     /// What the audit trail records and what happens when it cannot.
     #[serde(default)]
@@ -96,6 +97,7 @@ pub struct OidcIdentity {
     /// Issuer URL; discovery at `<issuer>/.well-known/openid-configuration`.
     pub issuer: String,
     /// Accepted `aud` values (at least one must match).
+    #[schemars(length(max = 16))]
     pub audiences: Vec<String>,
     /// Claim holding the username (default `sub`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,9 +122,12 @@ pub struct PolicyRule {
     /// Unique within the policy; audit records name it.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
+    #[schemars(length(max = 64))]
     pub subjects: Vec<Subject>,
     /// Globs: `*` within a dot/dash-free segment, `**` across; exact names too.
+    #[schemars(length(max = 64), inner(length(max = 249)))]
     pub topics: Vec<String>,
+    #[schemars(length(max = 5))]
     pub operations: Vec<Operation>,
     #[serde(default)]
     pub effect: Effect,
@@ -135,6 +140,7 @@ pub struct PolicyRule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRequirement {
+    #[schemars(length(max = 64))]
     pub approvers: Vec<Subject>,
     /// e.g. `1h`, `30m` (humantime).
     pub max_duration: String,
