@@ -84,6 +84,69 @@ impl FieldPath {
     }
 }
 
+impl FieldPath {
+    /// JSON Pointers (RFC 6901) of every node of `value` this path selects,
+    /// in document order. `$..b` selects `b` at any depth, through arrays too.
+    pub fn select_pointers(&self, value: &serde_json::Value) -> Vec<String> {
+        let mut current = vec![(String::new(), value)];
+        for segment in &self.segments {
+            let mut next = Vec::new();
+            for (pointer, node) in current {
+                match segment {
+                    PathSegment::Child(name) => {
+                        if let Some(child) = node.get(name.as_str()).filter(|_| node.is_object()) {
+                            next.push((format!("{pointer}/{}", escape(name)), child));
+                        }
+                    }
+                    PathSegment::AnyIndex => {
+                        if let Some(items) = node.as_array() {
+                            next.extend(
+                                items
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, item)| (format!("{pointer}/{i}"), item)),
+                            );
+                        }
+                    }
+                    PathSegment::Descendant(name) => descendants(&pointer, node, name, &mut next),
+                }
+            }
+            current = next;
+        }
+        current.into_iter().map(|(pointer, _)| pointer).collect()
+    }
+}
+
+/// Every member `name` of `node` or of any object below it.
+fn descendants<'v>(
+    pointer: &str,
+    node: &'v serde_json::Value,
+    name: &str,
+    out: &mut Vec<(String, &'v serde_json::Value)>,
+) {
+    match node {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                let child_pointer = format!("{pointer}/{}", escape(key));
+                if key == name {
+                    out.push((child_pointer.clone(), child));
+                }
+                descendants(&child_pointer, child, name, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                descendants(&format!("{pointer}/{i}"), item, name, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("$")?;
@@ -130,6 +193,40 @@ mod tests {
             let parsed = FieldPath::parse(text).unwrap();
             assert_eq!(parsed.segments, want, "{text}");
             assert_eq!(parsed.to_string(), text, "round trip");
+        }
+    }
+
+    #[test]
+    fn selects_json_pointers() {
+        let record = serde_json::json!({
+            "patient": {"name": {"given": "Ann"}, "dateOfBirth": "1970-01-01"},
+            "encounter": {"diagnoses": [{"display": "x"}, {"display": "y", "dateOfBirth": "z"}]},
+            "a/b": {"c": 1}
+        });
+        let select = |p: &str| FieldPath::parse(p).unwrap().select_pointers(&record);
+        assert_eq!(select("$.patient.name.given"), ["/patient/name/given"]);
+        assert_eq!(
+            select("$.encounter.diagnoses[*].display"),
+            [
+                "/encounter/diagnoses/0/display",
+                "/encounter/diagnoses/1/display"
+            ]
+        );
+        assert_eq!(
+            select("$..dateOfBirth"),
+            ["/encounter/diagnoses/1/dateOfBirth", "/patient/dateOfBirth"]
+        );
+        assert_eq!(select("$.patient.missing"), Vec::<String>::new());
+        assert_eq!(
+            select("$.patient[*]"),
+            Vec::<String>::new(),
+            "[*] only walks arrays"
+        );
+        // Keys met on the way are escaped, so the pointer resolves.
+        assert_eq!(select("$..c"), ["/a~1b/c"]);
+        assert_eq!(record.pointer("/a~1b/c"), Some(&serde_json::json!(1)));
+        for pointer in select("$..display") {
+            assert!(record.pointer(&pointer).is_some(), "{pointer}");
         }
     }
 

@@ -236,3 +236,74 @@ fn invalid_manifests_fail_with_a_clear_message() {
         );
     }
 }
+
+/// Every leaf of `value` as (JSON Pointer, text).
+fn leaves(pointer: String, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                leaves(format!("{pointer}/{k}"), v, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(format!("{pointer}/{i}"), v, out);
+            }
+        }
+        other => out.push((
+            pointer,
+            other
+                .as_str()
+                .map_or_else(|| other.to_string(), str::to_string),
+        )),
+    }
+}
+
+/// The example MaskingRules address every planted PHI value of the sample data
+/// by a field path (detectors are a second net, not the only one).
+#[test]
+fn example_masking_rules_cover_every_planted_phi_value() {
+    use streamgate_crds::field_path::FieldPath;
+    use streamgate_crds::matching::topic_matches;
+    let rules: Vec<MaskingRule> = documents(&repo_root().join("examples/maskingrule.yaml"))
+        .into_iter()
+        .map(|d| serde_json::from_value(d).unwrap())
+        .collect();
+    let data = repo_root().join("examples/data");
+    let planted: BTreeMap<String, Vec<Vec<String>>> =
+        serde_json::from_str(&std::fs::read_to_string(data.join("phi-values.json")).unwrap())
+            .unwrap();
+    for (file, rows) in planted {
+        let topic = file.trim_end_matches(".jsonl");
+        let rule = rules
+            .iter()
+            .find(|r| r.spec.topics.iter().any(|t| topic_matches(t, topic)))
+            .unwrap_or_else(|| panic!("no example MaskingRule for topic {topic}"));
+        let paths: Vec<FieldPath> = rule
+            .spec
+            .fields
+            .iter()
+            .map(|f| FieldPath::parse(&f.path).unwrap())
+            .collect();
+        let text = std::fs::read_to_string(data.join(&file)).unwrap();
+        for (line, phi) in text.lines().zip(&rows).take(200) {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let masked: Vec<String> = paths
+                .iter()
+                .flat_map(|p| p.select_pointers(&record))
+                .collect();
+            let mut all = Vec::new();
+            leaves(String::new(), &record, &mut all);
+            for (pointer, leaf) in all {
+                let carries_phi = phi.iter().any(|v| leaf.contains(v.as_str()));
+                let covered = masked
+                    .iter()
+                    .any(|m| pointer == *m || pointer.starts_with(&format!("{m}/")));
+                assert!(
+                    !carries_phi || covered,
+                    "{topic}: {pointer} = {leaf:?} carries PHI but no field path masks it"
+                );
+            }
+        }
+    }
+}
