@@ -42,7 +42,8 @@
 //! - **Wildcard subjects**: `name: "*"` matches any principal of the kind
 //!   (User `*` any authenticated OIDC user, Group `*` any OIDC user,
 //!   ServiceAccount `*` any ServiceAccount of the subject's namespace). An
-//!   allow-all policy for a test or a sandbox namespace needs it.
+//!   allow-all policy for a test or a sandbox namespace needs it. Refused
+//!   where "anyone" defeats the list: approvers, exemptSubjects, requester.
 //! - **MaskingRule `mrnPattern`** and detectors `NPI`, `MRN`: medical record
 //!   numbers have no universal format, so the `MRN` detector needs the
 //!   organisation's pattern; validation (and CEL) require one with the other.

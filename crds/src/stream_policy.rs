@@ -124,7 +124,7 @@ pub struct PolicyRule {
     pub name: String,
     #[schemars(length(max = 64))]
     pub subjects: Vec<Subject>,
-    /// Globs: `*` within a dot/dash-free segment, `**` across; exact names too.
+    /// Globs: `*` within a dot-separated segment, `**` across segments; exact names too.
     #[schemars(length(max = 64), inner(length(max = 249)))]
     pub topics: Vec<String>,
     #[schemars(length(max = 5))]

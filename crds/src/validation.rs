@@ -85,6 +85,18 @@ impl Problems {
         }
     }
 
+    /// Refuse `name: "*"` where "anyone" defeats the purpose of the list.
+    fn no_wildcards(&mut self, field: &str, subjects: &[Subject], why: &str) {
+        for (i, subject) in subjects.iter().enumerate() {
+            if subject.is_wildcard() {
+                self.add(
+                    format!("{field}[{i}].name"),
+                    format!("cannot be \"*\" here: {why}"),
+                );
+            }
+        }
+    }
+
     fn subjects(&mut self, field: &str, subjects: &[Subject], required: bool) {
         if required && subjects.is_empty() {
             self.add(
@@ -174,6 +186,11 @@ pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationE
                 &format!("{at}.approval.approvers"),
                 &approval.approvers,
                 true,
+            );
+            p.no_wildcards(
+                &format!("{at}.approval.approvers"),
+                &approval.approvers,
+                "anyone could approve; name the people or groups who may",
             );
             if let Err(e) = parse_grant_duration(&approval.max_duration) {
                 p.add(format!("{at}.approval.maxDuration"), e.to_string());
@@ -266,6 +283,11 @@ pub fn validate_masking_rule(spec: &MaskingRuleSpec) -> Result<(), ValidationErr
     }
 
     p.subjects("spec.exemptSubjects", &spec.exempt_subjects, false);
+    p.no_wildcards(
+        "spec.exemptSubjects",
+        &spec.exempt_subjects,
+        "everyone would see clear text; name who is exempt, or delete the MaskingRule",
+    );
     if spec.apply_to.is_empty() {
         p.add("spec.applyTo", "is empty; list Fetch, Produce, or both");
     }
@@ -279,6 +301,12 @@ pub fn validate_access_approval(spec: &AccessApprovalSpec) -> Result<(), Validat
         p.add(
             "spec.requester.name",
             "is empty; name the user or ServiceAccount asking",
+        );
+    }
+    if spec.requester.name == crate::matching::ANY_NAME {
+        p.add(
+            "spec.requester.name",
+            "is \"*\"; a request comes from one named caller",
         );
     }
     if spec.requester.kind == SubjectKind::Group {
@@ -469,6 +497,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("matches the empty string"), "{err}");
+    }
+
+    #[test]
+    fn wildcards_are_refused_where_anyone_defeats_the_list() {
+        let spec = policy(json!({"rules": [
+            {"name": "w", "subjects": [{"kind": "User", "name": "*"}], "topics": ["t"], "operations": ["Write"],
+             "approval": {"approvers": [{"kind": "Group", "name": "*"}], "maxDuration": "1h"}}
+        ]}));
+        let err = validate_stream_policy(&spec).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.rules[0] (w).approval.approvers[0].name: cannot be \"*\" here: anyone could approve"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("subjects"),
+            "a wildcard rule subject is fine: {err}"
+        );
+
+        let exempt_all = masking(json!({"topics": ["t"], "detectors": ["SSN"],
+            "exemptSubjects": [{"kind": "User", "name": "*"}]}));
+        let err = validate_masking_rule(&exempt_all).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "spec.exemptSubjects[0].name: cannot be \"*\" here: everyone would see clear text"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
