@@ -6,7 +6,11 @@
 //! Peers are installed by `.ci/install-peers.sh`, which writes their paths to
 //! `$STREAMGATE_CACHE/peers.env`; `e2e/test.sh` sources it. A missing peer is
 //! a test failure with a message saying how to install it — never a skip.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -71,7 +75,10 @@ pub fn peers() -> &'static Peers {
 
 /// The repository root (the workspace directory).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A file under `examples/`.
@@ -99,7 +106,11 @@ pub fn proxy_bin() -> PathBuf {
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `count` free ports that are also consecutive-free enough to be used as
@@ -148,7 +159,11 @@ impl Proc {
             .stderr(err)
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Proc { name: name.into(), child: Some(child), log })
+        Ok(Proc {
+            name: name.into(),
+            child: Some(child),
+            log,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -170,7 +185,10 @@ impl Proc {
 
     /// Send a signal (`TERM`, `KILL`, `STOP`, `CONT`) via kill(1).
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// SIGTERM, then wait up to `timeout` for exit; returns the exit status
@@ -231,7 +249,12 @@ impl Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let proc = Self::spawn(&dir, port, storage, 0);
-        Broker { port, storage, dir, proc }
+        Broker {
+            port,
+            storage,
+            dir,
+            proc,
+        }
     }
 
     fn spawn(dir: &tempfile::TempDir, port: u16, storage: Storage, generation: u32) -> Proc {
@@ -245,7 +268,12 @@ impl Broker {
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &engine]);
-        let proc = Proc::spawn("tansu", cmd, dir.path().join(format!("tansu-{generation}.log"))).unwrap();
+        let proc = Proc::spawn(
+            "tansu",
+            cmd,
+            dir.path().join(format!("tansu-{generation}.log")),
+        )
+        .unwrap();
         if let Err(e) = wait_for_port(port, Duration::from_secs(30)) {
             panic!("tansu did not start: {e}\n{}", proc.output());
         }
@@ -260,7 +288,13 @@ impl Broker {
     /// Create a topic with the tansu CLI.
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let out = Command::new(&peers().tansu)
-            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .output()
             .unwrap();
@@ -327,7 +361,15 @@ impl Proxy {
         ];
         args.extend(opts.args.iter().cloned());
         let proc = Self::spawn_proc(&args, &opts.envs, dir.path(), 0);
-        let mut p = Proxy { port, admin_port, dir, proc, args, envs: opts.envs, generation: 0 };
+        let mut p = Proxy {
+            port,
+            admin_port,
+            dir,
+            proc,
+            args,
+            envs: opts.envs,
+            generation: 0,
+        };
         if !opts.no_wait {
             p.wait_ready(Duration::from_secs(30));
         }
@@ -337,11 +379,19 @@ impl Proxy {
     fn spawn_proc(args: &[String], envs: &[(String, String)], dir: &Path, generation: u32) -> Proc {
         let mut cmd = Command::new(proxy_bin());
         cmd.args(args);
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        Proc::spawn("streamgate-proxy", cmd, dir.join(format!("proxy-{generation}.log"))).unwrap()
+        Proc::spawn(
+            "streamgate-proxy",
+            cmd,
+            dir.join(format!("proxy-{generation}.log")),
+        )
+        .unwrap()
     }
 
     /// Wait until `/readyz` returns 200; panics with the proxy's log otherwise.
@@ -349,14 +399,20 @@ impl Proxy {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if !self.proc.is_running() {
-                panic!("streamgate-proxy exited during startup:\n{}", self.proc.output());
+                panic!(
+                    "streamgate-proxy exited during startup:\n{}",
+                    self.proc.output()
+                );
             }
             if let Ok((200, _)) = http_get(self.admin_port, "/readyz") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("streamgate-proxy not ready after {timeout:?}:\n{}", self.proc.output());
+        panic!(
+            "streamgate-proxy not ready after {timeout:?}:\n{}",
+            self.proc.output()
+        );
     }
 
     /// Restart with the same arguments (same ports), e.g. after a SIGKILL.
@@ -394,7 +450,10 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .context("no HTTP status")?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -426,7 +485,12 @@ impl Idp {
         if let Some(j) = jwks {
             cmd.env("JWKS_FILE", j);
         }
-        let proc = Proc::spawn("oidc-provider", cmd, dir.path().join(format!("idp-{}.log", free_port()))).unwrap();
+        let proc = Proc::spawn(
+            "oidc-provider",
+            cmd,
+            dir.path().join(format!("idp-{}.log", free_port())),
+        )
+        .unwrap();
         if let Err(e) = wait_for_port(port, Duration::from_secs(30)) {
             panic!("oidc-provider did not start: {e}\n{}", proc.output());
         }
@@ -452,15 +516,22 @@ impl Idp {
     /// A client-credentials access token (a JWT) for `client_id` (secret `<id>-secret`).
     pub fn token(&self, client_id: &str) -> String {
         use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{client_id}-secret").as_bytes());
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{client_id}:{client_id}-secret").as_bytes());
         let mut resp = ureq::post(self.token_url())
             .header("Authorization", format!("Basic {basic}"))
             .send_form([("grant_type", "client_credentials"), ("scope", "kafka")])
             .unwrap();
         let mut body = String::new();
-        resp.body_mut().as_reader().read_to_string(&mut body).unwrap();
+        resp.body_mut()
+            .as_reader()
+            .read_to_string(&mut body)
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["access_token"].as_str().unwrap_or_else(|| panic!("no access_token in {body}")).to_string()
+        v["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {body}"))
+            .to_string()
     }
 
     pub fn output(&self) -> String {
@@ -482,7 +553,13 @@ impl Collector {
         let dir = tempfile::tempdir().unwrap();
         let (grpc_port, http_port) = (free_port(), free_port());
         let proc = Self::spawn(&dir, grpc_port, http_port, 0);
-        Collector { grpc_port, http_port, dir, proc, generation: 0 }
+        Collector {
+            grpc_port,
+            http_port,
+            dir,
+            proc,
+            generation: 0,
+        }
     }
 
     fn spawn(dir: &tempfile::TempDir, grpc: u16, http: u16, generation: u32) -> Proc {
@@ -490,8 +567,20 @@ impl Collector {
         cmd.arg("start")
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--exporter", "blackhole", "--debug-log", "logs", "--debug-log-verbosity", "detailed"]);
-        let proc = Proc::spawn("rotel", cmd, dir.path().join(format!("rotel-{generation}.out"))).unwrap();
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "logs",
+                "--debug-log-verbosity",
+                "detailed",
+            ]);
+        let proc = Proc::spawn(
+            "rotel",
+            cmd,
+            dir.path().join(format!("rotel-{generation}.out")),
+        )
+        .unwrap();
         if let Err(e) = wait_for_port(grpc, Duration::from_secs(30)) {
             panic!("rotel did not start: {e}\n{}", proc.output());
         }
@@ -511,7 +600,10 @@ impl Collector {
     pub fn output(&self) -> String {
         let mut all = String::new();
         for g in 0..=self.generation {
-            all.push_str(&std::fs::read_to_string(self.dir.path().join(format!("rotel-{g}.out"))).unwrap_or_default());
+            all.push_str(
+                &std::fs::read_to_string(self.dir.path().join(format!("rotel-{g}.out")))
+                    .unwrap_or_default(),
+            );
         }
         all
     }
@@ -529,14 +621,22 @@ impl Collector {
 pub fn python_client(script: &str, args: &[&str]) -> Output {
     let path = repo_root().join("e2e").join("clients").join(script);
     assert!(path.exists(), "client script {} missing", path.display());
-    Command::new(&peers().python).arg(path).args(args).output().unwrap()
+    Command::new(&peers().python)
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Run kcat (linked against librdkafka ≥ 2.16) with `args`, feeding `stdin`.
 pub fn kcat(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(&peers().kcat)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -12,15 +12,37 @@ fn broker_round_trips_records_with_kcat() {
     let broker = Broker::start(Storage::Memory);
     broker.create_topic("peers-check", 1);
     let produced = check(
-        &kcat(&["-P", "-b", &broker.addr(), "-t", "peers-check", "-p", "0"], Some(b"one\ntwo\nthree\n")),
+        &kcat(
+            &["-P", "-b", &broker.addr(), "-t", "peers-check", "-p", "0"],
+            Some(b"one\ntwo\nthree\n"),
+        ),
         "kcat produce",
     );
     assert!(produced.is_empty());
     let consumed = check(
-        &kcat(&["-C", "-b", &broker.addr(), "-t", "peers-check", "-p", "0", "-o", "beginning", "-c", "3", "-e"], None),
+        &kcat(
+            &[
+                "-C",
+                "-b",
+                &broker.addr(),
+                "-t",
+                "peers-check",
+                "-p",
+                "0",
+                "-o",
+                "beginning",
+                "-c",
+                "3",
+                "-e",
+            ],
+            None,
+        ),
         "kcat consume",
     );
-    assert_eq!(consumed.lines().collect::<Vec<_>>(), ["one", "two", "three"]);
+    assert_eq!(
+        consumed.lines().collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
 }
 
 #[test]
