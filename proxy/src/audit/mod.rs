@@ -2,6 +2,8 @@
 
 pub mod chain;
 pub mod cli;
+pub mod export;
 pub mod record;
 pub mod segment;
 pub mod spool;
+pub mod verify;
