@@ -160,11 +160,21 @@ impl Audit {
 
     /// Run a shipper over this spool until shutdown.
     pub async fn spawn_shipper<S: shipper::Sink + 'static>(&self, name: &'static str, sink: S) {
+        self.spawn_shipper_with(name, sink, shipper::ShipperConfig::default()).await;
+    }
+
+    /// [`Audit::spawn_shipper`] with explicit batch size and timings.
+    pub async fn spawn_shipper_with<S: shipper::Sink + 'static>(
+        &self,
+        name: &'static str,
+        sink: S,
+        config: shipper::ShipperConfig,
+    ) {
         let dir = self.spool.dir().to_path_buf();
         let head = Some(self.spool.durable_head());
         let token = self.shutdown.child_token();
         let task = tokio::spawn(async move {
-            if let Err(e) = shipper::run(&dir, name, sink, shipper::ShipperConfig::default(), head, token).await {
+            if let Err(e) = shipper::run(&dir, name, sink, config, head, token).await {
                 tracing::error!(shipper = name, error = %e, "audit shipper stopped");
             }
         });
