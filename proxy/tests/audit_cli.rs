@@ -13,7 +13,9 @@ use streamgate_proxy::audit::spool::{SpoolConfig, SpoolHandle};
 const N: usize = 50;
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().into()
+    DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+        .unwrap()
+        .into()
 }
 
 /// 50 requests, one a minute from 10:00, alternating alice/patient-records and
@@ -29,12 +31,26 @@ fn generate(dir: &Path) {
             ..SpoolConfig::new(dir)
         });
         for i in 0..N {
-            let (who, topic) = if i % 2 == 0 { ("alice", "patient-records") } else { ("bob", "billing") };
+            let (who, topic) = if i % 2 == 0 {
+                ("alice", "patient-records")
+            } else {
+                ("bob", "billing")
+            };
             let rec = AuditRecord::request("Fetch", 13, Operation::Read)
                 .at(start() + TimeDelta::minutes(i as i64))
-                .subject(Subject::user(who, vec!["clinicians".into()], Some("http://idp".into())))
+                .subject(Subject::user(
+                    who,
+                    vec!["clinicians".into()],
+                    Some("http://idp".into()),
+                ))
                 .client(Some("reader".into()), "127.0.0.1:5000")
-                .resource(ResourceAccess::partition(topic, 0, Some((i as i64 * 10, i as i64 * 10 + 9)), 10, 1000))
+                .resource(ResourceAccess::partition(
+                    topic,
+                    0,
+                    Some((i as i64 * 10, i as i64 * 10 + 9)),
+                    10,
+                    1000,
+                ))
                 .resource(ResourceAccess::partition(topic, 1, Some((0, 4)), 5, 500))
                 .decision(Decision::Allow, "rule read")
                 .policy("phi-access", 3);
@@ -45,8 +61,16 @@ fn generate(dir: &Path) {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamgate-proxy")).arg("audit").args(args).output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate-proxy"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 /// Every segment's lines, in spool order.
@@ -71,12 +95,19 @@ fn load(dir: &Path) -> Vec<(PathBuf, Vec<String>)> {
 /// segment where possible), return the copy.
 fn tampered(src: &Path, tamper: impl FnOnce(&mut Vec<(usize, String)>)) -> tempfile::TempDir {
     let files = load(src);
-    let mut flat: Vec<(usize, String)> =
-        files.iter().enumerate().flat_map(|(f, (_, lines))| lines.iter().map(move |l| (f, l.clone()))).collect();
+    let mut flat: Vec<(usize, String)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(f, (_, lines))| lines.iter().map(move |l| (f, l.clone())))
+        .collect();
     tamper(&mut flat);
     let copy = tempfile::tempdir().unwrap();
     for (f, (path, _)) in files.iter().enumerate() {
-        let text: String = flat.iter().filter(|(g, _)| *g == f).map(|(_, l)| format!("{l}\n")).collect();
+        let text: String = flat
+            .iter()
+            .filter(|(g, _)| *g == f)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
         std::fs::write(copy.path().join(path.file_name().unwrap()), text).unwrap();
     }
     copy
@@ -84,18 +115,30 @@ fn tampered(src: &Path, tamper: impl FnOnce(&mut Vec<(usize, String)>)) -> tempf
 
 fn assert_broken_at(dir: &Path, seq: usize, what: &str) {
     let (code, stdout, stderr) = run(&["verify", dir.to_str().unwrap()]);
-    assert_eq!(code, 1, "{what}: exit code; stdout {stdout} stderr {stderr}");
-    assert!(stdout.starts_with(&format!("BROKEN at seq {seq}:")), "{what}: {stdout}");
+    assert_eq!(
+        code, 1,
+        "{what}: exit code; stdout {stdout} stderr {stderr}"
+    );
+    assert!(
+        stdout.starts_with(&format!("BROKEN at seq {seq}:")),
+        "{what}: {stdout}"
+    );
 }
 
 #[test]
 fn verify_reports_an_intact_spool() {
     let dir = tempfile::tempdir().unwrap();
     generate(dir.path());
-    assert!(load(dir.path()).len() >= 3, "the spool spans several segments");
+    assert!(
+        load(dir.path()).len() >= 3,
+        "the spool spans several segments"
+    );
     let (code, stdout, _) = run(&["verify", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.starts_with("50 records, seq 1..50, head hash sha256:"), "{stdout}");
+    assert!(
+        stdout.starts_with("50 records, seq 1..50, head hash sha256:"),
+        "{stdout}"
+    );
     assert!(stdout.trim_end().ends_with(", OK"), "{stdout}");
 }
 
@@ -110,7 +153,9 @@ fn verify_names_the_first_broken_seq_for_every_single_record_tamper() {
         });
         assert_broken_at(copy.path(), seq, &format!("delete {seq}"));
 
-        let copy = tampered(dir.path(), |l| l[i].1 = l[i].1.replace("\"records\":10", "\"records\":1"));
+        let copy = tampered(dir.path(), |l| {
+            l[i].1 = l[i].1.replace("\"records\":10", "\"records\":1")
+        });
         assert_broken_at(copy.path(), seq, &format!("edit {seq}"));
 
         let copy = tampered(dir.path(), |l| {
@@ -150,26 +195,65 @@ fn export_filters_by_window_topic_and_subject() {
     let d = dir.path().to_str().unwrap();
 
     // 10:10 (inclusive) to 10:20 (exclusive): records 11..=20.
-    let (code, stdout, stderr) =
-        run(&["export", d, "--since", "2026-11-27T10:10:00Z", "--until", "2026-11-27T10:20:00Z"]);
+    let (code, stdout, stderr) = run(&[
+        "export",
+        d,
+        "--since",
+        "2026-11-27T10:10:00Z",
+        "--until",
+        "2026-11-27T10:20:00Z",
+    ]);
     assert_eq!(code, 0, "{stderr}");
-    let seqs: Vec<u64> =
-        stdout.lines().map(|l| serde_json::from_str::<AuditRecord>(l).unwrap().seq).collect();
+    let seqs: Vec<u64> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<AuditRecord>(l).unwrap().seq)
+        .collect();
     assert_eq!(seqs, (11..=20).collect::<Vec<_>>());
 
-    let (_, stdout, _) = run(&["export", d, "--topic", "billing", "--subject", "bob", "--format", "jsonl"]);
+    let (_, stdout, _) = run(&[
+        "export",
+        d,
+        "--topic",
+        "billing",
+        "--subject",
+        "bob",
+        "--format",
+        "jsonl",
+    ]);
     assert_eq!(stdout.lines().count(), 25);
-    let (_, stdout, _) = run(&["export", d, "--subject", "bob", "--topic", "patient-records"]);
+    let (_, stdout, _) = run(&[
+        "export",
+        d,
+        "--subject",
+        "bob",
+        "--topic",
+        "patient-records",
+    ]);
     assert_eq!(stdout.lines().count(), 0);
 
     // CSV: a header, then one row per partition.
-    let (code, stdout, _) = run(&["export", d, "--until", "2026-11-27T10:03:00Z", "--format", "csv"]);
+    let (code, stdout, _) = run(&[
+        "export",
+        d,
+        "--until",
+        "2026-11-27T10:03:00Z",
+        "--format",
+        "csv",
+    ]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("seq,time,kind,"), "{}", lines[0]);
     assert_eq!(lines.len(), 1 + 3 * 2);
-    assert!(lines[1].starts_with("1,2026-11-27T10:00:00.000000Z,Request,"), "{}", lines[1]);
-    assert!(lines[2].contains(",patient-records,1,0,4,5,500,Allow,"), "{}", lines[2]);
+    assert!(
+        lines[1].starts_with("1,2026-11-27T10:00:00.000000Z,Request,"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(",patient-records,1,0,4,5,500,Allow,"),
+        "{}",
+        lines[2]
+    );
 
     let (code, _, stderr) = run(&["export", d, "--since", "yesterday"]);
     assert_eq!(code, 2, "clap rejects a bad time");

@@ -13,7 +13,9 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::logs::LogExporter as _;
 use streamgate_proxy::audit::otlp::{OtlpSink, resource};
 use streamgate_proxy::audit::shipper::{Cursor, ShipperConfig};
-use streamgate_proxy::audit::{Audit, AuditRecord, Decision, Operation, PodIdentity, ResourceAccess, SpoolConfig, Subject};
+use streamgate_proxy::audit::{
+    Audit, AuditRecord, Decision, Operation, PodIdentity, ResourceAccess, SpoolConfig, Subject,
+};
 
 const BATCH: usize = 25;
 
@@ -22,7 +24,9 @@ fn rotel_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("STREAMGATE_ROTEL") {
         return PathBuf::from(p);
     }
-    let peers = std::env::var("HOME").map(|h| format!("{h}/.cache/streamgate/peers.env")).unwrap_or_default();
+    let peers = std::env::var("HOME")
+        .map(|h| format!("{h}/.cache/streamgate/peers.env"))
+        .unwrap_or_default();
     if let Ok(text) = std::fs::read_to_string(&peers) {
         for line in text.lines() {
             let line = line.trim().trim_start_matches("export ");
@@ -38,7 +42,11 @@ fn rotel_binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Rotel {
@@ -48,11 +56,26 @@ struct Rotel {
 impl Rotel {
     fn start(grpc: u16, http: u16, out: &Path) -> Self {
         let bin = rotel_binary();
-        assert!(bin.exists(), "rotel is missing: {} does not exist", bin.display());
+        assert!(
+            bin.exists(),
+            "rotel is missing: {} does not exist",
+            bin.display()
+        );
         let child = Command::new(&bin)
-            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{grpc}"),
+            ])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--exporter", "blackhole", "--debug-log", "logs", "--debug-log-verbosity", "detailed"])
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "logs",
+                "--debug-log-verbosity",
+                "detailed",
+            ])
             .stdout(std::fs::File::create(out).unwrap())
             .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
             .spawn()
@@ -67,7 +90,9 @@ impl Rotel {
 
     /// Graceful stop (SIGTERM), so what rotel acknowledged reaches its log.
     fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
@@ -91,10 +116,10 @@ fn received(outputs: &[PathBuf]) -> BTreeMap<u64, usize> {
     for out in outputs {
         let text = std::fs::read_to_string(out).unwrap_or_default();
         for line in text.lines() {
-            if let Some(rest) = line.split("streamgate.seq: Int(").nth(1) {
-                if let Some(n) = rest.split(')').next().and_then(|n| n.parse().ok()) {
-                    *seen.entry(n).or_insert(0) += 1;
-                }
+            if let Some(rest) = line.split("streamgate.seq: Int(").nth(1)
+                && let Some(n) = rest.split(')').next().and_then(|n| n.parse().ok())
+            {
+                *seen.entry(n).or_insert(0) += 1;
             }
         }
     }
@@ -109,8 +134,15 @@ async fn wait_for(outputs: &[PathBuf], last: u64, timeout: Duration) -> BTreeMap
             return seen;
         }
         if Instant::now() > deadline {
-            let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains_key(s)).take(20).collect();
-            let head: String = std::fs::read_to_string(&outputs[0]).unwrap_or_default().chars().take(3000).collect();
+            let missing: Vec<u64> = (1..=last)
+                .filter(|s| !seen.contains_key(s))
+                .take(20)
+                .collect();
+            let head: String = std::fs::read_to_string(&outputs[0])
+                .unwrap_or_default()
+                .chars()
+                .take(3000)
+                .collect();
             panic!("records missing at the collector: {missing:?}…\nrotel output starts:\n{head}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -118,7 +150,11 @@ async fn wait_for(outputs: &[PathBuf], last: u64, timeout: Duration) -> BTreeMap
 }
 
 fn pod() -> PodIdentity {
-    PodIdentity { pod: Some("intake-5d8f7-abcde".into()), namespace: Some("clinical".into()), service_account: Some("intake".into()) }
+    PodIdentity {
+        pod: Some("intake-5d8f7-abcde".into()),
+        namespace: Some("clinical".into()),
+        service_account: Some("intake".into()),
+    }
 }
 
 fn grpc_sink(port: u16) -> OtlpSink<opentelemetry_otlp::LogExporter> {
@@ -152,9 +188,19 @@ fn audit(dir: &Path) -> Audit {
 
 fn request(i: u64) -> AuditRecord {
     AuditRecord::request("Fetch", 13, Operation::Read)
-        .subject(Subject::user("alice@example.com", vec!["clinicians".into()], None))
+        .subject(Subject::user(
+            "alice@example.com",
+            vec!["clinicians".into()],
+            None,
+        ))
         .client(Some("reader".into()), "127.0.0.1:53422")
-        .resource(ResourceAccess::partition("patient-records", 0, Some((i as i64 * 10, i as i64 * 10 + 9)), 10, 1000))
+        .resource(ResourceAccess::partition(
+            "patient-records",
+            0,
+            Some((i as i64 * 10, i as i64 * 10 + 9)),
+            10,
+            1000,
+        ))
         .decision(Decision::Allow, "rule read-records")
 }
 
@@ -173,12 +219,15 @@ async fn every_record_reaches_the_collector_across_an_outage_and_a_restart() {
     let work = tempfile::tempdir().unwrap();
     let spool = work.path().join("spool");
     let (grpc, http) = (free_port(), free_port());
-    let outputs: Vec<PathBuf> = (1..=3).map(|i| work.path().join(format!("rotel-{i}.out"))).collect();
+    let outputs: Vec<PathBuf> = (1..=3)
+        .map(|i| work.path().join(format!("rotel-{i}.out")))
+        .collect();
 
     // Phase 1: collector up while records are written.
     let rotel = Rotel::start(grpc, http, &outputs[0]);
     let a = Arc::new(audit(&spool));
-    a.spawn_shipper_with("otlp", grpc_sink(grpc), shipper_config()).await;
+    a.spawn_shipper_with("otlp", grpc_sink(grpc), shipper_config())
+        .await;
     write(&a, 1..=150, Duration::from_millis(2)).await;
     wait_for(&outputs, 150, Duration::from_secs(30)).await;
 
@@ -191,7 +240,10 @@ async fn every_record_reaches_the_collector_across_an_outage_and_a_restart() {
     rotel.stop();
     writer.await.unwrap();
     let during = received(&outputs);
-    assert!(!(1..=400).all(|s| during.contains_key(&s)), "the outage must have held some records back");
+    assert!(
+        !(1..=400).all(|s| during.contains_key(&s)),
+        "the outage must have held some records back"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await; // the shipper retries with backoff meanwhile
 
     // Phase 3: the collector comes back; everything arrives.
@@ -201,21 +253,33 @@ async fn every_record_reaches_the_collector_across_an_outage_and_a_restart() {
     let stop_seq = 401; // SidecarStop, delivered during the shutdown grace period
     wait_for(&outputs, stop_seq, Duration::from_secs(30)).await;
     assert_eq!(Cursor::new(&spool, "otlp").load().unwrap(), stop_seq);
-    let dups: Vec<(u64, usize)> = seen.iter().filter(|(_, n)| **n > 1).map(|(s, n)| (*s, *n)).collect();
-    assert!(dups.len() <= BATCH, "at-least-once: at most one batch resent per outage, got {dups:?}");
+    let dups: Vec<(u64, usize)> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(s, n)| (*s, *n))
+        .collect();
+    assert!(
+        dups.len() <= BATCH,
+        "at-least-once: at most one batch resent per outage, got {dups:?}"
+    );
     assert!(dups.iter().all(|(_, n)| *n == 2), "{dups:?}");
     rotel.stop();
 
     // Phase 4: a new sidecar process on the same spool resumes from the cursor.
     let rotel = Rotel::start(grpc, http, &outputs[2]);
     let a = audit(&spool);
-    a.spawn_shipper_with("otlp", grpc_sink(grpc), shipper_config()).await;
+    a.spawn_shipper_with("otlp", grpc_sink(grpc), shipper_config())
+        .await;
     write(&a, 402..=410, Duration::ZERO).await;
     wait_for(&outputs, 410, Duration::from_secs(30)).await;
     a.shutdown(Duration::from_secs(10)).await;
     rotel.stop();
     let third = received(&outputs[2..]);
-    assert_eq!(third.keys().next(), Some(&402), "resumed after the acknowledged seq, nothing older resent");
+    assert_eq!(
+        third.keys().next(),
+        Some(&402),
+        "resumed after the acknowledged seq, nothing older resent"
+    );
 
     // What an OTLP receiver sees: resource and semantic attributes, the record as body.
     let text = std::fs::read_to_string(&outputs[0]).unwrap();
@@ -230,7 +294,11 @@ async fn every_record_reaches_the_collector_across_an_outage_and_a_restart() {
         "streamgate.decision: Str(Allow)",
         "\"seq\":1,",
     ] {
-        assert!(text.contains(needle), "rotel output lacks {needle:?}:\n{}", &text[..text.len().min(3000)]);
+        assert!(
+            text.contains(needle),
+            "rotel output lacks {needle:?}:\n{}",
+            &text[..text.len().min(3000)]
+        );
     }
 }
 
@@ -249,7 +317,8 @@ async fn http_protobuf_transport_delivers_too() {
         .unwrap();
     exporter.set_resource(&resource(&pod()));
     let a = audit(&spool);
-    a.spawn_shipper_with("otlp", OtlpSink::new(exporter), shipper_config()).await;
+    a.spawn_shipper_with("otlp", OtlpSink::new(exporter), shipper_config())
+        .await;
     write(&a, 1..=30, Duration::ZERO).await;
     wait_for(std::slice::from_ref(&out), 30, Duration::from_secs(30)).await;
     a.shutdown(Duration::from_secs(5)).await;

@@ -88,12 +88,18 @@ pub struct Chain {
 impl Chain {
     /// A new chain starting at seq 1 from `genesis`.
     pub fn start(genesis: String) -> Self {
-        Self { next_seq: 1, head_hash: genesis }
+        Self {
+            next_seq: 1,
+            head_hash: genesis,
+        }
     }
 
     /// Continue after the record (`last_seq`, `last_hash`).
     pub fn resume(last_seq: u64, last_hash: String) -> Self {
-        Self { next_seq: last_seq + 1, head_hash: last_hash }
+        Self {
+            next_seq: last_seq + 1,
+            head_hash: last_hash,
+        }
     }
 
     /// The seq the next record gets.
@@ -145,7 +151,9 @@ pub struct VerifyReport {
 pub enum BreakReason {
     #[error("line is not a JSON record: {0}")]
     NotARecord(String),
-    #[error("expected seq {expected}, found seq {found} (a record was deleted, reordered or inserted)")]
+    #[error(
+        "expected seq {expected}, found seq {found} (a record was deleted, reordered or inserted)"
+    )]
     SeqMismatch { expected: u64, found: u64 },
     #[error("the first record does not carry its genesis value")]
     BadGenesis,
@@ -199,10 +207,16 @@ impl Verifier {
         let prev_hash = record.get("prevHash").and_then(Value::as_str);
         let hash = record.get("hash").and_then(Value::as_str);
         let (Some(seq), Some(prev_hash), Some(hash)) = (seq, prev_hash, hash) else {
-            return Err(self.broken(expected, BreakReason::NotARecord("missing seq, prevHash or hash".into())));
+            return Err(self.broken(
+                expected,
+                BreakReason::NotARecord("missing seq, prevHash or hash".into()),
+            ));
         };
         if seq != expected {
-            let reason = BreakReason::SeqMismatch { expected, found: seq };
+            let reason = BreakReason::SeqMismatch {
+                expected,
+                found: seq,
+            };
             return Err(self.broken(seq.min(expected), reason));
         }
         match &self.prev {
@@ -228,7 +242,11 @@ impl Verifier {
     }
 
     fn broken(&self, seq: u64, reason: BreakReason) -> ChainBreak {
-        ChainBreak { seq, position: self.report.records + 1, reason }
+        ChainBreak {
+            seq,
+            position: self.report.records + 1,
+            reason,
+        }
     }
 
     /// What has been verified so far.
@@ -242,7 +260,9 @@ impl Verifier {
 }
 
 /// Verify a whole chain given in spool order; names the first broken seq.
-pub fn verify<'a>(records: impl IntoIterator<Item = &'a Value>) -> Result<VerifyReport, ChainBreak> {
+pub fn verify<'a>(
+    records: impl IntoIterator<Item = &'a Value>,
+) -> Result<VerifyReport, ChainBreak> {
     let mut verifier = Verifier::new();
     for record in records {
         verifier.push(record)?;
@@ -262,8 +282,18 @@ mod tests {
         (0..n)
             .map(|i| {
                 let mut rec = AuditRecord::request("Fetch", 13, Operation::Read)
-                    .subject(Subject::user(format!("user{}", i % 3), vec!["clinicians".into()], None))
-                    .resource(ResourceAccess::partition("patient-records", 0, Some((i as i64 * 10, i as i64 * 10 + 9)), 10, 1000))
+                    .subject(Subject::user(
+                        format!("user{}", i % 3),
+                        vec!["clinicians".into()],
+                        None,
+                    ))
+                    .resource(ResourceAccess::partition(
+                        "patient-records",
+                        0,
+                        Some((i as i64 * 10, i as i64 * 10 + 9)),
+                        10,
+                        1000,
+                    ))
                     .decision(Decision::Allow, "rule r");
                 let line = chain.link(&mut rec).unwrap();
                 chain.commit(&rec);
@@ -278,8 +308,12 @@ mod tests {
 
     #[test]
     fn canonical_sorts_keys_without_whitespace() {
-        let v: Value = serde_json::from_str(r#"{ "b": [1, {"z": "é\"", "a": null}], "a": true }"#).unwrap();
-        assert_eq!(canonical_json(&v), r#"{"a":true,"b":[1,{"a":null,"z":"é\""}]}"#);
+        let v: Value =
+            serde_json::from_str(r#"{ "b": [1, {"z": "é\"", "a": null}], "a": true }"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":true,"b":[1,{"a":null,"z":"é\""}]}"#
+        );
     }
 
     #[test]
@@ -289,7 +323,10 @@ mod tests {
         assert_eq!(report.records, N);
         assert_eq!(report.first_seq, Some(1));
         assert_eq!(report.last_seq, Some(N));
-        assert_eq!(report.head_hash.as_deref(), records[pos(N)]["hash"].as_str());
+        assert_eq!(
+            report.head_hash.as_deref(),
+            records[pos(N)]["hash"].as_str()
+        );
         assert_eq!(records[0]["genesis"], records[0]["prevHash"]);
         assert!(records[1].get("genesis").is_none());
     }

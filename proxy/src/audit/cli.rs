@@ -59,9 +59,25 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
     let result = match cmd {
         AuditCommand::Verify { dir } => verify(&dir),
-        AuditCommand::Export { dir, since, until, topic, subject, format, output } => {
-            export(&dir, Filter { since, until, topic, subject }, format, output)
-        }
+        AuditCommand::Export {
+            dir,
+            since,
+            until,
+            topic,
+            subject,
+            format,
+            output,
+        } => export(
+            &dir,
+            Filter {
+                since,
+                until,
+                topic,
+                subject,
+            },
+            format,
+            output,
+        ),
     };
     match result {
         Ok(code) => Ok(code),
@@ -73,9 +89,14 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
 }
 
 fn verify(dir: &std::path::Path) -> anyhow::Result<i32> {
-    let verdict = verify_dir(dir, PROGRESS_EVERY, |n| eprintln!("audit verify: {n} records verified…"))?;
+    let verdict = verify_dir(dir, PROGRESS_EVERY, |n| {
+        eprintln!("audit verify: {n} records verified…")
+    })?;
     for torn in torn_files(dir).unwrap_or_default() {
-        eprintln!("note: {} holds bytes moved aside after a crash (see the SpoolRecovered record)", torn.display());
+        eprintln!(
+            "note: {} holds bytes moved aside after a crash (see the SpoolRecovered record)",
+            torn.display()
+        );
     }
     println!("{}", summary(&verdict));
     Ok(match verdict {
@@ -84,12 +105,25 @@ fn verify(dir: &std::path::Path) -> anyhow::Result<i32> {
     })
 }
 
-fn export(dir: &std::path::Path, filter: Filter, format: Format, output: Option<PathBuf>) -> anyhow::Result<i32> {
-    if segment::list_segments(dir).with_context(|| dir.display().to_string())?.is_empty() {
-        anyhow::bail!("{}: no audit segments (audit-*.jsonl) in this directory", dir.display());
+fn export(
+    dir: &std::path::Path,
+    filter: Filter,
+    format: Format,
+    output: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    if segment::list_segments(dir)
+        .with_context(|| dir.display().to_string())?
+        .is_empty()
+    {
+        anyhow::bail!(
+            "{}: no audit segments (audit-*.jsonl) in this directory",
+            dir.display()
+        );
     }
     let out: Box<dyn Write> = match &output {
-        Some(path) => Box::new(std::fs::File::create(path).with_context(|| path.display().to_string())?),
+        Some(path) => {
+            Box::new(std::fs::File::create(path).with_context(|| path.display().to_string())?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut exporter = Exporter::new(BufWriter::new(out), format, filter)?;
@@ -104,7 +138,7 @@ fn export(dir: &std::path::Path, filter: Filter, format: Format, output: Option<
         }
         exporter.line(&text)?;
         seen += 1;
-        if seen % PROGRESS_EVERY == 0 {
+        if seen.is_multiple_of(PROGRESS_EVERY) {
             eprintln!("audit export: {seen} records read…");
         }
     }

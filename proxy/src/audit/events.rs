@@ -46,8 +46,16 @@ pub struct Aggregate {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
     Aggregate(Aggregate),
-    Checkpoint { seq: u64, hash: String, at_seq: u64 },
-    Lifecycle { kind: RecordKind, reason: String, seq: u64 },
+    Checkpoint {
+        seq: u64,
+        hash: String,
+        at_seq: u64,
+    },
+    Lifecycle {
+        kind: RecordKind,
+        reason: String,
+        seq: u64,
+    },
 }
 
 impl Signal {
@@ -78,18 +86,32 @@ impl Aggregator {
             RecordKind::Request => self.observe_request(rec),
             RecordKind::Checkpoint => {
                 if let Some(c) = &rec.checkpoint {
-                    self.ready.push(Signal::Checkpoint { seq: c.seq, hash: c.hash.clone(), at_seq: rec.seq });
+                    self.ready.push(Signal::Checkpoint {
+                        seq: c.seq,
+                        hash: c.hash.clone(),
+                        at_seq: rec.seq,
+                    });
                 }
             }
-            kind => self.ready.push(Signal::Lifecycle { kind, reason: rec.reason.clone().unwrap_or_default(), seq: rec.seq }),
+            kind => self.ready.push(Signal::Lifecycle {
+                kind,
+                reason: rec.reason.clone().unwrap_or_default(),
+                seq: rec.seq,
+            }),
         }
     }
 
     fn observe_request(&mut self, rec: &AuditRecord) {
-        let (Some(decision), Some(t)) = (rec.decision, rec.parsed_time()) else { return };
+        let (Some(decision), Some(t)) = (rec.decision, rec.parsed_time()) else {
+            return;
+        };
         let minute = t.timestamp().div_euclid(60);
-        let (subject, subject_kind) =
-            rec.subject.as_ref().map_or(("(unauthenticated)".to_owned(), String::new()), |s| (s.name.clone(), s.kind.clone()));
+        let (subject, subject_kind) = rec
+            .subject
+            .as_ref()
+            .map_or(("(unauthenticated)".to_owned(), String::new()), |s| {
+                (s.name.clone(), s.kind.clone())
+            });
         // Per topic: the record/byte counts of that topic's partitions.
         let mut per_topic: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         for r in &rec.resources {
@@ -101,7 +123,12 @@ impl Aggregator {
             per_topic.insert("", (0, 0));
         }
         for (topic, (records, bytes)) in per_topic {
-            let key = AggregateKey { minute, subject: subject.clone(), topic: topic.to_owned(), decision };
+            let key = AggregateKey {
+                minute,
+                subject: subject.clone(),
+                topic: topic.to_owned(),
+                decision,
+            };
             let agg = self.open.entry(key.clone()).or_insert_with(|| Aggregate {
                 key,
                 subject_kind: subject_kind.clone(),
@@ -124,10 +151,19 @@ impl Aggregator {
     /// Signals ready to publish: windows of minutes before `now_minute` (all windows when
     /// `None`), checkpoints and lifecycle events, in seq order.
     pub fn take(&mut self, now_minute: Option<i64>) -> Vec<Signal> {
-        let closed: Vec<AggregateKey> =
-            self.open.keys().filter(|k| now_minute.is_none_or(|now| k.minute < now)).cloned().collect();
+        let closed: Vec<AggregateKey> = self
+            .open
+            .keys()
+            .filter(|k| now_minute.is_none_or(|now| k.minute < now))
+            .cloned()
+            .collect();
         let mut out: Vec<Signal> = std::mem::take(&mut self.ready);
-        out.extend(closed.into_iter().filter_map(|k| self.open.remove(&k)).map(Signal::Aggregate));
+        out.extend(
+            closed
+                .into_iter()
+                .filter_map(|k| self.open.remove(&k))
+                .map(Signal::Aggregate),
+        );
         out.sort_by_key(Signal::seq);
         out
     }
@@ -152,8 +188,16 @@ pub fn to_event(signal: &Signal) -> Event {
             let minute = chrono::DateTime::from_timestamp(a.key.minute * 60, 0)
                 .map(|t| t.format("%Y-%m-%dT%H:%MZ").to_string())
                 .unwrap_or_default();
-            let who = if a.subject_kind.is_empty() { a.key.subject.clone() } else { format!("{} {}", a.subject_kind, a.key.subject) };
-            let topic = if a.key.topic.is_empty() { "no topic".to_owned() } else { format!("topic {}", a.key.topic) };
+            let who = if a.subject_kind.is_empty() {
+                a.key.subject.clone()
+            } else {
+                format!("{} {}", a.subject_kind, a.key.subject)
+            };
+            let topic = if a.key.topic.is_empty() {
+                "no topic".to_owned()
+            } else {
+                format!("topic {}", a.key.topic)
+            };
             let note = format!(
                 "{who} {} {topic}: {} requests, {} records, {} bytes {} in minute {minute} (audit seq {}..{})",
                 ops.join("/"),
@@ -164,18 +208,37 @@ pub fn to_event(signal: &Signal) -> Event {
                 a.first_seq,
                 a.last_seq
             );
-            event(type_, reason, if ops.is_empty() { "Access".to_owned() } else { ops.join(",") }, note)
+            event(
+                type_,
+                reason,
+                if ops.is_empty() {
+                    "Access".to_owned()
+                } else {
+                    ops.join(",")
+                },
+                note,
+            )
         }
-        Signal::Checkpoint { seq, hash, .. } => {
-            event(EventType::Normal, "AuditCheckpoint", "Checkpoint".to_owned(), format!("audit chain head: seq {seq}, hash {hash}"))
-        }
+        Signal::Checkpoint { seq, hash, .. } => event(
+            EventType::Normal,
+            "AuditCheckpoint",
+            "Checkpoint".to_owned(),
+            format!("audit chain head: seq {seq}, hash {hash}"),
+        ),
         Signal::Lifecycle { kind, reason, seq } => {
             let type_ = match kind {
-                RecordKind::AuthFailure | RecordKind::SpoolFailure | RecordKind::SpoolRecovered => EventType::Warning,
+                RecordKind::AuthFailure | RecordKind::SpoolFailure | RecordKind::SpoolRecovered => {
+                    EventType::Warning
+                }
                 _ => EventType::Normal,
             };
             let name = format!("{kind:?}");
-            event(type_, &name, name.clone(), format!("{reason} (audit seq {seq})"))
+            event(
+                type_,
+                &name,
+                name.clone(),
+                format!("{reason} (audit seq {seq})"),
+            )
         }
     }
 }
@@ -190,7 +253,13 @@ fn event(type_: EventType, reason: &str, action: String, mut note: String) -> Ev
         note.truncate(cut);
         note.push_str("...");
     }
-    Event { type_, reason: reason.to_owned(), note: Some(note), action, secondary: None }
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action,
+        secondary: None,
+    }
 }
 
 /// The pod the Events are about.
@@ -217,14 +286,26 @@ pub struct EventsSink {
 
 impl std::fmt::Debug for EventsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventsSink").field("regarding", &self.regarding).field("pending", &self.pending.len()).finish()
+        f.debug_struct("EventsSink")
+            .field("regarding", &self.regarding)
+            .field("pending", &self.pending.len())
+            .finish()
     }
 }
 
 impl EventsSink {
     pub fn new(client: kube::Client, pod: &PodIdentity, pod_uid: Option<String>) -> Self {
-        let reporter = Reporter { controller: "streamgate-proxy".into(), instance: pod.pod.clone() };
-        Self { client, reporter, regarding: pod_reference(pod, pod_uid), aggregator: Aggregator::new(), pending: VecDeque::new() }
+        let reporter = Reporter {
+            controller: "streamgate-proxy".into(),
+            instance: pod.pod.clone(),
+        };
+        Self {
+            client,
+            reporter,
+            regarding: pod_reference(pod, pod_uid),
+            aggregator: Aggregator::new(),
+            pending: VecDeque::new(),
+        }
     }
 
     /// Publish queued signals in order; stops at the first failure (kept for later).
@@ -244,7 +325,10 @@ impl EventsSink {
         self.pending.extend(signals);
         while self.pending.len() > MAX_PENDING {
             if let Some(dropped) = self.pending.pop_front() {
-                tracing::warn!(seq = dropped.seq(), "audit events: API server unreachable, dropping an Event (the spool keeps the record)");
+                tracing::warn!(
+                    seq = dropped.seq(),
+                    "audit events: API server unreachable, dropping an Event (the spool keeps the record)"
+                );
             }
         }
     }
@@ -279,7 +363,12 @@ impl Sink for EventsSink {
     }
 
     fn ack_floor(&self, delivered: u64) -> u64 {
-        let held = self.aggregator.oldest_open_seq().into_iter().chain(self.pending.front().map(Signal::seq)).min();
+        let held = self
+            .aggregator
+            .oldest_open_seq()
+            .into_iter()
+            .chain(self.pending.front().map(Signal::seq))
+            .min();
         held.map_or(delivered, |s| delivered.min(s.saturating_sub(1)))
     }
 }
@@ -312,20 +401,70 @@ mod tests {
     #[test]
     fn aggregates_per_subject_topic_decision_minute() {
         let mut agg = Aggregator::new();
-        agg.observe(&req(1, "2026-11-27T10:15:01Z", "alice", "patient-records", Decision::Allow, Operation::Read));
-        agg.observe(&req(2, "2026-11-27T10:15:30Z", "alice", "patient-records", Decision::Allow, Operation::Write));
-        agg.observe(&req(3, "2026-11-27T10:15:59Z", "alice", "patient-records", Decision::Deny, Operation::Read));
-        agg.observe(&req(4, "2026-11-27T10:15:10Z", "bob", "patient-records", Decision::Allow, Operation::Read));
-        agg.observe(&req(5, "2026-11-27T10:16:00Z", "alice", "patient-records", Decision::Allow, Operation::Read));
+        agg.observe(&req(
+            1,
+            "2026-11-27T10:15:01Z",
+            "alice",
+            "patient-records",
+            Decision::Allow,
+            Operation::Read,
+        ));
+        agg.observe(&req(
+            2,
+            "2026-11-27T10:15:30Z",
+            "alice",
+            "patient-records",
+            Decision::Allow,
+            Operation::Write,
+        ));
+        agg.observe(&req(
+            3,
+            "2026-11-27T10:15:59Z",
+            "alice",
+            "patient-records",
+            Decision::Deny,
+            Operation::Read,
+        ));
+        agg.observe(&req(
+            4,
+            "2026-11-27T10:15:10Z",
+            "bob",
+            "patient-records",
+            Decision::Allow,
+            Operation::Read,
+        ));
+        agg.observe(&req(
+            5,
+            "2026-11-27T10:16:00Z",
+            "alice",
+            "patient-records",
+            Decision::Allow,
+            Operation::Read,
+        ));
 
-        assert!(agg.take(Some(minute("2026-11-27T10:15:00Z"))).is_empty(), "the 10:15 window is still open");
+        assert!(
+            agg.take(Some(minute("2026-11-27T10:15:00Z"))).is_empty(),
+            "the 10:15 window is still open"
+        );
         assert_eq!(agg.oldest_open_seq(), Some(1));
         let closed = agg.take(Some(minute("2026-11-27T10:16:00Z")));
-        let aggs: Vec<&Aggregate> = closed.iter().map(|s| match s { Signal::Aggregate(a) => a, _ => panic!() }).collect();
+        let aggs: Vec<&Aggregate> = closed
+            .iter()
+            .map(|s| match s {
+                Signal::Aggregate(a) => a,
+                _ => panic!(),
+            })
+            .collect();
         assert_eq!(aggs.len(), 3);
-        let alice = aggs.iter().find(|a| a.key.subject == "alice" && a.key.decision == Decision::Allow).unwrap();
+        let alice = aggs
+            .iter()
+            .find(|a| a.key.subject == "alice" && a.key.decision == Decision::Allow)
+            .unwrap();
         assert_eq!((alice.requests, alice.records, alice.bytes), (2, 30, 300));
-        assert_eq!(alice.operations.iter().copied().collect::<Vec<_>>(), vec![Operation::Write, Operation::Read]);
+        assert_eq!(
+            alice.operations.iter().copied().collect::<Vec<_>>(),
+            vec![Operation::Write, Operation::Read]
+        );
         assert_eq!((alice.first_seq, alice.last_seq), (1, 2));
         assert_eq!(agg.oldest_open_seq(), Some(5));
         assert_eq!(agg.take(None).len(), 1);
@@ -336,7 +475,10 @@ mod tests {
         let mut agg = Aggregator::new();
         let mut cp = AuditRecord::event(RecordKind::Checkpoint, "head");
         cp.seq = 11;
-        cp.checkpoint = Some(crate::audit::record::CheckpointRef { seq: 10, hash: "sha256:ab".into() });
+        cp.checkpoint = Some(crate::audit::record::CheckpointRef {
+            seq: 10,
+            hash: "sha256:ab".into(),
+        });
         agg.observe(&cp);
         let mut reload = AuditRecord::event(RecordKind::PolicyReload, "phi-access generation 4");
         reload.seq = 12;
@@ -344,22 +486,37 @@ mod tests {
         let signals = agg.take(Some(0));
         assert_eq!(signals.len(), 2);
         let ev = to_event(&signals[0]);
-        assert_eq!((ev.reason.as_str(), ev.action.as_str()), ("AuditCheckpoint", "Checkpoint"));
-        assert_eq!(ev.note.as_deref(), Some("audit chain head: seq 10, hash sha256:ab"));
+        assert_eq!(
+            (ev.reason.as_str(), ev.action.as_str()),
+            ("AuditCheckpoint", "Checkpoint")
+        );
+        assert_eq!(
+            ev.note.as_deref(),
+            Some("audit chain head: seq 10, hash sha256:ab")
+        );
         assert_eq!(to_event(&signals[1]).reason, "PolicyReload");
     }
 
     #[test]
     fn deny_is_a_warning_with_a_readable_note() {
         let mut agg = Aggregator::new();
-        agg.observe(&req(7, "2026-11-27T10:15:01Z", "mallory", "patient-records", Decision::Deny, Operation::Read));
+        agg.observe(&req(
+            7,
+            "2026-11-27T10:15:01Z",
+            "mallory",
+            "patient-records",
+            Decision::Deny,
+            Operation::Read,
+        ));
         let ev = to_event(&agg.take(None)[0]);
         assert_eq!(ev.type_, EventType::Warning);
         assert_eq!(ev.reason, "AccessDenied");
         assert_eq!(ev.action, "Read");
         assert_eq!(
             ev.note.as_deref(),
-            Some("User mallory Read topic patient-records: 1 requests, 15 records, 150 bytes Deny in minute 2026-11-27T10:15Z (audit seq 7..7)")
+            Some(
+                "User mallory Read topic patient-records: 1 requests, 15 records, 150 bytes Deny in minute 2026-11-27T10:15Z (audit seq 7..7)"
+            )
         );
     }
 }

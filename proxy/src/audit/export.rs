@@ -25,20 +25,22 @@ impl Filter {
     /// Pure: does `record` belong in the export?
     pub fn matches(&self, record: &AuditRecord) -> bool {
         if self.since.is_some() || self.until.is_some() {
-            let Some(t) = record.parsed_time() else { return false };
+            let Some(t) = record.parsed_time() else {
+                return false;
+            };
             if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t >= u) {
                 return false;
             }
         }
-        if let Some(topic) = &self.topic {
-            if !record.resources.iter().any(|r| &r.topic == topic) {
-                return false;
-            }
+        if let Some(topic) = &self.topic
+            && !record.resources.iter().any(|r| &r.topic == topic)
+        {
+            return false;
         }
-        if let Some(subject) = &self.subject {
-            if record.subject.as_ref().is_none_or(|s| &s.name != subject) {
-                return false;
-            }
+        if let Some(subject) = &self.subject
+            && record.subject.as_ref().is_none_or(|s| &s.name != subject)
+        {
+            return false;
         }
         true
     }
@@ -53,10 +55,35 @@ pub enum Format {
 
 /// CSV columns, in order.
 pub const CSV_HEADER: &[&str] = &[
-    "seq", "time", "kind", "pod", "namespace", "serviceAccount", "subjectKind", "subjectName", "subjectGroups",
-    "subjectIssuer", "clientId", "clientAddress", "api", "apiVersion", "operation", "topic", "partition",
-    "offsetFirst", "offsetLast", "records", "bytes", "decision", "reason", "policyName", "policyGeneration",
-    "maskingRule", "maskedFields", "payloadDigest", "hash",
+    "seq",
+    "time",
+    "kind",
+    "pod",
+    "namespace",
+    "serviceAccount",
+    "subjectKind",
+    "subjectName",
+    "subjectGroups",
+    "subjectIssuer",
+    "clientId",
+    "clientAddress",
+    "api",
+    "apiVersion",
+    "operation",
+    "topic",
+    "partition",
+    "offsetFirst",
+    "offsetLast",
+    "records",
+    "bytes",
+    "decision",
+    "reason",
+    "policyName",
+    "policyGeneration",
+    "maskingRule",
+    "maskedFields",
+    "payloadDigest",
+    "hash",
 ];
 
 /// Writes matching records.
@@ -74,7 +101,13 @@ impl<W: Write> Exporter<W> {
         if format == Format::Csv {
             write_row(&mut out, CSV_HEADER.iter().map(|s| (*s).to_owned()))?;
         }
-        Ok(Self { out, format, filter, exported: 0, skipped_unreadable: 0 })
+        Ok(Self {
+            out,
+            format,
+            filter,
+            exported: 0,
+            skipped_unreadable: 0,
+        })
     }
 
     /// Offer one spool line.
@@ -117,7 +150,13 @@ pub fn csv_rows(rec: &AuditRecord, topic: Option<&str>) -> Vec<Vec<String>> {
     let masked = rec
         .masking
         .as_ref()
-        .map(|m| m.fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";"))
+        .map(|m| {
+            m.fields
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";")
+        })
         .unwrap_or_default();
     let base = |res: Option<&super::record::ResourceAccess>| {
         vec![
@@ -135,25 +174,43 @@ pub fn csv_rows(rec: &AuditRecord, topic: Option<&str>) -> Vec<Vec<String>> {
             opt(&rec.client_address),
             opt(&rec.api),
             num(rec.api_version.map(i64::from)),
-            rec.operation.map(|o| o.as_str().to_owned()).unwrap_or_default(),
+            rec.operation
+                .map(|o| o.as_str().to_owned())
+                .unwrap_or_default(),
             res.map(|r| r.topic.clone()).unwrap_or_default(),
             num(res.and_then(|r| r.partition.map(i64::from))),
             num(res.and_then(|r| r.offset_first)),
             num(res.and_then(|r| r.offset_last)),
             res.map(|r| r.records.to_string()).unwrap_or_default(),
             res.map(|r| r.bytes.to_string()).unwrap_or_default(),
-            rec.decision.map(|d| d.as_str().to_owned()).unwrap_or_default(),
+            rec.decision
+                .map(|d| d.as_str().to_owned())
+                .unwrap_or_default(),
             opt(&rec.reason),
-            rec.policy.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            rec.policy
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
             num(rec.policy.as_ref().map(|p| p.generation)),
-            rec.masking.as_ref().map(|m| m.rule.clone()).unwrap_or_default(),
+            rec.masking
+                .as_ref()
+                .map(|m| m.rule.clone())
+                .unwrap_or_default(),
             masked.clone(),
             opt(&rec.payload_digest),
             rec.hash.clone(),
         ]
     };
-    let resources: Vec<_> = rec.resources.iter().filter(|r| topic.is_none_or(|t| r.topic == t)).collect();
-    if resources.is_empty() { vec![base(None)] } else { resources.into_iter().map(|r| base(Some(r))).collect() }
+    let resources: Vec<_> = rec
+        .resources
+        .iter()
+        .filter(|r| topic.is_none_or(|t| r.topic == t))
+        .collect();
+    if resources.is_empty() {
+        vec![base(None)]
+    } else {
+        resources.into_iter().map(|r| base(Some(r))).collect()
+    }
 }
 
 fn write_row(out: &mut impl Write, cells: impl IntoIterator<Item = String>) -> io::Result<()> {
@@ -163,7 +220,11 @@ fn write_row(out: &mut impl Write, cells: impl IntoIterator<Item = String>) -> i
 
 /// RFC 4180 quoting.
 fn csv_cell(cell: &str) -> String {
-    if cell.contains([',', '"', '\n', '\r']) { format!("\"{}\"", cell.replace('"', "\"\"")) } else { cell.to_owned() }
+    if cell.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
+    } else {
+        cell.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -179,7 +240,12 @@ mod tests {
         AuditRecord::request("Fetch", 13, Operation::Read)
             .at(at(time))
             .subject(Subject::user(who, vec!["a".into(), "b".into()], None))
-            .resources(topics.iter().enumerate().map(|(p, t)| ResourceAccess::partition(*t, p as i32, Some((1, 2)), 2, 20)))
+            .resources(
+                topics
+                    .iter()
+                    .enumerate()
+                    .map(|(p, t)| ResourceAccess::partition(*t, p as i32, Some((1, 2)), 2, 20)),
+            )
             .decision(Decision::Allow, "rule x, via \"approval\"")
     }
 
@@ -193,14 +259,22 @@ mod tests {
         };
         assert!(f.matches(&rec("2026-11-27T10:00:00Z", "alice", &["patient-records"])));
         assert!(!f.matches(&rec("2026-11-27T11:00:00Z", "alice", &["patient-records"])));
-        assert!(!f.matches(&rec("2026-11-27T09:59:59.999999Z", "alice", &["patient-records"])));
+        assert!(!f.matches(&rec(
+            "2026-11-27T09:59:59.999999Z",
+            "alice",
+            &["patient-records"]
+        )));
         assert!(!f.matches(&rec("2026-11-27T10:30:00Z", "bob", &["patient-records"])));
         assert!(!f.matches(&rec("2026-11-27T10:30:00Z", "alice", &["billing"])));
     }
 
     #[test]
     fn csv_has_one_row_per_resource_and_quotes() {
-        let r = rec("2026-11-27T10:00:00Z", "alice", &["patient-records", "billing"]);
+        let r = rec(
+            "2026-11-27T10:00:00Z",
+            "alice",
+            &["patient-records", "billing"],
+        );
         let rows = csv_rows(&r, None);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].len(), CSV_HEADER.len());

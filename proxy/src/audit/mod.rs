@@ -39,7 +39,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use record::{
-    AuditRecord, Decision, MaskingSummary, Operation, PodIdentity, PolicyRef, RecordKind, ResourceAccess, Subject,
+    AuditRecord, Decision, MaskingSummary, Operation, PodIdentity, PolicyRef, RecordKind,
+    ResourceAccess, Subject,
 };
 pub use spool::{Durable, Receipt, SpoolConfig, SpoolError, SpoolHandle, SpoolHealth};
 
@@ -47,13 +48,21 @@ pub use spool::{Durable, Receipt, SpoolConfig, SpoolError, SpoolHandle, SpoolHea
 #[derive(Clone, Debug, clap::Args)]
 pub struct AuditArgs {
     /// Directory of the audit spool (an emptyDir or a PVC in the pod).
-    #[arg(long = "audit-dir", env = "STREAMGATE_AUDIT_DIR", default_value = "/var/run/streamgate/audit")]
+    #[arg(
+        long = "audit-dir",
+        env = "STREAMGATE_AUDIT_DIR",
+        default_value = "/var/run/streamgate/audit"
+    )]
     pub audit_dir: PathBuf,
     /// Start a new spool segment once the current one reaches this many bytes.
     #[arg(long = "audit-segment-bytes", env = "STREAMGATE_AUDIT_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub audit_segment_bytes: u64,
     /// Write a checkpoint record (seq, hash of the head) after this many records…
-    #[arg(long = "audit-checkpoint-every", env = "STREAMGATE_AUDIT_CHECKPOINT_EVERY", default_value_t = 10_000)]
+    #[arg(
+        long = "audit-checkpoint-every",
+        env = "STREAMGATE_AUDIT_CHECKPOINT_EVERY",
+        default_value_t = 10_000
+    )]
     pub audit_checkpoint_every: u64,
     /// …or after this long (e.g. `60s`, `5m`).
     #[arg(long = "audit-checkpoint-interval", env = "STREAMGATE_AUDIT_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -137,15 +146,28 @@ impl Audit {
         let audit = Arc::new(Self::with_spool(args.spool_config()));
         let want_otlp = args.audit_otlp.unwrap_or_else(otlp::configured_in_env);
         if want_otlp {
-            let exporter = otlp::exporter_from_env(&audit.pod).map_err(|e| anyhow::anyhow!("OTLP exporter: {e}"))?;
-            audit.spawn_shipper("otlp", otlp::OtlpSink::new(exporter)).await;
+            let exporter = otlp::exporter_from_env(&audit.pod)
+                .map_err(|e| anyhow::anyhow!("OTLP exporter: {e}"))?;
+            audit
+                .spawn_shipper("otlp", otlp::OtlpSink::new(exporter))
+                .await;
         }
-        let want_events = args.audit_events.unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
+        let want_events = args
+            .audit_events
+            .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
         if want_events {
             let client = kube::Client::try_default().await?;
-            audit.spawn_shipper("events", events::EventsSink::new(client, &audit.pod, args.audit_pod_uid.clone())).await;
+            audit
+                .spawn_shipper(
+                    "events",
+                    events::EventsSink::new(client, &audit.pod, args.audit_pod_uid.clone()),
+                )
+                .await;
         }
-        let start = AuditRecord::event(RecordKind::SidecarStart, format!("streamgate-proxy {} started", env!("CARGO_PKG_VERSION")));
+        let start = AuditRecord::event(
+            RecordKind::SidecarStart,
+            format!("streamgate-proxy {} started", env!("CARGO_PKG_VERSION")),
+        );
         if let Err(e) = audit.record_durable(start).await {
             tracing::error!(error = %e, "audit: SidecarStart could not be recorded");
         }
@@ -155,12 +177,18 @@ impl Audit {
     /// An audit trail with only the spool (no shippers, no start record).
     pub fn with_spool(config: SpoolConfig) -> Self {
         let pod = config.pod.clone();
-        Self { spool: SpoolHandle::start(config), pod, shutdown: CancellationToken::new(), shippers: Mutex::new(Vec::new()) }
+        Self {
+            spool: SpoolHandle::start(config),
+            pod,
+            shutdown: CancellationToken::new(),
+            shippers: Mutex::new(Vec::new()),
+        }
     }
 
     /// Run a shipper over this spool until shutdown.
     pub async fn spawn_shipper<S: shipper::Sink + 'static>(&self, name: &'static str, sink: S) {
-        self.spawn_shipper_with(name, sink, shipper::ShipperConfig::default()).await;
+        self.spawn_shipper_with(name, sink, shipper::ShipperConfig::default())
+            .await;
     }
 
     /// [`Audit::spawn_shipper`] with explicit batch size and timings.
@@ -204,7 +232,11 @@ impl Audit {
 
     /// Record per the policy's failure mode: `Closed` waits for durability and returns the
     /// error to turn into a refusal; `Open` queues the record and always returns `Ok`.
-    pub async fn record_with(&self, mode: FailureMode, record: AuditRecord) -> Result<(), AuditError> {
+    pub async fn record_with(
+        &self,
+        mode: FailureMode,
+        record: AuditRecord,
+    ) -> Result<(), AuditError> {
         match mode {
             FailureMode::Closed => self.record_durable(record).await.map(|_| ()),
             FailureMode::Open => {
@@ -247,7 +279,9 @@ impl Audit {
         let tasks: Vec<JoinHandle<()>> = self.shippers.lock().await.drain(..).collect();
         for mut task in tasks {
             if tokio::time::timeout(grace, &mut task).await.is_err() {
-                tracing::warn!("audit shipper did not finish within the grace period; it resumes from its cursor next start");
+                tracing::warn!(
+                    "audit shipper did not finish within the grace period; it resumes from its cursor next start"
+                );
                 task.abort();
             }
         }
@@ -265,8 +299,15 @@ mod tests {
         std::fs::write(&dir, b"a file, not a directory").unwrap();
         let audit = Audit::with_spool(SpoolConfig::new(&dir));
         let rec = || AuditRecord::request("Fetch", 13, Operation::Read);
-        let err = audit.record_with(FailureMode::Closed, rec()).await.unwrap_err();
-        assert!(err.to_string().starts_with("audit record could not be made durable: audit spool"), "{err}");
+        let err = audit
+            .record_with(FailureMode::Closed, rec())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("audit record could not be made durable: audit spool"),
+            "{err}"
+        );
         audit.record_with(FailureMode::Open, rec()).await.unwrap();
         audit.shutdown(Duration::from_secs(1)).await;
         assert!(!audit.health().is_healthy());
@@ -281,7 +322,10 @@ mod tests {
         args.audit_pod_namespace = Some("clinical".into());
         let audit = Audit::start(&args).await.unwrap();
         let d = audit
-            .record_durable(AuditRecord::request("Produce", 9, Operation::Write).decision(Decision::Allow, "rule w"))
+            .record_durable(
+                AuditRecord::request("Produce", 9, Operation::Write)
+                    .decision(Decision::Allow, "rule w"),
+            )
             .await
             .unwrap();
         assert_eq!(d.seq, 2);
@@ -291,7 +335,18 @@ mod tests {
             .map(|l| serde_json::from_str(&l.unwrap().2).unwrap())
             .collect();
         let kinds: Vec<RecordKind> = recs.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds, vec![RecordKind::SidecarStart, RecordKind::Request, RecordKind::SidecarStop]);
-        assert!(recs.iter().all(|r| r.pod.as_deref() == Some("intake-5d8f7-abcde") && r.namespace.as_deref() == Some("clinical")));
+        assert_eq!(
+            kinds,
+            vec![
+                RecordKind::SidecarStart,
+                RecordKind::Request,
+                RecordKind::SidecarStop
+            ]
+        );
+        assert!(
+            recs.iter()
+                .all(|r| r.pod.as_deref() == Some("intake-5d8f7-abcde")
+                    && r.namespace.as_deref() == Some("clinical"))
+        );
     }
 }

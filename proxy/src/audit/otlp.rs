@@ -30,9 +30,12 @@ pub const SERVICE_NAME: &str = "streamgate-proxy";
 
 /// Is an OTLP endpoint configured in the environment?
 pub fn configured_in_env() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
 /// The resource describing this sidecar.
@@ -50,7 +53,9 @@ pub fn resource(pod: &PodIdentity) -> Resource {
 /// An OTLP log exporter from the standard environment variables (must run inside a Tokio
 /// runtime: the gRPC channel needs a reactor).
 pub fn exporter_from_env(pod: &PodIdentity) -> Result<opentelemetry_otlp::LogExporter, String> {
-    let mut exporter = opentelemetry_otlp::LogExporter::builder().build().map_err(|e| e.to_string())?;
+    let mut exporter = opentelemetry_otlp::LogExporter::builder()
+        .build()
+        .map_err(|e| e.to_string())?;
     exporter.set_resource(&resource(pod));
     Ok(exporter)
 }
@@ -70,16 +75,27 @@ impl<E: LogExporter> OtlpSink<E> {
         // SDK does not let us construct directly. Nothing is emitted through it.
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("streamgate.audit");
-        let scope = InstrumentationScope::builder("streamgate.audit").with_version(env!("CARGO_PKG_VERSION")).build();
-        Self { exporter, logger, scope, _provider: provider }
+        let scope = InstrumentationScope::builder("streamgate.audit")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        Self {
+            exporter,
+            logger,
+            scope,
+            _provider: provider,
+        }
     }
 }
 
 impl<E: LogExporter + 'static> Sink for OtlpSink<E> {
     async fn deliver(&mut self, records: &[Value]) -> Result<(), String> {
         let logs: Vec<SdkLogRecord> = records.iter().map(|v| to_log(&self.logger, v)).collect();
-        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> = logs.iter().map(|l| (l, &self.scope)).collect();
-        self.exporter.export(LogBatch::new(&refs)).await.map_err(|e| e.to_string())
+        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            logs.iter().map(|l| (l, &self.scope)).collect();
+        self.exporter
+            .export(LogBatch::new(&refs))
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -117,7 +133,9 @@ fn to_log(logger: &SdkLogger, value: &Value) -> SdkLogRecord {
 fn severity(rec: &AuditRecord) -> (Severity, &'static str) {
     match (rec.kind, rec.decision) {
         (RecordKind::SpoolFailure, _) => (Severity::Error, "ERROR"),
-        (RecordKind::AuthFailure | RecordKind::SpoolRecovered, _) | (_, Some(Decision::Deny)) => (Severity::Warn, "WARN"),
+        (RecordKind::AuthFailure | RecordKind::SpoolRecovered, _) | (_, Some(Decision::Deny)) => {
+            (Severity::Warn, "WARN")
+        }
         _ => (Severity::Info, "INFO"),
     }
 }
@@ -141,7 +159,10 @@ fn event_name(kind: RecordKind) -> &'static str {
 /// The log attributes of a record (pure).
 pub fn attributes(rec: &AuditRecord) -> Vec<(&'static str, AnyValue)> {
     let mut a: Vec<(&'static str, AnyValue)> = vec![
-        ("streamgate.seq", AnyValue::Int(i64::try_from(rec.seq).unwrap_or(i64::MAX))),
+        (
+            "streamgate.seq",
+            AnyValue::Int(i64::try_from(rec.seq).unwrap_or(i64::MAX)),
+        ),
         ("streamgate.hash", rec.hash.clone().into()),
         ("streamgate.kind", format!("{:?}", rec.kind).into()),
     ];
@@ -164,15 +185,36 @@ pub fn attributes(rec: &AuditRecord) -> Vec<(&'static str, AnyValue)> {
     );
     let topics: BTreeSet<&str> = rec.resources.iter().map(|r| r.topic.as_str()).collect();
     if topics.len() == 1 {
-        push("messaging.destination.name", topics.first().map(|t| (*t).to_owned().into()));
+        push(
+            "messaging.destination.name",
+            topics.first().map(|t| (*t).to_owned().into()),
+        );
     }
     if rec.resources.len() == 1 {
-        push("messaging.destination.partition.id", rec.resources[0].partition.map(|p| p.to_string().into()));
+        push(
+            "messaging.destination.partition.id",
+            rec.resources[0].partition.map(|p| p.to_string().into()),
+        );
     }
     if !rec.resources.is_empty() {
-        push("messaging.batch.message_count", Some(AnyValue::Int(i64::try_from(rec.total_records()).unwrap_or(i64::MAX))));
-        push("streamgate.topics", Some(AnyValue::ListAny(Box::new(topics.iter().map(|t| (*t).to_owned().into()).collect()))));
-        push("streamgate.bytes", Some(AnyValue::Int(i64::try_from(rec.total_bytes()).unwrap_or(i64::MAX))));
+        push(
+            "messaging.batch.message_count",
+            Some(AnyValue::Int(
+                i64::try_from(rec.total_records()).unwrap_or(i64::MAX),
+            )),
+        );
+        push(
+            "streamgate.topics",
+            Some(AnyValue::ListAny(Box::new(
+                topics.iter().map(|t| (*t).to_owned().into()).collect(),
+            ))),
+        );
+        push(
+            "streamgate.bytes",
+            Some(AnyValue::Int(
+                i64::try_from(rec.total_bytes()).unwrap_or(i64::MAX),
+            )),
+        );
     }
     push("messaging.client.id", rec.client_id.clone().map(Into::into));
     if let Some(addr) = &rec.client_address {
@@ -188,24 +230,52 @@ pub fn attributes(rec: &AuditRecord) -> Vec<(&'static str, AnyValue)> {
         push("enduser.id", Some(s.name.clone().into()));
         push("streamgate.subject.kind", Some(s.kind.clone().into()));
         if !s.groups.is_empty() {
-            push("streamgate.subject.groups", Some(AnyValue::ListAny(Box::new(s.groups.iter().cloned().map(Into::into).collect()))));
+            push(
+                "streamgate.subject.groups",
+                Some(AnyValue::ListAny(Box::new(
+                    s.groups.iter().cloned().map(Into::into).collect(),
+                ))),
+            );
         }
-        push("streamgate.subject.issuer", s.issuer.clone().map(Into::into));
+        push(
+            "streamgate.subject.issuer",
+            s.issuer.clone().map(Into::into),
+        );
     }
-    push("k8s.service_account.name", rec.service_account.clone().map(Into::into));
-    push("streamgate.decision", rec.decision.map(|d| d.as_str().into()));
+    push(
+        "k8s.service_account.name",
+        rec.service_account.clone().map(Into::into),
+    );
+    push(
+        "streamgate.decision",
+        rec.decision.map(|d| d.as_str().into()),
+    );
     push("streamgate.reason", rec.reason.clone().map(Into::into));
     if let Some(p) = &rec.policy {
         push("streamgate.policy.name", Some(p.name.clone().into()));
-        push("streamgate.policy.generation", Some(AnyValue::Int(p.generation)));
+        push(
+            "streamgate.policy.generation",
+            Some(AnyValue::Int(p.generation)),
+        );
     }
     if let Some(m) = &rec.masking {
         push("streamgate.masking.rule", Some(m.rule.clone().into()));
-        push("streamgate.masking.fields", Some(AnyValue::Int(i64::try_from(m.fields.values().sum::<u64>()).unwrap_or(i64::MAX))));
+        push(
+            "streamgate.masking.fields",
+            Some(AnyValue::Int(
+                i64::try_from(m.fields.values().sum::<u64>()).unwrap_or(i64::MAX),
+            )),
+        );
     }
-    push("streamgate.payload_digest", rec.payload_digest.clone().map(Into::into));
+    push(
+        "streamgate.payload_digest",
+        rec.payload_digest.clone().map(Into::into),
+    );
     if let Some(c) = &rec.checkpoint {
-        push("streamgate.checkpoint.seq", Some(AnyValue::Int(i64::try_from(c.seq).unwrap_or(i64::MAX))));
+        push(
+            "streamgate.checkpoint.seq",
+            Some(AnyValue::Int(i64::try_from(c.seq).unwrap_or(i64::MAX))),
+        );
         push("streamgate.checkpoint.hash", Some(c.hash.clone().into()));
     }
     a
@@ -223,21 +293,49 @@ mod tests {
     #[test]
     fn request_maps_to_semantic_names() {
         let mut rec = AuditRecord::request("Fetch", 13, Operation::Read)
-            .subject(Subject::user("alice@example.com", vec!["clinicians".into()], None))
+            .subject(Subject::user(
+                "alice@example.com",
+                vec!["clinicians".into()],
+                None,
+            ))
             .client(Some("billing-consumer".into()), "127.0.0.1:53422")
-            .resource(ResourceAccess::partition("patient-records", 2, Some((100, 149)), 50, 51200))
+            .resource(ResourceAccess::partition(
+                "patient-records",
+                2,
+                Some((100, 149)),
+                50,
+                51200,
+            ))
             .decision(Decision::Deny, "no rule");
         rec.seq = 7;
         let a = attributes(&rec);
         assert_eq!(get(&a, "messaging.system"), Some(&AnyValue::from("kafka")));
-        assert_eq!(get(&a, "messaging.operation.type"), Some(&AnyValue::from("receive")));
-        assert_eq!(get(&a, "messaging.destination.name"), Some(&AnyValue::from("patient-records")));
-        assert_eq!(get(&a, "messaging.destination.partition.id"), Some(&AnyValue::from("2")));
-        assert_eq!(get(&a, "enduser.id"), Some(&AnyValue::from("alice@example.com")));
-        assert_eq!(get(&a, "client.address"), Some(&AnyValue::from("127.0.0.1")));
+        assert_eq!(
+            get(&a, "messaging.operation.type"),
+            Some(&AnyValue::from("receive"))
+        );
+        assert_eq!(
+            get(&a, "messaging.destination.name"),
+            Some(&AnyValue::from("patient-records"))
+        );
+        assert_eq!(
+            get(&a, "messaging.destination.partition.id"),
+            Some(&AnyValue::from("2"))
+        );
+        assert_eq!(
+            get(&a, "enduser.id"),
+            Some(&AnyValue::from("alice@example.com"))
+        );
+        assert_eq!(
+            get(&a, "client.address"),
+            Some(&AnyValue::from("127.0.0.1"))
+        );
         assert_eq!(get(&a, "client.port"), Some(&AnyValue::Int(53422)));
         assert_eq!(get(&a, "streamgate.seq"), Some(&AnyValue::Int(7)));
-        assert_eq!(get(&a, "streamgate.decision"), Some(&AnyValue::from("Deny")));
+        assert_eq!(
+            get(&a, "streamgate.decision"),
+            Some(&AnyValue::from("Deny"))
+        );
         assert_eq!(severity(&rec).0, Severity::Warn);
     }
 
@@ -246,6 +344,9 @@ mod tests {
         let rec = AuditRecord::event(RecordKind::PolicyReload, "phi-access generation 4");
         let a = attributes(&rec);
         assert!(get(&a, "messaging.system").is_none());
-        assert_eq!(get(&a, "streamgate.kind"), Some(&AnyValue::from("PolicyReload")));
+        assert_eq!(
+            get(&a, "streamgate.kind"),
+            Some(&AnyValue::from("PolicyReload"))
+        );
     }
 }

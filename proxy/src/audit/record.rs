@@ -88,11 +88,21 @@ pub struct Subject {
 
 impl Subject {
     pub fn user(name: impl Into<String>, groups: Vec<String>, issuer: Option<String>) -> Self {
-        Self { kind: "User".into(), name: name.into(), groups, issuer }
+        Self {
+            kind: "User".into(),
+            name: name.into(),
+            groups,
+            issuer,
+        }
     }
 
     pub fn service_account(name: impl Into<String>) -> Self {
-        Self { kind: "ServiceAccount".into(), name: name.into(), groups: Vec::new(), issuer: None }
+        Self {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            groups: Vec::new(),
+            issuer: None,
+        }
     }
 }
 
@@ -116,7 +126,10 @@ pub struct ResourceAccess {
 impl ResourceAccess {
     /// A topic-level resource (Metadata, CreateTopics, a refused request…).
     pub fn topic(topic: impl Into<String>) -> Self {
-        Self { topic: topic.into(), ..Self::default() }
+        Self {
+            topic: topic.into(),
+            ..Self::default()
+        }
     }
 
     /// A partition with the offset range `first..=last` and its record/byte counts.
@@ -244,7 +257,11 @@ pub struct PodIdentity {
 impl AuditRecord {
     /// A new record of `kind`, timed now.
     pub fn new(kind: RecordKind) -> Self {
-        Self { time: format_time(Utc::now()), kind, ..Self::default() }
+        Self {
+            time: format_time(Utc::now()),
+            kind,
+            ..Self::default()
+        }
     }
 
     /// A governed request, timed now.
@@ -259,7 +276,10 @@ impl AuditRecord {
 
     /// A lifecycle event with a human-readable reason.
     pub fn event(kind: RecordKind, reason: impl Into<String>) -> Self {
-        Self { reason: Some(reason.into()), ..Self::new(kind) }
+        Self {
+            reason: Some(reason.into()),
+            ..Self::new(kind)
+        }
     }
 
     pub fn at(mut self, time: DateTime<Utc>) -> Self {
@@ -303,12 +323,18 @@ impl AuditRecord {
     }
 
     pub fn policy(mut self, name: impl Into<String>, generation: i64) -> Self {
-        self.policy = Some(PolicyRef { name: name.into(), generation });
+        self.policy = Some(PolicyRef {
+            name: name.into(),
+            generation,
+        });
         self
     }
 
     pub fn masking(mut self, rule: impl Into<String>, fields: BTreeMap<String, u64>) -> Self {
-        self.masking = Some(MaskingSummary { rule: rule.into(), fields });
+        self.masking = Some(MaskingSummary {
+            rule: rule.into(),
+            fields,
+        });
         self
     }
 
@@ -337,7 +363,9 @@ impl AuditRecord {
 
     /// The record's time, parsed.
     pub fn parsed_time(&self) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&self.time).ok().map(|t| t.with_timezone(&Utc))
+        DateTime::parse_from_rfc3339(&self.time)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 }
 
@@ -348,10 +376,22 @@ mod tests {
     #[test]
     fn json_uses_camel_case_and_omits_unknowns() {
         let rec = AuditRecord::request("Fetch", 13, Operation::Read)
-            .at(DateTime::parse_from_rfc3339("2026-11-27T10:15:02.123456Z").unwrap().into())
-            .subject(Subject::user("alice@example.com", vec!["clinicians".into()], None))
+            .at(DateTime::parse_from_rfc3339("2026-11-27T10:15:02.123456Z")
+                .unwrap()
+                .into())
+            .subject(Subject::user(
+                "alice@example.com",
+                vec!["clinicians".into()],
+                None,
+            ))
             .client(Some("billing-consumer".into()), "127.0.0.1:53422")
-            .resource(ResourceAccess::partition("patient-records", 0, Some((100, 149)), 50, 51200))
+            .resource(ResourceAccess::partition(
+                "patient-records",
+                0,
+                Some((100, 149)),
+                50,
+                51200,
+            ))
             .decision(Decision::Allow, "rule read-records")
             .policy("phi-access", 3);
         let v = serde_json::to_value(&rec).unwrap();

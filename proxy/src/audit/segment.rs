@@ -22,7 +22,10 @@ pub fn segment_name(first_seq: u64) -> String {
 
 /// The first seq encoded in a segment file name.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()
+    name.strip_prefix(PREFIX)?
+        .strip_suffix(SUFFIX)?
+        .parse()
+        .ok()
 }
 
 /// A segment file: its first seq and path.
@@ -39,7 +42,10 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
         let entry = entry?;
         let name = entry.file_name();
         if let Some(first_seq) = name.to_str().and_then(parse_segment_name) {
-            segments.push(Segment { first_seq, path: entry.path() });
+            segments.push(Segment {
+                first_seq,
+                path: entry.path(),
+            });
         }
     }
     segments.sort();
@@ -130,28 +136,38 @@ fn move_aside(segment: &Segment, tail: &[u8]) -> io::Result<TornTail> {
     let mut name = segment.path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{millis}.torn"));
     let moved_to = segment.path.with_file_name(name);
-    let mut file = OpenOptions::new().create_new(true).write(true).open(&moved_to)?;
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&moved_to)?;
     file.write_all(tail)?;
     file.sync_all()?;
-    Ok(TornTail { segment: segment.path.clone(), bytes: tail.len() as u64, moved_to })
+    Ok(TornTail {
+        segment: segment.path.clone(),
+        bytes: tail.len() as u64,
+        moved_to,
+    })
 }
 
 /// Every line of every segment, in order, with its segment path and 1-based line number.
-pub fn read_lines(dir: &Path) -> io::Result<impl Iterator<Item = io::Result<(PathBuf, u64, String)>>> {
+pub fn read_lines(
+    dir: &Path,
+) -> io::Result<impl Iterator<Item = io::Result<(PathBuf, u64, String)>>> {
     let segments = list_segments(dir)?;
     Ok(segments.into_iter().flat_map(|segment| {
-        let lines: Box<dyn Iterator<Item = io::Result<(PathBuf, u64, String)>>> = match File::open(&segment.path) {
-            Ok(file) => {
-                let path = segment.path.clone();
-                Box::new(
-                    BufReader::new(file)
-                        .lines()
-                        .enumerate()
-                        .map(move |(i, line)| line.map(|l| (path.clone(), i as u64 + 1, l))),
-                )
-            }
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        };
+        let lines: Box<dyn Iterator<Item = io::Result<(PathBuf, u64, String)>>> =
+            match File::open(&segment.path) {
+                Ok(file) => {
+                    let path = segment.path.clone();
+                    Box::new(
+                        BufReader::new(file)
+                            .lines()
+                            .enumerate()
+                            .map(move |(i, line)| line.map(|l| (path.clone(), i as u64 + 1, l))),
+                    )
+                }
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
         lines
     }))
 }
@@ -167,7 +183,11 @@ pub struct Tail {
 impl Tail {
     /// Start at `next_seq` (the first record not yet delivered).
     pub fn new(dir: impl Into<PathBuf>, next_seq: u64) -> Self {
-        Self { dir: dir.into(), next_seq: next_seq.max(1), open: None }
+        Self {
+            dir: dir.into(),
+            next_seq: next_seq.max(1),
+            open: None,
+        }
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -182,7 +202,9 @@ impl Tail {
             if self.open.is_none() && !self.open_segment()? {
                 break;
             }
-            let Some((_, reader)) = self.open.as_mut() else { break };
+            let Some((_, reader)) = self.open.as_mut() else {
+                break;
+            };
             let mut line = String::new();
             let pos = reader.stream_position()?;
             let n = reader.read_line(&mut line)?;
@@ -197,7 +219,10 @@ impl Tail {
                 break;
             }
             let Ok(value) = serde_json::from_str::<Value>(&line) else {
-                tracing::warn!(seq = self.next_seq, "audit tail: skipping a line that is not JSON");
+                tracing::warn!(
+                    seq = self.next_seq,
+                    "audit tail: skipping a line that is not JSON"
+                );
                 continue;
             };
             let seq = value.get("seq").and_then(Value::as_u64).unwrap_or(0);
@@ -226,8 +251,12 @@ impl Tail {
     }
 
     fn next_segment_exists(&self) -> io::Result<bool> {
-        let Some((current, _)) = &self.open else { return Ok(false) };
-        Ok(list_segments(&self.dir)?.iter().any(|s| s.path > *current && s.first_seq <= self.next_seq))
+        let Some((current, _)) = &self.open else {
+            return Ok(false);
+        };
+        Ok(list_segments(&self.dir)?
+            .iter()
+            .any(|s| s.path > *current && s.first_seq <= self.next_seq))
     }
 }
 
@@ -248,7 +277,9 @@ mod tests {
         let mut chain = super::super::chain::Chain::start(super::super::chain::new_genesis());
         let mut bytes = Vec::new();
         for _ in 0..3 {
-            let mut rec = super::super::record::AuditRecord::new(super::super::record::RecordKind::SidecarStart);
+            let mut rec = super::super::record::AuditRecord::new(
+                super::super::record::RecordKind::SidecarStart,
+            );
             let line = chain.link(&mut rec).unwrap();
             chain.commit(&rec);
             bytes.extend_from_slice(line.as_bytes());
@@ -260,6 +291,10 @@ mod tests {
         bytes.extend_from_slice(b"{\"seq\":4,\"ti");
         assert_eq!(scan_segment(&bytes).intact_len, whole);
         bytes.extend_from_slice(b"\n");
-        assert_eq!(scan_segment(&bytes).intact_len, whole, "garbled complete line is torn too");
+        assert_eq!(
+            scan_segment(&bytes).intact_len,
+            whole,
+            "garbled complete line is torn too"
+        );
     }
 }

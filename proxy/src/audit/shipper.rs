@@ -61,7 +61,10 @@ impl Default for ShipperConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
     #[error("audit shipper cursor {path}: {source}")]
-    Cursor { path: String, source: std::io::Error },
+    Cursor {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("audit shipper reading {dir}: {source}")]
     Read { dir: String, source: std::io::Error },
 }
@@ -74,13 +77,18 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn new(dir: &Path, name: &str) -> Self {
-        Self { path: dir.join(format!("{name}.cursor")) }
+        Self {
+            path: dir.join(format!("{name}.cursor")),
+        }
     }
 
     /// The acknowledged seq (0 when nothing was ever shipped).
     pub fn load(&self) -> Result<u64, ShipError> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => text.trim().parse().map_err(|e| self.err(std::io::Error::other(format!("not a seq: {e}")))),
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|e| self.err(std::io::Error::other(format!("not a seq: {e}")))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(self.err(e)),
         }
@@ -99,7 +107,10 @@ impl Cursor {
     }
 
     fn err(&self, source: std::io::Error) -> ShipError {
-        ShipError::Cursor { path: self.path.display().to_string(), source }
+        ShipError::Cursor {
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 }
 
@@ -119,12 +130,21 @@ pub async fn run<S: Sink>(
     let mut tail = Tail::new(dir, acked + 1);
     let mut backoff = config.backoff_initial;
     let mut pending: Vec<Value> = Vec::new();
-    tracing::info!(shipper = name, from_seq = acked + 1, "audit shipper started");
+    tracing::info!(
+        shipper = name,
+        from_seq = acked + 1,
+        "audit shipper started"
+    );
     loop {
         let draining = shutdown.is_cancelled();
         if pending.is_empty() {
             let up_to = head.as_ref().map_or(u64::MAX, |h| *h.borrow());
-            pending = tail.read(config.batch, up_to).map_err(|source| ShipError::Read { dir: dir.display().to_string(), source })?;
+            pending = tail
+                .read(config.batch, up_to)
+                .map_err(|source| ShipError::Read {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
         }
         if pending.is_empty() {
             sink.idle(draining).await;
@@ -151,7 +171,11 @@ pub async fn run<S: Sink>(
         }
         match sink.deliver(&pending).await {
             Ok(()) => {
-                let last = pending.last().and_then(|v| v.get("seq")).and_then(Value::as_u64).unwrap_or(acked);
+                let last = pending
+                    .last()
+                    .and_then(|v| v.get("seq"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(acked);
                 pending.clear();
                 backoff = config.backoff_initial;
                 acked = store_floor(&cursor, &sink, last, acked)?;
@@ -171,7 +195,12 @@ pub async fn run<S: Sink>(
     }
 }
 
-fn store_floor<S: Sink>(cursor: &Cursor, sink: &S, delivered: u64, acked: u64) -> Result<u64, ShipError> {
+fn store_floor<S: Sink>(
+    cursor: &Cursor,
+    sink: &S,
+    delivered: u64,
+    acked: u64,
+) -> Result<u64, ShipError> {
     let floor = sink.ack_floor(delivered);
     if floor > acked {
         cursor.store(floor)?;

@@ -84,7 +84,9 @@ impl Future for Receipt {
     type Output = Result<Durable, SpoolError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(SpoolError::Closed)))
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(SpoolError::Closed)))
     }
 }
 
@@ -139,22 +141,35 @@ impl SpoolHandle {
     /// becomes usable.
     pub fn start(config: SpoolConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.max_batch.max(1) * 4);
-        let health = Arc::new(SpoolHealth { healthy: AtomicBool::new(true), ..SpoolHealth::default() });
+        let health = Arc::new(SpoolHealth {
+            healthy: AtomicBool::new(true),
+            ..SpoolHealth::default()
+        });
         let (head_tx, head) = watch::channel(0);
         let dir = config.dir.clone();
         let writer = Writer::new(config, Arc::clone(&health), head_tx);
-        let spawned = std::thread::Builder::new().name("audit-spool".into()).spawn(move || writer.run(rx));
+        let spawned = std::thread::Builder::new()
+            .name("audit-spool".into())
+            .spawn(move || writer.run(rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "audit spool writer thread could not start");
             health.healthy.store(false, Ordering::Relaxed);
         }
-        Self { tx, health, head, dir }
+        Self {
+            tx,
+            health,
+            head,
+            dir,
+        }
     }
 
     /// Queue a record; the receipt resolves once it is durable.
     pub async fn append(&self, record: AuditRecord) -> Result<Receipt, SpoolError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Append(record, tx)).await.map_err(|_| SpoolError::Closed)?;
+        self.tx
+            .send(Msg::Append(record, tx))
+            .await
+            .map_err(|_| SpoolError::Closed)?;
         Ok(Receipt { rx })
     }
 
@@ -162,7 +177,9 @@ impl SpoolHandle {
     /// with `Closed` if the queue is full or the writer stopped.
     pub fn try_append(&self, record: AuditRecord) -> Result<Receipt, SpoolError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.try_send(Msg::Append(record, tx)).map_err(|_| SpoolError::Closed)?;
+        self.tx
+            .try_send(Msg::Append(record, tx))
+            .map_err(|_| SpoolError::Closed)?;
         Ok(Receipt { rx })
     }
 
@@ -215,7 +232,10 @@ struct Writer {
     last_checkpoint: Instant,
 }
 
-type Batch = Vec<(AuditRecord, Option<oneshot::Sender<Result<Durable, SpoolError>>>)>;
+type Batch = Vec<(
+    AuditRecord,
+    Option<oneshot::Sender<Result<Durable, SpoolError>>>,
+)>;
 
 impl Writer {
     fn new(config: SpoolConfig, health: Arc<SpoolHealth>, head: watch::Sender<u64>) -> Self {
@@ -233,7 +253,10 @@ impl Writer {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, "audit spool writer runtime could not start");
@@ -246,15 +269,20 @@ impl Writer {
         }
         rt.block_on(async move {
             loop {
-                let wait = self.config.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
-                let first = match tokio::time::timeout(wait.max(Duration::from_millis(1)), rx.recv()).await {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => break,
-                    Err(_) => {
-                        self.maybe_checkpoint(true);
-                        continue;
-                    }
-                };
+                let wait = self
+                    .config
+                    .checkpoint_interval
+                    .saturating_sub(self.last_checkpoint.elapsed());
+                let first =
+                    match tokio::time::timeout(wait.max(Duration::from_millis(1)), rx.recv()).await
+                    {
+                        Ok(Some(msg)) => msg,
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.maybe_checkpoint(true);
+                            continue;
+                        }
+                    };
                 let mut batch: Batch = Vec::new();
                 let mut close = None;
                 let mut next = Some(first);
@@ -307,9 +335,11 @@ impl Writer {
             None => Chain::start(new_genesis()),
         };
         let segment = match recovery.segment {
-            Some((Segment { first_seq, path }, len)) => {
-                OpenSegment { first_seq, file: OpenOptions::new().append(true).open(path)?, len }
-            }
+            Some((Segment { first_seq, path }, len)) => OpenSegment {
+                first_seq,
+                file: OpenOptions::new().append(true).open(path)?,
+                len,
+            },
             None => self.create_segment(chain.next_seq())?,
         };
         self.chain = Some(chain);
@@ -323,25 +353,32 @@ impl Writer {
         let len = file.metadata()?.len();
         // The new name must survive a crash too.
         File::open(&self.config.dir)?.sync_all()?;
-        Ok(OpenSegment { first_seq, file, len })
+        Ok(OpenSegment {
+            first_seq,
+            file,
+            len,
+        })
     }
 
     fn write_batch(&mut self, mut batch: Batch) {
         if batch.is_empty() {
             return;
         }
-        if self.chain.is_none() || self.segment.is_none() {
-            if let Err(e) = self.open() {
-                self.fail_batch(batch, &e);
-                return;
-            }
+        if (self.chain.is_none() || self.segment.is_none())
+            && let Err(e) = self.open()
+        {
+            self.fail_batch(batch, &e);
+            return;
         }
         let mut prefix: Batch = self.own.drain(..).map(|r| (r, None)).collect();
         if let Some(note) = &self.failure {
             prefix.push((
                 AuditRecord::event(
                     RecordKind::SpoolFailure,
-                    format!("{} audit records could not be spooled since {}: {}", note.records, note.since, note.error),
+                    format!(
+                        "{} audit records could not be spooled since {}: {}",
+                        note.records, note.since, note.error
+                    ),
                 )
                 .with_pod(&self.config.pod),
                 None,
@@ -355,11 +392,16 @@ impl Writer {
             Ok(last) => {
                 self.failure = None;
                 self.health.healthy.store(true, Ordering::Relaxed);
-                self.health.written_records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.health
+                    .written_records
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.since_checkpoint += batch.len() as u64;
                 for (rec, tx) in batch {
                     if let Some(tx) = tx {
-                        let _ = tx.send(Ok(Durable { seq: rec.seq, hash: rec.hash }));
+                        let _ = tx.send(Ok(Durable {
+                            seq: rec.seq,
+                            hash: rec.hash,
+                        }));
                     }
                 }
                 let _ = self.head.send(last);
@@ -388,7 +430,11 @@ impl Writer {
             return Err(std::io::Error::other("spool not open"));
         };
         let mut chain = chain.clone();
-        if self.segment.as_ref().is_some_and(|s| s.len >= self.config.segment_bytes && s.first_seq < chain.next_seq()) {
+        if self
+            .segment
+            .as_ref()
+            .is_some_and(|s| s.len >= self.config.segment_bytes && s.first_seq < chain.next_seq())
+        {
             self.segment = Some(self.create_segment(chain.next_seq())?);
         }
         let mut buf = Vec::with_capacity(batch.len() * 512);
@@ -398,8 +444,14 @@ impl Writer {
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
         }
-        let segment = self.segment.as_mut().ok_or_else(|| std::io::Error::other("spool not open"))?;
-        let result = segment.file.write_all(&buf).and_then(|()| segment.file.sync_data());
+        let segment = self
+            .segment
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("spool not open"))?;
+        let result = segment
+            .file
+            .write_all(&buf)
+            .and_then(|()| segment.file.sync_data());
         if let Err(e) = result {
             // Best effort: cut whatever part of the batch reached the file.
             let _ = segment.file.set_len(segment.len);
@@ -414,7 +466,10 @@ impl Writer {
 
     fn fail_batch(&mut self, batch: Batch, error: &std::io::Error) {
         self.fail(batch.len() as u64, error);
-        let err = SpoolError::Io { dir: self.config.dir.display().to_string(), message: error.to_string() };
+        let err = SpoolError::Io {
+            dir: self.config.dir.display().to_string(),
+            message: error.to_string(),
+        };
         for (_, tx) in batch {
             if let Some(tx) = tx {
                 let _ = tx.send(Err(err.clone()));
@@ -425,7 +480,9 @@ impl Writer {
     fn fail(&mut self, records: u64, error: &std::io::Error) {
         tracing::error!(dir = %self.config.dir.display(), error = %error, records, "audit spool write failed");
         self.health.healthy.store(false, Ordering::Relaxed);
-        self.health.failed_records.fetch_add(records, Ordering::Relaxed);
+        self.health
+            .failed_records
+            .fetch_add(records, Ordering::Relaxed);
         let note = self.failure.get_or_insert_with(|| FailureNote {
             records: 0,
             since: super::record::format_time(chrono::Utc::now()),
@@ -437,13 +494,23 @@ impl Writer {
     /// Witness the head every `checkpoint_every` records or `checkpoint_interval`.
     fn maybe_checkpoint(&mut self, timer: bool) {
         let due = self.since_checkpoint >= self.config.checkpoint_every
-            || (self.since_checkpoint > 0 && (timer || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval));
+            || (self.since_checkpoint > 0
+                && (timer || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval));
         if timer {
             self.last_checkpoint = Instant::now();
         }
-        let Some(chain) = self.chain.as_ref().filter(|_| due) else { return };
-        let head = CheckpointRef { seq: chain.next_seq() - 1, hash: chain.head_hash().to_owned() };
-        let mut rec = AuditRecord::event(RecordKind::Checkpoint, format!("chain head seq {}", head.seq)).with_pod(&self.config.pod);
+        let Some(chain) = self.chain.as_ref().filter(|_| due) else {
+            return;
+        };
+        let head = CheckpointRef {
+            seq: chain.next_seq() - 1,
+            hash: chain.head_hash().to_owned(),
+        };
+        let mut rec = AuditRecord::event(
+            RecordKind::Checkpoint,
+            format!("chain head seq {}", head.seq),
+        )
+        .with_pod(&self.config.pod);
         rec.checkpoint = Some(head);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -454,7 +521,9 @@ impl Writer {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -464,7 +533,10 @@ mod tests {
     use crate::audit::record::Operation;
 
     fn config(dir: &Path) -> SpoolConfig {
-        SpoolConfig { checkpoint_interval: Duration::from_secs(3600), ..SpoolConfig::new(dir) }
+        SpoolConfig {
+            checkpoint_interval: Duration::from_secs(3600),
+            ..SpoolConfig::new(dir)
+        }
     }
 
     fn verify_dir(dir: &Path) -> crate::audit::chain::VerifyReport {
@@ -479,7 +551,11 @@ mod tests {
     fn kinds(dir: &Path) -> Vec<RecordKind> {
         segment::read_lines(dir)
             .unwrap()
-            .map(|l| serde_json::from_str::<AuditRecord>(&l.unwrap().2).unwrap().kind)
+            .map(|l| {
+                serde_json::from_str::<AuditRecord>(&l.unwrap().2)
+                    .unwrap()
+                    .kind
+            })
             .collect()
     }
 
@@ -489,7 +565,12 @@ mod tests {
         let spool = SpoolHandle::start(config(dir.path()));
         let mut receipts = Vec::new();
         for _ in 0..100 {
-            receipts.push(spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap());
+            receipts.push(
+                spool
+                    .append(AuditRecord::request("Fetch", 13, Operation::Read))
+                    .await
+                    .unwrap(),
+            );
         }
         for (i, r) in receipts.into_iter().enumerate() {
             assert_eq!(r.await.unwrap().seq, i as u64 + 1);
@@ -502,9 +583,18 @@ mod tests {
     #[tokio::test]
     async fn segments_roll_and_chain_spans_them() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = SpoolHandle::start(SpoolConfig { segment_bytes: 2000, max_batch: 4, ..config(dir.path()) });
+        let spool = SpoolHandle::start(SpoolConfig {
+            segment_bytes: 2000,
+            max_batch: 4,
+            ..config(dir.path())
+        });
         for _ in 0..60 {
-            spool.append(AuditRecord::request("Produce", 9, Operation::Write)).await.unwrap().await.unwrap();
+            spool
+                .append(AuditRecord::request("Produce", 9, Operation::Write))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         spool.close().await;
         let segments = segment::list_segments(dir.path()).unwrap();
@@ -519,7 +609,12 @@ mod tests {
         for _ in 0..3 {
             let spool = SpoolHandle::start(config(dir.path()));
             for _ in 0..5 {
-                spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap();
+                spool
+                    .append(AuditRecord::request("Fetch", 13, Operation::Read))
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
             }
             spool.close().await;
         }
@@ -532,7 +627,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = SpoolHandle::start(config(dir.path()));
         for _ in 0..5 {
-            spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap();
+            spool
+                .append(AuditRecord::request("Fetch", 13, Operation::Read))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         spool.close().await;
         // What a SIGKILL in the middle of a write leaves behind.
@@ -542,7 +642,12 @@ mod tests {
         drop(f);
 
         let spool = SpoolHandle::start(config(dir.path()));
-        let d = spool.append(AuditRecord::event(RecordKind::SidecarStart, "again")).await.unwrap().await.unwrap();
+        let d = spool
+            .append(AuditRecord::event(RecordKind::SidecarStart, "again"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         spool.close().await;
         assert_eq!(d.seq, 7, "seq 6 is the recovery record");
         assert_eq!(verify_dir(dir.path()).last_seq, Some(7));
@@ -553,7 +658,10 @@ mod tests {
             .filter(|p| p.to_string_lossy().ends_with(".torn"))
             .collect();
         assert_eq!(torn.len(), 1);
-        assert_eq!(std::fs::read(&torn[0]).unwrap(), b"{\"seq\":6,\"time\":\"2026-11-");
+        assert_eq!(
+            std::fs::read(&torn[0]).unwrap(),
+            b"{\"seq\":6,\"time\":\"2026-11-"
+        );
     }
 
     #[tokio::test]
@@ -563,33 +671,58 @@ mod tests {
         // A file where the directory should be: create_dir_all fails (even as root).
         std::fs::write(&dir, b"not a dir").unwrap();
         let spool = SpoolHandle::start(config(&dir));
-        let err = spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap_err();
+        let err = spool
+            .append(AuditRecord::request("Fetch", 13, Operation::Read))
+            .await
+            .unwrap()
+            .await
+            .unwrap_err();
         assert!(matches!(err, SpoolError::Io { .. }), "{err}");
         assert!(!spool.health().is_healthy());
         assert_eq!(spool.health().failed_records(), 1);
 
         std::fs::remove_file(&dir).unwrap();
-        let d = spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap();
+        let d = spool
+            .append(AuditRecord::request("Fetch", 13, Operation::Read))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         spool.close().await;
         assert!(spool.health().is_healthy());
         assert_eq!(d.seq, 2, "seq 1 reports the failure");
-        assert_eq!(kinds(&dir), vec![RecordKind::SpoolFailure, RecordKind::Request]);
+        assert_eq!(
+            kinds(&dir),
+            vec![RecordKind::SpoolFailure, RecordKind::Request]
+        );
         verify_dir(&dir);
     }
 
     #[tokio::test]
     async fn checkpoints_witness_the_head() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = SpoolHandle::start(SpoolConfig { checkpoint_every: 10, max_batch: 1, ..config(dir.path()) });
+        let spool = SpoolHandle::start(SpoolConfig {
+            checkpoint_every: 10,
+            max_batch: 1,
+            ..config(dir.path())
+        });
         for _ in 0..25 {
-            spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap();
+            spool
+                .append(AuditRecord::request("Fetch", 13, Operation::Read))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         spool.close().await;
         let records: Vec<AuditRecord> = segment::read_lines(dir.path())
             .unwrap()
             .map(|l| serde_json::from_str(&l.unwrap().2).unwrap())
             .collect();
-        let checkpoints: Vec<&AuditRecord> = records.iter().filter(|r| r.kind == RecordKind::Checkpoint).collect();
+        let checkpoints: Vec<&AuditRecord> = records
+            .iter()
+            .filter(|r| r.kind == RecordKind::Checkpoint)
+            .collect();
         assert_eq!(checkpoints.len(), 2);
         let cp = checkpoints[0].checkpoint.as_ref().unwrap();
         assert_eq!(cp.seq, 10);

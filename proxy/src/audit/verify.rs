@@ -31,8 +31,15 @@ pub enum VerifyError {
 
 /// Recompute the chain of the spool in `dir`. `progress` is called with the number of
 /// records verified so far, every `every` records.
-pub fn verify_dir(dir: &Path, every: u64, mut progress: impl FnMut(u64)) -> Result<Verdict, VerifyError> {
-    let io = |source| VerifyError::Io { dir: dir.display().to_string(), source };
+pub fn verify_dir(
+    dir: &Path,
+    every: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<Verdict, VerifyError> {
+    let io = |source| VerifyError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
     if list_segments(dir).map_err(io)?.is_empty() {
         return Err(VerifyError::Empty(dir.display().to_string()));
     }
@@ -41,10 +48,17 @@ pub fn verify_dir(dir: &Path, every: u64, mut progress: impl FnMut(u64)) -> Resu
         let (path, line_no, text) = line.map_err(io)?;
         if let Err(chain) = verifier.push_line(&text) {
             let report = verifier.finish();
-            return Ok(Verdict::Broken { report, at: BreakAt { chain, segment: path, line: line_no } });
+            return Ok(Verdict::Broken {
+                report,
+                at: BreakAt {
+                    chain,
+                    segment: path,
+                    line: line_no,
+                },
+            });
         }
         let n = verifier.report().records;
-        if every > 0 && n % every == 0 {
+        if every > 0 && n.is_multiple_of(every) {
             progress(n);
         }
     }
@@ -66,14 +80,19 @@ pub fn torn_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 pub fn summary(verdict: &Verdict) -> String {
     match verdict {
         Verdict::Intact(r) => match (r.first_seq, r.last_seq, &r.head_hash) {
-            (Some(a), Some(b), Some(h)) => format!("{} records, seq {a}..{b}, head hash {h}, OK", r.records),
+            (Some(a), Some(b), Some(h)) => {
+                format!("{} records, seq {a}..{b}, head hash {h}, OK", r.records)
+            }
             _ => "0 records, OK".to_owned(),
         },
         Verdict::Broken { report, at } => format!(
             "BROKEN at seq {}: {} ({} line {}; {} records verified before it)",
             at.chain.seq,
             at.chain.reason,
-            at.segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            at.segment
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             at.line,
             report.records
         ),
