@@ -246,6 +246,28 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// Incremental `payloadDigest`: feed the delivered record batches (of every partition, in
+/// response order) without concatenating them.
+#[derive(Clone, Debug, Default)]
+pub struct PayloadHasher(sha2::Sha256);
+
+impl PayloadHasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn update(&mut self, delivered: &[u8]) {
+        use sha2::Digest;
+        self.0.update(delivered);
+    }
+
+    /// `sha256:<hex>`.
+    pub fn finish(self) -> String {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+}
+
 /// Where the sidecar runs (downward API); stamped on every record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodIdentity {
@@ -344,6 +366,12 @@ impl AuditRecord {
         self
     }
 
+    /// Digest mode with a digest computed incrementally ([`PayloadHasher`]).
+    pub fn payload_digest(mut self, digest: String) -> Self {
+        self.payload_digest = Some(digest);
+        self
+    }
+
     /// Full mode: the digest and the payload itself (base64).
     pub fn payload_full(mut self, delivered: &[u8]) -> Self {
         use base64::Engine as _;
@@ -424,5 +452,9 @@ mod tests {
             Some("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
         assert_eq!(rec.payload.as_deref(), Some("YWJj"));
+        let mut h = PayloadHasher::new();
+        h.update(b"a");
+        h.update(b"bc");
+        assert_eq!(rec.payload_digest, Some(h.finish()), "incremental digest equals the one-shot digest");
     }
 }

@@ -342,6 +342,8 @@ impl Writer {
             },
             None => self.create_segment(chain.next_seq())?,
         };
+        // Shippers may deliver what an earlier run left durable on disk.
+        self.head.send_replace(chain.next_seq() - 1);
         self.chain = Some(chain);
         self.segment = Some(segment);
         Ok(())
@@ -620,6 +622,21 @@ mod tests {
         }
         let report = verify_dir(dir.path());
         assert_eq!((report.records, report.last_seq), (15, Some(15)));
+    }
+
+    #[tokio::test]
+    async fn durable_head_covers_records_of_an_earlier_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SpoolHandle::start(config(dir.path()));
+        for _ in 0..5 {
+            spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap();
+        }
+        spool.close().await;
+        // A restarted sidecar: shippers must see the backlog before anything new is written.
+        let spool = SpoolHandle::start(config(dir.path()));
+        let mut head = spool.durable_head();
+        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == 5)).await.unwrap().unwrap();
+        spool.close().await;
     }
 
     #[tokio::test]
