@@ -16,6 +16,10 @@
 //! - `MRN`: the rule's `mrnPattern`. → `[MRN]`
 //!
 //! Overlapping findings: the earliest start wins, then the longest.
+//!
+//! The built-in patterns are ASCII-only (`[0-9]`, `(?-u:\b)`): Unicode
+//! classes and word boundaries would push the regex engine off its fast
+//! DFA paths on every value.
 use std::borrow::Cow;
 
 use regex::Regex;
@@ -63,13 +67,13 @@ impl Detectors {
                 continue;
             }
             let re = match d {
-                Detector::SSN => builtin(r"\b(\d{3})([- ])(\d{2})([- ])(\d{4})\b"),
+                Detector::SSN => builtin(r"(?-u:\b)[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?-u:\b)"),
                 Detector::Email => builtin(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
                 Detector::Phone => builtin(
-                    r"(?:\+1[-. ]?|\b1[-. ])?(?:\([2-9]\d{2}\)\s?|\b[2-9]\d{2}[-. ]?)[2-9]\d{2}[-. ]?\d{4}\b",
+                    r"(?:\+1[-. ]?|(?-u:\b)1[-. ])?(?:\([2-9][0-9]{2}\) ?|(?-u:\b)[2-9][0-9]{2}[-. ]?)[2-9][0-9]{2}[-. ]?[0-9]{4}(?-u:\b)",
                 ),
-                Detector::CreditCard => builtin(r"\b\d(?:[ -]?\d){12,18}\b"),
-                Detector::NPI => builtin(r"\b[12]\d{9}\b"),
+                Detector::CreditCard => builtin(r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)"),
+                Detector::NPI => builtin(r"(?-u:\b)[12][0-9]{9}(?-u:\b)"),
                 Detector::MRN => {
                     let p = mrn_pattern.ok_or(DetectorError::MissingMrnPattern)?;
                     Regex::new(p).map_err(DetectorError::BadMrnPattern)?
