@@ -2,3 +2,5 @@
 //! enforcement built on it (pure), and the sources that feed it
 //! (`--policy-dir` files, or Kubernetes reflectors) through one [`PolicyHandle`].
 pub mod decide;
+pub mod apis;
+pub mod enforce;
