@@ -299,7 +299,7 @@ impl Gate<'_> {
             }
             RequestKind::OffsetFetch(req) => {
                 if !self.policy.may_any(self.principal, Operation::Read) {
-                    Verdict::Respond(offset_fetch_group_refusal(req))
+                    Verdict::Respond(offset_fetch_group_refusal(version, req))
                 } else {
                     let mut requested = HashSet::new();
                     for t in req.topics.iter().flatten() {
@@ -389,7 +389,7 @@ impl Gate<'_> {
                 if self.policy.may_any(self.principal, op) {
                     Verdict::Forward(Fixup::default())
                 } else {
-                    Verdict::Respond(find_coordinator_refusal(req, code))
+                    Verdict::Respond(find_coordinator_refusal(version, req, code))
                 }
             }
             RequestKind::InitProducerId(req) => {
@@ -612,19 +612,24 @@ fn check_add_partitions_to_txn(ctx: &mut Ctx<'_, '_>, req: &mut AddPartitionsToT
     Verdict::Respond(ResponseKind::AddPartitionsToTxn(resp))
 }
 
-fn find_coordinator_refusal(req: &FindCoordinatorRequest, code: i16) -> ResponseKind {
+/// v0–3 answer one key at the top level; v4+ answer a list of keys.
+fn find_coordinator_refusal(version: i16, req: &FindCoordinatorRequest, code: i16) -> ResponseKind {
     let msg = Some(StrBytes::from_static_str("refused by streamgate policy"));
     let coordinators = req
         .coordinator_keys
         .iter()
         .map(|k| find_coordinator_response::Coordinator::default().with_key(k.clone()).with_node_id((-1).into()).with_port(-1).with_error_code(code).with_error_message(msg.clone()))
         .collect();
-    ResponseKind::FindCoordinator(
-        FindCoordinatorResponse::default().with_error_code(code).with_error_message(msg).with_node_id((-1).into()).with_port(-1).with_coordinators(coordinators),
-    )
+    let resp = if version >= 4 {
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        FindCoordinatorResponse::default().with_error_code(code).with_error_message(msg).with_node_id((-1).into()).with_port(-1)
+    };
+    ResponseKind::FindCoordinator(resp)
 }
 
-fn offset_fetch_group_refusal(req: &OffsetFetchRequest) -> ResponseKind {
+/// v8+ answer per group; v2–7 carry a top-level error; v0–1 only per partition.
+fn offset_fetch_group_refusal(version: i16, req: &OffsetFetchRequest) -> ResponseKind {
     let groups = req.groups.iter().map(|g| offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(GROUP_AUTH)).collect();
     // v0–1 have no top-level error: every requested partition carries it.
     let topics = req
@@ -640,7 +645,12 @@ fn offset_fetch_group_refusal(req: &OffsetFetchRequest) -> ResponseKind {
             )
         })
         .collect();
-    ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_error_code(GROUP_AUTH).with_groups(groups).with_topics(topics))
+    let resp = match version {
+        8.. => OffsetFetchResponse::default().with_groups(groups),
+        2..=7 => OffsetFetchResponse::default().with_error_code(GROUP_AUTH).with_topics(topics),
+        _ => OffsetFetchResponse::default().with_topics(topics),
+    };
+    ResponseKind::OffsetFetch(resp)
 }
 
 /// A response carrying only a top-level error, for APIs refused by key.
