@@ -4,3 +4,8 @@
 pub mod decide;
 pub mod apis;
 pub mod enforce;
+pub mod handle;
+pub mod source_dir;
+pub mod source_kube;
+
+pub use handle::{PolicyHandle, PolicyInputs, PolicyPublisher, PolicyReload, policy_channel};
