@@ -83,9 +83,9 @@ run_round() { # mode round -> "produce_msgs_s consume_msgs_s"
   topic="bench-$mode-$round"
   "$TANSU" topic create "$topic" --partitions 1 --broker "tcp://127.0.0.1:$BROKER_PORT" >/dev/null 2>&1
   if [ "$mode" = proxy ]; then bootstrap="127.0.0.1:$LISTEN"; else bootstrap="127.0.0.1:$BROKER_PORT"; fi
-  out=$("$PERF" -P -t "$topic" -p 0 -b "$bootstrap" -s "$SIZE" -c "$RECORDS" -a 1 -X linger.ms=5 -u 2>&1 | tail -n 3)
+  out=$("$PERF" -P -t "$topic" -p 0 -b "$bootstrap" -s "$SIZE" -c "$RECORDS" -a 1 -X linger.ms=5 2>&1 | tail -n 5)
   local p; p=$(echo "$out" | python3 "$HERE/parse_perf.py")
-  out=$("$PERF" -C -t "$topic" -p 0 -b "$bootstrap" -o beginning -c "$RECORDS" -u 2>&1 | tail -n 3)
+  out=$("$PERF" -C -t "$topic" -p 0 -b "$bootstrap" -o beginning -c "$RECORDS" 2>&1 | tail -n 5)
   local c; c=$(echo "$out" | python3 "$HERE/parse_perf.py")
   echo "$p $c"
 }
