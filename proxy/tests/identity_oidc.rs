@@ -457,7 +457,7 @@ async fn sasl_oauthbearer_with_real_tokens() {
 /// then requests decided for the token's groups.
 #[tokio::test]
 async fn connection_gate_authenticates_and_decides_by_token_groups() {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use bytes::BytesMut;
@@ -490,7 +490,7 @@ rules:
             ..Default::default()
         },
     );
-    let shared = GateShared::new(handle, None, Arc::new(HashMap::<uuid::Uuid, String>::new()));
+    let shared = GateShared::new(handle, None);
     let frame = |key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| {
         let mut out = BytesMut::new();
         RequestHeader::default()

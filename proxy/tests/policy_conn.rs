@@ -1,6 +1,6 @@
 //! The per-connection gate on raw frames, as the connection loop drives it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -12,7 +12,6 @@ use streamgate_proxy::identity::workload::Workload;
 use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
 use streamgate_proxy::policy::decide::PolicyDoc;
 use streamgate_proxy::policy::{PolicyInputs, PolicyPublisher, policy_channel};
-use uuid::Uuid;
 
 fn spec(workload_identity: bool, topic: &str) -> StreamPolicySpec {
     serde_yaml::from_str(&format!(
@@ -56,10 +55,9 @@ fn shared(workload_identity: bool) -> (PolicyPublisher, Arc<GateShared>) {
         namespace: "clinical".into(),
         labels: BTreeMap::new(),
     };
-    let ids: HashMap<Uuid, String> = HashMap::new();
     (
         publisher,
-        GateShared::new(handle, Some(workload), Arc::new(ids)),
+        GateShared::new(handle, Some(workload)),
     )
 }
 

@@ -13,6 +13,7 @@
 //! allows workload identity; otherwise the caller is *unauthenticated* and
 //! every governed request is refused with its authorization error (checked
 //! against an empty policy, so not even a wildcard rule can match).
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
 
@@ -23,6 +24,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use streamgate_crds::matching::Principal;
+use uuid::Uuid;
 
 use super::decide::CompiledPolicy;
 use super::enforce::{Fixup, Gate, TopicDecision, TopicNames, Verdict, needs_decoding};
@@ -47,13 +49,32 @@ fn malformed(what: &'static str) -> impl FnOnce(anyhow::Error) -> GateError {
     }
 }
 
+/// Topic ids → names, learned from Metadata responses (Fetch v13+ and
+/// friends name topics by id only).
+#[derive(Debug, Default)]
+pub struct TopicIdMap(std::sync::RwLock<HashMap<Uuid, String>>);
+
+impl TopicIdMap {
+    pub fn learn(&self, id: Uuid, name: String) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(id, name);
+        }
+    }
+}
+
+impl TopicNames for TopicIdMap {
+    fn topic_name(&self, id: &Uuid) -> Option<String> {
+        self.0.read().ok()?.get(id).cloned()
+    }
+}
+
 /// State shared by every connection of the sidecar.
 pub struct GateShared {
     pub policy: PolicyHandle,
     /// The pod's identity, when known (workload identity).
     pub workload: Option<Workload>,
     /// Topic-id → name map learned from Metadata responses.
-    pub topic_names: Arc<dyn TopicNames + Send + Sync>,
+    pub topic_names: Arc<TopicIdMap>,
     issuers: Mutex<IssuerSet>,
 }
 
@@ -66,15 +87,11 @@ impl std::fmt::Debug for GateShared {
 }
 
 impl GateShared {
-    pub fn new(
-        policy: PolicyHandle,
-        workload: Option<Workload>,
-        topic_names: Arc<dyn TopicNames + Send + Sync>,
-    ) -> Arc<Self> {
+    pub fn new(policy: PolicyHandle, workload: Option<Workload>) -> Arc<Self> {
         Arc::new(GateShared {
             policy,
             workload,
-            topic_names,
+            topic_names: Arc::default(),
             issuers: Mutex::new(IssuerSet::default()),
         })
     }
@@ -120,13 +137,7 @@ pub struct ResponseFixup {
     fixup: Fixup,
     policy: Arc<CompiledPolicy>,
     principal: Option<Principal>,
-    topic_names: Arc<dyn TopicNames + Send + Sync>,
-}
-
-impl std::fmt::Debug for dyn TopicNames + Send + Sync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TopicNames")
-    }
+    topic_names: Arc<TopicIdMap>,
 }
 
 impl ResponseFixup {
@@ -319,7 +330,7 @@ impl ConnGate {
             Verdict::Forward(fixup) => {
                 // Re-encode only what was decoded (it may have been trimmed).
                 let frame = match request {
-                    Some(req) => {
+                    Some(req) if fixup.request_changed() => {
                         let mut out = BytesMut::new();
                         header
                             .encode(&mut out, header_version)
@@ -328,7 +339,7 @@ impl ConnGate {
                             .map_err(malformed("request"))?;
                         out.freeze()
                     }
-                    None => frame,
+                    _ => frame,
                 };
                 let fixup = (!fixup.is_nothing()).then(|| ResponseFixup {
                     api_key,

@@ -128,6 +128,17 @@ impl Fixup {
     pub fn is_nothing(&self) -> bool {
         matches!(self.0, FixupKind::Nothing)
     }
+
+    /// Was the request trimmed (or, for Metadata, possibly changed) so that
+    /// it must be re-encoded before forwarding? Otherwise the original
+    /// frame can go upstream as it came.
+    pub fn request_changed(&self) -> bool {
+        match &self.0 {
+            FixupKind::Metadata(_) => true,
+            FixupKind::Nothing | FixupKind::OffsetFetch(_) => false,
+            _ => !self.refused_topics().is_empty(),
+        }
+    }
 }
 
 fn denied_names(d: &[Denied]) -> Vec<String> {
