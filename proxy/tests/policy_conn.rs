@@ -55,10 +55,7 @@ fn shared(workload_identity: bool) -> (PolicyPublisher, Arc<GateShared>) {
         namespace: "clinical".into(),
         labels: BTreeMap::new(),
     };
-    (
-        publisher,
-        GateShared::new(handle, Some(workload)),
-    )
+    (publisher, GateShared::new(handle, Some(workload)))
 }
 
 fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, req: &R) -> Bytes {
@@ -100,14 +97,16 @@ async fn workload_identity_when_the_policy_allows_it() {
     let (_p, shared) = shared(true);
     let mut conn = ConnGate::new(shared);
     let f = frame(ApiKey::Produce, 9, 7, &produce("patient-records"));
+    let f_copy = f.clone();
     let FrameAction::Forward { frame: fwd, fixup } = conn.on_request(f).await.unwrap() else {
         panic!("forwarded")
     };
     assert!(
-        fixup.is_some(),
-        "produce always carries its (empty) refusal list"
+        fixup.is_none(),
+        "nothing refused: the response passes untouched"
     );
-    // The forwarded frame is a valid request with the same correlation id.
+    // Nothing trimmed: the client's frame goes upstream as it came.
+    assert_eq!(fwd, f_copy);
     let mut buf = fwd.clone();
     let h = RequestHeader::decode(&mut buf, ApiKey::Produce.request_header_version(9)).unwrap();
     assert_eq!(h.correlation_id, 7);

@@ -341,7 +341,7 @@ impl ConnGate {
                     }
                     _ => frame,
                 };
-                let fixup = (!fixup.is_nothing()).then(|| ResponseFixup {
+                let fixup = fixup.needs_response_work().then(|| ResponseFixup {
                     api_key,
                     version,
                     fixup,

@@ -129,6 +129,16 @@ impl Fixup {
         matches!(self.0, FixupKind::Nothing)
     }
 
+    /// Must the response be decoded and rewritten? (Refusals to merge in, or
+    /// Metadata/OffsetFetch answers to filter.)
+    pub fn needs_response_work(&self) -> bool {
+        match &self.0 {
+            FixupKind::Metadata(_) | FixupKind::OffsetFetch(_) => true,
+            FixupKind::Nothing => false,
+            _ => !self.refused_topics().is_empty(),
+        }
+    }
+
     /// Was the request trimmed (or, for Metadata, possibly changed) so that
     /// it must be re-encoded before forwarding? Otherwise the original
     /// frame can go upstream as it came.
