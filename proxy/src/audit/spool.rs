@@ -629,21 +629,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = SpoolHandle::start(config(dir.path()));
         for _ in 0..5 {
-            spool
-                .append(AuditRecord::request("Fetch", 13, Operation::Read))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap();
         }
         spool.close().await;
         // A restarted sidecar: shippers must see the backlog before anything new is written.
         let spool = SpoolHandle::start(config(dir.path()));
         let mut head = spool.durable_head();
-        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == 5))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == 5)).await.unwrap().unwrap();
         spool.close().await;
     }
 

@@ -27,12 +27,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(peer: SocketAddr, target: Target) -> Self {
-        Self {
-            peer,
-            target,
-            client_id: None,
-            principal: None,
-        }
+        Self { peer, target, client_id: None, principal: None }
     }
 
     /// Remember the client id from a request header (cheap when unchanged).
