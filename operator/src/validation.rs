@@ -22,11 +22,17 @@ pub fn stream_policy(spec: &StreamPolicySpec) -> Vec<String> {
             problems.push(format!("rule {:?}: topics must not be empty", rule.name));
         }
         if rule.operations.is_empty() {
-            problems.push(format!("rule {:?}: operations must not be empty", rule.name));
+            problems.push(format!(
+                "rule {:?}: operations must not be empty",
+                rule.name
+            ));
         }
         if let Some(approval) = &rule.approval {
             if approval.approvers.is_empty() {
-                problems.push(format!("rule {:?}: approval.approvers must not be empty", rule.name));
+                problems.push(format!(
+                    "rule {:?}: approval.approvers must not be empty",
+                    rule.name
+                ));
             }
             if let Err(e) = humantime::parse_duration(&approval.max_duration) {
                 problems.push(format!(
@@ -38,7 +44,10 @@ pub fn stream_policy(spec: &StreamPolicySpec) -> Vec<String> {
     }
     if let Some(oidc) = &spec.identity.oidc {
         if !oidc.issuer.starts_with("https://") && !oidc.issuer.starts_with("http://") {
-            problems.push(format!("identity.oidc.issuer {:?} must be an http(s) URL", oidc.issuer));
+            problems.push(format!(
+                "identity.oidc.issuer {:?} must be an http(s) URL",
+                oidc.issuer
+            ));
         }
         if oidc.audiences.is_empty() {
             problems.push("identity.oidc.audiences must name at least one audience".to_string());
@@ -56,10 +65,16 @@ pub fn masking_rule(spec: &MaskingRuleSpec) -> Vec<String> {
     }
     for f in &spec.fields {
         if !f.path.starts_with('$') {
-            problems.push(format!("field path {:?} must start with $ (e.g. $.patient.ssn)", f.path));
+            problems.push(format!(
+                "field path {:?} must start with $ (e.g. $.patient.ssn)",
+                f.path
+            ));
         }
         if f.strategy == MaskStrategy::Partial && f.keep_last.is_none() {
-            problems.push(format!("field {:?}: strategy Partial needs keepLast", f.path));
+            problems.push(format!(
+                "field {:?}: strategy Partial needs keepLast",
+                f.path
+            ));
         }
         if f.strategy == MaskStrategy::Hash && spec.hash_key_secret_ref.is_none() {
             problems.push(format!(
