@@ -1,12 +1,14 @@
 //! `AccessApproval` (`aa`): a just-in-time grant decided by a person.
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, Operation, SubjectKind};
 
 /// A request for just-in-time access, created by the sidecar, decided by a person.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Each `printcolumn(..)` repeats `type_`/`priority`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "streamgate.dev",
     version = "v1alpha1",
@@ -14,26 +16,78 @@ use crate::common::{Condition, Operation, SubjectKind};
     namespaced,
     status = "AccessApprovalStatus",
     shortname = "aa",
-    category = "streamgate"
+    category = "streamgate",
+    doc = "A just-in-time grant: created by the sidecar, decided by a person with kubectl patch.",
+    printcolumn(
+        name = "Requester",
+        type_ = "string",
+        json_path = ".spec.requester.name"
+    ),
+    printcolumn(name = "Rule", type_ = "string", json_path = ".spec.rule"),
+    printcolumn(
+        name = "Topics",
+        type_ = "string",
+        json_path = ".spec.topics",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Duration",
+        type_ = "string",
+        json_path = ".spec.duration",
+        priority = 1
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.expiresAt",
+        description = "When an approved grant ends (RFC 3339)"
+    ),
+    printcolumn(name = "Decided-By", type_ = "string", json_path = ".spec.decidedBy"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+#[x_kube(validation = Rule::new(
+    "self.requester == oldSelf.requester && self.policy == oldSelf.policy && self.rule == oldSelf.rule && self.topics == oldSelf.topics && self.operations == oldSelf.operations && self.duration == oldSelf.duration"
+).message("the request (requester, policy, rule, topics, operations, duration) is immutable; create a new AccessApproval instead").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(
+    "has(self.workload) == has(oldSelf.workload) && (!has(self.workload) || self.workload == oldSelf.workload)"
+).message("spec.workload is immutable").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(
+    "oldSelf.decision == 'Pending' || self.decision == oldSelf.decision"
+).message("the decision is final once it is Approved or Denied").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(
+    "oldSelf.decision == 'Pending' || (has(self.decidedBy) == has(oldSelf.decidedBy) && (!has(self.decidedBy) || self.decidedBy == oldSelf.decidedBy))"
+).message("spec.decidedBy cannot change once the decision is made").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalSpec {
     pub requester: Requester,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRef>,
     /// The StreamPolicy holding the rule.
+    #[schemars(length(max = 253))]
     pub policy: String,
     /// The rule with `approval` that matched.
+    #[schemars(length(max = 63))]
     pub rule: String,
+    /// Topics the grant covers (Kafka topic names are at most 249 characters).
+    #[schemars(length(min = 1, max = 64), inner(length(max = 249)))]
     pub topics: Vec<String>,
+    /// Operations the grant covers.
+    #[schemars(length(min = 1, max = 5))]
     pub operations: Vec<Operation>,
-    /// Requested duration (humantime), capped by the rule's `maxDuration`.
+    /// Requested duration (humantime, e.g. `30m`), capped by the rule's `maxDuration`.
+    #[schemars(length(max = 64))]
     pub duration: String,
     /// Set by a person: `Approved` or `Denied`.
     #[serde(default)]
     pub decision: Decision,
     /// Written by the admission webhook from the request's user; never trusted from input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub decided_by: Option<String>,
 }
 
@@ -42,8 +96,12 @@ pub struct AccessApprovalSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Requester {
     pub kind: SubjectKind,
+    /// OIDC username or ServiceAccount name.
+    #[schemars(length(max = 512))]
     pub name: String,
+    /// OIDC groups at the time of the request.
     #[serde(default)]
+    #[schemars(length(max = 256), inner(length(max = 512)))]
     pub groups: Vec<String>,
 }
 
@@ -51,8 +109,10 @@ pub struct Requester {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRef {
+    #[schemars(length(max = 253))]
     pub pod: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub service_account: Option<String>,
 }
 
@@ -76,7 +136,7 @@ pub enum ApprovalPhase {
 }
 
 /// Observed state of an AccessApproval.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalStatus {
     #[serde(default)]
@@ -89,6 +149,44 @@ pub struct AccessApprovalStatus {
     pub expires_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Standard conditions, one per `type`.
     #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+impl AccessApprovalStatus {
+    /// Is this an approved grant that has not expired at `now`? An
+    /// unparseable or missing `expiresAt` is not live (fail closed).
+    pub fn is_live(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.phase == ApprovalPhase::Approved
+            && self
+                .expires_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|expiry| expiry > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_approved_unexpired_grant_is_live() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let status = |phase, expires: Option<&str>| AccessApprovalStatus {
+            phase,
+            expires_at: expires.map(str::to_string),
+            ..Default::default()
+        };
+        assert!(status(ApprovalPhase::Approved, Some("2026-11-27T10:30:00Z")).is_live(now));
+        assert!(!status(ApprovalPhase::Approved, Some("2026-11-27T09:59:59Z")).is_live(now));
+        assert!(!status(ApprovalPhase::Approved, None).is_live(now));
+        assert!(!status(ApprovalPhase::Approved, Some("tomorrow")).is_live(now));
+        assert!(!status(ApprovalPhase::Pending, Some("2026-11-27T10:30:00Z")).is_live(now));
+        assert!(!status(ApprovalPhase::Expired, Some("2026-11-27T10:30:00Z")).is_live(now));
+    }
 }

@@ -25,7 +25,9 @@ pub struct Subject {
 }
 
 /// What a caller does to a topic. Kafka APIs map onto these (see api.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Operation {
     /// Produce (and transactional writes).
     Write,

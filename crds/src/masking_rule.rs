@@ -1,12 +1,14 @@
 //! `MaskingRule` (`mr`): which fields a reader sees masked.
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, Subject};
 
 /// Which fields of which topics' records a reader sees masked.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Each `printcolumn(..)` repeats `type_`/`priority`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "streamgate.dev",
     version = "v1alpha1",
@@ -14,20 +16,59 @@ use crate::common::{Condition, Subject};
     namespaced,
     status = "MaskingRuleStatus",
     shortname = "mr",
-    category = "streamgate"
+    category = "streamgate",
+    doc = "Which fields of which topics' records a reader sees masked.",
+    printcolumn(
+        name = "Topics",
+        type_ = "string",
+        json_path = ".spec.topics",
+        description = "Topic globs this rule masks"
+    ),
+    printcolumn(
+        name = "Format",
+        type_ = "string",
+        json_path = ".spec.format",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Apply-To",
+        type_ = "string",
+        json_path = ".spec.applyTo",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the rule is valid and distributed"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+#[x_kube(validation = Rule::new(
+    "!has(self.fields) || !self.fields.exists(f, f.strategy == 'Hash') || has(self.hashKeySecretRef)"
+).message("a field with strategy Hash needs spec.hashKeySecretRef (the HMAC key)").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(
+    "!has(self.detectors) || !self.detectors.exists(d, d == 'MRN') || has(self.mrnPattern)"
+).message("the MRN detector needs spec.mrnPattern (a regular expression for your record numbers)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct MaskingRuleSpec {
     /// Topic globs this rule applies to.
+    #[schemars(length(max = 64), inner(length(max = 249)))]
     pub topics: Vec<String>,
     /// How record values are read.
     #[serde(default)]
     pub format: MaskFormat,
     /// Field paths: `$.a.b`, `$.a[*].b`, `$..b`.
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub fields: Vec<FieldMask>,
     /// Detectors that also scan every other string value.
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub detectors: Vec<Detector>,
     /// A regular expression for medical record numbers (used by the `MRN` detector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,9 +78,11 @@ pub struct MaskingRuleSpec {
     pub hash_key_secret_ref: Option<SecretKeyRef>,
     /// Subjects that see clear text.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub exempt_subjects: Vec<Subject>,
     /// Where masking happens (default `[Fetch]`).
     #[serde(default = "default_apply_to")]
+    #[schemars(length(max = 2))]
     pub apply_to: Vec<ApplyTo>,
 }
 
@@ -57,7 +100,10 @@ pub enum MaskFormat {
 }
 
 /// One masked field.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "self.strategy == 'Partial' ? has(self.keepLast) : !has(self.keepLast)"
+).message("keepLast is required with strategy Partial and not allowed with any other strategy"))]
 #[serde(rename_all = "camelCase")]
 pub struct FieldMask {
     pub path: String,
@@ -108,11 +154,13 @@ pub enum ApplyTo {
 }
 
 /// Observed state of a MaskingRule.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MaskingRuleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Standard conditions, one per `type`.
     #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }

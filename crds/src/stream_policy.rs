@@ -1,14 +1,16 @@
 //! `StreamPolicy` (`sp`): who may do what to which topics.
 use std::collections::BTreeMap;
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{BlockedOperation, Condition, Operation, Subject};
 
 /// Who may do what to which topics, for the injected workloads of a namespace.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Each `printcolumn(..)` repeats `type_`/`priority`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "streamgate.dev",
     version = "v1alpha1",
@@ -16,8 +18,35 @@ use crate::common::{BlockedOperation, Condition, Operation, Subject};
     namespaced,
     status = "StreamPolicyStatus",
     shortname = "sp",
-    category = "streamgate"
+    category = "streamgate",
+    doc = "Who may do what to which Kafka topics, for the injected workloads of a namespace.",
+    printcolumn(
+        name = "Workloads",
+        type_ = "integer",
+        json_path = ".status.workloads",
+        description = "Injected pods this policy currently governs"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the policy is valid and distributed"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
+#[x_kube(validation = Rule::new(
+    "!has(self.rules) || self.rules.all(r, self.rules.exists_one(o, o.name == r.name))"
+).message("rule names must be unique within a StreamPolicy").reason(Reason::FieldValueDuplicate))]
 #[serde(rename_all = "camelCase")]
 pub struct StreamPolicySpec {
     /// Which injected pods this policy governs; omitted = all in the namespace.
@@ -27,10 +56,14 @@ pub struct StreamPolicySpec {
     #[serde(default)]
     pub identity: IdentitySpec,
     /// Allow/Deny rules; a matching Deny always wins; no match = deny.
+    /// Keyed by `name` (a map-list), so server-side apply merges rules by name.
     #[serde(default)]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub rules: Vec<PolicyRule>,
     /// Kafka APIs refused whatever the rules say.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub blocked_operations: Vec<BlockedOperation>,
     /// What the audit trail records and what happens when it cannot.
     #[serde(default)]
@@ -64,6 +97,7 @@ pub struct OidcIdentity {
     /// Issuer URL; discovery at `<issuer>/.well-known/openid-configuration`.
     pub issuer: String,
     /// Accepted `aud` values (at least one must match).
+    #[schemars(length(max = 16))]
     pub audiences: Vec<String>,
     /// Claim holding the username (default `sub`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,10 +120,14 @@ pub enum Effect {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRule {
     /// Unique within the policy; audit records name it.
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
+    #[schemars(length(max = 64))]
     pub subjects: Vec<Subject>,
-    /// Globs: `*` within a dot/dash-free segment, `**` across; exact names too.
+    /// Globs: `*` within a dot-separated segment, `**` across segments; exact names too.
+    #[schemars(length(max = 64), inner(length(max = 249)))]
     pub topics: Vec<String>,
+    #[schemars(length(max = 5))]
     pub operations: Vec<Operation>,
     #[serde(default)]
     pub effect: Effect,
@@ -102,6 +140,7 @@ pub struct PolicyRule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRequirement {
+    #[schemars(length(max = 64))]
     pub approvers: Vec<Subject>,
     /// e.g. `1h`, `30m` (humantime).
     pub max_duration: String,
@@ -139,12 +178,14 @@ pub struct AuditSpec {
 }
 
 /// Observed state of a StreamPolicy.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Standard conditions, one per `type`.
     #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// Injected pods this policy currently governs.
     #[serde(default)]

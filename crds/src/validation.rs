@@ -1,1 +1,571 @@
-//! Validation CEL cannot express.
+//! Validation the API server's CEL rules cannot express (or express only
+//! coarsely): glob syntax, field-path grammar, durations, regular expressions.
+//!
+//! The operator runs these in its admission webhook and when it reconciles;
+//! the proxy runs them before it trusts a policy. Each function returns every
+//! problem at once, each naming the field, what is wrong and what is allowed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::access_approval::AccessApprovalSpec;
+use crate::common::{Subject, SubjectKind};
+use crate::duration::parse_grant_duration;
+use crate::field_path::FieldPath;
+use crate::masking_rule::{Detector, MaskFormat, MaskStrategy, MaskingRuleSpec};
+use crate::matching::check_topic_glob;
+use crate::stream_policy::{Effect, StreamPolicySpec};
+
+/// One thing wrong with a spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `spec.rules[1] (read-claims).topics[0]`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in one spec; `Display` lists them all, one per line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(.problems))]
+pub struct ValidationErrors {
+    pub problems: Vec<Problem>,
+}
+
+fn render(problems: &[Problem]) -> String {
+    let mut out = format!(
+        "{} problem{} found:",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for problem in problems {
+        out.push_str("\n  - ");
+        out.push_str(&problem.to_string());
+    }
+    out
+}
+
+/// Collects problems while walking a spec.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn finish(self) -> Result<(), ValidationErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors { problems: self.0 })
+        }
+    }
+
+    fn topics(&mut self, field: &str, topics: &[String]) {
+        if topics.is_empty() {
+            self.add(
+                field,
+                "is empty; name at least one topic or glob (e.g. \"claims.*\", \"**\")",
+            );
+        }
+        for (i, topic) in topics.iter().enumerate() {
+            if let Err(reason) = check_topic_glob(topic) {
+                self.add(format!("{field}[{i}]"), reason);
+            }
+        }
+    }
+
+    /// Refuse `name: "*"` where "anyone" defeats the purpose of the list.
+    fn no_wildcards(&mut self, field: &str, subjects: &[Subject], why: &str) {
+        for (i, subject) in subjects.iter().enumerate() {
+            if subject.is_wildcard() {
+                self.add(
+                    format!("{field}[{i}].name"),
+                    format!("cannot be \"*\" here: {why}"),
+                );
+            }
+        }
+    }
+
+    fn subjects(&mut self, field: &str, subjects: &[Subject], required: bool) {
+        if required && subjects.is_empty() {
+            self.add(
+                field,
+                "is empty; name at least one User, Group or ServiceAccount (name \"*\" means any)",
+            );
+        }
+        for (i, subject) in subjects.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            if subject.name.trim().is_empty() {
+                self.add(
+                    format!("{at}.name"),
+                    "is empty; give a name, or \"*\" for any",
+                );
+            }
+            if subject.namespace.is_some() && subject.kind != SubjectKind::ServiceAccount {
+                self.add(
+                    format!("{at}.namespace"),
+                    format!(
+                        "is only meaningful for kind ServiceAccount, not {:?}",
+                        subject.kind
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Validate a StreamPolicy spec.
+pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationErrors> {
+    let mut p = Problems::default();
+
+    if let Some(oidc) = &spec.identity.oidc {
+        if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://")) {
+            p.add(
+                "spec.identity.oidc.issuer",
+                format!("{:?} is not an http(s) URL of an OIDC issuer", oidc.issuer),
+            );
+        }
+        if oidc.audiences.iter().all(|a| a.trim().is_empty()) {
+            p.add(
+                "spec.identity.oidc.audiences",
+                "is empty; list the token audiences (aud) the sidecar accepts, e.g. [kafka]",
+            );
+        }
+    }
+
+    let mut first_index_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let at = if rule.name.is_empty() {
+            format!("spec.rules[{i}]")
+        } else {
+            format!("spec.rules[{i}] ({})", rule.name)
+        };
+        if rule.name.trim().is_empty() {
+            p.add(
+                format!("{at}.name"),
+                "is empty; every rule needs a name (audit records cite it)",
+            );
+        } else if let Some(first) = first_index_of.get(rule.name.as_str()) {
+            p.add(
+                format!("{at}.name"),
+                format!(
+                    "duplicate rule name {:?} (also spec.rules[{first}]); rule names must be unique within a policy",
+                    rule.name
+                ),
+            );
+        } else {
+            first_index_of.insert(&rule.name, i);
+        }
+        p.subjects(&format!("{at}.subjects"), &rule.subjects, true);
+        p.topics(&format!("{at}.topics"), &rule.topics);
+        if rule.operations.is_empty() {
+            p.add(
+                format!("{at}.operations"),
+                "is empty; list at least one of Write, Read, Describe, Create, Admin",
+            );
+        }
+        if let Some(approval) = &rule.approval {
+            if rule.effect == Effect::Deny {
+                p.add(
+                    format!("{at}.approval"),
+                    "is only allowed on Allow rules (a Deny rule cannot be approved away)",
+                );
+            }
+            p.subjects(
+                &format!("{at}.approval.approvers"),
+                &approval.approvers,
+                true,
+            );
+            p.no_wildcards(
+                &format!("{at}.approval.approvers"),
+                &approval.approvers,
+                "anyone could approve; name the people or groups who may",
+            );
+            if let Err(e) = parse_grant_duration(&approval.max_duration) {
+                p.add(format!("{at}.approval.maxDuration"), e.to_string());
+            }
+        }
+    }
+    p.finish()
+}
+
+/// Validate a MaskingRule spec.
+pub fn validate_masking_rule(spec: &MaskingRuleSpec) -> Result<(), ValidationErrors> {
+    let mut p = Problems::default();
+    p.topics("spec.topics", &spec.topics);
+
+    if spec.fields.is_empty() && spec.detectors.is_empty() {
+        p.add("spec", "masks nothing; list fields, detectors, or both");
+    }
+    if spec.format == MaskFormat::Text && !spec.fields.is_empty() {
+        p.add(
+            "spec.fields",
+            "needs format Json; a Text value has no fields (use detectors to scan text)",
+        );
+    }
+
+    let mut seen_paths = BTreeSet::new();
+    for (i, field) in spec.fields.iter().enumerate() {
+        let at = format!("spec.fields[{i}] ({})", field.path);
+        match FieldPath::parse(&field.path) {
+            Ok(parsed) => {
+                if !seen_paths.insert(parsed.to_string()) {
+                    p.add(
+                        format!("{at}.path"),
+                        "appears twice; give each path one strategy",
+                    );
+                }
+            }
+            Err(e) => p.add(format!("{at}.path"), e.to_string()),
+        }
+        match (field.strategy, field.keep_last) {
+            (MaskStrategy::Partial, None) => p.add(
+                format!("{at}.keepLast"),
+                "is required with strategy Partial (how many trailing characters stay visible, e.g. 4)",
+            ),
+            (MaskStrategy::Partial, Some(_)) => {}
+            (other, Some(_)) => p.add(
+                format!("{at}.keepLast"),
+                format!("is only allowed with strategy Partial, not {other:?}"),
+            ),
+            (_, None) => {}
+        }
+        if field.strategy == MaskStrategy::Hash && spec.hash_key_secret_ref.is_none() {
+            p.add(
+                format!("{at}.strategy"),
+                "is Hash but spec.hashKeySecretRef is missing; name the Secret key holding the HMAC key",
+            );
+        }
+    }
+
+    if let Some(secret) = &spec.hash_key_secret_ref
+        && (secret.name.trim().is_empty() || secret.key.trim().is_empty())
+    {
+        p.add(
+            "spec.hashKeySecretRef",
+            "needs both name (a Secret in this namespace) and key (the entry holding the HMAC key)",
+        );
+    }
+
+    let has_mrn = spec.detectors.contains(&Detector::MRN);
+    match (&spec.mrn_pattern, has_mrn) {
+        (None, true) => p.add(
+            "spec.mrnPattern",
+            "is required by the MRN detector; give a regular expression for your record numbers, e.g. \"MRN-[0-9]{8}\"",
+        ),
+        (Some(_), false) => p.add(
+            "spec.mrnPattern",
+            "is set but spec.detectors does not include MRN; add MRN or remove the pattern",
+        ),
+        (Some(pattern), true) => match regex::Regex::new(pattern) {
+            Ok(re) if re.is_match("") => p.add(
+                "spec.mrnPattern",
+                format!("{pattern:?} matches the empty string; it would mask everything"),
+            ),
+            Ok(_) => {}
+            Err(e) => p.add(
+                "spec.mrnPattern",
+                format!("{pattern:?} is not a valid regular expression: {e}"),
+            ),
+        },
+        (None, false) => {}
+    }
+
+    p.subjects("spec.exemptSubjects", &spec.exempt_subjects, false);
+    p.no_wildcards(
+        "spec.exemptSubjects",
+        &spec.exempt_subjects,
+        "everyone would see clear text; name who is exempt, or delete the MaskingRule",
+    );
+    if spec.apply_to.is_empty() {
+        p.add("spec.applyTo", "is empty; list Fetch, Produce, or both");
+    }
+    p.finish()
+}
+
+/// Validate an AccessApproval spec (the request as the sidecar created it).
+pub fn validate_access_approval(spec: &AccessApprovalSpec) -> Result<(), ValidationErrors> {
+    let mut p = Problems::default();
+    if spec.requester.name.trim().is_empty() {
+        p.add(
+            "spec.requester.name",
+            "is empty; name the user or ServiceAccount asking",
+        );
+    }
+    if spec.requester.name == crate::matching::ANY_NAME {
+        p.add(
+            "spec.requester.name",
+            "is \"*\"; a request comes from one named caller",
+        );
+    }
+    if spec.requester.kind == SubjectKind::Group {
+        p.add(
+            "spec.requester.kind",
+            "is Group; a request comes from one User or ServiceAccount",
+        );
+    }
+    if spec.policy.trim().is_empty() {
+        p.add(
+            "spec.policy",
+            "is empty; name the StreamPolicy holding the rule",
+        );
+    }
+    if spec.rule.trim().is_empty() {
+        p.add(
+            "spec.rule",
+            "is empty; name the rule with approval that matched",
+        );
+    }
+    p.topics("spec.topics", &spec.topics);
+    if spec.operations.is_empty() {
+        p.add(
+            "spec.operations",
+            "is empty; list at least one of Write, Read, Describe, Create, Admin",
+        );
+    }
+    if let Err(e) = parse_grant_duration(&spec.duration) {
+        p.add("spec.duration", e.to_string());
+    }
+    if let Some(workload) = &spec.workload
+        && workload.pod.trim().is_empty()
+    {
+        p.add(
+            "spec.workload.pod",
+            "is empty; name the pod the request came from",
+        );
+    }
+    p.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(value: serde_json::Value) -> StreamPolicySpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn masking(value: serde_json::Value) -> MaskingRuleSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn messages(err: ValidationErrors) -> Vec<String> {
+        err.problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_sound_policy_passes() {
+        let spec = policy(json!({
+            "identity": {"oidc": {"issuer": "https://idp.example.com", "audiences": ["kafka"]}},
+            "rules": [
+                {"name": "read", "subjects": [{"kind": "Group", "name": "analysts"}],
+                 "topics": ["claims.*"], "operations": ["Read"]},
+                {"name": "write", "subjects": [{"kind": "User", "name": "*"}],
+                 "topics": ["patient-records"], "operations": ["Write"],
+                 "approval": {"approvers": [{"kind": "Group", "name": "compliance"}], "maxDuration": "1h"}}
+            ]
+        }));
+        assert_eq!(validate_stream_policy(&spec), Ok(()));
+    }
+
+    #[test]
+    fn policy_problems_are_all_reported_with_their_field() {
+        let spec = policy(json!({
+            "identity": {"oidc": {"issuer": "idp.example.com", "audiences": []}},
+            "rules": [
+                {"name": "r", "subjects": [], "topics": [], "operations": []},
+                {"name": "r", "subjects": [{"kind": "Group", "name": "g", "namespace": "x"}],
+                 "topics": ["a.***", ""], "operations": ["Read"], "effect": "Deny",
+                 "approval": {"approvers": [], "maxDuration": "0s"}}
+            ]
+        }));
+        let got = messages(validate_stream_policy(&spec).unwrap_err());
+        let want = [
+            "spec.identity.oidc.issuer: \"idp.example.com\" is not an http(s) URL",
+            "spec.identity.oidc.audiences: is empty",
+            "spec.rules[0] (r).subjects: is empty",
+            "spec.rules[0] (r).topics: is empty",
+            "spec.rules[0] (r).operations: is empty",
+            "spec.rules[1] (r).name: duplicate rule name \"r\" (also spec.rules[0])",
+            "spec.rules[1] (r).subjects[0].namespace: is only meaningful for kind ServiceAccount",
+            "spec.rules[1] (r).topics[0]: topic glob \"a.***\"",
+            "spec.rules[1] (r).topics[1]: topic glob \"\" is empty",
+            "spec.rules[1] (r).approval: is only allowed on Allow rules",
+            "spec.rules[1] (r).approval.approvers: is empty",
+            "spec.rules[1] (r).approval.maxDuration: \"0s\" is zero",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (got, want) in got.iter().zip(want) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn display_lists_every_problem() {
+        let spec = policy(json!({"rules": [
+            {"name": "", "subjects": [{"kind": "User", "name": "a"}], "topics": ["t"], "operations": []}
+        ]}));
+        let text = validate_stream_policy(&spec).unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "2 problems found:\n  - spec.rules[0].name: is empty; every rule needs a name (audit records cite it)\n  - spec.rules[0].operations: is empty; list at least one of Write, Read, Describe, Create, Admin"
+        );
+    }
+
+    #[test]
+    fn a_sound_masking_rule_passes() {
+        let spec = masking(json!({
+            "topics": ["patient-*"],
+            "fields": [
+                {"path": "$.patient.ssn", "strategy": "Partial", "keepLast": 4},
+                {"path": "$.patient.name.given", "strategy": "Hash"},
+                {"path": "$..dateOfBirth", "strategy": "Redact"},
+                {"path": "$.notes", "strategy": "Remove"}
+            ],
+            "detectors": ["SSN", "MRN"],
+            "mrnPattern": "MRN-[0-9]{8}",
+            "hashKeySecretRef": {"name": "masking-key", "key": "hmac"}
+        }));
+        assert_eq!(validate_masking_rule(&spec), Ok(()));
+    }
+
+    #[test]
+    fn masking_problems_name_the_field_and_the_fix() {
+        let spec = masking(json!({
+            "topics": ["ok", "bad topic"],
+            "fields": [
+                {"path": "$.a", "strategy": "Partial"},
+                {"path": "$.b", "strategy": "Redact", "keepLast": 2},
+                {"path": "$.c", "strategy": "Hash"},
+                {"path": "a.d", "strategy": "Remove"},
+                {"path": "$.a", "strategy": "Remove"}
+            ],
+            "detectors": ["MRN"],
+            "mrnPattern": "MRN-[0-9",
+            "applyTo": []
+        }));
+        let got = messages(validate_masking_rule(&spec).unwrap_err());
+        let want = [
+            "spec.topics[1]: topic glob \"bad topic\" has ' '",
+            "spec.fields[0] ($.a).keepLast: is required with strategy Partial",
+            "spec.fields[1] ($.b).keepLast: is only allowed with strategy Partial, not Redact",
+            "spec.fields[2] ($.c).strategy: is Hash but spec.hashKeySecretRef is missing",
+            "spec.fields[3] (a.d).path: field path \"a.d\" must start with '$'",
+            "spec.fields[4] ($.a).path: appears twice",
+            "spec.mrnPattern: \"MRN-[0-9\" is not a valid regular expression",
+            "spec.applyTo: is empty",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (got, want) in got.iter().zip(want) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn mrn_detector_and_pattern_go_together() {
+        let without_pattern = masking(json!({"topics": ["t"], "detectors": ["MRN"]}));
+        let err = validate_masking_rule(&without_pattern)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.mrnPattern: is required by the MRN detector"),
+            "{err}"
+        );
+
+        let without_detector =
+            masking(json!({"topics": ["t"], "detectors": ["SSN"], "mrnPattern": "M[0-9]+"}));
+        let err = validate_masking_rule(&without_detector)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not include MRN"), "{err}");
+
+        let matches_empty =
+            masking(json!({"topics": ["t"], "detectors": ["MRN"], "mrnPattern": "[0-9]*"}));
+        let err = validate_masking_rule(&matches_empty)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("matches the empty string"), "{err}");
+    }
+
+    #[test]
+    fn wildcards_are_refused_where_anyone_defeats_the_list() {
+        let spec = policy(json!({"rules": [
+            {"name": "w", "subjects": [{"kind": "User", "name": "*"}], "topics": ["t"], "operations": ["Write"],
+             "approval": {"approvers": [{"kind": "Group", "name": "*"}], "maxDuration": "1h"}}
+        ]}));
+        let err = validate_stream_policy(&spec).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.rules[0] (w).approval.approvers[0].name: cannot be \"*\" here: anyone could approve"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("subjects"),
+            "a wildcard rule subject is fine: {err}"
+        );
+
+        let exempt_all = masking(json!({"topics": ["t"], "detectors": ["SSN"],
+            "exemptSubjects": [{"kind": "User", "name": "*"}]}));
+        let err = validate_masking_rule(&exempt_all).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "spec.exemptSubjects[0].name: cannot be \"*\" here: everyone would see clear text"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn text_format_takes_detectors_not_fields() {
+        let spec = masking(json!({"topics": ["t"], "format": "Text",
+            "fields": [{"path": "$.a", "strategy": "Redact"}]}));
+        let err = validate_masking_rule(&spec).unwrap_err().to_string();
+        assert!(err.contains("spec.fields: needs format Json"), "{err}");
+        let nothing = masking(json!({"topics": ["t"]}));
+        let err = validate_masking_rule(&nothing).unwrap_err().to_string();
+        assert!(err.contains("spec: masks nothing"), "{err}");
+    }
+
+    #[test]
+    fn access_approval_request_is_checked() {
+        let good: AccessApprovalSpec = serde_json::from_value(json!({
+            "requester": {"kind": "User", "name": "alice@example.com", "groups": ["clinicians"]},
+            "workload": {"pod": "intake-abc", "serviceAccount": "intake"},
+            "policy": "phi-access", "rule": "write", "topics": ["patient-records"],
+            "operations": ["Write"], "duration": "1h"
+        }))
+        .unwrap();
+        assert_eq!(validate_access_approval(&good), Ok(()));
+
+        let bad: AccessApprovalSpec = serde_json::from_value(json!({
+            "requester": {"kind": "Group", "name": ""},
+            "policy": "", "rule": "", "topics": [], "operations": [], "duration": "30d"
+        }))
+        .unwrap();
+        let got = messages(validate_access_approval(&bad).unwrap_err());
+        let want = [
+            "spec.requester.name: is empty",
+            "spec.requester.kind: is Group",
+            "spec.policy: is empty",
+            "spec.rule: is empty",
+            "spec.topics: is empty",
+            "spec.operations: is empty",
+            "spec.duration: \"30d\" is longer than the 7d",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (got, want) in got.iter().zip(want) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
+    }
+}

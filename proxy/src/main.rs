@@ -2,7 +2,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "streamgate-proxy", version, about = "streamgate sidecar: governed access to Kafka")]
+#[command(
+    name = "streamgate-proxy",
+    version,
+    about = "streamgate sidecar: governed access to Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +25,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(streamgate_proxy::run::run(args))
         }
         Command::Audit(cmd) => {

@@ -1,1 +1,10 @@
-//! identity (see lib.rs).
+//! Identity: who is on the other end of a client connection.
+//!
+//! - `oauthbearer` — RFC 7628 client message parsing (pure)
+//! - `jwt`         — bearer-token validation against an OIDC issuer's JWKS
+//! - `sasl`        — the per-connection SASL server state machine (KIP-368 aware)
+//! - `workload`    — the pod's ServiceAccount, for connections without SASL
+pub mod jwt;
+pub mod oauthbearer;
+pub mod sasl;
+pub mod workload;

@@ -1,1 +1,225 @@
-//! masking (see lib.rs).
+//! Masking PHI in the stream (MaskingRule).
+//!
+//! # Interface for the connection code
+//!
+//! ```text
+//! // once per namespace (and again whenever the MaskingRules change):
+//! let (set, errors) = MaskingSet::compile_from_secret_dir(namespace, &rules, secret_dir);
+//! for e in &errors { tracing::error!(%e, "masking rule fails closed") }   // never logs key bytes
+//!
+//! // Fetch response, per (topic, partition) with non-null `records`:
+//! if let Some(plan) = set.plan_for(topic, &principal, ApplyTo::Fetch) {
+//!     match mask_record_set(&plan, &records) {
+//!         Ok((masked, counts)) => { records = masked; audit.masking(topic, plan.rule_names(), &counts) }
+//!         // never forward the original bytes: answer the partition with an
+//!         // error (e.g. CORRUPT_MESSAGE / UNKNOWN_SERVER_ERROR) and empty records
+//!         Err(e) => ...
+//!     }
+//! }
+//! // Produce request, per (topic, partition): the same with ApplyTo::Produce
+//! // and `mask_produce_records` (a truncated batch is an error there).
+//! ```
+//!
+//! `plan_for` returns `None` when no rule covers the topic for that
+//! direction, or the principal is exempt from every rule that does
+//! (`exemptSubjects`): the records pass byte-identical. A `MaskPlan` is
+//! cheap to clone (a list of `Arc`s) and can be kept per connection.
+//!
+//! # Layout (pure cores, IO only in `key`)
+//! - `path`     — field path parser/matcher (`$.a.b`, `$.a[*].b`, `$..b`)
+//! - `detect`   — PHI detectors (SSN, Email, Phone, CreditCard, NPI, MRN)
+//! - `strategy` — Redact, Partial, Hash (HMAC-SHA256), and the `HashKey`
+//! - `json`     — streaming JSON rewriter (masks in place, keeps other bytes)
+//! - `plan`     — compiled rules, `MaskPlan::mask_value`, `MaskCounts`
+//! - `batch`    — RecordBatch v2 rewriting (headers kept, CRC recomputed)
+//! - `codec`    — gzip/snappy/lz4/zstd via kafka-protocol's compression module
+//! - `key`      — IO edge: the HMAC key from `--secret-dir DIR/<name>/<key>`
+//!
+//! Dependencies used here and why: `hmac`/`sha2` (keyed pseudonyms), `regex`
+//! (detectors), `crc32c` (batch checksums), `kafka-protocol`'s compression
+//! module (codecs), `serde_json` (decoding escaped JSON strings).
+//!
+//! Several rules covering the same topic all apply, in rule-name order.
+//! A rule that fails to compile (bad path, missing key, bad `mrnPattern`)
+//! fails closed: every value of its topics is replaced by a marker.
+use std::path::Path;
+use std::sync::Arc;
+
+use streamgate_crds::matching::{Principal, topic_matches};
+use streamgate_crds::{ApplyTo, MaskingRuleSpec, SecretKeyRef, Subject};
+
+pub mod batch;
+pub mod codec;
+pub mod detect;
+pub mod json;
+pub mod key;
+pub mod path;
+pub mod plan;
+pub mod strategy;
+
+pub use batch::{MaskError, Trailing, mask_produce_records, mask_record_set, mask_records};
+pub use key::{KeyError, read_hash_key};
+pub use plan::{CompileError, MaskCounts, MaskPlan, RulePlan};
+pub use strategy::HashKey;
+
+/// One compiled MaskingRule with its scope.
+#[derive(Debug)]
+struct ScopedRule {
+    topics: Vec<String>,
+    exempt: Vec<Subject>,
+    apply_to: Vec<ApplyTo>,
+    plan: Arc<RulePlan>,
+}
+
+/// The compiled MaskingRules of one namespace.
+#[derive(Debug, Default)]
+pub struct MaskingSet {
+    namespace: String,
+    rules: Vec<ScopedRule>,
+}
+
+impl MaskingSet {
+    /// Compiles `rules` (name, spec) of `namespace`; `key_for` loads the HMAC
+    /// key of a rule's `hashKeySecretRef`. Rules that fail to compile are
+    /// returned as errors and fail closed in the set.
+    pub fn compile(
+        namespace: &str,
+        rules: &[(String, MaskingRuleSpec)],
+        mut key_for: impl FnMut(&SecretKeyRef) -> Result<HashKey, KeyError>,
+    ) -> (Self, Vec<CompileError>) {
+        let mut sorted: Vec<&(String, MaskingRuleSpec)> = rules.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut errors = Vec::new();
+        let mut compiled = Vec::with_capacity(sorted.len());
+        for (name, spec) in sorted {
+            let key = match &spec.hash_key_secret_ref {
+                Some(r) => match key_for(r) {
+                    Ok(k) => Ok(Some(k)),
+                    Err(e) => Err(CompileError::HashKey { rule: name.clone(), reason: e.to_string() }),
+                },
+                None => Ok(None),
+            };
+            let plan = key.and_then(|k| RulePlan::compile(name, spec, k)).unwrap_or_else(|e| {
+                errors.push(e);
+                RulePlan::blocked(name)
+            });
+            compiled.push(ScopedRule {
+                topics: spec.topics.clone(),
+                exempt: spec.exempt_subjects.clone(),
+                apply_to: spec.apply_to.clone(),
+                plan: Arc::new(plan),
+            });
+        }
+        (Self { namespace: namespace.to_string(), rules: compiled }, errors)
+    }
+
+    /// [`MaskingSet::compile`] with keys read from a mounted Secret directory.
+    pub fn compile_from_secret_dir(
+        namespace: &str,
+        rules: &[(String, MaskingRuleSpec)],
+        secret_dir: &Path,
+    ) -> (Self, Vec<CompileError>) {
+        Self::compile(namespace, rules, |r| read_hash_key(secret_dir, r))
+    }
+
+    /// The masking to apply to `topic` for `principal` in `direction`;
+    /// `None`: records pass unchanged.
+    pub fn plan_for(&self, topic: &str, principal: &Principal, direction: ApplyTo) -> Option<MaskPlan> {
+        let rules: Vec<Arc<RulePlan>> = self
+            .rules
+            .iter()
+            .filter(|r| r.apply_to.contains(&direction))
+            .filter(|r| r.topics.iter().any(|t| topic_matches(t, topic)))
+            .filter(|r| !r.exempt.iter().any(|s| s.matches(principal, &self.namespace)))
+            .map(|r| Arc::clone(&r.plan))
+            .collect();
+        if rules.is_empty() { None } else { Some(MaskPlan::new(rules)) }
+    }
+
+    /// Does any rule mask `topic` in `direction` for someone (exempt or not)?
+    pub fn covers(&self, topic: &str, direction: ApplyTo) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.apply_to.contains(&direction) && r.topics.iter().any(|t| topic_matches(t, topic)))
+    }
+
+    /// Does `principal` see `topic` in clear text (no rule masks it for them)?
+    pub fn sees_clear_text(&self, topic: &str, principal: &Principal, direction: ApplyTo) -> bool {
+        self.plan_for(topic, principal, direction).is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamgate_crds::{FieldMask, MaskFormat, MaskStrategy, SubjectKind};
+
+    fn rule(topics: &[&str], apply_to: Vec<ApplyTo>, hash: bool) -> MaskingRuleSpec {
+        MaskingRuleSpec {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            format: MaskFormat::Json,
+            fields: vec![FieldMask {
+                path: "$.ssn".into(),
+                strategy: if hash { MaskStrategy::Hash } else { MaskStrategy::Redact },
+                keep_last: None,
+            }],
+            detectors: vec![],
+            mrn_pattern: None,
+            hash_key_secret_ref: hash.then(|| SecretKeyRef { name: "masking-key".into(), key: "hmac".into() }),
+            exempt_subjects: vec![Subject { kind: SubjectKind::Group, name: "treating-clinicians".into(), namespace: None }],
+            apply_to,
+        }
+    }
+
+    fn user(groups: &[&str]) -> Principal {
+        Principal {
+            kind: SubjectKind::User,
+            name: "alice".into(),
+            namespace: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn no_key(_: &SecretKeyRef) -> Result<HashKey, KeyError> {
+        Err(KeyError::Empty { path: "x".into() })
+    }
+
+    #[test]
+    fn plans_by_topic_direction_and_exemption() {
+        let (set, errors) =
+            MaskingSet::compile("clinical", &[("a".into(), rule(&["patient-*"], vec![ApplyTo::Fetch], false))], no_key);
+        assert!(errors.is_empty());
+        let reader = user(&["billing"]);
+        assert!(set.plan_for("patient-events", &reader, ApplyTo::Fetch).is_some());
+        assert!(set.plan_for("patient-events", &reader, ApplyTo::Produce).is_none());
+        assert!(set.plan_for("claims", &reader, ApplyTo::Fetch).is_none());
+        assert!(set.sees_clear_text("patient-events", &user(&["treating-clinicians"]), ApplyTo::Fetch));
+        assert!(set.covers("patient-events", ApplyTo::Fetch));
+    }
+
+    #[test]
+    fn a_rule_whose_key_is_missing_fails_closed() {
+        let (set, errors) =
+            MaskingSet::compile("clinical", &[("a".into(), rule(&["patient-*"], vec![ApplyTo::Fetch], true))], no_key);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].to_string().contains("hash key"), "{}", errors[0]);
+        let plan = set.plan_for("patient-events", &user(&[]), ApplyTo::Fetch).unwrap();
+        let mut c = MaskCounts::default();
+        assert_eq!(plan.mask_value(br#"{"ok":1}"#, &mut c).unwrap(), plan::BLOCKED);
+    }
+
+    #[test]
+    fn keys_come_from_the_secret_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("masking-key")).unwrap();
+        std::fs::write(dir.path().join("masking-key/hmac"), b"k").unwrap();
+        let rules = [("a".into(), rule(&["p"], vec![ApplyTo::Produce], true))];
+        let (set, errors) = MaskingSet::compile_from_secret_dir("ns", &rules, dir.path());
+        assert!(errors.is_empty(), "{errors:?}");
+        let plan = set.plan_for("p", &user(&[]), ApplyTo::Produce).unwrap();
+        let mut c = MaskCounts::default();
+        let out = String::from_utf8(plan.mask_value(br#"{"ssn":"838-39-8865"}"#, &mut c).unwrap()).unwrap();
+        let key = HashKey::new(b"k".to_vec()).unwrap();
+        assert_eq!(out, format!(r#"{{"ssn":"{}"}}"#, strategy::pseudonym(&key, b"838-39-8865")));
+    }
+}

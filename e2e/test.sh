@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one command that runs every test: installs the real peers (cached under
+# $STREAMGATE_CACHE, default ~/.cache/streamgate), then fmt, clippy, the
+# release proxy binary the end-to-end tests drive, and the whole test suite.
+# A missing peer fails the run; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
+
+step "installing peers"
+.ci/install-peers.sh
+# shellcheck disable=SC1091
+source "${STREAMGATE_CACHE:-$HOME/.cache/streamgate}/peers.env"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "building the release proxy for the end-to-end tests"
+cargo build --release --locked -p streamgate-proxy
+export STREAMGATE_PROXY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/streamgate-proxy"
+step "cargo test"
+# Two test threads: the machine has two cores and every e2e test runs a
+# broker, a proxy and clients.
+cargo test --workspace --locked -- --test-threads=2
+step "all tests passed in $(( $(date +%s) - started ))s"

@@ -1,0 +1,460 @@
+//! The audit record (../shared/design/audit.md, "One record per governed request").
+//!
+//! One type serves every kind of event: a governed Kafka request (`kind: Request`) and the
+//! non-request events (authentication failures, policy reloads, approvals, sidecar start/stop,
+//! spool failures, checkpoints). Fields that do not apply are omitted from the JSON, so a
+//! record says only what is known. `seq`, `prevHash` and `hash` are assigned by the spool
+//! writer, never by the caller: the writer is the single point that orders the chain.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What happened. `Request` is a governed Kafka request; the rest are lifecycle events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecordKind {
+    #[default]
+    Request,
+    AuthFailure,
+    PolicyReload,
+    ApprovalRequested,
+    ApprovalUsed,
+    ApprovalExpired,
+    SidecarStart,
+    SidecarStop,
+    SpoolFailure,
+    /// The spool found a torn final line on start and moved it aside.
+    SpoolRecovered,
+    Checkpoint,
+}
+
+/// The outcome of a policy decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Decision {
+    Allow,
+    Deny,
+    PendingApproval,
+    /// Allowed with masking applied.
+    Masked,
+}
+
+impl Decision {
+    /// The name used in JSON, CSV, OTLP attributes and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "Allow",
+            Decision::Deny => "Deny",
+            Decision::PendingApproval => "PendingApproval",
+            Decision::Masked => "Masked",
+        }
+    }
+}
+
+/// The class of Kafka operation a request performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Operation {
+    Write,
+    Read,
+    Describe,
+    Create,
+    Admin,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Write => "Write",
+            Operation::Read => "Read",
+            Operation::Describe => "Describe",
+            Operation::Create => "Create",
+            Operation::Admin => "Admin",
+        }
+    }
+}
+
+/// Who made the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subject {
+    /// `User` (OAUTHBEARER token) or `ServiceAccount` (workload identity).
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+impl Subject {
+    pub fn user(name: impl Into<String>, groups: Vec<String>, issuer: Option<String>) -> Self {
+        Self {
+            kind: "User".into(),
+            name: name.into(),
+            groups,
+            issuer,
+        }
+    }
+
+    pub fn service_account(name: impl Into<String>) -> Self {
+        Self {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            groups: Vec::new(),
+            issuer: None,
+        }
+    }
+}
+
+/// One topic-partition touched by a request, with what was read or written there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceAccess {
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_first: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_last: Option<i64>,
+    #[serde(default)]
+    pub records: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+impl ResourceAccess {
+    /// A topic-level resource (Metadata, CreateTopics, a refused request…).
+    pub fn topic(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A partition with the offset range `first..=last` and its record/byte counts.
+    pub fn partition(
+        topic: impl Into<String>,
+        partition: i32,
+        offsets: Option<(i64, i64)>,
+        records: u64,
+        bytes: u64,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            partition: Some(partition),
+            offset_first: offsets.map(|o| o.0),
+            offset_last: offsets.map(|o| o.1),
+            records,
+            bytes,
+        }
+    }
+}
+
+/// The exact policy version in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRef {
+    pub name: String,
+    pub generation: i64,
+}
+
+/// Masking counts — never values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaskingSummary {
+    pub rule: String,
+    /// JSON path → number of values masked.
+    pub fields: BTreeMap<String, u64>,
+}
+
+/// A witnessed head of the chain, carried by a `Checkpoint` record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRef {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// One line of the audit spool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    /// Per-spool, gapless, from 1. Assigned by the spool writer.
+    #[serde(default)]
+    pub seq: u64,
+    /// RFC 3339, UTC, microseconds: when the decision was made.
+    pub time: String,
+    #[serde(default)]
+    pub kind: RecordKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
+    /// Kafka API name, e.g. `Fetch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<i16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceAccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// Which rule or approval decided; for lifecycle events, what happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masking: Option<MaskingSummary>,
+    /// `sha256:<hex>` of the record batches as delivered (Digest mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_digest: Option<String>,
+    /// Base64 of the record batches as delivered (Full mode only: PHI in the trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// Present on `Checkpoint` records: the head being witnessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointRef>,
+    /// Present only on seq 1: the random value the chain starts from (equals its `prevHash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis: Option<String>,
+    #[serde(default)]
+    pub prev_hash: String,
+    #[serde(default)]
+    pub hash: String,
+}
+
+/// The record's time format: RFC 3339, UTC, microseconds, `Z`.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// `sha256:<hex>` of a byte string (used for `payloadDigest`).
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Incremental `payloadDigest`: feed the delivered record batches (of every partition, in
+/// response order) without concatenating them.
+#[derive(Clone, Debug, Default)]
+pub struct PayloadHasher(sha2::Sha256);
+
+impl PayloadHasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn update(&mut self, delivered: &[u8]) {
+        use sha2::Digest;
+        self.0.update(delivered);
+    }
+
+    /// `sha256:<hex>`.
+    pub fn finish(self) -> String {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+}
+
+/// Where the sidecar runs (downward API); stamped on every record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub service_account: Option<String>,
+}
+
+impl AuditRecord {
+    /// A new record of `kind`, timed now.
+    pub fn new(kind: RecordKind) -> Self {
+        Self {
+            time: format_time(Utc::now()),
+            kind,
+            ..Self::default()
+        }
+    }
+
+    /// A governed request, timed now.
+    pub fn request(api: impl Into<String>, api_version: i16, operation: Operation) -> Self {
+        Self {
+            api: Some(api.into()),
+            api_version: Some(api_version),
+            operation: Some(operation),
+            ..Self::new(RecordKind::Request)
+        }
+    }
+
+    /// A lifecycle event with a human-readable reason.
+    pub fn event(kind: RecordKind, reason: impl Into<String>) -> Self {
+        Self {
+            reason: Some(reason.into()),
+            ..Self::new(kind)
+        }
+    }
+
+    pub fn at(mut self, time: DateTime<Utc>) -> Self {
+        self.time = format_time(time);
+        self
+    }
+
+    /// Stamp pod/namespace/serviceAccount unless already set.
+    pub fn with_pod(mut self, pod: &PodIdentity) -> Self {
+        self.pod = self.pod.or_else(|| pod.pod.clone());
+        self.namespace = self.namespace.or_else(|| pod.namespace.clone());
+        self.service_account = self.service_account.or_else(|| pod.service_account.clone());
+        self
+    }
+
+    pub fn subject(mut self, subject: Subject) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    pub fn client(mut self, client_id: Option<String>, address: impl ToString) -> Self {
+        self.client_id = client_id;
+        self.client_address = Some(address.to_string());
+        self
+    }
+
+    pub fn resource(mut self, resource: ResourceAccess) -> Self {
+        self.resources.push(resource);
+        self
+    }
+
+    pub fn resources(mut self, resources: impl IntoIterator<Item = ResourceAccess>) -> Self {
+        self.resources.extend(resources);
+        self
+    }
+
+    pub fn decision(mut self, decision: Decision, reason: impl Into<String>) -> Self {
+        self.decision = Some(decision);
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn policy(mut self, name: impl Into<String>, generation: i64) -> Self {
+        self.policy = Some(PolicyRef {
+            name: name.into(),
+            generation,
+        });
+        self
+    }
+
+    pub fn masking(mut self, rule: impl Into<String>, fields: BTreeMap<String, u64>) -> Self {
+        self.masking = Some(MaskingSummary {
+            rule: rule.into(),
+            fields,
+        });
+        self
+    }
+
+    /// Digest mode: record the SHA-256 of the delivered batches.
+    pub fn payload_digest_of(mut self, delivered: &[u8]) -> Self {
+        self.payload_digest = Some(digest(delivered));
+        self
+    }
+
+    /// Digest mode with a digest computed incrementally ([`PayloadHasher`]).
+    pub fn payload_digest(mut self, digest: String) -> Self {
+        self.payload_digest = Some(digest);
+        self
+    }
+
+    /// Full mode: the digest and the payload itself (base64).
+    pub fn payload_full(mut self, delivered: &[u8]) -> Self {
+        use base64::Engine as _;
+        self.payload_digest = Some(digest(delivered));
+        self.payload = Some(base64::engine::general_purpose::STANDARD.encode(delivered));
+        self
+    }
+
+    /// Total records across resources (for reconciliation and Events).
+    pub fn total_records(&self) -> u64 {
+        self.resources.iter().map(|r| r.records).sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.resources.iter().map(|r| r.bytes).sum()
+    }
+
+    /// The record's time, parsed.
+    pub fn parsed_time(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.time)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_uses_camel_case_and_omits_unknowns() {
+        let rec = AuditRecord::request("Fetch", 13, Operation::Read)
+            .at(DateTime::parse_from_rfc3339("2026-11-27T10:15:02.123456Z")
+                .unwrap()
+                .into())
+            .subject(Subject::user(
+                "alice@example.com",
+                vec!["clinicians".into()],
+                None,
+            ))
+            .client(Some("billing-consumer".into()), "127.0.0.1:53422")
+            .resource(ResourceAccess::partition(
+                "patient-records",
+                0,
+                Some((100, 149)),
+                50,
+                51200,
+            ))
+            .decision(Decision::Allow, "rule read-records")
+            .policy("phi-access", 3);
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["time"], "2026-11-27T10:15:02.123456Z");
+        assert_eq!(v["clientId"], "billing-consumer");
+        assert_eq!(v["apiVersion"], 13);
+        assert_eq!(v["resources"][0]["offsetFirst"], 100);
+        assert_eq!(v["resources"][0]["offsetLast"], 149);
+        assert_eq!(v["decision"], "Allow");
+        assert_eq!(v["policy"]["generation"], 3);
+        assert!(v.get("payload").is_none(), "payload only in Full mode");
+        assert!(v.get("masking").is_none());
+        let back: AuditRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn time_is_utc_with_microseconds() {
+        let t = AuditRecord::new(RecordKind::SidecarStart).time;
+        assert!(t.ends_with('Z'), "{t}");
+        let frac = t.split('.').nth(1).unwrap();
+        assert_eq!(frac.len(), 7, "six digits and Z: {t}");
+    }
+
+    #[test]
+    fn full_payload_carries_digest_and_bytes() {
+        let rec = AuditRecord::request("Produce", 9, Operation::Write).payload_full(b"abc");
+        assert_eq!(
+            rec.payload_digest.as_deref(),
+            Some("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        assert_eq!(rec.payload.as_deref(), Some("YWJj"));
+        let mut h = PayloadHasher::new();
+        h.update(b"a");
+        h.update(b"bc");
+        assert_eq!(rec.payload_digest, Some(h.finish()), "incremental digest equals the one-shot digest");
+    }
+}

@@ -1,0 +1,140 @@
+//! RFC 7628 OAUTHBEARER client initial response:
+//! `gs2-header \x01 auth=Bearer <token> \x01 [key=value \x01]* \x01`,
+//! where the GS2 header is `n,,` or `n,a=<authzid>,` (`y,…` is accepted too;
+//! channel binding `p=…` is not supported by SASL over Kafka and is refused).
+//! Pure parsing; the token is never part of an error message.
+
+/// The parts of a client initial response the sidecar uses.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientResponse {
+    /// The bearer token (a JWT); secret, so `Debug` hides it.
+    pub token: String,
+    /// The `a=` authorization identity, if the client sent one.
+    pub authzid: Option<String>,
+}
+
+impl std::fmt::Debug for ClientResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientResponse").field("token", &"<redacted>").field("authzid", &self.authzid).finish()
+    }
+}
+
+/// Why a client message is not a valid OAUTHBEARER initial response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OauthBearerError {
+    #[error("OAUTHBEARER message is not UTF-8")]
+    NotUtf8,
+    #[error("OAUTHBEARER message has no valid GS2 header (expected `n,,` or `n,a=<authzid>,`)")]
+    BadGs2Header,
+    #[error("OAUTHBEARER channel binding is not supported")]
+    ChannelBinding,
+    #[error("OAUTHBEARER message is not terminated by \\x01\\x01")]
+    NotTerminated,
+    #[error("OAUTHBEARER message has a malformed key/value pair")]
+    BadKeyValue,
+    #[error("OAUTHBEARER message has no auth=Bearer <token>")]
+    MissingAuth,
+    #[error("OAUTHBEARER auth value is not `Bearer <token>`")]
+    NotBearer,
+}
+
+/// Parse a client initial response.
+pub fn parse_client_response(msg: &[u8]) -> Result<ClientResponse, OauthBearerError> {
+    let msg = std::str::from_utf8(msg).map_err(|_| OauthBearerError::NotUtf8)?;
+    let (gs2, rest) = msg.split_once('\x01').ok_or(OauthBearerError::BadGs2Header)?;
+    let authzid = parse_gs2(gs2)?;
+    // `rest` is `kv\x01kv\x01…\x01` (the final \x01 of the message follows the last pair's).
+    let body = rest.strip_suffix('\x01').ok_or(OauthBearerError::NotTerminated)?;
+    if body.is_empty() {
+        return Err(OauthBearerError::MissingAuth);
+    }
+    let body = body.strip_suffix('\x01').ok_or(OauthBearerError::NotTerminated)?;
+    let mut token = None;
+    for pair in body.split('\x01') {
+        let (key, value) = pair.split_once('=').ok_or(OauthBearerError::BadKeyValue)?;
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(OauthBearerError::BadKeyValue);
+        }
+        if key == "auth" {
+            let (scheme, tok) = value.split_once(' ').ok_or(OauthBearerError::NotBearer)?;
+            let tok = tok.trim_matches(' ');
+            if !scheme.eq_ignore_ascii_case("bearer") || tok.is_empty() {
+                return Err(OauthBearerError::NotBearer);
+            }
+            token = Some(tok.to_string());
+        }
+    }
+    Ok(ClientResponse { token: token.ok_or(OauthBearerError::MissingAuth)?, authzid })
+}
+
+fn parse_gs2(gs2: &str) -> Result<Option<String>, OauthBearerError> {
+    let mut parts = gs2.splitn(3, ',');
+    let flag = parts.next().unwrap_or_default();
+    let authz = parts.next().ok_or(OauthBearerError::BadGs2Header)?;
+    let tail = parts.next().ok_or(OauthBearerError::BadGs2Header)?;
+    match flag {
+        "n" | "y" => {}
+        f if f.starts_with("p=") => return Err(OauthBearerError::ChannelBinding),
+        _ => return Err(OauthBearerError::BadGs2Header),
+    }
+    if !tail.is_empty() {
+        return Err(OauthBearerError::BadGs2Header);
+    }
+    match authz {
+        "" => Ok(None),
+        a => a
+            .strip_prefix("a=")
+            .filter(|s| !s.is_empty())
+            .map(|s| Some(s.replace("=2C", ",").replace("=3D", "=")))
+            .ok_or(OauthBearerError::BadGs2Header),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_clients_send() {
+        let r = parse_client_response(b"n,,\x01auth=Bearer abc.def.ghi\x01\x01").unwrap();
+        assert_eq!(r.token, "abc.def.ghi");
+        assert_eq!(r.authzid, None);
+        // librdkafka sends the principal as authzid and extensions as extra pairs.
+        let r = parse_client_response(b"n,a=alice@example.com,\x01host=h\x01auth=bearer tok\x01port=9092\x01\x01").unwrap();
+        assert_eq!(r.token, "tok");
+        assert_eq!(r.authzid.as_deref(), Some("alice@example.com"));
+        let r = parse_client_response(b"n,a=a=2Cb,\x01auth=Bearer t\x01\x01").unwrap();
+        assert_eq!(r.authzid.as_deref(), Some("a,b"));
+    }
+
+    #[test]
+    fn malformed_messages_have_clear_errors() {
+        use OauthBearerError::*;
+        let cases: &[(&[u8], OauthBearerError)] = &[
+            (b"", BadGs2Header),
+            (b"\xff\xfe", NotUtf8),
+            (b"x,,\x01auth=Bearer t\x01\x01", BadGs2Header),
+            (b"n,b=x,\x01auth=Bearer t\x01\x01", BadGs2Header),
+            (b"n\x01auth=Bearer t\x01\x01", BadGs2Header),
+            (b"p=tls-unique,,\x01auth=Bearer t\x01\x01", ChannelBinding),
+            (b"n,,\x01auth=Bearer t\x01", NotTerminated),
+            (b"n,,\x01auth=Bearer t", NotTerminated),
+            (b"n,,\x01\x01", MissingAuth),
+            (b"n,,\x01\x01\x01", BadKeyValue),
+            (b"n,,\x01host=x\x01\x01", MissingAuth),
+            (b"n,,\x01auth=Basic dXNlcg==\x01\x01", NotBearer),
+            (b"n,,\x01auth=Bearer \x01\x01", NotBearer),
+            (b"n,,\x01auth=Bearertok\x01\x01", NotBearer),
+            (b"n,,\x01noequals\x01\x01", BadKeyValue),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(parse_client_response(msg).unwrap_err(), *want, "{:?}", String::from_utf8_lossy(msg));
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let r = parse_client_response(b"n,,\x01auth=Bearer secret-token\x01\x01").unwrap();
+        assert!(!format!("{r:?}").contains("secret-token"));
+    }
+}

@@ -1,0 +1,303 @@
+//! Record-batch rewriting: the `records` bytes of a Fetch response partition
+//! (or a Produce request partition) in, the same batches out with only the
+//! record values masked.
+//!
+//! Kept exactly as received: every header field of each RecordBatch v2 —
+//! base offset, partition leader epoch, magic, attributes (codec, timestamp
+//! type incl. LogAppendTime, transactional, control), lastOffsetDelta (also
+//! when compaction left gaps), first/max timestamps, producer id/epoch, base
+//! sequence, record count — and each record's attributes, timestamp and
+//! offset deltas, key and headers (byte for byte, duplicate keys included).
+//! Recomputed: the batch length, the CRC32C, each record's length varint.
+//! Values are recompressed with the batch's own codec.
+//!
+//! Batches passed through untouched: control batches, and batches in which
+//! masking changed nothing (byte-identical, no recompression).
+//!
+//! Never passed through unmasked: a truncated trailing batch (Fetch responses
+//! may end with one) is dropped; a batch with a bad CRC, an unknown codec,
+//! a malformed record, or the legacy v0/v1 message format is an error.
+use bytes::{Bytes, BytesMut};
+
+use super::codec::Codec;
+use super::plan::{MaskCounts, MaskPlan};
+
+/// Length of a RecordBatch v2 header (through the record count).
+pub const HEADER_LEN: usize = 61;
+/// Offsets of header fields.
+const LENGTH_AT: usize = 8;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const COUNT_AT: usize = 57;
+/// Attribute bit of control batches.
+const CONTROL_BIT: i16 = 0x20;
+
+/// What to do with a trailing batch that is cut short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trailing {
+    /// Fetch responses: the broker may cut the last batch; drop it (the
+    /// client fetches it again from its offset).
+    Drop,
+    /// Produce requests: a cut batch is malformed; refuse it.
+    Reject,
+}
+
+/// Why a record set cannot be masked. The caller must not forward the
+/// original bytes: it answers the partition with an error instead.
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error("record set truncated at byte {at}")]
+    Truncated { at: usize },
+    #[error("batch at base offset {base_offset} is corrupt: {reason}")]
+    Corrupt { base_offset: i64, reason: &'static str },
+    #[error("batch at base offset {base_offset} fails its CRC32C check")]
+    Crc { base_offset: i64 },
+    #[error("message format v{magic} (before Kafka 0.11) cannot be masked")]
+    LegacyFormat { magic: i8 },
+    #[error("batch at base offset {base_offset} uses unknown codec {codec}")]
+    UnknownCodec { base_offset: i64, codec: u8 },
+    #[error("batch at base offset {base_offset}: {codec} failed: {reason}")]
+    Codec { base_offset: i64, codec: &'static str, reason: String },
+}
+
+/// Masks a Fetch response partition's `records`: truncated trailing batch dropped.
+pub fn mask_record_set(plan: &MaskPlan, records: &Bytes) -> Result<(Bytes, MaskCounts), MaskError> {
+    mask_records(plan, records, Trailing::Drop)
+}
+
+/// Masks a Produce request partition's `records`: a truncated batch is an error.
+pub fn mask_produce_records(plan: &MaskPlan, records: &Bytes) -> Result<(Bytes, MaskCounts), MaskError> {
+    mask_records(plan, records, Trailing::Reject)
+}
+
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(x)
+}
+
+/// Masks every batch of `records`. Returns the input itself (no copy) when
+/// nothing changed.
+pub fn mask_records(plan: &MaskPlan, records: &Bytes, trailing: Trailing) -> Result<(Bytes, MaskCounts), MaskError> {
+    let mut counts = MaskCounts::default();
+    let buf = &records[..];
+    let mut out: Option<BytesMut> = None;
+    let mut pos = 0;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        let cut = rest.len() < LENGTH_AT + 4 || {
+            let len = be_i32(rest, LENGTH_AT);
+            len >= 0 && rest.len() < LENGTH_AT + 4 + len as usize
+        };
+        if cut {
+            match trailing {
+                Trailing::Reject => return Err(MaskError::Truncated { at: pos }),
+                Trailing::Drop => {
+                    // Dropping changes the output: materialise what came before.
+                    if out.is_none() {
+                        out = Some(BytesMut::from(&buf[..pos]));
+                    }
+                    break;
+                }
+            }
+        }
+        let base_offset = be_i64(rest, 0);
+        let len = be_i32(rest, LENGTH_AT);
+        if len < (MAGIC_AT + 1 - LENGTH_AT - 4) as i32 {
+            return Err(MaskError::Corrupt { base_offset, reason: "batch length too small" });
+        }
+        let total = LENGTH_AT + 4 + len as usize;
+        let batch = &rest[..total];
+        let magic = batch[MAGIC_AT] as i8;
+        if magic != 2 {
+            if magic == 0 || magic == 1 {
+                return Err(MaskError::LegacyFormat { magic });
+            }
+            return Err(MaskError::Corrupt { base_offset, reason: "unknown magic byte" });
+        }
+        let masked = mask_batch(plan, records.slice(pos..pos + total), base_offset, &mut counts)?;
+        match (masked, &mut out) {
+            (Some(new), Some(o)) => o.extend_from_slice(&new),
+            (Some(new), None) => {
+                let mut o = BytesMut::with_capacity(buf.len() + 64);
+                o.extend_from_slice(&buf[..pos]);
+                o.extend_from_slice(&new);
+                out = Some(o);
+            }
+            (None, Some(o)) => o.extend_from_slice(batch),
+            (None, None) => {}
+        }
+        pos += total;
+    }
+    match out {
+        Some(o) => Ok((o.freeze(), counts)),
+        None => Ok((records.clone(), counts)),
+    }
+}
+
+/// Masks one complete v2 batch; `None` when it passes unchanged.
+fn mask_batch(plan: &MaskPlan, batch: Bytes, base_offset: i64, counts: &mut MaskCounts) -> Result<Option<Vec<u8>>, MaskError> {
+    let corrupt = |reason| MaskError::Corrupt { base_offset, reason };
+    if batch.len() < HEADER_LEN {
+        return Err(corrupt("batch shorter than its header"));
+    }
+    let stored_crc = u32::from_be_bytes([batch[CRC_AT], batch[CRC_AT + 1], batch[CRC_AT + 2], batch[CRC_AT + 3]]);
+    if crc32c::crc32c(&batch[ATTRIBUTES_AT..]) != stored_crc {
+        return Err(MaskError::Crc { base_offset });
+    }
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+    if attributes & CONTROL_BIT != 0 {
+        return Ok(None);
+    }
+    let codec =
+        Codec::from_attributes(attributes).map_err(|codec| MaskError::UnknownCodec { base_offset, codec })?;
+    let count = be_i32(&batch, COUNT_AT);
+    if count < 0 {
+        return Err(corrupt("negative record count"));
+    }
+    let codec_err = |reason| MaskError::Codec { base_offset, codec: codec.name(), reason };
+    let section = codec.decompress(batch.slice(HEADER_LEN..)).map_err(codec_err)?;
+    let Some(new_section) = mask_records_section(plan, &section, count as usize, counts).map_err(corrupt)? else {
+        return Ok(None);
+    };
+    let compressed = codec.compress(&new_section).map_err(codec_err)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + compressed.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(&compressed);
+    let new_len = i32::try_from(out.len() - LENGTH_AT - 4).map_err(|_| corrupt("masked batch too large"))?;
+    out[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&new_len.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Some(out))
+}
+
+/// Rewrites the (uncompressed) records section; `None` when nothing changed.
+fn mask_records_section(
+    plan: &MaskPlan,
+    data: &[u8],
+    count: usize,
+    counts: &mut MaskCounts,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    let mut pos = 0;
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0; // data[..copied] is already in `out`
+    for _ in 0..count {
+        let rec_start = pos;
+        let len = read_varint(data, &mut pos)?;
+        let body_start = pos;
+        let body_end = usize::try_from(len)
+            .ok()
+            .and_then(|l| body_start.checked_add(l))
+            .filter(|&e| e <= data.len())
+            .ok_or("record length out of bounds")?;
+        let body = &data[body_start..body_end];
+        let mut p = 1; // attributes
+        read_varint(body, &mut p)?; // timestamp delta
+        read_varint(body, &mut p)?; // offset delta
+        skip_bytes(body, &mut p)?; // key
+        let value_len_at = p;
+        let value_len = read_varint(body, &mut p)?;
+        if value_len < 0 {
+            check_headers(body, p)?;
+            pos = body_end;
+            continue; // null value (tombstone): untouched
+        }
+        let value_end = p.checked_add(value_len as usize).filter(|&e| e <= body.len()).ok_or("value out of bounds")?;
+        check_headers(body, value_end)?;
+        let value = &body[p..value_end];
+        if let Some(masked) = plan.mask_value(value, counts) {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(data.len() + 64));
+            o.extend_from_slice(&data[copied..rec_start]);
+            let mut new_body = Vec::with_capacity(body.len() + masked.len());
+            new_body.extend_from_slice(&body[..value_len_at]);
+            write_varint(&mut new_body, masked.len() as i64);
+            new_body.extend_from_slice(&masked);
+            new_body.extend_from_slice(&body[value_end..]);
+            write_varint(o, new_body.len() as i64);
+            o.extend_from_slice(&new_body);
+            copied = body_end;
+        }
+        pos = body_end;
+    }
+    if pos != data.len() {
+        return Err("bytes after the last record");
+    }
+    Ok(out.map(|mut o| {
+        o.extend_from_slice(&data[copied..]);
+        o
+    }))
+}
+
+/// Validates the headers section so a malformed record is never forwarded.
+fn check_headers(body: &[u8], mut p: usize) -> Result<(), &'static str> {
+    let n = read_varint(body, &mut p)?;
+    if n < 0 {
+        return Err("negative header count");
+    }
+    for _ in 0..n {
+        let key_len = read_varint(body, &mut p)?;
+        if key_len < 0 {
+            return Err("null header key");
+        }
+        p = p.checked_add(key_len as usize).filter(|&e| e <= body.len()).ok_or("header key out of bounds")?;
+        skip_bytes(body, &mut p)?;
+    }
+    if p != body.len() { Err("bytes after the record headers") } else { Ok(()) }
+}
+
+fn skip_bytes(b: &[u8], p: &mut usize) -> Result<(), &'static str> {
+    let len = read_varint(b, p)?;
+    if len >= 0 {
+        *p = p.checked_add(len as usize).filter(|&e| e <= b.len()).ok_or("field out of bounds")?;
+    }
+    Ok(())
+}
+
+/// A zig-zag varint (Kafka's varint and varlong share the encoding).
+pub fn read_varint(b: &[u8], p: &mut usize) -> Result<i64, &'static str> {
+    let mut raw: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*p).ok_or("varint out of bounds")?;
+        *p += 1;
+        raw |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+        if shift == 63 {
+            break;
+        }
+    }
+    Err("varint too long")
+}
+
+pub fn write_varint(out: &mut Vec<u8>, v: i64) {
+    let mut raw = ((v << 1) ^ (v >> 63)) as u64;
+    while raw >= 0x80 {
+        out.push((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+            let mut b = Vec::new();
+            write_varint(&mut b, v);
+            let mut p = 0;
+            assert_eq!(read_varint(&b, &mut p), Ok(v));
+            assert_eq!(p, b.len());
+        }
+        assert!(read_varint(&[0x80, 0x80], &mut 0).is_err());
+        assert!(read_varint(&[0xff; 11], &mut 0).is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! The compiled decision function: `(principal, operation, topic) → Decision`.
+//!
+//! Pure: built from the namespace's StreamPolicies (already parsed), the pod's
+//! labels, the namespace's MaskingRules and the approved AccessApprovals, and
+//! answering without IO. Semantics (api.md):
+//! - only policies whose `workloadSelector.matchLabels` are all present on the
+//!   pod govern it (no selector = every pod of the namespace);
+//! - a matching `Deny` rule beats every `Allow`, in any policy;
+//! - a matching `Allow` without `approval` allows;
+//! - a matching `Allow` with `approval` allows only under a live grant
+//!   (an approved, unexpired AccessApproval for that requester, rule, topic
+//!   and operation), else the answer is `NeedsApproval`;
+//! - nothing matches, or no policy governs the pod → deny.
+//!
+//! When several policies govern one pod their settings combine towards the
+//! safer side: blocked APIs are the union, `workloadIdentity` holds when any
+//! governing policy enables it (the rules still decide what that identity may
+//! do), audit `failureMode` is `Closed` if any policy says so, and the audit
+//! payload mode is the most detailed one asked for.
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use streamgate_crds::matching::{Principal, topic_matches};
+use streamgate_crds::{
+    AccessApproval, ApprovalPhase, BlockedOperation, Decision as ApprovalDecision, Effect, FailureMode, MaskingRuleSpec,
+    OidcIdentity, Operation, PayloadMode, PolicyRule, StreamPolicySpec, SubjectKind,
+};
+
+/// One StreamPolicy as loaded from a source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDoc {
+    pub name: String,
+    pub namespace: String,
+    /// `metadata.generation` (absent for files).
+    pub generation: Option<i64>,
+    pub spec: StreamPolicySpec,
+}
+
+/// One MaskingRule as loaded from a source (the masking module consumes these).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskingDoc {
+    pub name: String,
+    pub namespace: String,
+    pub generation: Option<i64>,
+    pub spec: MaskingRuleSpec,
+}
+
+/// A live just-in-time grant: an approved AccessApproval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grant {
+    /// The AccessApproval's name (for the audit record).
+    pub name: String,
+    pub policy: String,
+    pub rule: String,
+    pub requester_kind: SubjectKind,
+    pub requester_name: String,
+    /// Namespace of the AccessApproval (the ServiceAccount namespace for SA requesters).
+    pub namespace: String,
+    pub topics: Vec<String>,
+    pub operations: Vec<Operation>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Grant {
+    /// The grant an AccessApproval carries, if it is approved and has an expiry.
+    /// Pending, denied, expired or not-yet-stamped approvals grant nothing.
+    pub fn from_approval(aa: &AccessApproval) -> Option<Grant> {
+        let status = aa.status.as_ref()?;
+        if aa.spec.decision != ApprovalDecision::Approved || status.phase != ApprovalPhase::Approved {
+            return None;
+        }
+        let expires_at = DateTime::parse_from_rfc3339(status.expires_at.as_deref()?).ok()?.with_timezone(&Utc);
+        Some(Grant {
+            name: aa.metadata.name.clone().unwrap_or_default(),
+            policy: aa.spec.policy.clone(),
+            rule: aa.spec.rule.clone(),
+            requester_kind: aa.spec.requester.kind.clone(),
+            requester_name: aa.spec.requester.name.clone(),
+            namespace: aa.metadata.namespace.clone().unwrap_or_default(),
+            topics: aa.spec.topics.clone(),
+            operations: aa.spec.operations.clone(),
+            expires_at,
+        })
+    }
+
+    fn covers(&self, principal: &Principal, policy: &str, rule: &str, op: Operation, topic: &str, now: DateTime<Utc>) -> bool {
+        let who = self.requester_kind == principal.kind
+            && self.requester_name == principal.name
+            && (principal.kind != SubjectKind::ServiceAccount || principal.namespace.as_deref() == Some(&self.namespace));
+        who && self.policy == policy
+            && self.rule == rule
+            && self.operations.contains(&op)
+            && self.topics.iter().any(|t| topic_matches(t, topic))
+            && now < self.expires_at
+    }
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No StreamPolicy governs this pod: default deny.
+    NoPolicy,
+    /// Policies exist, but no Allow rule matches.
+    NoMatchingRule,
+    /// A Deny rule matched (it beats any Allow).
+    DeniedByRule,
+    /// The API is in `blockedOperations`.
+    Blocked,
+    /// The API is not one the proxy knows how to govern.
+    UnknownApi,
+    /// The caller has no identity the policy accepts (e.g. workload identity off).
+    Unauthenticated,
+}
+
+impl DenyReason {
+    /// Short, stable text for error messages and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoPolicy => "no StreamPolicy governs this workload",
+            DenyReason::NoMatchingRule => "no rule allows it",
+            DenyReason::DeniedByRule => "denied by rule",
+            DenyReason::Blocked => "operation blocked by policy",
+            DenyReason::UnknownApi => "API not governed by streamgate",
+            DenyReason::Unauthenticated => "caller not authenticated",
+        }
+    }
+}
+
+/// The answer for one (principal, operation, topic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// `grant` names the AccessApproval when the rule needed one.
+    Allow { policy: String, rule: String, grant: Option<String> },
+    Deny { reason: DenyReason, policy: Option<String>, rule: Option<String> },
+    /// A rule with `approval` matched and no live grant exists.
+    NeedsApproval { policy: String, rule: String },
+}
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+}
+
+/// The effective audit settings for this pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub payload: PayloadMode,
+    pub failure_mode: FailureMode,
+}
+
+/// Everything the sidecar enforces, compiled for one pod. Cheap to share (`Arc`).
+#[derive(Clone, Debug, Default)]
+pub struct CompiledPolicy {
+    /// Only the policies that govern this pod, sorted by name (stable audit output).
+    policies: Vec<PolicyDoc>,
+    masking: Vec<MaskingDoc>,
+    grants: Vec<Grant>,
+}
+
+/// Does a `workloadSelector` select a pod with `labels`?
+pub fn selector_matches(spec: &StreamPolicySpec, labels: &BTreeMap<String, String>) -> bool {
+    spec.workload_selector
+        .as_ref()
+        .is_none_or(|sel| sel.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+fn payload_rank(p: PayloadMode) -> u8 {
+    match p {
+        PayloadMode::None => 0,
+        PayloadMode::Digest => 1,
+        PayloadMode::Full => 2,
+    }
+}
+
+impl CompiledPolicy {
+    /// Compile the namespace's objects for a pod with `pod_labels`.
+    pub fn compile(
+        policies: Vec<PolicyDoc>,
+        masking: Vec<MaskingDoc>,
+        grants: Vec<Grant>,
+        pod_labels: &BTreeMap<String, String>,
+    ) -> CompiledPolicy {
+        let mut policies: Vec<PolicyDoc> =
+            policies.into_iter().filter(|p| selector_matches(&p.spec, pod_labels)).collect();
+        policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        CompiledPolicy { policies, masking, grants }
+    }
+
+    /// No policy at all: everything is denied.
+    pub fn empty() -> CompiledPolicy {
+        CompiledPolicy::default()
+    }
+
+    /// The governing policies (name, generation), for audit records and readiness.
+    pub fn policies(&self) -> impl Iterator<Item = (&str, Option<i64>)> {
+        self.policies.iter().map(|p| (p.name.as_str(), p.generation))
+    }
+
+    pub fn has_policy(&self) -> bool {
+        !self.policies.is_empty()
+    }
+
+    /// The MaskingRules of the namespace (masking applies them per topic).
+    pub fn masking_rules(&self) -> &[MaskingDoc] {
+        &self.masking
+    }
+
+    /// Decide now.
+    pub fn decide(&self, principal: &Principal, op: Operation, topic: &str) -> Decision {
+        self.decide_at(principal, op, topic, Utc::now())
+    }
+
+    /// Decide at `now` (grants expire).
+    pub fn decide_at(&self, principal: &Principal, op: Operation, topic: &str, now: DateTime<Utc>) -> Decision {
+        self.decide_with(principal, op, now, |rule| rule.topics.iter().any(|t| topic_matches(t, topic)), Some(topic))
+    }
+
+    /// Decide a cluster-scoped request (no topic): it needs a rule whose
+    /// topics include `**` (every topic), so a grant over some topics never
+    /// becomes power over the whole cluster.
+    pub fn decide_cluster(&self, principal: &Principal, op: Operation) -> Decision {
+        self.decide_with(principal, op, Utc::now(), |rule| rule.topics.iter().any(|t| t == "**"), None)
+    }
+
+    /// Does any Allow rule (without approval) give `principal` the operation `op`
+    /// on at least one topic? Used for group/transaction coordination APIs,
+    /// whose data access is then checked per topic.
+    pub fn may_any(&self, principal: &Principal, op: Operation) -> bool {
+        self.matching_rules(principal, op, |_| true)
+            .any(|(_, r)| r.effect == Effect::Allow && r.approval.is_none())
+            || self.grants.iter().any(|g| {
+                g.requester_kind == principal.kind
+                    && g.requester_name == principal.name
+                    && g.operations.contains(&op)
+                    && Utc::now() < g.expires_at
+            })
+    }
+
+    fn matching_rules<'a>(
+        &'a self,
+        principal: &'a Principal,
+        op: Operation,
+        topic_ok: impl Fn(&PolicyRule) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'a PolicyDoc, &'a PolicyRule)> + 'a {
+        self.policies.iter().flat_map(move |p| p.spec.rules.iter().map(move |r| (p, r))).filter(move |(p, r)| {
+            r.operations.contains(&op) && topic_ok(r) && r.subjects.iter().any(|s| s.matches(principal, &p.namespace))
+        })
+    }
+
+    fn decide_with(
+        &self,
+        principal: &Principal,
+        op: Operation,
+        now: DateTime<Utc>,
+        topic_ok: impl Fn(&PolicyRule) -> bool,
+        topic: Option<&str>,
+    ) -> Decision {
+        if self.policies.is_empty() {
+            return Decision::Deny { reason: DenyReason::NoPolicy, policy: None, rule: None };
+        }
+        let matching: Vec<(&PolicyDoc, &PolicyRule)> = self.matching_rules(principal, op, topic_ok).collect();
+        if let Some((p, r)) = matching.iter().find(|(_, r)| r.effect == Effect::Deny) {
+            return Decision::Deny { reason: DenyReason::DeniedByRule, policy: Some(p.name.clone()), rule: Some(r.name.clone()) };
+        }
+        if let Some((p, r)) = matching.iter().find(|(_, r)| r.approval.is_none()) {
+            return Decision::Allow { policy: p.name.clone(), rule: r.name.clone(), grant: None };
+        }
+        let mut needs: Option<(&PolicyDoc, &PolicyRule)> = None;
+        for (p, r) in matching {
+            let grant =
+                topic.and_then(|t| self.grants.iter().find(|g| g.covers(principal, &p.name, &r.name, op, t, now)));
+            if let Some(g) = grant {
+                return Decision::Allow { policy: p.name.clone(), rule: r.name.clone(), grant: Some(g.name.clone()) };
+            }
+            needs.get_or_insert((p, r));
+        }
+        match needs {
+            Some((p, r)) => Decision::NeedsApproval { policy: p.name.clone(), rule: r.name.clone() },
+            None => Decision::Deny { reason: DenyReason::NoMatchingRule, policy: None, rule: None },
+        }
+    }
+
+    /// Is this Kafka API in some governing policy's `blockedOperations`?
+    pub fn blocked(&self, api: BlockedOperation) -> bool {
+        self.policies.iter().any(|p| p.spec.blocked_operations.contains(&api))
+    }
+
+    /// May a connection without SASL act as the pod's ServiceAccount?
+    pub fn workload_identity_allowed(&self) -> bool {
+        self.policies.iter().any(|p| p.spec.identity.workload_identity)
+    }
+
+    /// The OIDC issuers the governing policies accept (deduplicated).
+    pub fn oidc(&self) -> Vec<&OidcIdentity> {
+        let mut out: Vec<&OidcIdentity> = Vec::new();
+        for o in self.policies.iter().filter_map(|p| p.spec.identity.oidc.as_ref()) {
+            if !out.contains(&o) {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    /// Audit settings in force: the safer combination over governing policies
+    /// (default `Digest` / `Closed` when no policy says otherwise).
+    pub fn audit(&self) -> AuditSettings {
+        let mut it = self.policies.iter().map(|p| &p.spec.audit);
+        let Some(first) = it.next() else {
+            return AuditSettings { payload: PayloadMode::default(), failure_mode: FailureMode::Closed };
+        };
+        let mut out = AuditSettings { payload: first.payload, failure_mode: first.failure_mode };
+        for a in it {
+            if payload_rank(a.payload) > payload_rank(out.payload) {
+                out.payload = a.payload;
+            }
+            if a.failure_mode == FailureMode::Closed {
+                out.failure_mode = FailureMode::Closed;
+            }
+        }
+        out
+    }
+}

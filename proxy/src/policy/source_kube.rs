@@ -1,0 +1,88 @@
+//! In a cluster: kube-runtime reflectors on StreamPolicy, MaskingRule and
+//! AccessApproval in the pod's namespace feed the same [`PolicyPublisher`]
+//! as the directory source. Each change (after a ~100 ms quiet period, so a
+//! burst of events compiles once) recompiles from the three caches; nothing
+//! is published until all three have listed once, so a sidecar never acts on
+//! half a namespace. Watch errors are retried with kube's default backoff and
+//! the last good policy stays in force meanwhile.
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use streamgate_crds::{AccessApproval, MaskingRule, StreamPolicy};
+
+use super::decide::{Grant, MaskingDoc, PolicyDoc};
+use super::handle::{PolicyInputs, PolicyPublisher};
+use super::source_dir::DEBOUNCE;
+
+/// Snapshot the three caches.
+pub fn inputs_from(policies: &[Arc<StreamPolicy>], masking: &[Arc<MaskingRule>], approvals: &[Arc<AccessApproval>]) -> PolicyInputs {
+    PolicyInputs {
+        policies: policies
+            .iter()
+            .map(|p| PolicyDoc {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                generation: p.metadata.generation,
+                spec: p.spec.clone(),
+            })
+            .collect(),
+        masking: masking
+            .iter()
+            .map(|m| MaskingDoc {
+                name: m.metadata.name.clone().unwrap_or_default(),
+                namespace: m.metadata.namespace.clone().unwrap_or_default(),
+                generation: m.metadata.generation,
+                spec: m.spec.clone(),
+            })
+            .collect(),
+        grants: approvals.iter().filter_map(|a| Grant::from_approval(a)).collect(),
+    }
+}
+
+/// Watch the namespace until the task is dropped.
+pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) {
+    let (sp_store, sp_writer) = reflector::store::<StreamPolicy>();
+    let (mr_store, mr_writer) = reflector::store::<MaskingRule>();
+    let (aa_store, aa_writer) = reflector::store::<AccessApproval>();
+    let cfg = watcher::Config::default;
+    let sp = reflector::reflector(sp_writer, watcher(Api::<StreamPolicy>::namespaced(client.clone(), &namespace), cfg()))
+        .default_backoff()
+        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        .boxed();
+    let mr = reflector::reflector(mr_writer, watcher(Api::<MaskingRule>::namespaced(client.clone(), &namespace), cfg()))
+        .default_backoff()
+        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        .boxed();
+    let aa = reflector::reflector(aa_writer, watcher(Api::<AccessApproval>::namespaced(client, &namespace), cfg()))
+        .default_backoff()
+        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        .boxed();
+    let mut events = futures::stream::select_all([sp, mr, aa]);
+    let source = format!("kube:{namespace}");
+    while let Some(ev) = events.next().await {
+        if let Err(error) = ev {
+            publisher.reject(&source, error);
+            continue;
+        }
+        // Let a burst settle, then compile once.
+        while let Ok(Some(more)) = tokio::time::timeout(DEBOUNCE, events.next()).await {
+            if let Err(error) = more {
+                publisher.reject(&source, error);
+            }
+        }
+        if all_ready(&sp_store, &mr_store, &aa_store) {
+            publisher.publish(&source, inputs_from(&sp_store.state(), &mr_store.state(), &aa_store.state()));
+        }
+    }
+}
+
+fn all_ready(a: &Store<StreamPolicy>, b: &Store<MaskingRule>, c: &Store<AccessApproval>) -> bool {
+    // `wait_until_ready` resolves immediately once a store has listed.
+    let ready = |f: futures::future::BoxFuture<'_, bool>| futures::FutureExt::now_or_never(f).unwrap_or(false);
+    ready(Box::pin(async { a.wait_until_ready().await.is_ok() }))
+        && ready(Box::pin(async { b.wait_until_ready().await.is_ok() }))
+        && ready(Box::pin(async { c.wait_until_ready().await.is_ok() }))
+}

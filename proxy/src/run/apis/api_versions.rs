@@ -1,0 +1,136 @@
+//! ApiVersions: advertise only what both the broker offers and this proxy can
+//! parse, so a client never picks a version the gate cannot decode. A request
+//! newer than the proxy knows is answered locally with UNSUPPORTED_VERSION
+//! (response header v0, body v0) — clients then retry with v0, as they do
+//! against a real broker.
+
+use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::Message;
+
+use super::RequestAction;
+
+/// Answer a too-new ApiVersions locally; forward the rest.
+pub fn on_request(meta: &RequestMeta, frame: Bytes) -> RequestAction {
+    let supported = ApiVersionsResponse::VERSIONS;
+    if meta.api_version > supported.max {
+        tracing::debug!(version = meta.api_version, "ApiVersions newer than the proxy parses: answering UNSUPPORTED_VERSION");
+        match unsupported_version(meta.correlation_id) {
+            Ok(answer) => return RequestAction::Answer(answer),
+            Err(error) => tracing::warn!(%error, "could not encode the UNSUPPORTED_VERSION answer; forwarding"),
+        }
+    }
+    RequestAction::Forward { frame, expect_response: true }
+}
+
+/// The broker's own answer to a too-new ApiVersions: error 35 and the
+/// ApiVersions range, at v0 with header v0.
+fn unsupported_version(correlation_id: i32) -> Result<Bytes, FrameError> {
+    let range = ApiVersionsResponse::VERSIONS;
+    let body = ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(vec![
+            ApiVersion::default()
+                .with_api_key(ApiKey::ApiVersions as i16)
+                .with_min_version(range.min)
+                .with_max_version(range.max),
+        ]);
+    encode_response(correlation_id, 0, &body, 0)
+}
+
+/// Intersect the broker's advertised ranges with what the proxy parses.
+pub fn on_response(meta: &RequestMeta, frame: Bytes) -> Result<Bytes, FrameError> {
+    let header_version = meta.response_header_version();
+    let (header, body) = split_response(&frame, header_version)?;
+    // A broker answering UNSUPPORTED_VERSION replies at v0 whatever was asked.
+    let mut version = meta.api_version;
+    let mut response: ApiVersionsResponse = match decode_body(body.clone(), version, "ApiVersions response") {
+        Ok(r) => r,
+        Err(_) if version > 0 => {
+            version = 0;
+            decode_body(body, 0, "ApiVersions response (v0 fallback)")?
+        }
+        Err(e) => return Err(e),
+    };
+    intersect(&mut response);
+    encode_response(header.correlation_id, header_version, &response, version)
+}
+
+/// Keep only api keys the proxy knows, each narrowed to the versions it parses.
+pub fn intersect(response: &mut ApiVersionsResponse) {
+    response.api_keys.retain_mut(|entry| {
+        let Ok(key) = ApiKey::try_from(entry.api_key) else {
+            return false;
+        };
+        let ours = key.valid_versions();
+        let both = ours.intersect(&kafka_protocol::protocol::VersionRange {
+            min: entry.min_version,
+            max: entry.max_version,
+        });
+        if both.is_empty() {
+            return false;
+        }
+        entry.min_version = both.min;
+        entry.max_version = both.max;
+        true
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::apis::test_support::*;
+    use kafka_protocol::messages::ApiVersionsRequest;
+
+    fn broker_offer() -> ApiVersionsResponse {
+        let v = |key: i16, min, max| ApiVersion::default().with_api_key(key).with_min_version(min).with_max_version(max);
+        ApiVersionsResponse::default().with_api_keys(vec![
+            v(ApiKey::Produce as i16, 0, 11),
+            v(ApiKey::Fetch as i16, 0, 99),
+            v(ApiKey::Metadata as i16, 0, 12),
+            v(9999, 0, 3),
+        ])
+    }
+
+    #[test]
+    fn response_is_the_intersection_for_every_version() {
+        for version in 0..=ApiVersionsResponse::VERSIONS.max {
+            let meta = meta(ApiKey::ApiVersions, version);
+            let frame = response_frame(&meta, &broker_offer());
+            let out = on_response(&meta, frame).unwrap();
+            let (corr, decoded): (i32, ApiVersionsResponse) = decode_response(&meta, &out);
+            assert_eq!(corr, 99);
+            let ranges: Vec<_> = decoded.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
+            // kafka-protocol follows Kafka 4.0, which dropped Produce v0-2 and Fetch v0-3.
+            let produce = ApiKey::Produce.valid_versions();
+            let fetch = ApiKey::Fetch.valid_versions();
+            assert_eq!(ranges, vec![(0, produce.min, 11), (1, fetch.min, fetch.max), (3, 0, 12)], "v{version}");
+            assert!(produce.min > 0 && fetch.max < 99, "the proxy's own limits are applied");
+        }
+    }
+
+    #[test]
+    fn too_new_request_is_answered_locally_with_unsupported_version_header_v0() {
+        let meta = meta(ApiKey::ApiVersions, ApiVersionsResponse::VERSIONS.max + 1);
+        let frame = request_frame(&RequestMeta { api_version: 3, ..meta.clone() }, &ApiVersionsRequest::default());
+        let RequestAction::Answer(answer) = on_request(&meta, frame) else { panic!("expected a local answer") };
+        let v0 = RequestMeta { api_version: 0, ..meta };
+        let (corr, decoded): (i32, ApiVersionsResponse) = decode_response(&v0, &answer);
+        assert_eq!(corr, 99);
+        assert_eq!(decoded.error_code, ResponseError::UnsupportedVersion.code());
+        assert_eq!(decoded.api_keys[0].api_key, ApiKey::ApiVersions as i16);
+    }
+
+    #[test]
+    fn supported_request_is_forwarded_untouched() {
+        let meta = meta(ApiKey::ApiVersions, 3);
+        let frame = request_frame(&meta, &ApiVersionsRequest::default());
+        let RequestAction::Forward { frame: out, expect_response: true } = on_request(&meta, frame.clone()) else {
+            panic!("expected forward")
+        };
+        assert_eq!(out, frame);
+    }
+}

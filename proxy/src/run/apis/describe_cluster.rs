@@ -1,0 +1,49 @@
+//! DescribeCluster (admin clients): brokers rewritten to loopback ports.
+
+use super::{Rewritten, rewrite_endpoints};
+use crate::run::addresses::AddressPlan;
+use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
+use bytes::Bytes;
+use kafka_protocol::messages::DescribeClusterResponse;
+
+pub fn on_response(plan: &AddressPlan, meta: &RequestMeta, frame: Bytes) -> Result<Rewritten, FrameError> {
+    let header_version = meta.response_header_version();
+    let (header, body) = split_response(&frame, header_version)?;
+    let mut response: DescribeClusterResponse = decode_body(body, meta.api_version, "DescribeCluster response")?;
+    let mut out = Rewritten::default();
+    rewrite_endpoints(plan, &mut response.brokers, |b| (b.broker_id.0, &mut b.host, &mut b.port), &mut out.brokers);
+    // gate: policy — DescribeCluster is a cluster-level Describe; audit it.
+    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::apis::test_support::*;
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    use kafka_protocol::messages::{ApiKey, BrokerId};
+    use kafka_protocol::protocol::{Message, StrBytes};
+
+    #[test]
+    fn every_version_rewrites_brokers_and_keeps_the_rest() {
+        for version in DescribeClusterResponse::VERSIONS.min..=DescribeClusterResponse::VERSIONS.max {
+            let meta = meta(ApiKey::DescribeCluster, version);
+            let golden = DescribeClusterResponse::default()
+                .with_cluster_id(StrBytes::from_static_str("c1"))
+                .with_controller_id(BrokerId(111))
+                .with_brokers(vec![
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(111))
+                        .with_host(StrBytes::from_static_str("tansu.internal"))
+                        .with_port(29092),
+                ]);
+            let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
+            let (_, got): (i32, DescribeClusterResponse) = decode_response(&meta, &out.frame);
+            let mut want = golden.clone();
+            want.brokers[0].host = StrBytes::from_static_str("127.0.0.1");
+            want.brokers[0].port = 9204;
+            assert_eq!(got, want, "v{version}");
+        }
+    }
+}

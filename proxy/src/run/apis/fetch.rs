@@ -1,0 +1,123 @@
+//! Fetch: the response is decoded from v11 (where `preferred_read_replica`
+//! appears: it is cleared so clients never fetch from a follower behind the
+//! gate's back) and carries `node_endpoints` from v16. Record batches are
+//! `Bytes` slices of the broker's frame: decoding them copies nothing, and an
+//! unchanged response is forwarded as the broker's original bytes.
+
+use super::{RequestAction, Rewritten, rewrite_endpoints};
+use crate::run::addresses::AddressPlan;
+use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
+use crate::run::session::Session;
+use bytes::Bytes;
+use kafka_protocol::messages::FetchResponse;
+
+const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
+
+pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> RequestAction {
+    // gate: policy — Read on each topic fetched (names via the topic-id map at
+    // v13+); a denied topic is answered TOPIC_AUTHORIZATION_FAILED.
+    RequestAction::Forward { frame, expect_response: true }
+}
+
+pub fn response_needs_rewrite(version: i16) -> bool {
+    version >= PREFERRED_READ_REPLICA_SINCE
+}
+
+pub fn on_response(
+    _session: &Session,
+    plan: &AddressPlan,
+    meta: &RequestMeta,
+    frame: Bytes,
+) -> Result<Rewritten, FrameError> {
+    let header_version = meta.response_header_version();
+    let (header, body) = split_response(&frame, header_version)?;
+    let mut response: FetchResponse = decode_body(body, meta.api_version, "Fetch response")?;
+    let mut out = Rewritten::default();
+    let changed = rewrite(plan, &mut response, &mut out);
+    // gate: masking — for topics with a MaskingRule, rewrite the record values
+    // inside each batch (batch headers kept); audit — one event per fetch.
+    if !changed {
+        out.frame = frame;
+        return Ok(out);
+    }
+    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    Ok(out)
+}
+
+/// Clear follower fetching and rewrite endpoints; true when anything changed.
+pub fn rewrite(plan: &AddressPlan, response: &mut FetchResponse, out: &mut Rewritten) -> bool {
+    let mut changed = false;
+    for partition in response.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if partition.preferred_read_replica.0 != -1 {
+            partition.preferred_read_replica = (-1).into();
+            changed = true;
+        }
+    }
+    if !response.node_endpoints.is_empty() {
+        rewrite_endpoints(plan, &mut response.node_endpoints, |n| (n.node_id.0, &mut n.host, &mut n.port), &mut out.brokers);
+        changed = true;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::apis::test_support::*;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, NodeEndpoint, PartitionData};
+    use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+    use kafka_protocol::protocol::{Message, StrBytes};
+
+    fn golden(version: i16, preferred: i32) -> FetchResponse {
+        let mut topic = FetchableTopicResponse::default().with_partitions(vec![
+            PartitionData::default()
+                .with_partition_index(2)
+                .with_high_watermark(10)
+                .with_preferred_read_replica(BrokerId(preferred))
+                .with_records(Some(Bytes::from_static(b"opaque-record-batch-bytes"))),
+        ]);
+        if version >= 13 {
+            topic = topic.with_topic_id(uuid::Uuid::from_bytes([9u8; 16]));
+        } else {
+            topic = topic.with_topic(TopicName(StrBytes::from_static_str("patient-events")));
+        }
+        let mut r = FetchResponse::default().with_responses(vec![topic]);
+        if version >= 16 {
+            r = r.with_node_endpoints(vec![
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(111))
+                    .with_host(StrBytes::from_static_str("tansu.internal"))
+                    .with_port(29092),
+            ]);
+        }
+        r
+    }
+
+    #[test]
+    fn preferred_read_replica_is_cleared_and_endpoints_rewritten_at_every_version() {
+        for version in PREFERRED_READ_REPLICA_SINCE..=FetchResponse::VERSIONS.max {
+            let meta = meta(ApiKey::Fetch, version);
+            let input = golden(version, 3);
+            let out = on_response(&session(), &plan(), &meta, response_frame(&meta, &input)).unwrap();
+            let (corr, got): (i32, FetchResponse) = decode_response(&meta, &out.frame);
+            assert_eq!(corr, 99);
+            let mut want = input.clone();
+            want.responses[0].partitions[0].preferred_read_replica = BrokerId(-1);
+            for n in &mut want.node_endpoints {
+                n.host = StrBytes::from_static_str("127.0.0.1");
+                n.port = 9204;
+            }
+            assert_eq!(got, want, "v{version}");
+        }
+    }
+
+    #[test]
+    fn an_unchanged_response_is_forwarded_byte_for_byte() {
+        for version in PREFERRED_READ_REPLICA_SINCE..16 {
+            let meta = meta(ApiKey::Fetch, version);
+            let frame = response_frame(&meta, &golden(version, -1));
+            let out = on_response(&session(), &plan(), &meta, frame.clone()).unwrap();
+            assert_eq!(out.frame, frame, "v{version}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Produce: the request is only peeked (acks), never copied; the response is
+//! decoded only at v10+, where it can carry `node_endpoints` (new leaders)
+//! that must be rewritten.
+
+use super::{RequestAction, Rewritten, rewrite_endpoints, skip_nullable_string};
+use crate::run::addresses::AddressPlan;
+use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_request, split_response};
+use crate::run::session::Session;
+use bytes::Bytes;
+use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::protocol::buf::ByteBuf;
+
+/// First Produce version whose response may carry `node_endpoints`.
+const NODE_ENDPOINTS_SINCE: i16 = 10;
+
+pub fn on_request(_session: &Session, meta: &RequestMeta, frame: Bytes) -> Result<RequestAction, FrameError> {
+    let acks = peek_acks(&frame, meta)?;
+    // gate: policy — Write on each topic in the request (decode the topic
+    // list; names via the topic-id map at v13+); masking — where a MaskingRule
+    // asks for produce-side masking, rewrite record values here; audit — one
+    // event per request with the decision.
+    Ok(RequestAction::Forward { frame, expect_response: acks != 0 })
+}
+
+/// Read `acks` without decoding the records: v3+ put a nullable
+/// `transactional_id` (compact at v9+) in front of it.
+pub fn peek_acks(frame: &Bytes, meta: &RequestMeta) -> Result<i16, FrameError> {
+    let (_, mut body) = split_request(frame, meta)?;
+    if meta.api_version >= 3 {
+        skip_nullable_string(&mut body, meta.api_version >= 9)?;
+    }
+    let acks = body.try_get_bytes(2).map_err(|e| FrameError::Malformed {
+        what: "Produce acks",
+        source: anyhow::anyhow!("{e}"),
+    })?;
+    Ok(i16::from_be_bytes([acks[0], acks[1]]))
+}
+
+pub fn response_has_endpoints(version: i16) -> bool {
+    version >= NODE_ENDPOINTS_SINCE
+}
+
+pub fn on_response(
+    _session: &Session,
+    plan: &AddressPlan,
+    meta: &RequestMeta,
+    frame: Bytes,
+) -> Result<Rewritten, FrameError> {
+    let header_version = meta.response_header_version();
+    let (header, body) = split_response(&frame, header_version)?;
+    let mut response: ProduceResponse = decode_body(body, meta.api_version, "Produce response")?;
+    if response.node_endpoints.is_empty() {
+        // Nothing address-bearing: forward the broker's bytes as they were.
+        return Ok(Rewritten { frame, ..Rewritten::default() });
+    }
+    let mut out = Rewritten::default();
+    rewrite_endpoints(plan, &mut response.node_endpoints, |n| (n.node_id.0, &mut n.host, &mut n.port), &mut out.brokers);
+    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::apis::test_support::*;
+    use kafka_protocol::messages::produce_response::NodeEndpoint;
+    use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest};
+    use kafka_protocol::protocol::{Message, StrBytes};
+
+    #[test]
+    fn acks_are_read_at_every_version_with_and_without_transactional_id() {
+        for version in ProduceRequest::VERSIONS.min..=ProduceRequest::VERSIONS.max {
+            for acks in [0i16, 1, -1] {
+                let mut req = ProduceRequest::default().with_acks(acks).with_timeout_ms(1000);
+                if version >= 3 {
+                    req = req.with_transactional_id(Some(StrBytes::from_static_str("tx-1").into()));
+                }
+                let meta = meta(ApiKey::Produce, version);
+                let frame = request_frame(&meta, &req);
+                assert_eq!(peek_acks(&frame, &meta).unwrap(), acks, "v{version}");
+                let RequestAction::Forward { frame: out, expect_response } =
+                    on_request(&session(), &meta, frame.clone()).unwrap()
+                else {
+                    panic!("produce is forwarded")
+                };
+                assert_eq!(out, frame, "request bytes are forwarded untouched");
+                assert_eq!(expect_response, acks != 0, "acks=0 has no response");
+            }
+        }
+    }
+
+    #[test]
+    fn node_endpoints_are_rewritten_and_plain_responses_forwarded_byte_for_byte() {
+        for version in NODE_ENDPOINTS_SINCE..=ProduceResponse::VERSIONS.max {
+            let meta = meta(ApiKey::Produce, version);
+            let plain = response_frame(&meta, &ProduceResponse::default().with_throttle_time_ms(3));
+            let out = on_response(&session(), &plan(), &meta, plain.clone()).unwrap();
+            assert_eq!(out.frame, plain);
+            let golden = ProduceResponse::default().with_node_endpoints(vec![
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(111))
+                    .with_host(StrBytes::from_static_str("tansu.internal"))
+                    .with_port(29092),
+            ]);
+            let out = on_response(&session(), &plan(), &meta, response_frame(&meta, &golden)).unwrap();
+            let (_, got): (i32, ProduceResponse) = decode_response(&meta, &out.frame);
+            let mut want = golden.clone();
+            want.node_endpoints[0].host = StrBytes::from_static_str("127.0.0.1");
+            want.node_endpoints[0].port = 9204;
+            assert_eq!(got, want, "v{version}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! One client connection: frames from the client go to its broker connection
+//! as they arrive (pipelined); responses come back in request order, because
+//! a broker answers one connection's requests in order. A queue of pending
+//! requests tells the response side what each response answers (api key and
+//! version, for decoding), and carries locally made answers in their place.
+
+use super::apis::{self, RequestAction};
+use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_client_id};
+use super::session::{Session, Target};
+use super::state::Proxy;
+use super::upstream::UpstreamError;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+/// How many requests may wait for their responses on one connection.
+/// librdkafka's default max.in.flight is 1,000,000 per connection but in
+/// practice a handful; beyond this the proxy stops reading (backpressure).
+const MAX_IN_FLIGHT: usize = 1024;
+const IO_BUFFER: usize = 64 * 1024;
+
+/// A request waiting for its response.
+enum Pending {
+    Upstream { meta: RequestMeta, session: Arc<Session>, started: Instant },
+    Local { meta: RequestMeta, frame: Bytes, started: Instant },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("client frame: {0}")]
+    Client(FrameError),
+    #[error("broker frame: {0}")]
+    Broker(FrameError),
+    #[error("the broker closed the connection with {0} request(s) unanswered; closing the client so it reconnects")]
+    BrokerClosed(usize),
+    #[error("broker answered correlation id {got} where {expected} was due")]
+    OutOfOrder { expected: i32, got: i32 },
+    #[error("write: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+enum Ended {
+    ClientClosed,
+    Shutdown,
+}
+
+pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target: Target) {
+    let session = Session::new(peer, target);
+    let upstream = match target {
+        Target::Bootstrap => proxy.upstream.connect_bootstrap().await,
+        Target::Broker(node_id) => match proxy.broker_addr(node_id) {
+            Some(addr) => proxy.upstream.connect(&addr).await,
+            None => Err(UpstreamError::NoBootstrap(format!("broker {node_id} is not known (yet)"))),
+        },
+    };
+    let upstream = match upstream {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%peer, ?target, %error, "cannot reach the broker; closing the client connection");
+            return;
+        }
+    };
+    tracing::debug!(%peer, ?target, "client connected");
+    let (client_r, client_w) = client.into_split();
+    let (broker_r, broker_w) = tokio::io::split(upstream);
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let requests = forward_requests(&proxy, session, client_r, broker_w, tx);
+    let responses = forward_responses(&proxy, broker_r, client_w, rx);
+    tokio::pin!(requests, responses);
+    let outcome = tokio::select! {
+        r = &mut requests => match r {
+            Ok(Ended::Shutdown) => responses.await,
+            Ok(Ended::ClientClosed) => Ok(()),
+            Err(e) => Err(e),
+        },
+        r = &mut responses => r,
+    };
+    match outcome {
+        Ok(()) => tracing::debug!(%peer, "client connection closed"),
+        Err(error) => tracing::info!(%peer, ?target, %error, "closing client connection"),
+    }
+}
+
+async fn forward_requests<R, W>(
+    proxy: &Proxy,
+    session: Session,
+    client: R,
+    broker: W,
+    pending: mpsc::Sender<Pending>,
+) -> Result<Ended, ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut session = Arc::new(session);
+    let mut reader = FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
+    let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = proxy.shutdown.cancelled() => {
+                writer.flush().await?;
+                return Ok(Ended::Shutdown);
+            }
+            next = reader.next() => next,
+        };
+        let Some(frame) = next else { return Ok(Ended::ClientClosed) };
+        let frame = frame.map_err(|e| {
+            proxy.metrics.api(-1).errors.inc();
+            ConnError::Client(e)
+        })?;
+        let started = Instant::now();
+        proxy.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+        let meta = match RequestMeta::peek(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                proxy.metrics.api(-1).errors.inc();
+                return Err(ConnError::Client(e));
+            }
+        };
+        let api = proxy.metrics.api(meta.api_key as i16);
+        api.requests.inc();
+        if meta.request_header_version() >= 1 {
+            let client_id = peek_client_id(&frame);
+            if session.client_id.as_deref() != client_id {
+                Arc::make_mut(&mut session).observe_client_id(client_id);
+            }
+        }
+        let action = apis::on_request(&session, &meta, frame).map_err(|e| {
+            api.errors.inc();
+            ConnError::Client(e)
+        })?;
+        match action {
+            RequestAction::Forward { frame, expect_response } => {
+                if expect_response {
+                    let entry = Pending::Upstream { meta, session: Arc::clone(&session), started };
+                    if pending.send(entry).await.is_err() {
+                        // The response side ended (broker gone); it reports why.
+                        return Ok(Ended::ClientClosed);
+                    }
+                }
+                writer.write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?).await?;
+                writer.write_all(&frame).await?;
+            }
+            RequestAction::Answer(frame) => {
+                if pending.send(Pending::Local { meta, frame, started }).await.is_err() {
+                    return Ok(Ended::ClientClosed);
+                }
+            }
+        }
+        // Flush once the client has no further complete request buffered, so
+        // pipelined requests go out in one write.
+        if !holds_complete_frame(reader.read_buffer()) {
+            writer.flush().await?;
+        }
+    }
+}
+
+async fn forward_responses<R, W>(
+    proxy: &Arc<Proxy>,
+    broker: R,
+    client: W,
+    mut pending: mpsc::Receiver<Pending>,
+) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
+    let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
+    while let Some(entry) = pending.recv().await {
+        let (meta, frame, started) = match entry {
+            Pending::Local { meta, frame, started } => (meta, frame, started),
+            Pending::Upstream { meta, session, started } => {
+                let frame = match reader.next().await {
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => return Err(ConnError::Broker(e)),
+                    None => return Err(ConnError::BrokerClosed(1 + pending.len())),
+                };
+                let got = frame.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(i32::MIN);
+                if got != meta.correlation_id {
+                    return Err(ConnError::OutOfOrder { expected: meta.correlation_id, got });
+                }
+                let frame = if apis::rewrites_response(&meta) {
+                    let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame).map_err(|e| {
+                        proxy.metrics.api(meta.api_key as i16).errors.inc();
+                        ConnError::Broker(e)
+                    })?;
+                    // Listeners for every broker named must exist before the client reads this.
+                    proxy.learn(&rewritten);
+                    rewritten.frame
+                } else {
+                    frame
+                };
+                (meta, frame, started)
+            }
+        };
+        writer.write_all(&length_prefix(frame.len()).map_err(ConnError::Broker)?).await?;
+        writer.write_all(&frame).await?;
+        if pending.is_empty() {
+            writer.flush().await?;
+        }
+        proxy.metrics.bytes_out.inc_by(frame.len() as u64 + 4);
+        proxy.metrics.api(meta.api_key as i16).latency.observe(started.elapsed().as_secs_f64());
+    }
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Whether a read buffer already holds at least one whole frame.
+fn holds_complete_frame(buf: &[u8]) -> bool {
+    match buf.get(..4) {
+        Some(p) => {
+            let len = i32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+            usize::try_from(len).map(|n| buf.len() >= 4 + n).unwrap_or(true)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_complete_frame;
+
+    #[test]
+    fn complete_frame_detection() {
+        assert!(!holds_complete_frame(&[0, 0]));
+        assert!(!holds_complete_frame(&[0, 0, 0, 2, 9]));
+        assert!(holds_complete_frame(&[0, 0, 0, 2, 9, 9]));
+    }
+}

@@ -1,0 +1,148 @@
+//! What all connections share: the address plan, the upstream settings, what
+//! has been learned about the cluster (broker addresses, topic ids), metrics,
+//! readiness and the shutdown signal. Also the per-broker listeners, which
+//! are bound as soon as a broker is first seen — before the client receives
+//! the response that points it there.
+
+use super::addresses::AddressPlan;
+use super::apis::Rewritten;
+use super::connection;
+use super::metrics::Metrics;
+use super::session::Target;
+use super::upstream::UpstreamConfig;
+use kafka_protocol::messages::TopicName;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug)]
+pub struct Proxy {
+    pub plan: AddressPlan,
+    pub upstream: UpstreamConfig,
+    pub metrics: Metrics,
+    /// Set once the upstream answered ApiVersions and Metadata.
+    pub ready: AtomicBool,
+    pub shutdown: CancellationToken,
+    brokers: RwLock<HashMap<i32, String>>,
+    topics: RwLock<HashMap<[u8; 16], TopicName>>,
+    listening: Mutex<HashSet<i32>>,
+    active: AtomicUsize,
+}
+
+impl Proxy {
+    pub fn new(plan: AddressPlan, upstream: UpstreamConfig) -> Self {
+        Self {
+            plan,
+            upstream,
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            brokers: RwLock::default(),
+            topics: RwLock::default(),
+            listening: Mutex::default(),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// Where broker `node_id` really lives (`host:port`), if known.
+    pub fn broker_addr(&self, node_id: i32) -> Option<String> {
+        self.brokers.read().ok()?.get(&node_id).cloned()
+    }
+
+    /// The topic name for a topic id learned from Metadata (Fetch v13+ carry ids).
+    pub fn topic_name(&self, id: &[u8; 16]) -> Option<TopicName> {
+        self.topics.read().ok()?.get(id).cloned()
+    }
+
+    /// Connections still open.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Record what a rewritten response taught us and make sure every broker
+    /// it points to has a listener.
+    pub fn learn(self: &Arc<Self>, rewritten: &Rewritten) {
+        for b in &rewritten.brokers {
+            let addr = if b.host.contains(':') { format!("[{}]:{}", b.host, b.port) } else { format!("{}:{}", b.host, b.port) };
+            let known = self.brokers.read().map(|m| m.get(&b.node_id) == Some(&addr)).unwrap_or(false);
+            if !known {
+                if let Ok(mut m) = self.brokers.write() {
+                    tracing::info!(node_id = b.node_id, upstream = %addr, "learned broker address");
+                    m.insert(b.node_id, addr);
+                }
+            }
+            self.ensure_listener(b.node_id);
+        }
+        if !rewritten.topics.is_empty()
+            && let Ok(mut m) = self.topics.write()
+        {
+            for (id, name) in &rewritten.topics {
+                m.insert(*id, name.clone());
+            }
+        }
+    }
+
+    /// Bind the loopback port for a broker (once) and accept on it.
+    pub fn ensure_listener(self: &Arc<Self>, node_id: i32) {
+        let Ok(mut listening) = self.listening.lock() else { return };
+        if listening.contains(&node_id) || self.shutdown.is_cancelled() {
+            return;
+        }
+        let port = match self.plan.local_port(node_id) {
+            Ok(p) => p,
+            Err(reason) => {
+                tracing::warn!(%reason, "not listening for this broker");
+                return;
+            }
+        };
+        let addr = SocketAddr::new(self.plan.listen_ip, port);
+        match bind(addr) {
+            Ok(listener) => {
+                tracing::info!(node_id, %addr, "listening for broker");
+                listening.insert(node_id);
+                tokio::spawn(Arc::clone(self).accept_loop(listener, Target::Broker(node_id)));
+            }
+            Err(error) => tracing::error!(node_id, %addr, %error, "cannot listen for broker; clients will not reach it"),
+        }
+    }
+
+    /// Accept client connections until shutdown; one task per connection.
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, target: Target) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    self.metrics.connections_total.inc();
+                    self.metrics.connections_active.inc();
+                    self.active.fetch_add(1, Ordering::AcqRel);
+                    let proxy = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        connection::serve(Arc::clone(&proxy), socket, peer, target).await;
+                        proxy.active.fetch_sub(1, Ordering::AcqRel);
+                        proxy.metrics.connections_active.dec();
+                    });
+                }
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Bind with SO_REUSEADDR semantics of the platform default (tokio sets it on Unix).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    TcpListener::from_std(std_listener)
+}

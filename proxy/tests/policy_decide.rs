@@ -1,0 +1,332 @@
+//! Table tests of the compiled decision function, from policies written the
+//! way users write them (YAML specs).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use std::collections::BTreeMap;
+
+use chrono::{Duration, TimeZone, Utc};
+use streamgate_crds::matching::Principal;
+use streamgate_crds::{BlockedOperation, FailureMode, Operation, PayloadMode, StreamPolicySpec, SubjectKind};
+use streamgate_proxy::policy::decide::{CompiledPolicy, Decision, DenyReason, Grant, PolicyDoc};
+
+const PHI_ACCESS: &str = r#"
+workloadSelector: {matchLabels: {app: billing}}
+identity:
+  oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
+  workloadIdentity: true
+rules:
+  - name: read-claims
+    subjects:
+      - {kind: Group, name: billing-analysts}
+      - {kind: ServiceAccount, name: billing-app}
+    topics: ["claims.*"]
+    operations: [Read, Describe]
+    effect: Allow
+  - name: all-claims-for-auditor
+    subjects: [{kind: User, name: auditor@example.com}]
+    topics: ["claims.**"]
+    operations: [Read]
+  - name: no-internal-claims
+    subjects: [{kind: Group, name: billing-analysts}]
+    topics: ["claims.internal"]
+    operations: [Read]
+    effect: Deny
+  - name: write-patient-records
+    subjects: [{kind: Group, name: clinicians}]
+    topics: [patient-records]
+    operations: [Write]
+    effect: Allow
+    approval:
+      approvers: [{kind: Group, name: compliance-officers}]
+      maxDuration: 1h
+  - name: other-ns-sa
+    subjects: [{kind: ServiceAccount, name: etl, namespace: data}]
+    topics: ["etl-*"]
+    operations: [Write]
+blockedOperations: [DeleteTopics, AlterConfigs]
+audit: {payload: Digest, failureMode: Open}
+"#;
+
+const OPS_WIDE: &str = r#"
+rules:
+  - name: ops-everything
+    subjects: [{kind: Group, name: ops}]
+    topics: ["**"]
+    operations: [Admin, Describe, Create]
+  - name: ops-not-phi
+    subjects: [{kind: Group, name: ops}]
+    topics: ["patient-*"]
+    operations: [Describe]
+    effect: Deny
+blockedOperations: [DeleteRecords]
+audit: {payload: Full, failureMode: Open}
+"#;
+
+fn doc(name: &str, yaml: &str) -> PolicyDoc {
+    let spec: StreamPolicySpec = serde_yaml::from_str(yaml).unwrap();
+    PolicyDoc { name: name.into(), namespace: "clinical".into(), generation: Some(1), spec }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn user(name: &str, groups: &[&str]) -> Principal {
+    Principal {
+        kind: SubjectKind::User,
+        name: name.into(),
+        namespace: None,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+fn sa(name: &str, ns: &str) -> Principal {
+    Principal { kind: SubjectKind::ServiceAccount, name: name.into(), namespace: Some(ns.into()), groups: vec![] }
+}
+
+fn billing_pod() -> CompiledPolicy {
+    CompiledPolicy::compile(
+        vec![doc("phi-access", PHI_ACCESS), doc("ops", OPS_WIDE)],
+        vec![],
+        vec![],
+        &labels(&[("app", "billing"), ("tier", "web")]),
+    )
+}
+
+#[derive(Debug, PartialEq)]
+enum Want {
+    Allow(&'static str),
+    Deny(DenyReason),
+    Needs(&'static str),
+}
+
+fn short(d: &Decision) -> Want {
+    match d {
+        Decision::Allow { rule, .. } => Want::Allow(Box::leak(rule.clone().into_boxed_str())),
+        Decision::Deny { reason, .. } => Want::Deny(*reason),
+        Decision::NeedsApproval { rule, .. } => Want::Needs(Box::leak(rule.clone().into_boxed_str())),
+    }
+}
+
+#[test]
+fn decision_table() {
+    use Operation::*;
+    let analyst = user("ann", &["billing-analysts"]);
+    let clinician = user("cleo", &["clinicians"]);
+    let auditor = user("auditor@example.com", &[]);
+    let ops = user("olga", &["ops"]);
+    let outsider = user("ozzy", &[]);
+    let billing_sa = sa("billing-app", "clinical");
+    let billing_sa_elsewhere = sa("billing-app", "other");
+    let etl = sa("etl", "data");
+    let etl_local = sa("etl", "clinical");
+    // A user whose name equals a ServiceAccount's is not that ServiceAccount.
+    let fake_sa = user("billing-app", &[]);
+    // A user whose name equals a group's is not in that group.
+    let fake_group = user("billing-analysts", &[]);
+
+    let p = billing_pod();
+    let cases: Vec<(&Principal, Operation, &str, Want)> = vec![
+        // Group subject, single-segment glob
+        (&analyst, Read, "claims.2026", Want::Allow("read-claims")),
+        (&analyst, Describe, "claims.2026", Want::Allow("read-claims")),
+        (&analyst, Read, "claims.2026.q1", Want::Deny(DenyReason::NoMatchingRule)),
+        (&analyst, Write, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        (&analyst, Read, "claimsX", Want::Deny(DenyReason::NoMatchingRule)),
+        // Deny beats Allow (claims.internal matches claims.* Allow and the Deny)
+        (&analyst, Read, "claims.internal", Want::Deny(DenyReason::DeniedByRule)),
+        (&analyst, Describe, "claims.internal", Want::Allow("read-claims")),
+        // ServiceAccount subject, default namespace = the policy's
+        (&billing_sa, Read, "claims.2026", Want::Allow("read-claims")),
+        (&billing_sa_elsewhere, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        (&fake_sa, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        (&fake_group, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        // ServiceAccount with an explicit namespace
+        (&etl, Write, "etl-load", Want::Allow("other-ns-sa")),
+        (&etl_local, Write, "etl-load", Want::Deny(DenyReason::NoMatchingRule)),
+        // User subject, multi-segment glob
+        (&auditor, Read, "claims.2026.q1", Want::Allow("all-claims-for-auditor")),
+        (&auditor, Read, "claims.internal", Want::Allow("all-claims-for-auditor")),
+        (&auditor, Describe, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        // Approval rule without a grant
+        (&clinician, Write, "patient-records", Want::Needs("write-patient-records")),
+        (&clinician, Read, "patient-records", Want::Deny(DenyReason::NoMatchingRule)),
+        (&clinician, Write, "patient-records2", Want::Deny(DenyReason::NoMatchingRule)),
+        // Second policy: wide allow, Deny on PHI topics
+        (&ops, Create, "anything.at.all", Want::Allow("ops-everything")),
+        (&ops, Describe, "claims.2026", Want::Allow("ops-everything")),
+        (&ops, Describe, "patient-records", Want::Deny(DenyReason::DeniedByRule)),
+        (&ops, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        // Outsider
+        (&outsider, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        (&outsider, Describe, "anything", Want::Deny(DenyReason::NoMatchingRule)),
+    ];
+    for (who, op, topic, want) in cases {
+        assert_eq!(short(&p.decide(who, op, topic)), want, "{} {op:?} {topic}", who.name);
+    }
+}
+
+#[test]
+fn decisions_name_the_policy_and_rule() {
+    let p = billing_pod();
+    let d = p.decide(&user("ann", &["billing-analysts"]), Operation::Read, "claims.internal");
+    assert_eq!(
+        d,
+        Decision::Deny {
+            reason: DenyReason::DeniedByRule,
+            policy: Some("phi-access".into()),
+            rule: Some("no-internal-claims".into())
+        }
+    );
+    let d = p.decide(&user("olga", &["ops"]), Operation::Admin, "x");
+    assert_eq!(d, Decision::Allow { policy: "ops".into(), rule: "ops-everything".into(), grant: None });
+}
+
+#[test]
+fn workload_selector_filters_policies_by_pod_labels() {
+    let analyst = user("ann", &["billing-analysts"]);
+    let cases = [
+        (labels(&[("app", "billing")]), true),
+        (labels(&[("app", "billing"), ("extra", "x")]), true),
+        (labels(&[("app", "intake")]), false),
+        (labels(&[("application", "billing")]), false),
+        (labels(&[]), false),
+    ];
+    for (pod, governed) in cases {
+        let p = CompiledPolicy::compile(vec![doc("phi-access", PHI_ACCESS)], vec![], vec![], &pod);
+        let d = p.decide(&analyst, Operation::Read, "claims.2026");
+        assert_eq!(d.is_allow(), governed, "{pod:?}");
+        assert_eq!(p.has_policy(), governed);
+        if !governed {
+            assert_eq!(short(&d), Want::Deny(DenyReason::NoPolicy));
+            assert!(!p.workload_identity_allowed());
+        }
+    }
+    // No selector: every pod of the namespace.
+    let p = CompiledPolicy::compile(vec![doc("ops", OPS_WIDE)], vec![], vec![], &labels(&[]));
+    assert!(p.decide(&user("olga", &["ops"]), Operation::Admin, "t").is_allow());
+}
+
+#[test]
+fn no_policy_denies_everything() {
+    let p = CompiledPolicy::empty();
+    for op in [Operation::Read, Operation::Write, Operation::Describe, Operation::Create, Operation::Admin] {
+        assert_eq!(short(&p.decide(&user("root", &["ops"]), op, "t")), Want::Deny(DenyReason::NoPolicy));
+        assert_eq!(short(&p.decide_cluster(&user("root", &["ops"]), op)), Want::Deny(DenyReason::NoPolicy));
+    }
+    assert!(!p.workload_identity_allowed());
+    assert!(p.oidc().is_empty());
+    assert_eq!(p.audit().failure_mode, FailureMode::Closed);
+}
+
+fn grant(requester: &str, expires_in: Duration, now: chrono::DateTime<Utc>) -> Grant {
+    Grant {
+        name: "write-patient-records-cleo-1".into(),
+        policy: "phi-access".into(),
+        rule: "write-patient-records".into(),
+        requester_kind: SubjectKind::User,
+        requester_name: requester.into(),
+        namespace: "clinical".into(),
+        topics: vec!["patient-records".into()],
+        operations: vec![Operation::Write],
+        expires_at: now + expires_in,
+    }
+}
+
+#[test]
+fn approvals_turn_needs_approval_into_allow_until_they_expire() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap();
+    let clinician = user("cleo", &["clinicians"]);
+    let pod = labels(&[("app", "billing")]);
+    let with = |g: Vec<Grant>| CompiledPolicy::compile(vec![doc("phi-access", PHI_ACCESS)], vec![], g, &pod);
+
+    let live = with(vec![grant("cleo", Duration::minutes(30), now)]);
+    assert_eq!(
+        live.decide_at(&clinician, Operation::Write, "patient-records", now),
+        Decision::Allow {
+            policy: "phi-access".into(),
+            rule: "write-patient-records".into(),
+            grant: Some("write-patient-records-cleo-1".into())
+        }
+    );
+    // The grant is for Write on patient-records only.
+    assert_eq!(short(&live.decide_at(&clinician, Operation::Read, "patient-records", now)), Want::Deny(DenyReason::NoMatchingRule));
+    // Another clinician does not ride on cleo's grant.
+    assert_eq!(
+        short(&live.decide_at(&user("carl", &["clinicians"]), Operation::Write, "patient-records", now)),
+        Want::Needs("write-patient-records")
+    );
+    // Expired (also exactly at expiry).
+    assert_eq!(
+        short(&live.decide_at(&clinician, Operation::Write, "patient-records", now + Duration::minutes(30))),
+        Want::Needs("write-patient-records")
+    );
+    let expired = with(vec![grant("cleo", Duration::minutes(-1), now)]);
+    assert_eq!(short(&expired.decide_at(&clinician, Operation::Write, "patient-records", now)), Want::Needs("write-patient-records"));
+    // A grant for a rule the caller no longer matches grants nothing.
+    let not_clinician = user("cleo", &[]);
+    assert_eq!(short(&live.decide_at(&not_clinician, Operation::Write, "patient-records", now)), Want::Deny(DenyReason::NoMatchingRule));
+}
+
+#[test]
+fn grants_come_only_from_approved_access_approvals() {
+    let yaml = |decision: &str, phase: &str, expires: &str| {
+        format!(
+            r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: AccessApproval
+metadata: {{name: aa1, namespace: clinical}}
+spec:
+  requester: {{kind: User, name: cleo, groups: [clinicians]}}
+  policy: phi-access
+  rule: write-patient-records
+  topics: [patient-records]
+  operations: [Write]
+  duration: 1h
+  decision: {decision}
+status: {{phase: {phase}, expiresAt: {expires}}}
+"#
+        )
+    };
+    let parse = |s: String| Grant::from_approval(&serde_yaml::from_str(&s).unwrap());
+    let g = parse(yaml("Approved", "Approved", "\"2026-11-27T07:00:00Z\"")).unwrap();
+    assert_eq!(g.requester_name, "cleo");
+    assert_eq!(g.expires_at, Utc.with_ymd_and_hms(2026, 11, 27, 7, 0, 0).unwrap());
+    assert!(parse(yaml("Pending", "Pending", "null")).is_none());
+    assert!(parse(yaml("Denied", "Denied", "null")).is_none());
+    assert!(parse(yaml("Approved", "Expired", "\"2026-11-27T07:00:00Z\"")).is_none());
+    assert!(parse(yaml("Approved", "Approved", "null")).is_none());
+}
+
+#[test]
+fn settings_of_the_policy_in_force() {
+    let p = billing_pod();
+    assert!(p.blocked(BlockedOperation::DeleteTopics));
+    assert!(p.blocked(BlockedOperation::AlterConfigs));
+    assert!(p.blocked(BlockedOperation::DeleteRecords), "union of both policies");
+    assert!(!p.blocked(BlockedOperation::CreateTopics));
+    assert!(p.workload_identity_allowed());
+    let oidc = p.oidc();
+    assert_eq!(oidc.len(), 1);
+    assert_eq!(oidc[0].issuer, "https://idp.example.com");
+    // Full (ops) beats Digest; both Open → Open.
+    assert_eq!(p.audit().payload, PayloadMode::Full);
+    assert_eq!(p.audit().failure_mode, FailureMode::Open);
+    let only_ops = CompiledPolicy::compile(vec![doc("ops", OPS_WIDE)], vec![], vec![], &labels(&[]));
+    assert!(!only_ops.workload_identity_allowed());
+    assert!(!only_ops.blocked(BlockedOperation::DeleteTopics));
+}
+
+#[test]
+fn cluster_scope_needs_a_rule_over_every_topic() {
+    let p = billing_pod();
+    assert!(p.decide_cluster(&user("olga", &["ops"]), Operation::Admin).is_allow());
+    assert_eq!(
+        short(&p.decide_cluster(&user("auditor@example.com", &[]), Operation::Read)),
+        Want::Deny(DenyReason::NoMatchingRule)
+    );
+    assert!(p.may_any(&user("ann", &["billing-analysts"]), Operation::Read));
+    assert!(!p.may_any(&user("ann", &["billing-analysts"]), Operation::Write));
+    // An approval-gated rule alone gives no coordination rights.
+    assert!(!p.may_any(&user("cleo", &["clinicians"]), Operation::Write));
+    assert!(!p.may_any(&user("ozzy", &[]), Operation::Read));
+}
