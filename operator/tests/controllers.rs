@@ -171,8 +171,8 @@ async fn invalid_stream_policy_is_not_ready_and_says_what_to_fix() {
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "Invalid");
     let msg = ready["message"].as_str().unwrap();
-    assert!(msg.contains("approval.approvers must not be empty"), "{msg}");
-    assert!(msg.contains("maxDuration \"a while\""), "{msg}");
+    assert!(msg.contains("approval.approvers: is empty"), "{msg}");
+    assert!(msg.contains("approval.maxDuration: \"a while\" is not a duration"), "{msg}");
     let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
     assert_event(&ev, "StreamPolicy", "phi-access", "Warning", "Invalid");
     task.await.unwrap().unwrap();
@@ -236,7 +236,7 @@ async fn masking_rule_with_hash_but_no_key_is_not_ready() {
     assert_status_apply(&query, ct);
     let ready = &body["status"]["conditions"][0];
     assert_eq!(ready["status"], "False");
-    assert!(ready["message"].as_str().unwrap().contains("strategy Hash needs hashKeySecretRef"));
+    assert!(ready["message"].as_str().unwrap().contains("strategy: is Hash but spec.hashKeySecretRef is missing"));
     let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
     assert_event(&ev, "MaskingRule", "patient-phi", "Warning", "Invalid");
     task.await.unwrap().unwrap();

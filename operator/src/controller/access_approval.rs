@@ -30,7 +30,7 @@ pub enum Cap {
 
 /// Grant length: requested, capped by the rule; an unparseable request gets the cap.
 pub fn grant_duration(requested: &str, max: Duration) -> Duration {
-    humantime::parse_duration(requested).map_or(max, |d| d.min(max))
+    streamgate_crds::duration::parse_grant_duration(requested).map_or(max, |d| d.min(max))
 }
 
 fn parse_time(s: Option<&String>) -> Option<DateTime<Utc>> {
@@ -115,7 +115,7 @@ async fn lookup_cap(aa: &AccessApproval, ns: &str, ctx: &Context) -> Result<Cap,
         .iter()
         .find(|r| r.name == aa.spec.rule)
         .and_then(|r| r.approval.as_ref())
-        .and_then(|a| humantime::parse_duration(&a.max_duration).ok());
+        .and_then(|a| a.max_duration().ok());
     Ok(max.map_or(Cap::RuleNotFound, Cap::Max))
 }
 

@@ -63,6 +63,8 @@ pub fn stamp_decided_by(old: Option<&AccessApproval>, new: &AccessApproval, user
 pub enum ApprovalDenied {
     #[error("AccessApproval {name}: a new request must have decision Pending and no decidedBy; a person decides it later with kubectl patch")]
     CreatedDecided { name: String },
+    #[error("AccessApproval {name} is not a valid request: {problems}")]
+    InvalidRequest { name: String, problems: String },
     #[error("AccessApproval {name} was already {decision:?} by {decided_by}; decisions are final — create a new request instead")]
     AlreadyDecided { name: String, decision: Decision, decided_by: String },
     #[error("AccessApproval {name}: only spec.decision may change; {field} is part of the request and is immutable")]
@@ -92,6 +94,10 @@ pub fn validate(
     let Some(old) = old else {
         if new.spec.decision != Decision::Pending || new.spec.decided_by.is_some() {
             return Err(ApprovalDenied::CreatedDecided { name });
+        }
+        let problems = crate::validation::access_approval(&new.spec);
+        if !problems.is_empty() {
+            return Err(ApprovalDenied::InvalidRequest { name, problems: problems.join("; ") });
         }
         return Ok(());
     };
@@ -149,7 +155,8 @@ pub fn validate(
     else {
         return Err(ApprovalDenied::RuleNotFound { name, policy: new.spec.policy.clone(), rule: new.spec.rule.clone() });
     };
-    if !approval.approvers.iter().any(|s| s.matches(&principal, namespace)) {
+    // A wildcard approver is refused by validation; never honour one here either.
+    if !approval.approvers.iter().any(|s| !s.is_wildcard() && s.matches(&principal, namespace)) {
         let approvers = approval
             .approvers
             .iter()
