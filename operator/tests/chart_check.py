@@ -143,7 +143,7 @@ def main():
     variants = [
         ("selfManaged", {}),
         ("certManager", {"certs": {"mode": "certManager"}}),
-        ("selfManaged", {"proxy": {"defaultUpstream": "kafka.kafka.svc:9092"}}),
+        ("selfManaged", {"upstream": {"bootstrapServers": "kafka.kafka.svc:9092"}}),
     ]
     for mode, values in variants:
         lint(chart_dir, values)

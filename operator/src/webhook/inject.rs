@@ -95,7 +95,7 @@ pub enum InjectError {
     BadListenPort(String),
     #[error(
         "streamgate: no upstream Kafka: annotate the pod with {ANNOTATION_UPSTREAM} (e.g. kafka.kafka.svc:9092) \
-         or set the operator's default upstream (chart value proxy.defaultUpstream)"
+         or set the operator's default (chart value upstream.bootstrapServers)"
     )]
     NoUpstream,
     #[error("streamgate: container {container:?} already uses port {port}, which the sidecar needs; set {ANNOTATION_LISTEN_PORT} to a free port")]
