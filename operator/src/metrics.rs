@@ -53,7 +53,11 @@ impl Default for Metrics {
         let reconciles = Family::<ControllerLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let webhook_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
-        registry.register("reconciles", "Reconciliations run, by controller", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciliations run, by controller",
+            reconciles.clone(),
+        );
         registry.register(
             "reconcile_errors",
             "Reconciliations that failed, by controller and reason",
@@ -64,24 +68,40 @@ impl Default for Metrics {
             "Admission webhook handling time, by webhook and outcome",
             webhook_latency.clone(),
         );
-        Self { registry, reconciles, reconcile_errors, webhook_latency, ready: AtomicBool::new(false) }
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            webhook_latency,
+            ready: AtomicBool::new(false),
+        }
     }
 }
 
 impl Metrics {
     pub fn reconciled(&self, controller: &str) {
-        self.reconciles.get_or_create(&ControllerLabels { controller: controller.to_string() }).inc();
+        self.reconciles
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_string(),
+            })
+            .inc();
     }
 
     pub fn reconcile_failed(&self, controller: &str, reason: &str) {
         self.reconcile_errors
-            .get_or_create(&ErrorLabels { controller: controller.to_string(), reason: reason.to_string() })
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_string(),
+                reason: reason.to_string(),
+            })
             .inc();
     }
 
     pub fn webhook_observed(&self, webhook: &str, outcome: &str, elapsed: Duration) {
         self.webhook_latency
-            .get_or_create(&WebhookLabels { webhook: webhook.to_string(), outcome: outcome.to_string() })
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_string(),
+                outcome: outcome.to_string(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -107,7 +127,10 @@ impl Metrics {
 /// `/metrics`, `/healthz`, `/readyz` (plain HTTP on the metrics port).
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
-        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.encode() }))
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { m.encode() }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -115,7 +138,10 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
                 if m.is_ready() {
                     (StatusCode::OK, "ready")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for the webhook serving certificate")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "waiting for the webhook serving certificate",
+                    )
                 }
             }),
         )
@@ -133,7 +159,10 @@ mod tests {
         m.reconcile_failed("accessapproval", "kube_api");
         m.webhook_observed("inject", "injected", Duration::from_millis(3));
         let text = m.encode();
-        assert!(text.contains("streamgate_operator_reconciles_total{controller=\"streampolicy\"} 1"), "{text}");
+        assert!(
+            text.contains("streamgate_operator_reconciles_total{controller=\"streampolicy\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("streamgate_operator_reconcile_errors_total{controller=\"accessapproval\",reason=\"kube_api\"} 1"),
             "{text}"

@@ -4,7 +4,9 @@
 //! a list of human-readable problems (`field: what is wrong`). Keeping the
 //! call behind this module means the controllers and webhooks do not change
 //! when the shared functions do.
-use streamgate_crds::validation::{ValidationErrors, validate_access_approval, validate_masking_rule, validate_stream_policy};
+use streamgate_crds::validation::{
+    ValidationErrors, validate_access_approval, validate_masking_rule, validate_stream_policy,
+};
 use streamgate_crds::{AccessApprovalSpec, MaskingRuleSpec, StreamPolicySpec};
 
 fn problems(result: Result<(), ValidationErrors>) -> Vec<String> {

@@ -39,6 +39,13 @@ fn chart_lints_renders_and_validates() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "chart check failed:\n{stdout}\n{stderr}");
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok: ")).count(), 3, "{stdout}");
+    assert!(
+        out.status.success(),
+        "chart check failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        3,
+        "{stdout}"
+    );
 }

@@ -18,7 +18,9 @@ use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use streamgate_crds::{AccessApproval, MaskingRule, StreamPolicy};
-use streamgate_operator::controller::{self, Context, access_approval, masking_rule, stream_policy};
+use streamgate_operator::controller::{
+    self, Context, access_approval, masking_rule, stream_policy,
+};
 use streamgate_operator::metrics::Metrics;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -34,12 +36,24 @@ fn setup(pods: Vec<Value>) -> (Arc<Context>, Handle) {
     for p in pods {
         writer.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(p).unwrap()));
     }
-    let ctx = Context::new(client, Arc::new(Metrics::default()), store, Some("op-0".into()), Arc::new(now));
+    let ctx = Context::new(
+        client,
+        Arc::new(Metrics::default()),
+        store,
+        Some("op-0".into()),
+        Arc::new(now),
+    );
     (Arc::new(ctx), handle)
 }
 
 /// Next request must be `method path`; answer with `status`/`reply`; return the request's query and JSON body.
-async fn expect(handle: &mut Handle, method: &str, path: &str, status: u16, reply: Value) -> (String, Value, Option<String>) {
+async fn expect(
+    handle: &mut Handle,
+    method: &str,
+    path: &str,
+    status: u16,
+    reply: Value,
+) -> (String, Value, Option<String>) {
     let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
         .await
         .unwrap_or_else(|_| panic!("no request; expected {method} {path}"))
@@ -47,25 +61,45 @@ async fn expect(handle: &mut Handle, method: &str, path: &str, status: u16, repl
     assert_eq!(req.method().as_str(), method, "{}", req.uri());
     assert_eq!(req.uri().path(), path);
     let query = req.uri().query().unwrap_or_default().to_string();
-    let content_type = req.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
     let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    send.send_response(Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap());
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap(),
+    );
     (query, body, content_type)
 }
 
 async fn expect_no_request(handle: &mut Handle) {
     // Either nothing arrives, or the client is gone (the reconciler finished and dropped it).
-    if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await {
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
+    {
         panic!("unexpected request: {} {}", req.method(), req.uri());
     }
 }
 
 /// A status apply: server-side apply with our field manager, forced, on the status subresource.
 fn assert_status_apply(query: &str, content_type: Option<String>) {
-    assert!(query.contains("fieldManager=streamgate-operator"), "{query}");
+    assert!(
+        query.contains("fieldManager=streamgate-operator"),
+        "{query}"
+    );
     assert!(query.contains("force=true"), "{query}");
-    assert_eq!(content_type.as_deref(), Some("application/apply-patch+yaml"));
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
 }
 
 fn assert_event(body: &Value, kind: &str, name: &str, type_: &str, reason: &str) -> String {
@@ -128,16 +162,29 @@ async fn stream_policy_gets_ready_status_with_its_workload_count_and_an_event() 
     assert_status_apply(&query, ct);
     assert_eq!(body["apiVersion"], "streamgate.dev/v1alpha1");
     assert_eq!(body["kind"], "StreamPolicy");
-    assert_eq!(body["status"]["workloads"], 2, "running + pending billing pods of this namespace");
+    assert_eq!(
+        body["status"]["workloads"], 2,
+        "running + pending billing pods of this namespace"
+    );
     assert_eq!(body["status"]["observedGeneration"], 3);
     let ready = &body["status"]["conditions"][0];
     assert_eq!(ready["type"], "Ready");
     assert_eq!(ready["status"], "True");
     assert_eq!(ready["reason"], "Valid");
     assert_eq!(ready["lastTransitionTime"], "2026-11-27T05:30:00Z");
-    let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
     assert_event(&ev, "StreamPolicy", "phi-access", "Normal", "Valid");
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(controller::RESYNC));
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(controller::RESYNC)
+    );
 }
 
 #[tokio::test]
@@ -172,8 +219,18 @@ async fn invalid_stream_policy_is_not_ready_and_says_what_to_fix() {
     assert_eq!(ready["reason"], "Invalid");
     let msg = ready["message"].as_str().unwrap();
     assert!(msg.contains("approval.approvers: is empty"), "{msg}");
-    assert!(msg.contains("approval.maxDuration: \"a while\" is not a duration"), "{msg}");
-    let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
+    assert!(
+        msg.contains("approval.maxDuration: \"a while\" is not a duration"),
+        "{msg}"
+    );
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
     assert_event(&ev, "StreamPolicy", "phi-access", "Warning", "Invalid");
     task.await.unwrap().unwrap();
 }
@@ -236,8 +293,20 @@ async fn masking_rule_with_hash_but_no_key_is_not_ready() {
     assert_status_apply(&query, ct);
     let ready = &body["status"]["conditions"][0];
     assert_eq!(ready["status"], "False");
-    assert!(ready["message"].as_str().unwrap().contains("strategy: is Hash but spec.hashKeySecretRef is missing"));
-    let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("strategy: is Hash but spec.hashKeySecretRef is missing")
+    );
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
     assert_event(&ev, "MaskingRule", "patient-phi", "Warning", "Invalid");
     task.await.unwrap().unwrap();
 }
@@ -283,9 +352,27 @@ async fn a_new_request_is_pending_and_tells_approvers_how_to_decide() {
     assert_eq!(body["status"]["phase"], "Pending");
     let ready = &body["status"]["conditions"][0];
     assert_eq!(ready["reason"], "AwaitingDecision");
-    assert!(ready["message"].as_str().unwrap().contains("kubectl -n clinical patch aa write-patient-records-alice-7f3c9"));
-    let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
-    assert_event(&ev, "AccessApproval", "write-patient-records-alice-7f3c9", "Normal", "AwaitingDecision");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl -n clinical patch aa write-patient-records-alice-7f3c9")
+    );
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
+    assert_event(
+        &ev,
+        "AccessApproval",
+        "write-patient-records-alice-7f3c9",
+        "Normal",
+        "AwaitingDecision",
+    );
     task.await.unwrap().unwrap();
 }
 
@@ -293,20 +380,45 @@ async fn a_new_request_is_pending_and_tells_approvers_how_to_decide() {
 async fn approval_is_capped_by_the_rules_max_duration() {
     let (ctx, mut handle) = setup(vec![]);
     let prior = json!({"phase": "Pending", "conditions": []});
-    let task = tokio::spawn(access_approval::reconcile(approval("Approved", Some(prior)), ctx));
+    let task = tokio::spawn(access_approval::reconcile(
+        approval("Approved", Some(prior)),
+        ctx,
+    ));
     expect(&mut handle, "GET", SP_PATH, 200, approval_policy()).await;
     let (query, body, ct) = expect(&mut handle, "PATCH", AA_STATUS, 200, aa_reply()).await;
     assert_status_apply(&query, ct);
     let status = &body["status"];
     assert_eq!(status["phase"], "Approved");
     assert_eq!(status["decidedAt"], "2026-11-27T05:30:00Z");
-    assert_eq!(status["expiresAt"], "2026-11-27T06:00:00Z", "1h requested, 30m allowed");
+    assert_eq!(
+        status["expiresAt"], "2026-11-27T06:00:00Z",
+        "1h requested, 30m allowed"
+    );
     assert_eq!(status["conditions"][0]["status"], "True");
-    let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
-    let note = assert_event(&ev, "AccessApproval", "write-patient-records-alice-7f3c9", "Normal", "Approved");
-    assert!(note.contains("approved by carol@example.com until 2026-11-27T06:00:00Z"), "{note}");
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
+    let note = assert_event(
+        &ev,
+        "AccessApproval",
+        "write-patient-records-alice-7f3c9",
+        "Normal",
+        "Approved",
+    );
+    assert!(
+        note.contains("approved by carol@example.com until 2026-11-27T06:00:00Z"),
+        "{note}"
+    );
     // 30 min to expiry: the periodic resync comes first.
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(controller::RESYNC));
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(controller::RESYNC)
+    );
 }
 
 #[tokio::test]
@@ -336,41 +448,87 @@ async fn a_grant_past_expires_at_becomes_expired_with_a_warning_event() {
     let status = json!({"phase": "Approved", "decidedAt": "2026-11-27T05:00:00Z", "expiresAt": "2026-11-27T05:29:59Z",
         "observedGeneration": 2,
         "conditions": [{"type": "Ready", "status": "True", "reason": "Approved", "message": "x", "lastTransitionTime": "2026-11-27T05:00:00Z"}]});
-    let task = tokio::spawn(access_approval::reconcile(approval("Approved", Some(status)), ctx));
+    let task = tokio::spawn(access_approval::reconcile(
+        approval("Approved", Some(status)),
+        ctx,
+    ));
     let (_, body, _) = expect(&mut handle, "PATCH", AA_STATUS, 200, aa_reply()).await;
     assert_eq!(body["status"]["phase"], "Expired");
-    assert_eq!(body["status"]["expiresAt"], "2026-11-27T05:29:59Z", "expiry is never extended");
+    assert_eq!(
+        body["status"]["expiresAt"], "2026-11-27T05:29:59Z",
+        "expiry is never extended"
+    );
     assert_eq!(body["status"]["conditions"][0]["status"], "False");
-    let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
-    assert_event(&ev, "AccessApproval", "write-patient-records-alice-7f3c9", "Warning", "Expired");
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
+    assert_event(
+        &ev,
+        "AccessApproval",
+        "write-patient-records-alice-7f3c9",
+        "Warning",
+        "Expired",
+    );
     task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn a_denial_records_when() {
     let (ctx, mut handle) = setup(vec![]);
-    let task = tokio::spawn(access_approval::reconcile(approval("Denied", Some(json!({"phase": "Pending"}))), ctx));
+    let task = tokio::spawn(access_approval::reconcile(
+        approval("Denied", Some(json!({"phase": "Pending"}))),
+        ctx,
+    ));
     let (_, body, _) = expect(&mut handle, "PATCH", AA_STATUS, 200, aa_reply()).await;
     assert_eq!(body["status"]["phase"], "Denied");
     assert_eq!(body["status"]["decidedAt"], "2026-11-27T05:30:00Z");
     assert!(body["status"].get("expiresAt").is_none());
-    let (_, ev, _) = expect(&mut handle, "POST", "/apis/events.k8s.io/v1/namespaces/clinical/events", 201, json!({})).await;
-    assert_event(&ev, "AccessApproval", "write-patient-records-alice-7f3c9", "Warning", "Denied");
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
+    assert_event(
+        &ev,
+        "AccessApproval",
+        "write-patient-records-alice-7f3c9",
+        "Warning",
+        "Denied",
+    );
     task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn an_approval_whose_policy_is_gone_is_not_activated() {
     let (ctx, mut handle) = setup(vec![]);
-    let task = tokio::spawn(access_approval::reconcile(approval("Approved", Some(json!({"phase": "Pending"}))), ctx));
+    let task = tokio::spawn(access_approval::reconcile(
+        approval("Approved", Some(json!({"phase": "Pending"}))),
+        ctx,
+    ));
     expect(&mut handle, "GET", SP_PATH, 404, not_found()).await;
     let (_, body, _) = expect(&mut handle, "PATCH", AA_STATUS, 200, aa_reply()).await;
     assert_eq!(body["status"]["phase"], "Pending");
     assert!(body["status"].get("expiresAt").is_none());
     let ready = &body["status"]["conditions"][0];
     assert_eq!(ready["reason"], "RuleNotFound");
-    assert!(ready["message"].as_str().unwrap().contains("StreamPolicy \"phi-access\" does not exist"));
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("StreamPolicy \"phi-access\" does not exist")
+    );
     // No phase change (Pending → Pending): no Event.
     expect_no_request(&mut handle).await;
-    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(Duration::from_secs(60)));
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(60))
+    );
 }

@@ -24,7 +24,10 @@ async fn start(pki: &WebhookPki) -> (SocketAddr, Arc<ReloadingResolver>) {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let state = Arc::new(WebhookState {
-        settings: InjectorSettings { default_upstream: Some("kafka:9092".into()), ..Default::default() },
+        settings: InjectorSettings {
+            default_upstream: Some("kafka:9092".into()),
+            ..Default::default()
+        },
         lookup: StaticLookup::default(),
         metrics: Arc::new(Metrics::default()),
     });
@@ -58,7 +61,15 @@ async fn the_api_server_view_verifies_the_generated_chain_and_gets_an_admission_
         "operation": "CREATE", "userInfo": {"username": "kubernetes-admin"},
         "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "x-", "annotations": {"streamgate.dev/inject": "true"}},
                    "spec": {"containers": [{"name": "app", "image": "app"}]}}, "oldObject": null, "dryRun": false}});
-    let resp: Value = client.post(&url).json(&review).send().await.unwrap().json().await.unwrap();
+    let resp: Value = client
+        .post(&url)
+        .json(&review)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(resp["kind"], "AdmissionReview");
     assert_eq!(resp["response"]["uid"], "tls-1");
     assert_eq!(resp["response"]["allowed"], true);
@@ -84,11 +95,37 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     let new = tls::generate(&names()).unwrap();
     let (addr, resolver) = start(&old).await;
     let url = format!("https://{HOST}:{}/healthz", addr.port());
-    assert_eq!(client_trusting(&old.ca_pem, addr).get(&url).send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(
+        client_trusting(&old.ca_pem, addr)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
     resolver.set(tls::certified_key(&new.cert_pem, &new.key_pem).unwrap());
     // New handshakes now present the new chain: old trust fails, new trust works.
-    assert!(client_trusting(&old.ca_pem, addr).get(&url).send().await.is_err());
-    assert_eq!(client_trusting(&new.ca_pem, addr).get(&url).send().await.unwrap().text().await.unwrap(), "ok");
+    assert!(
+        client_trusting(&old.ca_pem, addr)
+            .get(&url)
+            .send()
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        client_trusting(&new.ca_pem, addr)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
 }
 
 #[tokio::test]
@@ -102,5 +139,11 @@ async fn the_certificate_does_not_cover_other_names() {
         .resolve("evil.example.com", addr)
         .build()
         .unwrap();
-    assert!(client.get(format!("https://evil.example.com:{}/healthz", addr.port())).send().await.is_err());
+    assert!(
+        client
+            .get(format!("https://evil.example.com:{}/healthz", addr.port()))
+            .send()
+            .await
+            .is_err()
+    );
 }

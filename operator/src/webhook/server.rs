@@ -82,12 +82,17 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
                     match handshake.await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "webhook TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
                     }
                 });
