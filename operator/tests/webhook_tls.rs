@@ -129,6 +129,30 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
 }
 
 #[tokio::test]
+async fn a_renewed_serving_certificate_still_chains_to_the_original_ca() {
+    let pki = tls::generate(&names()).unwrap();
+    let renewed = tls::renew_serving(&pki, &names()).unwrap();
+    assert_eq!(
+        renewed.ca_pem, pki.ca_pem,
+        "caBundle does not change on renewal"
+    );
+    assert_ne!(renewed.cert_pem, pki.cert_pem);
+    let (addr, _resolver) = start(&renewed).await;
+    let url = format!("https://{HOST}:{}/healthz", addr.port());
+    assert_eq!(
+        client_trusting(&pki.ca_pem, addr)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+}
+
+#[tokio::test]
 async fn the_certificate_does_not_cover_other_names() {
     let pki = tls::generate(&names()).unwrap();
     let (addr, _resolver) = start(&pki).await;
