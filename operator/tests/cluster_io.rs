@@ -328,6 +328,13 @@ mod leader_election {
             )
         );
         assert_eq!(create.body["spec"]["holderIdentity"], "op-b");
+        assert!(
+            create.body["spec"]["renewTime"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("20")),
+            "{}",
+            create.body
+        );
         assert!(task.await.unwrap().unwrap());
     }
 
