@@ -53,15 +53,17 @@ fn proxy_bin() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("streamgate-proxy");
-        if p.exists()
-            && std::env::var("STREAMGATE_PROXY_PROFILE")
-                .map(|v| v == profile)
-                .unwrap_or(true)
-        {
-            return p;
-        }
+    // The newest of the two builds, unless a profile is asked for: a stale
+    // release binary must not shadow the debug one `cargo test` just built.
+    let wanted = std::env::var("STREAMGATE_PROXY_PROFILE").ok();
+    let newest = ["release", "debug"]
+        .iter()
+        .filter(|profile| wanted.as_deref().is_none_or(|w| w == **profile))
+        .map(|profile| target.join(profile).join("streamgate-proxy"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max();
+    if let Some((_, p)) = newest {
+        return p;
     }
     panic!(
         "no streamgate-proxy binary under {}: run `cargo build -p streamgate-proxy` first",

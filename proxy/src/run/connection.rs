@@ -50,11 +50,13 @@ enum ConnError {
     #[error("broker frame: {0}")]
     Broker(FrameError),
     #[error(
-        "the broker closed the connection with {0} request(s) unanswered; closing the client so it reconnects"
+        "the broker closed the connection ({0} request(s) unanswered); closing the client so it reconnects"
     )]
     BrokerClosed(usize),
     #[error("broker answered correlation id {got} where {expected} was due")]
     OutOfOrder { expected: i32, got: i32 },
+    #[error("the broker sent a response to no request")]
+    Unsolicited,
     #[error("write: {0}")]
     Io(#[from] std::io::Error),
     #[error("refused: {0}")]
@@ -280,7 +282,18 @@ where
     let mut reader =
         FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
-    while let Some(entry) = pending.recv().await {
+    loop {
+        // While nothing is pending, still watch the broker: if it goes away
+        // (restart), close the client now so it reconnects at once.
+        let entry = tokio::select! {
+            entry = pending.recv() => entry,
+            unexpected = reader.next() => return Err(match unexpected {
+                None => ConnError::BrokerClosed(0),
+                Some(Err(e)) => ConnError::Broker(e),
+                Some(Ok(_)) => ConnError::Unsolicited,
+            }),
+        };
+        let Some(entry) = entry else { break };
         let (meta, frame, started) = match entry {
             Pending::Local {
                 meta,

@@ -80,11 +80,9 @@ impl Proxy {
                 .read()
                 .map(|m| m.get(&b.node_id) == Some(&addr))
                 .unwrap_or(false);
-            if !known {
-                if let Ok(mut m) = self.brokers.write() {
-                    tracing::info!(node_id = b.node_id, upstream = %addr, "learned broker address");
-                    m.insert(b.node_id, addr);
-                }
+            if !known && let Ok(mut m) = self.brokers.write() {
+                tracing::info!(node_id = b.node_id, upstream = %addr, "learned broker address");
+                m.insert(b.node_id, addr);
             }
             self.ensure_listener(b.node_id);
         }
