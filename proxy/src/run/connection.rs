@@ -285,7 +285,10 @@ where
     loop {
         // While nothing is pending, still watch the broker: if it goes away
         // (restart), close the client now so it reconnects at once.
+        // Biased: a response is only read unsolicited when no request is
+        // pending (the entry is queued before its request is written).
         let entry = tokio::select! {
+            biased;
             entry = pending.recv() => entry,
             unexpected = reader.next() => return Err(match unexpected {
                 None => ConnError::BrokerClosed(0),
