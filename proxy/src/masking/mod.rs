@@ -43,7 +43,10 @@
 //!
 //! Dependencies used here and why: `hmac`/`sha2` (keyed pseudonyms), `regex`
 //! (detectors), `crc32c` (batch checksums), `kafka-protocol`'s compression
-//! module (codecs), `serde_json` (decoding escaped JSON strings).
+//! module (gzip/snappy writing, snappy reading), `flate2`/`lz4`/`zstd`/`snap`
+//! (added for masking: size-capped decompression, fast lz4/zstd writing;
+//! all already in the tree through kafka-protocol), `serde_json` (decoding
+//! escaped JSON strings).
 //!
 //! Several rules covering the same topic all apply, in rule-name order.
 //! A rule that fails to compile (bad path, missing key, bad `mrnPattern`)
