@@ -38,7 +38,9 @@ pub fn may_acquire(holder: &Holder, me: &str, now: DateTime<Utc>) -> bool {
     match (&holder.identity, holder.renewed) {
         (None, _) | (_, None) => true,
         (Some(id), _) if id == me => true,
-        (Some(_), Some(renewed)) => chrono::Duration::from_std(holder.duration).is_ok_and(|d| renewed + d < now),
+        (Some(_), Some(renewed)) => {
+            chrono::Duration::from_std(holder.duration).is_ok_and(|d| renewed + d < now)
+        }
     }
 }
 
@@ -52,7 +54,9 @@ fn holder_of(lease: &Lease) -> Holder {
     Holder {
         identity: spec.holder_identity,
         renewed,
-        duration: Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15)),
+        duration: Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15),
+        ),
     }
 }
 
@@ -61,12 +65,16 @@ fn micro_now() -> Option<MicroTime> {
     now.parse().ok().map(MicroTime)
 }
 
-async fn try_round(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
+/// One election round: take, keep or respect the Lease. `Ok(true)` = leading now.
+pub async fn try_round(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
     let secs = i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(15);
     match api.get_opt(&cfg.name).await? {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(cfg.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(cfg.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(cfg.identity.clone()),
                     lease_duration_seconds: Some(secs),
@@ -139,11 +147,23 @@ mod tests {
     #[test]
     fn a_fresh_lease_held_by_another_is_respected_and_a_stale_one_taken() {
         let t = Utc.with_ymd_and_hms(2026, 11, 27, 5, 0, 0).unwrap();
-        let holder = Holder { identity: Some("a".into()), renewed: Some(t), duration: Duration::from_secs(15) };
-        assert!(!may_acquire(&holder, "b", t + chrono::Duration::seconds(10)));
+        let holder = Holder {
+            identity: Some("a".into()),
+            renewed: Some(t),
+            duration: Duration::from_secs(15),
+        };
+        assert!(!may_acquire(
+            &holder,
+            "b",
+            t + chrono::Duration::seconds(10)
+        ));
         assert!(may_acquire(&holder, "b", t + chrono::Duration::seconds(16)));
         assert!(may_acquire(&holder, "a", t + chrono::Duration::seconds(10)));
-        let empty = Holder { identity: None, renewed: None, duration: Duration::from_secs(15) };
+        let empty = Holder {
+            identity: None,
+            renewed: None,
+            duration: Duration::from_secs(15),
+        };
         assert!(may_acquire(&empty, "b", t));
     }
 }

@@ -12,11 +12,11 @@ use streamgate_operator::config::InjectorSettings;
 use streamgate_operator::controller::{Context, run};
 use streamgate_operator::leader::{self, LeaseConfig};
 use streamgate_operator::metrics::{self, Metrics};
+use streamgate_operator::rbac;
 use streamgate_operator::tls::{self, ReloadingResolver};
 use streamgate_operator::webhook::handlers::WebhookState;
 use streamgate_operator::webhook::lookup::KubeLookup;
 use streamgate_operator::webhook::server;
-use streamgate_operator::rbac;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum CertMode {
@@ -27,36 +27,89 @@ enum CertMode {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "streamgate-operator", version, about = "streamgate control plane")]
+#[command(
+    name = "streamgate-operator",
+    version,
+    about = "streamgate control plane"
+)]
 struct Args {
     /// The namespace the operator runs in (never injected).
-    #[arg(long, env = "STREAMGATE_NAMESPACE", default_value = "streamgate-system")]
+    #[arg(
+        long,
+        env = "STREAMGATE_NAMESPACE",
+        default_value = "streamgate-system"
+    )]
     namespace: String,
     /// This replica's name (Lease identity, Event reporter).
-    #[arg(long, env = "STREAMGATE_POD_NAME", default_value = "streamgate-operator")]
+    #[arg(
+        long,
+        env = "STREAMGATE_POD_NAME",
+        default_value = "streamgate-operator"
+    )]
     pod_name: String,
-    #[arg(long, env = "STREAMGATE_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
     webhook_listen: SocketAddr,
-    #[arg(long, env = "STREAMGATE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "STREAMGATE_METRICS_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     metrics_listen: SocketAddr,
-    #[arg(long, env = "STREAMGATE_CERT_MODE", value_enum, default_value = "self-managed")]
+    #[arg(
+        long,
+        env = "STREAMGATE_CERT_MODE",
+        value_enum,
+        default_value = "self-managed"
+    )]
     cert_mode: CertMode,
     /// cert-manager mode: directory with tls.crt and tls.key.
-    #[arg(long, env = "STREAMGATE_CERT_DIR", default_value = "/var/run/streamgate/webhook-tls")]
+    #[arg(
+        long,
+        env = "STREAMGATE_CERT_DIR",
+        default_value = "/var/run/streamgate/webhook-tls"
+    )]
     cert_dir: PathBuf,
     /// Self-managed mode: the Secret holding CA and serving cert.
-    #[arg(long, env = "STREAMGATE_CERT_SECRET", default_value = "streamgate-webhook-tls")]
+    #[arg(
+        long,
+        env = "STREAMGATE_CERT_SECRET",
+        default_value = "streamgate-webhook-tls"
+    )]
     cert_secret: String,
     /// The webhook Service name (serving certificate SANs).
-    #[arg(long, env = "STREAMGATE_WEBHOOK_SERVICE", default_value = "streamgate-webhook")]
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBHOOK_SERVICE",
+        default_value = "streamgate-webhook"
+    )]
     webhook_service: String,
-    #[arg(long, env = "STREAMGATE_MUTATING_WEBHOOK", default_value = "streamgate")]
+    #[arg(
+        long,
+        env = "STREAMGATE_MUTATING_WEBHOOK",
+        default_value = "streamgate"
+    )]
     mutating_webhook_config: String,
-    #[arg(long, env = "STREAMGATE_VALIDATING_WEBHOOK", default_value = "streamgate")]
+    #[arg(
+        long,
+        env = "STREAMGATE_VALIDATING_WEBHOOK",
+        default_value = "streamgate"
+    )]
     validating_webhook_config: String,
-    #[arg(long, env = "STREAMGATE_PROXY_IMAGE", default_value = "ghcr.io/streamgate/streamgate-proxy:0.1.0")]
+    #[arg(
+        long,
+        env = "STREAMGATE_PROXY_IMAGE",
+        default_value = "ghcr.io/streamgate/streamgate-proxy:0.1.0"
+    )]
     proxy_image: String,
-    #[arg(long, env = "STREAMGATE_PROXY_PULL_POLICY", default_value = "IfNotPresent")]
+    #[arg(
+        long,
+        env = "STREAMGATE_PROXY_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
     proxy_pull_policy: String,
     /// Upstream bootstrap servers for pods without a streamgate.dev/upstream annotation.
     #[arg(long, env = "STREAMGATE_DEFAULT_UPSTREAM")]
@@ -69,10 +122,14 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::default());
 
     // TLS first: the webhook must serve before the API server calls it.
@@ -88,11 +145,16 @@ async fn main() -> anyhow::Result<()> {
         operator_namespace: args.namespace.clone(),
         ..Default::default()
     };
-    let state = Arc::new(WebhookState { settings, lookup: KubeLookup::new(client.clone()), metrics: metrics.clone() });
+    let state = Arc::new(WebhookState {
+        settings,
+        lookup: KubeLookup::new(client.clone()),
+        metrics: metrics.clone(),
+    });
     let webhook_tcp = tokio::net::TcpListener::bind(args.webhook_listen).await?;
     let metrics_tcp = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     let webhook = tokio::spawn(server::serve(webhook_tcp, tls_config, state));
-    let metrics_srv = tokio::spawn(async move { axum::serve(metrics_tcp, metrics::router(metrics.clone())).await });
+    let metrics_router = metrics::router(metrics.clone());
+    let metrics_srv = tokio::spawn(async move { axum::serve(metrics_tcp, metrics_router).await });
 
     let mut leading = leader::campaign(
         client.clone(),
@@ -108,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
         leading.changed().await?;
     }
     tracing::info!(identity = args.pod_name, "leading: starting controllers");
-    let singletons = run_singletons(&args, client.clone());
+    let singletons = run_singletons(&args, client.clone(), metrics.clone());
     tokio::select! {
         _ = singletons => anyhow::bail!("controllers stopped"),
         r = webhook => anyhow::bail!("webhook server stopped: {r:?}"),
@@ -119,11 +181,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run_singletons(args: &Args, client: Client) {
+async fn run_singletons(args: &Args, client: Client, metrics: Arc<Metrics>) {
     let (pods, pod_driver) = run::pod_reflector(client.clone());
     tokio::spawn(pod_driver);
-    let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context::new(client.clone(), metrics, pods.clone(), Some(args.pod_name.clone()), Arc::new(chrono::Utc::now)));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        pods.clone(),
+        Some(args.pod_name.clone()),
+        Arc::new(chrono::Utc::now),
+    ));
     // RBAC for injected pods: converge every 15 s from the pod store.
     let rbac_client = client.clone();
     let rbac_pods = pods.clone();
@@ -167,7 +234,12 @@ async fn run_singletons(args: &Args, client: Client) {
 }
 
 /// Load the serving certificate now and keep reloading it (rotation without restart).
-fn spawn_cert_reloader(args: &Args, client: Client, resolver: Arc<ReloadingResolver>, metrics: Arc<Metrics>) {
+fn spawn_cert_reloader(
+    args: &Args,
+    client: Client,
+    resolver: Arc<ReloadingResolver>,
+    metrics: Arc<Metrics>,
+) {
     let mode = args.cert_mode;
     let dir = args.cert_dir.clone();
     let ns = args.namespace.clone();
@@ -177,11 +249,17 @@ fn spawn_cert_reloader(args: &Args, client: Client, resolver: Arc<ReloadingResol
         let mut last: Option<String> = None;
         loop {
             let loaded = match mode {
-                CertMode::CertManager => tls::load_dir(&dir).map(|k| (k, String::new())).map_err(|e| e.to_string()),
-                CertMode::SelfManaged => match tls::ensure_secret(client.clone(), &ns, &secret, &names).await {
-                    Ok(pki) => tls::certified_key(&pki.cert_pem, &pki.key_pem).map(|k| (k, pki.cert_pem)).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
+                CertMode::CertManager => tls::load_dir(&dir)
+                    .map(|k| (k, String::new()))
+                    .map_err(|e| e.to_string()),
+                CertMode::SelfManaged => {
+                    match tls::ensure_secret(client.clone(), &ns, &secret, &names).await {
+                        Ok(pki) => tls::certified_key(&pki.cert_pem, &pki.key_pem)
+                            .map(|k| (k, pki.cert_pem))
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
             };
             match loaded {
                 Ok((key, fingerprint)) => {
@@ -193,7 +271,12 @@ fn spawn_cert_reloader(args: &Args, client: Client, resolver: Arc<ReloadingResol
                 }
                 Err(e) => tracing::warn!(error = %e, "webhook certificate not loaded yet"),
             }
-            tokio::time::sleep(Duration::from_secs(if resolver.has_cert() { 30 } else { 2 })).await;
+            tokio::time::sleep(Duration::from_secs(if resolver.has_cert() {
+                30
+            } else {
+                2
+            }))
+            .await;
         }
     });
 }

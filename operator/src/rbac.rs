@@ -23,7 +23,9 @@ pub fn desired(pods: &[std::sync::Arc<Pod>]) -> BTreeMap<String, BTreeSet<String
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let Some(ns) = pod.metadata.namespace.clone() else { continue };
+        let Some(ns) = pod.metadata.namespace.clone() else {
+            continue;
+        };
         let sa = pod
             .spec
             .as_ref()
@@ -40,7 +42,10 @@ pub fn role_binding(namespace: &str, service_accounts: &BTreeSet<String>) -> Rol
         metadata: ObjectMeta {
             name: Some(SIDECAR_ROLE.to_string()),
             namespace: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())])),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.0.to_string(),
+                MANAGED_BY.1.to_string(),
+            )])),
             ..Default::default()
         },
         role_ref: RoleRef {
@@ -63,24 +68,36 @@ pub fn role_binding(namespace: &str, service_accounts: &BTreeSet<String>) -> Rol
 }
 
 /// Converge the cluster's streamgate RoleBindings to `desired`.
-pub async fn sync(client: Client, desired: &BTreeMap<String, BTreeSet<String>>) -> Result<(), kube::Error> {
+pub async fn sync(
+    client: Client,
+    desired: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), kube::Error> {
     for (ns, sas) in desired {
         let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
         let rb = role_binding(ns, sas);
         let mut body = serde_json::to_value(&rb).map_err(kube::Error::SerdeError)?;
         body["apiVersion"] = "rbac.authorization.k8s.io/v1".into();
         body["kind"] = "RoleBinding".into();
-        api.patch(SIDECAR_ROLE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await?;
+        api.patch(
+            SIDECAR_ROLE,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
     }
     let all: Api<RoleBinding> = Api::all(client.clone());
     let existing = all
         .list(&ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)))
         .await?;
     for rb in existing.items {
-        let Some(ns) = rb.metadata.namespace.clone() else { continue };
+        let Some(ns) = rb.metadata.namespace.clone() else {
+            continue;
+        };
         if rb.metadata.name.as_deref() == Some(SIDECAR_ROLE) && !desired.contains_key(&ns) {
-            tracing::info!(namespace = ns, "no injected pods left: removing the sidecar RoleBinding");
+            tracing::info!(
+                namespace = ns,
+                "no injected pods left: removing the sidecar RoleBinding"
+            );
             let api: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
             api.delete(SIDECAR_ROLE, &DeleteParams::default()).await?;
         }
@@ -112,13 +129,21 @@ mod tests {
             pod("billing", Some("billing-app"), true),
         ];
         let d = desired(&pods);
-        assert_eq!(d.len(), 1, "a namespace whose only pod is terminating gets no binding");
+        assert_eq!(
+            d.len(),
+            1,
+            "a namespace whose only pod is terminating gets no binding"
+        );
         let sas: Vec<_> = d["clinical"].iter().cloned().collect();
         assert_eq!(sas, vec!["default".to_string(), "intake".to_string()]);
         let rb = role_binding("clinical", &d["clinical"]);
         assert_eq!(rb.role_ref.kind, "ClusterRole");
         assert_eq!(rb.role_ref.name, "streamgate-sidecar");
         let subjects = rb.subjects.unwrap();
-        assert!(subjects.iter().all(|s| s.kind == "ServiceAccount" && s.namespace.as_deref() == Some("clinical")));
+        assert!(
+            subjects
+                .iter()
+                .all(|s| s.kind == "ServiceAccount" && s.namespace.as_deref() == Some("clinical"))
+        );
     }
 }

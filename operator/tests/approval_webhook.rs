@@ -15,17 +15,24 @@ use streamgate_operator::webhook::handlers::{WebhookState, mutate_approval, vali
 use streamgate_operator::webhook::lookup::StaticLookup;
 
 fn fixture(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/approval").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/approval")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn state(with_policy: bool) -> WebhookState<StaticLookup> {
     let mut lookup = StaticLookup::default();
     if with_policy {
-        let policy: StreamPolicy = serde_json::from_value(fixture("phi-access.policy.json")).unwrap();
+        let policy: StreamPolicy =
+            serde_json::from_value(fixture("phi-access.policy.json")).unwrap();
         lookup.policies.push(policy);
     }
-    WebhookState { settings: InjectorSettings::default(), lookup, metrics: Arc::new(Metrics::default()) }
+    WebhookState {
+        settings: InjectorSettings::default(),
+        lookup,
+        metrics: Arc::new(Metrics::default()),
+    }
 }
 
 /// The base review: carol (group compliance-officers) approves alice's request.
@@ -40,7 +47,10 @@ fn as_user(mut r: Value, username: &str, groups: &[&str]) -> Value {
 
 fn decode_patch(resp: &Value) -> Option<json_patch::Patch> {
     let bytes: Vec<u8> = match resp.get("patch")? {
-        Value::Array(a) => a.iter().map(|b| u8::try_from(b.as_u64().unwrap()).unwrap()).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
+            .collect(),
         Value::String(s) => {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.decode(s).unwrap()
@@ -65,8 +75,12 @@ async fn admit(state: &WebhookState<StaticLookup>, mut r: Value) -> (bool, Strin
 async fn validate_only(state: &WebhookState<StaticLookup>, r: Value) -> (bool, String, Value) {
     let object = r["request"]["object"].clone();
     let v: AdmissionReview<AccessApproval> = serde_json::from_value(r).unwrap();
-    let vresp = serde_json::to_value(validate_approval(state, v).await).unwrap()["response"].clone();
-    let message = vresp["status"]["message"].as_str().unwrap_or_default().to_string();
+    let vresp =
+        serde_json::to_value(validate_approval(state, v).await).unwrap()["response"].clone();
+    let message = vresp["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     (vresp["allowed"].as_bool().unwrap(), message, object)
 }
 
@@ -92,7 +106,8 @@ async fn a_denial_is_also_stamped_and_needs_an_approver() {
     let (allowed, _, object) = admit(&state(true), r.clone()).await;
     assert!(allowed);
     assert_eq!(object["spec"]["decidedBy"], "carol@example.com");
-    let (allowed, message, _) = admit(&state(true), as_user(r, "bob@example.com", &["clinicians"])).await;
+    let (allowed, message, _) =
+        admit(&state(true), as_user(r, "bob@example.com", &["clinicians"])).await;
     assert!(!allowed);
     assert!(message.contains("is not an approver"), "{message}");
 }
@@ -100,7 +115,11 @@ async fn a_denial_is_also_stamped_and_needs_an_approver() {
 #[tokio::test]
 async fn the_requester_cannot_approve_their_own_request() {
     // alice is also a compliance officer: still refused.
-    let r = as_user(review(), "alice@example.com", &["clinicians", "compliance-officers"]);
+    let r = as_user(
+        review(),
+        "alice@example.com",
+        &["clinicians", "compliance-officers"],
+    );
     let (allowed, message, _) = admit(&state(true), r).await;
     assert!(!allowed);
     assert_eq!(
@@ -111,7 +130,11 @@ async fn the_requester_cannot_approve_their_own_request() {
 
 #[tokio::test]
 async fn an_outsider_is_refused_and_told_who_may_decide() {
-    let r = as_user(review(), "bob@example.com", &["clinicians", "system:authenticated"]);
+    let r = as_user(
+        review(),
+        "bob@example.com",
+        &["clinicians", "system:authenticated"],
+    );
     let (allowed, message, _) = admit(&state(true), r).await;
     assert!(!allowed);
     assert_eq!(
@@ -122,7 +145,11 @@ async fn an_outsider_is_refused_and_told_who_may_decide() {
 
 #[tokio::test]
 async fn a_service_account_is_not_an_approver_by_its_groups_alone() {
-    let r = as_user(review(), "system:serviceaccount:clinical:intake", &["system:serviceaccounts", "compliance-officers"]);
+    let r = as_user(
+        review(),
+        "system:serviceaccount:clinical:intake",
+        &["system:serviceaccounts", "compliance-officers"],
+    );
     let (allowed, message, _) = admit(&state(true), r).await;
     assert!(!allowed);
     assert!(message.contains("is not an approver"), "{message}");
@@ -183,7 +210,10 @@ async fn decided_by_without_a_decision_is_refused() {
     r["request"]["object"]["spec"]["decidedBy"] = json!("carol@example.com");
     let (allowed, message, _) = admit(&state(true), r).await;
     assert!(!allowed);
-    assert!(message.contains("decidedBy is written by streamgate"), "{message}");
+    assert!(
+        message.contains("decidedBy is written by streamgate"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -202,7 +232,10 @@ async fn widening_the_request_while_approving_is_refused() {
 async fn a_decision_for_a_missing_policy_is_refused() {
     let (allowed, message, _) = admit(&state(false), review()).await;
     assert!(!allowed);
-    assert!(message.contains("StreamPolicy \"phi-access\" not found in namespace clinical"), "{message}");
+    assert!(
+        message.contains("StreamPolicy \"phi-access\" not found in namespace clinical"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +244,11 @@ async fn a_sidecar_cannot_create_a_pre_approved_request() {
     r["request"]["operation"] = json!("CREATE");
     r["request"]["oldObject"] = Value::Null;
     r["request"]["object"]["spec"]["decision"] = json!("Approved");
-    let r = as_user(r, "system:serviceaccount:clinical:intake", &["system:serviceaccounts"]);
+    let r = as_user(
+        r,
+        "system:serviceaccount:clinical:intake",
+        &["system:serviceaccounts"],
+    );
     let (allowed, message, _) = validate_only(&state(true), r.clone()).await;
     assert!(!allowed);
     assert!(message.contains("must have decision Pending"), "{message}");
@@ -219,4 +256,22 @@ async fn a_sidecar_cannot_create_a_pre_approved_request() {
     let mut ok = r;
     ok["request"]["object"]["spec"]["decision"] = json!("Pending");
     assert!(validate_only(&state(true), ok).await.0);
+}
+
+#[tokio::test]
+async fn an_invalid_request_is_refused_at_creation_with_the_field_named() {
+    let mut r = review();
+    r["request"]["operation"] = json!("CREATE");
+    r["request"]["oldObject"] = Value::Null;
+    r["request"]["object"]["spec"]["decision"] = json!("Pending");
+    r["request"]["object"]["spec"]["duration"] = json!("forever");
+    let r = as_user(
+        r,
+        "system:serviceaccount:clinical:intake",
+        &["system:serviceaccounts"],
+    );
+    let (allowed, message, _) = validate_only(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("is not a valid request"), "{message}");
+    assert!(message.contains("spec.duration"), "{message}");
 }

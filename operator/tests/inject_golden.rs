@@ -23,13 +23,21 @@ fn golden_dir() -> PathBuf {
 
 fn state() -> WebhookState<StaticLookup> {
     let mut lookup = StaticLookup::default();
-    lookup
-        .namespace_labels
-        .insert("billing".into(), BTreeMap::from([("streamgate.dev/inject".to_string(), "enabled".to_string())]));
-    lookup
-        .namespace_labels
-        .insert("clinical".into(), BTreeMap::from([("kubernetes.io/metadata.name".to_string(), "clinical".to_string())]));
-    lookup.masking_secrets.insert("clinical".into(), BTreeSet::from(["masking-key".to_string()]));
+    lookup.namespace_labels.insert(
+        "billing".into(),
+        BTreeMap::from([("streamgate.dev/inject".to_string(), "enabled".to_string())]),
+    );
+    lookup.namespace_labels.insert(
+        "clinical".into(),
+        BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "clinical".to_string(),
+        )]),
+    );
+    lookup.masking_secrets.insert(
+        "clinical".into(),
+        BTreeSet::from(["masking-key".to_string()]),
+    );
     WebhookState {
         settings: InjectorSettings {
             proxy_image: "streamgate/proxy:test".into(),
@@ -49,11 +57,17 @@ async fn respond(state: &WebhookState<StaticLookup>, review: Value) -> Value {
     // kube serialises the patch bytes as a JSON array of numbers (Go's
     // decoder accepts that for []byte); accept base64 too.
     let patch = match resp.get("patch") {
-        Some(Value::String(b64)) => {
-            serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
-        }
+        Some(Value::String(b64)) => serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap(),
         Some(Value::Array(bytes)) => {
-            let bytes: Vec<u8> = bytes.iter().map(|b| u8::try_from(b.as_u64().unwrap()).unwrap()).collect();
+            let bytes: Vec<u8> = bytes
+                .iter()
+                .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
+                .collect();
             serde_json::from_slice(&bytes).unwrap()
         }
         _ => Value::Null,
@@ -80,7 +94,8 @@ async fn check_golden(name: &str) -> Value {
         std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
     }
     let want: Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display())),
+        &std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display())),
     )
     .unwrap();
     assert_eq!(got, want, "golden mismatch for {name}");
@@ -100,7 +115,10 @@ async fn check_injected(name: &str, got: &Value) -> Value {
     assert_eq!(got["allowed"], true);
     assert_eq!(got["patchType"], "JSONPatch");
     let ops = got["patch"].as_array().unwrap();
-    assert!(ops.iter().all(|op| op["op"] == "add"), "only add operations: {ops:?}");
+    assert!(
+        ops.iter().all(|op| op["op"] == "add"),
+        "only add operations: {ops:?}"
+    );
     let review = case(name);
     let pod = apply(&review, &got["patch"]);
     let _typed: Pod = serde_json::from_value(pod.clone()).unwrap();
@@ -108,28 +126,55 @@ async fn check_injected(name: &str, got: &Value) -> Value {
     again["request"]["object"] = pod.clone();
     let second = respond(&state(), again).await;
     assert_eq!(second["allowed"], true);
-    assert_eq!(second["patch"], Value::Null, "re-invocation must not patch again");
+    assert_eq!(
+        second["patch"],
+        Value::Null,
+        "re-invocation must not patch again"
+    );
     let init = &pod["spec"]["initContainers"];
-    assert_eq!(init[0]["name"], "streamgate-proxy", "the sidecar is the first init container");
+    assert_eq!(
+        init[0]["name"], "streamgate-proxy",
+        "the sidecar is the first init container"
+    );
     assert_eq!(init[0]["restartPolicy"], "Always");
     assert_eq!(init[0]["startupProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(init[0]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(init[0]["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(init[0]["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
-    assert_eq!(init[0]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(pod["metadata"]["annotations"]["streamgate.dev/injected"], "true");
+    assert_eq!(
+        init[0]["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(
+        init[0]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["streamgate.dev/injected"],
+        "true"
+    );
     assert_eq!(pod["metadata"]["labels"]["streamgate.dev/injected"], "true");
     // Secrets reach the sidecar only.
     for c in pod["spec"]["containers"].as_array().unwrap() {
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
-            assert!(!m["mountPath"].as_str().unwrap().starts_with("/var/run/streamgate"), "app container {} mounts {m}", c["name"]);
+            assert!(
+                !m["mountPath"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("/var/run/streamgate"),
+                "app container {} mounts {m}",
+                c["name"]
+            );
         }
     }
     pod
 }
 
 fn env_of(container: &Value, name: &str) -> Option<Value> {
-    container["env"].as_array()?.iter().find(|e| e["name"] == name).cloned()
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
 }
 
 #[tokio::test]
@@ -137,17 +182,29 @@ async fn annotated_pod_from_kubectl_is_injected() {
     let got = check_golden("annotation").await;
     let pod = check_injected("annotation", &got).await;
     let app = &pod["spec"]["containers"][0];
-    assert_eq!(env_of(app, "KAFKA_BOOTSTRAP_SERVERS").unwrap()["value"], "127.0.0.1:9092");
+    assert_eq!(
+        env_of(app, "KAFKA_BOOTSTRAP_SERVERS").unwrap()["value"],
+        "127.0.0.1:9092"
+    );
     let sidecar = &pod["spec"]["initContainers"][0];
-    assert_eq!(env_of(sidecar, "STREAMGATE_UPSTREAM").unwrap()["value"], "kafka.kafka.svc:9092");
-    assert_eq!(env_of(sidecar, "STREAMGATE_LISTEN").unwrap()["value"], "127.0.0.1:9092");
+    assert_eq!(
+        env_of(sidecar, "STREAMGATE_UPSTREAM").unwrap()["value"],
+        "kafka.kafka.svc:9092"
+    );
+    assert_eq!(
+        env_of(sidecar, "STREAMGATE_LISTEN").unwrap()["value"],
+        "127.0.0.1:9092"
+    );
     assert_eq!(
         env_of(sidecar, "STREAMGATE_POD_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.name"
     );
     // The namespace's MaskingRule key is mounted, optional.
     let vols = pod["spec"]["volumes"].as_array().unwrap();
-    let mask = vols.iter().find(|v| v["secret"]["secretName"] == "masking-key").unwrap();
+    let mask = vols
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "masking-key")
+        .unwrap();
     assert_eq!(mask["secret"]["optional"], true);
 }
 
@@ -165,7 +222,10 @@ async fn deployment_pod_in_labelled_namespace_is_injected() {
     // No annotations on the pod: the map is created, not appended to.
     assert!(ops.iter().any(|op| op["path"] == "/metadata/annotations"));
     let pod = check_injected("namespace-label", &got).await;
-    assert!(pod["metadata"].get("name").is_none(), "generateName pods stay nameless");
+    assert!(
+        pod["metadata"].get("name").is_none(),
+        "generateName pods stay nameless"
+    );
 }
 
 #[tokio::test]
@@ -200,18 +260,42 @@ async fn every_app_container_gets_the_bootstrap_env_and_the_credential_stays_in_
     let got = check_golden("multiple-containers").await;
     let pod = check_injected("multiple-containers", &got).await;
     for c in pod["spec"]["containers"].as_array().unwrap() {
-        assert_eq!(env_of(c, "KAFKA_BOOTSTRAP_SERVERS").unwrap()["value"], "127.0.0.1:19092", "{}", c["name"]);
+        assert_eq!(
+            env_of(c, "KAFKA_BOOTSTRAP_SERVERS").unwrap()["value"],
+            "127.0.0.1:19092",
+            "{}",
+            c["name"]
+        );
     }
-    assert_eq!(env_of(&pod["spec"]["containers"][0], "LOG_LEVEL").unwrap()["value"], "info", "existing env kept");
+    assert_eq!(
+        env_of(&pod["spec"]["containers"][0], "LOG_LEVEL").unwrap()["value"],
+        "info",
+        "existing env kept"
+    );
     let sidecar = &pod["spec"]["initContainers"][0];
     assert_eq!(
         env_of(sidecar, "STREAMGATE_UPSTREAM").unwrap()["value"],
         "kafka-0.kafka.kafka.svc:9093,kafka-1.kafka.kafka.svc:9093"
     );
+    assert_eq!(
+        env_of(sidecar, "STREAMGATE_UPSTREAM_CREDENTIALS").unwrap()["value"],
+        "/var/run/streamgate/secrets/kafka-gateway/credentials"
+    );
+    assert_eq!(
+        env_of(sidecar, "STREAMGATE_UPSTREAM_SASL_MECHANISM").unwrap()["value"],
+        "SCRAM-SHA-512"
+    );
     let mounts = sidecar["volumeMounts"].as_array().unwrap();
-    assert!(mounts.iter().any(|m| m["mountPath"] == "/var/run/streamgate/secrets/kafka-gateway"));
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mountPath"] == "/var/run/streamgate/secrets/kafka-gateway")
+    );
     let vols = pod["spec"]["volumes"].as_array().unwrap();
-    let cred = vols.iter().find(|v| v["secret"]["secretName"] == "kafka-gateway").unwrap();
+    let cred = vols
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "kafka-gateway")
+        .unwrap();
     assert_eq!(cred["secret"]["optional"], false);
 }
 
@@ -234,5 +318,12 @@ async fn the_operators_namespace_is_never_injected() {
 async fn a_bad_annotation_refuses_the_pod_and_says_which() {
     let got = check_golden("bad-listen-port").await;
     assert_eq!(got["allowed"], false);
-    assert!(got["message"].as_str().unwrap().contains("streamgate.dev/listen-port=\"kafka\""), "{}", got["message"]);
+    assert!(
+        got["message"]
+            .as_str()
+            .unwrap()
+            .contains("streamgate.dev/listen-port=\"kafka\""),
+        "{}",
+        got["message"]
+    );
 }

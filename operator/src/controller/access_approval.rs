@@ -13,7 +13,9 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource};
 use serde_json::json;
-use streamgate_crds::{AccessApproval, AccessApprovalStatus, ApprovalPhase, Decision, StreamPolicy};
+use streamgate_crds::{
+    AccessApproval, AccessApprovalStatus, ApprovalPhase, Decision, StreamPolicy,
+};
 
 use super::{Context, Error, RESYNC, conditions, name_ns};
 use crate::FIELD_MANAGER;
@@ -30,23 +32,35 @@ pub enum Cap {
 
 /// Grant length: requested, capped by the rule; an unparseable request gets the cap.
 pub fn grant_duration(requested: &str, max: Duration) -> Duration {
-    humantime::parse_duration(requested).map_or(max, |d| d.min(max))
+    streamgate_crds::duration::parse_grant_duration(requested).map_or(max, |d| d.min(max))
 }
 
 fn parse_time(s: Option<&String>) -> Option<DateTime<Utc>> {
-    s.and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
+    s.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The status an AccessApproval should have at `now`, and when to look again.
 /// `cap` is only consulted when the grant is being activated.
-pub fn desired_status(aa: &AccessApproval, cap: Option<&Cap>, now: DateTime<Utc>) -> (AccessApprovalStatus, Option<Duration>) {
+pub fn desired_status(
+    aa: &AccessApproval,
+    cap: Option<&Cap>,
+    now: DateTime<Utc>,
+) -> (AccessApprovalStatus, Option<Duration>) {
     let previous = aa.status.clone().unwrap_or_default();
     let generation = aa.metadata.generation;
-    let decided_by = aa.spec.decided_by.clone().unwrap_or_else(|| "<unknown>".to_string());
+    let decided_by = aa
+        .spec
+        .decided_by
+        .clone()
+        .unwrap_or_else(|| "<unknown>".to_string());
     let ns = aa.metadata.namespace.clone().unwrap_or_default();
     let name = aa.metadata.name.clone().unwrap_or_default();
     let decided_at = parse_time(previous.decided_at.as_ref()).unwrap_or(now);
-    let mut status = AccessApprovalStatus { observed_generation: generation, ..Default::default() };
+    let mut status = AccessApprovalStatus {
+        observed_generation: generation,
+        ..Default::default()
+    };
     let mut requeue = None;
     let (ready, reason, message) = match aa.spec.decision {
         Decision::Pending => {
@@ -79,28 +93,63 @@ pub fn desired_status(aa: &AccessApproval, cap: Option<&Cap>, now: DateTime<Utc>
                     status.phase = ApprovalPhase::Pending;
                     requeue = Some(Duration::from_secs(60));
                     let why = match cap {
-                        Some(Cap::PolicyNotFound) => format!("StreamPolicy {:?} does not exist", aa.spec.policy),
-                        _ => format!("StreamPolicy {:?} has no rule {:?} with approval", aa.spec.policy, aa.spec.rule),
+                        Some(Cap::PolicyNotFound) => {
+                            format!("StreamPolicy {:?} does not exist", aa.spec.policy)
+                        }
+                        _ => format!(
+                            "StreamPolicy {:?} has no rule {:?} with approval",
+                            aa.spec.policy, aa.spec.rule
+                        ),
                     };
-                    (false, "RuleNotFound", format!("approved by {decided_by} but not activated: {why}; restore the rule or create a new request"))
+                    (
+                        false,
+                        "RuleNotFound",
+                        format!(
+                            "approved by {decided_by} but not activated: {why}; restore the rule or create a new request"
+                        ),
+                    )
                 }
                 Some(expires_at) => {
                     status.decided_at = Some(conditions::rfc3339(decided_at));
                     status.expires_at = Some(conditions::rfc3339(expires_at));
                     if now >= expires_at || previous.phase == ApprovalPhase::Expired {
                         status.phase = ApprovalPhase::Expired;
-                        (false, "Expired", format!("grant by {decided_by} expired at {}; request access again", conditions::rfc3339(expires_at)))
+                        (
+                            false,
+                            "Expired",
+                            format!(
+                                "grant by {decided_by} expired at {}; request access again",
+                                conditions::rfc3339(expires_at)
+                            ),
+                        )
                     } else {
                         status.phase = ApprovalPhase::Approved;
                         // Wake up right at expiry (rounded up to the next second).
-                        requeue = (expires_at - now).to_std().ok().map(|d| d + Duration::from_secs(1));
-                        (true, "Approved", format!("approved by {decided_by} until {}", conditions::rfc3339(expires_at)))
+                        requeue = (expires_at - now)
+                            .to_std()
+                            .ok()
+                            .map(|d| d + Duration::from_secs(1));
+                        (
+                            true,
+                            "Approved",
+                            format!(
+                                "approved by {decided_by} until {}",
+                                conditions::rfc3339(expires_at)
+                            ),
+                        )
                     }
                 }
             }
         }
     };
-    status.conditions = vec![conditions::ready(ready, reason, message, generation, &previous.conditions, now)];
+    status.conditions = vec![conditions::ready(
+        ready,
+        reason,
+        message,
+        generation,
+        &previous.conditions,
+        now,
+    )];
     (status, requeue)
 }
 
@@ -115,7 +164,7 @@ async fn lookup_cap(aa: &AccessApproval, ns: &str, ctx: &Context) -> Result<Cap,
         .iter()
         .find(|r| r.name == aa.spec.rule)
         .and_then(|r| r.approval.as_ref())
-        .and_then(|a| humantime::parse_duration(&a.max_duration).ok());
+        .and_then(|a| a.max_duration().ok());
     Ok(max.map_or(Cap::RuleNotFound, Cap::Max))
 }
 
@@ -124,7 +173,11 @@ pub async fn reconcile(aa: Arc<AccessApproval>, ctx: Arc<Context>) -> Result<Act
     let (name, ns) = name_ns(aa.as_ref())?;
     let previous = aa.status.clone().unwrap_or_default();
     let needs_cap = aa.spec.decision == Decision::Approved && previous.expires_at.is_none();
-    let cap = if needs_cap { Some(lookup_cap(&aa, &ns, &ctx).await?) } else { None };
+    let cap = if needs_cap {
+        Some(lookup_cap(&aa, &ns, &ctx).await?)
+    } else {
+        None
+    };
     let (status, requeue) = desired_status(&aa, cap.as_ref(), ctx.now());
     if status != previous {
         let api: Api<AccessApproval> = Api::namespaced(ctx.client.clone(), &ns);
@@ -133,13 +186,19 @@ pub async fn reconcile(aa: Arc<AccessApproval>, ctx: Arc<Context>) -> Result<Act
             "kind": AccessApproval::kind(&()),
             "status": status,
         });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await?;
-        if status.phase != previous.phase || aa.status.is_none() {
-            if let Some(c) = status.conditions.first() {
-                let warning = matches!(status.phase, ApprovalPhase::Denied | ApprovalPhase::Expired) || c.reason == "RuleNotFound";
-                ctx.event(aa.as_ref(), warning, &c.reason, c.message.clone()).await;
-            }
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        if (status.phase != previous.phase || aa.status.is_none())
+            && let Some(c) = status.conditions.first()
+        {
+            let warning = matches!(status.phase, ApprovalPhase::Denied | ApprovalPhase::Expired)
+                || c.reason == "RuleNotFound";
+            ctx.event(aa.as_ref(), warning, &c.reason, c.message.clone())
+                .await;
         }
     }
     ctx.succeeded(&super::object_key(aa.as_ref()));
@@ -152,8 +211,17 @@ mod tests {
 
     #[test]
     fn requested_duration_is_capped_by_the_rule() {
-        assert_eq!(grant_duration("2h", Duration::from_secs(3600)), Duration::from_secs(3600));
-        assert_eq!(grant_duration("15m", Duration::from_secs(3600)), Duration::from_secs(900));
-        assert_eq!(grant_duration("soon", Duration::from_secs(3600)), Duration::from_secs(3600));
+        assert_eq!(
+            grant_duration("2h", Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            grant_duration("15m", Duration::from_secs(3600)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            grant_duration("soon", Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
     }
 }

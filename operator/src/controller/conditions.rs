@@ -52,10 +52,30 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 27, 5, 0, 0).unwrap();
         let t1 = Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap();
         let first = ready(true, "Valid", "ok".into(), Some(1), &[], t0);
-        let again = ready(true, "Valid", "ok".into(), Some(2), std::slice::from_ref(&first), t1);
-        assert_eq!(again.last_transition_time.as_deref(), Some("2026-11-27T05:00:00Z"));
-        let flipped = ready(false, "Invalid", "bad".into(), Some(3), std::slice::from_ref(&again), t1);
-        assert_eq!(flipped.last_transition_time.as_deref(), Some("2026-11-27T06:00:00Z"));
+        let again = ready(
+            true,
+            "Valid",
+            "ok".into(),
+            Some(2),
+            std::slice::from_ref(&first),
+            t1,
+        );
+        assert_eq!(
+            again.last_transition_time.as_deref(),
+            Some("2026-11-27T05:00:00Z")
+        );
+        let flipped = ready(
+            false,
+            "Invalid",
+            "bad".into(),
+            Some(3),
+            std::slice::from_ref(&again),
+            t1,
+        );
+        assert_eq!(
+            flipped.last_transition_time.as_deref(),
+            Some("2026-11-27T06:00:00Z")
+        );
         assert!(transitioned(&[again], &flipped));
     }
 }

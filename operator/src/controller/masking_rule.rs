@@ -23,13 +23,33 @@ pub fn desired_status(mr: &MaskingRule, ctx: &Context) -> MaskingRuleStatus {
             mr.spec.detectors.len(),
             mr.spec.topics.join(", ")
         );
-        conditions::ready(true, "Valid", message, generation, &previous.conditions, ctx.now())
+        conditions::ready(
+            true,
+            "Valid",
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
     } else {
         // Sidecars refuse masked topics under an invalid rule (fail closed), so say so.
-        let message = format!("fix the spec (sidecars refuse these topics until then): {}", problems.join("; "));
-        conditions::ready(false, "Invalid", message, generation, &previous.conditions, ctx.now())
+        let message = format!(
+            "fix the spec (sidecars refuse these topics until then): {}",
+            problems.join("; ")
+        );
+        conditions::ready(
+            false,
+            "Invalid",
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
     };
-    MaskingRuleStatus { observed_generation: generation, conditions: vec![condition] }
+    MaskingRuleStatus {
+        observed_generation: generation,
+        conditions: vec![condition],
+    }
 }
 
 pub async fn reconcile(mr: Arc<MaskingRule>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -44,12 +64,22 @@ pub async fn reconcile(mr: Arc<MaskingRule>, ctx: Arc<Context>) -> Result<Action
             "kind": MaskingRule::kind(&()),
             "status": status,
         });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
         if let Some(c) = status.conditions.first()
             && conditions::transitioned(&previous.conditions, c)
         {
-            ctx.event(mr.as_ref(), c.status != "True", &c.reason, c.message.clone()).await;
+            ctx.event(
+                mr.as_ref(),
+                c.status != "True",
+                &c.reason,
+                c.message.clone(),
+            )
+            .await;
         }
     }
     ctx.succeeded(&super::object_key(mr.as_ref()));

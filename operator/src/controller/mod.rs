@@ -65,8 +65,17 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, pods: Store<Pod>, instance: Option<String>, clock: Clock) -> Self {
-        let reporter = Reporter { controller: crate::FIELD_MANAGER.to_string(), instance };
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        pods: Store<Pod>,
+        instance: Option<String>,
+        clock: Clock,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::FIELD_MANAGER.to_string(),
+            instance,
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -83,9 +92,19 @@ impl Context {
 
     /// Publish an Event about `obj`. A failed Event is logged, never fatal:
     /// the status write already carries the same information.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_string(),
             note: Some(note),
             action: "Reconcile".to_string(),
@@ -118,14 +137,21 @@ impl Context {
 }
 
 fn object_key<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""))
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
 }
 
 /// The error policy shared by the controllers.
-pub fn error_policy<K: Resource>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+pub fn error_policy<K: Resource>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |obj, err, ctx| {
         let key = object_key(obj.as_ref());
-        ctx.metrics.reconcile_failed(controller, err.metric_reason());
+        ctx.metrics
+            .reconcile_failed(controller, err.metric_reason());
         let delay = ctx.next_backoff(&key);
         tracing::warn!(controller, object = key, error = %err, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)

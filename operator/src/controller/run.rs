@@ -15,25 +15,48 @@ use crate::config::LABEL_INJECTED;
 /// Run the three controllers until they all stop. `ctx.pods` must be fed by
 /// [`pod_reflector`]'s driver.
 pub async fn run_controllers(client: Client, ctx: Arc<Context>) {
-    let policies = Controller::new(Api::<StreamPolicy>::all(client.clone()), watcher::Config::default());
+    let policies = Controller::new(
+        Api::<StreamPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let policy_store = policies.store();
     let policies = policies
-        .watches(Api::<Pod>::all(client.clone()), injected_pods(), move |pod: Pod| {
-            policies_in_namespace(&policy_store, &pod)
-        })
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            injected_pods(),
+            move |pod: Pod| policies_in_namespace(&policy_store, &pod),
+        )
         .shutdown_on_signal()
-        .run(stream_policy::reconcile, error_policy::<StreamPolicy>(stream_policy::CONTROLLER), ctx.clone())
+        .run(
+            stream_policy::reconcile,
+            error_policy::<StreamPolicy>(stream_policy::CONTROLLER),
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
 
-    let masking = Controller::new(Api::<MaskingRule>::all(client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(masking_rule::reconcile, error_policy::<MaskingRule>(masking_rule::CONTROLLER), ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+    let masking = Controller::new(
+        Api::<MaskingRule>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        masking_rule::reconcile,
+        error_policy::<MaskingRule>(masking_rule::CONTROLLER),
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
 
-    let approvals = Controller::new(Api::<AccessApproval>::all(client), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(access_approval::reconcile, error_policy::<AccessApproval>(access_approval::CONTROLLER), ctx)
-        .for_each(|_| futures::future::ready(()));
+    let approvals = Controller::new(
+        Api::<AccessApproval>::all(client),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        access_approval::reconcile,
+        error_policy::<AccessApproval>(access_approval::CONTROLLER),
+        ctx,
+    )
+    .for_each(|_| futures::future::ready(()));
 
     tokio::join!(policies, masking, approvals);
 }

@@ -16,7 +16,10 @@ use crate::FIELD_MANAGER;
 pub const CONTROLLER: &str = "streampolicy";
 
 /// Does a policy's selector pick this pod? No selector = every pod of the namespace.
-pub fn selects(selector: Option<&WorkloadSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
+pub fn selects(
+    selector: Option<&WorkloadSelector>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
     let Some(sel) = selector else { return true };
     sel.match_labels
         .iter()
@@ -25,11 +28,18 @@ pub fn selects(selector: Option<&WorkloadSelector>, labels: Option<&BTreeMap<Str
 
 fn running(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
-        && !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 /// Injected, live pods of `namespace` that the selector picks.
-pub fn count_workloads(pods: &Store<Pod>, namespace: &str, selector: Option<&WorkloadSelector>) -> i64 {
+pub fn count_workloads(
+    pods: &Store<Pod>,
+    namespace: &str,
+    selector: Option<&WorkloadSelector>,
+) -> i64 {
     let n = pods
         .state()
         .iter()
@@ -47,16 +57,40 @@ pub fn desired_status(sp: &StreamPolicy, workloads: i64, ctx: &Context) -> Strea
     let generation = sp.metadata.generation;
     let condition = if problems.is_empty() {
         let message = if workloads == 0 {
-            format!("valid ({} rules); no injected pod matches its workloadSelector yet", sp.spec.rules.len())
+            format!(
+                "valid ({} rules); no injected pod matches its workloadSelector yet",
+                sp.spec.rules.len()
+            )
         } else {
-            format!("valid ({} rules); enforced by the sidecars of the matching pods", sp.spec.rules.len())
+            format!(
+                "valid ({} rules); enforced by the sidecars of the matching pods",
+                sp.spec.rules.len()
+            )
         };
-        conditions::ready(true, "Valid", message, generation, &previous.conditions, ctx.now())
+        conditions::ready(
+            true,
+            "Valid",
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
     } else {
         let message = format!("fix the spec: {}", problems.join("; "));
-        conditions::ready(false, "Invalid", message, generation, &previous.conditions, ctx.now())
+        conditions::ready(
+            false,
+            "Invalid",
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
     };
-    StreamPolicyStatus { observed_generation: generation, conditions: vec![condition], workloads }
+    StreamPolicyStatus {
+        observed_generation: generation,
+        conditions: vec![condition],
+        workloads,
+    }
 }
 
 pub async fn reconcile(sp: Arc<StreamPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -72,12 +106,22 @@ pub async fn reconcile(sp: Arc<StreamPolicy>, ctx: Arc<Context>) -> Result<Actio
             "kind": StreamPolicy::kind(&()),
             "status": status,
         });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
         if let Some(c) = status.conditions.first()
             && conditions::transitioned(&previous.conditions, c)
         {
-            ctx.event(sp.as_ref(), c.status != "True", &c.reason, c.message.clone()).await;
+            ctx.event(
+                sp.as_ref(),
+                c.status != "True",
+                &c.reason,
+                c.message.clone(),
+            )
+            .await;
         }
     }
     ctx.succeeded(&super::object_key(sp.as_ref()));

@@ -28,7 +28,11 @@ pub struct RequestUser {
 impl RequestUser {
     /// As a policy principal: ServiceAccount users become `ServiceAccount` principals.
     fn principal(&self) -> Principal {
-        match self.username.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+        match self
+            .username
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|r| r.split_once(':'))
+        {
             Some((ns, name)) => Principal {
                 kind: SubjectKind::ServiceAccount,
                 name: name.to_string(),
@@ -46,7 +50,11 @@ impl RequestUser {
 }
 
 /// The mutating half: the patch that stamps `decidedBy`, if this request decides.
-pub fn stamp_decided_by(old: Option<&AccessApproval>, new: &AccessApproval, user: &RequestUser) -> Option<json_patch::Patch> {
+pub fn stamp_decided_by(
+    old: Option<&AccessApproval>,
+    new: &AccessApproval,
+    user: &RequestUser,
+) -> Option<json_patch::Patch> {
     let was_pending = old.is_none_or(|o| o.spec.decision == Decision::Pending);
     if !was_pending || new.spec.decision == Decision::Pending {
         return None;
@@ -55,28 +63,71 @@ pub fn stamp_decided_by(old: Option<&AccessApproval>, new: &AccessApproval, user
         return None;
     }
     // `add` replaces an existing member (RFC 6902 §4.1), so it also overwrites a forged value.
-    serde_json::from_value(json!([{ "op": "add", "path": "/spec/decidedBy", "value": user.username }])).ok()
+    serde_json::from_value(
+        json!([{ "op": "add", "path": "/spec/decidedBy", "value": user.username }]),
+    )
+    .ok()
 }
 
 /// Why an AccessApproval change is refused. Each message says what to do instead.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ApprovalDenied {
-    #[error("AccessApproval {name}: a new request must have decision Pending and no decidedBy; a person decides it later with kubectl patch")]
+    #[error(
+        "AccessApproval {name}: a new request must have decision Pending and no decidedBy; a person decides it later with kubectl patch"
+    )]
     CreatedDecided { name: String },
-    #[error("AccessApproval {name} was already {decision:?} by {decided_by}; decisions are final — create a new request instead")]
-    AlreadyDecided { name: String, decision: Decision, decided_by: String },
-    #[error("AccessApproval {name}: only spec.decision may change; {field} is part of the request and is immutable")]
+    #[error("AccessApproval {name} is not a valid request: {problems}")]
+    InvalidRequest { name: String, problems: String },
+    #[error(
+        "AccessApproval {name} was already {decision:?} by {decided_by}; decisions are final — create a new request instead"
+    )]
+    AlreadyDecided {
+        name: String,
+        decision: Decision,
+        decided_by: String,
+    },
+    #[error(
+        "AccessApproval {name}: only spec.decision may change; {field} is part of the request and is immutable"
+    )]
     RequestChanged { name: String, field: &'static str },
-    #[error("AccessApproval {name}: {user} is the requester and cannot decide their own request; ask one of the rule's approvers")]
+    #[error(
+        "AccessApproval {name}: {user} is the requester and cannot decide their own request; ask one of the rule's approvers"
+    )]
     SelfDecision { name: String, user: String },
-    #[error("AccessApproval {name}: {user} is not an approver of rule {rule:?} in StreamPolicy {policy:?} (approvers: {approvers})")]
-    NotAnApprover { name: String, user: String, policy: String, rule: String, approvers: String },
-    #[error("AccessApproval {name}: StreamPolicy {policy:?} not found in namespace {namespace}; nobody can approve a request for a policy that does not exist")]
-    PolicyNotFound { name: String, policy: String, namespace: String },
-    #[error("AccessApproval {name}: StreamPolicy {policy:?} has no rule {rule:?} with an approval section; nothing to approve")]
-    RuleNotFound { name: String, policy: String, rule: String },
-    #[error("AccessApproval {name}: decidedBy {claimed:?} does not match the requesting user {user:?}; decidedBy is written by streamgate, never by the client")]
-    ForgedDecidedBy { name: String, claimed: String, user: String },
+    #[error(
+        "AccessApproval {name}: {user} is not an approver of rule {rule:?} in StreamPolicy {policy:?} (approvers: {approvers})"
+    )]
+    NotAnApprover {
+        name: String,
+        user: String,
+        policy: String,
+        rule: String,
+        approvers: String,
+    },
+    #[error(
+        "AccessApproval {name}: StreamPolicy {policy:?} not found in namespace {namespace}; nobody can approve a request for a policy that does not exist"
+    )]
+    PolicyNotFound {
+        name: String,
+        policy: String,
+        namespace: String,
+    },
+    #[error(
+        "AccessApproval {name}: StreamPolicy {policy:?} has no rule {rule:?} with an approval section; nothing to approve"
+    )]
+    RuleNotFound {
+        name: String,
+        policy: String,
+        rule: String,
+    },
+    #[error(
+        "AccessApproval {name}: decidedBy {claimed:?} does not match the requesting user {user:?}; decidedBy is written by streamgate, never by the client"
+    )]
+    ForgedDecidedBy {
+        name: String,
+        claimed: String,
+        user: String,
+    },
 }
 
 /// The validating half. `policy` is the StreamPolicy named by the request
@@ -93,6 +144,13 @@ pub fn validate(
         if new.spec.decision != Decision::Pending || new.spec.decided_by.is_some() {
             return Err(ApprovalDenied::CreatedDecided { name });
         }
+        let problems = crate::validation::access_approval(&new.spec);
+        if !problems.is_empty() {
+            return Err(ApprovalDenied::InvalidRequest {
+                name,
+                problems: problems.join("; "),
+            });
+        }
         return Ok(());
     };
     if old.spec.decision != Decision::Pending {
@@ -100,7 +158,11 @@ pub fn validate(
             return Err(ApprovalDenied::AlreadyDecided {
                 name,
                 decision: old.spec.decision,
-                decided_by: old.spec.decided_by.clone().unwrap_or_else(|| "<unknown>".to_string()),
+                decided_by: old
+                    .spec
+                    .decided_by
+                    .clone()
+                    .unwrap_or_else(|| "<unknown>".to_string()),
             });
         }
         return Ok(());
@@ -110,11 +172,13 @@ pub fn validate(
     }
     if new.spec.decision == Decision::Pending {
         return match &new.spec.decided_by {
-            Some(claimed) if old.spec.decided_by.as_ref() != Some(claimed) => Err(ApprovalDenied::ForgedDecidedBy {
-                name,
-                claimed: claimed.clone(),
-                user: user.username.clone(),
-            }),
+            Some(claimed) if old.spec.decided_by.as_ref() != Some(claimed) => {
+                Err(ApprovalDenied::ForgedDecidedBy {
+                    name,
+                    claimed: claimed.clone(),
+                    user: user.username.clone(),
+                })
+            }
             _ => Ok(()),
         };
     }
@@ -131,7 +195,10 @@ pub fn validate(
     }
     let principal = user.principal();
     if is_requester(new, &principal, namespace) {
-        return Err(ApprovalDenied::SelfDecision { name, user: user.username.clone() });
+        return Err(ApprovalDenied::SelfDecision {
+            name,
+            user: user.username.clone(),
+        });
     }
     let Some(policy) = policy else {
         return Err(ApprovalDenied::PolicyNotFound {
@@ -147,9 +214,18 @@ pub fn validate(
         .find(|r| r.name == new.spec.rule)
         .and_then(|r| r.approval.as_ref())
     else {
-        return Err(ApprovalDenied::RuleNotFound { name, policy: new.spec.policy.clone(), rule: new.spec.rule.clone() });
+        return Err(ApprovalDenied::RuleNotFound {
+            name,
+            policy: new.spec.policy.clone(),
+            rule: new.spec.rule.clone(),
+        });
     };
-    if !approval.approvers.iter().any(|s| s.matches(&principal, namespace)) {
+    // A wildcard approver is refused by validation; never honour one here either.
+    if !approval
+        .approvers
+        .iter()
+        .any(|s| !s.is_wildcard() && s.matches(&principal, namespace))
+    {
         let approvers = approval
             .approvers
             .iter()
@@ -176,7 +252,9 @@ fn is_requester(aa: &AccessApproval, principal: &Principal, namespace: &str) -> 
                 && principal.namespace.as_deref() == Some(namespace)
         }
         // A requester is a person (or a group never decides); compare usernames.
-        SubjectKind::User | SubjectKind::Group => principal.kind == SubjectKind::User && principal.name == r.name,
+        SubjectKind::User | SubjectKind::Group => {
+            principal.kind == SubjectKind::User && principal.name == r.name
+        }
     }
 }
 

@@ -38,18 +38,28 @@ fn with_warnings(mut resp: AdmissionResponse, warnings: Vec<String>) -> Admissio
 
 /// Pod CREATE: inject the sidecar. Reads only (namespace labels, MaskingRules),
 /// so a `dryRun` request is answered exactly like a real one and changes nothing.
-pub async fn mutate_pod<L: ClusterLookup>(state: &WebhookState<L>, review: AdmissionReview<Pod>) -> AdmissionReview<DynamicObject> {
+pub async fn mutate_pod<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    review: AdmissionReview<Pod>,
+) -> AdmissionReview<DynamicObject> {
     let started = Instant::now();
     let req: AdmissionRequest<Pod> = match review.try_into() {
         Ok(r) => r,
-        Err(_) => return AdmissionResponse::invalid("AdmissionReview without a request").into_review(),
+        Err(_) => {
+            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
+        }
     };
     let (resp, outcome) = mutate_pod_request(state, &req).await;
-    state.metrics.webhook_observed("inject", outcome, started.elapsed());
+    state
+        .metrics
+        .webhook_observed("inject", outcome, started.elapsed());
     resp.into_review()
 }
 
-async fn mutate_pod_request<L: ClusterLookup>(state: &WebhookState<L>, req: &AdmissionRequest<Pod>) -> (AdmissionResponse, &'static str) {
+async fn mutate_pod_request<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    req: &AdmissionRequest<Pod>,
+) -> (AdmissionResponse, &'static str) {
     let resp = AdmissionResponse::from(req);
     let (Operation::Create, Some(pod)) = (&req.operation, req.object.as_ref()) else {
         return (resp, "ignored");
@@ -67,7 +77,12 @@ async fn mutate_pod_request<L: ClusterLookup>(state: &WebhookState<L>, req: &Adm
         Ok(s) => s,
         Err(e) => return (resp.deny(format!("streamgate: {e}")), "error"),
     };
-    let input = InjectionInput { pod, namespace: &namespace, namespace_labels: &labels, masking_secrets: &masking_secrets };
+    let input = InjectionInput {
+        pod,
+        namespace: &namespace,
+        namespace_labels: &labels,
+        masking_secrets: &masking_secrets,
+    };
     match inject::plan(&input, &state.settings) {
         Ok(Outcome::Skip { reason, warnings }) => {
             tracing::debug!(namespace, reason = reason.as_str(), "pod not injected");
@@ -75,10 +90,22 @@ async fn mutate_pod_request<L: ClusterLookup>(state: &WebhookState<L>, req: &Adm
         }
         Ok(Outcome::Inject { patch, warnings }) => match resp.clone().with_patch(patch) {
             Ok(r) => {
-                tracing::info!(namespace, name = pod.metadata.name.as_deref().or(pod.metadata.generate_name.as_deref()), dry_run = req.dry_run, "injecting sidecar");
+                tracing::info!(
+                    namespace,
+                    name = pod
+                        .metadata
+                        .name
+                        .as_deref()
+                        .or(pod.metadata.generate_name.as_deref()),
+                    dry_run = req.dry_run,
+                    "injecting sidecar"
+                );
                 (with_warnings(r, warnings), "injected")
             }
-            Err(e) => (resp.deny(format!("streamgate: could not encode the patch: {e}")), "error"),
+            Err(e) => (
+                resp.deny(format!("streamgate: could not encode the patch: {e}")),
+                "error",
+            ),
         },
         Err(e) => (resp.deny(e.to_string()), "refused"),
     }
@@ -92,7 +119,9 @@ pub async fn mutate_approval<L: ClusterLookup>(
     let started = Instant::now();
     let req: AdmissionRequest<AccessApproval> = match review.try_into() {
         Ok(r) => r,
-        Err(_) => return AdmissionResponse::invalid("AdmissionReview without a request").into_review(),
+        Err(_) => {
+            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
+        }
     };
     let resp = AdmissionResponse::from(&req);
     let (resp, outcome) = match (&req.operation, req.object.as_ref()) {
@@ -100,14 +129,19 @@ pub async fn mutate_approval<L: ClusterLookup>(
             match approval::stamp_decided_by(req.old_object.as_ref(), new, &user_of(&req)) {
                 Some(patch) => match resp.clone().with_patch(patch) {
                     Ok(r) => (r, "stamped"),
-                    Err(e) => (resp.deny(format!("streamgate: could not encode the patch: {e}")), "error"),
+                    Err(e) => (
+                        resp.deny(format!("streamgate: could not encode the patch: {e}")),
+                        "error",
+                    ),
                 },
                 None => (resp, "unchanged"),
             }
         }
         _ => (resp, "ignored"),
     };
-    state.metrics.webhook_observed("approval-stamp", outcome, started.elapsed());
+    state
+        .metrics
+        .webhook_observed("approval-stamp", outcome, started.elapsed());
     resp.into_review()
 }
 
@@ -119,11 +153,15 @@ pub async fn validate_approval<L: ClusterLookup>(
     let started = Instant::now();
     let req: AdmissionRequest<AccessApproval> = match review.try_into() {
         Ok(r) => r,
-        Err(_) => return AdmissionResponse::invalid("AdmissionReview without a request").into_review(),
+        Err(_) => {
+            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
+        }
     };
     let resp = AdmissionResponse::from(&req);
     let Some(new) = req.object.as_ref() else {
-        state.metrics.webhook_observed("approval-validate", "ignored", started.elapsed());
+        state
+            .metrics
+            .webhook_observed("approval-validate", "ignored", started.elapsed());
         return resp.into_review();
     };
     let namespace = req
@@ -135,7 +173,9 @@ pub async fn validate_approval<L: ClusterLookup>(
         Operation::Update => req.old_object.as_ref(),
         Operation::Create => None,
         _ => {
-            state.metrics.webhook_observed("approval-validate", "ignored", started.elapsed());
+            state
+                .metrics
+                .webhook_observed("approval-validate", "ignored", started.elapsed());
             return resp.into_review();
         }
     };
@@ -143,10 +183,16 @@ pub async fn validate_approval<L: ClusterLookup>(
     let deciding = old.is_some_and(|o| o.spec.decision == streamgate_crds::Decision::Pending)
         && new.spec.decision != streamgate_crds::Decision::Pending;
     let policy = if deciding {
-        match state.lookup.stream_policy(&namespace, &new.spec.policy).await {
+        match state
+            .lookup
+            .stream_policy(&namespace, &new.spec.policy)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
-                state.metrics.webhook_observed("approval-validate", "error", started.elapsed());
+                state
+                    .metrics
+                    .webhook_observed("approval-validate", "error", started.elapsed());
                 return resp.deny(format!("streamgate: {e}")).into_review();
             }
         }
@@ -161,6 +207,64 @@ pub async fn validate_approval<L: ClusterLookup>(
             (resp.deny(denied.to_string()), "refused")
         }
     };
-    state.metrics.webhook_observed("approval-validate", outcome, started.elapsed());
+    state
+        .metrics
+        .webhook_observed("approval-validate", outcome, started.elapsed());
     resp.into_review()
+}
+
+/// The review as the API server's Go decoder expects it: `response.patch`
+/// as a base64 string (Go's encoding of `[]byte`). kube serialises the bytes
+/// as a JSON array of numbers; we send the canonical form instead.
+pub fn to_wire(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut value = match serde_json::to_value(&review) {
+        Ok(v) => v,
+        Err(e) => {
+            return serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": "", "allowed": false, "status": {"message": format!("streamgate: {e}")}}});
+        }
+    };
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+        value["response"]["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_goes_on_the_wire_as_base64() {
+        let req: AdmissionRequest<Pod> = serde_json::from_value::<AdmissionReview<Pod>>(serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
+                "userInfo": {}, "object": null, "oldObject": null}}))
+        .unwrap()
+        .try_into()
+        .unwrap();
+        let patch: json_patch::Patch = serde_json::from_value(
+            serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {}}]),
+        )
+        .unwrap();
+        let review = AdmissionResponse::from(&req)
+            .with_patch(patch)
+            .unwrap()
+            .into_review();
+        let wire = to_wire(review);
+        assert_eq!(wire["response"]["uid"], "u1");
+        assert_eq!(wire["response"]["patchType"], "JSONPatch");
+        let b64 = wire["response"]["patch"].as_str().unwrap();
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&decoded).unwrap(),
+            serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {}}])
+        );
+    }
 }

@@ -15,8 +15,12 @@
 //!   admitted with a warning: going around the sidecar gets the app nothing,
 //!   because only the sidecar holds the broker credential.
 //! - The admin port binds the pod IP (kubelet probes reach the pod IP, not
-//!   loopback); it serves only health and metrics. The Kafka listener stays on
-//!   127.0.0.1.
+//!   loopback), so the sidecar runs with `STREAMGATE_ALLOW_NON_LOOPBACK=true`;
+//!   it serves only health and metrics. The Kafka listener is set explicitly
+//!   to 127.0.0.1. The admin port sits outside the per-broker port range.
+//! - Secrets: the sidecar reads `STREAMGATE_SECRET_DIR/<secret>/<key>`; the
+//!   gateway credential is the key `credentials` of the annotated Secret
+//!   (YAML `username`/`password`), passed as `STREAMGATE_UPSTREAM_CREDENTIALS`.
 //! - The sidecar gets its own projected ServiceAccount token at the path kube
 //!   clients read in-cluster, so it can watch policies even when the pod sets
 //!   `automountServiceAccountToken: false` for the app.
@@ -35,8 +39,9 @@ use serde_json::{Value, json};
 
 use crate::config::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_LISTEN_PORT, ANNOTATION_UPSTREAM,
-    ANNOTATION_UPSTREAM_SECRET, InjectorSettings, KUBE_TOKEN_DIR, LABEL_INJECTED,
-    LABEL_NAMESPACE_INJECT, PODINFO_DIR, SECRET_DIR, SIDECAR_NAME, SPOOL_DIR,
+    ANNOTATION_UPSTREAM_SASL, ANNOTATION_UPSTREAM_SECRET, ANNOTATION_UPSTREAM_TLS,
+    InjectorSettings, KUBE_TOKEN_DIR, LABEL_INJECTED, LABEL_NAMESPACE_INJECT, PODINFO_DIR,
+    SECRET_DIR, SIDECAR_NAME, SPOOL_DIR, UPSTREAM_CREDENTIALS_KEY,
 };
 
 /// Env var the app containers get, pointing at the sidecar.
@@ -79,30 +84,49 @@ impl SkipReason {
 /// The injector's answer.
 #[derive(Debug)]
 pub enum Outcome {
-    Skip { reason: SkipReason, warnings: Vec<String> },
-    Inject { patch: json_patch::Patch, warnings: Vec<String> },
+    Skip {
+        reason: SkipReason,
+        warnings: Vec<String>,
+    },
+    Inject {
+        patch: json_patch::Patch,
+        warnings: Vec<String>,
+    },
 }
 
 /// A pod that asked for injection but cannot get a working sidecar.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InjectError {
-    #[error("streamgate: annotation {ANNOTATION_LISTEN_PORT}={0:?} is not a port number between 1 and 65535")]
+    #[error(
+        "streamgate: annotation {ANNOTATION_LISTEN_PORT}={0:?} is not a port number between 1 and 65535"
+    )]
     BadListenPort(String),
     #[error(
         "streamgate: no upstream Kafka: annotate the pod with {ANNOTATION_UPSTREAM} (e.g. kafka.kafka.svc:9092) \
-         or set the operator's default upstream (chart value proxy.defaultUpstream)"
+         or set the operator's default (chart value upstream.bootstrapServers)"
     )]
     NoUpstream,
-    #[error("streamgate: container {container:?} already uses port {port}, which the sidecar needs; set {ANNOTATION_LISTEN_PORT} to a free port")]
+    #[error(
+        "streamgate: container {container:?} already uses port {port}, which the sidecar needs; set {ANNOTATION_LISTEN_PORT} to a free port"
+    )]
     PortClash { container: String, port: u16 },
-    #[error("streamgate: listen port {0} collides with the sidecar's admin port; choose another {ANNOTATION_LISTEN_PORT}")]
-    AdminPortClash(u16),
+    #[error(
+        "streamgate: listen port {0} puts the sidecar's admin port {1} inside the per-broker port range; choose another {ANNOTATION_LISTEN_PORT}"
+    )]
+    AdminPortClash(u16, u16),
+    #[error(
+        "streamgate: annotation {ANNOTATION_UPSTREAM_SASL}={0:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+    )]
+    BadSaslMechanism(String),
     #[error("streamgate: could not build the patch: {0}")]
     Patch(String),
 }
 
 /// Decide whether to inject and build the patch.
-pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<Outcome, InjectError> {
+pub fn plan(
+    input: &InjectionInput<'_>,
+    settings: &InjectorSettings,
+) -> Result<Outcome, InjectError> {
     let pod = input.pod;
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -111,7 +135,11 @@ pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<O
     if input.namespace == settings.operator_namespace {
         return Ok(skip(SkipReason::OperatorNamespace));
     }
-    let namespace_enabled = input.namespace_labels.get(LABEL_NAMESPACE_INJECT).map(String::as_str) == Some("enabled");
+    let namespace_enabled = input
+        .namespace_labels
+        .get(LABEL_NAMESPACE_INJECT)
+        .map(String::as_str)
+        == Some("enabled");
     match requested_by_annotation {
         Some("false") => return Ok(skip(SkipReason::OptedOut)),
         Some("true") => {}
@@ -119,7 +147,11 @@ pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<O
         _ => return Ok(skip(SkipReason::NotRequested)),
     }
     let already = annotations.contains_key(ANNOTATION_INJECTED)
-        || spec.init_containers.iter().flatten().any(|c| c.name == SIDECAR_NAME)
+        || spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == SIDECAR_NAME)
         || spec.containers.iter().any(|c| c.name == SIDECAR_NAME);
     if already {
         return Ok(skip(SkipReason::AlreadyInjected));
@@ -142,12 +174,23 @@ pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<O
             _ => return Err(InjectError::BadListenPort(raw.clone())),
         },
     };
-    if listen_port == settings.admin_port {
-        return Err(InjectError::AdminPortClash(listen_port));
+    // Broker N is served on listen+1+N (N ≤ 1023): the admin port must not be in there.
+    let broker_ports = u32::from(listen_port)..=u32::from(listen_port) + 1 + BROKER_PORT_SPAN;
+    if broker_ports.contains(&u32::from(settings.admin_port)) {
+        return Err(InjectError::AdminPortClash(
+            listen_port,
+            settings.admin_port,
+        ));
     }
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
         for p in c.ports.iter().flatten() {
-            if p.container_port == i32::from(listen_port) || p.container_port == i32::from(settings.admin_port) {
+            if p.container_port == i32::from(listen_port)
+                || p.container_port == i32::from(settings.admin_port)
+            {
                 return Err(InjectError::PortClash {
                     container: c.name.clone(),
                     port: u16::try_from(p.container_port).unwrap_or(listen_port),
@@ -161,26 +204,50 @@ pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<O
         .cloned()
         .or_else(|| settings.default_upstream.clone())
         .ok_or(InjectError::NoUpstream)?;
-    let upstream_secret = annotations.get(ANNOTATION_UPSTREAM_SECRET).filter(|s| !s.trim().is_empty()).cloned();
+    let upstream_secret = annotations
+        .get(ANNOTATION_UPSTREAM_SECRET)
+        .filter(|s| !s.trim().is_empty())
+        .cloned();
+    let sasl = match annotations.get(ANNOTATION_UPSTREAM_SASL).map(|s| s.trim()) {
+        None | Some("") => upstream_secret
+            .as_ref()
+            .map(|_| "SCRAM-SHA-512".to_string()),
+        Some(m @ ("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512")) => Some(m.to_string()),
+        Some(other) => return Err(InjectError::BadSaslMechanism(other.to_string())),
+    };
+    let upstream = Upstream {
+        bootstrap: upstream,
+        secret: upstream_secret.clone(),
+        sasl,
+        tls: annotations.get(ANNOTATION_UPSTREAM_TLS).map(String::as_str) == Some("true"),
+    };
 
     let mut warnings = Vec::new();
     let mut ops: Vec<Value> = Vec::new();
 
     // Status annotation and label: idempotency, and a cheap label-selected pod watch.
     if pod.metadata.annotations.is_none() {
-        ops.push(add("/metadata/annotations", json!({ ANNOTATION_INJECTED: "true" })));
+        ops.push(add(
+            "/metadata/annotations",
+            json!({ ANNOTATION_INJECTED: "true" }),
+        ));
     } else {
-        ops.push(add(&format!("/metadata/annotations/{}", escape(ANNOTATION_INJECTED)), json!("true")));
+        ops.push(add(
+            &format!("/metadata/annotations/{}", escape(ANNOTATION_INJECTED)),
+            json!("true"),
+        ));
     }
     match &pod.metadata.labels {
         None => ops.push(add("/metadata/labels", json!({ LABEL_INJECTED: "true" }))),
-        Some(labels) if !labels.contains_key(LABEL_INJECTED) => {
-            ops.push(add(&format!("/metadata/labels/{}", escape(LABEL_INJECTED)), json!("true")))
-        }
+        Some(labels) if !labels.contains_key(LABEL_INJECTED) => ops.push(add(
+            &format!("/metadata/labels/{}", escape(LABEL_INJECTED)),
+            json!("true"),
+        )),
         Some(_) => {}
     }
 
-    let (volumes, mounts) = sidecar_volumes(upstream_secret.as_deref(), input.masking_secrets, settings);
+    let (volumes, mounts) =
+        sidecar_volumes(upstream_secret.as_deref(), input.masking_secrets, settings);
     let new_volumes: Vec<Value> = volumes.iter().map(to_json).collect::<Result<_, _>>()?;
     if spec.volumes.is_none() {
         ops.push(add("/spec/volumes", Value::Array(new_volumes)));
@@ -190,7 +257,7 @@ pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<O
         }
     }
 
-    let sidecar = sidecar_container(listen_port, &upstream, upstream_secret.as_deref(), mounts, settings);
+    let sidecar = sidecar_container(listen_port, &upstream, mounts, settings);
     let sidecar = to_json(&sidecar)?;
     if spec.init_containers.is_none() {
         ops.push(add("/spec/initContainers", json!([sidecar])));
@@ -214,7 +281,12 @@ pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<O
             Some(_) => ops.push(add(&format!("/spec/containers/{i}/env/-"), bootstrap.clone())),
         }
     }
-    if pod.spec.as_ref().and_then(|s| s.automount_service_account_token) == Some(false) {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.automount_service_account_token)
+        == Some(false)
+    {
         warnings.push(
             "streamgate: the sidecar gets its own projected ServiceAccount token (it watches policies); the app containers still get none"
                 .to_string(),
@@ -226,8 +298,23 @@ pub fn plan(input: &InjectionInput<'_>, settings: &InjectorSettings) -> Result<O
     Ok(Outcome::Inject { patch, warnings })
 }
 
+/// Span of broker node ids the sidecar maps to loopback ports (its default `node_id_max`).
+const BROKER_PORT_SPAN: u32 = 1023;
+
+/// Where and how the sidecar reaches the brokers.
+#[derive(Debug)]
+struct Upstream {
+    bootstrap: String,
+    secret: Option<String>,
+    sasl: Option<String>,
+    tls: bool,
+}
+
 fn skip(reason: SkipReason) -> Outcome {
-    Outcome::Skip { reason, warnings: Vec::new() }
+    Outcome::Skip {
+        reason,
+        warnings: Vec::new(),
+    }
 }
 
 fn add(path: &str, value: Value) -> Value {
@@ -249,7 +336,10 @@ const VOL_SPOOL: &str = "streamgate-spool";
 const VOL_UPSTREAM: &str = "streamgate-upstream-credential";
 
 fn field(path: &str) -> ObjectFieldSelector {
-    ObjectFieldSelector { api_version: None, field_path: path.to_string() }
+    ObjectFieldSelector {
+        api_version: None,
+        field_path: path.to_string(),
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -338,7 +428,11 @@ fn sidecar_volumes(
         volumes.push(secret_volume(VOL_UPSTREAM, secret, false));
         mounts.push(mount(VOL_UPSTREAM, &format!("{SECRET_DIR}/{secret}"), true));
     }
-    for (i, secret) in masking_secrets.iter().filter(|s| Some(s.as_str()) != upstream_secret).enumerate() {
+    for (i, secret) in masking_secrets
+        .iter()
+        .filter(|s| Some(s.as_str()) != upstream_secret)
+        .enumerate()
+    {
         // Optional: a MaskingRule may exist before its key; the sidecar then
         // refuses masked topics instead of the pod failing to start.
         let name = format!("streamgate-mask-key-{i}");
@@ -362,14 +456,21 @@ fn secret_volume(name: &str, secret: &str, optional: bool) -> Volume {
 }
 
 fn env(name: &str, value: String) -> EnvVar {
-    EnvVar { name: name.to_string(), value: Some(value), value_from: None }
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        value_from: None,
+    }
 }
 
 fn env_field(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_string(),
         value: None,
-        value_from: Some(EnvVarSource { field_ref: Some(field(path)), ..Default::default() }),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(field(path)),
+            ..Default::default()
+        }),
     }
 }
 
@@ -389,34 +490,58 @@ fn probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
 
 fn sidecar_container(
     listen_port: u16,
-    upstream: &str,
-    upstream_secret: Option<&str>,
+    upstream: &Upstream,
     mounts: Vec<VolumeMount>,
     settings: &InjectorSettings,
 ) -> Container {
     let mut envs = vec![
         env("STREAMGATE_LISTEN", format!("127.0.0.1:{listen_port}")),
-        env("STREAMGATE_UPSTREAM", upstream.to_string()),
-        env("STREAMGATE_ADMIN_LISTEN", format!("0.0.0.0:{}", settings.admin_port)),
+        env("STREAMGATE_UPSTREAM", upstream.bootstrap.clone()),
+        env(
+            "STREAMGATE_ADMIN",
+            format!("0.0.0.0:{}", settings.admin_port),
+        ),
+        env("STREAMGATE_ALLOW_NON_LOOPBACK", "true".to_string()),
         env_field("STREAMGATE_POD_NAME", "metadata.name"),
         env_field("STREAMGATE_POD_NAMESPACE", "metadata.namespace"),
         env_field("STREAMGATE_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        env("STREAMGATE_POD_LABELS_FILE", format!("{PODINFO_DIR}/labels")),
-        env("STREAMGATE_SPOOL_DIR", SPOOL_DIR.to_string()),
+        env(
+            "STREAMGATE_POD_LABELS_FILE",
+            format!("{PODINFO_DIR}/labels"),
+        ),
+        env("STREAMGATE_AUDIT_DIR", SPOOL_DIR.to_string()),
+        env("STREAMGATE_SECRET_DIR", SECRET_DIR.to_string()),
     ];
-    if let Some(secret) = upstream_secret {
-        envs.push(env("STREAMGATE_UPSTREAM_SECRET", format!("{SECRET_DIR}/{secret}")));
+    if let Some(secret) = &upstream.secret {
+        envs.push(env(
+            "STREAMGATE_UPSTREAM_CREDENTIALS",
+            format!("{SECRET_DIR}/{secret}/{UPSTREAM_CREDENTIALS_KEY}"),
+        ));
+    }
+    if let Some(mechanism) = &upstream.sasl {
+        envs.push(env("STREAMGATE_UPSTREAM_SASL_MECHANISM", mechanism.clone()));
+    }
+    if upstream.tls {
+        envs.push(env("STREAMGATE_UPSTREAM_TLS", "true".to_string()));
     }
     let mut requests = BTreeMap::new();
     requests.insert("cpu".to_string(), Quantity(settings.cpu_request.clone()));
-    requests.insert("memory".to_string(), Quantity(settings.memory_request.clone()));
+    requests.insert(
+        "memory".to_string(),
+        Quantity(settings.memory_request.clone()),
+    );
     let mut limits = BTreeMap::new();
-    limits.insert("memory".to_string(), Quantity(settings.memory_limit.clone()));
+    limits.insert(
+        "memory".to_string(),
+        Quantity(settings.memory_limit.clone()),
+    );
     Container {
         name: SIDECAR_NAME.to_string(),
         image: Some(settings.proxy_image.clone()),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
-        args: Some(vec!["run".to_string(), "--secret-dir".to_string(), SECRET_DIR.to_string()]),
+        // Everything else comes from STREAMGATE_* env, so flags the proxy
+        // adds later never break an injected pod.
+        args: Some(vec!["run".to_string()]),
         env: Some(envs),
         restart_policy: Some("Always".to_string()),
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
@@ -440,8 +565,14 @@ fn sidecar_container(
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
             privileged: Some(false),
-            capabilities: Some(Capabilities { add: None, drop: Some(vec!["ALL".to_string()]) }),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".to_string()]),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                localhost_profile: None,
+            }),
             ..Default::default()
         }),
         volume_mounts: Some(mounts),
@@ -459,25 +590,41 @@ mod tests {
     }
 
     fn run(p: &Pod, ns: &str, labels: &[(&str, &str)]) -> Result<Outcome, InjectError> {
-        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let secrets = BTreeSet::new();
         let settings = InjectorSettings {
             default_upstream: Some("kafka.kafka.svc:9092".into()),
             ..Default::default()
         };
-        plan(&InjectionInput { pod: p, namespace: ns, namespace_labels: &labels, masking_secrets: &secrets }, &settings)
+        plan(
+            &InjectionInput {
+                pod: p,
+                namespace: ns,
+                namespace_labels: &labels,
+                masking_secrets: &secrets,
+            },
+            &settings,
+        )
     }
 
     #[test]
     fn escapes_slash_and_tilde() {
-        assert_eq!(escape("streamgate.dev/injected"), "streamgate.dev~1injected");
+        assert_eq!(
+            escape("streamgate.dev/injected"),
+            "streamgate.dev~1injected"
+        );
         assert_eq!(escape("a~b/c"), "a~0b~1c");
     }
 
     #[test]
     fn bad_listen_port_is_refused_with_the_annotation_named() {
-        let p = pod(json!({"metadata": {"annotations": {"streamgate.dev/inject": "true", "streamgate.dev/listen-port": "99999"}},
-            "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true", "streamgate.dev/listen-port": "99999"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        );
         let err = run(&p, "clinical", &[]).unwrap_err();
         assert_eq!(err, InjectError::BadListenPort("99999".into()));
         assert!(err.to_string().contains("streamgate.dev/listen-port"));
@@ -485,12 +632,19 @@ mod tests {
 
     #[test]
     fn no_upstream_anywhere_is_refused() {
-        let p = pod(json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
-            "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        );
         let labels = BTreeMap::new();
         let secrets = BTreeSet::new();
         let out = plan(
-            &InjectionInput { pod: &p, namespace: "clinical", namespace_labels: &labels, masking_secrets: &secrets },
+            &InjectionInput {
+                pod: &p,
+                namespace: "clinical",
+                namespace_labels: &labels,
+                masking_secrets: &secrets,
+            },
             &InjectorSettings::default(),
         );
         assert_eq!(out.unwrap_err(), InjectError::NoUpstream);
@@ -498,29 +652,43 @@ mod tests {
 
     #[test]
     fn port_clash_names_the_container() {
-        let p = pod(json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
-            "spec": {"containers": [{"name": "kafka-ish", "image": "x", "ports": [{"containerPort": 9092}]}]}}));
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "kafka-ish", "image": "x", "ports": [{"containerPort": 9092}]}]}}),
+        );
         assert_eq!(
             run(&p, "clinical", &[]).unwrap_err(),
-            InjectError::PortClash { container: "kafka-ish".into(), port: 9092 }
+            InjectError::PortClash {
+                container: "kafka-ish".into(),
+                port: 9092
+            }
         );
     }
 
     #[test]
     fn operator_namespace_is_never_injected() {
-        let p = pod(json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
-            "spec": {"containers": [{"name": "app", "image": "x"}]}}));
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        );
         assert!(matches!(
             run(&p, "streamgate-system", &[]).unwrap(),
-            Outcome::Skip { reason: SkipReason::OperatorNamespace, .. }
+            Outcome::Skip {
+                reason: SkipReason::OperatorNamespace,
+                ..
+            }
         ));
     }
 
     #[test]
     fn existing_bootstrap_env_is_kept_with_a_warning() {
-        let p = pod(json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
-            "spec": {"containers": [{"name": "app", "image": "x", "env": [{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": "broker:9092"}]}]}}));
-        let Outcome::Inject { patch, warnings } = run(&p, "clinical", &[]).unwrap() else { panic!("not injected") };
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x", "env": [{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": "broker:9092"}]}]}}),
+        );
+        let Outcome::Inject { patch, warnings } = run(&p, "clinical", &[]).unwrap() else {
+            panic!("not injected")
+        };
         let text = serde_json::to_string(&patch).unwrap();
         assert!(!text.contains("/spec/containers/0/env"), "{text}");
         assert_eq!(warnings.len(), 1);

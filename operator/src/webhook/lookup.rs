@@ -22,31 +22,49 @@ pub struct LookupError {
 /// Cluster reads the webhooks need.
 pub trait ClusterLookup: Send + Sync + 'static {
     /// The labels of a namespace (empty when it has none).
-    fn namespace_labels(&self, ns: &str) -> impl Future<Output = Result<BTreeMap<String, String>, LookupError>> + Send;
+    fn namespace_labels(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, LookupError>> + Send;
     /// Secret names the namespace's MaskingRules use as hash keys.
-    fn masking_secrets(&self, ns: &str) -> impl Future<Output = Result<BTreeSet<String>, LookupError>> + Send;
+    fn masking_secrets(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<BTreeSet<String>, LookupError>> + Send;
     /// A StreamPolicy by name, `None` when absent.
-    fn stream_policy(&self, ns: &str, name: &str)
-    -> impl Future<Output = Result<Option<StreamPolicy>, LookupError>> + Send;
+    fn stream_policy(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StreamPolicy>, LookupError>> + Send;
 }
+
+/// When a namespace's labels were read, and what they were.
+type CachedLabels = (Instant, BTreeMap<String, String>);
 
 /// Reads from the API server; namespace labels are cached briefly because
 /// every pod CREATE needs them and they rarely change.
 pub struct KubeLookup {
     client: Client,
     ttl: Duration,
-    namespaces: Mutex<HashMap<String, (Instant, BTreeMap<String, String>)>>,
+    namespaces: Mutex<HashMap<String, CachedLabels>>,
 }
 
 impl std::fmt::Debug for KubeLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeLookup").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("KubeLookup")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
 impl KubeLookup {
     pub fn new(client: Client) -> Self {
-        Self { client, ttl: Duration::from_secs(30), namespaces: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            ttl: Duration::from_secs(30),
+            namespaces: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -59,10 +77,10 @@ impl ClusterLookup for KubeLookup {
             return Ok(labels.clone());
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let got = api
-            .get(ns)
-            .await
-            .map_err(|source| LookupError { what: format!("namespace {ns}"), source })?;
+        let got = api.get(ns).await.map_err(|source| LookupError {
+            what: format!("namespace {ns}"),
+            source,
+        })?;
         let labels = got.metadata.labels.unwrap_or_default();
         if let Ok(mut cache) = self.namespaces.lock() {
             cache.insert(ns.to_string(), (Instant::now(), labels.clone()));
@@ -75,15 +93,27 @@ impl ClusterLookup for KubeLookup {
         let list = api
             .list(&ListParams::default())
             .await
-            .map_err(|source| LookupError { what: format!("MaskingRules in {ns}"), source })?;
-        Ok(list.items.into_iter().filter_map(|mr| mr.spec.hash_key_secret_ref.map(|r| r.name)).collect())
+            .map_err(|source| LookupError {
+                what: format!("MaskingRules in {ns}"),
+                source,
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|mr| mr.spec.hash_key_secret_ref.map(|r| r.name))
+            .collect())
     }
 
-    async fn stream_policy(&self, ns: &str, name: &str) -> Result<Option<StreamPolicy>, LookupError> {
+    async fn stream_policy(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<StreamPolicy>, LookupError> {
         let api: Api<StreamPolicy> = Api::namespaced(self.client.clone(), ns);
-        api.get_opt(name)
-            .await
-            .map_err(|source| LookupError { what: format!("StreamPolicy {ns}/{name}"), source })
+        api.get_opt(name).await.map_err(|source| LookupError {
+            what: format!("StreamPolicy {ns}/{name}"),
+            source,
+        })
     }
 }
 
@@ -104,11 +134,18 @@ impl ClusterLookup for StaticLookup {
         Ok(self.masking_secrets.get(ns).cloned().unwrap_or_default())
     }
 
-    async fn stream_policy(&self, ns: &str, name: &str) -> Result<Option<StreamPolicy>, LookupError> {
+    async fn stream_policy(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<StreamPolicy>, LookupError> {
         Ok(self
             .policies
             .iter()
-            .find(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name))
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(ns)
+                    && p.metadata.name.as_deref() == Some(name)
+            })
             .cloned())
     }
 }

@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use streamgate_crds::AccessApproval;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,14 +30,14 @@ pub fn router<L: ClusterLookup>(state: Arc<WebhookState<L>>) -> Router {
         .route(
             PATH_INJECT,
             post(|State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<Pod>>| async move {
-                Json(handlers::mutate_pod(&s, r).await)
+                Json(handlers::to_wire(handlers::mutate_pod(&s, r).await))
             }),
         )
         .route(
             PATH_STAMP_APPROVAL,
             post(
                 |State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<AccessApproval>>| async move {
-                    Json::<AdmissionReview<DynamicObject>>(handlers::mutate_approval(&s, r).await)
+                    Json(handlers::to_wire(handlers::mutate_approval(&s, r).await))
                 },
             ),
         )
@@ -46,7 +45,7 @@ pub fn router<L: ClusterLookup>(state: Arc<WebhookState<L>>) -> Router {
             PATH_VALIDATE_APPROVAL,
             post(
                 |State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<AccessApproval>>| async move {
-                    Json::<AdmissionReview<DynamicObject>>(handlers::validate_approval(&s, r).await)
+                    Json(handlers::to_wire(handlers::validate_approval(&s, r).await))
                 },
             ),
         )
@@ -82,12 +81,17 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
                     match handshake.await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "webhook TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
                     }
                 });

@@ -9,8 +9,10 @@ use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_clie
 use super::session::{Session, Target};
 use super::state::Proxy;
 use super::upstream::UpstreamError;
+use crate::policy::conn::{ConnGate, FrameAction, GateError, ResponseFixup};
 use bytes::Bytes;
 use futures::StreamExt;
+use kafka_protocol::messages::ApiKey;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,8 +29,18 @@ const IO_BUFFER: usize = 64 * 1024;
 
 /// A request waiting for its response.
 enum Pending {
-    Upstream { meta: RequestMeta, session: Arc<Session>, started: Instant },
-    Local { meta: RequestMeta, frame: Bytes, started: Instant },
+    /// `fixup`: the policy gate's work on the response (refusals to merge in, topics to hide).
+    Upstream {
+        meta: RequestMeta,
+        session: Arc<Session>,
+        started: Instant,
+        fixup: Option<ResponseFixup>,
+    },
+    Local {
+        meta: RequestMeta,
+        frame: Bytes,
+        started: Instant,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +49,20 @@ enum ConnError {
     Client(FrameError),
     #[error("broker frame: {0}")]
     Broker(FrameError),
-    #[error("the broker closed the connection with {0} request(s) unanswered; closing the client so it reconnects")]
+    #[error(
+        "the broker closed the connection ({0} request(s) unanswered); closing the client so it reconnects"
+    )]
     BrokerClosed(usize),
     #[error("broker answered correlation id {got} where {expected} was due")]
     OutOfOrder { expected: i32, got: i32 },
+    #[error("the broker sent a response to no request")]
+    Unsolicited,
     #[error("write: {0}")]
     Io(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("policy gate: {0}")]
+    Gate(#[from] GateError),
 }
 
 enum Ended {
@@ -56,7 +76,9 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, targe
         Target::Bootstrap => proxy.upstream.connect_bootstrap().await,
         Target::Broker(node_id) => match proxy.broker_addr(node_id) {
             Some(addr) => proxy.upstream.connect(&addr).await,
-            None => Err(UpstreamError::NoBootstrap(format!("broker {node_id} is not known (yet)"))),
+            None => Err(UpstreamError::NoBootstrap(format!(
+                "broker {node_id} is not known (yet)"
+            ))),
         },
     };
     let upstream = match upstream {
@@ -99,7 +121,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut session = Arc::new(session);
-    let mut reader = FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
+    let mut gate = ConnGate::new(Arc::clone(&proxy.gate));
+    let mut reader =
+        FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
     loop {
         let next = tokio::select! {
@@ -110,13 +134,41 @@ where
             }
             next = reader.next() => next,
         };
-        let Some(frame) = next else { return Ok(Ended::ClientClosed) };
+        let Some(frame) = next else {
+            return Ok(Ended::ClientClosed);
+        };
         let frame = frame.map_err(|e| {
             proxy.metrics.api(-1).errors.inc();
             ConnError::Client(e)
         })?;
         let started = Instant::now();
         proxy.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+        if gate.sasl().expects_raw_token() {
+            // SaslHandshake v0: a bare token frame with no Kafka header; the
+            // answer is an empty frame, or the connection closes.
+            let meta = RequestMeta {
+                api_key: ApiKey::SaslAuthenticate,
+                api_version: 0,
+                correlation_id: -1,
+            };
+            match gate.on_request(frame).await? {
+                FrameAction::Answer(reply) => {
+                    if pending
+                        .send(Pending::Local {
+                            meta,
+                            frame: reply,
+                            started,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(Ended::ClientClosed);
+                    }
+                    continue;
+                }
+                other => return Err(ConnError::Refused(format!("{other:?}"))),
+            }
+        }
         let meta = match RequestMeta::peek(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -132,24 +184,79 @@ where
                 Arc::make_mut(&mut session).observe_client_id(client_id);
             }
         }
+        // Identity and policy first: SASL is answered here, refusals are
+        // answered locally, allowed requests continue (perhaps trimmed).
+        let (frame, fixup) = match gate.on_request(frame).await? {
+            FrameAction::Forward { frame, fixup } => (frame, fixup),
+            FrameAction::Answer(reply) => {
+                let principal = gate.sasl().session().map(|s| s.principal.name.clone());
+                if session.principal != principal {
+                    Arc::make_mut(&mut session).principal = principal;
+                }
+                if pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(Ended::ClientClosed);
+                }
+                continue;
+            }
+            FrameAction::AnswerThenClose(reply) => {
+                let _ = pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await;
+                writer.flush().await?;
+                // The response side sends the answer, then the connection ends.
+                return Ok(Ended::Shutdown);
+            }
+            FrameAction::Silent => continue,
+            FrameAction::Close(reason) => return Err(ConnError::Refused(reason)),
+        };
         let action = apis::on_request(&session, &meta, frame).map_err(|e| {
             api.errors.inc();
             ConnError::Client(e)
         })?;
         match action {
-            RequestAction::Forward { frame, expect_response } => {
+            RequestAction::Forward {
+                frame,
+                expect_response,
+            } => {
                 if expect_response {
-                    let entry = Pending::Upstream { meta, session: Arc::clone(&session), started };
+                    let entry = Pending::Upstream {
+                        meta,
+                        session: Arc::clone(&session),
+                        started,
+                        fixup,
+                    };
                     if pending.send(entry).await.is_err() {
                         // The response side ended (broker gone); it reports why.
                         return Ok(Ended::ClientClosed);
                     }
                 }
-                writer.write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?).await?;
+                writer
+                    .write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?)
+                    .await?;
                 writer.write_all(&frame).await?;
             }
             RequestAction::Answer(frame) => {
-                if pending.send(Pending::Local { meta, frame, started }).await.is_err() {
+                if pending
+                    .send(Pending::Local {
+                        meta,
+                        frame,
+                        started,
+                    })
+                    .await
+                    .is_err()
+                {
                     return Ok(Ended::ClientClosed);
                 }
             }
@@ -172,26 +279,61 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
+    let mut reader =
+        FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
-    while let Some(entry) = pending.recv().await {
+    loop {
+        // While nothing is pending, still watch the broker: if it goes away
+        // (restart), close the client now so it reconnects at once.
+        // Biased: a response is only read unsolicited when no request is
+        // pending (the entry is queued before its request is written).
+        let entry = tokio::select! {
+            biased;
+            entry = pending.recv() => entry,
+            unexpected = reader.next() => return Err(match unexpected {
+                None => ConnError::BrokerClosed(0),
+                Some(Err(e)) => ConnError::Broker(e),
+                Some(Ok(_)) => ConnError::Unsolicited,
+            }),
+        };
+        let Some(entry) = entry else { break };
         let (meta, frame, started) = match entry {
-            Pending::Local { meta, frame, started } => (meta, frame, started),
-            Pending::Upstream { meta, session, started } => {
+            Pending::Local {
+                meta,
+                frame,
+                started,
+            } => (meta, frame, started),
+            Pending::Upstream {
+                meta,
+                session,
+                started,
+                fixup,
+            } => {
                 let frame = match reader.next().await {
                     Some(Ok(f)) => f,
                     Some(Err(e)) => return Err(ConnError::Broker(e)),
                     None => return Err(ConnError::BrokerClosed(1 + pending.len())),
                 };
-                let got = frame.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(i32::MIN);
+                let got = frame
+                    .get(..4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(i32::MIN);
                 if got != meta.correlation_id {
-                    return Err(ConnError::OutOfOrder { expected: meta.correlation_id, got });
+                    return Err(ConnError::OutOfOrder {
+                        expected: meta.correlation_id,
+                        got,
+                    });
                 }
+                let frame = match &fixup {
+                    Some(fixup) => fixup.apply(frame)?,
+                    None => frame,
+                };
                 let frame = if apis::rewrites_response(&meta) {
-                    let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame).map_err(|e| {
-                        proxy.metrics.api(meta.api_key as i16).errors.inc();
-                        ConnError::Broker(e)
-                    })?;
+                    let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame)
+                        .map_err(|e| {
+                            proxy.metrics.api(meta.api_key as i16).errors.inc();
+                            ConnError::Broker(e)
+                        })?;
                     // Listeners for every broker named must exist before the client reads this.
                     proxy.learn(&rewritten);
                     rewritten.frame
@@ -201,13 +343,19 @@ where
                 (meta, frame, started)
             }
         };
-        writer.write_all(&length_prefix(frame.len()).map_err(ConnError::Broker)?).await?;
+        writer
+            .write_all(&length_prefix(frame.len()).map_err(ConnError::Broker)?)
+            .await?;
         writer.write_all(&frame).await?;
         if pending.is_empty() {
             writer.flush().await?;
         }
         proxy.metrics.bytes_out.inc_by(frame.len() as u64 + 4);
-        proxy.metrics.api(meta.api_key as i16).latency.observe(started.elapsed().as_secs_f64());
+        proxy
+            .metrics
+            .api(meta.api_key as i16)
+            .latency
+            .observe(started.elapsed().as_secs_f64());
     }
     writer.flush().await?;
     Ok(())
@@ -218,7 +366,9 @@ fn holds_complete_frame(buf: &[u8]) -> bool {
     match buf.get(..4) {
         Some(p) => {
             let len = i32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-            usize::try_from(len).map(|n| buf.len() >= 4 + n).unwrap_or(true)
+            usize::try_from(len)
+                .map(|n| buf.len() >= 4 + n)
+                .unwrap_or(true)
         }
         None => false,
     }

@@ -28,7 +28,9 @@ pub mod state;
 pub mod upstream;
 
 use anyhow::Context;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+};
 use session::Target;
 use state::Proxy;
 use std::net::SocketAddr;
@@ -89,14 +91,91 @@ pub struct RunArgs {
     /// Timeout for connecting to a broker.
     #[arg(long, env = "STREAMGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// Read StreamPolicy/MaskingRule/AccessApproval manifests from this directory (reloaded on change).
+    #[arg(long, env = "STREAMGATE_POLICY_DIR", conflicts_with = "policy_kube")]
+    pub policy_dir: Option<PathBuf>,
+    /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
+    #[arg(long, env = "STREAMGATE_POLICY_KUBE")]
+    pub policy_kube: bool,
+}
+
+/// Keeps the policy source running for the life of `run`.
+#[derive(Default)]
+struct PolicySourceGuard {
+    _dir: Option<crate::policy::source_dir::DirSource>,
+    kube: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PolicySourceGuard {
+    fn drop(&mut self) {
+        if let Some(task) = &self.kube {
+            task.abort();
+        }
+    }
+}
+
+/// Identity and policy: who the pod is, where its policy comes from. With no
+/// source, or before the first good load, every governed request is denied.
+async fn policy_setup(
+    args: &RunArgs,
+) -> anyhow::Result<(Arc<crate::policy::conn::GateShared>, PolicySourceGuard)> {
+    use crate::identity::workload::{ENV_POD_NAMESPACE, Workload};
+    use crate::policy::{policy_channel, source_dir, source_kube};
+    let workload = match Workload::from_env() {
+        Ok(w) => Some(w),
+        Err(error) => {
+            tracing::info!(%error, "no workload identity: connections without SASL are unauthenticated");
+            None
+        }
+    };
+    let namespace = workload.as_ref().map_or_else(
+        || std::env::var(ENV_POD_NAMESPACE).unwrap_or_else(|_| "default".into()),
+        |w| w.namespace.clone(),
+    );
+    let labels = workload
+        .as_ref()
+        .map(|w| w.labels.clone())
+        .unwrap_or_default();
+    let (publisher, handle) = policy_channel(labels);
+    let guard = if let Some(dir) = &args.policy_dir {
+        let (source, ok) = source_dir::spawn(dir.clone(), namespace, publisher)?;
+        if !ok {
+            tracing::error!(dir = %dir.display(), "the policy directory did not load: denying everything until it does");
+        }
+        PolicySourceGuard {
+            _dir: Some(source),
+            kube: None,
+        }
+    } else if args.policy_kube {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for --policy-kube")?;
+        PolicySourceGuard {
+            _dir: None,
+            kube: Some(tokio::spawn(source_kube::run(client, namespace, publisher))),
+        }
+    } else {
+        tracing::warn!(
+            "no policy source (--policy-dir or --policy-kube): every governed request is denied"
+        );
+        PolicySourceGuard::default()
+    };
+    Ok((
+        crate::policy::conn::GateShared::new(handle, workload),
+        guard,
+    ))
 }
 
 /// Run the sidecar until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
-    let proxy = Arc::new(build(&args)?);
-    let bootstrap = state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
-    let admin = tokio::net::TcpListener::bind(args.admin).await.with_context(|| format!("admin on {}", args.admin))?;
+    let (gate, _policy_source) = policy_setup(&args).await?;
+    let proxy = Arc::new(build(&args, gate)?);
+    let bootstrap =
+        state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
+    let admin = tokio::net::TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("admin on {}", args.admin))?;
     tracing::info!(listen = %args.listen, admin = %args.admin, upstream = %args.upstream, "streamgate-proxy running");
 
     tokio::spawn(Arc::clone(&proxy).accept_loop(bootstrap, Target::Bootstrap));
@@ -104,7 +183,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let shutdown = admin_proxy.shutdown.clone();
         let app = admin::router(admin_proxy);
-        if let Err(error) = axum::serve(admin, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        if let Err(error) = axum::serve(admin, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
             tracing::error!(%error, "admin server stopped");
         }
     });
@@ -128,11 +210,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Validate the flags and build the shared state.
-fn build(args: &RunArgs) -> anyhow::Result<Proxy> {
+fn build(args: &RunArgs, gate: Arc<crate::policy::conn::GateShared>) -> anyhow::Result<Proxy> {
     config::check_loopback(args.listen, args.allow_non_loopback)?;
     config::check_loopback(args.admin, args.allow_non_loopback)?;
     config::check_node_range(args.node_id_min, args.node_id_max, args.listen.port())?;
@@ -165,7 +250,7 @@ fn build(args: &RunArgs) -> anyhow::Result<Proxy> {
         connect_timeout: args.connect_timeout,
         max_frame: args.max_frame_bytes,
     };
-    Ok(Proxy::new(plan, upstream))
+    Ok(Proxy::new(plan, upstream, gate))
 }
 
 /// Ask the upstream for ApiVersions and Metadata: readiness, and the broker
@@ -188,7 +273,11 @@ async fn probe_upstream(proxy: Arc<Proxy>) {
                 }
             }
         }
-        let wait = if proxy.ready.load(Ordering::Acquire) { Duration::from_secs(15) } else { Duration::from_millis(500) };
+        let wait = if proxy.ready.load(Ordering::Acquire) {
+            Duration::from_secs(15)
+        } else {
+            Duration::from_millis(500)
+        };
         tokio::select! {
             () = proxy.shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
@@ -199,12 +288,20 @@ async fn probe_upstream(proxy: Arc<Proxy>) {
 async fn probe_once(proxy: &Arc<Proxy>) -> anyhow::Result<usize> {
     let max = proxy.upstream.max_frame;
     let mut stream = proxy.upstream.connect_bootstrap().await?;
-    let _: ApiVersionsResponse =
-        upstream::exchange(&mut stream, ApiKey::ApiVersions, 0, 100, &ApiVersionsRequest::default(), max).await?;
+    let _: ApiVersionsResponse = upstream::exchange(
+        &mut stream,
+        ApiKey::ApiVersions,
+        0,
+        100,
+        &ApiVersionsRequest::default(),
+        max,
+    )
+    .await?;
     // Metadata v1 with a null topic list: all topics (their ids are not in v1;
     // clients' own Metadata v10+ responses teach those).
     let request = MetadataRequest::default().with_topics(None);
-    let mut metadata: MetadataResponse = upstream::exchange(&mut stream, ApiKey::Metadata, 1, 101, &request, max).await?;
+    let mut metadata: MetadataResponse =
+        upstream::exchange(&mut stream, ApiKey::Metadata, 1, 101, &request, max).await?;
     let mut learned = apis::Rewritten::default();
     apis::metadata::rewrite(&proxy.plan, &mut metadata, &mut learned);
     proxy.learn(&learned);
