@@ -5,6 +5,7 @@
 //! version, for decoding), and carries locally made answers in their place.
 
 use super::apis::{self, RequestAction};
+use super::audit_trail::{InFlight, OnRequest};
 use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_client_id};
 use super::session::{Session, Target};
 use super::state::Proxy;
@@ -31,6 +32,8 @@ enum Pending {
         meta: RequestMeta,
         session: Arc<Session>,
         started: Instant,
+        /// audit: the record to finish with the response.
+        audit: Option<Box<InFlight>>,
     },
     Local {
         meta: RequestMeta,
@@ -156,11 +159,35 @@ where
                 frame,
                 expect_response,
             } => {
+                // audit: summarise the request; a refusal is answered here, not forwarded.
+                let audit =
+                    match audit_request(proxy, &session, &meta, &frame, expect_response).await {
+                        Ok(audit) => audit,
+                        Err(reply) => {
+                            if !reply.is_empty()
+                                && pending
+                                    .send(Pending::Local {
+                                        meta,
+                                        frame: reply,
+                                        started,
+                                    })
+                                    .await
+                                    .is_err()
+                            {
+                                return Ok(Ended::ClientClosed);
+                            }
+                            if !holds_complete_frame(reader.read_buffer()) {
+                                writer.flush().await?;
+                            }
+                            continue;
+                        }
+                    };
                 if expect_response {
                     let entry = Pending::Upstream {
                         meta,
                         session: Arc::clone(&session),
                         started,
+                        audit,
                     };
                     if pending.send(entry).await.is_err() {
                         // The response side ended (broker gone); it reports why.
@@ -218,6 +245,7 @@ where
                 meta,
                 session,
                 started,
+                audit,
             } => {
                 let frame = match reader.next().await {
                     Some(Ok(f)) => f,
@@ -246,6 +274,15 @@ where
                 } else {
                     frame
                 };
+                // audit: finish the record; in Closed mode this waits until it is durable.
+                let frame = match (audit, proxy.audit.get()) {
+                    (Some(inflight), Some(trail)) => {
+                        trail
+                            .on_response(*inflight, &meta, frame, &|id| proxy.topic_name_of(id))
+                            .await
+                    }
+                    _ => frame,
+                };
                 (meta, frame, started)
             }
         };
@@ -265,6 +302,28 @@ where
     }
     writer.flush().await?;
     Ok(())
+}
+
+/// audit: `Ok(record to finish with the response)`, or `Err(refusal frame)` (empty: say nothing).
+async fn audit_request(
+    proxy: &Proxy,
+    session: &Session,
+    meta: &RequestMeta,
+    frame: &Bytes,
+    expect_response: bool,
+) -> Result<Option<Box<InFlight>>, Bytes> {
+    let Some(trail) = proxy.audit.get() else {
+        return Ok(None);
+    };
+    let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
+    match trail
+        .on_request(session, meta, frame, expect_response, &names)
+        .await
+    {
+        OnRequest::Done => Ok(None),
+        OnRequest::Await(inflight) => Ok(Some(inflight)),
+        OnRequest::Refuse(reply) => Err(reply),
+    }
 }
 
 /// Whether a read buffer already holds at least one whole frame.
