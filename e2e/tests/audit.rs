@@ -150,6 +150,44 @@ fn by_partition(acked: &[(i32, i64)]) -> BTreeMap<i64, BTreeSet<i64>> {
     m
 }
 
+/// The proxy denies everything without a policy: these tests run as a workload whose
+/// policy allows every topic, with the given audit `failureMode`.
+fn governed(
+    failure_mode: &str,
+    mut args: Vec<String>,
+    mut envs: Vec<(String, String)>,
+) -> ProxyOptions {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let policy = format!(
+        r#"apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {{name: audit-e2e, namespace: e2e}}
+spec:
+  identity: {{workloadIdentity: true}}
+  audit: {{payload: Digest, failureMode: {failure_mode}}}
+  rules:
+    - name: everything
+      subjects: [{{kind: ServiceAccount, name: audit-e2e}}]
+      topics: ["**"]
+      operations: [Write, Read, Describe, Create, Admin]
+"#
+    );
+    std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+    args.extend(["--policy-dir".to_string(), dir.display().to_string()]);
+    envs.extend([
+        (
+            "STREAMGATE_SERVICE_ACCOUNT".to_string(),
+            "audit-e2e".to_string(),
+        ),
+        ("STREAMGATE_POD_NAMESPACE".to_string(), "e2e".to_string()),
+    ]);
+    ProxyOptions {
+        args,
+        envs,
+        ..ProxyOptions::default()
+    }
+}
+
 fn spool_dir(proxy: &Proxy) -> PathBuf {
     proxy.dir.path().join("audit")
 }
@@ -159,7 +197,7 @@ fn the_spool_accounts_for_exactly_what_was_written_and_read() {
     let broker = Broker::start(Storage::Memory);
     let topic = "audit-claims";
     broker.create_topic(topic, PARTITIONS);
-    let mut proxy = Proxy::start(&broker, ProxyOptions::default());
+    let mut proxy = Proxy::start(&broker, governed("Closed", vec![], vec![]));
     let (input, n) = input_file(proxy.dir.path(), 1);
 
     let (acked, out) = produce(&proxy.addr(), topic, &input);
@@ -271,7 +309,7 @@ fn a_sigkilled_sidecar_restarts_on_its_spool_and_the_chain_continues() {
     let broker = Broker::start(Storage::Memory);
     let topic = "audit-kill";
     broker.create_topic(topic, PARTITIONS);
-    let mut proxy = Proxy::start(&broker, ProxyOptions::default());
+    let mut proxy = Proxy::start(&broker, governed("Closed", vec![], vec![]));
     let (input, _) = input_file(proxy.dir.path(), 20);
     // A load in flight when the sidecar dies.
     let mut load = Command::new(&peers().python)
@@ -377,15 +415,11 @@ fn closed_refuses_phi_traffic_when_the_spool_is_unwritable_and_open_keeps_it_flo
 
     let closed = Proxy::start(
         &broker,
-        ProxyOptions {
-            args: vec![
-                "--audit-dir".into(),
-                spool.to_str().unwrap().into(),
-                "--audit-failure-mode".into(),
-                "Closed".into(),
-            ],
-            ..ProxyOptions::default()
-        },
+        governed(
+            "Closed",
+            vec!["--audit-dir".into(), spool.to_str().unwrap().into()],
+            vec![],
+        ),
     );
     let (got, out) = consume(&closed.addr(), topic, n, 15);
     assert!(
@@ -416,15 +450,11 @@ fn closed_refuses_phi_traffic_when_the_spool_is_unwritable_and_open_keeps_it_flo
 
     let open = Proxy::start(
         &broker,
-        ProxyOptions {
-            args: vec![
-                "--audit-dir".into(),
-                spool.to_str().unwrap().into(),
-                "--audit-failure-mode".into(),
-                "Open".into(),
-            ],
-            ..ProxyOptions::default()
-        },
+        governed(
+            "Open",
+            vec!["--audit-dir".into(), spool.to_str().unwrap().into()],
+            vec![],
+        ),
     );
     let (got, _) = consume(&open.addr(), topic, n, 60);
     assert_eq!(got.len(), n, "Open: traffic flows");
@@ -449,16 +479,17 @@ fn the_records_reach_a_real_otlp_collector() {
     broker.create_topic(topic, PARTITIONS);
     let proxy = Proxy::start(
         &broker,
-        ProxyOptions {
-            envs: vec![
+        governed(
+            "Closed",
+            vec![],
+            vec![
                 (
                     "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
                     collector.grpc_endpoint(),
                 ),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
             ],
-            ..ProxyOptions::default()
-        },
+        ),
     );
     let (input, n) = input_file(proxy.dir.path(), 1);
     let (acked, out) = produce(&proxy.addr(), topic, &input);

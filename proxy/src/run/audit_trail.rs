@@ -26,6 +26,12 @@ use std::sync::Arc;
 use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
 
+use crate::audit::Decision as AuditDecision;
+use crate::policy::decide::{CompiledPolicy, Decision as PolicyDecision};
+use crate::policy::enforce::TopicDecision;
+use crate::policy::handle::PolicyHandle;
+use streamgate_crds::matching::Principal;
+
 /// Audit flags of `streamgate-proxy run`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AuditFlags {
@@ -77,6 +83,15 @@ pub const REFUSAL: &str =
 pub struct AuditTrail {
     audit: Arc<Audit>,
     defaults: Settings,
+    /// The policy in force: its `audit` spec overrides the defaults.
+    policy: Option<PolicyHandle>,
+}
+
+/// Who asked and what the policy decided, as the gate reported it for one request.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub principal: Option<Principal>,
+    pub decisions: Vec<TopicDecision>,
 }
 
 /// A request whose record is finished when its response arrives.
@@ -136,8 +151,21 @@ pub enum OnRequest {
     Refuse(Bytes),
 }
 
-/// Who made the request. The one place to switch to the identity layer's principal.
-pub fn subject_of(session: &Session) -> crate::audit::Subject {
+/// Who made the request: the identity layer's principal, else the SASL name on the
+/// session, else an unauthenticated caller named by its address.
+pub fn subject_of(session: &Session, principal: Option<&Principal>) -> crate::audit::Subject {
+    use streamgate_crds::SubjectKind;
+    if let Some(p) = principal {
+        return match p.kind {
+            SubjectKind::ServiceAccount => {
+                crate::audit::Subject::service_account(match &p.namespace {
+                    Some(ns) => format!("system:serviceaccount:{ns}:{}", p.name),
+                    None => p.name.clone(),
+                })
+            }
+            _ => crate::audit::Subject::user(p.name.clone(), p.groups.clone(), None),
+        };
+    }
     match &session.principal {
         Some(name) => crate::audit::Subject::user(name.clone(), Vec::new(), None),
         None => crate::audit::Subject {
@@ -197,7 +225,32 @@ impl AuditTrail {
                 failure_mode: flags.failure_mode,
                 payload: flags.payload,
             },
+            policy: None,
         }
+    }
+
+    /// Take the audit settings from the policy in force (when one governs this pod).
+    pub fn with_policy(mut self, policy: PolicyHandle) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// A request the gate refused (answered locally): a `Deny`/`PendingApproval` record.
+    /// Requests with no decision (the SASL exchange) are not governed requests.
+    pub async fn on_refusal(&self, session: &Session, meta: &RequestMeta, verdict: Verdict) {
+        if verdict.decisions.is_empty() || !is_governed(meta.api_key) {
+            return;
+        }
+        let record = self.base(session, meta, &verdict);
+        self.audit.record(record).await;
+    }
+
+    /// Authentication failed and the connection closes.
+    pub async fn on_auth_failure(&self, session: &Session, reason: &str) {
+        let record = AuditRecord::event(crate::audit::RecordKind::AuthFailure, reason)
+            .subject(subject_of(session, None))
+            .client(session.client_id.clone(), session.peer);
+        self.audit.record(record).await;
     }
 
     pub fn audit(&self) -> &Arc<Audit> {
@@ -207,18 +260,32 @@ impl AuditTrail {
     /// The settings for a request. Until the policy layer hands over the policy's `audit`
     /// spec, the command-line defaults; this is the one lookup to switch.
     pub fn settings_for(&self, _session: &Session) -> Settings {
-        self.defaults
+        match &self.policy {
+            Some(handle) => {
+                let policy = handle.current();
+                if policy.has_policy() {
+                    let a = policy.audit();
+                    return Settings {
+                        failure_mode: a.failure_mode,
+                        payload: a.payload,
+                    };
+                }
+                self.defaults
+            }
+            None => self.defaults,
+        }
     }
 
-    fn base(&self, session: &Session, meta: &RequestMeta) -> AuditRecord {
-        AuditRecord::request(
+    fn base(&self, session: &Session, meta: &RequestMeta, verdict: &Verdict) -> AuditRecord {
+        let record = AuditRecord::request(
             format!("{:?}", meta.api_key),
             meta.api_version,
             operation_of(meta.api_key),
         )
-        .subject(subject_of(session))
-        .client(session.client_id.clone(), session.peer)
-        .decision(crate::audit::Decision::Allow, "forwarded")
+        .subject(subject_of(session, verdict.principal.as_ref()))
+        .client(session.client_id.clone(), session.peer);
+        let policy = self.policy.as_ref().map(PolicyHandle::current);
+        decide(record, &verdict.decisions, policy.as_deref())
     }
 
     /// A request on its way upstream (`expect_response`: false for acks=0 Produce).
@@ -229,12 +296,13 @@ impl AuditTrail {
         frame: &Bytes,
         expect_response: bool,
         names: TopicNames<'_>,
+        verdict: Verdict,
     ) -> OnRequest {
         if !is_governed(meta.api_key) {
             return OnRequest::Done;
         }
         let settings = self.settings_for(session);
-        let record = self.base(session, meta);
+        let record = self.base(session, meta, &verdict);
         match meta.api_key {
             ApiKey::Produce => {
                 self.on_produce(meta, frame, expect_response, names, record, settings)
@@ -429,6 +497,72 @@ impl AuditTrail {
                 false
             }
         }
+    }
+}
+
+/// The record's decision from the gate's per-topic decisions: the most restrictive one
+/// wins (a request is refused if any topic is); the rule or approval that decided is the
+/// reason; the deciding policy is named with its generation.
+fn decide(
+    record: AuditRecord,
+    decisions: &[TopicDecision],
+    policy: Option<&CompiledPolicy>,
+) -> AuditRecord {
+    let deciding = decisions
+        .iter()
+        .find(|d| matches!(d.decision, PolicyDecision::Deny { .. }))
+        .or_else(|| {
+            decisions
+                .iter()
+                .find(|d| matches!(d.decision, PolicyDecision::NeedsApproval { .. }))
+        })
+        .or_else(|| decisions.first());
+    let Some(d) = deciding else {
+        return record.decision(AuditDecision::Allow, "forwarded");
+    };
+    let generation = |name: &str| {
+        policy
+            .and_then(|p| p.policies().find(|(n, _)| *n == name).and_then(|(_, g)| g))
+            .unwrap_or(0)
+    };
+    let (decision, reason, name) = match &d.decision {
+        PolicyDecision::Allow {
+            policy,
+            rule,
+            grant,
+        } => (
+            AuditDecision::Allow,
+            match grant {
+                Some(g) => format!("rule {rule} via AccessApproval {g}"),
+                None => format!("rule {rule}"),
+            },
+            Some(policy.clone()),
+        ),
+        PolicyDecision::Deny {
+            reason,
+            policy,
+            rule,
+        } => (
+            AuditDecision::Deny,
+            match rule {
+                Some(r) => format!("{} (rule {r}) on topic {}", reason.as_str(), d.topic),
+                None => format!("{} on topic {}", reason.as_str(), d.topic),
+            },
+            policy.clone(),
+        ),
+        PolicyDecision::NeedsApproval { policy, rule } => (
+            AuditDecision::PendingApproval,
+            format!("rule {rule} needs an AccessApproval for topic {}", d.topic),
+            Some(policy.clone()),
+        ),
+    };
+    let record = record.decision(decision, reason);
+    match name {
+        Some(n) => {
+            let g = generation(&n);
+            record.policy(n, g)
+        }
+        None => record,
     }
 }
 

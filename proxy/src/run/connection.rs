@@ -5,13 +5,15 @@
 //! version, for decoding), and carries locally made answers in their place.
 
 use super::apis::{self, RequestAction};
-use super::audit_trail::{InFlight, OnRequest};
+use super::audit_trail::{InFlight, OnRequest, Verdict};
 use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_client_id};
 use super::session::{Session, Target};
 use super::state::Proxy;
 use super::upstream::UpstreamError;
+use crate::policy::conn::{ConnGate, FrameAction, GateError, ResponseFixup};
 use bytes::Bytes;
 use futures::StreamExt;
+use kafka_protocol::messages::ApiKey;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,10 +30,12 @@ const IO_BUFFER: usize = 64 * 1024;
 
 /// A request waiting for its response.
 enum Pending {
+    /// `fixup`: the policy gate's work on the response (refusals to merge in, topics to hide).
     Upstream {
         meta: RequestMeta,
         session: Arc<Session>,
         started: Instant,
+        fixup: Option<ResponseFixup>,
         /// audit: the record to finish with the response.
         audit: Option<Box<InFlight>>,
     },
@@ -49,13 +53,19 @@ enum ConnError {
     #[error("broker frame: {0}")]
     Broker(FrameError),
     #[error(
-        "the broker closed the connection with {0} request(s) unanswered; closing the client so it reconnects"
+        "the broker closed the connection ({0} request(s) unanswered); closing the client so it reconnects"
     )]
     BrokerClosed(usize),
     #[error("broker answered correlation id {got} where {expected} was due")]
     OutOfOrder { expected: i32, got: i32 },
+    #[error("the broker sent a response to no request")]
+    Unsolicited,
     #[error("write: {0}")]
     Io(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("policy gate: {0}")]
+    Gate(#[from] GateError),
 }
 
 enum Ended {
@@ -114,6 +124,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut session = Arc::new(session);
+    let mut gate = ConnGate::new(Arc::clone(&proxy.gate));
     let mut reader =
         FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
@@ -135,6 +146,32 @@ where
         })?;
         let started = Instant::now();
         proxy.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+        if gate.sasl().expects_raw_token() {
+            // SaslHandshake v0: a bare token frame with no Kafka header; the
+            // answer is an empty frame, or the connection closes.
+            let meta = RequestMeta {
+                api_key: ApiKey::SaslAuthenticate,
+                api_version: 0,
+                correlation_id: -1,
+            };
+            match gate.on_request(frame).await? {
+                FrameAction::Answer(reply) => {
+                    if pending
+                        .send(Pending::Local {
+                            meta,
+                            frame: reply,
+                            started,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(Ended::ClientClosed);
+                    }
+                    continue;
+                }
+                other => return Err(ConnError::Refused(format!("{other:?}"))),
+            }
+        }
         let meta = match RequestMeta::peek(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -150,6 +187,55 @@ where
                 Arc::make_mut(&mut session).observe_client_id(client_id);
             }
         }
+        // Identity and policy first: SASL is answered here, refusals are
+        // answered locally, allowed requests continue (perhaps trimmed).
+        let (frame, fixup) = match gate.on_request(frame).await? {
+            FrameAction::Forward { frame, fixup } => (frame, fixup),
+            FrameAction::Answer(reply) => {
+                let principal = gate.sasl().session().map(|s| s.principal.name.clone());
+                if session.principal != principal {
+                    Arc::make_mut(&mut session).principal = principal;
+                }
+                // audit: a refusal by policy is a record too.
+                if let Some(trail) = proxy.audit.get() {
+                    trail
+                        .on_refusal(&session, &meta, verdict(proxy, &mut gate))
+                        .await;
+                }
+                if pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(Ended::ClientClosed);
+                }
+                continue;
+            }
+            FrameAction::AnswerThenClose(reply) => {
+                // audit: failed authentication.
+                if let Some(trail) = proxy.audit.get() {
+                    trail
+                        .on_auth_failure(&session, "SASL authentication failed; connection closed")
+                        .await;
+                }
+                let _ = pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await;
+                writer.flush().await?;
+                // The response side sends the answer, then the connection ends.
+                return Ok(Ended::Shutdown);
+            }
+            FrameAction::Silent => continue,
+            FrameAction::Close(reason) => return Err(ConnError::Refused(reason)),
+        };
         let action = apis::on_request(&session, &meta, frame).map_err(|e| {
             api.errors.inc();
             ConnError::Client(e)
@@ -160,8 +246,11 @@ where
                 expect_response,
             } => {
                 // audit: summarise the request; a refusal is answered here, not forwarded.
+                let verdict = verdict(proxy, &mut gate);
                 let audit =
-                    match audit_request(proxy, &session, &meta, &frame, expect_response).await {
+                    match audit_request(proxy, &session, &meta, &frame, expect_response, verdict)
+                        .await
+                    {
                         Ok(audit) => audit,
                         Err(reply) => {
                             if !reply.is_empty()
@@ -187,6 +276,7 @@ where
                         meta,
                         session: Arc::clone(&session),
                         started,
+                        fixup,
                         audit,
                     };
                     if pending.send(entry).await.is_err() {
@@ -234,7 +324,18 @@ where
     let mut reader =
         FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
-    while let Some(entry) = pending.recv().await {
+    loop {
+        // While nothing is pending, still watch the broker: if it goes away
+        // (restart), close the client now so it reconnects at once.
+        let entry = tokio::select! {
+            entry = pending.recv() => entry,
+            unexpected = reader.next() => return Err(match unexpected {
+                None => ConnError::BrokerClosed(0),
+                Some(Err(e)) => ConnError::Broker(e),
+                Some(Ok(_)) => ConnError::Unsolicited,
+            }),
+        };
+        let Some(entry) = entry else { break };
         let (meta, frame, started) = match entry {
             Pending::Local {
                 meta,
@@ -245,6 +346,7 @@ where
                 meta,
                 session,
                 started,
+                fixup,
                 audit,
             } => {
                 let frame = match reader.next().await {
@@ -262,6 +364,10 @@ where
                         got,
                     });
                 }
+                let frame = match &fixup {
+                    Some(fixup) => fixup.apply(frame)?,
+                    None => frame,
+                };
                 let frame = if apis::rewrites_response(&meta) {
                     let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame)
                         .map_err(|e| {
@@ -311,18 +417,32 @@ async fn audit_request(
     meta: &RequestMeta,
     frame: &Bytes,
     expect_response: bool,
+    verdict: Verdict,
 ) -> Result<Option<Box<InFlight>>, Bytes> {
     let Some(trail) = proxy.audit.get() else {
         return Ok(None);
     };
     let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
     match trail
-        .on_request(session, meta, frame, expect_response, &names)
+        .on_request(session, meta, frame, expect_response, &names, verdict)
         .await
     {
         OnRequest::Done => Ok(None),
         OnRequest::Await(inflight) => Ok(Some(inflight)),
         OnRequest::Refuse(reply) => Err(reply),
+    }
+}
+
+/// audit: who the gate saw and what it decided for the request just handled
+/// (empty when no audit trail runs, so the gate's work is not cloned for nothing).
+fn verdict(proxy: &Proxy, gate: &mut ConnGate) -> Verdict {
+    let decisions = gate.take_decisions();
+    if proxy.audit.get().is_none() {
+        return Verdict::default();
+    }
+    Verdict {
+        principal: gate.principal(&proxy.gate.policy.current()),
+        decisions,
     }
 }
 
