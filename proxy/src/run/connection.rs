@@ -327,7 +327,10 @@ where
     loop {
         // While nothing is pending, still watch the broker: if it goes away
         // (restart), close the client now so it reconnects at once.
+        // biased: a request already queued must win over its own response that
+        // arrived meanwhile (an unbiased select would call it unsolicited).
         let entry = tokio::select! {
+            biased;
             entry = pending.recv() => entry,
             unexpected = reader.next() => return Err(match unexpected {
                 None => ConnError::BrokerClosed(0),
