@@ -478,10 +478,9 @@ impl AuditTrail {
                 );
                 reencode(meta, &response).unwrap_or_else(|| {
                     // Never release the records unaudited.
-                    let _ = response
-                        .responses
-                        .iter_mut()
-                        .for_each(|t| t.partitions.clear());
+                    for t in &mut response.responses {
+                        t.partitions.clear();
+                    }
                     reencode(meta, &response).unwrap_or_default()
                 })
             }
@@ -642,7 +641,7 @@ mod tests {
         let m = meta(ApiKey::Fetch, 12);
         let s = session();
         let OnRequest::Await(inflight) = trail
-            .on_request(&s, &m, &Bytes::new(), true, &|_| None)
+            .on_request(&s, &m, &Bytes::new(), true, &|_| None, Verdict::default())
             .await
         else {
             panic!("fetch awaits its response")
@@ -682,7 +681,14 @@ mod tests {
         let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
         let m = meta(ApiKey::Fetch, 12);
         let OnRequest::Await(inflight) = trail
-            .on_request(&session(), &m, &Bytes::new(), true, &|_| None)
+            .on_request(
+                &session(),
+                &m,
+                &Bytes::new(),
+                true,
+                &|_| None,
+                Verdict::default(),
+            )
             .await
         else {
             panic!()
@@ -712,7 +718,14 @@ mod tests {
                     ]),
             ]);
         let OnRequest::Refuse(frame) = trail
-            .on_request(&session(), &pm, &request_frame(&pm, &req), true, &|_| None)
+            .on_request(
+                &session(),
+                &pm,
+                &request_frame(&pm, &req),
+                true,
+                &|_| None,
+                Verdict::default(),
+            )
             .await
         else {
             panic!("refused")
@@ -729,9 +742,17 @@ mod tests {
                 failure_mode: FailureMode::Open,
                 payload: PayloadMode::Digest,
             },
+            policy: None,
         };
         let OnRequest::Await(inflight) = open
-            .on_request(&session(), &m, &Bytes::new(), true, &|_| None)
+            .on_request(
+                &session(),
+                &m,
+                &Bytes::new(),
+                true,
+                &|_| None,
+                Verdict::default(),
+            )
             .await
         else {
             panic!()
