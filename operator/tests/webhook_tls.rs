@@ -74,6 +74,10 @@ async fn the_api_server_view_verifies_the_generated_chain_and_gets_an_admission_
     assert_eq!(resp["response"]["uid"], "tls-1");
     assert_eq!(resp["response"]["allowed"], true);
     assert_eq!(resp["response"]["patchType"], "JSONPatch");
+    assert!(
+        resp["response"]["patch"].is_string(),
+        "the patch travels as base64, as Go expects []byte"
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use streamgate_crds::{Detector, FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec};
 use streamgate_proxy::masking::{HashKey, MaskCounts, MaskPlan, RulePlan, mask_record_set};
 
@@ -34,7 +36,11 @@ fn record(i: usize) -> String {
     );
     let mut k = 0;
     while r.len() < 1000 {
-        r.push_str(&format!(r#"{{"test":"HBA1C-{k}","value":{}.{},"unit":"%","flag":"N"}},"#, 5 + (i + k) % 4, (i * 7 + k) % 10));
+        r.push_str(&format!(
+            r#"{{"test":"HBA1C-{k}","value":{}.{},"unit":"%","flag":"N"}},"#,
+            5 + (i + k) % 4,
+            (i * 7 + k) % 10
+        ));
         k += 1;
     }
     r.pop();
@@ -47,9 +53,21 @@ fn spec(detectors: Vec<Detector>) -> MaskingRuleSpec {
         topics: vec!["patient-*".into()],
         format: MaskFormat::Json,
         fields: vec![
-            FieldMask { path: "$.patient.ssn".into(), strategy: MaskStrategy::Partial, keep_last: Some(4) },
-            FieldMask { path: "$.patient.name".into(), strategy: MaskStrategy::Hash, keep_last: None },
-            FieldMask { path: "$..dateOfBirth".into(), strategy: MaskStrategy::Redact, keep_last: None },
+            FieldMask {
+                path: "$.patient.ssn".into(),
+                strategy: MaskStrategy::Partial,
+                keep_last: Some(4),
+            },
+            FieldMask {
+                path: "$.patient.name".into(),
+                strategy: MaskStrategy::Hash,
+                keep_last: None,
+            },
+            FieldMask {
+                path: "$..dateOfBirth".into(),
+                strategy: MaskStrategy::Redact,
+                keep_last: None,
+            },
         ],
         detectors,
         mrn_pattern: None,
@@ -60,7 +78,14 @@ fn spec(detectors: Vec<Detector>) -> MaskingRuleSpec {
 }
 
 fn plan(detectors: Vec<Detector>) -> MaskPlan {
-    MaskPlan::single(RulePlan::compile("bench", &spec(detectors), HashKey::new(b"bench-key".to_vec())).unwrap())
+    MaskPlan::single(
+        RulePlan::compile(
+            "bench",
+            &spec(detectors),
+            HashKey::new(b"bench-key".to_vec()),
+        )
+        .unwrap(),
+    )
 }
 
 fn batch(compression: Compression, values: &[String]) -> Bytes {
@@ -84,7 +109,15 @@ fn batch(compression: Compression, values: &[String]) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
     buf.freeze()
 }
 
@@ -96,7 +129,15 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(total as u64));
     for (name, detectors) in [
         ("json_3_fields", vec![]),
-        ("json_3_fields_4_detectors", vec![Detector::SSN, Detector::Email, Detector::Phone, Detector::CreditCard]),
+        (
+            "json_3_fields_4_detectors",
+            vec![
+                Detector::SSN,
+                Detector::Email,
+                Detector::Phone,
+                Detector::CreditCard,
+            ],
+        ),
     ] {
         let p = plan(detectors);
         g.bench_function(name, |b| {
@@ -113,7 +154,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("serde_json_value_round_trip", |b| {
         b.iter(|| {
             for v in &values {
-                let mut doc: serde_json::Value = serde_json::from_slice(black_box(v.as_bytes())).unwrap();
+                let mut doc: serde_json::Value =
+                    serde_json::from_slice(black_box(v.as_bytes())).unwrap();
                 doc["patient"]["ssn"] = "***-**-0000".into();
                 black_box(serde_json::to_vec(&doc).unwrap());
             }
@@ -121,7 +163,12 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    let p = plan(vec![Detector::SSN, Detector::Email, Detector::Phone, Detector::CreditCard]);
+    let p = plan(vec![
+        Detector::SSN,
+        Detector::Email,
+        Detector::Phone,
+        Detector::CreditCard,
+    ]);
     let mut g = c.benchmark_group("batch");
     g.throughput(Throughput::Bytes(total as u64));
     for (name, compression) in [
@@ -132,7 +179,9 @@ fn bench(c: &mut Criterion) {
         ("zstd", Compression::Zstd),
     ] {
         let records = batch(compression, &values);
-        g.bench_function(name, |b| b.iter(|| mask_record_set(&p, black_box(&records)).unwrap()));
+        g.bench_function(name, |b| {
+            b.iter(|| mask_record_set(&p, black_box(&records)).unwrap())
+        });
     }
     g.finish();
 }

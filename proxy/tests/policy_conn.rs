@@ -170,18 +170,43 @@ async fn without_workload_identity_the_caller_is_refused_even_by_wildcard_rules(
         response(ApiKey::Metadata, 9, &fixup.apply(out.freeze()).unwrap());
     assert_eq!(cid, 2);
     assert!(r.topics.is_empty());
-    // ApiVersions always passes.
-    assert!(matches!(
-        conn.on_request(frame(
+    // ApiVersions always passes, and the answer offers the SASL APIs the
+    // sidecar terminates even when the broker has none.
+    let FrameAction::Forward {
+        fixup: Some(fixup), ..
+    } = conn
+        .on_request(frame(
             ApiKey::ApiVersions,
             3,
             3,
-            &ApiVersionsRequest::default()
+            &ApiVersionsRequest::default(),
         ))
         .await
-        .unwrap(),
-        FrameAction::Forward { fixup: None, .. }
-    ));
+        .unwrap()
+    else {
+        panic!("ApiVersions forwarded")
+    };
+    let mut out = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(3)
+        .encode(&mut out, ApiKey::ApiVersions.response_header_version(3))
+        .unwrap();
+    ApiVersionsResponse::default()
+        .with_api_keys(vec![
+            api_versions_response::ApiVersion::default()
+                .with_api_key(ApiKey::Produce as i16)
+                .with_max_version(9),
+        ])
+        .encode(&mut out, 3)
+        .unwrap();
+    let (_, r): (i32, ApiVersionsResponse) =
+        response(ApiKey::ApiVersions, 3, &fixup.apply(out.freeze()).unwrap());
+    let keys: Vec<(i16, i16)> = r
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.max_version))
+        .collect();
+    assert_eq!(keys, vec![(0, 9), (17, 1), (36, 2)]);
 }
 
 #[tokio::test]

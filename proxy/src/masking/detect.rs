@@ -189,7 +189,7 @@ pub fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// An NPI: 10 digits, Luhn over the `80840` prefix plus the number.

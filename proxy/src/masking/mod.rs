@@ -43,7 +43,10 @@
 //!
 //! Dependencies used here and why: `hmac`/`sha2` (keyed pseudonyms), `regex`
 //! (detectors), `crc32c` (batch checksums), `kafka-protocol`'s compression
-//! module (codecs), `serde_json` (decoding escaped JSON strings).
+//! module (gzip/snappy writing, snappy reading), `flate2`/`lz4`/`zstd`/`snap`
+//! (added for masking: size-capped decompression, fast lz4/zstd writing;
+//! all already in the tree through kafka-protocol), `serde_json` (decoding
+//! escaped JSON strings).
 //!
 //! Several rules covering the same topic all apply, in rule-name order.
 //! A rule that fails to compile (bad path, missing key, bad `mrnPattern`)
@@ -146,9 +149,16 @@ impl MaskingSet {
     /// [`MaskingSet::compile_from_secret_dir`] from the MaskingRules the
     /// policy sources loaded (`CompiledPolicy::masking_rules()`), keeping
     /// those of `namespace`.
-    pub fn from_docs(namespace: &str, docs: &[MaskingDoc], secret_dir: &Path) -> (Self, Vec<CompileError>) {
-        let rules: Vec<(String, MaskingRuleSpec)> =
-            docs.iter().filter(|d| d.namespace == namespace).map(|d| (d.name.clone(), d.spec.clone())).collect();
+    pub fn from_docs(
+        namespace: &str,
+        docs: &[MaskingDoc],
+        secret_dir: &Path,
+    ) -> (Self, Vec<CompileError>) {
+        let rules: Vec<(String, MaskingRuleSpec)> = docs
+            .iter()
+            .filter(|d| d.namespace == namespace)
+            .map(|d| (d.name.clone(), d.spec.clone()))
+            .collect();
         Self::compile_from_secret_dir(namespace, &rules, secret_dir)
     }
 

@@ -14,9 +14,9 @@ use kafka_protocol::messages::{FetchResponse, ProduceRequest};
 use streamgate_crds::ApplyTo;
 use streamgate_crds::matching::Principal;
 
+use super::MaskingSet;
 use super::batch::{MaskError, mask_produce_records, mask_record_set};
 use super::plan::MaskCounts;
-use super::MaskingSet;
 
 /// Kafka error codes used for partitions that cannot be masked.
 pub const CORRUPT_MESSAGE: i16 = 2;
@@ -125,7 +125,11 @@ pub fn mask_fetch_response(
                 }
             }
         }
-        out.topics.push(TopicMasking { topic: name, rules: plan.rule_names().map(str::to_string).collect(), counts });
+        out.topics.push(TopicMasking {
+            topic: name,
+            rules: plan.rule_names().map(str::to_string).collect(),
+            counts,
+        });
     }
     out
 }
@@ -145,12 +149,13 @@ pub fn mask_produce_request(
     }
     for topic in &mut request.topic_data {
         let Some(name) = topic_name(topic) else {
-            out.failures.extend(topic.partition_data.iter().map(|p| PartitionFailure {
-                topic: None,
-                partition: p.index,
-                error_code: UNKNOWN_TOPIC_ID,
-                error: None,
-            }));
+            out.failures
+                .extend(topic.partition_data.iter().map(|p| PartitionFailure {
+                    topic: None,
+                    partition: p.index,
+                    error_code: UNKNOWN_TOPIC_ID,
+                    error: None,
+                }));
             continue;
         };
         let Some(plan) = set.plan_for(&name, principal, ApplyTo::Produce) else {
@@ -177,9 +182,17 @@ pub fn mask_produce_request(
                 }),
             }
         }
-        out.topics.push(TopicMasking { topic: name, rules: plan.rule_names().map(str::to_string).collect(), counts });
+        out.topics.push(TopicMasking {
+            topic: name,
+            rules: plan.rule_names().map(str::to_string).collect(),
+            counts,
+        });
     }
-    if out.failures.is_empty() { Ok(out) } else { Err(out.failures) }
+    if out.failures.is_empty() {
+        Ok(out)
+    } else {
+        Err(out.failures)
+    }
 }
 
 #[cfg(test)]
@@ -191,8 +204,13 @@ mod tests {
     use kafka_protocol::messages::fetch_response::PartitionData;
     use kafka_protocol::messages::produce_request::PartitionProduceData;
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    use streamgate_crds::{FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec, SecretKeyRef, Subject, SubjectKind};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+    use streamgate_crds::{
+        FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec, SecretKeyRef, Subject, SubjectKind,
+    };
 
     const PHI: &str = r#"{"ssn":"838-39-8865","ok":1}"#;
 
@@ -200,14 +218,24 @@ mod tests {
         let spec = MaskingRuleSpec {
             topics: vec!["patient-*".into()],
             format: MaskFormat::Json,
-            fields: vec![FieldMask { path: "$.ssn".into(), strategy: MaskStrategy::Redact, keep_last: None }],
+            fields: vec![FieldMask {
+                path: "$.ssn".into(),
+                strategy: MaskStrategy::Redact,
+                keep_last: None,
+            }],
             detectors: vec![],
             mrn_pattern: None,
             hash_key_secret_ref: None,
-            exempt_subjects: vec![Subject { kind: SubjectKind::Group, name: "clinicians".into(), namespace: None }],
+            exempt_subjects: vec![Subject {
+                kind: SubjectKind::Group,
+                name: "clinicians".into(),
+                namespace: None,
+            }],
             apply_to,
         };
-        let no_key = |_: &SecretKeyRef| -> Result<HashKey, KeyError> { Err(KeyError::Empty { path: "x".into() }) };
+        let no_key = |_: &SecretKeyRef| -> Result<HashKey, KeyError> {
+            Err(KeyError::Empty { path: "x".into() })
+        };
         let (set, errors) = MaskingSet::compile("clinical", &[("r".into(), spec)], no_key);
         assert!(errors.is_empty());
         set
@@ -239,7 +267,15 @@ mod tests {
             headers: Default::default(),
         };
         let mut b = BytesMut::new();
-        RecordBatchEncoder::encode(&mut b, [&r], &RecordEncodeOptions { version: 2, compression }).unwrap();
+        RecordBatchEncoder::encode(
+            &mut b,
+            [&r],
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
         b.freeze()
     }
 
@@ -260,7 +296,11 @@ mod tests {
                 records
                     .into_iter()
                     .enumerate()
-                    .map(|(i, r)| PartitionData::default().with_partition_index(i as i32).with_records(Some(r)))
+                    .map(|(i, r)| {
+                        PartitionData::default()
+                            .with_partition_index(i as i32)
+                            .with_records(Some(r))
+                    })
                     .collect(),
             )
     }
@@ -280,7 +320,10 @@ mod tests {
         };
         let clean = batch(PHI, Compression::Snappy);
         let mut resp = FetchResponse::default().with_responses(vec![
-            topic("patient-events", vec![batch(PHI, Compression::Gzip), legacy]),
+            topic(
+                "patient-events",
+                vec![batch(PHI, Compression::Gzip), legacy],
+            ),
             topic("claims", vec![clean.clone()]),
             topic("", vec![batch(PHI, Compression::None)]),
         ]);
@@ -288,9 +331,21 @@ mod tests {
         assert!(out.changed);
         let masked = resp.responses[0].partitions[0].records.clone().unwrap();
         assert_eq!(values(&masked), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
-        assert_eq!(resp.responses[0].partitions[1].error_code, UNSUPPORTED_FOR_MESSAGE_FORMAT);
-        assert_eq!(resp.responses[0].partitions[1].records.as_deref(), Some(&[][..]));
-        assert!(same_bytes(resp.responses[1].partitions[0].records.as_ref().unwrap(), &clean), "uncovered topic untouched");
+        assert_eq!(
+            resp.responses[0].partitions[1].error_code,
+            UNSUPPORTED_FOR_MESSAGE_FORMAT
+        );
+        assert_eq!(
+            resp.responses[0].partitions[1].records.as_deref(),
+            Some(&[][..])
+        );
+        assert!(
+            same_bytes(
+                resp.responses[1].partitions[0].records.as_ref().unwrap(),
+                &clean
+            ),
+            "uncovered topic untouched"
+        );
         assert_eq!(resp.responses[2].partitions[0].error_code, UNKNOWN_TOPIC_ID);
         assert_eq!(out.failures.len(), 2);
         assert_eq!(out.topics.len(), 1);
@@ -301,35 +356,57 @@ mod tests {
     #[test]
     fn exempt_readers_get_the_broker_bytes() {
         let original = batch(PHI, Compression::Zstd);
-        let mut resp = FetchResponse::default().with_responses(vec![topic("patient-events", vec![original.clone()])]);
-        let out = mask_fetch_response(&set(vec![ApplyTo::Fetch]), &user(&["clinicians"]), &mut resp, by_name);
+        let mut resp = FetchResponse::default()
+            .with_responses(vec![topic("patient-events", vec![original.clone()])]);
+        let out = mask_fetch_response(
+            &set(vec![ApplyTo::Fetch]),
+            &user(&["clinicians"]),
+            &mut resp,
+            by_name,
+        );
         assert!(!out.changed);
-        assert!(same_bytes(resp.responses[0].partitions[0].records.as_ref().unwrap(), &original));
+        assert!(same_bytes(
+            resp.responses[0].partitions[0].records.as_ref().unwrap(),
+            &original
+        ));
     }
 
     #[test]
     fn produce_masks_before_the_broker_and_refuses_what_it_cannot_mask() {
         let mk = |records: Bytes| {
-            ProduceRequest::default().with_acks(-1).with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str("patient-intake")))
-                    .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-            ])
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("patient-intake")))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(records)),
+                        ]),
+                ])
         };
         let name = |t: &TopicProduceData| Some(t.name.0.to_string());
         let mut req = mk(batch(PHI, Compression::Lz4));
-        let out = mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name).unwrap();
+        let out =
+            mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name).unwrap();
         assert!(out.changed);
         let records = req.topic_data[0].partition_data[0].records.clone().unwrap();
         assert_eq!(values(&records), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
 
         // Fetch-only rules leave produce alone.
         let mut req = mk(batch(PHI, Compression::Lz4));
-        assert!(!mask_produce_request(&set(vec![ApplyTo::Fetch]), &user(&[]), &mut req, name).unwrap().changed);
+        assert!(
+            !mask_produce_request(&set(vec![ApplyTo::Fetch]), &user(&[]), &mut req, name)
+                .unwrap()
+                .changed
+        );
 
         let full = batch(PHI, Compression::None);
         let mut req = mk(full.slice(..full.len() - 1));
-        let failures = mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name).unwrap_err();
+        let failures =
+            mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name)
+                .unwrap_err();
         assert_eq!(failures[0].error_code, CORRUPT_MESSAGE);
     }
 }

@@ -19,8 +19,8 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
-    SaslHandshakeRequest,
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    SaslAuthenticateRequest, SaslHandshakeRequest, api_versions_response,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use streamgate_crds::matching::Principal;
@@ -144,9 +144,19 @@ impl ResponseFixup {
     /// Rewrite the broker's response frame (header included).
     pub fn apply(&self, frame: Bytes) -> Result<Bytes, GateError> {
         let header_version = self.api_key.response_header_version(self.version);
-        let mut buf = frame;
+        let mut buf = frame.clone();
         let header = ResponseHeader::decode(&mut buf, header_version)
             .map_err(malformed("response header"))?;
+        if self.api_key == ApiKey::ApiVersions {
+            // An UNSUPPORTED_VERSION answer is v0-encoded whatever was asked:
+            // leave it to the data path, which knows that layout.
+            let Ok(mut response) = ApiVersionsResponse::decode(&mut buf, self.version) else {
+                return Ok(frame);
+            };
+            advertise_sasl(&mut response);
+            let body = ResponseKind::ApiVersions(response);
+            return encode_response(header.correlation_id, header_version, self.version, &body);
+        }
         let mut response = ResponseKind::decode(self.api_key, &mut buf, self.version)
             .map_err(malformed("response"))?;
         let nobody = nobody();
@@ -168,6 +178,22 @@ impl ResponseFixup {
             self.version,
             &response,
         )
+    }
+}
+
+/// The sidecar answers SaslHandshake and SaslAuthenticate itself, so it
+/// offers them whatever the broker does (KIP-368 needs SaslAuthenticate v1+).
+fn advertise_sasl(response: &mut ApiVersionsResponse) {
+    response.api_keys.retain(|k| {
+        k.api_key != ApiKey::SaslHandshake as i16 && k.api_key != ApiKey::SaslAuthenticate as i16
+    });
+    for (key, max) in [(ApiKey::SaslHandshake, 1), (ApiKey::SaslAuthenticate, 2)] {
+        response.api_keys.push(
+            api_versions_response::ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(0)
+                .with_max_version(max),
+        );
     }
 }
 
@@ -341,7 +367,8 @@ impl ConnGate {
                     }
                     _ => frame,
                 };
-                let fixup = fixup.needs_response_work().then(|| ResponseFixup {
+                let advertise = api_key == ApiKey::ApiVersions;
+                let fixup = (advertise || fixup.needs_response_work()).then(|| ResponseFixup {
                     api_key,
                     version,
                     fixup,

@@ -327,8 +327,8 @@ where
     loop {
         // While nothing is pending, still watch the broker: if it goes away
         // (restart), close the client now so it reconnects at once.
-        // biased: a request already queued must win over its own response that
-        // arrived meanwhile (an unbiased select would call it unsolicited).
+        // Biased: a response is only read unsolicited when no request is
+        // pending (the entry is queued before its request is written).
         let entry = tokio::select! {
             biased;
             entry = pending.recv() => entry,
