@@ -152,8 +152,13 @@ fn by_partition(acked: &[(i32, i64)]) -> BTreeMap<i64, BTreeSet<i64>> {
 
 /// The proxy denies everything without a policy: these tests run as a workload whose
 /// policy allows every topic, with the given audit `failureMode`.
-fn governed(
+fn governed(failure_mode: &str, args: Vec<String>, envs: Vec<(String, String)>) -> ProxyOptions {
+    governed_topics(failure_mode, "**", args, envs)
+}
+
+fn governed_topics(
     failure_mode: &str,
+    topics: &str,
     mut args: Vec<String>,
     mut envs: Vec<(String, String)>,
 ) -> ProxyOptions {
@@ -168,7 +173,7 @@ spec:
   rules:
     - name: everything
       subjects: [{{kind: ServiceAccount, name: audit-e2e}}]
-      topics: ["**"]
+      topics: ["{topics}"]
       operations: [Write, Read, Describe, Create, Admin]
 "#
     );
@@ -527,4 +532,48 @@ fn the_records_reach_a_real_otlp_collector() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+#[test]
+fn a_refusal_by_policy_is_a_record_too() {
+    let broker = Broker::start(Storage::Memory);
+    for t in ["audit-allowed", "audit-forbidden"] {
+        broker.create_topic(t, 1);
+    }
+    let mut proxy = Proxy::start(
+        &broker,
+        governed_topics("Closed", "audit-allowed", vec![], vec![]),
+    );
+    let (input, n) = input_file(proxy.dir.path(), 1);
+    let (acked, out) = produce(&proxy.addr(), "audit-allowed", &input);
+    check(&out, "produce to the allowed topic");
+    assert_eq!(acked.len(), n);
+    let (acked, _) = produce(&proxy.addr(), "audit-forbidden", &input);
+    assert!(acked.is_empty(), "the policy refuses the other topic");
+    assert_eq!(proxy.proc.terminate(Duration::from_secs(15)), Some(0));
+
+    let dir = spool_dir(&proxy);
+    verify(&dir);
+    let records = export(&dir);
+    let allowed = records
+        .iter()
+        .find(|r| r["api"] == "Produce" && r["decision"] == "Allow")
+        .expect("an allowed Produce record");
+    assert_eq!(allowed["subject"]["kind"], "ServiceAccount", "{allowed}");
+    assert_eq!(allowed["policy"]["name"], "audit-e2e", "{allowed}");
+    assert!(
+        allowed["reason"].as_str().unwrap().contains("everything"),
+        "{allowed}"
+    );
+    let denied: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "Request" && r["decision"] == "Deny")
+        .collect();
+    assert!(
+        denied.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("audit-forbidden")),
+        "a Deny record names the refused topic: {denied:?}"
+    );
 }
