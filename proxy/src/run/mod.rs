@@ -101,6 +101,10 @@ pub struct RunArgs {
     pub policy_kube: bool,
     #[command(flatten)]
     pub audit: audit_trail::AuditFlags,
+    /// Where AccessApproval requests are written in directory mode (default:
+    /// the policy directory itself, so the directory source sees the decision).
+    #[arg(long, env = "STREAMGATE_APPROVALS_DIR")]
+    pub approvals_dir: Option<PathBuf>,
 }
 
 /// Keeps the policy source running for the life of `run`.
@@ -141,6 +145,7 @@ async fn policy_setup(
         .map(|w| w.labels.clone())
         .unwrap_or_default();
     let (publisher, handle) = policy_channel(labels);
+    let namespace_for_approvals = namespace.clone();
     let guard = if let Some(dir) = &args.policy_dir {
         let (source, ok) = source_dir::spawn(dir.clone(), namespace, publisher)?;
         if !ok {
@@ -164,10 +169,33 @@ async fn policy_setup(
         );
         PolicySourceGuard::default()
     };
-    Ok((
-        crate::policy::conn::GateShared::new(handle, workload),
-        guard,
-    ))
+    let shared = crate::policy::conn::GateShared::new(handle, workload);
+    if let Some(sink) = approval_sink(args).await? {
+        let requester = crate::approval::ApprovalRequester::new(
+            sink,
+            namespace_for_approvals,
+            shared.workload.as_ref(),
+            crate::approval::DedupConfig::default(),
+        );
+        let _ = shared.approvals.set(requester);
+    }
+    Ok((shared, guard))
+}
+
+/// Where just-in-time approval requests go: the API server with
+/// `--policy-kube`, else `--approvals-dir` or the policy directory.
+async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
+    use crate::approval::ApprovalSink;
+    if let Some(dir) = args.approvals_dir.clone().or_else(|| args.policy_dir.clone()) {
+        return Ok(Some(ApprovalSink::Dir(dir)));
+    }
+    if args.policy_kube {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for approval requests")?;
+        return Ok(Some(ApprovalSink::Kube(client)));
+    }
+    Ok(None)
 }
 
 /// Run the sidecar until SIGTERM/SIGINT.
