@@ -19,6 +19,8 @@
 pub mod addresses;
 pub mod admin;
 pub mod apis;
+pub mod audit_summary;
+pub mod audit_trail;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -97,6 +99,8 @@ pub struct RunArgs {
     /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
     #[arg(long, env = "STREAMGATE_POLICY_KUBE")]
     pub policy_kube: bool,
+    #[command(flatten)]
+    pub audit: audit_trail::AuditFlags,
     /// Where AccessApproval requests are written in directory mode (default:
     /// the policy directory itself, so the directory source sees the decision).
     #[arg(long, env = "STREAMGATE_APPROVALS_DIR")]
@@ -199,6 +203,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
     let (gate, _policy_source) = policy_setup(&args).await?;
     let proxy = Arc::new(build(&args, gate)?);
+    // audit: start the trail (SidecarStart) before the first client is accepted.
+    let audit = start_audit(&proxy, &args.audit).await?;
     let bootstrap =
         state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     let admin = tokio::net::TcpListener::bind(args.admin)
@@ -231,8 +237,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!(connections = left, "grace period over; closing the rest");
     }
+    // audit: SidecarStop, flush, let the shippers deliver what they can.
+    audit
+        .shutdown(args.shutdown_grace.min(Duration::from_secs(5)))
+        .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Start the audit trail and hand it to the data path and /metrics.
+async fn start_audit(
+    proxy: &Arc<Proxy>,
+    flags: &audit_trail::AuditFlags,
+) -> anyhow::Result<Arc<crate::audit::Audit>> {
+    let audit = crate::audit::Audit::start(&flags.audit).await?;
+    proxy.metrics.attach_audit(Arc::clone(audit.health()));
+    let trail = audit_trail::AuditTrail::new(Arc::clone(&audit), flags)
+        .with_policy(proxy.gate.policy.clone());
+    let _ = proxy.audit.set(Arc::new(trail));
+    tracing::info!(dir = %flags.audit.audit_dir.display(), failure_mode = ?flags.failure_mode, payload = ?flags.payload, "audit trail started");
+    Ok(audit)
 }
 
 fn init_logging() {
