@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use streamgate_crds::access_approval::Decision;
 use streamgate_crds::{AccessApproval, ApprovalPhase, AccessApprovalStatus, Operation};
-use streamgate_e2e::{Broker, IDP_AUDIENCE, Idp, Proxy, ProxyOptions, Storage};
+use streamgate_e2e::{
+    Broker, IDP_AUDIENCE, Idp, Proxy, ProxyOptions, Storage, check, proxy_bin,
+};
 
 #[path = "oidc_client/mod.rs"]
 mod oidc_client;
@@ -141,4 +143,37 @@ fn a_refused_write_asks_for_approval_and_an_approval_lets_it_through() {
     );
     // Nothing new was asked for once the grant is live.
     assert_eq!(approvals(&policies).len(), 1);
+
+    // The audit trail names the AccessApproval: requested, then used.
+    let name = aa.metadata.name.clone().unwrap();
+    let spool = proxy.dir.path().join("audit");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = export(&spool);
+        let names = |kind: &str| {
+            records.iter().any(|r| {
+                r["kind"] == kind && r["reason"].as_str().is_some_and(|t| t.contains(&name))
+            })
+        };
+        if names("ApprovalRequested") && names("ApprovalUsed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "approval records missing from the audit trail: {records:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every record of a spool, via `streamgate-proxy audit export DIR --format jsonl`.
+fn export(dir: &Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(proxy_bin())
+        .args(["audit", "export", dir.to_str().unwrap(), "--format", "jsonl"])
+        .output()
+        .unwrap();
+    check(&out, "audit export")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
