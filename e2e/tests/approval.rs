@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use streamgate_crds::access_approval::Decision;
-use streamgate_crds::{AccessApproval, ApprovalPhase, AccessApprovalStatus, Operation};
-use streamgate_e2e::{
-    Broker, IDP_AUDIENCE, Idp, Proxy, ProxyOptions, Storage, check, proxy_bin,
-};
+use streamgate_crds::{AccessApproval, AccessApprovalStatus, ApprovalPhase, Operation};
+use streamgate_e2e::{Broker, IDP_AUDIENCE, Idp, Proxy, ProxyOptions, Storage, check, proxy_bin};
 
 #[path = "oidc_client/mod.rs"]
 mod oidc_client;
@@ -169,7 +167,13 @@ fn a_refused_write_asks_for_approval_and_an_approval_lets_it_through() {
 /// Every record of a spool, via `streamgate-proxy audit export DIR --format jsonl`.
 fn export(dir: &Path) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(proxy_bin())
-        .args(["audit", "export", dir.to_str().unwrap(), "--format", "jsonl"])
+        .args([
+            "audit",
+            "export",
+            dir.to_str().unwrap(),
+            "--format",
+            "jsonl",
+        ])
         .output()
         .unwrap();
     check(&out, "audit export")

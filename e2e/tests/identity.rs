@@ -72,7 +72,6 @@ fn start_proxy(broker: &Broker, policy_dir: &Path) -> Proxy {
     )
 }
 
-
 #[test]
 fn oidc_clients_are_decided_by_policy() {
     let broker = Broker::start(Storage::Memory);

@@ -54,7 +54,11 @@ impl ApprovalEvent {
                 AuditDecision::PendingApproval,
                 format!(
                     "AccessApproval {namespace}/{name} for rule {rule} ({})",
-                    if *created { "created" } else { "already requested" }
+                    if *created {
+                        "created"
+                    } else {
+                        "already requested"
+                    }
                 ),
             ),
             ApprovalEvent::Used {
@@ -209,12 +213,16 @@ impl ApprovalRequester {
                 ..
             } = &d.decision
             {
-                record_approval_event(self.audit(), Some(principal), &ApprovalEvent::Used {
-                    name: name.clone(),
-                    requester: principal.name.clone(),
-                    rule: rule.clone(),
-                    topic: d.topic.clone(),
-                });
+                record_approval_event(
+                    self.audit(),
+                    Some(principal),
+                    &ApprovalEvent::Used {
+                        name: name.clone(),
+                        requester: principal.name.clone(),
+                        rule: rule.clone(),
+                        topic: d.topic.clone(),
+                    },
+                );
             }
         }
         for request in self.requests_for(policy, principal, decisions) {
@@ -251,13 +259,17 @@ impl ApprovalRequester {
         };
         match self.sink.create(&aa).await {
             Ok(created) => {
-                record_approval_event(self.audit(), Some(&principal), &ApprovalEvent::Requested {
-                    name: key.clone(),
-                    namespace: self.namespace.clone(),
-                    requester,
-                    rule,
-                    created: created == Created::New,
-                });
+                record_approval_event(
+                    self.audit(),
+                    Some(&principal),
+                    &ApprovalEvent::Requested {
+                        name: key.clone(),
+                        namespace: self.namespace.clone(),
+                        requester,
+                        rule,
+                        created: created == Created::New,
+                    },
+                );
                 Some((key, created))
             }
             Err(error) => {
