@@ -5,12 +5,15 @@
 //! version, for decoding), and carries locally made answers in their place.
 
 use super::apis::{self, RequestAction};
+use super::audit_trail::{InFlight, OnRequest, Verdict};
 use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_client_id};
 use super::session::{Session, Target};
 use super::state::Proxy;
 use super::upstream::UpstreamError;
+use crate::policy::conn::{ConnGate, FrameAction, GateError, ResponseFixup};
 use bytes::Bytes;
 use futures::StreamExt;
+use kafka_protocol::messages::ApiKey;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,16 +30,59 @@ const IO_BUFFER: usize = 64 * 1024;
 
 /// A request waiting for its response.
 enum Pending {
+    /// `fixup`: the policy gate's work on the response (refusals to merge in, topics to hide).
     Upstream {
         meta: RequestMeta,
         session: Arc<Session>,
         started: Instant,
+        fixup: Option<ResponseFixup>,
+        /// audit: the record to finish with the response.
+        audit: Option<Box<InFlight>>,
     },
     Local {
         meta: RequestMeta,
         frame: Bytes,
         started: Instant,
     },
+    /// An acks=0 Produce went upstream: the client expects no answer. A broker
+    /// that answers anyway (tansu 0.6 does) must not make the proxy close the
+    /// connection or hand the client a frame it never asked for.
+    Unanswered { correlation_id: i32 },
+}
+
+/// How many acks=0 correlation ids are remembered for discarding a stray
+/// answer. Spec-conforming brokers never answer, so the oldest are forgotten.
+const MAX_UNANSWERED: usize = 1024;
+
+fn correlation_id(frame: &Bytes) -> i32 {
+    frame
+        .get(..4)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(i32::MIN)
+}
+
+/// Remember an acks=0 request's correlation id.
+fn remember_unanswered(unanswered: &mut std::collections::VecDeque<i32>, id: i32) {
+    if unanswered.len() == MAX_UNANSWERED {
+        unanswered.pop_front();
+    }
+    unanswered.push_back(id);
+}
+
+/// Is `frame` a broker's answer to an acks=0 request? Then forget the id and drop it.
+fn is_stray_answer(unanswered: &mut std::collections::VecDeque<i32>, frame: &Bytes) -> bool {
+    let id = correlation_id(frame);
+    match unanswered.iter().position(|&u| u == id) {
+        Some(i) => {
+            unanswered.remove(i);
+            tracing::trace!(
+                correlation_id = id,
+                "dropping the broker's answer to an acks=0 Produce"
+            );
+            true
+        }
+        None => false,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +101,10 @@ enum ConnError {
     Unsolicited,
     #[error("write: {0}")]
     Io(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("policy gate: {0}")]
+    Gate(#[from] GateError),
 }
 
 enum Ended {
@@ -113,6 +163,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut session = Arc::new(session);
+    let mut gate = ConnGate::new(Arc::clone(&proxy.gate));
     let mut reader =
         FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
@@ -134,6 +185,32 @@ where
         })?;
         let started = Instant::now();
         proxy.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+        if gate.sasl().expects_raw_token() {
+            // SaslHandshake v0: a bare token frame with no Kafka header; the
+            // answer is an empty frame, or the connection closes.
+            let meta = RequestMeta {
+                api_key: ApiKey::SaslAuthenticate,
+                api_version: 0,
+                correlation_id: -1,
+            };
+            match gate.on_request(frame).await? {
+                FrameAction::Answer(reply) => {
+                    if pending
+                        .send(Pending::Local {
+                            meta,
+                            frame: reply,
+                            started,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(Ended::ClientClosed);
+                    }
+                    continue;
+                }
+                other => return Err(ConnError::Refused(format!("{other:?}"))),
+            }
+        }
         let meta = match RequestMeta::peek(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -149,6 +226,55 @@ where
                 Arc::make_mut(&mut session).observe_client_id(client_id);
             }
         }
+        // Identity and policy first: SASL is answered here, refusals are
+        // answered locally, allowed requests continue (perhaps trimmed).
+        let (frame, fixup) = match gate.on_request(frame).await? {
+            FrameAction::Forward { frame, fixup } => (frame, fixup),
+            FrameAction::Answer(reply) => {
+                let principal = gate.sasl().session().map(|s| s.principal.name.clone());
+                if session.principal != principal {
+                    Arc::make_mut(&mut session).principal = principal;
+                }
+                // audit: a refusal by policy is a record too.
+                if let Some(trail) = proxy.audit.get() {
+                    trail
+                        .on_refusal(&session, &meta, verdict(proxy, &mut gate))
+                        .await;
+                }
+                if pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(Ended::ClientClosed);
+                }
+                continue;
+            }
+            FrameAction::AnswerThenClose(reply) => {
+                // audit: failed authentication.
+                if let Some(trail) = proxy.audit.get() {
+                    trail
+                        .on_auth_failure(&session, "SASL authentication failed; connection closed")
+                        .await;
+                }
+                let _ = pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await;
+                writer.flush().await?;
+                // The response side sends the answer, then the connection ends.
+                return Ok(Ended::Shutdown);
+            }
+            FrameAction::Silent => continue,
+            FrameAction::Close(reason) => return Err(ConnError::Refused(reason)),
+        };
         let action = apis::on_request(&session, &meta, frame).map_err(|e| {
             api.errors.inc();
             ConnError::Client(e)
@@ -158,16 +284,48 @@ where
                 frame,
                 expect_response,
             } => {
-                if expect_response {
-                    let entry = Pending::Upstream {
+                // audit: summarise the request; a refusal is answered here, not forwarded.
+                let verdict = verdict(proxy, &mut gate);
+                let audit =
+                    match audit_request(proxy, &session, &meta, &frame, expect_response, verdict)
+                        .await
+                    {
+                        Ok(audit) => audit,
+                        Err(reply) => {
+                            if !reply.is_empty()
+                                && pending
+                                    .send(Pending::Local {
+                                        meta,
+                                        frame: reply,
+                                        started,
+                                    })
+                                    .await
+                                    .is_err()
+                            {
+                                return Ok(Ended::ClientClosed);
+                            }
+                            if !holds_complete_frame(reader.read_buffer()) {
+                                writer.flush().await?;
+                            }
+                            continue;
+                        }
+                    };
+                let entry = if expect_response {
+                    Pending::Upstream {
                         meta,
                         session: Arc::clone(&session),
                         started,
-                    };
-                    if pending.send(entry).await.is_err() {
-                        // The response side ended (broker gone); it reports why.
-                        return Ok(Ended::ClientClosed);
+                        fixup,
+                        audit,
                     }
+                } else {
+                    Pending::Unanswered {
+                        correlation_id: meta.correlation_id,
+                    }
+                };
+                if pending.send(entry).await.is_err() {
+                    // The response side ended (broker gone); it reports why.
+                    return Ok(Ended::ClientClosed);
                 }
                 writer
                     .write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?)
@@ -209,6 +367,7 @@ where
     let mut reader =
         FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
+    let mut unanswered = std::collections::VecDeque::new();
     loop {
         // While nothing is pending, still watch the broker: if it goes away
         // (restart), close the client now so it reconnects at once.
@@ -217,14 +376,19 @@ where
         let entry = tokio::select! {
             biased;
             entry = pending.recv() => entry,
-            unexpected = reader.next() => return Err(match unexpected {
-                None => ConnError::BrokerClosed(0),
-                Some(Err(e)) => ConnError::Broker(e),
-                Some(Ok(_)) => ConnError::Unsolicited,
-            }),
+            unexpected = reader.next() => match unexpected {
+                None => return Err(ConnError::BrokerClosed(0)),
+                Some(Err(e)) => return Err(ConnError::Broker(e)),
+                Some(Ok(frame)) if is_stray_answer(&mut unanswered, &frame) => continue,
+                Some(Ok(_)) => return Err(ConnError::Unsolicited),
+            },
         };
         let Some(entry) = entry else { break };
         let (meta, frame, started) = match entry {
+            Pending::Unanswered { correlation_id } => {
+                remember_unanswered(&mut unanswered, correlation_id);
+                continue;
+            }
             Pending::Local {
                 meta,
                 frame,
@@ -234,22 +398,28 @@ where
                 meta,
                 session,
                 started,
+                fixup,
+                audit,
             } => {
-                let frame = match reader.next().await {
-                    Some(Ok(f)) => f,
-                    Some(Err(e)) => return Err(ConnError::Broker(e)),
-                    None => return Err(ConnError::BrokerClosed(1 + pending.len())),
+                let frame = loop {
+                    match reader.next().await {
+                        Some(Ok(f)) if is_stray_answer(&mut unanswered, &f) => continue,
+                        Some(Ok(f)) => break f,
+                        Some(Err(e)) => return Err(ConnError::Broker(e)),
+                        None => return Err(ConnError::BrokerClosed(1 + pending.len())),
+                    }
                 };
-                let got = frame
-                    .get(..4)
-                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    .unwrap_or(i32::MIN);
+                let got = correlation_id(&frame);
                 if got != meta.correlation_id {
                     return Err(ConnError::OutOfOrder {
                         expected: meta.correlation_id,
                         got,
                     });
                 }
+                let frame = match &fixup {
+                    Some(fixup) => fixup.apply(frame)?,
+                    None => frame,
+                };
                 let frame = if apis::rewrites_response(&meta) {
                     let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame)
                         .map_err(|e| {
@@ -261,6 +431,15 @@ where
                     rewritten.frame
                 } else {
                     frame
+                };
+                // audit: finish the record; in Closed mode this waits until it is durable.
+                let frame = match (audit, proxy.audit.get()) {
+                    (Some(inflight), Some(trail)) => {
+                        trail
+                            .on_response(*inflight, &meta, frame, &|id| proxy.topic_name_of(id))
+                            .await
+                    }
+                    _ => frame,
                 };
                 (meta, frame, started)
             }
@@ -281,6 +460,42 @@ where
     }
     writer.flush().await?;
     Ok(())
+}
+
+/// audit: `Ok(record to finish with the response)`, or `Err(refusal frame)` (empty: say nothing).
+async fn audit_request(
+    proxy: &Proxy,
+    session: &Session,
+    meta: &RequestMeta,
+    frame: &Bytes,
+    expect_response: bool,
+    verdict: Verdict,
+) -> Result<Option<Box<InFlight>>, Bytes> {
+    let Some(trail) = proxy.audit.get() else {
+        return Ok(None);
+    };
+    let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
+    match trail
+        .on_request(session, meta, frame, expect_response, &names, verdict)
+        .await
+    {
+        OnRequest::Done => Ok(None),
+        OnRequest::Await(inflight) => Ok(Some(inflight)),
+        OnRequest::Refuse(reply) => Err(reply),
+    }
+}
+
+/// audit: who the gate saw and what it decided for the request just handled
+/// (empty when no audit trail runs, so the gate's work is not cloned for nothing).
+fn verdict(proxy: &Proxy, gate: &mut ConnGate) -> Verdict {
+    let decisions = gate.take_decisions();
+    if proxy.audit.get().is_none() {
+        return Verdict::default();
+    }
+    Verdict {
+        principal: gate.principal(&proxy.gate.policy.current()),
+        decisions,
+    }
 }
 
 /// Whether a read buffer already holds at least one whole frame.

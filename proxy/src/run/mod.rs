@@ -19,6 +19,8 @@
 pub mod addresses;
 pub mod admin;
 pub mod apis;
+pub mod audit_summary;
+pub mod audit_trail;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -91,12 +93,125 @@ pub struct RunArgs {
     /// Timeout for connecting to a broker.
     #[arg(long, env = "STREAMGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// Read StreamPolicy/MaskingRule/AccessApproval manifests from this directory (reloaded on change).
+    #[arg(long, env = "STREAMGATE_POLICY_DIR", conflicts_with = "policy_kube")]
+    pub policy_dir: Option<PathBuf>,
+    /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
+    #[arg(long, env = "STREAMGATE_POLICY_KUBE")]
+    pub policy_kube: bool,
+    #[command(flatten)]
+    pub audit: audit_trail::AuditFlags,
+    /// Where AccessApproval requests are written in directory mode (default:
+    /// the policy directory itself, so the directory source sees the decision).
+    #[arg(long, env = "STREAMGATE_APPROVALS_DIR")]
+    pub approvals_dir: Option<PathBuf>,
+}
+
+/// Keeps the policy source running for the life of `run`.
+#[derive(Default)]
+struct PolicySourceGuard {
+    _dir: Option<crate::policy::source_dir::DirSource>,
+    kube: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PolicySourceGuard {
+    fn drop(&mut self) {
+        if let Some(task) = &self.kube {
+            task.abort();
+        }
+    }
+}
+
+/// Identity and policy: who the pod is, where its policy comes from. With no
+/// source, or before the first good load, every governed request is denied.
+async fn policy_setup(
+    args: &RunArgs,
+) -> anyhow::Result<(Arc<crate::policy::conn::GateShared>, PolicySourceGuard)> {
+    use crate::identity::workload::{ENV_POD_NAMESPACE, Workload};
+    use crate::policy::{policy_channel, source_dir, source_kube};
+    let workload = match Workload::from_env() {
+        Ok(w) => Some(w),
+        Err(error) => {
+            tracing::info!(%error, "no workload identity: connections without SASL are unauthenticated");
+            None
+        }
+    };
+    let namespace = workload.as_ref().map_or_else(
+        || std::env::var(ENV_POD_NAMESPACE).unwrap_or_else(|_| "default".into()),
+        |w| w.namespace.clone(),
+    );
+    let labels = workload
+        .as_ref()
+        .map(|w| w.labels.clone())
+        .unwrap_or_default();
+    let (publisher, handle) = policy_channel(labels);
+    let namespace_for_approvals = namespace.clone();
+    let guard = if let Some(dir) = &args.policy_dir {
+        let (source, ok) = source_dir::spawn(dir.clone(), namespace, publisher)?;
+        if !ok {
+            tracing::error!(dir = %dir.display(), "the policy directory did not load: denying everything until it does");
+        }
+        PolicySourceGuard {
+            _dir: Some(source),
+            kube: None,
+        }
+    } else if args.policy_kube {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for --policy-kube")?;
+        PolicySourceGuard {
+            _dir: None,
+            kube: Some(tokio::spawn(source_kube::run(client, namespace, publisher))),
+        }
+    } else {
+        tracing::warn!(
+            "no policy source (--policy-dir or --policy-kube): every governed request is denied"
+        );
+        PolicySourceGuard::default()
+    };
+    let shared = crate::policy::conn::GateShared::new(handle, workload);
+    if let Some(sink) = approval_sink(args).await? {
+        let requester = crate::approval::ApprovalRequester::new(
+            sink,
+            namespace_for_approvals,
+            shared.workload.as_ref(),
+            crate::approval::DedupConfig::default(),
+        );
+        let _ = shared.approvals.set(requester);
+    }
+    Ok((shared, guard))
+}
+
+/// Where just-in-time approval requests go: the API server with
+/// `--policy-kube`, else `--approvals-dir` or the policy directory.
+async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
+    use crate::approval::ApprovalSink;
+    if let Some(dir) = args
+        .approvals_dir
+        .clone()
+        .or_else(|| args.policy_dir.clone())
+    {
+        return Ok(Some(ApprovalSink::Dir(dir)));
+    }
+    if args.policy_kube {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for approval requests")?;
+        return Ok(Some(ApprovalSink::Kube(client)));
+    }
+    Ok(None)
 }
 
 /// Run the sidecar until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
-    let proxy = Arc::new(build(&args)?);
+    let (gate, _policy_source) = policy_setup(&args).await?;
+    let proxy = Arc::new(build(&args, gate)?);
+    // audit: start the trail (SidecarStart) before the first client is accepted.
+    let audit = start_audit(&proxy, &args.audit).await?;
+    if let Some(approvals) = proxy.gate.approvals.get() {
+        approvals.attach_audit(Arc::clone(&audit));
+    }
     let bootstrap =
         state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     let admin = tokio::net::TcpListener::bind(args.admin)
@@ -129,8 +244,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!(connections = left, "grace period over; closing the rest");
     }
+    // audit: SidecarStop, flush, let the shippers deliver what they can.
+    audit
+        .shutdown(args.shutdown_grace.min(Duration::from_secs(5)))
+        .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Start the audit trail and hand it to the data path and /metrics.
+async fn start_audit(
+    proxy: &Arc<Proxy>,
+    flags: &audit_trail::AuditFlags,
+) -> anyhow::Result<Arc<crate::audit::Audit>> {
+    let audit = crate::audit::Audit::start(&flags.audit).await?;
+    proxy.metrics.attach_audit(Arc::clone(audit.health()));
+    let trail = audit_trail::AuditTrail::new(Arc::clone(&audit), flags)
+        .with_policy(proxy.gate.policy.clone());
+    let _ = proxy.audit.set(Arc::new(trail));
+    tracing::info!(dir = %flags.audit.audit_dir.display(), failure_mode = ?flags.failure_mode, payload = ?flags.payload, "audit trail started");
+    Ok(audit)
 }
 
 fn init_logging() {
@@ -143,7 +276,7 @@ fn init_logging() {
 }
 
 /// Validate the flags and build the shared state.
-fn build(args: &RunArgs) -> anyhow::Result<Proxy> {
+fn build(args: &RunArgs, gate: Arc<crate::policy::conn::GateShared>) -> anyhow::Result<Proxy> {
     config::check_loopback(args.listen, args.allow_non_loopback)?;
     config::check_loopback(args.admin, args.allow_non_loopback)?;
     config::check_node_range(args.node_id_min, args.node_id_max, args.listen.port())?;
@@ -176,7 +309,7 @@ fn build(args: &RunArgs) -> anyhow::Result<Proxy> {
         connect_timeout: args.connect_timeout,
         max_frame: args.max_frame_bytes,
     };
-    Ok(Proxy::new(plan, upstream))
+    Ok(Proxy::new(plan, upstream, gate))
 }
 
 /// Ask the upstream for ApiVersions and Metadata: readiness, and the broker

@@ -10,6 +10,7 @@ use super::connection;
 use super::metrics::Metrics;
 use super::session::Target;
 use super::upstream::UpstreamConfig;
+use crate::policy::conn::GateShared;
 use kafka_protocol::messages::TopicName;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,6 +27,10 @@ pub struct Proxy {
     /// Set once the upstream answered ApiVersions and Metadata.
     pub ready: AtomicBool,
     pub shutdown: CancellationToken,
+    /// Identity and policy, shared by every connection.
+    pub gate: Arc<GateShared>,
+    /// The audit trail (set once at startup; absent in unit tests).
+    pub audit: std::sync::OnceLock<Arc<super::audit_trail::AuditTrail>>,
     brokers: RwLock<HashMap<i32, String>>,
     topics: RwLock<HashMap<[u8; 16], TopicName>>,
     listening: Mutex<HashSet<i32>>,
@@ -33,13 +38,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(plan: AddressPlan, upstream: UpstreamConfig) -> Self {
+    pub fn new(plan: AddressPlan, upstream: UpstreamConfig, gate: Arc<GateShared>) -> Self {
         Self {
             plan,
             upstream,
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
+            gate,
+            audit: std::sync::OnceLock::new(),
             brokers: RwLock::default(),
             topics: RwLock::default(),
             listening: Mutex::default(),
@@ -55,6 +62,11 @@ impl Proxy {
     /// The topic name for a topic id learned from Metadata (Fetch v13+ carry ids).
     pub fn topic_name(&self, id: &[u8; 16]) -> Option<TopicName> {
         self.topics.read().ok()?.get(id).cloned()
+    }
+
+    /// Topic name by id, as the audit trail asks for it.
+    pub fn topic_name_of(&self, id: &uuid::Uuid) -> Option<String> {
+        self.topic_name(id.as_bytes()).map(|n| n.0.to_string())
     }
 
     /// Connections still open.
@@ -87,6 +99,10 @@ impl Proxy {
         {
             for (id, name) in &rewritten.topics {
                 m.insert(*id, name.clone());
+                // The policy gate names topics of id-only requests (Fetch v13+) with these.
+                self.gate
+                    .topic_names
+                    .learn(uuid::Uuid::from_bytes(*id), name.0.to_string());
             }
         }
     }
