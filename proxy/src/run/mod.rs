@@ -186,7 +186,11 @@ async fn policy_setup(
 /// `--policy-kube`, else `--approvals-dir` or the policy directory.
 async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
     use crate::approval::ApprovalSink;
-    if let Some(dir) = args.approvals_dir.clone().or_else(|| args.policy_dir.clone()) {
+    if let Some(dir) = args
+        .approvals_dir
+        .clone()
+        .or_else(|| args.policy_dir.clone())
+    {
         return Ok(Some(ApprovalSink::Dir(dir)));
     }
     if args.policy_kube {
