@@ -119,7 +119,8 @@ class Procs:
     def stop_all(self):
         for name, p in reversed(self.children):
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                # perf writes its data file on SIGINT; the rest stop on SIGTERM.
+                p.send_signal(signal.SIGINT if name == "perf" else signal.SIGTERM)
                 try:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
@@ -196,21 +197,26 @@ spec:
 """
 
 
-def mode_setup(mode, flags, workdir):
-    """Extra proxy arguments and environment for a mode; exits when the proxy
-    lacks what the mode needs."""
-    args, env = [], {}
-    needs = {
-        "pass": [],
-        "audit": ["--policy-dir", "--audit-dir"],
-        "mask": ["--policy-dir", "--secret-dir"],
-    }[mode]
-    missing = [f for f in needs if f not in flags]
+MODE_NEEDS = {
+    "pass": [],
+    "audit": ["--policy-dir", "--audit-dir"],
+    "mask": ["--policy-dir", "--secret-dir"],
+}
+
+
+def check_mode(mode, flags):
+    """Exit, measuring nothing, when the proxy lacks what the mode needs."""
+    missing = [f for f in MODE_NEEDS[mode] if f not in flags]
     if missing:
         sys.exit(
             f"mode '{mode}' needs `streamgate-proxy run {' '.join(missing)}`, which this proxy build does not have "
             f"(the feature is not wired into the data path yet). Nothing was measured for '{mode}'."
         )
+
+
+def mode_setup(mode, flags, workdir):
+    """Extra proxy arguments and environment for a mode."""
+    args, env = [], {}
     if "--policy-dir" in flags:
         # Governed build: an allow-all policy for the pod's own ServiceAccount
         # (workload identity: the clients connect without SASL).
@@ -315,7 +321,7 @@ def record(i):
     }
     body = json.dumps(doc, separators=(",", ":"))
     k = 0
-    while len(body) < size - 60:
+    while len(body) < size - 25:
         doc["observations"].append({"code": f"{rnd.randrange(1000, 99999)}-{k % 10}", "value": round(rnd.random() * 200, 2), "unit": "mg/dL"})
         body = json.dumps(doc, separators=(",", ":"))
         k += 1
@@ -408,6 +414,7 @@ def main():
     ap.add_argument("--proxy-bin", required=True)
     ap.add_argument("--results", default=str(HERE / "results.jsonl"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (logs, audit spool)")
+    ap.add_argument("--perf", metavar="FILE", help="record a `perf record -g` profile of the sidecar into FILE")
     a = ap.parse_args()
     if a.rounds < 3 or a.records < 200_000:
         sys.exit("the benchmark needs --rounds >= 3 and --records >= 200000")
@@ -416,6 +423,7 @@ def main():
     perf = os.environ["STREAMGATE_RDKAFKA_PERF"]
     py = os.environ["STREAMGATE_PYTHON"]
     flags = proxy_flags(a.proxy_bin)
+    check_mode(a.mode, flags)
     workdir = Path(tempfile.mkdtemp(prefix=f"streamgate-bench-{a.mode}-"))
     extra_args, extra_env = mode_setup(a.mode, flags, workdir)
     procs = Procs(workdir)
@@ -428,6 +436,10 @@ def main():
         rss_idle = proc_status_kib(proxy.pid, "VmRSS")
         log(f"tansu on {direct_addr} (memory storage), sidecar pid {proxy.pid} on {proxy_addr}, idle RSS {rss_idle} KiB")
 
+        if a.perf:
+            # The sidecar idles during direct phases, so the samples are its proxied work.
+            procs.start("perf", ["perf", "record", "-F", "499", "-g", "-o", str(Path(a.perf).resolve()), "-p", str(proxy.pid)])
+            time.sleep(1.0)
         phases = []
         if a.mode == "mask":
             topic = "bench-phi-0"
