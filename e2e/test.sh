@@ -17,9 +17,6 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-step "building the release proxy for the end-to-end tests"
-cargo build --release --locked -p streamgate-proxy
-export STREAMGATE_PROXY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/streamgate-proxy"
 step "cargo test"
 # Two test threads: the machine has two cores and every e2e test runs a
 # broker, a proxy and clients.

@@ -86,19 +86,20 @@ pub fn example(rel: &str) -> PathBuf {
     repo_root().join("examples").join(rel)
 }
 
-/// The release proxy binary (`STREAMGATE_PROXY_BIN` overrides). `e2e/test.sh`
-/// builds it before the tests run.
+/// The proxy binary the tests drive: `STREAMGATE_PROXY_BIN` when set, else
+/// the one `cargo test --workspace` just built next to the test binaries
+/// (the proxy package's integration tests make cargo build it first).
 pub fn proxy_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("STREAMGATE_PROXY_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let bin = target.join("release").join("streamgate-proxy");
+    // target/<profile>/deps/<test-binary> → target/<profile>/streamgate-proxy
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join("streamgate-proxy");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build --release -p streamgate-proxy` (e2e/test.sh does)",
+        "{} is missing: run `cargo build -p streamgate-proxy` (cargo test --workspace builds it)",
         bin.display()
     );
     bin

@@ -19,16 +19,39 @@ fn assert_exactly_once_in_order(input: &[Vec<u8>], records: &[Record], what: &st
     for r in records {
         let index: usize = std::str::from_utf8(&r.key).unwrap().parse().unwrap();
         assert!(seen.insert(index), "{what}: record {index} delivered twice");
-        assert!(r.value == input[index], "{what}: record {index} is not byte-identical");
+        assert!(
+            r.value == input[index],
+            "{what}: record {index} is not byte-identical"
+        );
         if let Some((offset, prev)) = last_per_partition.get(&r.partition) {
-            assert!(r.offset > *offset, "{what}: offsets increase in partition {}", r.partition);
-            assert!(index > *prev, "{what}: partition {} keeps production order ({prev} then {index})", r.partition);
+            assert!(
+                r.offset > *offset,
+                "{what}: offsets increase in partition {}",
+                r.partition
+            );
+            assert!(
+                index > *prev,
+                "{what}: partition {} keeps production order ({prev} then {index})",
+                r.partition
+            );
         }
         last_per_partition.insert(r.partition, (r.offset, index));
     }
-    let missing: Vec<usize> = (0..input.len()).filter(|i| !seen.contains(i)).take(10).collect();
-    assert!(missing.is_empty(), "{what}: {} of {} records missing, first {missing:?}", input.len() - seen.len(), input.len());
-    assert_eq!(last_per_partition.len(), PARTITIONS as usize, "{what}: records spread over every partition");
+    let missing: Vec<usize> = (0..input.len())
+        .filter(|i| !seen.contains(i))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: {} of {} records missing, first {missing:?}",
+        input.len() - seen.len(),
+        input.len()
+    );
+    assert_eq!(
+        last_per_partition.len(),
+        PARTITIONS as usize,
+        "{what}: records spread over every partition"
+    );
 }
 
 #[test]
@@ -39,9 +62,21 @@ fn every_client_round_trips_the_patient_events_through_the_proxy() {
     for lib in [Lib::Kcat, Lib::Confluent, Lib::KafkaPython, Lib::Aiokafka] {
         let topic = format!("events-{}", lib.name());
         broker.create_topic(&topic, PARTITIONS);
-        let acked = produce(lib, &proxy.bootstrap(), &topic, &input, Codec::None, Acks::All);
+        let acked = produce(
+            lib,
+            &proxy.bootstrap(),
+            &topic,
+            &input,
+            Codec::None,
+            Acks::All,
+        );
         if lib != Lib::Kcat {
-            assert_eq!(acked, input.len(), "{}: every record acknowledged", lib.name());
+            assert_eq!(
+                acked,
+                input.len(),
+                "{}: every record acknowledged",
+                lib.name()
+            );
         }
         let records = consume(lib, &proxy.bootstrap(), &topic, input.len(), None);
         assert_exactly_once_in_order(&input, &records, lib.name());
@@ -58,12 +93,32 @@ fn every_compression_codec_round_trips() {
         // Compressed by librdkafka, decompressed by a Python client, and the reverse.
         let topic = format!("codec-{}", codec.name());
         broker.create_topic(&topic, PARTITIONS);
-        produce(Lib::Confluent, &proxy.bootstrap(), &topic, &input, codec, Acks::All);
-        let records = consume(Lib::KafkaPython, &proxy.bootstrap(), &topic, input.len(), None);
+        produce(
+            Lib::Confluent,
+            &proxy.bootstrap(),
+            &topic,
+            &input,
+            codec,
+            Acks::All,
+        );
+        let records = consume(
+            Lib::KafkaPython,
+            &proxy.bootstrap(),
+            &topic,
+            input.len(),
+            None,
+        );
         assert_exactly_once_in_order(&input, &records, &format!("librdkafka {}", codec.name()));
         let topic = format!("codec-py-{}", codec.name());
         broker.create_topic(&topic, PARTITIONS);
-        produce(Lib::Aiokafka, &proxy.bootstrap(), &topic, &input, codec, Acks::All);
+        produce(
+            Lib::Aiokafka,
+            &proxy.bootstrap(),
+            &topic,
+            &input,
+            codec,
+            Acks::All,
+        );
         let records = consume(Lib::Kcat, &proxy.bootstrap(), &topic, input.len(), None);
         assert_exactly_once_in_order(&input, &records, &format!("aiokafka {}", codec.name()));
     }
@@ -75,12 +130,26 @@ fn acks_zero_and_acks_all_both_deliver_everything() {
     let input = patient_events();
     let broker = Tansu::start(Storage::Memory);
     let proxy = Proxy::start(&broker);
-    for (acks, lib) in [(Acks::Zero, Lib::Confluent), (Acks::Zero, Lib::KafkaPython), (Acks::All, Lib::Aiokafka)] {
+    for (acks, lib) in [
+        (Acks::Zero, Lib::Confluent),
+        (Acks::Zero, Lib::KafkaPython),
+        (Acks::All, Lib::Aiokafka),
+    ] {
         let topic = format!("acks-{}-{}", acks.name(), lib.name());
         broker.create_topic(&topic, PARTITIONS);
         produce(lib, &proxy.bootstrap(), &topic, &input, Codec::None, acks);
-        let records = consume(Lib::Confluent, &proxy.bootstrap(), &topic, input.len(), None);
-        assert_exactly_once_in_order(&input, &records, &format!("acks={} via {}", acks.name(), lib.name()));
+        let records = consume(
+            Lib::Confluent,
+            &proxy.bootstrap(),
+            &topic,
+            input.len(),
+            None,
+        );
+        assert_exactly_once_in_order(
+            &input,
+            &records,
+            &format!("acks={} via {}", acks.name(), lib.name()),
+        );
     }
     proxy.assert_alive();
 }
@@ -94,11 +163,24 @@ fn a_consumer_group_commits_and_resumes_after_a_proxy_restart() {
         let topic = format!("group-{}", lib.name());
         let group = format!("billing-{}", lib.name());
         broker.create_topic(&topic, PARTITIONS);
-        produce(Lib::Confluent, &proxy.bootstrap(), &topic, &input, Codec::None, Acks::All);
+        produce(
+            Lib::Confluent,
+            &proxy.bootstrap(),
+            &topic,
+            &input,
+            Codec::None,
+            Acks::All,
+        );
         let first = consume(lib, &proxy.bootstrap(), &topic, 400, Some(&group));
         assert_eq!(first.len(), 400, "{}: first session", lib.name());
         proxy.restart();
-        let rest = consume(lib, &proxy.bootstrap(), &topic, input.len() - 400, Some(&group));
+        let rest = consume(
+            lib,
+            &proxy.bootstrap(),
+            &topic,
+            input.len() - 400,
+            Some(&group),
+        );
         let mut all = first;
         all.extend(rest);
         all.sort_by_key(|r| (r.partition, r.offset));
@@ -117,11 +199,21 @@ fn clients_survive_a_broker_restart_mid_run() {
     let producer = PausedProducer::start(Lib::Confluent, &proxy.bootstrap(), topic, &input, half);
     broker.restart();
     let acked = producer.resume_and_finish();
-    assert_eq!(acked, input.len(), "the producer delivered both halves across the restart");
+    assert_eq!(
+        acked,
+        input.len(),
+        "the producer delivered both halves across the restart"
+    );
     let records = consume(Lib::Confluent, &proxy.bootstrap(), topic, input.len(), None);
     assert_exactly_once_in_order(&input, &records, "across a broker restart");
     // A brand-new client after the restart works too.
-    let records = consume(Lib::KafkaPython, &proxy.bootstrap(), topic, input.len(), None);
+    let records = consume(
+        Lib::KafkaPython,
+        &proxy.bootstrap(),
+        topic,
+        input.len(),
+        None,
+    );
     assert_exactly_once_in_order(&input, &records, "new client after the restart");
     proxy.assert_alive();
 }

@@ -1,1 +1,285 @@
-fn main() {}
+//! The `streamgate-operator` binary: admission webhooks on every replica,
+//! controllers and the other singletons on the Lease holder.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use kube::Client;
+use streamgate_operator::config::InjectorSettings;
+use streamgate_operator::controller::{Context, run};
+use streamgate_operator::leader::{self, LeaseConfig};
+use streamgate_operator::metrics::{self, Metrics};
+use streamgate_operator::rbac;
+use streamgate_operator::tls::{self, ReloadingResolver};
+use streamgate_operator::webhook::handlers::WebhookState;
+use streamgate_operator::webhook::lookup::KubeLookup;
+use streamgate_operator::webhook::server;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CertMode {
+    /// The operator keeps its own CA and serving cert in one Secret and patches caBundle.
+    SelfManaged,
+    /// cert-manager issues the cert (mounted at --cert-dir) and injects caBundle.
+    CertManager,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "streamgate-operator",
+    version,
+    about = "streamgate control plane"
+)]
+struct Args {
+    /// The namespace the operator runs in (never injected).
+    #[arg(
+        long,
+        env = "STREAMGATE_NAMESPACE",
+        default_value = "streamgate-system"
+    )]
+    namespace: String,
+    /// This replica's name (Lease identity, Event reporter).
+    #[arg(
+        long,
+        env = "STREAMGATE_POD_NAME",
+        default_value = "streamgate-operator"
+    )]
+    pod_name: String,
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    webhook_listen: SocketAddr,
+    #[arg(
+        long,
+        env = "STREAMGATE_METRICS_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_listen: SocketAddr,
+    #[arg(
+        long,
+        env = "STREAMGATE_CERT_MODE",
+        value_enum,
+        default_value = "self-managed"
+    )]
+    cert_mode: CertMode,
+    /// cert-manager mode: directory with tls.crt and tls.key.
+    #[arg(
+        long,
+        env = "STREAMGATE_CERT_DIR",
+        default_value = "/var/run/streamgate/webhook-tls"
+    )]
+    cert_dir: PathBuf,
+    /// Self-managed mode: the Secret holding CA and serving cert.
+    #[arg(
+        long,
+        env = "STREAMGATE_CERT_SECRET",
+        default_value = "streamgate-webhook-tls"
+    )]
+    cert_secret: String,
+    /// The webhook Service name (serving certificate SANs).
+    #[arg(
+        long,
+        env = "STREAMGATE_WEBHOOK_SERVICE",
+        default_value = "streamgate-webhook"
+    )]
+    webhook_service: String,
+    #[arg(
+        long,
+        env = "STREAMGATE_MUTATING_WEBHOOK",
+        default_value = "streamgate"
+    )]
+    mutating_webhook_config: String,
+    #[arg(
+        long,
+        env = "STREAMGATE_VALIDATING_WEBHOOK",
+        default_value = "streamgate"
+    )]
+    validating_webhook_config: String,
+    #[arg(
+        long,
+        env = "STREAMGATE_PROXY_IMAGE",
+        default_value = "ghcr.io/streamgate/streamgate-proxy:0.1.0"
+    )]
+    proxy_image: String,
+    #[arg(
+        long,
+        env = "STREAMGATE_PROXY_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    proxy_pull_policy: String,
+    /// Upstream bootstrap servers for pods without a streamgate.dev/upstream annotation.
+    #[arg(long, env = "STREAMGATE_DEFAULT_UPSTREAM")]
+    default_upstream: Option<String>,
+    #[arg(long, env = "STREAMGATE_DEFAULT_LISTEN_PORT", default_value_t = 9092)]
+    default_listen_port: u16,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let metrics = Arc::new(Metrics::default());
+
+    // TLS first: the webhook must serve before the API server calls it.
+    let resolver = Arc::new(ReloadingResolver::default());
+    spawn_cert_reloader(&args, client.clone(), resolver.clone(), metrics.clone());
+    let tls_config = tls::server_config(resolver.clone())?;
+
+    let settings = InjectorSettings {
+        proxy_image: args.proxy_image.clone(),
+        image_pull_policy: args.proxy_pull_policy.clone(),
+        default_upstream: args.default_upstream.clone(),
+        default_listen_port: args.default_listen_port,
+        operator_namespace: args.namespace.clone(),
+        ..Default::default()
+    };
+    let state = Arc::new(WebhookState {
+        settings,
+        lookup: KubeLookup::new(client.clone()),
+        metrics: metrics.clone(),
+    });
+    let webhook_tcp = tokio::net::TcpListener::bind(args.webhook_listen).await?;
+    let metrics_tcp = tokio::net::TcpListener::bind(args.metrics_listen).await?;
+    let webhook = tokio::spawn(server::serve(webhook_tcp, tls_config, state));
+    let metrics_srv =
+        tokio::spawn(
+            async move { axum::serve(metrics_tcp, metrics::router(metrics.clone())).await },
+        );
+
+    let mut leading = leader::campaign(
+        client.clone(),
+        LeaseConfig {
+            name: "streamgate-operator".to_string(),
+            namespace: args.namespace.clone(),
+            identity: args.pod_name.clone(),
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        },
+    );
+    while !*leading.borrow_and_update() {
+        leading.changed().await?;
+    }
+    tracing::info!(identity = args.pod_name, "leading: starting controllers");
+    let singletons = run_singletons(&args, client.clone());
+    tokio::select! {
+        _ = singletons => anyhow::bail!("controllers stopped"),
+        r = webhook => anyhow::bail!("webhook server stopped: {r:?}"),
+        r = metrics_srv => anyhow::bail!("metrics server stopped: {r:?}"),
+        _ = async { loop { if leading.changed().await.is_err() || !*leading.borrow() { break } } } => {
+            anyhow::bail!("lost the leader Lease; restarting so another replica leads")
+        }
+    }
+}
+
+async fn run_singletons(args: &Args, client: Client) {
+    let (pods, pod_driver) = run::pod_reflector(client.clone());
+    tokio::spawn(pod_driver);
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        pods.clone(),
+        Some(args.pod_name.clone()),
+        Arc::new(chrono::Utc::now),
+    ));
+    // RBAC for injected pods: converge every 15 s from the pod store.
+    let rbac_client = client.clone();
+    let rbac_pods = pods.clone();
+    tokio::spawn(async move {
+        if rbac_pods.wait_until_ready().await.is_err() {
+            return;
+        }
+        loop {
+            let desired = rbac::desired(&rbac_pods.state());
+            if let Err(e) = rbac::sync(rbac_client.clone(), &desired).await {
+                tracing::warn!(error = %e, "RBAC sync failed; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(15)).await;
+        }
+    });
+    // caBundle patching (self-managed certificates only).
+    if matches!(args.cert_mode, CertMode::SelfManaged) {
+        let (c, ns, secret, m, v) = (
+            client.clone(),
+            args.namespace.clone(),
+            args.cert_secret.clone(),
+            args.mutating_webhook_config.clone(),
+            args.validating_webhook_config.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                match tls::read_secret(c.clone(), &ns, &secret).await {
+                    Ok(Some(pki)) => {
+                        if let Err(e) = tls::patch_ca_bundle(c.clone(), &m, &v, &pki.ca_pem).await {
+                            tracing::warn!(error = %e, "caBundle patch failed");
+                        }
+                    }
+                    Ok(None) => tracing::info!("webhook Secret not created yet"),
+                    Err(e) => tracing::warn!(error = %e, "reading the webhook Secret failed"),
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        });
+    }
+    run::run_controllers(client, ctx).await;
+}
+
+/// Load the serving certificate now and keep reloading it (rotation without restart).
+fn spawn_cert_reloader(
+    args: &Args,
+    client: Client,
+    resolver: Arc<ReloadingResolver>,
+    metrics: Arc<Metrics>,
+) {
+    let mode = args.cert_mode;
+    let dir = args.cert_dir.clone();
+    let ns = args.namespace.clone();
+    let secret = args.cert_secret.clone();
+    let names = tls::service_dns_names(&args.webhook_service, &args.namespace);
+    tokio::spawn(async move {
+        let mut last: Option<String> = None;
+        loop {
+            let loaded = match mode {
+                CertMode::CertManager => tls::load_dir(&dir)
+                    .map(|k| (k, String::new()))
+                    .map_err(|e| e.to_string()),
+                CertMode::SelfManaged => {
+                    match tls::ensure_secret(client.clone(), &ns, &secret, &names).await {
+                        Ok(pki) => tls::certified_key(&pki.cert_pem, &pki.key_pem)
+                            .map(|k| (k, pki.cert_pem))
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            match loaded {
+                Ok((key, fingerprint)) => {
+                    if last.as_deref() != Some(fingerprint.as_str()) || fingerprint.is_empty() {
+                        resolver.set(key);
+                        last = Some(fingerprint);
+                    }
+                    metrics.set_ready(true);
+                }
+                Err(e) => tracing::warn!(error = %e, "webhook certificate not loaded yet"),
+            }
+            tokio::time::sleep(Duration::from_secs(if resolver.has_cert() {
+                30
+            } else {
+                2
+            }))
+            .await;
+        }
+    });
+}

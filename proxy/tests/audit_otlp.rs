@@ -324,3 +324,78 @@ async fn http_protobuf_transport_delivers_too() {
     a.shutdown(Duration::from_secs(5)).await;
     rotel.stop();
 }
+
+/// Set in a child process: run `Audit::start` configured only by the environment.
+const ENV_CHILD: &str = "STREAMGATE_AUDIT_OTLP_ENV_CHILD";
+
+#[test]
+fn standard_otel_env_vars_configure_the_shipper() {
+    if let Ok(dir) = std::env::var(ENV_CHILD) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut args = streamgate_proxy::audit::AuditArgs::new(dir);
+            args.audit_otlp = None; // auto: on because OTEL_EXPORTER_OTLP_*ENDPOINT is set
+            args.audit_pod_name = std::env::var("POD_NAME").ok();
+            let audit = Audit::start(&args).await.unwrap();
+            write(&audit, 2..=6, Duration::ZERO).await; // seq 1 is SidecarStart
+            audit.shutdown(Duration::from_secs(10)).await; // seq 7 is SidecarStop
+        });
+        std::process::exit(0);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let out = work.path().join("rotel.out");
+    let rotel = Rotel::start(grpc, http, &out);
+    let cases = [
+        (
+            "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{grpc}"),
+            "pod-grpc",
+        ),
+        (
+            "http/protobuf",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            format!("http://127.0.0.1:{http}/v1/logs"),
+            "pod-http",
+        ),
+    ];
+    for (round, (protocol, var, endpoint, pod)) in cases.iter().enumerate() {
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "standard_otel_env_vars_configure_the_shipper",
+                "--nocapture",
+            ])
+            .env(ENV_CHILD, work.path().join(pod))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .env(var, endpoint)
+            .env("POD_NAME", pod)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{protocol}: child failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = received(std::slice::from_ref(&out));
+            if (1..=7).all(|s| seen.get(&s) == Some(&(round + 1))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: seq 1..=7 not all delivered once more: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            text.contains(&format!("k8s.pod.name: Str({pod})")),
+            "{protocol}: resource lacks the pod"
+        );
+    }
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("streamgate.kind: Str(SidecarStart)")
+            && text.contains("streamgate.kind: Str(SidecarStop)")
+    );
+    rotel.stop();
+}

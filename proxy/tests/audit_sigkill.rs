@@ -7,19 +7,32 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamgate_proxy::audit::{Audit, AuditRecord, Decision, Operation, ResourceAccess, SpoolConfig, Subject};
+use streamgate_proxy::audit::{
+    Audit, AuditRecord, Decision, Operation, ResourceAccess, SpoolConfig, Subject,
+};
 
 /// Set in the child process: the spool directory it writes to until killed.
 const CHILD_ENV: &str = "STREAMGATE_AUDIT_SIGKILL_CHILD";
 
 fn config(dir: &std::path::Path) -> SpoolConfig {
-    SpoolConfig { segment_bytes: 256 * 1024, ..SpoolConfig::new(dir) }
+    SpoolConfig {
+        segment_bytes: 256 * 1024,
+        ..SpoolConfig::new(dir)
+    }
 }
 
 fn request(i: u64) -> AuditRecord {
     AuditRecord::request("Produce", 9, Operation::Write)
-        .subject(Subject::service_account("system:serviceaccount:clinical:intake"))
-        .resource(ResourceAccess::partition("patient-records", (i % 3) as i32, Some((i as i64, i as i64)), 1, 200))
+        .subject(Subject::service_account(
+            "system:serviceaccount:clinical:intake",
+        ))
+        .resource(ResourceAccess::partition(
+            "patient-records",
+            (i % 3) as i32,
+            Some((i as i64, i as i64)),
+            1,
+            200,
+        ))
         .decision(Decision::Allow, "rule write-records")
 }
 
@@ -33,7 +46,10 @@ fn child(dir: &str) -> ! {
                 let audit = Arc::clone(&audit);
                 tokio::spawn(async move {
                     for i in 0.. {
-                        let d = audit.record_durable(request(w * 1_000_000 + i)).await.unwrap();
+                        let d = audit
+                            .record_durable(request(w * 1_000_000 + i))
+                            .await
+                            .unwrap();
                         println!("{} {}", d.seq, d.hash);
                     }
                 })
@@ -53,7 +69,11 @@ fn sigkill_during_load_loses_nothing_acknowledged_and_the_chain_continues() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut proc = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sigkill_during_load_loses_nothing_acknowledged_and_the_chain_continues", "--nocapture"])
+        .args([
+            "--exact",
+            "sigkill_during_load_loses_nothing_acknowledged_and_the_chain_continues",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -85,9 +105,16 @@ fn sigkill_during_load_loses_nothing_acknowledged_and_the_chain_continues() {
         d.seq
     });
     let max_ack = acknowledged.iter().map(|(s, _)| *s).max().unwrap();
-    assert!(next > max_ack, "the chain continues after the last acknowledged record ({next} > {max_ack})");
+    assert!(
+        next > max_ack,
+        "the chain continues after the last acknowledged record ({next} > {max_ack})"
+    );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_streamgate-proxy")).args(["audit", "verify"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate-proxy"))
+        .args(["audit", "verify"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.ends_with(", OK\n"), "{stdout}");
@@ -99,11 +126,18 @@ fn sigkill_during_load_loses_nothing_acknowledged_and_the_chain_continues() {
         if path.extension().is_some_and(|e| e == "jsonl") {
             for line in std::fs::read_to_string(&path).unwrap().lines() {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                on_disk.insert(v["seq"].as_u64().unwrap(), v["hash"].as_str().unwrap().to_owned());
+                on_disk.insert(
+                    v["seq"].as_u64().unwrap(),
+                    v["hash"].as_str().unwrap().to_owned(),
+                );
             }
         }
     }
     for (seq, hash) in &acknowledged {
-        assert_eq!(on_disk.get(seq), Some(hash), "acknowledged seq {seq} lost or changed");
+        assert_eq!(
+            on_disk.get(seq),
+            Some(hash),
+            "acknowledged seq {seq} lost or changed"
+        );
     }
 }

@@ -24,7 +24,8 @@ fn peer(var: &str) -> String {
     if let Ok(v) = std::env::var(var) {
         return v;
     }
-    let cache = std::env::var("STREAMGATE_CACHE").unwrap_or_else(|_| "/root/.cache/streamgate".into());
+    let cache =
+        std::env::var("STREAMGATE_CACHE").unwrap_or_else(|_| "/root/.cache/streamgate".into());
     let env_file = Path::new(&cache).join("peers.env");
     let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
         panic!("missing peer: {var} is not set and {} cannot be read ({e}); install the peers (.ci/install-peers.sh)", env_file.display())
@@ -34,23 +35,38 @@ fn peer(var: &str) -> String {
         .filter_map(|l| l.split_once('='))
         .find(|(k, _)| *k == var)
         .map(|(_, v)| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| panic!("missing peer: {var} is neither set nor in {}", env_file.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "missing peer: {var} is neither set nor in {}",
+                env_file.display()
+            )
+        })
 }
 
 fn node() -> String {
     let node = peer("STREAMGATE_NODE");
-    assert!(Path::new(&node).exists(), "missing peer: node not found at {node}");
+    assert!(
+        Path::new(&node).exists(),
+        "missing peer: node not found at {node}"
+    );
     node
 }
 
 fn idp_script() -> String {
     let idp = peer("STREAMGATE_IDP");
-    assert!(Path::new(&idp).exists(), "missing peer: the test IdP (oidc-provider) not found at {idp}");
+    assert!(
+        Path::new(&idp).exists(),
+        "missing peer: the test IdP (oidc-provider) not found at {idp}"
+    );
     idp
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running oidc-provider; killed on drop.
@@ -71,11 +87,16 @@ impl Idp {
         if let Some(f) = jwks_file {
             cmd.env("JWKS_FILE", f);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("missing peer: cannot start node ({e})"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("missing peer: cannot start node ({e})"));
         let idp = Idp { child, port };
         let url = format!("{}/.well-known/openid-configuration", idp.issuer());
         for _ in 0..150 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return idp;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -98,11 +119,19 @@ impl Idp {
             .json()
             .await
             .unwrap();
-        resp["access_token"].as_str().unwrap_or_else(|| panic!("no token: {resp}")).to_string()
+        resp["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {resp}"))
+            .to_string()
     }
 
     async fn jwks(&self) -> Value {
-        reqwest::get(format!("{}/jwks", self.issuer())).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("{}/jwks", self.issuer()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
@@ -143,7 +172,9 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn unb64(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
 }
 
 fn parts(token: &str) -> (Value, Value, String) {
@@ -157,7 +188,11 @@ fn der_len(n: usize) -> Vec<u8> {
     if n < 128 {
         vec![n as u8]
     } else {
-        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
         let mut out = vec![0x80 | bytes.len() as u8];
         out.extend(bytes);
         out
@@ -187,11 +222,28 @@ fn public_key_pem(jwk: &Value) -> String {
     let rsa_key = der(0x30, &[der_uint(&n), der_uint(&e)].concat());
     let mut bitstring = vec![0u8];
     bitstring.extend(rsa_key);
-    let alg = der(0x30, &[der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]), vec![0x05, 0x00]].concat());
+    let alg = der(
+        0x30,
+        &[
+            der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
     let spki = der(0x30, &[alg, der(0x03, &bitstring)].concat());
     let body = base64::engine::general_purpose::STANDARD.encode(spki);
-    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
 }
 
 #[tokio::test]
@@ -202,12 +254,22 @@ async fn client_credentials_token_becomes_a_principal_with_groups() {
     assert_eq!(tok.principal.name, "billing-app");
     assert_eq!(tok.principal.groups, vec!["billing-analysts"]);
     let lifetime = tok.session_lifetime_ms(SystemTime::now());
-    assert!((290_000..=300_000).contains(&lifetime), "session lifetime {lifetime} ms from a 300 s token");
+    assert!(
+        (290_000..=300_000).contains(&lifetime),
+        "session lifetime {lifetime} ms from a 300 s token"
+    );
     let tok = v.validate(&idp.token("outsider").await).await.unwrap();
     assert!(tok.principal.groups.is_empty());
     // Through IssuerSet (what the SASL server uses), picking the issuer by `iss`.
     let set = IssuerSet::new(vec![config(&idp.issuer())]);
-    assert_eq!(set.validate(&idp.token("intake-app").await).await.unwrap().principal.groups, vec!["clinicians"]);
+    assert_eq!(
+        set.validate(&idp.token("intake-app").await)
+            .await
+            .unwrap()
+            .principal
+            .groups,
+        vec!["clinicians"]
+    );
 }
 
 #[tokio::test]
@@ -215,7 +277,10 @@ async fn expired_token_is_refused() {
     let idp = Idp::start(free_port(), 1, None).await;
     let token = idp.token("intake-app").await;
     // Production leeway is 30 s; a 1 s leeway keeps this test short.
-    let cfg = OidcConfig { leeway: Duration::from_secs(1), ..config(&idp.issuer()) };
+    let cfg = OidcConfig {
+        leeway: Duration::from_secs(1),
+        ..config(&idp.issuer())
+    };
     let v = JwtValidator::new(cfg);
     tokio::time::sleep(Duration::from_millis(3_200)).await;
     assert_eq!(v.validate(&token).await, Err(JwtError::Expired));
@@ -229,9 +294,20 @@ async fn wrong_audience_and_wrong_issuer_are_refused() {
     let a = Idp::start(free_port(), 300, Some(&keys)).await;
     let b = Idp::start(free_port(), 300, Some(&keys)).await;
     let token = a.token("intake-app").await;
-    let wrong_aud = OidcConfig { audiences: vec!["urn:kafka:elsewhere".into()], ..config(&a.issuer()) };
-    assert_eq!(JwtValidator::new(wrong_aud).validate(&token).await, Err(JwtError::WrongAudience));
-    assert_eq!(JwtValidator::new(config(&b.issuer())).validate(&token).await, Err(JwtError::WrongIssuer));
+    let wrong_aud = OidcConfig {
+        audiences: vec!["urn:kafka:elsewhere".into()],
+        ..config(&a.issuer())
+    };
+    assert_eq!(
+        JwtValidator::new(wrong_aud).validate(&token).await,
+        Err(JwtError::WrongAudience)
+    );
+    assert_eq!(
+        JwtValidator::new(config(&b.issuer()))
+            .validate(&token)
+            .await,
+        Err(JwtError::WrongIssuer)
+    );
     // An issuer no policy names.
     let set = IssuerSet::new(vec![config(&b.issuer())]);
     assert_eq!(set.validate(&token).await, Err(JwtError::WrongIssuer));
@@ -254,30 +330,58 @@ async fn tampered_none_and_hmac_confusion_tokens_are_refused() {
     // alg: none, no signature.
     let mut none_header = header.clone();
     none_header["alg"] = "none".into();
-    let none = format!("{}.{}.", b64(&serde_json::to_vec(&none_header).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()));
-    assert_eq!(v.validate(&none).await, Err(JwtError::AlgorithmNotAllowed("none".into())));
+    let none = format!(
+        "{}.{}.",
+        b64(&serde_json::to_vec(&none_header).unwrap()),
+        b64(&serde_json::to_vec(&claims).unwrap())
+    );
+    assert_eq!(
+        v.validate(&none).await,
+        Err(JwtError::AlgorithmNotAllowed("none".into()))
+    );
 
     // HS256 "signed" with the issuer's public RSA key as the HMAC secret.
     let jwks = idp.jwks().await;
     let kid = header["kid"].as_str().unwrap();
-    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap();
     let pem = public_key_pem(jwk);
     let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     hs_header.kid = Some(kid.to_string());
-    let forged =
-        jsonwebtoken::encode(&hs_header, &claims, &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes())).unwrap();
-    assert_eq!(v.validate(&forged).await, Err(JwtError::AlgorithmNotAllowed("HS256".into())));
+    let forged = jsonwebtoken::encode(
+        &hs_header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        v.validate(&forged).await,
+        Err(JwtError::AlgorithmNotAllowed("HS256".into()))
+    );
 }
 
 #[tokio::test]
 async fn key_rotation_refreshes_once_and_refuses_the_removed_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (keys_a, keys_b) = (write_jwks(dir.path(), "key-a"), write_jwks(dir.path(), "key-b"));
+    let (keys_a, keys_b) = (
+        write_jwks(dir.path(), "key-a"),
+        write_jwks(dir.path(), "key-b"),
+    );
     let port = free_port();
     let idp = Idp::start(port, 300, Some(&keys_a)).await;
     let token_a = idp.token("intake-app").await;
-    let eager = JwtValidator::new(OidcConfig { min_refresh_interval: Duration::ZERO, ..config(&idp.issuer()) });
-    let limited = JwtValidator::new(OidcConfig { min_refresh_interval: Duration::from_secs(60), ..config(&idp.issuer()) });
+    let eager = JwtValidator::new(OidcConfig {
+        min_refresh_interval: Duration::ZERO,
+        ..config(&idp.issuer())
+    });
+    let limited = JwtValidator::new(OidcConfig {
+        min_refresh_interval: Duration::from_secs(60),
+        ..config(&idp.issuer())
+    });
     eager.validate(&token_a).await.unwrap();
     limited.validate(&token_a).await.unwrap();
 
@@ -286,35 +390,63 @@ async fn key_rotation_refreshes_once_and_refuses_the_removed_key() {
     let idp = Idp::start(port, 300, Some(&keys_b)).await;
     let token_b = idp.token("intake-app").await;
     // An unknown kid refetches the key set…
-    assert_eq!(eager.validate(&token_b).await.unwrap().principal.name, "intake-app");
+    assert_eq!(
+        eager.validate(&token_b).await.unwrap().principal.name,
+        "intake-app"
+    );
     // …and a token signed with the removed key is refused by kid.
-    assert_eq!(eager.validate(&token_a).await, Err(JwtError::UnknownKey("key-a".into())));
+    assert_eq!(
+        eager.validate(&token_a).await,
+        Err(JwtError::UnknownKey("key-a".into()))
+    );
     // The refresh is rate-limited: within the interval the cache stays as it was.
-    assert_eq!(limited.validate(&token_b).await, Err(JwtError::UnknownKey("key-b".into())));
-    assert!(limited.validate(&token_a).await.is_ok(), "cached key-a is still trusted until the next refresh");
+    assert_eq!(
+        limited.validate(&token_b).await,
+        Err(JwtError::UnknownKey("key-b".into()))
+    );
+    assert!(
+        limited.validate(&token_a).await.is_ok(),
+        "cached key-a is still trusted until the next refresh"
+    );
 }
 
 #[tokio::test]
 async fn sasl_oauthbearer_with_real_tokens() {
     let idp = Idp::start(free_port(), 300, None).await;
     let set = IssuerSet::new(vec![config(&idp.issuer())]);
-    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("OAUTHBEARER"));
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("OAUTHBEARER"));
     let auth = |tok: &str| {
-        SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(format!("n,,\x01auth=Bearer {tok}\x01\x01")))
+        SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from(format!("n,,\x01auth=Bearer {tok}\x01\x01")))
     };
     let mut ok = SaslServer::new();
     assert_eq!(ok.handshake(1, &handshake).error_code, 0);
-    let out = ok.authenticate(&set, &auth(&idp.token("research-app").await), SystemTime::now()).await;
+    let out = ok
+        .authenticate(
+            &set,
+            &auth(&idp.token("research-app").await),
+            SystemTime::now(),
+        )
+        .await;
     assert_eq!(out.response.error_code, 0);
     assert!(out.response.session_lifetime_ms > 290_000);
     assert_eq!(ok.session().unwrap().principal.groups, vec!["researchers"]);
 
-    let wrong_aud = IssuerSet::new(vec![OidcConfig { audiences: vec!["urn:nope".into()], ..config(&idp.issuer()) }]);
+    let wrong_aud = IssuerSet::new(vec![OidcConfig {
+        audiences: vec!["urn:nope".into()],
+        ..config(&idp.issuer())
+    }]);
     let mut bad = SaslServer::new();
     bad.handshake(1, &handshake);
     let token = idp.token("research-app").await;
-    let out = bad.authenticate(&wrong_aud, &auth(&token), SystemTime::now()).await;
-    assert_eq!(out.response.error_code, ResponseError::SaslAuthenticationFailed.code());
+    let out = bad
+        .authenticate(&wrong_aud, &auth(&token), SystemTime::now())
+        .await;
+    assert_eq!(
+        out.response.error_code,
+        ResponseError::SaslAuthenticationFailed.code()
+    );
     let msg = out.response.error_message.unwrap().to_string();
     assert!(msg.contains("audience"), "{msg}");
     assert!(!msg.contains(&token[..20]), "the token is never echoed");

@@ -7,10 +7,17 @@ use kafka_protocol::records::RecordBatchDecoder;
 use streamgate_crds::{Detector, FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec};
 use streamgate_proxy::masking::codec::Codec;
 use streamgate_proxy::masking::{
-    HashKey, MaskError, MaskPlan, RulePlan, Trailing, mask_produce_records, mask_record_set, mask_records,
+    HashKey, MaskError, MaskPlan, RulePlan, Trailing, mask_produce_records, mask_record_set,
+    mask_records,
 };
 
-const CODECS: [Codec; 5] = [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+const CODECS: [Codec; 5] = [
+    Codec::None,
+    Codec::Gzip,
+    Codec::Snappy,
+    Codec::Lz4,
+    Codec::Zstd,
+];
 const LOG_APPEND_TIME: i16 = 0x08;
 const TRANSACTIONAL: i16 = 0x10;
 const CONTROL: i16 = 0x20;
@@ -40,7 +47,11 @@ fn rec(offset_delta: i64, value: Option<&str>) -> Rec {
         offset_delta,
         key: Some(format!("key-{offset_delta}").into_bytes()),
         value: value.map(|v| v.as_bytes().to_vec()),
-        headers: vec![(b"trace".to_vec(), Some(b"a".to_vec())), (b"trace".to_vec(), Some(b"b".to_vec())), (b"n".to_vec(), None)],
+        headers: vec![
+            (b"trace".to_vec(), Some(b"a".to_vec())),
+            (b"trace".to_vec(), Some(b"b".to_vec())),
+            (b"n".to_vec(), None),
+        ],
     }
 }
 
@@ -122,9 +133,17 @@ fn decode_records(data: &[u8], count: usize) -> Vec<Rec> {
         let key = opt(data, &mut p);
         let value = opt(data, &mut p);
         let n = unvarint(data, &mut p);
-        let headers = (0..n).map(|_| (opt(data, &mut p).unwrap(), opt(data, &mut p))).collect();
+        let headers = (0..n)
+            .map(|_| (opt(data, &mut p).unwrap(), opt(data, &mut p)))
+            .collect();
         assert_eq!(p, end);
-        out.push(Rec { ts_delta, offset_delta, key, value, headers });
+        out.push(Rec {
+            ts_delta,
+            offset_delta,
+            key,
+            value,
+            headers,
+        });
     }
     assert_eq!(p, data.len());
     out
@@ -189,7 +208,11 @@ fn split_batches(set: &[u8]) -> Vec<(Vec<u8>, Vec<Rec>)> {
     while p < set.len() {
         let len = i32::from_be_bytes(set[p + 8..p + 12].try_into().unwrap()) as usize;
         let b = &set[p..p + 12 + len];
-        assert_eq!(u32::from_be_bytes(b[17..21].try_into().unwrap()), crc32c::crc32c(&b[21..]), "CRC");
+        assert_eq!(
+            u32::from_be_bytes(b[17..21].try_into().unwrap()),
+            crc32c::crc32c(&b[21..]),
+            "CRC"
+        );
         let mut fixed = b[..8].to_vec();
         fixed.extend_from_slice(&b[12..17]);
         fixed.extend_from_slice(&b[21..61]);
@@ -208,8 +231,16 @@ fn plan() -> MaskPlan {
         topics: vec!["patient-*".into()],
         format: MaskFormat::Json,
         fields: vec![
-            FieldMask { path: "$.ssn".into(), strategy: MaskStrategy::Partial, keep_last: Some(4) },
-            FieldMask { path: "$.name".into(), strategy: MaskStrategy::Hash, keep_last: None },
+            FieldMask {
+                path: "$.ssn".into(),
+                strategy: MaskStrategy::Partial,
+                keep_last: Some(4),
+            },
+            FieldMask {
+                path: "$.name".into(),
+                strategy: MaskStrategy::Hash,
+                keep_last: None,
+            },
         ],
         detectors: vec![Detector::Email, Detector::SSN],
         mrn_pattern: None,
@@ -220,7 +251,8 @@ fn plan() -> MaskPlan {
     MaskPlan::single(RulePlan::compile("r", &spec, HashKey::new(b"k".to_vec())).unwrap())
 }
 
-const PHI: &str = r#"{"ssn":"838-39-8865","name":"James Silva","note":"mail james.silva0@example.org","n":1}"#;
+const PHI: &str =
+    r#"{"ssn":"838-39-8865","name":"James Silva","note":"mail james.silva0@example.org","n":1}"#;
 const CLEAN: &str = r#"{"n":2,"note":"nothing to hide"}"#;
 
 fn assert_no_phi(b: &[u8]) {
@@ -255,22 +287,46 @@ fn headers_preserved_and_values_masked_for_every_codec() {
                 assert_eq!(h0, h1, "header fields for {codec:?}");
                 assert_eq!(r0.len(), r1.len());
                 for (a, b) in r0.iter().zip(r1) {
-                    assert_eq!((a.ts_delta, a.offset_delta, &a.key, &a.headers), (b.ts_delta, b.offset_delta, &b.key, &b.headers));
+                    assert_eq!(
+                        (a.ts_delta, a.offset_delta, &a.key, &a.headers),
+                        (b.ts_delta, b.offset_delta, &b.key, &b.headers)
+                    );
                 }
             }
             let masked_value = String::from_utf8(after[0].1[0].value.clone().unwrap()).unwrap();
-            assert!(masked_value.starts_with(r#"{"ssn":"***-**-8865","name":"h:"#), "{masked_value}");
-            assert!(masked_value.ends_with(r#""note":"mail [EMAIL]","n":1}"#), "{masked_value}");
+            assert!(
+                masked_value.starts_with(r#"{"ssn":"***-**-8865","name":"h:"#),
+                "{masked_value}"
+            );
+            assert!(
+                masked_value.ends_with(r#""note":"mail [EMAIL]","n":1}"#),
+                "{masked_value}"
+            );
             assert_eq!(after[0].1[1].value, None, "tombstone stays null");
-            assert_eq!(after[0].1[2].value.as_deref(), Some(CLEAN.as_bytes()), "clean value untouched");
+            assert_eq!(
+                after[0].1[2].value.as_deref(),
+                Some(CLEAN.as_bytes()),
+                "clean value untouched"
+            );
 
             // An independent decoder (kafka-protocol, CRC-checked) reads the same offsets.
             let mut buf = out.clone();
             let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
-            let offsets: Vec<i64> = sets.iter().flat_map(|s| s.records.iter().map(|r| r.offset)).collect();
+            let offsets: Vec<i64> = sets
+                .iter()
+                .flat_map(|s| s.records.iter().map(|r| r.offset))
+                .collect();
             assert_eq!(offsets, vec![1000, 1003, 1009, 1013], "{codec:?}");
             let r = &sets[0].records[0];
-            assert_eq!((r.producer_id, r.producer_epoch, r.sequence, r.partition_leader_epoch), (4242, 3, 17, 7));
+            assert_eq!(
+                (
+                    r.producer_id,
+                    r.producer_epoch,
+                    r.sequence,
+                    r.partition_leader_epoch
+                ),
+                (4242, 3, 17, 7)
+            );
         }
     }
 }
@@ -278,7 +334,10 @@ fn headers_preserved_and_values_masked_for_every_codec() {
 #[test]
 fn unchanged_record_sets_are_returned_as_is() {
     for codec in CODECS {
-        let input = Bytes::from(build_batch(&header(5, codec_bits(codec), 0), &[rec(0, Some(CLEAN))]));
+        let input = Bytes::from(build_batch(
+            &header(5, codec_bits(codec), 0),
+            &[rec(0, Some(CLEAN))],
+        ));
         let (out, counts) = mask_record_set(&plan(), &input).unwrap();
         assert_eq!(out, input);
         assert_eq!((counts.records, counts.masked_records), (1, 0));
@@ -306,7 +365,10 @@ fn truncated_trailing_batch_is_dropped_on_fetch_and_refused_on_produce() {
             let (out, _) = mask_record_set(&plan(), &input).unwrap();
             assert_no_phi(&out);
             assert_eq!(split_batches(&out).len(), 1, "{codec:?} cut at {cut}");
-            assert!(matches!(mask_produce_records(&plan(), &input), Err(MaskError::Truncated { .. })));
+            assert!(matches!(
+                mask_produce_records(&plan(), &input),
+                Err(MaskError::Truncated { .. })
+            ));
         }
         // Even a clean cut batch is dropped rather than forwarded.
         let clean = build_batch(&header(1, codec_bits(codec), 0), &[rec(0, Some(CLEAN))]);
@@ -323,7 +385,13 @@ fn corrupted_batches_are_errors_not_pass_through() {
         let mut bad = good.clone();
         let last = bad.len() - 2;
         bad[last] ^= 0x40;
-        assert!(matches!(mask_record_set(&plan(), &Bytes::from(bad)), Err(MaskError::Crc { .. })), "{codec:?}");
+        assert!(
+            matches!(
+                mask_record_set(&plan(), &Bytes::from(bad)),
+                Err(MaskError::Crc { .. })
+            ),
+            "{codec:?}"
+        );
         // A broken records section with a valid CRC: a decode error.
         let mut bad = good[..61].to_vec();
         bad.extend_from_slice(b"\x01\x02garbage");
@@ -332,14 +400,20 @@ fn corrupted_batches_are_errors_not_pass_through() {
         let crc = crc32c::crc32c(&bad[21..]);
         bad[17..21].copy_from_slice(&crc.to_be_bytes());
         let err = mask_record_set(&plan(), &Bytes::from(bad)).unwrap_err();
-        assert!(matches!(err, MaskError::Corrupt { .. } | MaskError::Codec { .. }), "{codec:?}: {err}");
+        assert!(
+            matches!(err, MaskError::Corrupt { .. } | MaskError::Codec { .. }),
+            "{codec:?}: {err}"
+        );
     }
     // Unknown codec 5.
     let mut bad = build_batch(&header(0, 0, 0), &[rec(0, Some(PHI))]);
     bad[22] |= 5;
     let crc = crc32c::crc32c(&bad[21..]);
     bad[17..21].copy_from_slice(&crc.to_be_bytes());
-    assert!(matches!(mask_record_set(&plan(), &Bytes::from(bad)), Err(MaskError::UnknownCodec { codec: 5, .. })));
+    assert!(matches!(
+        mask_record_set(&plan(), &Bytes::from(bad)),
+        Err(MaskError::UnknownCodec { codec: 5, .. })
+    ));
 }
 
 #[test]
@@ -347,23 +421,39 @@ fn legacy_message_sets_are_refused() {
     // A magic v1 message: offset, size, crc, magic=1, attributes, timestamp, key, value.
     let mut m = Vec::new();
     m.extend_from_slice(&0i64.to_be_bytes());
-    let body: Vec<u8> = [vec![1u8, 0], 0i64.to_be_bytes().to_vec(), (-1i32).to_be_bytes().to_vec(), (PHI.len() as i32).to_be_bytes().to_vec(), PHI.as_bytes().to_vec()].concat();
+    let body: Vec<u8> = [
+        vec![1u8, 0],
+        0i64.to_be_bytes().to_vec(),
+        (-1i32).to_be_bytes().to_vec(),
+        (PHI.len() as i32).to_be_bytes().to_vec(),
+        PHI.as_bytes().to_vec(),
+    ]
+    .concat();
     m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     m.extend_from_slice(&0u32.to_be_bytes());
     m.extend_from_slice(&body);
     for trailing in [Trailing::Drop, Trailing::Reject] {
-        assert!(matches!(mask_records(&plan(), &Bytes::from(m.clone()), trailing), Err(MaskError::LegacyFormat { magic: 1 })));
+        assert!(matches!(
+            mask_records(&plan(), &Bytes::from(m.clone()), trailing),
+            Err(MaskError::LegacyFormat { magic: 1 })
+        ));
     }
 }
 
 #[test]
 fn unparseable_values_become_markers_inside_batches() {
-    let input = Bytes::from(build_batch(&header(0, codec_bits(Codec::Zstd), 0), &[rec(0, Some("SSN 838-39-8865, not JSON"))]));
+    let input = Bytes::from(build_batch(
+        &header(0, codec_bits(Codec::Zstd), 0),
+        &[rec(0, Some("SSN 838-39-8865, not JSON"))],
+    ));
     let (out, counts) = mask_record_set(&plan(), &input).unwrap();
     assert_no_phi(&out);
     assert_eq!(counts.unparseable, 1);
     let recs = &split_batches(&out)[0].1;
-    assert_eq!(recs[0].value.as_deref(), Some(br#"{"streamgate":"unparseable"}"#.as_slice()));
+    assert_eq!(
+        recs[0].value.as_deref(),
+        Some(br#"{"streamgate":"unparseable"}"#.as_slice())
+    );
 }
 
 #[test]
@@ -375,5 +465,9 @@ fn produce_batches_keep_idempotence_fields() {
     let (h0, _) = &split_batches(&input)[0];
     let (h1, _) = &split_batches(&out)[0];
     assert_eq!(h0, h1);
-    assert_eq!(&out[43..57], &input[43..57], "producer id, epoch and base sequence");
+    assert_eq!(
+        &out[43..57],
+        &input[43..57],
+        "producer id, epoch and base sequence"
+    );
 }

@@ -60,11 +60,16 @@ fn repo() -> PathBuf {
 
 fn data_dir() -> PathBuf {
     let local = repo().join("examples/data");
-    if local.join("phi-values.json").exists() { local } else { PathBuf::from("/work/shared/fixtures") }
+    if local.join("phi-values.json").exists() {
+        local
+    } else {
+        PathBuf::from("/work/shared/fixtures")
+    }
 }
 
 fn rules() -> Vec<(String, MaskingRuleSpec)> {
-    let text = std::fs::read_to_string(repo().join("examples/maskingrule.yaml")).unwrap_or_else(|_| INLINE_RULES.into());
+    let text = std::fs::read_to_string(repo().join("examples/maskingrule.yaml"))
+        .unwrap_or_else(|_| INLINE_RULES.into());
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
             let r: MaskingRule = serde::Deserialize::deserialize(doc).unwrap();
@@ -78,58 +83,108 @@ fn key(_: &SecretKeyRef) -> Result<HashKey, KeyError> {
 }
 
 fn reader() -> Principal {
-    Principal { kind: SubjectKind::User, name: "billing-app".into(), namespace: None, groups: vec!["billing-analysts".into()] }
+    Principal {
+        kind: SubjectKind::User,
+        name: "billing-app".into(),
+        namespace: None,
+        groups: vec!["billing-analysts".into()],
+    }
 }
 
 fn planted(file: &str) -> Vec<String> {
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("phi-values.json")).unwrap()).unwrap();
-    all[file].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string())).collect()
+    let all: Value =
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("phi-values.json")).unwrap())
+            .unwrap();
+    all[file]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+        })
+        .collect()
 }
 
 fn lines(file: &str) -> Vec<String> {
-    std::fs::read_to_string(data_dir().join(file)).unwrap().lines().map(str::to_string).collect()
+    std::fs::read_to_string(data_dir().join(file))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn check(topic: &str, file: &str, must_keep: &[&str]) {
     let (set, errors) = MaskingSet::compile("clinical", &rules(), key);
     assert!(errors.is_empty(), "{errors:?}");
-    let plan = set.plan_for(topic, &reader(), ApplyTo::Fetch).expect("topic is masked");
+    let plan = set
+        .plan_for(topic, &reader(), ApplyTo::Fetch)
+        .expect("topic is masked");
     let phi = planted(file);
     let mut counts = MaskCounts::default();
     let mut masked = Vec::new();
     for line in lines(file) {
-        let out = plan.mask_value(line.as_bytes(), &mut counts).expect("every fixture record holds PHI");
+        let out = plan
+            .mask_value(line.as_bytes(), &mut counts)
+            .expect("every fixture record holds PHI");
         let out = String::from_utf8(out).unwrap();
         let before: Value = serde_json::from_str(&line).unwrap();
         let after: Value = serde_json::from_str(&out).expect("masked record stays valid JSON");
         for p in must_keep {
-            assert_eq!(before.pointer(p), after.pointer(p), "non-PHI field {p} changed");
+            assert_eq!(
+                before.pointer(p),
+                after.pointer(p),
+                "non-PHI field {p} changed"
+            );
         }
         masked.push(out);
     }
     let leaks = leak_finder(&phi);
     let all = masked.join("\n");
-    assert_eq!(leaks.find(all.as_bytes()).map(|m| m.as_bytes().to_vec()), None, "{file}: planted PHI leaked");
+    assert_eq!(
+        leaks.find(all.as_bytes()).map(|m| m.as_bytes().to_vec()),
+        None,
+        "{file}: planted PHI leaked"
+    );
     assert_eq!(counts.unparseable, 0);
     assert_eq!(counts.masked_records, lines(file).len() as u64);
 
     // The same through record batches in every codec.
-    for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+    for codec in [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ] {
         let owned = lines(file);
         let values: Vec<&str> = lines_ref(&owned);
         let batch = Bytes::from(batch_of(codec, &values));
         let (out, c) = mask_record_set(&plan, &batch).unwrap();
         assert_eq!(c.masked_records, values.len() as u64, "{codec:?}");
         let plain = codec_plain(codec, &out);
-        assert_eq!(leaks.find(&plain).map(|m| m.as_bytes().to_vec()), None, "{file} {codec:?}: planted PHI leaked");
+        assert_eq!(
+            leaks.find(&plain).map(|m| m.as_bytes().to_vec()),
+            None,
+            "{file} {codec:?}: planted PHI leaked"
+        );
     }
 }
 
 /// One automaton for all planted strings (7000 separate substring scans
 /// over the whole output take minutes in a debug build).
 fn leak_finder(phi: &[String]) -> regex::bytes::Regex {
-    let alternation = phi.iter().map(|v| regex::escape(v)).collect::<Vec<_>>().join("|");
-    let re = regex::bytes::RegexBuilder::new(&alternation).size_limit(1 << 28).build().unwrap();
+    let alternation = phi
+        .iter()
+        .map(|v| regex::escape(v))
+        .collect::<Vec<_>>()
+        .join("|");
+    let re = regex::bytes::RegexBuilder::new(&alternation)
+        .size_limit(1 << 28)
+        .build()
+        .unwrap();
     // Self-check: the finder does find a planted value.
     assert!(re.is_match(phi[0].as_bytes()));
     re
@@ -192,24 +247,50 @@ fn batch_of(codec: Codec, values: &[&str]) -> Vec<u8> {
 
 /// The decompressed records section of a single-batch record set.
 fn codec_plain(codec: Codec, set: &[u8]) -> Vec<u8> {
-    codec.decompress(Bytes::copy_from_slice(&set[61..])).unwrap().to_vec()
+    codec
+        .decompress(Bytes::copy_from_slice(&set[61..]))
+        .unwrap()
+        .to_vec()
 }
 
 #[test]
 fn patient_events_leak_no_planted_phi() {
-    check("patient-events", "patient-events.jsonl", &["/eventId", "/eventType", "/timestamp", "/patient/address/city", "/encounter/facility", "/encounter/diagnoses/0/code"]);
+    check(
+        "patient-events",
+        "patient-events.jsonl",
+        &[
+            "/eventId",
+            "/eventType",
+            "/timestamp",
+            "/patient/address/city",
+            "/encounter/facility",
+            "/encounter/diagnoses/0/code",
+        ],
+    );
 }
 
 #[test]
 fn claims_leak_no_planted_phi() {
-    check("claims", "claims.jsonl", &["/claimId", "/amountCents", "/diagnosisCodes"]);
+    check(
+        "claims",
+        "claims.jsonl",
+        &["/claimId", "/amountCents", "/diagnosisCodes"],
+    );
 }
 
 #[test]
 fn exempt_readers_get_no_plan() {
     let (set, _) = MaskingSet::compile("clinical", &rules(), key);
-    let clinician = Principal { kind: SubjectKind::User, name: "dr".into(), namespace: None, groups: vec!["treating-clinicians".into()] };
-    assert!(set.plan_for("patient-events", &clinician, ApplyTo::Fetch).is_none());
+    let clinician = Principal {
+        kind: SubjectKind::User,
+        name: "dr".into(),
+        namespace: None,
+        groups: vec!["treating-clinicians".into()],
+    };
+    assert!(
+        set.plan_for("patient-events", &clinician, ApplyTo::Fetch)
+            .is_none()
+    );
     // claims-phi has no exemption.
     assert!(set.plan_for("claims", &clinician, ApplyTo::Fetch).is_some());
 }
@@ -218,10 +299,20 @@ fn exempt_readers_get_no_plan() {
 fn hashed_mrn_joins_across_topics() {
     let (set, _) = MaskingSet::compile("clinical", &rules(), key);
     let mut c = MaskCounts::default();
-    let ev = set.plan_for("patient-events", &reader(), ApplyTo::Fetch).unwrap();
+    let ev = set
+        .plan_for("patient-events", &reader(), ApplyTo::Fetch)
+        .unwrap();
     let cl = set.plan_for("claims", &reader(), ApplyTo::Fetch).unwrap();
-    let e: Value = serde_json::from_slice(&ev.mask_value(lines("patient-events.jsonl")[0].as_bytes(), &mut c).unwrap()).unwrap();
-    let k: Value = serde_json::from_slice(&cl.mask_value(lines("claims.jsonl")[0].as_bytes(), &mut c).unwrap()).unwrap();
+    let e: Value = serde_json::from_slice(
+        &ev.mask_value(lines("patient-events.jsonl")[0].as_bytes(), &mut c)
+            .unwrap(),
+    )
+    .unwrap();
+    let k: Value = serde_json::from_slice(
+        &cl.mask_value(lines("claims.jsonl")[0].as_bytes(), &mut c)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(e["patient"]["mrn"], k["patientMrn"]);
     assert!(e["patient"]["mrn"].as_str().unwrap().starts_with("h:"));
 }

@@ -11,17 +11,28 @@ use streamgate_proxy::masking::strategy::pseudonym;
 use streamgate_proxy::masking::{HashKey, MaskCounts, MaskPlan, RulePlan};
 
 /// Planted PHI, all of which a detector recognises.
-const PLANTED: [&str; 6] =
-    ["838-39-8865", "james.silva0@example.org", "(351) 555-0121", "4708073826424685", "1702309729", "MRN-35976135"];
+const PLANTED: [&str; 6] = [
+    "838-39-8865",
+    "james.silva0@example.org",
+    "(351) 555-0121",
+    "4708073826424685",
+    "1702309729",
+    "MRN-35976135",
+];
 
 /// Compiled once per strategy (regex compilation dominates otherwise).
 fn plan(strategy: MaskStrategy) -> &'static MaskPlan {
     static PLANS: OnceLock<Vec<(MaskStrategy, MaskPlan)>> = OnceLock::new();
     let plans = PLANS.get_or_init(|| {
-        [MaskStrategy::Redact, MaskStrategy::Partial, MaskStrategy::Hash, MaskStrategy::Remove]
-            .into_iter()
-            .map(|s| (s, compile(s)))
-            .collect()
+        [
+            MaskStrategy::Redact,
+            MaskStrategy::Partial,
+            MaskStrategy::Hash,
+            MaskStrategy::Remove,
+        ]
+        .into_iter()
+        .map(|s| (s, compile(s)))
+        .collect()
     });
     &plans.iter().find(|(s, _)| *s == strategy).unwrap().1
 }
@@ -31,11 +42,30 @@ fn compile(strategy: MaskStrategy) -> MaskPlan {
         topics: vec!["t".into()],
         format: MaskFormat::Json,
         fields: vec![
-            FieldMask { path: "$.secret".into(), strategy, keep_last: Some(2) },
-            FieldMask { path: "$..hidden".into(), strategy, keep_last: Some(2) },
-            FieldMask { path: "$.list[*].x".into(), strategy, keep_last: Some(2) },
+            FieldMask {
+                path: "$.secret".into(),
+                strategy,
+                keep_last: Some(2),
+            },
+            FieldMask {
+                path: "$..hidden".into(),
+                strategy,
+                keep_last: Some(2),
+            },
+            FieldMask {
+                path: "$.list[*].x".into(),
+                strategy,
+                keep_last: Some(2),
+            },
         ],
-        detectors: vec![Detector::SSN, Detector::Email, Detector::Phone, Detector::CreditCard, Detector::NPI, Detector::MRN],
+        detectors: vec![
+            Detector::SSN,
+            Detector::Email,
+            Detector::Phone,
+            Detector::CreditCard,
+            Detector::NPI,
+            Detector::MRN,
+        ],
         mrn_pattern: Some(r"MRN-\d{8}".into()),
         hash_key_secret_ref: None,
         exempt_subjects: vec![],
@@ -54,7 +84,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z]{1,6}", inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -85,10 +116,16 @@ fn plant(mut doc: Value, secret: Value, where_: usize, free: String) -> Value {
             obj.insert("secret".into(), secret);
         }
         1 => {
-            obj.insert("nested".into(), serde_json::json!({"a": {"hidden": secret}}));
+            obj.insert(
+                "nested".into(),
+                serde_json::json!({"a": {"hidden": secret}}),
+            );
         }
         2 => {
-            obj.insert("list".into(), serde_json::json!([{"x": secret, "y": 1}, {"x": null}]));
+            obj.insert(
+                "list".into(),
+                serde_json::json!([{"x": secret, "y": 1}, {"x": null}]),
+            );
         }
         _ => {
             obj.insert("free".into(), Value::String(free));

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
 use streamgate_crds::matching::Principal;
-use streamgate_crds::{BlockedOperation, FailureMode, Operation, PayloadMode, StreamPolicySpec, SubjectKind};
+use streamgate_crds::{
+    BlockedOperation, FailureMode, Operation, PayloadMode, StreamPolicySpec, SubjectKind,
+};
 use streamgate_proxy::policy::decide::{CompiledPolicy, Decision, DenyReason, Grant, PolicyDoc};
 
 const PHI_ACCESS: &str = r#"
@@ -63,11 +65,19 @@ audit: {payload: Full, failureMode: Open}
 
 fn doc(name: &str, yaml: &str) -> PolicyDoc {
     let spec: StreamPolicySpec = serde_yaml::from_str(yaml).unwrap();
-    PolicyDoc { name: name.into(), namespace: "clinical".into(), generation: Some(1), spec }
+    PolicyDoc {
+        name: name.into(),
+        namespace: "clinical".into(),
+        generation: Some(1),
+        spec,
+    }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn user(name: &str, groups: &[&str]) -> Principal {
@@ -80,7 +90,12 @@ fn user(name: &str, groups: &[&str]) -> Principal {
 }
 
 fn sa(name: &str, ns: &str) -> Principal {
-    Principal { kind: SubjectKind::ServiceAccount, name: name.into(), namespace: Some(ns.into()), groups: vec![] }
+    Principal {
+        kind: SubjectKind::ServiceAccount,
+        name: name.into(),
+        namespace: Some(ns.into()),
+        groups: vec![],
+    }
 }
 
 fn billing_pod() -> CompiledPolicy {
@@ -103,7 +118,9 @@ fn short(d: &Decision) -> Want {
     match d {
         Decision::Allow { rule, .. } => Want::Allow(Box::leak(rule.clone().into_boxed_str())),
         Decision::Deny { reason, .. } => Want::Deny(*reason),
-        Decision::NeedsApproval { rule, .. } => Want::Needs(Box::leak(rule.clone().into_boxed_str())),
+        Decision::NeedsApproval { rule, .. } => {
+            Want::Needs(Box::leak(rule.clone().into_boxed_str()))
+        }
     }
 }
 
@@ -128,47 +145,161 @@ fn decision_table() {
     let cases: Vec<(&Principal, Operation, &str, Want)> = vec![
         // Group subject, single-segment glob
         (&analyst, Read, "claims.2026", Want::Allow("read-claims")),
-        (&analyst, Describe, "claims.2026", Want::Allow("read-claims")),
-        (&analyst, Read, "claims.2026.q1", Want::Deny(DenyReason::NoMatchingRule)),
-        (&analyst, Write, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
-        (&analyst, Read, "claimsX", Want::Deny(DenyReason::NoMatchingRule)),
+        (
+            &analyst,
+            Describe,
+            "claims.2026",
+            Want::Allow("read-claims"),
+        ),
+        (
+            &analyst,
+            Read,
+            "claims.2026.q1",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
+        (
+            &analyst,
+            Write,
+            "claims.2026",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
+        (
+            &analyst,
+            Read,
+            "claimsX",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
         // Deny beats Allow (claims.internal matches claims.* Allow and the Deny)
-        (&analyst, Read, "claims.internal", Want::Deny(DenyReason::DeniedByRule)),
-        (&analyst, Describe, "claims.internal", Want::Allow("read-claims")),
+        (
+            &analyst,
+            Read,
+            "claims.internal",
+            Want::Deny(DenyReason::DeniedByRule),
+        ),
+        (
+            &analyst,
+            Describe,
+            "claims.internal",
+            Want::Allow("read-claims"),
+        ),
         // ServiceAccount subject, default namespace = the policy's
         (&billing_sa, Read, "claims.2026", Want::Allow("read-claims")),
-        (&billing_sa_elsewhere, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
-        (&fake_sa, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
-        (&fake_group, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        (
+            &billing_sa_elsewhere,
+            Read,
+            "claims.2026",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
+        (
+            &fake_sa,
+            Read,
+            "claims.2026",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
+        (
+            &fake_group,
+            Read,
+            "claims.2026",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
         // ServiceAccount with an explicit namespace
         (&etl, Write, "etl-load", Want::Allow("other-ns-sa")),
-        (&etl_local, Write, "etl-load", Want::Deny(DenyReason::NoMatchingRule)),
+        (
+            &etl_local,
+            Write,
+            "etl-load",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
         // User subject, multi-segment glob
-        (&auditor, Read, "claims.2026.q1", Want::Allow("all-claims-for-auditor")),
-        (&auditor, Read, "claims.internal", Want::Allow("all-claims-for-auditor")),
-        (&auditor, Describe, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        (
+            &auditor,
+            Read,
+            "claims.2026.q1",
+            Want::Allow("all-claims-for-auditor"),
+        ),
+        (
+            &auditor,
+            Read,
+            "claims.internal",
+            Want::Allow("all-claims-for-auditor"),
+        ),
+        (
+            &auditor,
+            Describe,
+            "claims.2026",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
         // Approval rule without a grant
-        (&clinician, Write, "patient-records", Want::Needs("write-patient-records")),
-        (&clinician, Read, "patient-records", Want::Deny(DenyReason::NoMatchingRule)),
-        (&clinician, Write, "patient-records2", Want::Deny(DenyReason::NoMatchingRule)),
+        (
+            &clinician,
+            Write,
+            "patient-records",
+            Want::Needs("write-patient-records"),
+        ),
+        (
+            &clinician,
+            Read,
+            "patient-records",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
+        (
+            &clinician,
+            Write,
+            "patient-records2",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
         // Second policy: wide allow, Deny on PHI topics
-        (&ops, Create, "anything.at.all", Want::Allow("ops-everything")),
+        (
+            &ops,
+            Create,
+            "anything.at.all",
+            Want::Allow("ops-everything"),
+        ),
         (&ops, Describe, "claims.2026", Want::Allow("ops-everything")),
-        (&ops, Describe, "patient-records", Want::Deny(DenyReason::DeniedByRule)),
-        (&ops, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
+        (
+            &ops,
+            Describe,
+            "patient-records",
+            Want::Deny(DenyReason::DeniedByRule),
+        ),
+        (
+            &ops,
+            Read,
+            "claims.2026",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
         // Outsider
-        (&outsider, Read, "claims.2026", Want::Deny(DenyReason::NoMatchingRule)),
-        (&outsider, Describe, "anything", Want::Deny(DenyReason::NoMatchingRule)),
+        (
+            &outsider,
+            Read,
+            "claims.2026",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
+        (
+            &outsider,
+            Describe,
+            "anything",
+            Want::Deny(DenyReason::NoMatchingRule),
+        ),
     ];
     for (who, op, topic, want) in cases {
-        assert_eq!(short(&p.decide(who, op, topic)), want, "{} {op:?} {topic}", who.name);
+        assert_eq!(
+            short(&p.decide(who, op, topic)),
+            want,
+            "{} {op:?} {topic}",
+            who.name
+        );
     }
 }
 
 #[test]
 fn decisions_name_the_policy_and_rule() {
     let p = billing_pod();
-    let d = p.decide(&user("ann", &["billing-analysts"]), Operation::Read, "claims.internal");
+    let d = p.decide(
+        &user("ann", &["billing-analysts"]),
+        Operation::Read,
+        "claims.internal",
+    );
     assert_eq!(
         d,
         Decision::Deny {
@@ -178,7 +309,14 @@ fn decisions_name_the_policy_and_rule() {
         }
     );
     let d = p.decide(&user("olga", &["ops"]), Operation::Admin, "x");
-    assert_eq!(d, Decision::Allow { policy: "ops".into(), rule: "ops-everything".into(), grant: None });
+    assert_eq!(
+        d,
+        Decision::Allow {
+            policy: "ops".into(),
+            rule: "ops-everything".into(),
+            grant: None
+        }
+    );
 }
 
 #[test]
@@ -203,15 +341,30 @@ fn workload_selector_filters_policies_by_pod_labels() {
     }
     // No selector: every pod of the namespace.
     let p = CompiledPolicy::compile(vec![doc("ops", OPS_WIDE)], vec![], vec![], &labels(&[]));
-    assert!(p.decide(&user("olga", &["ops"]), Operation::Admin, "t").is_allow());
+    assert!(
+        p.decide(&user("olga", &["ops"]), Operation::Admin, "t")
+            .is_allow()
+    );
 }
 
 #[test]
 fn no_policy_denies_everything() {
     let p = CompiledPolicy::empty();
-    for op in [Operation::Read, Operation::Write, Operation::Describe, Operation::Create, Operation::Admin] {
-        assert_eq!(short(&p.decide(&user("root", &["ops"]), op, "t")), Want::Deny(DenyReason::NoPolicy));
-        assert_eq!(short(&p.decide_cluster(&user("root", &["ops"]), op)), Want::Deny(DenyReason::NoPolicy));
+    for op in [
+        Operation::Read,
+        Operation::Write,
+        Operation::Describe,
+        Operation::Create,
+        Operation::Admin,
+    ] {
+        assert_eq!(
+            short(&p.decide(&user("root", &["ops"]), op, "t")),
+            Want::Deny(DenyReason::NoPolicy)
+        );
+        assert_eq!(
+            short(&p.decide_cluster(&user("root", &["ops"]), op)),
+            Want::Deny(DenyReason::NoPolicy)
+        );
     }
     assert!(!p.workload_identity_allowed());
     assert!(p.oidc().is_empty());
@@ -237,7 +390,9 @@ fn approvals_turn_needs_approval_into_allow_until_they_expire() {
     let now = Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap();
     let clinician = user("cleo", &["clinicians"]);
     let pod = labels(&[("app", "billing")]);
-    let with = |g: Vec<Grant>| CompiledPolicy::compile(vec![doc("phi-access", PHI_ACCESS)], vec![], g, &pod);
+    let with = |g: Vec<Grant>| {
+        CompiledPolicy::compile(vec![doc("phi-access", PHI_ACCESS)], vec![], g, &pod)
+    };
 
     let live = with(vec![grant("cleo", Duration::minutes(30), now)]);
     assert_eq!(
@@ -249,22 +404,41 @@ fn approvals_turn_needs_approval_into_allow_until_they_expire() {
         }
     );
     // The grant is for Write on patient-records only.
-    assert_eq!(short(&live.decide_at(&clinician, Operation::Read, "patient-records", now)), Want::Deny(DenyReason::NoMatchingRule));
+    assert_eq!(
+        short(&live.decide_at(&clinician, Operation::Read, "patient-records", now)),
+        Want::Deny(DenyReason::NoMatchingRule)
+    );
     // Another clinician does not ride on cleo's grant.
     assert_eq!(
-        short(&live.decide_at(&user("carl", &["clinicians"]), Operation::Write, "patient-records", now)),
+        short(&live.decide_at(
+            &user("carl", &["clinicians"]),
+            Operation::Write,
+            "patient-records",
+            now
+        )),
         Want::Needs("write-patient-records")
     );
     // Expired (also exactly at expiry).
     assert_eq!(
-        short(&live.decide_at(&clinician, Operation::Write, "patient-records", now + Duration::minutes(30))),
+        short(&live.decide_at(
+            &clinician,
+            Operation::Write,
+            "patient-records",
+            now + Duration::minutes(30)
+        )),
         Want::Needs("write-patient-records")
     );
     let expired = with(vec![grant("cleo", Duration::minutes(-1), now)]);
-    assert_eq!(short(&expired.decide_at(&clinician, Operation::Write, "patient-records", now)), Want::Needs("write-patient-records"));
+    assert_eq!(
+        short(&expired.decide_at(&clinician, Operation::Write, "patient-records", now)),
+        Want::Needs("write-patient-records")
+    );
     // A grant for a rule the caller no longer matches grants nothing.
     let not_clinician = user("cleo", &[]);
-    assert_eq!(short(&live.decide_at(&not_clinician, Operation::Write, "patient-records", now)), Want::Deny(DenyReason::NoMatchingRule));
+    assert_eq!(
+        short(&live.decide_at(&not_clinician, Operation::Write, "patient-records", now)),
+        Want::Deny(DenyReason::NoMatchingRule)
+    );
 }
 
 #[test]
@@ -290,7 +464,10 @@ status: {{phase: {phase}, expiresAt: {expires}}}
     let parse = |s: String| Grant::from_approval(&serde_yaml::from_str(&s).unwrap());
     let g = parse(yaml("Approved", "Approved", "\"2026-11-27T07:00:00Z\"")).unwrap();
     assert_eq!(g.requester_name, "cleo");
-    assert_eq!(g.expires_at, Utc.with_ymd_and_hms(2026, 11, 27, 7, 0, 0).unwrap());
+    assert_eq!(
+        g.expires_at,
+        Utc.with_ymd_and_hms(2026, 11, 27, 7, 0, 0).unwrap()
+    );
     assert!(parse(yaml("Pending", "Pending", "null")).is_none());
     assert!(parse(yaml("Denied", "Denied", "null")).is_none());
     assert!(parse(yaml("Approved", "Expired", "\"2026-11-27T07:00:00Z\"")).is_none());
@@ -302,7 +479,10 @@ fn settings_of_the_policy_in_force() {
     let p = billing_pod();
     assert!(p.blocked(BlockedOperation::DeleteTopics));
     assert!(p.blocked(BlockedOperation::AlterConfigs));
-    assert!(p.blocked(BlockedOperation::DeleteRecords), "union of both policies");
+    assert!(
+        p.blocked(BlockedOperation::DeleteRecords),
+        "union of both policies"
+    );
     assert!(!p.blocked(BlockedOperation::CreateTopics));
     assert!(p.workload_identity_allowed());
     let oidc = p.oidc();
@@ -311,7 +491,8 @@ fn settings_of_the_policy_in_force() {
     // Full (ops) beats Digest; both Open → Open.
     assert_eq!(p.audit().payload, PayloadMode::Full);
     assert_eq!(p.audit().failure_mode, FailureMode::Open);
-    let only_ops = CompiledPolicy::compile(vec![doc("ops", OPS_WIDE)], vec![], vec![], &labels(&[]));
+    let only_ops =
+        CompiledPolicy::compile(vec![doc("ops", OPS_WIDE)], vec![], vec![], &labels(&[]));
     assert!(!only_ops.workload_identity_allowed());
     assert!(!only_ops.blocked(BlockedOperation::DeleteTopics));
 }
@@ -319,7 +500,10 @@ fn settings_of_the_policy_in_force() {
 #[test]
 fn cluster_scope_needs_a_rule_over_every_topic() {
     let p = billing_pod();
-    assert!(p.decide_cluster(&user("olga", &["ops"]), Operation::Admin).is_allow());
+    assert!(
+        p.decide_cluster(&user("olga", &["ops"]), Operation::Admin)
+            .is_allow()
+    );
     assert_eq!(
         short(&p.decide_cluster(&user("auditor@example.com", &[]), Operation::Read)),
         Want::Deny(DenyReason::NoMatchingRule)

@@ -44,7 +44,12 @@ const TXN_AUTH: i16 = ResponseError::TransactionalIdAuthorizationFailed.code();
 fn policy() -> CompiledPolicy {
     let spec: StreamPolicySpec = serde_yaml::from_str(POLICY).unwrap();
     CompiledPolicy::compile(
-        vec![PolicyDoc { name: "p".into(), namespace: "clinical".into(), generation: None, spec }],
+        vec![PolicyDoc {
+            name: "p".into(),
+            namespace: "clinical".into(),
+            generation: None,
+            spec,
+        }],
         vec![],
         vec![],
         &BTreeMap::new(),
@@ -83,17 +88,26 @@ fn wire_response(key: ApiKey, version: i16, resp: &ResponseKind) -> ResponseKind
 }
 
 fn produce_request(topics: &[&'static str], acks: i16) -> ProduceRequest {
-    ProduceRequest::default().with_acks(acks).with_timeout_ms(1000).with_topic_data(
-        topics
-            .iter()
-            .map(|n| {
-                produce_request::TopicProduceData::default().with_name(t(n)).with_partition_data(vec![
-                    produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from_static(b""))),
-                    produce_request::PartitionProduceData::default().with_index(1).with_records(Some(Bytes::from_static(b""))),
-                ])
-            })
-            .collect(),
-    )
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1000)
+        .with_topic_data(
+            topics
+                .iter()
+                .map(|n| {
+                    produce_request::TopicProduceData::default()
+                        .with_name(t(n))
+                        .with_partition_data(vec![
+                            produce_request::PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(Bytes::from_static(b""))),
+                            produce_request::PartitionProduceData::default()
+                                .with_index(1)
+                                .with_records(Some(Bytes::from_static(b""))),
+                        ])
+                })
+                .collect(),
+        )
 }
 
 #[test]
@@ -101,35 +115,88 @@ fn produce_with_allowed_and_denied_topics_forwards_the_allowed_and_merges_errors
     let pol = policy();
     let who = user(&["clinicians"]);
     let ids = HashMap::new();
-    let gate = Gate { policy: &pol, principal: &who, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &who,
+        topic_names: &ids,
+    };
     for version in [3i16, 7, 9, 11] {
-        let mut req = wire_request(ApiKey::Produce, version, &produce_request(&["patient-records", "claims.2026"], 1));
+        let mut req = wire_request(
+            ApiKey::Produce,
+            version,
+            &produce_request(&["patient-records", "claims.2026"], 1),
+        );
         let checked = gate.check(ApiKey::Produce, version, &mut req);
-        let Verdict::Forward(fixup) = checked.verdict else { panic!("expected forward") };
+        let Verdict::Forward(fixup) = checked.verdict else {
+            panic!("expected forward")
+        };
         // What goes upstream: only the allowed topic.
-        let RequestKind::Produce(fwd) = wire_request(ApiKey::Produce, version, match &req {
-            RequestKind::Produce(r) => r,
-            _ => unreachable!(),
-        }) else { unreachable!() };
-        assert_eq!(fwd.topic_data.iter().map(|t| t.name.0.to_string()).collect::<Vec<_>>(), vec!["patient-records"]);
+        let RequestKind::Produce(fwd) = wire_request(
+            ApiKey::Produce,
+            version,
+            match &req {
+                RequestKind::Produce(r) => r,
+                _ => unreachable!(),
+            },
+        ) else {
+            unreachable!()
+        };
+        assert_eq!(
+            fwd.topic_data
+                .iter()
+                .map(|t| t.name.0.to_string())
+                .collect::<Vec<_>>(),
+            vec!["patient-records"]
+        );
         // The broker answers for what it got; the client sees both.
-        let mut resp = ResponseKind::Produce(ProduceResponse::default().with_responses(vec![
-            produce_response::TopicProduceResponse::default().with_name(t("patient-records")).with_partition_responses(vec![
-                produce_response::PartitionProduceResponse::default().with_index(0).with_base_offset(10),
-                produce_response::PartitionProduceResponse::default().with_index(1).with_base_offset(20),
+        let mut resp = ResponseKind::Produce(
+            ProduceResponse::default().with_responses(vec![
+                produce_response::TopicProduceResponse::default()
+                    .with_name(t("patient-records"))
+                    .with_partition_responses(vec![
+                        produce_response::PartitionProduceResponse::default()
+                            .with_index(0)
+                            .with_base_offset(10),
+                        produce_response::PartitionProduceResponse::default()
+                            .with_index(1)
+                            .with_base_offset(20),
+                    ]),
             ]),
-        ]));
+        );
         fixup.apply(&gate, &mut resp);
-        let ResponseKind::Produce(got) = wire_response(ApiKey::Produce, version, &resp) else { unreachable!() };
+        let ResponseKind::Produce(got) = wire_response(ApiKey::Produce, version, &resp) else {
+            unreachable!()
+        };
         let by_topic: HashMap<String, Vec<(i32, i16)>> = got
             .responses
             .iter()
-            .map(|t| (t.name.0.to_string(), t.partition_responses.iter().map(|p| (p.index, p.error_code)).collect()))
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partition_responses
+                        .iter()
+                        .map(|p| (p.index, p.error_code))
+                        .collect(),
+                )
+            })
             .collect();
-        assert_eq!(by_topic["patient-records"], vec![(0, 0), (1, 0)], "v{version}");
-        assert_eq!(by_topic["claims.2026"], vec![(0, TOPIC_AUTH), (1, TOPIC_AUTH)], "v{version}");
+        assert_eq!(
+            by_topic["patient-records"],
+            vec![(0, 0), (1, 0)],
+            "v{version}"
+        );
+        assert_eq!(
+            by_topic["claims.2026"],
+            vec![(0, TOPIC_AUTH), (1, TOPIC_AUTH)],
+            "v{version}"
+        );
         assert_eq!(checked.decisions.len(), 2);
-        assert!(checked.decisions.iter().any(|d| d.topic == "claims.2026" && !d.decision.is_allow()));
+        assert!(
+            checked
+                .decisions
+                .iter()
+                .any(|d| d.topic == "claims.2026" && !d.decision.is_allow())
+        );
     }
 }
 
@@ -138,27 +205,49 @@ fn produce_wholly_denied_is_answered_locally_or_not_at_all_with_acks_0() {
     let pol = policy();
     let who = user(&["analysts"]);
     let ids = HashMap::new();
-    let gate = Gate { policy: &pol, principal: &who, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &who,
+        topic_names: &ids,
+    };
     let mut req = wire_request(ApiKey::Produce, 9, &produce_request(&["claims.2026"], -1));
-    let Verdict::Respond(resp) = gate.check(ApiKey::Produce, 9, &mut req).verdict else { panic!("expected local answer") };
-    let ResponseKind::Produce(got) = wire_response(ApiKey::Produce, 9, &resp) else { unreachable!() };
+    let Verdict::Respond(resp) = gate.check(ApiKey::Produce, 9, &mut req).verdict else {
+        panic!("expected local answer")
+    };
+    let ResponseKind::Produce(got) = wire_response(ApiKey::Produce, 9, &resp) else {
+        unreachable!()
+    };
     assert_eq!(got.responses.len(), 1);
-    assert!(got.responses[0].partition_responses.iter().all(|p| p.error_code == TOPIC_AUTH));
+    assert!(
+        got.responses[0]
+            .partition_responses
+            .iter()
+            .all(|p| p.error_code == TOPIC_AUTH)
+    );
     let mut req = wire_request(ApiKey::Produce, 9, &produce_request(&["claims.2026"], 0));
-    assert!(matches!(gate.check(ApiKey::Produce, 9, &mut req).verdict, Verdict::NoResponse));
+    assert!(matches!(
+        gate.check(ApiKey::Produce, 9, &mut req).verdict,
+        Verdict::NoResponse
+    ));
 }
 
 fn fetch_request(topics: &[(&'static str, Uuid)]) -> FetchRequest {
-    FetchRequest::default().with_max_wait_ms(100).with_replica_id((-1).into()).with_topics(
-        topics
-            .iter()
-            .map(|(n, id)| {
-                fetch_request::FetchTopic::default().with_topic(t(n)).with_topic_id(*id).with_partitions(vec![
-                    fetch_request::FetchPartition::default().with_partition(0),
-                ])
-            })
-            .collect(),
-    )
+    FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_replica_id((-1).into())
+        .with_topics(
+            topics
+                .iter()
+                .map(|(n, id)| {
+                    fetch_request::FetchTopic::default()
+                        .with_topic(t(n))
+                        .with_topic_id(*id)
+                        .with_partitions(vec![
+                            fetch_request::FetchPartition::default().with_partition(0),
+                        ])
+                })
+                .collect(),
+        )
 }
 
 #[test]
@@ -166,43 +255,98 @@ fn fetch_by_name_and_by_topic_id() {
     let pol = policy();
     let who = user(&["analysts"]);
     let (events, internal, unknown) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-    let ids: HashMap<Uuid, String> =
-        [(events, "patient-events".to_string()), (internal, "claims.internal".to_string())].into_iter().collect();
-    let gate = Gate { policy: &pol, principal: &who, topic_names: &ids };
+    let ids: HashMap<Uuid, String> = [
+        (events, "patient-events".to_string()),
+        (internal, "claims.internal".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let gate = Gate {
+        policy: &pol,
+        principal: &who,
+        topic_names: &ids,
+    };
     // v12: names
-    let mut req = wire_request(ApiKey::Fetch, 12, &fetch_request(&[("claims.2026", Uuid::nil()), ("claims.internal", Uuid::nil())]));
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Fetch, 12, &mut req).verdict else { panic!() };
-    let RequestKind::Fetch(fwd) = &req else { unreachable!() };
+    let mut req = wire_request(
+        ApiKey::Fetch,
+        12,
+        &fetch_request(&[
+            ("claims.2026", Uuid::nil()),
+            ("claims.internal", Uuid::nil()),
+        ]),
+    );
+    let Verdict::Forward(fixup) = gate.check(ApiKey::Fetch, 12, &mut req).verdict else {
+        panic!()
+    };
+    let RequestKind::Fetch(fwd) = &req else {
+        unreachable!()
+    };
     assert_eq!(fwd.topics.len(), 1);
     assert_eq!(fwd.topics[0].topic.0.as_str(), "claims.2026");
     let mut resp = ResponseKind::Fetch(FetchResponse::default());
     fixup.apply(&gate, &mut resp);
-    let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 12, &resp) else { unreachable!() };
+    let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 12, &resp) else {
+        unreachable!()
+    };
     assert_eq!(got.responses[0].topic.0.as_str(), "claims.internal");
     assert_eq!(got.responses[0].partitions[0].error_code, TOPIC_AUTH);
     // v13+: topic ids; an id the proxy cannot name is refused too.
-    let mut req = wire_request(ApiKey::Fetch, 13, &fetch_request(&[("", events), ("", internal), ("", unknown)]));
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Fetch, 13, &mut req).verdict else { panic!() };
-    let RequestKind::Fetch(fwd) = &req else { unreachable!() };
-    assert_eq!(fwd.topics.iter().map(|t| t.topic_id).collect::<Vec<_>>(), vec![events]);
+    let mut req = wire_request(
+        ApiKey::Fetch,
+        13,
+        &fetch_request(&[("", events), ("", internal), ("", unknown)]),
+    );
+    let Verdict::Forward(fixup) = gate.check(ApiKey::Fetch, 13, &mut req).verdict else {
+        panic!()
+    };
+    let RequestKind::Fetch(fwd) = &req else {
+        unreachable!()
+    };
+    assert_eq!(
+        fwd.topics.iter().map(|t| t.topic_id).collect::<Vec<_>>(),
+        vec![events]
+    );
     let mut resp = ResponseKind::Fetch(FetchResponse::default());
     fixup.apply(&gate, &mut resp);
-    let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 13, &resp) else { unreachable!() };
-    let refused: Vec<(Uuid, i16)> = got.responses.iter().map(|t| (t.topic_id, t.partitions[0].error_code)).collect();
+    let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 13, &resp) else {
+        unreachable!()
+    };
+    let refused: Vec<(Uuid, i16)> = got
+        .responses
+        .iter()
+        .map(|t| (t.topic_id, t.partitions[0].error_code))
+        .collect();
     assert_eq!(refused, vec![(internal, TOPIC_AUTH), (unknown, TOPIC_AUTH)]);
     // Entirely refused: answered locally.
     let outsider = user(&[]);
-    let gate = Gate { policy: &pol, principal: &outsider, topic_names: &ids };
-    let mut req = wire_request(ApiKey::Fetch, 12, &fetch_request(&[("claims.2026", Uuid::nil())]));
-    let Verdict::Respond(resp) = gate.check(ApiKey::Fetch, 12, &mut req).verdict else { panic!() };
-    let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 12, &resp) else { unreachable!() };
+    let gate = Gate {
+        policy: &pol,
+        principal: &outsider,
+        topic_names: &ids,
+    };
+    let mut req = wire_request(
+        ApiKey::Fetch,
+        12,
+        &fetch_request(&[("claims.2026", Uuid::nil())]),
+    );
+    let Verdict::Respond(resp) = gate.check(ApiKey::Fetch, 12, &mut req).verdict else {
+        panic!()
+    };
+    let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 12, &resp) else {
+        unreachable!()
+    };
     assert_eq!(got.responses[0].partitions[0].error_code, TOPIC_AUTH);
 }
 
 fn metadata_response(names: &[&'static str]) -> ResponseKind {
-    ResponseKind::Metadata(MetadataResponse::default().with_topics(
-        names.iter().map(|n| metadata_response::MetadataResponseTopic::default().with_name(Some(t(n)))).collect(),
-    ))
+    ResponseKind::Metadata(
+        MetadataResponse::default().with_topics(
+            names
+                .iter()
+                .map(|n| metadata_response::MetadataResponseTopic::default().with_name(Some(t(n))))
+                .collect(),
+        ),
+    )
 }
 
 #[test]
@@ -210,39 +354,97 @@ fn metadata_answers_only_what_the_caller_may_describe() {
     let pol = policy();
     let who = user(&["analysts"]);
     let ids = HashMap::new();
-    let gate = Gate { policy: &pol, principal: &who, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &who,
+        topic_names: &ids,
+    };
     // All topics: the unauthorized ones vanish.
-    let mut req = wire_request(ApiKey::Metadata, 9, &MetadataRequest::default().with_topics(None).with_allow_auto_topic_creation(true));
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).verdict else { panic!() };
-    let RequestKind::Metadata(fwd) = &req else { unreachable!() };
+    let mut req = wire_request(
+        ApiKey::Metadata,
+        9,
+        &MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(true),
+    );
+    let Verdict::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).verdict else {
+        panic!()
+    };
+    let RequestKind::Metadata(fwd) = &req else {
+        unreachable!()
+    };
     assert!(!fwd.allow_auto_topic_creation, "auto-creation refused");
-    let mut resp = metadata_response(&["claims.2026", "claims.internal", "patient-events", "patient-records", "secret"]);
+    let mut resp = metadata_response(&[
+        "claims.2026",
+        "claims.internal",
+        "patient-events",
+        "patient-records",
+        "secret",
+    ]);
     fixup.apply(&gate, &mut resp);
-    let ResponseKind::Metadata(got) = wire_response(ApiKey::Metadata, 9, &resp) else { unreachable!() };
-    let names: Vec<String> = got.topics.iter().map(|t| t.name.as_ref().unwrap().0.to_string()).collect();
+    let ResponseKind::Metadata(got) = wire_response(ApiKey::Metadata, 9, &resp) else {
+        unreachable!()
+    };
+    let names: Vec<String> = got
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().0.to_string())
+        .collect();
     assert_eq!(names, vec!["claims.2026", "patient-events"]);
     // Explicit topics: the refused one is removed upstream and answered with 29.
     let req_topics = ["claims.2026", "secret"]
         .iter()
         .map(|n| metadata_request::MetadataRequestTopic::default().with_name(Some(t(n))))
         .collect();
-    let mut req = wire_request(ApiKey::Metadata, 9, &MetadataRequest::default().with_topics(Some(req_topics)).with_allow_auto_topic_creation(true));
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).verdict else { panic!() };
-    let RequestKind::Metadata(fwd) = &req else { unreachable!() };
+    let mut req = wire_request(
+        ApiKey::Metadata,
+        9,
+        &MetadataRequest::default()
+            .with_topics(Some(req_topics))
+            .with_allow_auto_topic_creation(true),
+    );
+    let Verdict::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).verdict else {
+        panic!()
+    };
+    let RequestKind::Metadata(fwd) = &req else {
+        unreachable!()
+    };
     assert_eq!(fwd.topics.as_ref().unwrap().len(), 1);
     assert!(!fwd.allow_auto_topic_creation);
     let mut resp = metadata_response(&["claims.2026"]);
     fixup.apply(&gate, &mut resp);
-    let ResponseKind::Metadata(got) = wire_response(ApiKey::Metadata, 9, &resp) else { unreachable!() };
-    let got: Vec<(String, i16)> = got.topics.iter().map(|t| (t.name.as_ref().unwrap().0.to_string(), t.error_code)).collect();
-    assert_eq!(got, vec![("claims.2026".into(), 0), ("secret".into(), TOPIC_AUTH)]);
+    let ResponseKind::Metadata(got) = wire_response(ApiKey::Metadata, 9, &resp) else {
+        unreachable!()
+    };
+    let got: Vec<(String, i16)> = got
+        .topics
+        .iter()
+        .map(|t| (t.name.as_ref().unwrap().0.to_string(), t.error_code))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("claims.2026".into(), 0), ("secret".into(), TOPIC_AUTH)]
+    );
     // A caller with Create on every named topic keeps auto-creation.
     let ops = user(&["ops"]);
-    let gate = Gate { policy: &pol, principal: &ops, topic_names: &ids };
-    let req_topics = vec![metadata_request::MetadataRequestTopic::default().with_name(Some(t("new-topic")))];
-    let mut req = wire_request(ApiKey::Metadata, 9, &MetadataRequest::default().with_topics(Some(req_topics)).with_allow_auto_topic_creation(true));
+    let gate = Gate {
+        policy: &pol,
+        principal: &ops,
+        topic_names: &ids,
+    };
+    let req_topics =
+        vec![metadata_request::MetadataRequestTopic::default().with_name(Some(t("new-topic")))];
+    let mut req = wire_request(
+        ApiKey::Metadata,
+        9,
+        &MetadataRequest::default()
+            .with_topics(Some(req_topics))
+            .with_allow_auto_topic_creation(true),
+    );
     gate.check(ApiKey::Metadata, 9, &mut req);
-    let RequestKind::Metadata(fwd) = &req else { unreachable!() };
+    let RequestKind::Metadata(fwd) = &req else {
+        unreachable!()
+    };
     assert!(fwd.allow_auto_topic_creation);
 }
 
@@ -251,18 +453,34 @@ fn delete_topics_blocked_even_for_admins() {
     let pol = policy();
     let ops = user(&["ops"]);
     let ids = HashMap::new();
-    let gate = Gate { policy: &pol, principal: &ops, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &ops,
+        topic_names: &ids,
+    };
     for version in [1i16, 5, 6] {
         let req = if version >= 6 {
-            DeleteTopicsRequest::default().with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(t("claims.2026")))])
+            DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(t("claims.2026"))),
+            ])
         } else {
             DeleteTopicsRequest::default().with_topic_names(vec![t("claims.2026")])
         };
         let mut req = wire_request(ApiKey::DeleteTopics, version, &req);
-        let Verdict::Respond(resp) = gate.check(ApiKey::DeleteTopics, version, &mut req).verdict else { panic!() };
-        let ResponseKind::DeleteTopics(got) = wire_response(ApiKey::DeleteTopics, version, &resp) else { unreachable!() };
+        let Verdict::Respond(resp) = gate.check(ApiKey::DeleteTopics, version, &mut req).verdict
+        else {
+            panic!()
+        };
+        let ResponseKind::DeleteTopics(got) = wire_response(ApiKey::DeleteTopics, version, &resp)
+        else {
+            unreachable!()
+        };
         assert_eq!(got.responses.len(), 1);
-        assert_eq!(got.responses[0].name.as_ref().unwrap().0.as_str(), "claims.2026");
+        assert_eq!(
+            got.responses[0].name.as_ref().unwrap().0.as_str(),
+            "claims.2026"
+        );
         assert_eq!(got.responses[0].error_code, TOPIC_AUTH, "v{version}");
     }
 }
@@ -272,46 +490,101 @@ fn create_topics_per_topic() {
     let pol = policy();
     let ids = HashMap::new();
     let req = CreateTopicsRequest::default().with_topics(vec![
-        create_topics_request::CreatableTopic::default().with_name(t("a")).with_num_partitions(1).with_replication_factor(1),
+        create_topics_request::CreatableTopic::default()
+            .with_name(t("a"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
     ]);
     let ops = user(&["ops"]);
-    let gate = Gate { policy: &pol, principal: &ops, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &ops,
+        topic_names: &ids,
+    };
     let mut r = wire_request(ApiKey::CreateTopics, 5, &req);
-    assert!(matches!(gate.check(ApiKey::CreateTopics, 5, &mut r).verdict, Verdict::Forward(_)));
+    assert!(matches!(
+        gate.check(ApiKey::CreateTopics, 5, &mut r).verdict,
+        Verdict::Forward(_)
+    ));
     let analyst = user(&["analysts"]);
-    let gate = Gate { policy: &pol, principal: &analyst, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
     let mut r = wire_request(ApiKey::CreateTopics, 5, &req);
-    let Verdict::Respond(resp) = gate.check(ApiKey::CreateTopics, 5, &mut r).verdict else { panic!() };
-    let ResponseKind::CreateTopics(got) = wire_response(ApiKey::CreateTopics, 5, &resp) else { unreachable!() };
-    assert_eq!((got.topics[0].name.0.as_str(), got.topics[0].error_code), ("a", TOPIC_AUTH));
+    let Verdict::Respond(resp) = gate.check(ApiKey::CreateTopics, 5, &mut r).verdict else {
+        panic!()
+    };
+    let ResponseKind::CreateTopics(got) = wire_response(ApiKey::CreateTopics, 5, &resp) else {
+        unreachable!()
+    };
+    assert_eq!(
+        (got.topics[0].name.0.as_str(), got.topics[0].error_code),
+        ("a", TOPIC_AUTH)
+    );
 }
 
 #[test]
 fn group_apis_need_read_somewhere() {
     let pol = policy();
     let ids = HashMap::new();
-    let find = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![s("g1")]);
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(vec![s("g1")]);
     let analyst = user(&["analysts"]);
-    let gate = Gate { policy: &pol, principal: &analyst, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
     let mut r = wire_request(ApiKey::FindCoordinator, 4, &find);
-    assert!(matches!(gate.check(ApiKey::FindCoordinator, 4, &mut r).verdict, Verdict::Forward(_)));
-    assert!(matches!(gate.check_key(ApiKey::JoinGroup as i16).verdict, Verdict::Forward(_)));
+    assert!(matches!(
+        gate.check(ApiKey::FindCoordinator, 4, &mut r).verdict,
+        Verdict::Forward(_)
+    ));
+    assert!(matches!(
+        gate.check_key(ApiKey::JoinGroup as i16).verdict,
+        Verdict::Forward(_)
+    ));
     // A writer who reads nothing gets GROUP_AUTHORIZATION_FAILED.
     let clinician = user(&["clinicians"]);
-    let gate = Gate { policy: &pol, principal: &clinician, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &clinician,
+        topic_names: &ids,
+    };
     for version in [2i16, 4] {
-        let find = if version >= 4 { find.clone() } else { FindCoordinatorRequest::default().with_key(s("g1")) };
+        let find = if version >= 4 {
+            find.clone()
+        } else {
+            FindCoordinatorRequest::default().with_key(s("g1"))
+        };
         let mut r = wire_request(ApiKey::FindCoordinator, version, &find);
-        let Verdict::Respond(resp) = gate.check(ApiKey::FindCoordinator, version, &mut r).verdict else { panic!() };
-        let ResponseKind::FindCoordinator(got) = wire_response(ApiKey::FindCoordinator, version, &resp) else { unreachable!() };
+        let Verdict::Respond(resp) = gate.check(ApiKey::FindCoordinator, version, &mut r).verdict
+        else {
+            panic!()
+        };
+        let ResponseKind::FindCoordinator(got) =
+            wire_response(ApiKey::FindCoordinator, version, &resp)
+        else {
+            unreachable!()
+        };
         if version >= 4 {
             assert_eq!(got.coordinators[0].error_code, GROUP_AUTH);
         } else {
             assert_eq!(got.error_code, GROUP_AUTH);
         }
     }
-    for key in [ApiKey::JoinGroup, ApiKey::SyncGroup, ApiKey::Heartbeat, ApiKey::LeaveGroup] {
-        let Verdict::Respond(resp) = gate.check_key(key as i16).verdict else { panic!("{key:?}") };
+    for key in [
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+    ] {
+        let Verdict::Respond(resp) = gate.check_key(key as i16).verdict else {
+            panic!("{key:?}")
+        };
         let got = wire_response(key, 3, &resp);
         let code = match got {
             ResponseKind::JoinGroup(r) => r.error_code,
@@ -323,11 +596,22 @@ fn group_apis_need_read_somewhere() {
         assert_eq!(code, GROUP_AUTH, "{key:?}");
     }
     // Transactions need Write somewhere.
-    let txn = FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![s("tx")]);
-    let gate = Gate { policy: &pol, principal: &analyst, topic_names: &ids };
+    let txn = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![s("tx")]);
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
     let mut r = wire_request(ApiKey::FindCoordinator, 4, &txn);
-    let Verdict::Respond(resp) = gate.check(ApiKey::FindCoordinator, 4, &mut r).verdict else { panic!() };
-    let ResponseKind::FindCoordinator(got) = wire_response(ApiKey::FindCoordinator, 4, &resp) else { unreachable!() };
+    let Verdict::Respond(resp) = gate.check(ApiKey::FindCoordinator, 4, &mut r).verdict else {
+        panic!()
+    };
+    let ResponseKind::FindCoordinator(got) = wire_response(ApiKey::FindCoordinator, 4, &resp)
+    else {
+        unreachable!()
+    };
     assert_eq!(got.coordinators[0].error_code, TXN_AUTH);
 }
 
@@ -336,47 +620,108 @@ fn offset_commit_and_fetch_per_topic() {
     let pol = policy();
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
-    let gate = Gate { policy: &pol, principal: &analyst, topic_names: &ids };
-    let commit = OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_topics(
-        ["claims.2026", "patient-records"]
-            .iter()
-            .map(|n| {
-                offset_commit_request::OffsetCommitRequestTopic::default().with_name(t(n)).with_partitions(vec![
-                    offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(5),
-                ])
-            })
-            .collect(),
-    );
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_topics(
+            ["claims.2026", "patient-records"]
+                .iter()
+                .map(|n| {
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(t(n))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(5),
+                        ])
+                })
+                .collect(),
+        );
     let mut r = wire_request(ApiKey::OffsetCommit, 8, &commit);
-    let Verdict::Forward(fixup) = gate.check(ApiKey::OffsetCommit, 8, &mut r).verdict else { panic!() };
+    let Verdict::Forward(fixup) = gate.check(ApiKey::OffsetCommit, 8, &mut r).verdict else {
+        panic!()
+    };
     let mut resp = ResponseKind::OffsetCommit(OffsetCommitResponse::default());
     fixup.apply(&gate, &mut resp);
-    let ResponseKind::OffsetCommit(got) = wire_response(ApiKey::OffsetCommit, 8, &resp) else { unreachable!() };
-    assert_eq!((got.topics[0].name.0.as_str(), got.topics[0].partitions[0].error_code), ("patient-records", TOPIC_AUTH));
+    let ResponseKind::OffsetCommit(got) = wire_response(ApiKey::OffsetCommit, 8, &resp) else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            got.topics[0].name.0.as_str(),
+            got.topics[0].partitions[0].error_code
+        ),
+        ("patient-records", TOPIC_AUTH)
+    );
     // OffsetFetch for all topics of a group: unreadable topics are hidden.
-    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(s("g"))).with_topics(None);
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_topics(None);
     let mut r = wire_request(ApiKey::OffsetFetch, 7, &fetch);
-    let Verdict::Forward(fixup) = gate.check(ApiKey::OffsetFetch, 7, &mut r).verdict else { panic!() };
-    let part = || vec![offset_fetch_response::OffsetFetchResponsePartition::default().with_partition_index(0).with_committed_offset(5)];
-    let mut resp = ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_topics(vec![
-        offset_fetch_response::OffsetFetchResponseTopic::default().with_name(t("claims.2026")).with_partitions(part()),
-        offset_fetch_response::OffsetFetchResponseTopic::default().with_name(t("patient-records")).with_partitions(part()),
-    ]));
+    let Verdict::Forward(fixup) = gate.check(ApiKey::OffsetFetch, 7, &mut r).verdict else {
+        panic!()
+    };
+    let part = || {
+        vec![
+            offset_fetch_response::OffsetFetchResponsePartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5),
+        ]
+    };
+    let mut resp = ResponseKind::OffsetFetch(
+        OffsetFetchResponse::default().with_topics(vec![
+            offset_fetch_response::OffsetFetchResponseTopic::default()
+                .with_name(t("claims.2026"))
+                .with_partitions(part()),
+            offset_fetch_response::OffsetFetchResponseTopic::default()
+                .with_name(t("patient-records"))
+                .with_partitions(part()),
+        ]),
+    );
     fixup.apply(&gate, &mut resp);
-    let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 7, &resp) else { unreachable!() };
-    assert_eq!(got.topics.iter().map(|t| t.name.0.to_string()).collect::<Vec<_>>(), vec!["claims.2026"]);
+    let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 7, &resp) else {
+        unreachable!()
+    };
+    assert_eq!(
+        got.topics
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .collect::<Vec<_>>(),
+        vec!["claims.2026"]
+    );
     // A caller without Read anywhere: the group is refused.
     let clinician = user(&["clinicians"]);
-    let gate = Gate { policy: &pol, principal: &clinician, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &clinician,
+        topic_names: &ids,
+    };
     let mut r = wire_request(ApiKey::OffsetFetch, 7, &fetch);
-    let Verdict::Respond(resp) = gate.check(ApiKey::OffsetFetch, 7, &mut r).verdict else { panic!() };
-    let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 7, &resp) else { unreachable!() };
+    let Verdict::Respond(resp) = gate.check(ApiKey::OffsetFetch, 7, &mut r).verdict else {
+        panic!()
+    };
+    let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 7, &resp) else {
+        unreachable!()
+    };
     assert_eq!(got.error_code, GROUP_AUTH);
-    let v8 = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g")))]);
+    let v8 = OffsetFetchRequest::default().with_groups(vec![
+        offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))),
+    ]);
     let mut r = wire_request(ApiKey::OffsetFetch, 8, &v8);
-    let Verdict::Respond(resp) = gate.check(ApiKey::OffsetFetch, 8, &mut r).verdict else { panic!() };
-    let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 8, &resp) else { unreachable!() };
-    assert_eq!((got.groups[0].group_id.0.as_str(), got.groups[0].error_code), ("g", GROUP_AUTH));
+    let Verdict::Respond(resp) = gate.check(ApiKey::OffsetFetch, 8, &mut r).verdict else {
+        panic!()
+    };
+    let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 8, &resp) else {
+        unreachable!()
+    };
+    assert_eq!(
+        (got.groups[0].group_id.0.as_str(), got.groups[0].error_code),
+        ("g", GROUP_AUTH)
+    );
 }
 
 #[test]
@@ -384,22 +729,52 @@ fn cluster_apis_and_unknown_keys() {
     let pol = policy();
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
-    let gate = Gate { policy: &pol, principal: &analyst, topic_names: &ids };
-    let Verdict::Respond(resp) = gate.check_key(ApiKey::DescribeCluster as i16).verdict else { panic!() };
-    let ResponseKind::DescribeCluster(got) = wire_response(ApiKey::DescribeCluster, 0, &resp) else { unreachable!() };
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
+    let Verdict::Respond(resp) = gate.check_key(ApiKey::DescribeCluster as i16).verdict else {
+        panic!()
+    };
+    let ResponseKind::DescribeCluster(got) = wire_response(ApiKey::DescribeCluster, 0, &resp)
+    else {
+        unreachable!()
+    };
     assert_eq!(got.error_code, CLUSTER_AUTH);
     let ops = user(&["ops"]);
-    let gate_ops = Gate { policy: &pol, principal: &ops, topic_names: &ids };
-    assert!(matches!(gate_ops.check_key(ApiKey::DescribeCluster as i16).verdict, Verdict::Forward(_)));
-    assert!(matches!(gate.check_key(ApiKey::ApiVersions as i16).verdict, Verdict::Forward(_)));
-    assert!(matches!(gate.check_key(ApiKey::SaslHandshake as i16).verdict, Verdict::Forward(_)));
-    assert!(matches!(gate.check_key(4).verdict, Verdict::Close(_)), "LeaderAndIsr");
+    let gate_ops = Gate {
+        policy: &pol,
+        principal: &ops,
+        topic_names: &ids,
+    };
+    assert!(matches!(
+        gate_ops.check_key(ApiKey::DescribeCluster as i16).verdict,
+        Verdict::Forward(_)
+    ));
+    assert!(matches!(
+        gate.check_key(ApiKey::ApiVersions as i16).verdict,
+        Verdict::Forward(_)
+    ));
+    assert!(matches!(
+        gate.check_key(ApiKey::SaslHandshake as i16).verdict,
+        Verdict::Forward(_)
+    ));
+    assert!(
+        matches!(gate.check_key(4).verdict, Verdict::Close(_)),
+        "LeaderAndIsr"
+    );
     assert!(matches!(gate.check_key(1000).verdict, Verdict::Close(_)));
     // CreateAcls: per-creation CLUSTER_AUTHORIZATION_FAILED.
-    let acl = CreateAclsRequest::default().with_creations(vec![create_acls_request::AclCreation::default()]);
+    let acl = CreateAclsRequest::default()
+        .with_creations(vec![create_acls_request::AclCreation::default()]);
     let mut r = wire_request(ApiKey::CreateAcls, 2, &acl);
-    let Verdict::Respond(resp) = gate.check(ApiKey::CreateAcls, 2, &mut r).verdict else { panic!() };
-    let ResponseKind::CreateAcls(got) = wire_response(ApiKey::CreateAcls, 2, &resp) else { unreachable!() };
+    let Verdict::Respond(resp) = gate.check(ApiKey::CreateAcls, 2, &mut r).verdict else {
+        panic!()
+    };
+    let ResponseKind::CreateAcls(got) = wire_response(ApiKey::CreateAcls, 2, &resp) else {
+        unreachable!()
+    };
     assert_eq!(got.results[0].error_code, CLUSTER_AUTH);
 }
 
@@ -408,19 +783,41 @@ fn describe_configs_topic_and_broker_resources() {
     let pol = policy();
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
-    let gate = Gate { policy: &pol, principal: &analyst, topic_names: &ids };
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
     let req = DescribeConfigsRequest::default().with_resources(vec![
-        describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("claims.2026")),
-        describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("secret")),
-        describe_configs_request::DescribeConfigsResource::default().with_resource_type(4).with_resource_name(s("1")),
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("claims.2026")),
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("secret")),
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(s("1")),
     ]);
     let mut r = wire_request(ApiKey::DescribeConfigs, 4, &req);
-    let Verdict::Forward(fixup) = gate.check(ApiKey::DescribeConfigs, 4, &mut r).verdict else { panic!() };
+    let Verdict::Forward(fixup) = gate.check(ApiKey::DescribeConfigs, 4, &mut r).verdict else {
+        panic!()
+    };
     let mut resp = ResponseKind::DescribeConfigs(DescribeConfigsResponse::default());
     fixup.apply(&gate, &mut resp);
-    let ResponseKind::DescribeConfigs(got) = wire_response(ApiKey::DescribeConfigs, 4, &resp) else { unreachable!() };
-    let got: Vec<(String, i16)> = got.results.iter().map(|r| (r.resource_name.to_string(), r.error_code)).collect();
-    assert_eq!(got, vec![("secret".into(), TOPIC_AUTH), ("1".into(), CLUSTER_AUTH)]);
+    let ResponseKind::DescribeConfigs(got) = wire_response(ApiKey::DescribeConfigs, 4, &resp)
+    else {
+        unreachable!()
+    };
+    let got: Vec<(String, i16)> = got
+        .results
+        .iter()
+        .map(|r| (r.resource_name.to_string(), r.error_code))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("secret".into(), TOPIC_AUTH), ("1".into(), CLUSTER_AUTH)]
+    );
 }
 
 #[test]
@@ -428,9 +825,19 @@ fn deny_rule_beats_allow_on_the_wire() {
     let pol = policy();
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
-    let gate = Gate { policy: &pol, principal: &analyst, topic_names: &ids };
-    let mut req = wire_request(ApiKey::Fetch, 11, &fetch_request(&[("claims.internal", Uuid::nil())]));
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
+    let mut req = wire_request(
+        ApiKey::Fetch,
+        11,
+        &fetch_request(&[("claims.internal", Uuid::nil())]),
+    );
     let checked = gate.check(ApiKey::Fetch, 11, &mut req);
     assert!(matches!(checked.verdict, Verdict::Respond(_)));
-    assert!(matches!(&checked.decisions[0].decision, Decision::Deny { rule: Some(r), .. } if r == "no-internal"));
+    assert!(
+        matches!(&checked.decisions[0].decision, Decision::Deny { rule: Some(r), .. } if r == "no-internal")
+    );
 }

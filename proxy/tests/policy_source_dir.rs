@@ -38,11 +38,18 @@ spec:
 }
 
 fn analyst() -> Principal {
-    Principal { kind: SubjectKind::User, name: "ann".into(), namespace: None, groups: vec!["analysts".into()] }
+    Principal {
+        kind: SubjectKind::User,
+        name: "ann".into(),
+        namespace: None,
+        groups: vec!["analysts".into()],
+    }
 }
 
 fn allowed(h: &PolicyHandle, topic: &str) -> bool {
-    h.current().decide(&analyst(), Operation::Read, topic).is_allow()
+    h.current()
+        .decide(&analyst(), Operation::Read, topic)
+        .is_allow()
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) -> Duration {
@@ -81,11 +88,15 @@ async fn edits_apply_within_a_second_and_bad_files_keep_the_last_good_policy() {
     std::fs::write(&file, policy("claims.*", "Allow")).unwrap();
     let (publisher, handle) = policy_channel(BTreeMap::new());
     let mut events = handle.subscribe();
-    let (_source, ok) = source_dir::spawn(dir.path().to_path_buf(), "clinical".into(), publisher).unwrap();
+    let (_source, ok) =
+        source_dir::spawn(dir.path().to_path_buf(), "clinical".into(), publisher).unwrap();
     assert!(ok);
     assert!(allowed(&handle, "claims.2026"));
     assert!(!allowed(&handle, "patient-events"));
-    assert!(matches!(events.recv().await.unwrap(), PolicyReload::Applied { .. }));
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        PolicyReload::Applied { .. }
+    ));
 
     // Edit: a new decision within a second.
     std::fs::write(&file, policy("patient-*", "Allow")).unwrap();
@@ -109,7 +120,11 @@ async fn edits_apply_within_a_second_and_bad_files_keep_the_last_good_policy() {
 
     // Deny rule added in a second file beats the Allow.
     std::fs::write(&file, policy("patient-*", "Allow")).unwrap();
-    std::fs::write(dir.path().join("deny.yaml"), policy("patient-events", "Deny").replace("name: p,", "name: p2,")).unwrap();
+    std::fs::write(
+        dir.path().join("deny.yaml"),
+        policy("patient-events", "Deny").replace("name: p,", "name: p2,"),
+    )
+    .unwrap();
     eventually("deny", || !allowed(&handle, "patient-events")).await;
     assert!(allowed(&handle, "patient-records"));
 
@@ -125,7 +140,8 @@ async fn a_broken_directory_at_start_denies_everything() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.yaml"), "kind: [").unwrap();
     let (publisher, handle) = policy_channel(BTreeMap::new());
-    let (_source, ok) = source_dir::spawn(dir.path().to_path_buf(), "clinical".into(), publisher).unwrap();
+    let (_source, ok) =
+        source_dir::spawn(dir.path().to_path_buf(), "clinical".into(), publisher).unwrap();
     assert!(!ok);
     assert!(!handle.current().has_policy());
     // Fixing the file brings the policy in.

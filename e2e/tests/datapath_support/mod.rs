@@ -16,12 +16,21 @@ pub const TANSU_NODE_ID: u16 = 111;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn peer(env: &str, fallback: &str) -> PathBuf {
-    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(CACHE).join(fallback));
-    assert!(path.exists(), "{} not found (set {env}; see e2e/README or test-peers.md)", path.display());
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(CACHE).join(fallback));
+    assert!(
+        path.exists(),
+        "{} not found (set {env}; see e2e/README or test-peers.md)",
+        path.display()
+    );
     path
 }
 
@@ -41,22 +50,39 @@ fn proxy_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("STREAMGATE_PROXY_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
     for profile in ["release", "debug"] {
         let p = target.join(profile).join("streamgate-proxy");
-        if p.exists() && std::env::var("STREAMGATE_PROXY_PROFILE").map(|v| v == profile).unwrap_or(true) {
+        if p.exists()
+            && std::env::var("STREAMGATE_PROXY_PROFILE")
+                .map(|v| v == profile)
+                .unwrap_or(true)
+        {
             return p;
         }
     }
-    panic!("no streamgate-proxy binary under {}: run `cargo build -p streamgate-proxy` first", target.display());
+    panic!(
+        "no streamgate-proxy binary under {}: run `cargo build -p streamgate-proxy` first",
+        target.display()
+    );
 }
 
 /// The synthetic patient events (one JSON object per line).
 pub fn patient_events() -> Vec<Vec<u8>> {
     let examples = workspace().join("examples/data/patient-events.jsonl");
-    let path = if examples.exists() { examples } else { PathBuf::from("/work/shared/fixtures/patient-events.jsonl") };
+    let path = if examples.exists() {
+        examples
+    } else {
+        PathBuf::from("/work/shared/fixtures/patient-events.jsonl")
+    };
     let text = std::fs::read(&path).unwrap();
-    let lines: Vec<Vec<u8>> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    let lines: Vec<Vec<u8>> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
     assert!(lines.len() >= 100, "{} has too few events", path.display());
     lines
 }
@@ -73,7 +99,11 @@ fn free_proxy_port() -> u16 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -89,7 +119,9 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 
 fn stop(child: &mut Child) {
     // SIGTERM first so the peer can shut down cleanly, then SIGKILL.
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if child.try_wait().ok().flatten().is_some() {
@@ -120,7 +152,12 @@ impl Tansu {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Self::spawn(port, storage, dir.path());
-        let mut t = Self { child, port, storage, dir };
+        let mut t = Self {
+            child,
+            port,
+            storage,
+            dir,
+        };
         wait_for_port(port, "tansu", &mut t.child);
         t
     }
@@ -131,9 +168,21 @@ impl Tansu {
             Storage::Memory => "memory://tansu/".to_string(),
             Storage::Sqlite => "sqlite://tansu.db".to_string(),
         };
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tansu.log"))
+            .unwrap();
         Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &engine])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &engine,
+            ])
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -143,16 +192,30 @@ impl Tansu {
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let out = Command::new(tansu_bin())
-            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .output()
             .unwrap();
-        assert!(out.status.success(), "create topic {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "create topic {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stop and start again on the same port and storage.
     pub fn restart(&mut self) {
-        assert_eq!(self.storage, Storage::Sqlite, "only sqlite storage survives a restart");
+        assert_eq!(
+            self.storage,
+            Storage::Sqlite,
+            "only sqlite storage survives a restart"
+        );
         stop(&mut self.child);
         self.child = Self::spawn(self.port, self.storage, self.dir.path());
         wait_for_port(self.port, "tansu (restarted)", &mut self.child);
@@ -176,16 +239,35 @@ impl Proxy {
     pub fn start(broker: &Tansu) -> Self {
         let (port, admin) = (free_proxy_port(), free_port());
         let child = Self::spawn(port, admin, broker.port);
-        let mut p = Self { child, port, admin, upstream: broker.port };
+        let mut p = Self {
+            child,
+            port,
+            admin,
+            upstream: broker.port,
+        };
         p.wait_ready();
         p
     }
 
     fn spawn(port: u16, admin: u16, upstream: u16) -> Child {
         Command::new(proxy_bin())
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
-            .args(["--upstream", &format!("127.0.0.1:{upstream}"), "--shutdown-grace", "5s"])
-            .env("RUST_LOG", std::env::var("STREAMGATE_PROXY_LOG").unwrap_or_else(|_| "warn".into()))
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .args([
+                "--upstream",
+                &format!("127.0.0.1:{upstream}"),
+                "--shutdown-grace",
+                "5s",
+            ])
+            .env(
+                "RUST_LOG",
+                std::env::var("STREAMGATE_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -200,11 +282,18 @@ impl Proxy {
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Some((status, body))
     }
 
@@ -224,7 +313,9 @@ impl Proxy {
 
     /// SIGTERM, wait for a clean exit, start again on the same ports.
     pub fn restart(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -239,10 +330,15 @@ impl Proxy {
     }
 
     pub fn assert_alive(&self) {
-        let (status, _) = self.admin_get("/healthz").expect("proxy admin port answers");
+        let (status, _) = self
+            .admin_get("/healthz")
+            .expect("proxy admin port answers");
         assert_eq!(status, 200);
         let (_, metrics) = self.admin_get("/metrics").unwrap();
-        assert!(metrics.contains("streamgate_proxy_requests_total{api=\"Fetch\"}"), "metrics count fetches");
+        assert!(
+            metrics.contains("streamgate_proxy_requests_total{api=\"Fetch\"}"),
+            "metrics count fetches"
+        );
     }
 }
 
@@ -316,7 +412,10 @@ pub struct Record {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn client_script() -> PathBuf {
@@ -326,7 +425,11 @@ fn client_script() -> PathBuf {
 /// Run a command to completion with a deadline; returns stdout.
 fn run_with_timeout(mut cmd: Command, stdin: Option<Vec<u8>>, what: &str) -> String {
     let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -381,7 +484,14 @@ fn write_input(input: &[Vec<u8>]) -> tempfile::NamedTempFile {
 }
 
 /// Produce every input line (key = its index); returns how many were acknowledged.
-pub fn produce(lib: Lib, bootstrap: &str, topic: &str, input: &[Vec<u8>], codec: Codec, acks: Acks) -> usize {
+pub fn produce(
+    lib: Lib,
+    bootstrap: &str,
+    topic: &str,
+    input: &[Vec<u8>],
+    codec: Codec,
+    acks: Acks,
+) -> usize {
     let what = format!("{} produce to {topic}", lib.name());
     if lib == Lib::Kcat {
         let mut stdin = Vec::new();
@@ -391,29 +501,77 @@ pub fn produce(lib: Lib, bootstrap: &str, topic: &str, input: &[Vec<u8>], codec:
             stdin.push(b'\n');
         }
         let mut cmd = Command::new(kcat());
-        cmd.args(["-P", "-b", bootstrap, "-t", topic, "-K", "\t", "-z", codec.name()])
-            .args(["-X", &format!("acks={}", acks.name()), "-X", "enable.idempotence=false"]);
+        cmd.args([
+            "-P",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-K",
+            "\t",
+            "-z",
+            codec.name(),
+        ])
+        .args([
+            "-X",
+            &format!("acks={}", acks.name()),
+            "-X",
+            "enable.idempotence=false",
+        ]);
         run_with_timeout(cmd, Some(stdin), &what);
         return input.len();
     }
     let file = write_input(input);
     let mut cmd = Command::new(python());
     cmd.arg(client_script())
-        .args([lib.name(), "produce", "--bootstrap", bootstrap, "--topic", topic])
-        .args(["--input", file.path().to_str().unwrap(), "--compression", codec.name(), "--acks", acks.name()]);
+        .args([
+            lib.name(),
+            "produce",
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+        ])
+        .args([
+            "--input",
+            file.path().to_str().unwrap(),
+            "--compression",
+            codec.name(),
+            "--acks",
+            acks.name(),
+        ]);
     let out = run_with_timeout(cmd, None, &what);
-    assert!(out.lines().any(|l| l.starts_with("\"DONE")), "{what}: finished");
+    assert!(
+        out.lines().any(|l| l.starts_with("\"DONE")),
+        "{what}: finished"
+    );
     out.lines().filter(|l| l.starts_with('{')).count()
 }
 
 /// Consume up to `expect` records (from the start, or from the group's committed offsets).
-pub fn consume(lib: Lib, bootstrap: &str, topic: &str, expect: usize, group: Option<&str>) -> Vec<Record> {
+pub fn consume(
+    lib: Lib,
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    group: Option<&str>,
+) -> Vec<Record> {
     let what = format!("{} consume from {topic}", lib.name());
     if lib == Lib::Kcat {
         assert!(group.is_none(), "kcat is used without a group here");
         let mut cmd = Command::new(kcat());
-        cmd.args(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q"])
-            .args(["-c", &expect.to_string(), "-f", "%p\t%o\t%k\t%s\n"]);
+        cmd.args([
+            "-C",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .args(["-c", &expect.to_string(), "-f", "%p\t%o\t%k\t%s\n"]);
         let out = run_with_timeout(cmd, None, &what);
         return out
             .lines()
@@ -431,13 +589,23 @@ pub fn consume(lib: Lib, bootstrap: &str, topic: &str, expect: usize, group: Opt
     }
     let mut cmd = Command::new(python());
     cmd.arg(client_script())
-        .args([lib.name(), "consume", "--bootstrap", bootstrap, "--topic", topic])
+        .args([
+            lib.name(),
+            "consume",
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+        ])
         .args(["--expect", &expect.to_string(), "--timeout", "90"]);
     if let Some(g) = group {
         cmd.args(["--group", g]);
     }
     let out = run_with_timeout(cmd, None, &what);
-    out.lines().filter(|l| l.starts_with('{')).map(parse_record).collect()
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(parse_record)
+        .collect()
 }
 
 fn parse_record(line: &str) -> Record {
@@ -461,12 +629,30 @@ pub struct PausedProducer {
 
 impl PausedProducer {
     /// Returns once the first part is acknowledged.
-    pub fn start(lib: Lib, bootstrap: &str, topic: &str, input: &[Vec<u8>], pause_after: usize) -> Self {
+    pub fn start(
+        lib: Lib,
+        bootstrap: &str,
+        topic: &str,
+        input: &[Vec<u8>],
+        pause_after: usize,
+    ) -> Self {
         let file = write_input(input);
         let mut child = Command::new(python())
             .arg(client_script())
-            .args([lib.name(), "produce", "--bootstrap", bootstrap, "--topic", topic])
-            .args(["--input", file.path().to_str().unwrap(), "--pause-after", &pause_after.to_string()])
+            .args([
+                lib.name(),
+                "produce",
+                "--bootstrap",
+                bootstrap,
+                "--topic",
+                topic,
+            ])
+            .args([
+                "--input",
+                file.path().to_str().unwrap(),
+                "--pause-after",
+                &pause_after.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -483,15 +669,27 @@ impl PausedProducer {
                 }
             }
         });
-        let mut p = Self { child, stdin, lines, acked: 0, _input: file };
+        let mut p = Self {
+            child,
+            stdin,
+            lines,
+            acked: 0,
+            _input: file,
+        };
         p.read_until("\"PAUSED\"");
-        assert_eq!(p.acked, pause_after, "first part acknowledged before the pause");
+        assert_eq!(
+            p.acked, pause_after,
+            "first part acknowledged before the pause"
+        );
         p
     }
 
     fn read_until(&mut self, marker: &str) -> String {
         loop {
-            let line = self.lines.recv_timeout(CLIENT_TIMEOUT).unwrap_or_else(|_| panic!("producer never printed {marker}"));
+            let line = self
+                .lines
+                .recv_timeout(CLIENT_TIMEOUT)
+                .unwrap_or_else(|_| panic!("producer never printed {marker}"));
             if line.starts_with('{') {
                 self.acked += 1;
             } else if line.starts_with(marker) {

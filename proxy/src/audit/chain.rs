@@ -62,14 +62,42 @@ fn write_canonical(value: &Value, out: &mut String) {
 
 /// The hash of a record given as a JSON object; its own `hash` field, if any, is ignored.
 pub fn record_hash(prev_hash: &str, record: &Value) -> String {
-    let mut without = record.clone();
-    if let Value::Object(map) = &mut without {
-        map.remove("hash");
+    match record {
+        Value::Object(map) => hash_of(prev_hash, &canonical_without_hash(map).0),
+        other => hash_of(prev_hash, &canonical_json(other)),
     }
+}
+
+fn hash_of(prev_hash: &str, canonical: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
-    hasher.update(canonical_json(&without).as_bytes());
+    hasher.update(canonical.as_bytes());
     format!("{HASH_PREFIX}{}", hex::encode(hasher.finalize()))
+}
+
+/// Canonical JSON of a record object without its `hash` key, and the byte offset where
+/// `"hash":…` belongs in sorted order (so the spool line is a splice, not a second pass).
+fn canonical_without_hash(map: &serde_json::Map<String, Value>) -> (String, Option<usize>) {
+    let mut keys: Vec<&String> = map.keys().filter(|k| k.as_str() != "hash").collect();
+    keys.sort();
+    let mut out = String::with_capacity(512);
+    let mut hash_at = None;
+    out.push('{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if hash_at.is_none() && key.as_str() > "hash" {
+            hash_at = Some(out.len());
+        }
+        out.push_str(&Value::String(key.clone()).to_string());
+        out.push(':');
+        if let Some(v) = map.get(key) {
+            write_canonical(v, &mut out);
+        }
+    }
+    out.push('}');
+    (out, hash_at)
 }
 
 /// A fresh random genesis value for a new spool.
@@ -120,13 +148,23 @@ impl Chain {
         record.prev_hash = self.head_hash.clone();
         record.genesis = (self.next_seq == 1).then(|| self.head_hash.clone());
         record.hash = String::new();
-        let mut value = serde_json::to_value(&*record)?;
-        let hash = record_hash(&record.prev_hash, &value);
-        record.hash = hash.clone();
-        if let Value::Object(map) = &mut value {
-            map.insert("hash".into(), Value::String(hash));
-        }
-        Ok(canonical_json(&value))
+        let value = serde_json::to_value(&*record)?;
+        let Value::Object(map) = &value else {
+            return Err(serde::ser::Error::custom(
+                "an audit record serializes to a JSON object",
+            ));
+        };
+        let (canonical, hash_at) = canonical_without_hash(map);
+        let hash = hash_of(&record.prev_hash, &canonical);
+        let field = format!("\"hash\":\"{hash}\"");
+        record.hash = hash;
+        // Splice the hash in at its sorted position: the line is the canonical JSON of
+        // the whole record, hash included.
+        Ok(match hash_at {
+            Some(at) => format!("{}{field},{}", &canonical[..at], &canonical[at..]),
+            None if canonical == "{}" => format!("{{{field}}}"),
+            None => format!("{},{field}}}", &canonical[..canonical.len() - 1]),
+        })
     }
 
     /// Advance past a linked record.
@@ -314,6 +352,18 @@ mod tests {
             canonical_json(&v),
             r#"{"a":true,"b":[1,{"a":null,"z":"é\""}]}"#
         );
+    }
+
+    #[test]
+    fn spool_lines_are_canonical_json() {
+        let chain = Chain::start(new_genesis());
+        let mut rec =
+            AuditRecord::request("Fetch", 13, Operation::Read).decision(Decision::Allow, "r");
+        let line = chain.link(&mut rec).unwrap();
+        let parsed: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(canonical_json(&parsed), line);
+        assert_eq!(parsed["hash"], Value::from(rec.hash.clone()));
+        assert_eq!(record_hash(&rec.prev_hash, &parsed), rec.hash);
     }
 
     #[test]

@@ -156,13 +156,19 @@ impl Audit {
             .audit_events
             .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
         if want_events {
-            let client = kube::Client::try_default().await?;
-            audit
-                .spawn_shipper(
-                    "events",
-                    events::EventsSink::new(client, &audit.pod, args.audit_pod_uid.clone()),
-                )
-                .await;
+            match kube::Client::try_default().await {
+                Ok(client) => {
+                    let sink =
+                        events::EventsSink::new(client, &audit.pod, args.audit_pod_uid.clone());
+                    audit.spawn_shipper("events", sink).await;
+                }
+                // Asked for explicitly: a configuration error. Auto-detected: Events are a
+                // signal, not the record — run without them and say so.
+                Err(e) if args.audit_events == Some(true) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit: no Kubernetes client, Events disabled")
+                }
+            }
         }
         let start = AuditRecord::event(
             RecordKind::SidecarStart,

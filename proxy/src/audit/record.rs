@@ -455,6 +455,10 @@ mod tests {
         let mut h = PayloadHasher::new();
         h.update(b"a");
         h.update(b"bc");
-        assert_eq!(rec.payload_digest, Some(h.finish()), "incremental digest equals the one-shot digest");
+        assert_eq!(
+            rec.payload_digest,
+            Some(h.finish()),
+            "incremental digest equals the one-shot digest"
+        );
     }
 }

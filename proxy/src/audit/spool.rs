@@ -629,13 +629,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = SpoolHandle::start(config(dir.path()));
         for _ in 0..5 {
-            spool.append(AuditRecord::request("Fetch", 13, Operation::Read)).await.unwrap().await.unwrap();
+            spool
+                .append(AuditRecord::request("Fetch", 13, Operation::Read))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         spool.close().await;
         // A restarted sidecar: shippers must see the backlog before anything new is written.
         let spool = SpoolHandle::start(config(dir.path()));
         let mut head = spool.durable_head();
-        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == 5)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == 5))
+            .await
+            .unwrap()
+            .unwrap();
         spool.close().await;
     }
 
@@ -713,6 +721,41 @@ mod tests {
             vec![RecordKind::SpoolFailure, RecordKind::Request]
         );
         verify_dir(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_spool_checkpoints_after_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SpoolHandle::start(SpoolConfig {
+            checkpoint_interval: Duration::from_millis(200),
+            ..config(dir.path())
+        });
+        for _ in 0..3 {
+            spool
+                .append(AuditRecord::request("Fetch", 13, Operation::Read))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let mut head = spool.durable_head();
+        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == 4))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        spool.close().await;
+        let records: Vec<AuditRecord> = segment::read_lines(dir.path())
+            .unwrap()
+            .map(|l| serde_json::from_str(&l.unwrap().2).unwrap())
+            .collect();
+        assert_eq!(
+            records.len(),
+            4,
+            "one checkpoint, none while nothing new was written"
+        );
+        assert_eq!(records[3].kind, RecordKind::Checkpoint);
+        assert_eq!(records[3].checkpoint.as_ref().unwrap().seq, 3);
     }
 
     #[tokio::test]

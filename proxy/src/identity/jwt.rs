@@ -105,7 +105,10 @@ pub struct ValidatedToken {
 impl ValidatedToken {
     /// KIP-368 `session_lifetime_ms`: how long until the token expires.
     pub fn session_lifetime_ms(&self, now: SystemTime) -> i64 {
-        let now_ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let exp_ms = u128::from(self.expires_at) * 1000;
         i64::try_from(exp_ms.saturating_sub(now_ms)).unwrap_or(i64::MAX)
     }
@@ -114,15 +117,24 @@ impl ValidatedToken {
 /// The `alg` and `kid` of a token header, read without trusting anything.
 fn peek_header(token: &str) -> Result<(String, Option<String>), JwtError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(JwtError::Malformed);
     };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(h.trim_end_matches('='))
         .map_err(|_| JwtError::Malformed)?;
     let header: Value = serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed)?;
-    let alg = header.get("alg").and_then(Value::as_str).ok_or(JwtError::Malformed)?.to_string();
-    let kid = header.get("kid").and_then(Value::as_str).map(str::to_string);
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::Malformed)?
+        .to_string();
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok((alg, kid))
 }
 
@@ -133,11 +145,18 @@ pub fn peek_issuer(token: &str) -> Result<String, JwtError> {
         .decode(payload.trim_end_matches('='))
         .map_err(|_| JwtError::Malformed)?;
     let claims: Value = serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed)?;
-    Ok(claims.get("iss").and_then(Value::as_str).ok_or_else(|| JwtError::MissingClaim("iss".into()))?.to_string())
+    Ok(claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(|| JwtError::MissingClaim("iss".into()))?
+        .to_string())
 }
 
 fn alg_name(alg: Algorithm) -> &'static str {
-    ALLOWED_ALGORITHMS.iter().find(|(_, a)| *a == alg).map_or("", |(n, _)| n)
+    ALLOWED_ALGORITHMS
+        .iter()
+        .find(|(_, a)| *a == alg)
+        .map_or("", |(n, _)| n)
 }
 
 fn allowed_algorithm(alg: &str) -> Result<Algorithm, JwtError> {
@@ -168,7 +187,11 @@ fn find_key<'a>(keys: &'a [Jwk], kid: Option<&str>) -> KeyLookup<'a> {
 }
 
 /// Pure verification of `token` with a known key set (no IO).
-pub fn verify_with_keys(token: &str, keys: &[Jwk], cfg: &OidcConfig) -> Result<ValidatedToken, JwtError> {
+pub fn verify_with_keys(
+    token: &str,
+    keys: &[Jwk],
+    cfg: &OidcConfig,
+) -> Result<ValidatedToken, JwtError> {
     let (alg_name, kid) = peek_header(token)?;
     let alg = allowed_algorithm(&alg_name)?;
     let jwk = match find_key(keys, kid.as_deref()) {
@@ -178,14 +201,24 @@ pub fn verify_with_keys(token: &str, keys: &[Jwk], cfg: &OidcConfig) -> Result<V
     verify_with_jwk(token, alg, jwk, cfg)
 }
 
-fn verify_with_jwk(token: &str, alg: Algorithm, jwk: &Jwk, cfg: &OidcConfig) -> Result<ValidatedToken, JwtError> {
+fn verify_with_jwk(
+    token: &str,
+    alg: Algorithm,
+    jwk: &Jwk,
+    cfg: &OidcConfig,
+) -> Result<ValidatedToken, JwtError> {
     // The JWK's own `alg` (serialized as its JOSE name) must be the token's.
     if let Some(key_alg) = jwk.common.key_algorithm
-        && serde_json::to_value(key_alg).ok().as_ref().and_then(Value::as_str) != Some(alg_name(alg))
+        && serde_json::to_value(key_alg)
+            .ok()
+            .as_ref()
+            .and_then(Value::as_str)
+            != Some(alg_name(alg))
     {
         return Err(JwtError::KeyAlgorithmMismatch(format!("{alg:?}")));
     }
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| JwtError::KeyAlgorithmMismatch(format!("{alg:?}")))?;
+    let key = DecodingKey::from_jwk(jwk)
+        .map_err(|_| JwtError::KeyAlgorithmMismatch(format!("{alg:?}")))?;
     if key.family() != alg.family() {
         return Err(JwtError::KeyAlgorithmMismatch(format!("{alg:?}")));
     }
@@ -195,21 +228,26 @@ fn verify_with_jwk(token: &str, alg: Algorithm, jwk: &Jwk, cfg: &OidcConfig) -> 
     v.set_required_spec_claims(&["exp", "iss", "aud"]);
     v.leeway = cfg.leeway.as_secs();
     v.validate_nbf = true;
-    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v).map_err(|e| match e.kind() {
-        ErrorKind::InvalidSignature => JwtError::BadSignature,
-        ErrorKind::ExpiredSignature => JwtError::Expired,
-        ErrorKind::ImmatureSignature => JwtError::NotYetValid,
-        ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
-        ErrorKind::InvalidAudience => JwtError::WrongAudience,
-        ErrorKind::MissingRequiredClaim(c) => JwtError::MissingClaim(c.clone()),
-        ErrorKind::InvalidClaimFormat(c) => JwtError::BadClaim(c.clone()),
-        ErrorKind::InvalidAlgorithm => JwtError::KeyAlgorithmMismatch(format!("{alg:?}")),
-        _ => JwtError::Malformed,
-    })?;
+    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v).map_err(
+        |e| match e.kind() {
+            ErrorKind::InvalidSignature => JwtError::BadSignature,
+            ErrorKind::ExpiredSignature => JwtError::Expired,
+            ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+            ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
+            ErrorKind::InvalidAudience => JwtError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) => JwtError::MissingClaim(c.clone()),
+            ErrorKind::InvalidClaimFormat(c) => JwtError::BadClaim(c.clone()),
+            ErrorKind::InvalidAlgorithm => JwtError::KeyAlgorithmMismatch(format!("{alg:?}")),
+            _ => JwtError::Malformed,
+        },
+    )?;
     principal_from_claims(&data.claims, cfg)
 }
 
-fn principal_from_claims(claims: &serde_json::Map<String, Value>, cfg: &OidcConfig) -> Result<ValidatedToken, JwtError> {
+fn principal_from_claims(
+    claims: &serde_json::Map<String, Value>,
+    cfg: &OidcConfig,
+) -> Result<ValidatedToken, JwtError> {
     let name = match claims.get(&cfg.username_claim) {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => return Err(JwtError::BadClaim(cfg.username_claim.clone())),
@@ -225,8 +263,19 @@ fn principal_from_claims(claims: &serde_json::Map<String, Value>, cfg: &OidcConf
             .ok_or_else(|| JwtError::BadClaim(cfg.groups_claim.clone()))?,
         Some(_) => return Err(JwtError::BadClaim(cfg.groups_claim.clone())),
     };
-    let expires_at = claims.get("exp").and_then(Value::as_u64).ok_or_else(|| JwtError::BadClaim("exp".into()))?;
-    Ok(ValidatedToken { principal: Principal { kind: SubjectKind::User, name, namespace: None, groups }, expires_at })
+    let expires_at = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| JwtError::BadClaim("exp".into()))?;
+    Ok(ValidatedToken {
+        principal: Principal {
+            kind: SubjectKind::User,
+            name,
+            namespace: None,
+            groups,
+        },
+        expires_at,
+    })
 }
 
 /// Parse a JWKS document, skipping keys this library cannot use (e.g. `enc`
@@ -234,7 +283,11 @@ fn principal_from_claims(claims: &serde_json::Map<String, Value>, cfg: &OidcConf
 pub fn parse_jwks(doc: &Value) -> Vec<Jwk> {
     doc.get("keys")
         .and_then(Value::as_array)
-        .map(|keys| keys.iter().filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok()).collect())
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -258,7 +311,11 @@ impl JwtValidator {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        JwtValidator { cfg, http, cache: Mutex::new(KeyCache::default()) }
+        JwtValidator {
+            cfg,
+            http,
+            cache: Mutex::new(KeyCache::default()),
+        }
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -275,7 +332,9 @@ impl JwtValidator {
             Err(JwtError::UnknownKey(_)) => {
                 let keys = self.keys(true).await?;
                 verify_with_keys(token, &keys, &self.cfg).map_err(|e| match e {
-                    JwtError::UnknownKey(_) => JwtError::UnknownKey(kid.unwrap_or_else(|| "(no kid)".into())),
+                    JwtError::UnknownKey(_) => {
+                        JwtError::UnknownKey(kid.unwrap_or_else(|| "(no kid)".into()))
+                    }
                     other => other,
                 })
             }
@@ -309,7 +368,10 @@ impl JwtValidator {
 
     async fn fetch_keys(&self) -> Result<Vec<Jwk>, JwtError> {
         let unavailable = |e: &dyn std::fmt::Display| JwtError::KeysUnavailable(e.to_string());
-        let discovery = format!("{}/.well-known/openid-configuration", self.cfg.issuer.trim_end_matches('/'));
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            self.cfg.issuer.trim_end_matches('/')
+        );
         let doc: Value = self
             .http
             .get(&discovery)
@@ -322,7 +384,9 @@ impl JwtValidator {
             .map_err(|e| unavailable(&e))?;
         // OpenID Connect Discovery §4.3: the document must name the same issuer.
         if doc.get("issuer").and_then(Value::as_str) != Some(self.cfg.issuer.as_str()) {
-            return Err(JwtError::KeysUnavailable(format!("{discovery} names another issuer")));
+            return Err(JwtError::KeysUnavailable(format!(
+                "{discovery} names another issuer"
+            )));
         }
         let jwks_uri = doc
             .get("jwks_uri")
@@ -354,7 +418,12 @@ pub struct IssuerSet {
 
 impl IssuerSet {
     pub fn new(configs: Vec<OidcConfig>) -> Self {
-        IssuerSet { validators: configs.into_iter().map(|c| Arc::new(JwtValidator::new(c))).collect() }
+        IssuerSet {
+            validators: configs
+                .into_iter()
+                .map(|c| Arc::new(JwtValidator::new(c)))
+                .collect(),
+        }
     }
 
     /// A set for `configs`, reusing validators (and their key caches) from `self`.
@@ -384,7 +453,11 @@ impl IssuerSet {
         let (alg, _) = peek_header(token)?;
         allowed_algorithm(&alg)?;
         let iss = peek_issuer(token)?;
-        let v = self.validators.iter().find(|v| v.cfg.issuer == iss).ok_or(JwtError::WrongIssuer)?;
+        let v = self
+            .validators
+            .iter()
+            .find(|v| v.cfg.issuer == iss)
+            .ok_or(JwtError::WrongIssuer)?;
         v.validate(token).await
     }
 }
@@ -408,19 +481,44 @@ mod tests {
 
     #[test]
     fn refuses_forbidden_algorithms_before_any_key_lookup() {
-        let claims = b64(&serde_json::json!({"iss": "http://idp", "aud": "kafka", "sub": "x", "exp": 9_999_999_999u64}));
+        let claims = b64(
+            &serde_json::json!({"iss": "http://idp", "aud": "kafka", "sub": "x", "exp": 9_999_999_999u64}),
+        );
         for alg in ["none", "HS256", "HS384", "HS512", "XYZ"] {
-            let token = format!("{}.{claims}.", b64(&serde_json::json!({"alg": alg, "kid": "k"})));
-            assert_eq!(verify_with_keys(&token, &[], &cfg()), Err(JwtError::AlgorithmNotAllowed(alg.into())));
+            let token = format!(
+                "{}.{claims}.",
+                b64(&serde_json::json!({"alg": alg, "kid": "k"}))
+            );
+            assert_eq!(
+                verify_with_keys(&token, &[], &cfg()),
+                Err(JwtError::AlgorithmNotAllowed(alg.into()))
+            );
         }
-        let token = format!("{}.{claims}.c2ln", b64(&serde_json::json!({"alg": "RS256", "kid": "k"})));
-        assert_eq!(verify_with_keys(&token, &[], &cfg()), Err(JwtError::UnknownKey("k".into())));
+        let token = format!(
+            "{}.{claims}.c2ln",
+            b64(&serde_json::json!({"alg": "RS256", "kid": "k"}))
+        );
+        assert_eq!(
+            verify_with_keys(&token, &[], &cfg()),
+            Err(JwtError::UnknownKey("k".into()))
+        );
     }
 
     #[test]
     fn malformed_tokens() {
-        for t in ["", "abc", "a.b", "a.b.c.d", "!!!.b.c", &format!("{}.b.c", b64(&serde_json::json!({"typ": "JWT"})))] {
-            assert_eq!(verify_with_keys(t, &[], &cfg()), Err(JwtError::Malformed), "{t}");
+        for t in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c.d",
+            "!!!.b.c",
+            &format!("{}.b.c", b64(&serde_json::json!({"typ": "JWT"}))),
+        ] {
+            assert_eq!(
+                verify_with_keys(t, &[], &cfg()),
+                Err(JwtError::Malformed),
+                "{t}"
+            );
         }
     }
 
@@ -434,13 +532,31 @@ mod tests {
         assert_eq!(t.principal.name, "intake-app");
         assert_eq!(t.principal.groups, vec!["clinicians", "staff"]);
         assert_eq!(t.principal.kind, SubjectKind::User);
-        assert_eq!(t.session_lifetime_ms(UNIX_EPOCH + Duration::from_secs(1_999_999_990)), 10_000);
-        assert_eq!(t.session_lifetime_ms(UNIX_EPOCH + Duration::from_secs(2_000_000_010)), 0);
+        assert_eq!(
+            t.session_lifetime_ms(UNIX_EPOCH + Duration::from_secs(1_999_999_990)),
+            10_000
+        );
+        assert_eq!(
+            t.session_lifetime_ms(UNIX_EPOCH + Duration::from_secs(2_000_000_010)),
+            0
+        );
         claims.insert("groups".into(), serde_json::json!([1]));
-        assert_eq!(principal_from_claims(&claims, &cfg()), Err(JwtError::BadClaim("groups".into())));
+        assert_eq!(
+            principal_from_claims(&claims, &cfg()),
+            Err(JwtError::BadClaim("groups".into()))
+        );
         claims.remove("groups");
-        assert!(principal_from_claims(&claims, &cfg()).unwrap().principal.groups.is_empty());
+        assert!(
+            principal_from_claims(&claims, &cfg())
+                .unwrap()
+                .principal
+                .groups
+                .is_empty()
+        );
         claims.remove("sub");
-        assert_eq!(principal_from_claims(&claims, &cfg()), Err(JwtError::MissingClaim("sub".into())));
+        assert_eq!(
+            principal_from_claims(&claims, &cfg()),
+            Err(JwtError::MissingClaim("sub".into()))
+        );
     }
 }

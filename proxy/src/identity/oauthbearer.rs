@@ -15,7 +15,10 @@ pub struct ClientResponse {
 
 impl std::fmt::Debug for ClientResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientResponse").field("token", &"<redacted>").field("authzid", &self.authzid).finish()
+        f.debug_struct("ClientResponse")
+            .field("token", &"<redacted>")
+            .field("authzid", &self.authzid)
+            .finish()
     }
 }
 
@@ -41,14 +44,20 @@ pub enum OauthBearerError {
 /// Parse a client initial response.
 pub fn parse_client_response(msg: &[u8]) -> Result<ClientResponse, OauthBearerError> {
     let msg = std::str::from_utf8(msg).map_err(|_| OauthBearerError::NotUtf8)?;
-    let (gs2, rest) = msg.split_once('\x01').ok_or(OauthBearerError::BadGs2Header)?;
+    let (gs2, rest) = msg
+        .split_once('\x01')
+        .ok_or(OauthBearerError::BadGs2Header)?;
     let authzid = parse_gs2(gs2)?;
     // `rest` is `kv\x01kv\x01…\x01` (the final \x01 of the message follows the last pair's).
-    let body = rest.strip_suffix('\x01').ok_or(OauthBearerError::NotTerminated)?;
+    let body = rest
+        .strip_suffix('\x01')
+        .ok_or(OauthBearerError::NotTerminated)?;
     if body.is_empty() {
         return Err(OauthBearerError::MissingAuth);
     }
-    let body = body.strip_suffix('\x01').ok_or(OauthBearerError::NotTerminated)?;
+    let body = body
+        .strip_suffix('\x01')
+        .ok_or(OauthBearerError::NotTerminated)?;
     let mut token = None;
     for pair in body.split('\x01') {
         let (key, value) = pair.split_once('=').ok_or(OauthBearerError::BadKeyValue)?;
@@ -64,7 +73,10 @@ pub fn parse_client_response(msg: &[u8]) -> Result<ClientResponse, OauthBearerEr
             token = Some(tok.to_string());
         }
     }
-    Ok(ClientResponse { token: token.ok_or(OauthBearerError::MissingAuth)?, authzid })
+    Ok(ClientResponse {
+        token: token.ok_or(OauthBearerError::MissingAuth)?,
+        authzid,
+    })
 }
 
 fn parse_gs2(gs2: &str) -> Result<Option<String>, OauthBearerError> {
@@ -100,7 +112,10 @@ mod tests {
         assert_eq!(r.token, "abc.def.ghi");
         assert_eq!(r.authzid, None);
         // librdkafka sends the principal as authzid and extensions as extra pairs.
-        let r = parse_client_response(b"n,a=alice@example.com,\x01host=h\x01auth=bearer tok\x01port=9092\x01\x01").unwrap();
+        let r = parse_client_response(
+            b"n,a=alice@example.com,\x01host=h\x01auth=bearer tok\x01port=9092\x01\x01",
+        )
+        .unwrap();
         assert_eq!(r.token, "tok");
         assert_eq!(r.authzid.as_deref(), Some("alice@example.com"));
         let r = parse_client_response(b"n,a=a=2Cb,\x01auth=Bearer t\x01\x01").unwrap();
@@ -128,7 +143,12 @@ mod tests {
             (b"n,,\x01noequals\x01\x01", BadKeyValue),
         ];
         for (msg, want) in cases {
-            assert_eq!(parse_client_response(msg).unwrap_err(), *want, "{:?}", String::from_utf8_lossy(msg));
+            assert_eq!(
+                parse_client_response(msg).unwrap_err(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
         }
     }
 

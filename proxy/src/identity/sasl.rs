@@ -94,7 +94,10 @@ impl Default for SaslServer {
 
 impl SaslServer {
     pub fn new() -> Self {
-        SaslServer { pending: Pending::None, session: None }
+        SaslServer {
+            pending: Pending::None,
+            session: None,
+        }
     }
 
     /// Answer a SaslHandshake of `version`.
@@ -107,7 +110,11 @@ impl SaslServer {
         if req.mechanism.as_str() != OAUTHBEARER {
             return resp.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
         }
-        self.pending = if version == 0 { Pending::RawToken } else { Pending::Authenticate };
+        self.pending = if version == 0 {
+            Pending::RawToken
+        } else {
+            Pending::Authenticate
+        };
         resp
     }
 
@@ -117,7 +124,11 @@ impl SaslServer {
     }
 
     /// Handle the raw token frame of a v0 handshake.
-    pub async fn raw_token(&mut self, verifier: &impl TokenVerifier, bytes: &[u8]) -> Result<&Session, SaslError> {
+    pub async fn raw_token(
+        &mut self,
+        verifier: &impl TokenVerifier,
+        bytes: &[u8],
+    ) -> Result<&Session, SaslError> {
         self.pending = Pending::None;
         self.check(verifier, bytes).await
     }
@@ -131,7 +142,10 @@ impl SaslServer {
     ) -> AuthOutcome {
         if self.pending != Pending::Authenticate {
             self.pending = Pending::None;
-            return failure(ResponseError::IllegalSaslState.code(), &SaslError::NoHandshake);
+            return failure(
+                ResponseError::IllegalSaslState.code(),
+                &SaslError::NoHandshake,
+            );
         }
         self.pending = Pending::None;
         match self.check(verifier, &req.auth_bytes).await {
@@ -148,16 +162,24 @@ impl SaslServer {
         }
     }
 
-    async fn check(&mut self, verifier: &impl TokenVerifier, bytes: &[u8]) -> Result<&Session, SaslError> {
+    async fn check(
+        &mut self,
+        verifier: &impl TokenVerifier,
+        bytes: &[u8],
+    ) -> Result<&Session, SaslError> {
         let msg = parse_client_response(bytes)?;
         let token = verifier.verify(&msg.token).await?;
         if let Some(old) = &self.session
-            && (old.principal.kind != token.principal.kind || old.principal.name != token.principal.name)
+            && (old.principal.kind != token.principal.kind
+                || old.principal.name != token.principal.name)
         {
             return Err(SaslError::PrincipalChanged(old.principal.name.clone()));
         }
         tracing::debug!(principal = %token.principal.name, "SASL/OAUTHBEARER authenticated");
-        Ok(self.session.insert(Session { principal: token.principal, expires_at: token.expires_at }))
+        Ok(self.session.insert(Session {
+            principal: token.principal,
+            expires_at: token.expires_at,
+        }))
     }
 
     /// The authenticated session, if any.
@@ -172,12 +194,17 @@ impl SaslServer {
 
     /// KIP-368: the token has expired (no re-authentication came in time).
     pub fn session_expired(&self, now: SystemTime) -> bool {
-        self.session.as_ref().is_some_and(|s| lifetime_ms(s.expires_at, now) == 0)
+        self.session
+            .as_ref()
+            .is_some_and(|s| lifetime_ms(s.expires_at, now) == 0)
     }
 }
 
 fn lifetime_ms(expires_at: u64, now: SystemTime) -> i64 {
-    let now_ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     i64::try_from((u128::from(expires_at) * 1000).saturating_sub(now_ms)).unwrap_or(i64::MAX)
 }
 
@@ -185,7 +212,9 @@ fn failure(code: i16, e: &SaslError) -> AuthOutcome {
     AuthOutcome {
         response: SaslAuthenticateResponse::default()
             .with_error_code(code)
-            .with_error_message(Some(StrBytes::from_string(format!("authentication failed: {e}")))),
+            .with_error_message(Some(StrBytes::from_string(format!(
+                "authentication failed: {e}"
+            )))),
         close: true,
     }
 }
@@ -201,7 +230,10 @@ mod tests {
     /// Accepts tokens `good-<name>` (expiring at 2_000_000_000), refuses the rest as expired.
     struct Fixed;
     impl TokenVerifier for Fixed {
-        fn verify(&self, token: &str) -> impl Future<Output = Result<ValidatedToken, JwtError>> + Send {
+        fn verify(
+            &self,
+            token: &str,
+        ) -> impl Future<Output = Result<ValidatedToken, JwtError>> + Send {
             let r = match token.strip_prefix("good-") {
                 Some(name) => Ok(ValidatedToken {
                     principal: Principal {
@@ -223,7 +255,8 @@ mod tests {
     }
 
     fn auth(token: &str) -> SaslAuthenticateRequest {
-        SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(format!("n,,\x01auth=Bearer {token}\x01\x01")))
+        SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from(format!("n,,\x01auth=Bearer {token}\x01\x01")))
     }
 
     fn at(secs: u64) -> SystemTime {
@@ -237,7 +270,9 @@ mod tests {
         assert_eq!(r.error_code, 0);
         assert_eq!(r.mechanisms, vec![StrBytes::from_static_str("OAUTHBEARER")]);
         assert!(!s.expects_raw_token());
-        let out = s.authenticate(&Fixed, &auth("good-alice"), at(1_999_999_000)).await;
+        let out = s
+            .authenticate(&Fixed, &auth("good-alice"), at(1_999_999_000))
+            .await;
         assert_eq!(out.response.error_code, 0);
         assert_eq!(out.response.session_lifetime_ms, 1_000_000);
         assert!(!out.close);
@@ -251,12 +286,20 @@ mod tests {
         let mut s = SaslServer::new();
         assert_eq!(s.handshake(0, &hs("OAUTHBEARER")).error_code, 0);
         assert!(s.expects_raw_token());
-        let sess = s.raw_token(&Fixed, b"n,,\x01auth=Bearer good-bob\x01\x01").await.unwrap();
+        let sess = s
+            .raw_token(&Fixed, b"n,,\x01auth=Bearer good-bob\x01\x01")
+            .await
+            .unwrap();
         assert_eq!(sess.principal.name, "bob");
         assert!(!s.expects_raw_token());
         let mut s = SaslServer::new();
         s.handshake(0, &hs("OAUTHBEARER"));
-        assert_eq!(s.raw_token(&Fixed, b"n,,\x01auth=Bearer bad\x01\x01").await.unwrap_err(), SaslError::Token(JwtError::Expired));
+        assert_eq!(
+            s.raw_token(&Fixed, b"n,,\x01auth=Bearer bad\x01\x01")
+                .await
+                .unwrap_err(),
+            SaslError::Token(JwtError::Expired)
+        );
         assert!(s.session().is_none());
     }
 
@@ -265,12 +308,19 @@ mod tests {
         let mut s = SaslServer::new();
         for mech in ["PLAIN", "SCRAM-SHA-256", "GSSAPI", "oauthbearer"] {
             let r = s.handshake(1, &hs(mech));
-            assert_eq!(r.error_code, ResponseError::UnsupportedSaslMechanism.code(), "{mech}");
+            assert_eq!(
+                r.error_code,
+                ResponseError::UnsupportedSaslMechanism.code(),
+                "{mech}"
+            );
             assert_eq!(r.mechanisms, vec![StrBytes::from_static_str("OAUTHBEARER")]);
         }
         // Authenticate without a successful handshake.
         let out = s.authenticate(&Fixed, &auth("good-x"), at(0)).await;
-        assert_eq!(out.response.error_code, ResponseError::IllegalSaslState.code());
+        assert_eq!(
+            out.response.error_code,
+            ResponseError::IllegalSaslState.code()
+        );
         assert!(out.close);
     }
 
@@ -279,16 +329,23 @@ mod tests {
         let mut s = SaslServer::new();
         s.handshake(1, &hs("OAUTHBEARER"));
         let out = s.authenticate(&Fixed, &auth("eyJsecret"), at(0)).await;
-        assert_eq!(out.response.error_code, ResponseError::SaslAuthenticationFailed.code());
+        assert_eq!(
+            out.response.error_code,
+            ResponseError::SaslAuthenticationFailed.code()
+        );
         assert!(out.close);
         let msg = out.response.error_message.unwrap().to_string();
         assert!(msg.contains("expired"), "{msg}");
         assert!(!msg.contains("eyJsecret"));
         let mut s = SaslServer::new();
         s.handshake(1, &hs("OAUTHBEARER"));
-        let bad = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"n,,\x01user=x\x01\x01"));
+        let bad = SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from_static(b"n,,\x01user=x\x01\x01"));
         let out = s.authenticate(&Fixed, &bad, at(0)).await;
-        assert_eq!(out.response.error_code, ResponseError::SaslAuthenticationFailed.code());
+        assert_eq!(
+            out.response.error_code,
+            ResponseError::SaslAuthenticationFailed.code()
+        );
         assert!(out.response.error_message.unwrap().contains("auth=Bearer"));
     }
 
@@ -303,13 +360,19 @@ mod tests {
         assert_eq!(out.response.error_code, 0);
         // A second handshake while one is pending is illegal.
         s.handshake(1, &hs("OAUTHBEARER"));
-        assert_eq!(s.handshake(1, &hs("OAUTHBEARER")).error_code, ResponseError::IllegalSaslState.code());
+        assert_eq!(
+            s.handshake(1, &hs("OAUTHBEARER")).error_code,
+            ResponseError::IllegalSaslState.code()
+        );
         let mut s2 = SaslServer::new();
         s2.handshake(1, &hs("OAUTHBEARER"));
         s2.authenticate(&Fixed, &auth("good-alice"), at(0)).await;
         s2.handshake(1, &hs("OAUTHBEARER"));
         let out = s2.authenticate(&Fixed, &auth("good-mallory"), at(0)).await;
-        assert_eq!(out.response.error_code, ResponseError::SaslAuthenticationFailed.code());
+        assert_eq!(
+            out.response.error_code,
+            ResponseError::SaslAuthenticationFailed.code()
+        );
         assert_eq!(s2.session().unwrap().principal.name, "alice");
     }
 }

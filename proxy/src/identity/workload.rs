@@ -28,7 +28,10 @@ pub enum WorkloadError {
     #[error("{0} is not set")]
     Missing(&'static str),
     #[error("cannot read pod labels from {path}: {source}")]
-    LabelsFile { path: PathBuf, source: std::io::Error },
+    LabelsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("pod labels line {line} is not key=\"value\"")]
     LabelsLine { line: usize },
 }
@@ -50,13 +53,19 @@ impl Workload {
 
     /// From any variable source (tests pass a map).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Workload, WorkloadError> {
-        let service_account = var(ENV_SERVICE_ACCOUNT).ok_or(WorkloadError::Missing(ENV_SERVICE_ACCOUNT))?;
+        let service_account =
+            var(ENV_SERVICE_ACCOUNT).ok_or(WorkloadError::Missing(ENV_SERVICE_ACCOUNT))?;
         let namespace = var(ENV_POD_NAMESPACE).ok_or(WorkloadError::Missing(ENV_POD_NAMESPACE))?;
         let labels = match var(ENV_POD_LABELS_FILE) {
             Some(path) => read_labels(Path::new(&path))?,
             None => BTreeMap::new(),
         };
-        Ok(Workload { service_account, pod_name: var(ENV_POD_NAME), namespace, labels })
+        Ok(Workload {
+            service_account,
+            pod_name: var(ENV_POD_NAME),
+            namespace,
+            labels,
+        })
     }
 
     /// The principal of a connection without SASL.
@@ -72,8 +81,10 @@ impl Workload {
 
 /// Read a downward-API labels file.
 pub fn read_labels(path: &Path) -> Result<BTreeMap<String, String>, WorkloadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| WorkloadError::LabelsFile { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::LabelsFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_labels(&text)
 }
 
@@ -87,7 +98,10 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, WorkloadErro
         }
         let bad = || WorkloadError::LabelsLine { line: i + 1 };
         let (key, value) = line.split_once('=').ok_or_else(bad)?;
-        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or_else(bad)?;
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or_else(bad)?;
         if key.is_empty() {
             return Err(bad());
         }
@@ -125,9 +139,18 @@ mod tests {
         assert_eq!(l["app"], "billing");
         assert_eq!(l["pod-template-hash"], "5d8f7");
         assert_eq!(l["app.kubernetes.io/name"], "a \"q\" b");
-        assert!(matches!(parse_labels("app=billing"), Err(WorkloadError::LabelsLine { line: 1 })));
-        assert!(matches!(parse_labels("a=\"x\"\nnoequals"), Err(WorkloadError::LabelsLine { line: 2 })));
-        assert!(matches!(parse_labels("=\"x\""), Err(WorkloadError::LabelsLine { line: 1 })));
+        assert!(matches!(
+            parse_labels("app=billing"),
+            Err(WorkloadError::LabelsLine { line: 1 })
+        ));
+        assert!(matches!(
+            parse_labels("a=\"x\"\nnoequals"),
+            Err(WorkloadError::LabelsLine { line: 2 })
+        ));
+        assert!(matches!(
+            parse_labels("=\"x\""),
+            Err(WorkloadError::LabelsLine { line: 1 })
+        ));
     }
 
     #[test]
@@ -142,13 +165,32 @@ mod tests {
             (ENV_POD_NAMESPACE, "clinical"),
             (ENV_POD_LABELS_FILE, file_s.as_str()),
         ];
-        let get = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let get = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
         let w = Workload::from_vars(get).unwrap();
         assert_eq!(w.labels["app"], "billing");
         let p = w.principal();
-        assert_eq!((p.kind, p.name.as_str(), p.namespace.as_deref()), (SubjectKind::ServiceAccount, "billing-app", Some("clinical")));
-        assert!(matches!(Workload::from_vars(|_| None), Err(WorkloadError::Missing(ENV_SERVICE_ACCOUNT))));
-        let missing_file = |k: &str| if k == ENV_POD_LABELS_FILE { Some("/nonexistent/labels".into()) } else { get(k) };
-        assert!(matches!(Workload::from_vars(missing_file), Err(WorkloadError::LabelsFile { .. })));
+        assert_eq!(
+            (p.kind, p.name.as_str(), p.namespace.as_deref()),
+            (SubjectKind::ServiceAccount, "billing-app", Some("clinical"))
+        );
+        assert!(matches!(
+            Workload::from_vars(|_| None),
+            Err(WorkloadError::Missing(ENV_SERVICE_ACCOUNT))
+        ));
+        let missing_file = |k: &str| {
+            if k == ENV_POD_LABELS_FILE {
+                Some("/nonexistent/labels".into())
+            } else {
+                get(k)
+            }
+        };
+        assert!(matches!(
+            Workload::from_vars(missing_file),
+            Err(WorkloadError::LabelsFile { .. })
+        ));
     }
 }

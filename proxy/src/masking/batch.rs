@@ -50,7 +50,10 @@ pub enum MaskError {
     #[error("record set truncated at byte {at}")]
     Truncated { at: usize },
     #[error("batch at base offset {base_offset} is corrupt: {reason}")]
-    Corrupt { base_offset: i64, reason: &'static str },
+    Corrupt {
+        base_offset: i64,
+        reason: &'static str,
+    },
     #[error("batch at base offset {base_offset} fails its CRC32C check")]
     Crc { base_offset: i64 },
     #[error("message format v{magic} (before Kafka 0.11) cannot be masked")]
@@ -58,7 +61,11 @@ pub enum MaskError {
     #[error("batch at base offset {base_offset} uses unknown codec {codec}")]
     UnknownCodec { base_offset: i64, codec: u8 },
     #[error("batch at base offset {base_offset}: {codec} failed: {reason}")]
-    Codec { base_offset: i64, codec: &'static str, reason: String },
+    Codec {
+        base_offset: i64,
+        codec: &'static str,
+        reason: String,
+    },
 }
 
 /// Masks a Fetch response partition's `records`: truncated trailing batch dropped.
@@ -67,7 +74,10 @@ pub fn mask_record_set(plan: &MaskPlan, records: &Bytes) -> Result<(Bytes, MaskC
 }
 
 /// Masks a Produce request partition's `records`: a truncated batch is an error.
-pub fn mask_produce_records(plan: &MaskPlan, records: &Bytes) -> Result<(Bytes, MaskCounts), MaskError> {
+pub fn mask_produce_records(
+    plan: &MaskPlan,
+    records: &Bytes,
+) -> Result<(Bytes, MaskCounts), MaskError> {
     mask_records(plan, records, Trailing::Reject)
 }
 
@@ -83,7 +93,11 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 
 /// Masks every batch of `records`. Returns the input itself (no copy) when
 /// nothing changed.
-pub fn mask_records(plan: &MaskPlan, records: &Bytes, trailing: Trailing) -> Result<(Bytes, MaskCounts), MaskError> {
+pub fn mask_records(
+    plan: &MaskPlan,
+    records: &Bytes,
+    trailing: Trailing,
+) -> Result<(Bytes, MaskCounts), MaskError> {
     let mut counts = MaskCounts::default();
     let buf = &records[..];
     let mut out: Option<BytesMut> = None;
@@ -109,7 +123,10 @@ pub fn mask_records(plan: &MaskPlan, records: &Bytes, trailing: Trailing) -> Res
         let base_offset = be_i64(rest, 0);
         let len = be_i32(rest, LENGTH_AT);
         if len < (MAGIC_AT + 1 - LENGTH_AT - 4) as i32 {
-            return Err(MaskError::Corrupt { base_offset, reason: "batch length too small" });
+            return Err(MaskError::Corrupt {
+                base_offset,
+                reason: "batch length too small",
+            });
         }
         let total = LENGTH_AT + 4 + len as usize;
         let batch = &rest[..total];
@@ -118,9 +135,17 @@ pub fn mask_records(plan: &MaskPlan, records: &Bytes, trailing: Trailing) -> Res
             if magic == 0 || magic == 1 {
                 return Err(MaskError::LegacyFormat { magic });
             }
-            return Err(MaskError::Corrupt { base_offset, reason: "unknown magic byte" });
+            return Err(MaskError::Corrupt {
+                base_offset,
+                reason: "unknown magic byte",
+            });
         }
-        let masked = mask_batch(plan, records.slice(pos..pos + total), base_offset, &mut counts)?;
+        let masked = mask_batch(
+            plan,
+            records.slice(pos..pos + total),
+            base_offset,
+            &mut counts,
+        )?;
         match (masked, &mut out) {
             (Some(new), Some(o)) => o.extend_from_slice(&new),
             (Some(new), None) => {
@@ -141,12 +166,25 @@ pub fn mask_records(plan: &MaskPlan, records: &Bytes, trailing: Trailing) -> Res
 }
 
 /// Masks one complete v2 batch; `None` when it passes unchanged.
-fn mask_batch(plan: &MaskPlan, batch: Bytes, base_offset: i64, counts: &mut MaskCounts) -> Result<Option<Vec<u8>>, MaskError> {
-    let corrupt = |reason| MaskError::Corrupt { base_offset, reason };
+fn mask_batch(
+    plan: &MaskPlan,
+    batch: Bytes,
+    base_offset: i64,
+    counts: &mut MaskCounts,
+) -> Result<Option<Vec<u8>>, MaskError> {
+    let corrupt = |reason| MaskError::Corrupt {
+        base_offset,
+        reason,
+    };
     if batch.len() < HEADER_LEN {
         return Err(corrupt("batch shorter than its header"));
     }
-    let stored_crc = u32::from_be_bytes([batch[CRC_AT], batch[CRC_AT + 1], batch[CRC_AT + 2], batch[CRC_AT + 3]]);
+    let stored_crc = u32::from_be_bytes([
+        batch[CRC_AT],
+        batch[CRC_AT + 1],
+        batch[CRC_AT + 2],
+        batch[CRC_AT + 3],
+    ]);
     if crc32c::crc32c(&batch[ATTRIBUTES_AT..]) != stored_crc {
         return Err(MaskError::Crc { base_offset });
     }
@@ -154,22 +192,31 @@ fn mask_batch(plan: &MaskPlan, batch: Bytes, base_offset: i64, counts: &mut Mask
     if attributes & CONTROL_BIT != 0 {
         return Ok(None);
     }
-    let codec =
-        Codec::from_attributes(attributes).map_err(|codec| MaskError::UnknownCodec { base_offset, codec })?;
+    let codec = Codec::from_attributes(attributes)
+        .map_err(|codec| MaskError::UnknownCodec { base_offset, codec })?;
     let count = be_i32(&batch, COUNT_AT);
     if count < 0 {
         return Err(corrupt("negative record count"));
     }
-    let codec_err = |reason| MaskError::Codec { base_offset, codec: codec.name(), reason };
-    let section = codec.decompress(batch.slice(HEADER_LEN..)).map_err(codec_err)?;
-    let Some(new_section) = mask_records_section(plan, &section, count as usize, counts).map_err(corrupt)? else {
+    let codec_err = |reason| MaskError::Codec {
+        base_offset,
+        codec: codec.name(),
+        reason,
+    };
+    let section = codec
+        .decompress(batch.slice(HEADER_LEN..))
+        .map_err(codec_err)?;
+    let Some(new_section) =
+        mask_records_section(plan, &section, count as usize, counts).map_err(corrupt)?
+    else {
         return Ok(None);
     };
     let compressed = codec.compress(&new_section).map_err(codec_err)?;
     let mut out = Vec::with_capacity(HEADER_LEN + compressed.len());
     out.extend_from_slice(&batch[..HEADER_LEN]);
     out.extend_from_slice(&compressed);
-    let new_len = i32::try_from(out.len() - LENGTH_AT - 4).map_err(|_| corrupt("masked batch too large"))?;
+    let new_len =
+        i32::try_from(out.len() - LENGTH_AT - 4).map_err(|_| corrupt("masked batch too large"))?;
     out[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&new_len.to_be_bytes());
     let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
@@ -207,7 +254,10 @@ fn mask_records_section(
             pos = body_end;
             continue; // null value (tombstone): untouched
         }
-        let value_end = p.checked_add(value_len as usize).filter(|&e| e <= body.len()).ok_or("value out of bounds")?;
+        let value_end = p
+            .checked_add(value_len as usize)
+            .filter(|&e| e <= body.len())
+            .ok_or("value out of bounds")?;
         check_headers(body, value_end)?;
         let value = &body[p..value_end];
         if let Some(masked) = plan.mask_value(value, counts) {
@@ -244,16 +294,26 @@ fn check_headers(body: &[u8], mut p: usize) -> Result<(), &'static str> {
         if key_len < 0 {
             return Err("null header key");
         }
-        p = p.checked_add(key_len as usize).filter(|&e| e <= body.len()).ok_or("header key out of bounds")?;
+        p = p
+            .checked_add(key_len as usize)
+            .filter(|&e| e <= body.len())
+            .ok_or("header key out of bounds")?;
         skip_bytes(body, &mut p)?;
     }
-    if p != body.len() { Err("bytes after the record headers") } else { Ok(()) }
+    if p != body.len() {
+        Err("bytes after the record headers")
+    } else {
+        Ok(())
+    }
 }
 
 fn skip_bytes(b: &[u8], p: &mut usize) -> Result<(), &'static str> {
     let len = read_varint(b, p)?;
     if len >= 0 {
-        *p = p.checked_add(len as usize).filter(|&e| e <= b.len()).ok_or("field out of bounds")?;
+        *p = p
+            .checked_add(len as usize)
+            .filter(|&e| e <= b.len())
+            .ok_or("field out of bounds")?;
     }
     Ok(())
 }
@@ -290,7 +350,20 @@ mod tests {
 
     #[test]
     fn varints_round_trip() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut b = Vec::new();
             write_varint(&mut b, v);
             let mut p = 0;

@@ -81,8 +81,16 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for c in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for c in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
             let z = c.compress(&data).unwrap();
             assert_eq!(c.decompress(z).unwrap(), data, "{}", c.name());
         }
@@ -100,7 +108,12 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         for c in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
-            assert!(c.decompress(Bytes::from_static(b"not compressed at all")).is_err(), "{}", c.name());
+            assert!(
+                c.decompress(Bytes::from_static(b"not compressed at all"))
+                    .is_err(),
+                "{}",
+                c.name()
+            );
         }
         assert_eq!(Codec::from_attributes(0x15), Err(5));
         assert_eq!(Codec::from_attributes(0x0b), Ok(Codec::Lz4));

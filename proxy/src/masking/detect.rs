@@ -60,7 +60,10 @@ fn builtin(pattern: &str) -> Regex {
 
 impl Detectors {
     /// Compiles `detectors` (duplicates ignored).
-    pub fn compile(detectors: &[Detector], mrn_pattern: Option<&str>) -> Result<Self, DetectorError> {
+    pub fn compile(
+        detectors: &[Detector],
+        mrn_pattern: Option<&str>,
+    ) -> Result<Self, DetectorError> {
         let mut list: Vec<(Detector, Regex)> = Vec::new();
         for &d in detectors {
             if list.iter().any(|(x, _)| *x == d) {
@@ -68,7 +71,9 @@ impl Detectors {
             }
             let re = match d {
                 Detector::SSN => builtin(r"(?-u:\b)[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?-u:\b)"),
-                Detector::Email => builtin(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
+                Detector::Email => {
+                    builtin(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+                }
                 Detector::Phone => builtin(
                     r"(?:\+1[-. ]?|(?-u:\b)1[-. ])?(?:\([2-9][0-9]{2}\) ?|(?-u:\b)[2-9][0-9]{2}[-. ]?)[2-9][0-9]{2}[-. ]?[0-9]{4}(?-u:\b)",
                 ),
@@ -123,7 +128,11 @@ fn valid(d: Detector, m: &str) -> bool {
     match d {
         Detector::SSN => valid_ssn(m),
         Detector::CreditCard => {
-            let digits: Vec<u8> = m.bytes().filter(u8::is_ascii_digit).map(|c| c - b'0').collect();
+            let digits: Vec<u8> = m
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .map(|c| c - b'0')
+                .collect();
             (13..=19).contains(&digits.len()) && luhn(&digits)
         }
         Detector::NPI => valid_npi(m),
@@ -133,7 +142,11 @@ fn valid(d: Detector, m: &str) -> bool {
 
 /// SSA rules for a `ddd-dd-dddd` candidate.
 pub fn valid_ssn(m: &str) -> bool {
-    let digits: Vec<u32> = m.bytes().filter(u8::is_ascii_digit).map(|c| u32::from(c - b'0')).collect();
+    let digits: Vec<u32> = m
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|c| u32::from(c - b'0'))
+        .collect();
     if digits.len() != 9 {
         return false;
     }
@@ -167,7 +180,11 @@ pub fn valid_npi(m: &str) -> bool {
     if m.len() != 10 || !m.bytes().all(|c| c.is_ascii_digit()) {
         return false;
     }
-    let digits: Vec<u8> = b"80840".iter().chain(m.as_bytes()).map(|c| c - b'0').collect();
+    let digits: Vec<u8> = b"80840"
+        .iter()
+        .chain(m.as_bytes())
+        .map(|c| c - b'0')
+        .collect();
     luhn(&digits)
 }
 
@@ -177,7 +194,14 @@ mod tests {
 
     fn all() -> Detectors {
         Detectors::compile(
-            &[Detector::SSN, Detector::Email, Detector::Phone, Detector::CreditCard, Detector::NPI, Detector::MRN],
+            &[
+                Detector::SSN,
+                Detector::Email,
+                Detector::Phone,
+                Detector::CreditCard,
+                Detector::NPI,
+                Detector::MRN,
+            ],
             Some(r"\bMRN-\d{8}\b"),
         )
         .unwrap()
@@ -194,12 +218,22 @@ mod tests {
         for ok in ["838-39-8865", "042-89-4695", "123 45 6789", "899-99-9999"] {
             assert!(valid_ssn(ok), "{ok}");
         }
-        for bad in ["000-12-3456", "666-12-3456", "900-12-3456", "999-12-3456", "123-00-4567", "123-45-0000"] {
+        for bad in [
+            "000-12-3456",
+            "666-12-3456",
+            "900-12-3456",
+            "999-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+        ] {
             assert!(!valid_ssn(bad), "{bad}");
         }
         let d = Detectors::compile(&[Detector::SSN], None).unwrap();
         assert_eq!(scan(&d, "SSN 838-39-8865.").0, "SSN [SSN].");
-        assert_eq!(scan(&d, "bad 666-39-8865 and 123-00-4567").0, "bad 666-39-8865 and 123-00-4567");
+        assert_eq!(
+            scan(&d, "bad 666-39-8865 and 123-00-4567").0,
+            "bad 666-39-8865 and 123-00-4567"
+        );
         // Part of a longer number is not an SSN.
         assert_eq!(scan(&d, "x1838-39-8865").0, "x1838-39-8865");
     }
@@ -235,9 +269,18 @@ mod tests {
             &d,
             "James (DOB 1971-07-08, SSN 838-39-8865) called from 351-555-0121; mail james.silva0@example.org, MRN-35976135",
         );
-        assert_eq!(out, "James (DOB 1971-07-08, SSN [SSN]) called from [PHONE]; mail [EMAIL], [MRN]");
+        assert_eq!(
+            out,
+            "James (DOB 1971-07-08, SSN [SSN]) called from [PHONE]; mail [EMAIL], [MRN]"
+        );
         assert_eq!(found.len(), 4);
-        for phone in ["(351) 555-0121", "+1 351 555 0121", "351.555.0121", "3515550121", "1-351-555-0121"] {
+        for phone in [
+            "(351) 555-0121",
+            "+1 351 555 0121",
+            "351.555.0121",
+            "3515550121",
+            "1-351-555-0121",
+        ] {
             assert_eq!(scan(&d, phone).0, "[PHONE]", "{phone}");
         }
         // Area code starting with 0 or 1 is not NANP.
@@ -246,13 +289,22 @@ mod tests {
 
     #[test]
     fn mrn_needs_a_valid_pattern() {
-        assert!(matches!(Detectors::compile(&[Detector::MRN], None), Err(DetectorError::MissingMrnPattern)));
-        assert!(matches!(Detectors::compile(&[Detector::MRN], Some("(")), Err(DetectorError::BadMrnPattern(_))));
+        assert!(matches!(
+            Detectors::compile(&[Detector::MRN], None),
+            Err(DetectorError::MissingMrnPattern)
+        ));
+        assert!(matches!(
+            Detectors::compile(&[Detector::MRN], Some("(")),
+            Err(DetectorError::BadMrnPattern(_))
+        ));
     }
 
     #[test]
     fn nothing_found_borrows() {
         let d = all();
-        assert!(matches!(d.scan("Essential hypertension", |_| {}), Cow::Borrowed(_)));
+        assert!(matches!(
+            d.scan("Essential hypertension", |_| {}),
+            Cow::Borrowed(_)
+        ));
     }
 }

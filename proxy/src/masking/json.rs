@@ -209,7 +209,11 @@ impl<'s> Rewriter<'s, '_> {
 
     fn enter(&mut self) -> R<()> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH { Err(Invalid) } else { Ok(()) }
+        if self.depth > MAX_DEPTH {
+            Err(Invalid)
+        } else {
+            Ok(())
+        }
     }
 
     fn object(&mut self) -> R<()> {
@@ -433,10 +437,18 @@ mod tests {
     use streamgate_crds::Detector;
 
     fn rule(path: &str, strategy: MaskStrategy) -> FieldRule {
-        FieldRule { path: FieldPath::parse(path).unwrap(), strategy, keep_last: 4 }
+        FieldRule {
+            path: FieldPath::parse(path).unwrap(),
+            strategy,
+            keep_last: 4,
+        }
     }
 
-    fn run(src: &str, fields: &[FieldRule], detectors: &[Detector]) -> (R<Option<String>>, MaskCounts) {
+    fn run(
+        src: &str,
+        fields: &[FieldRule],
+        detectors: &[Detector],
+    ) -> (R<Option<String>>, MaskCounts) {
         let d = Detectors::compile(detectors, None).unwrap();
         let key = HashKey::new(b"k".to_vec()).unwrap();
         let mut counts = MaskCounts::default();
@@ -446,7 +458,10 @@ mod tests {
     }
 
     fn masked(src: &str, fields: &[FieldRule], detectors: &[Detector]) -> String {
-        run(src, fields, detectors).0.unwrap().unwrap_or_else(|| src.to_string())
+        run(src, fields, detectors)
+            .0
+            .unwrap()
+            .unwrap_or_else(|| src.to_string())
     }
 
     #[test]
@@ -469,18 +484,36 @@ mod tests {
     #[test]
     fn hash_objects_and_strings() {
         let fields = [rule("$.name", MaskStrategy::Hash)];
-        let a = masked(r#"{"name":{"given":"James","family":"Silva"}}"#, &fields, &[]);
-        let b = masked(r#"{"name":{"given":"James","family":"Silva"}}"#, &fields, &[]);
+        let a = masked(
+            r#"{"name":{"given":"James","family":"Silva"}}"#,
+            &fields,
+            &[],
+        );
+        let b = masked(
+            r#"{"name":{"given":"James","family":"Silva"}}"#,
+            &fields,
+            &[],
+        );
         assert_eq!(a, b);
-        assert!(a.starts_with(r#"{"name":"h:"#) && !a.contains("James"), "{a}");
+        assert!(
+            a.starts_with(r#"{"name":"h:"#) && !a.contains("James"),
+            "{a}"
+        );
         let s = masked(r#"{"name":"James Silva"}"#, &fields, &[]);
         let key = HashKey::new(b"k".to_vec()).unwrap();
-        assert_eq!(s, format!(r#"{{"name":"{}"}}"#, pseudonym(&key, b"James Silva")));
+        assert_eq!(
+            s,
+            format!(r#"{{"name":"{}"}}"#, pseudonym(&key, b"James Silva"))
+        );
     }
 
     #[test]
     fn remove_first_middle_last_and_all() {
-        let f = |p: &[&str]| p.iter().map(|p| rule(p, MaskStrategy::Remove)).collect::<Vec<_>>();
+        let f = |p: &[&str]| {
+            p.iter()
+                .map(|p| rule(p, MaskStrategy::Remove))
+                .collect::<Vec<_>>()
+        };
         let src = r#"{"a":1,"b":2,"c":3}"#;
         assert_eq!(masked(src, &f(&["$.a"]), &[]), r#"{"b":2,"c":3}"#);
         assert_eq!(masked(src, &f(&["$.b"]), &[]), r#"{"a":1,"c":3}"#);
@@ -491,7 +524,10 @@ mod tests {
         let arr = r#"{"l":[{"s":1,"t":2},{"s":3}]}"#;
         assert_eq!(masked(arr, &f(&["$.l[*].s"]), &[]), r#"{"l":[{"t":2},{}]}"#);
         assert_eq!(masked(arr, &f(&["$.l[*]"]), &[]), r#"{"l":[]}"#);
-        for out in [masked(src, &f(&["$.a", "$.c"]), &[]), masked(arr, &f(&["$.l[*].s"]), &[])] {
+        for out in [
+            masked(src, &f(&["$.a", "$.c"]), &[]),
+            masked(arr, &f(&["$.l[*].s"]), &[]),
+        ] {
             serde_json::from_str::<serde_json::Value>(&out).unwrap();
         }
     }
@@ -500,7 +536,10 @@ mod tests {
     fn detectors_in_free_text_keys_and_escapes() {
         let src = r#"{"note":"SSN 838-39-8865 \"quoted\"\n","838-39-8865":true,"n":5}"#;
         let out = masked(src, &[], &[Detector::SSN]);
-        assert_eq!(out, r#"{"note":"SSN [SSN] \"quoted\"\n","[SSN]":true,"n":5}"#);
+        assert_eq!(
+            out,
+            r#"{"note":"SSN [SSN] \"quoted\"\n","[SSN]":true,"n":5}"#
+        );
         // A planted value spelled with escapes is found too.
         let out = masked(r#"{"x":"\u0038\u00338-39-8865"}"#, &[], &[Detector::SSN]);
         assert_eq!(out, r#"{"x":"[SSN]"}"#);
@@ -508,34 +547,66 @@ mod tests {
 
     #[test]
     fn unchanged_values_are_not_copied() {
-        let (out, counts) = run(r#"{"a":"nothing here","b":[1,2,{"c":null}]}"#, &[rule("$.z", MaskStrategy::Redact)], &[Detector::SSN]);
+        let (out, counts) = run(
+            r#"{"a":"nothing here","b":[1,2,{"c":null}]}"#,
+            &[rule("$.z", MaskStrategy::Redact)],
+            &[Detector::SSN],
+        );
         assert_eq!(out, Ok(None));
         assert!(counts.fields.is_empty());
     }
 
     #[test]
     fn nulls_stay_null() {
-        assert_eq!(masked(r#"{"a":null}"#, &[rule("$.a", MaskStrategy::Redact)], &[]), r#"{"a":null}"#);
+        assert_eq!(
+            masked(r#"{"a":null}"#, &[rule("$.a", MaskStrategy::Redact)], &[]),
+            r#"{"a":null}"#
+        );
     }
 
     #[test]
     fn invalid_json_is_rejected() {
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         for bad in [
-            "", "{", "{\"a\":}", "{\"a\":1,}", "[1,]", "{\"a\" 1}", "01", "1.", "-", "tru", "\"\\x\"", "\"a\nb\"",
-            "{} x", "[\"\\u12\"]", "{\"a\":\"\\ud800\"}", "nul", &deep,
+            "",
+            "{",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "{\"a\" 1}",
+            "01",
+            "1.",
+            "-",
+            "tru",
+            "\"\\x\"",
+            "\"a\nb\"",
+            "{} x",
+            "[\"\\u12\"]",
+            "{\"a\":\"\\ud800\"}",
+            "nul",
+            &deep,
         ] {
             let (out, _) = run(bad, &[], &[Detector::SSN]);
             assert_eq!(out, Err(Invalid), "{bad:?}");
         }
         let mut counts = MaskCounts::default();
         let d = Detectors::compile(&[], None).unwrap();
-        assert_eq!(rewrite(b"{\"a\":\"\xff\"}", &[], &d, None, &mut counts), Err(Invalid));
+        assert_eq!(
+            rewrite(b"{\"a\":\"\xff\"}", &[], &d, None, &mut counts),
+            Err(Invalid)
+        );
     }
 
     #[test]
     fn valid_json_passes() {
-        for ok in ["0", "-1.5e+3", "true", " [ ] ", "{\"a\":[{},[],\"\",0.0]}", "\"\\ud83d\\ude00\""] {
+        for ok in [
+            "0",
+            "-1.5e+3",
+            "true",
+            " [ ] ",
+            "{\"a\":[{},[],\"\",0.0]}",
+            "\"\\ud83d\\ude00\"",
+        ] {
             assert_eq!(run(ok, &[], &[Detector::SSN]).0, Ok(None), "{ok}");
         }
     }

@@ -14,7 +14,10 @@ pub enum KeyError {
     #[error("secret reference {name}/{key} is not a plain file name")]
     BadReference { name: String, key: String },
     #[error("cannot read the hash key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the hash key file {path} is empty")]
     Empty { path: PathBuf },
 }
@@ -25,10 +28,16 @@ pub fn read_hash_key(secret_dir: &Path, r: &SecretKeyRef) -> Result<HashKey, Key
     // rule from pointing the sidecar at arbitrary files.
     let plain = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']);
     if !plain(&r.name) || !plain(&r.key) {
-        return Err(KeyError::BadReference { name: r.name.clone(), key: r.key.clone() });
+        return Err(KeyError::BadReference {
+            name: r.name.clone(),
+            key: r.key.clone(),
+        });
     }
     let path = secret_dir.join(&r.name).join(&r.key);
-    let bytes = std::fs::read(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
+    let bytes = std::fs::read(&path).map_err(|source| KeyError::Read {
+        path: path.clone(),
+        source,
+    })?;
     HashKey::new(bytes).ok_or(KeyError::Empty { path })
 }
 
@@ -37,7 +46,10 @@ mod tests {
     use super::*;
 
     fn r(name: &str, key: &str) -> SecretKeyRef {
-        SecretKeyRef { name: name.into(), key: key.into() }
+        SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        }
     }
 
     #[test]
@@ -51,9 +63,20 @@ mod tests {
         let e = read_hash_key(dir.path(), &r("masking-key", "other")).unwrap_err();
         assert!(matches!(e, KeyError::Read { .. }), "{e}");
         std::fs::write(dir.path().join("masking-key/empty"), b"").unwrap();
-        assert!(matches!(read_hash_key(dir.path(), &r("masking-key", "empty")), Err(KeyError::Empty { .. })));
-        for (n, k) in [("..", "hmac"), ("a/b", "hmac"), ("masking-key", "../x"), ("", "hmac")] {
-            assert!(matches!(read_hash_key(dir.path(), &r(n, k)), Err(KeyError::BadReference { .. })));
+        assert!(matches!(
+            read_hash_key(dir.path(), &r("masking-key", "empty")),
+            Err(KeyError::Empty { .. })
+        ));
+        for (n, k) in [
+            ("..", "hmac"),
+            ("a/b", "hmac"),
+            ("masking-key", "../x"),
+            ("", "hmac"),
+        ] {
+            assert!(matches!(
+                read_hash_key(dir.path(), &r(n, k)),
+                Err(KeyError::BadReference { .. })
+            ));
         }
     }
 }

@@ -95,14 +95,19 @@ impl MaskingSet {
             let key = match &spec.hash_key_secret_ref {
                 Some(r) => match key_for(r) {
                     Ok(k) => Ok(Some(k)),
-                    Err(e) => Err(CompileError::HashKey { rule: name.clone(), reason: e.to_string() }),
+                    Err(e) => Err(CompileError::HashKey {
+                        rule: name.clone(),
+                        reason: e.to_string(),
+                    }),
                 },
                 None => Ok(None),
             };
-            let plan = key.and_then(|k| RulePlan::compile(name, spec, k)).unwrap_or_else(|e| {
-                errors.push(e);
-                RulePlan::blocked(name)
-            });
+            let plan = key
+                .and_then(|k| RulePlan::compile(name, spec, k))
+                .unwrap_or_else(|e| {
+                    errors.push(e);
+                    RulePlan::blocked(name)
+                });
             compiled.push(ScopedRule {
                 topics: spec.topics.clone(),
                 exempt: spec.exempt_subjects.clone(),
@@ -110,7 +115,13 @@ impl MaskingSet {
                 plan: Arc::new(plan),
             });
         }
-        (Self { namespace: namespace.to_string(), rules: compiled }, errors)
+        (
+            Self {
+                namespace: namespace.to_string(),
+                rules: compiled,
+            },
+            errors,
+        )
     }
 
     /// [`MaskingSet::compile`] with keys read from a mounted Secret directory.
@@ -124,23 +135,36 @@ impl MaskingSet {
 
     /// The masking to apply to `topic` for `principal` in `direction`;
     /// `None`: records pass unchanged.
-    pub fn plan_for(&self, topic: &str, principal: &Principal, direction: ApplyTo) -> Option<MaskPlan> {
+    pub fn plan_for(
+        &self,
+        topic: &str,
+        principal: &Principal,
+        direction: ApplyTo,
+    ) -> Option<MaskPlan> {
         let rules: Vec<Arc<RulePlan>> = self
             .rules
             .iter()
             .filter(|r| r.apply_to.contains(&direction))
             .filter(|r| r.topics.iter().any(|t| topic_matches(t, topic)))
-            .filter(|r| !r.exempt.iter().any(|s| s.matches(principal, &self.namespace)))
+            .filter(|r| {
+                !r.exempt
+                    .iter()
+                    .any(|s| s.matches(principal, &self.namespace))
+            })
             .map(|r| Arc::clone(&r.plan))
             .collect();
-        if rules.is_empty() { None } else { Some(MaskPlan::new(rules)) }
+        if rules.is_empty() {
+            None
+        } else {
+            Some(MaskPlan::new(rules))
+        }
     }
 
     /// Does any rule mask `topic` in `direction` for someone (exempt or not)?
     pub fn covers(&self, topic: &str, direction: ApplyTo) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.apply_to.contains(&direction) && r.topics.iter().any(|t| topic_matches(t, topic)))
+        self.rules.iter().any(|r| {
+            r.apply_to.contains(&direction) && r.topics.iter().any(|t| topic_matches(t, topic))
+        })
     }
 
     /// Does `principal` see `topic` in clear text (no rule masks it for them)?
@@ -160,13 +184,24 @@ mod tests {
             format: MaskFormat::Json,
             fields: vec![FieldMask {
                 path: "$.ssn".into(),
-                strategy: if hash { MaskStrategy::Hash } else { MaskStrategy::Redact },
+                strategy: if hash {
+                    MaskStrategy::Hash
+                } else {
+                    MaskStrategy::Redact
+                },
                 keep_last: None,
             }],
             detectors: vec![],
             mrn_pattern: None,
-            hash_key_secret_ref: hash.then(|| SecretKeyRef { name: "masking-key".into(), key: "hmac".into() }),
-            exempt_subjects: vec![Subject { kind: SubjectKind::Group, name: "treating-clinicians".into(), namespace: None }],
+            hash_key_secret_ref: hash.then(|| SecretKeyRef {
+                name: "masking-key".into(),
+                key: "hmac".into(),
+            }),
+            exempt_subjects: vec![Subject {
+                kind: SubjectKind::Group,
+                name: "treating-clinicians".into(),
+                namespace: None,
+            }],
             apply_to,
         }
     }
@@ -186,26 +221,50 @@ mod tests {
 
     #[test]
     fn plans_by_topic_direction_and_exemption() {
-        let (set, errors) =
-            MaskingSet::compile("clinical", &[("a".into(), rule(&["patient-*"], vec![ApplyTo::Fetch], false))], no_key);
+        let (set, errors) = MaskingSet::compile(
+            "clinical",
+            &[(
+                "a".into(),
+                rule(&["patient-*"], vec![ApplyTo::Fetch], false),
+            )],
+            no_key,
+        );
         assert!(errors.is_empty());
         let reader = user(&["billing"]);
-        assert!(set.plan_for("patient-events", &reader, ApplyTo::Fetch).is_some());
-        assert!(set.plan_for("patient-events", &reader, ApplyTo::Produce).is_none());
+        assert!(
+            set.plan_for("patient-events", &reader, ApplyTo::Fetch)
+                .is_some()
+        );
+        assert!(
+            set.plan_for("patient-events", &reader, ApplyTo::Produce)
+                .is_none()
+        );
         assert!(set.plan_for("claims", &reader, ApplyTo::Fetch).is_none());
-        assert!(set.sees_clear_text("patient-events", &user(&["treating-clinicians"]), ApplyTo::Fetch));
+        assert!(set.sees_clear_text(
+            "patient-events",
+            &user(&["treating-clinicians"]),
+            ApplyTo::Fetch
+        ));
         assert!(set.covers("patient-events", ApplyTo::Fetch));
     }
 
     #[test]
     fn a_rule_whose_key_is_missing_fails_closed() {
-        let (set, errors) =
-            MaskingSet::compile("clinical", &[("a".into(), rule(&["patient-*"], vec![ApplyTo::Fetch], true))], no_key);
+        let (set, errors) = MaskingSet::compile(
+            "clinical",
+            &[("a".into(), rule(&["patient-*"], vec![ApplyTo::Fetch], true))],
+            no_key,
+        );
         assert_eq!(errors.len(), 1);
         assert!(errors[0].to_string().contains("hash key"), "{}", errors[0]);
-        let plan = set.plan_for("patient-events", &user(&[]), ApplyTo::Fetch).unwrap();
+        let plan = set
+            .plan_for("patient-events", &user(&[]), ApplyTo::Fetch)
+            .unwrap();
         let mut c = MaskCounts::default();
-        assert_eq!(plan.mask_value(br#"{"ok":1}"#, &mut c).unwrap(), plan::BLOCKED);
+        assert_eq!(
+            plan.mask_value(br#"{"ok":1}"#, &mut c).unwrap(),
+            plan::BLOCKED
+        );
     }
 
     #[test]
@@ -218,8 +277,18 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let plan = set.plan_for("p", &user(&[]), ApplyTo::Produce).unwrap();
         let mut c = MaskCounts::default();
-        let out = String::from_utf8(plan.mask_value(br#"{"ssn":"838-39-8865"}"#, &mut c).unwrap()).unwrap();
+        let out = String::from_utf8(
+            plan.mask_value(br#"{"ssn":"838-39-8865"}"#, &mut c)
+                .unwrap(),
+        )
+        .unwrap();
         let key = HashKey::new(b"k".to_vec()).unwrap();
-        assert_eq!(out, format!(r#"{{"ssn":"{}"}}"#, strategy::pseudonym(&key, b"838-39-8865")));
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"ssn":"{}"}}"#,
+                strategy::pseudonym(&key, b"838-39-8865")
+            )
+        );
     }
 }

@@ -49,7 +49,11 @@ pub enum Seg<'a> {
 impl FieldPath {
     /// Parses `text`, e.g. `$.patient.ssn`, `$.items[*].code`, `$..dateOfBirth`.
     pub fn parse(text: &str) -> Result<Self, PathError> {
-        let err = |at, reason| PathError { path: text.to_string(), at, reason };
+        let err = |at, reason| PathError {
+            path: text.to_string(),
+            at,
+            reason,
+        };
         let b = text.as_bytes();
         if b.first() != Some(&b'$') {
             return Err(err(0, "a path starts with `$`"));
@@ -66,7 +70,11 @@ impl FieldPath {
                         return Err(err(start, "expected a field name after `.`"));
                     }
                     let name = text[start..end].to_string();
-                    steps.push(if descendant { Step::Descendant(name) } else { Step::Child(name) });
+                    steps.push(if descendant {
+                        Step::Descendant(name)
+                    } else {
+                        Step::Child(name)
+                    });
                     i = end;
                 }
                 b'[' => {
@@ -80,9 +88,15 @@ impl FieldPath {
             }
         }
         if steps.is_empty() {
-            return Err(err(1, "the whole value (`$`) cannot be a field; use detectors or Text"));
+            return Err(err(
+                1,
+                "the whole value (`$`) cannot be a field; use detectors or Text",
+            ));
         }
-        Ok(Self { text: text.to_string(), steps })
+        Ok(Self {
+            text: text.to_string(),
+            steps,
+        })
     }
 
     /// The path as written in the rule (used as the audit counter key).
@@ -117,10 +131,9 @@ fn matches_steps(steps: &[Step], at: &[Seg<'_>]) -> bool {
             Some((Seg::Index, tail)) => matches_steps(rest, tail),
             _ => false,
         },
-        Step::Descendant(name) => at
-            .iter()
-            .enumerate()
-            .any(|(i, seg)| matches!(seg, Seg::Key(k) if k == name) && matches_steps(rest, &at[i + 1..])),
+        Step::Descendant(name) => at.iter().enumerate().any(|(i, seg)| {
+            matches!(seg, Seg::Key(k) if k == name) && matches_steps(rest, &at[i + 1..])
+        }),
     }
 }
 
@@ -140,18 +153,38 @@ mod tests {
         );
         assert_eq!(
             FieldPath::parse("$.a[*].b").unwrap().steps,
-            vec![Step::Child("a".into()), Step::AnyIndex, Step::Child("b".into())]
+            vec![
+                Step::Child("a".into()),
+                Step::AnyIndex,
+                Step::Child("b".into())
+            ]
         );
-        assert_eq!(FieldPath::parse("$..dateOfBirth").unwrap().steps, vec![Step::Descendant("dateOfBirth".into())]);
+        assert_eq!(
+            FieldPath::parse("$..dateOfBirth").unwrap().steps,
+            vec![Step::Descendant("dateOfBirth".into())]
+        );
         assert_eq!(
             FieldPath::parse("$..items[*][*].x").unwrap().steps,
-            vec![Step::Descendant("items".into()), Step::AnyIndex, Step::AnyIndex, Step::Child("x".into())]
+            vec![
+                Step::Descendant("items".into()),
+                Step::AnyIndex,
+                Step::AnyIndex,
+                Step::Child("x".into())
+            ]
         );
     }
 
     #[test]
     fn rejects_bad_paths_with_a_position() {
-        for (bad, at) in [("patient.ssn", 0), ("$", 1), ("$.", 2), ("$..", 3), ("$.a[0]", 3), ("$.a b", 3), ("$a", 1)] {
+        for (bad, at) in [
+            ("patient.ssn", 0),
+            ("$", 1),
+            ("$.", 2),
+            ("$..", 3),
+            ("$.a[0]", 3),
+            ("$.a b", 3),
+            ("$a", 1),
+        ] {
             let e = FieldPath::parse(bad).unwrap_err();
             assert_eq!(e.at, at, "{bad}: {e}");
         }

@@ -95,23 +95,49 @@ pub struct RulePlan {
 impl RulePlan {
     /// Compiles `spec`; `key` is the HMAC key named by `hashKeySecretRef`
     /// (already read by the IO edge), needed when a field uses `Hash`.
-    pub fn compile(name: &str, spec: &MaskingRuleSpec, key: Option<HashKey>) -> Result<Self, CompileError> {
+    pub fn compile(
+        name: &str,
+        spec: &MaskingRuleSpec,
+        key: Option<HashKey>,
+    ) -> Result<Self, CompileError> {
         let rule = || name.to_string();
         if spec.format == MaskFormat::Text && !spec.fields.is_empty() {
             return Err(CompileError::FieldsWithText { rule: rule() });
         }
         let mut fields = Vec::with_capacity(spec.fields.len());
         for f in &spec.fields {
-            let path = FieldPath::parse(&f.path).map_err(|source| CompileError::Path { rule: rule(), source })?;
+            let path = FieldPath::parse(&f.path).map_err(|source| CompileError::Path {
+                rule: rule(),
+                source,
+            })?;
             if f.strategy == MaskStrategy::Hash && key.is_none() {
-                return Err(CompileError::MissingHashKey { rule: rule(), path: f.path.clone() });
+                return Err(CompileError::MissingHashKey {
+                    rule: rule(),
+                    path: f.path.clone(),
+                });
             }
             let keep_last = f.keep_last.unwrap_or(DEFAULT_KEEP_LAST) as usize;
-            fields.push(FieldRule { path, strategy: f.strategy, keep_last });
+            fields.push(FieldRule {
+                path,
+                strategy: f.strategy,
+                keep_last,
+            });
         }
-        let detectors = Detectors::compile(&spec.detectors, spec.mrn_pattern.as_deref())
-            .map_err(|source| CompileError::Detector { rule: rule(), source })?;
-        Ok(Self { name: name.to_string(), format: spec.format, fields, detectors, key, blocked: false })
+        let detectors =
+            Detectors::compile(&spec.detectors, spec.mrn_pattern.as_deref()).map_err(|source| {
+                CompileError::Detector {
+                    rule: rule(),
+                    source,
+                }
+            })?;
+        Ok(Self {
+            name: name.to_string(),
+            format: spec.format,
+            fields,
+            detectors,
+            key,
+            blocked: false,
+        })
     }
 
     /// A plan for a rule that failed to compile: it hides every value.
@@ -138,7 +164,13 @@ impl RulePlan {
         }
         match self.format {
             MaskFormat::Json => {
-                match json::rewrite(value, &self.fields, &self.detectors, self.key.as_ref(), counts) {
+                match json::rewrite(
+                    value,
+                    &self.fields,
+                    &self.detectors,
+                    self.key.as_ref(),
+                    counts,
+                ) {
                     Ok(out) => out,
                     Err(json::Invalid) => {
                         counts.unparseable += 1;
@@ -174,7 +206,9 @@ impl MaskPlan {
 
     /// A plan with one rule.
     pub fn single(rule: RulePlan) -> Self {
-        Self { rules: vec![Arc::new(rule)] }
+        Self {
+            rules: vec![Arc::new(rule)],
+        }
     }
 
     /// The names of the rules applied (for the audit record).
@@ -204,17 +238,28 @@ mod tests {
     use super::*;
     use streamgate_crds::{FieldMask, SecretKeyRef};
 
-    pub(crate) fn spec(format: MaskFormat, fields: &[(&str, MaskStrategy)], detectors: &[Detector]) -> MaskingRuleSpec {
+    pub(crate) fn spec(
+        format: MaskFormat,
+        fields: &[(&str, MaskStrategy)],
+        detectors: &[Detector],
+    ) -> MaskingRuleSpec {
         MaskingRuleSpec {
             topics: vec!["patient-*".into()],
             format,
             fields: fields
                 .iter()
-                .map(|(p, s)| FieldMask { path: (*p).into(), strategy: *s, keep_last: None })
+                .map(|(p, s)| FieldMask {
+                    path: (*p).into(),
+                    strategy: *s,
+                    keep_last: None,
+                })
                 .collect(),
             detectors: detectors.to_vec(),
             mrn_pattern: None,
-            hash_key_secret_ref: Some(SecretKeyRef { name: "k".into(), key: "hmac".into() }),
+            hash_key_secret_ref: Some(SecretKeyRef {
+                name: "k".into(),
+                key: "hmac".into(),
+            }),
             exempt_subjects: vec![],
             apply_to: vec![],
         }
@@ -226,15 +271,28 @@ mod tests {
 
     #[test]
     fn unparseable_values_become_markers() {
-        let plan = MaskPlan::single(RulePlan::compile("r", &spec(MaskFormat::Json, &[], &[Detector::SSN]), key()).unwrap());
+        let plan = MaskPlan::single(
+            RulePlan::compile("r", &spec(MaskFormat::Json, &[], &[Detector::SSN]), key()).unwrap(),
+        );
         let mut c = MaskCounts::default();
-        assert_eq!(plan.mask_value(b"SSN 838-39-8865", &mut c).unwrap(), UNPARSEABLE_JSON);
+        assert_eq!(
+            plan.mask_value(b"SSN 838-39-8865", &mut c).unwrap(),
+            UNPARSEABLE_JSON
+        );
         assert_eq!(c.unparseable, 1);
 
-        let plan = MaskPlan::single(RulePlan::compile("r", &spec(MaskFormat::Text, &[], &[Detector::SSN]), key()).unwrap());
+        let plan = MaskPlan::single(
+            RulePlan::compile("r", &spec(MaskFormat::Text, &[], &[Detector::SSN]), key()).unwrap(),
+        );
         let mut c = MaskCounts::default();
-        assert_eq!(plan.mask_value(b"\xff838-39-8865", &mut c).unwrap(), UNPARSEABLE_TEXT);
-        assert_eq!(plan.mask_value(b"SSN 838-39-8865!", &mut c).unwrap(), b"SSN [SSN]!");
+        assert_eq!(
+            plan.mask_value(b"\xff838-39-8865", &mut c).unwrap(),
+            UNPARSEABLE_TEXT
+        );
+        assert_eq!(
+            plan.mask_value(b"SSN 838-39-8865!", &mut c).unwrap(),
+            b"SSN [SSN]!"
+        );
         assert_eq!(plan.mask_value(b"nothing", &mut c), None);
         assert_eq!((c.records, c.masked_records, c.unparseable), (3, 2, 1));
         assert_eq!(c.detectors.get("[SSN]"), Some(&1));
@@ -242,13 +300,29 @@ mod tests {
 
     #[test]
     fn compile_errors_are_clear() {
-        let e = RulePlan::compile("r", &spec(MaskFormat::Json, &[("ssn", MaskStrategy::Redact)], &[]), key()).unwrap_err();
+        let e = RulePlan::compile(
+            "r",
+            &spec(MaskFormat::Json, &[("ssn", MaskStrategy::Redact)], &[]),
+            key(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("starts with `$`"), "{e}");
-        let e = RulePlan::compile("r", &spec(MaskFormat::Json, &[("$.a", MaskStrategy::Hash)], &[]), None).unwrap_err();
+        let e = RulePlan::compile(
+            "r",
+            &spec(MaskFormat::Json, &[("$.a", MaskStrategy::Hash)], &[]),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(e, CompileError::MissingHashKey { .. }), "{e}");
-        let e = RulePlan::compile("r", &spec(MaskFormat::Text, &[("$.a", MaskStrategy::Redact)], &[]), key()).unwrap_err();
+        let e = RulePlan::compile(
+            "r",
+            &spec(MaskFormat::Text, &[("$.a", MaskStrategy::Redact)], &[]),
+            key(),
+        )
+        .unwrap_err();
         assert!(matches!(e, CompileError::FieldsWithText { .. }), "{e}");
-        let e = RulePlan::compile("r", &spec(MaskFormat::Json, &[], &[Detector::MRN]), key()).unwrap_err();
+        let e = RulePlan::compile("r", &spec(MaskFormat::Json, &[], &[Detector::MRN]), key())
+            .unwrap_err();
         assert!(e.to_string().contains("mrnPattern"), "{e}");
     }
 
@@ -262,11 +336,19 @@ mod tests {
 
     #[test]
     fn rules_compose() {
-        let a = RulePlan::compile("a", &spec(MaskFormat::Json, &[("$.ssn", MaskStrategy::Redact)], &[]), key()).unwrap();
-        let b = RulePlan::compile("b", &spec(MaskFormat::Json, &[], &[Detector::Email]), key()).unwrap();
+        let a = RulePlan::compile(
+            "a",
+            &spec(MaskFormat::Json, &[("$.ssn", MaskStrategy::Redact)], &[]),
+            key(),
+        )
+        .unwrap();
+        let b = RulePlan::compile("b", &spec(MaskFormat::Json, &[], &[Detector::Email]), key())
+            .unwrap();
         let plan = MaskPlan::new(vec![Arc::new(a), Arc::new(b)]);
         let mut c = MaskCounts::default();
-        let out = plan.mask_value(br#"{"ssn":"838-39-8865","m":"a@b.org"}"#, &mut c).unwrap();
+        let out = plan
+            .mask_value(br#"{"ssn":"838-39-8865","m":"a@b.org"}"#, &mut c)
+            .unwrap();
         assert_eq!(out, br#"{"ssn":"[REDACTED]","m":"[EMAIL]"}"#);
         assert_eq!(c.masked_records, 1);
     }

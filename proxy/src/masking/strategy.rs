@@ -24,7 +24,11 @@ impl HashKey {
     /// Wraps key bytes (read from the mounted Secret). An empty key is
     /// refused by [`HashKey::new`] because it would make pseudonyms guessable.
     pub fn new(bytes: Vec<u8>) -> Option<Self> {
-        if bytes.is_empty() { None } else { Some(Self(bytes)) }
+        if bytes.is_empty() {
+            None
+        } else {
+            Some(Self(bytes))
+        }
     }
 }
 
@@ -91,14 +95,20 @@ mod tests {
         assert!(a.starts_with("h:") && a.len() == 34, "{a}");
         // RFC 4231 test case 2 (key "Jefe"), truncated to 16 bytes.
         let jefe = HashKey::new(b"Jefe".to_vec()).unwrap();
-        assert_eq!(pseudonym(&jefe, b"what do ya want for nothing?"), "h:5bdcc146bf60754e6a042426089575c7");
+        assert_eq!(
+            pseudonym(&jefe, b"what do ya want for nothing?"),
+            "h:5bdcc146bf60754e6a042426089575c7"
+        );
     }
 
     #[test]
     fn key_debug_hides_the_bytes() {
         let k = HashKey::new(b"super-secret".to_vec()).unwrap();
         let shown = format!("{k:?}");
-        assert!(!shown.contains("super") && !shown.contains("115"), "{shown}");
+        assert!(
+            !shown.contains("super") && !shown.contains("115"),
+            "{shown}"
+        );
         assert!(HashKey::new(Vec::new()).is_none());
     }
 }

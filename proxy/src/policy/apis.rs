@@ -39,27 +39,69 @@ pub fn api_scope(api_key: i16) -> ApiScope {
         return ApiScope::Unknown;
     };
     match key {
-        ApiVersions | SaslHandshake | SaslAuthenticate | GetTelemetrySubscriptions | PushTelemetry => ApiScope::Always,
+        ApiVersions
+        | SaslHandshake
+        | SaslAuthenticate
+        | GetTelemetrySubscriptions
+        | PushTelemetry => ApiScope::Always,
         Produce => ApiScope::Topics(Write),
         Fetch => ApiScope::Topics(Read),
         OffsetCommit | OffsetFetch | TxnOffsetCommit => ApiScope::Topics(Read),
         AddPartitionsToTxn => ApiScope::Topics(Write),
-        Metadata | ListOffsets | OffsetForLeaderEpoch | DescribeConfigs | DescribeProducers
+        Metadata
+        | ListOffsets
+        | OffsetForLeaderEpoch
+        | DescribeConfigs
+        | DescribeProducers
         | DescribeTopicPartitions => ApiScope::Topics(Describe),
         CreateTopics | CreatePartitions => ApiScope::Topics(Create),
-        DeleteTopics | DeleteRecords | AlterConfigs | IncrementalAlterConfigs => ApiScope::Topics(Admin),
-        FindCoordinator | JoinGroup | SyncGroup | Heartbeat | LeaveGroup | DescribeGroups | ListGroups
-        | ConsumerGroupHeartbeat | ConsumerGroupDescribe | OffsetDelete => ApiScope::Group,
+        DeleteTopics | DeleteRecords | AlterConfigs | IncrementalAlterConfigs => {
+            ApiScope::Topics(Admin)
+        }
+        FindCoordinator
+        | JoinGroup
+        | SyncGroup
+        | Heartbeat
+        | LeaveGroup
+        | DescribeGroups
+        | ListGroups
+        | ConsumerGroupHeartbeat
+        | ConsumerGroupDescribe
+        | OffsetDelete => ApiScope::Group,
         InitProducerId | AddOffsetsToTxn | EndTxn => ApiScope::Transaction,
-        DescribeCluster | DescribeAcls | ListPartitionReassignments | DescribeLogDirs | DescribeClientQuotas
-        | DescribeUserScramCredentials | DescribeTransactions | ListTransactions | DescribeDelegationToken
-        | DescribeQuorum | ListConfigResources => ApiScope::Cluster(Describe),
+        DescribeCluster
+        | DescribeAcls
+        | ListPartitionReassignments
+        | DescribeLogDirs
+        | DescribeClientQuotas
+        | DescribeUserScramCredentials
+        | DescribeTransactions
+        | ListTransactions
+        | DescribeDelegationToken
+        | DescribeQuorum
+        | ListConfigResources => ApiScope::Cluster(Describe),
         // Broker-to-broker and controller APIs are never a client's business.
-        WriteTxnMarkers | Vote
-        | BeginQuorumEpoch | EndQuorumEpoch | AlterPartition | Envelope | FetchSnapshot | BrokerRegistration
-        | BrokerHeartbeat | UnregisterBroker | AllocateProducerIds | ControllerRegistration | AssignReplicasToDirs
-        | AddRaftVoter | RemoveRaftVoter | UpdateRaftVoter | InitializeShareGroupState | ReadShareGroupState
-        | WriteShareGroupState | DeleteShareGroupState | ReadShareGroupStateSummary => ApiScope::Unknown,
+        WriteTxnMarkers
+        | Vote
+        | BeginQuorumEpoch
+        | EndQuorumEpoch
+        | AlterPartition
+        | Envelope
+        | FetchSnapshot
+        | BrokerRegistration
+        | BrokerHeartbeat
+        | UnregisterBroker
+        | AllocateProducerIds
+        | ControllerRegistration
+        | AssignReplicasToDirs
+        | AddRaftVoter
+        | RemoveRaftVoter
+        | UpdateRaftVoter
+        | InitializeShareGroupState
+        | ReadShareGroupState
+        | WriteShareGroupState
+        | DeleteShareGroupState
+        | ReadShareGroupStateSummary => ApiScope::Unknown,
         _ => ApiScope::Cluster(Admin),
     }
 }
@@ -124,9 +166,16 @@ mod tests {
             assert_eq!(api_scope(key as i16), want, "{key:?}");
         }
         assert_eq!(api_scope(-1), ApiScope::Unknown);
-        assert_eq!(api_scope(4), ApiScope::Unknown, "LeaderAndIsr (removed from the protocol)");
+        assert_eq!(
+            api_scope(4),
+            ApiScope::Unknown,
+            "LeaderAndIsr (removed from the protocol)"
+        );
         assert_eq!(api_scope(9999), ApiScope::Unknown);
-        assert_eq!(blocked_as(ApiKey::DeleteTopics as i16), Some(BlockedOperation::DeleteTopics));
+        assert_eq!(
+            blocked_as(ApiKey::DeleteTopics as i16),
+            Some(BlockedOperation::DeleteTopics)
+        );
         assert_eq!(blocked_as(ApiKey::Produce as i16), None);
     }
 }

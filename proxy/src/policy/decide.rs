@@ -22,8 +22,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use streamgate_crds::matching::{Principal, topic_matches};
 use streamgate_crds::{
-    AccessApproval, ApprovalPhase, BlockedOperation, Decision as ApprovalDecision, Effect, FailureMode, MaskingRuleSpec,
-    OidcIdentity, Operation, PayloadMode, PolicyRule, StreamPolicySpec, SubjectKind,
+    AccessApproval, ApprovalPhase, BlockedOperation, Decision as ApprovalDecision, Effect,
+    FailureMode, MaskingRuleSpec, OidcIdentity, Operation, PayloadMode, PolicyRule,
+    StreamPolicySpec, SubjectKind,
 };
 
 /// One StreamPolicy as loaded from a source.
@@ -66,10 +67,13 @@ impl Grant {
     /// Pending, denied, expired or not-yet-stamped approvals grant nothing.
     pub fn from_approval(aa: &AccessApproval) -> Option<Grant> {
         let status = aa.status.as_ref()?;
-        if aa.spec.decision != ApprovalDecision::Approved || status.phase != ApprovalPhase::Approved {
+        if aa.spec.decision != ApprovalDecision::Approved || status.phase != ApprovalPhase::Approved
+        {
             return None;
         }
-        let expires_at = DateTime::parse_from_rfc3339(status.expires_at.as_deref()?).ok()?.with_timezone(&Utc);
+        let expires_at = DateTime::parse_from_rfc3339(status.expires_at.as_deref()?)
+            .ok()?
+            .with_timezone(&Utc);
         Some(Grant {
             name: aa.metadata.name.clone().unwrap_or_default(),
             policy: aa.spec.policy.clone(),
@@ -83,10 +87,19 @@ impl Grant {
         })
     }
 
-    fn covers(&self, principal: &Principal, policy: &str, rule: &str, op: Operation, topic: &str, now: DateTime<Utc>) -> bool {
+    fn covers(
+        &self,
+        principal: &Principal,
+        policy: &str,
+        rule: &str,
+        op: Operation,
+        topic: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
         let who = self.requester_kind == principal.kind
             && self.requester_name == principal.name
-            && (principal.kind != SubjectKind::ServiceAccount || principal.namespace.as_deref() == Some(&self.namespace));
+            && (principal.kind != SubjectKind::ServiceAccount
+                || principal.namespace.as_deref() == Some(&self.namespace));
         who && self.policy == policy
             && self.rule == rule
             && self.operations.contains(&op)
@@ -130,8 +143,16 @@ impl DenyReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// `grant` names the AccessApproval when the rule needed one.
-    Allow { policy: String, rule: String, grant: Option<String> },
-    Deny { reason: DenyReason, policy: Option<String>, rule: Option<String> },
+    Allow {
+        policy: String,
+        rule: String,
+        grant: Option<String>,
+    },
+    Deny {
+        reason: DenyReason,
+        policy: Option<String>,
+        rule: Option<String>,
+    },
     /// A rule with `approval` matched and no live grant exists.
     NeedsApproval { policy: String, rule: String },
 }
@@ -160,9 +181,11 @@ pub struct CompiledPolicy {
 
 /// Does a `workloadSelector` select a pod with `labels`?
 pub fn selector_matches(spec: &StreamPolicySpec, labels: &BTreeMap<String, String>) -> bool {
-    spec.workload_selector
-        .as_ref()
-        .is_none_or(|sel| sel.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    spec.workload_selector.as_ref().is_none_or(|sel| {
+        sel.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    })
 }
 
 fn payload_rank(p: PayloadMode) -> u8 {
@@ -181,10 +204,16 @@ impl CompiledPolicy {
         grants: Vec<Grant>,
         pod_labels: &BTreeMap<String, String>,
     ) -> CompiledPolicy {
-        let mut policies: Vec<PolicyDoc> =
-            policies.into_iter().filter(|p| selector_matches(&p.spec, pod_labels)).collect();
+        let mut policies: Vec<PolicyDoc> = policies
+            .into_iter()
+            .filter(|p| selector_matches(&p.spec, pod_labels))
+            .collect();
         policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        CompiledPolicy { policies, masking, grants }
+        CompiledPolicy {
+            policies,
+            masking,
+            grants,
+        }
     }
 
     /// No policy at all: everything is denied.
@@ -194,7 +223,9 @@ impl CompiledPolicy {
 
     /// The governing policies (name, generation), for audit records and readiness.
     pub fn policies(&self) -> impl Iterator<Item = (&str, Option<i64>)> {
-        self.policies.iter().map(|p| (p.name.as_str(), p.generation))
+        self.policies
+            .iter()
+            .map(|p| (p.name.as_str(), p.generation))
     }
 
     pub fn has_policy(&self) -> bool {
@@ -212,15 +243,33 @@ impl CompiledPolicy {
     }
 
     /// Decide at `now` (grants expire).
-    pub fn decide_at(&self, principal: &Principal, op: Operation, topic: &str, now: DateTime<Utc>) -> Decision {
-        self.decide_with(principal, op, now, |rule| rule.topics.iter().any(|t| topic_matches(t, topic)), Some(topic))
+    pub fn decide_at(
+        &self,
+        principal: &Principal,
+        op: Operation,
+        topic: &str,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        self.decide_with(
+            principal,
+            op,
+            now,
+            |rule| rule.topics.iter().any(|t| topic_matches(t, topic)),
+            Some(topic),
+        )
     }
 
     /// Decide a cluster-scoped request (no topic): it needs a rule whose
     /// topics include `**` (every topic), so a grant over some topics never
     /// becomes power over the whole cluster.
     pub fn decide_cluster(&self, principal: &Principal, op: Operation) -> Decision {
-        self.decide_with(principal, op, Utc::now(), |rule| rule.topics.iter().any(|t| t == "**"), None)
+        self.decide_with(
+            principal,
+            op,
+            Utc::now(),
+            |rule| rule.topics.iter().any(|t| t == "**"),
+            None,
+        )
     }
 
     /// Does any Allow rule (without approval) give `principal` the operation `op`
@@ -243,9 +292,16 @@ impl CompiledPolicy {
         op: Operation,
         topic_ok: impl Fn(&PolicyRule) -> bool + 'a,
     ) -> impl Iterator<Item = (&'a PolicyDoc, &'a PolicyRule)> + 'a {
-        self.policies.iter().flat_map(move |p| p.spec.rules.iter().map(move |r| (p, r))).filter(move |(p, r)| {
-            r.operations.contains(&op) && topic_ok(r) && r.subjects.iter().any(|s| s.matches(principal, &p.namespace))
-        })
+        self.policies
+            .iter()
+            .flat_map(move |p| p.spec.rules.iter().map(move |r| (p, r)))
+            .filter(move |(p, r)| {
+                r.operations.contains(&op)
+                    && topic_ok(r)
+                    && r.subjects
+                        .iter()
+                        .any(|s| s.matches(principal, &p.namespace))
+            })
     }
 
     fn decide_with(
@@ -257,44 +313,79 @@ impl CompiledPolicy {
         topic: Option<&str>,
     ) -> Decision {
         if self.policies.is_empty() {
-            return Decision::Deny { reason: DenyReason::NoPolicy, policy: None, rule: None };
+            return Decision::Deny {
+                reason: DenyReason::NoPolicy,
+                policy: None,
+                rule: None,
+            };
         }
-        let matching: Vec<(&PolicyDoc, &PolicyRule)> = self.matching_rules(principal, op, topic_ok).collect();
+        let matching: Vec<(&PolicyDoc, &PolicyRule)> =
+            self.matching_rules(principal, op, topic_ok).collect();
         if let Some((p, r)) = matching.iter().find(|(_, r)| r.effect == Effect::Deny) {
-            return Decision::Deny { reason: DenyReason::DeniedByRule, policy: Some(p.name.clone()), rule: Some(r.name.clone()) };
+            return Decision::Deny {
+                reason: DenyReason::DeniedByRule,
+                policy: Some(p.name.clone()),
+                rule: Some(r.name.clone()),
+            };
         }
         if let Some((p, r)) = matching.iter().find(|(_, r)| r.approval.is_none()) {
-            return Decision::Allow { policy: p.name.clone(), rule: r.name.clone(), grant: None };
+            return Decision::Allow {
+                policy: p.name.clone(),
+                rule: r.name.clone(),
+                grant: None,
+            };
         }
         let mut needs: Option<(&PolicyDoc, &PolicyRule)> = None;
         for (p, r) in matching {
-            let grant =
-                topic.and_then(|t| self.grants.iter().find(|g| g.covers(principal, &p.name, &r.name, op, t, now)));
+            let grant = topic.and_then(|t| {
+                self.grants
+                    .iter()
+                    .find(|g| g.covers(principal, &p.name, &r.name, op, t, now))
+            });
             if let Some(g) = grant {
-                return Decision::Allow { policy: p.name.clone(), rule: r.name.clone(), grant: Some(g.name.clone()) };
+                return Decision::Allow {
+                    policy: p.name.clone(),
+                    rule: r.name.clone(),
+                    grant: Some(g.name.clone()),
+                };
             }
             needs.get_or_insert((p, r));
         }
         match needs {
-            Some((p, r)) => Decision::NeedsApproval { policy: p.name.clone(), rule: r.name.clone() },
-            None => Decision::Deny { reason: DenyReason::NoMatchingRule, policy: None, rule: None },
+            Some((p, r)) => Decision::NeedsApproval {
+                policy: p.name.clone(),
+                rule: r.name.clone(),
+            },
+            None => Decision::Deny {
+                reason: DenyReason::NoMatchingRule,
+                policy: None,
+                rule: None,
+            },
         }
     }
 
     /// Is this Kafka API in some governing policy's `blockedOperations`?
     pub fn blocked(&self, api: BlockedOperation) -> bool {
-        self.policies.iter().any(|p| p.spec.blocked_operations.contains(&api))
+        self.policies
+            .iter()
+            .any(|p| p.spec.blocked_operations.contains(&api))
     }
 
     /// May a connection without SASL act as the pod's ServiceAccount?
     pub fn workload_identity_allowed(&self) -> bool {
-        self.policies.iter().any(|p| p.spec.identity.workload_identity)
+        self.policies
+            .iter()
+            .any(|p| p.spec.identity.workload_identity)
     }
 
     /// The OIDC issuers the governing policies accept (deduplicated).
     pub fn oidc(&self) -> Vec<&OidcIdentity> {
         let mut out: Vec<&OidcIdentity> = Vec::new();
-        for o in self.policies.iter().filter_map(|p| p.spec.identity.oidc.as_ref()) {
+        for o in self
+            .policies
+            .iter()
+            .filter_map(|p| p.spec.identity.oidc.as_ref())
+        {
             if !out.contains(&o) {
                 out.push(o);
             }
@@ -307,9 +398,15 @@ impl CompiledPolicy {
     pub fn audit(&self) -> AuditSettings {
         let mut it = self.policies.iter().map(|p| &p.spec.audit);
         let Some(first) = it.next() else {
-            return AuditSettings { payload: PayloadMode::default(), failure_mode: FailureMode::Closed };
+            return AuditSettings {
+                payload: PayloadMode::default(),
+                failure_mode: FailureMode::Closed,
+            };
         };
-        let mut out = AuditSettings { payload: first.payload, failure_mode: first.failure_mode };
+        let mut out = AuditSettings {
+            payload: first.payload,
+            failure_mode: first.failure_mode,
+        };
         for a in it {
             if payload_rank(a.payload) > payload_rank(out.payload) {
                 out.payload = a.payload;

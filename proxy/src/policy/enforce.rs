@@ -143,7 +143,9 @@ pub struct Gate<'a> {
 
 impl std::fmt::Debug for Gate<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate").field("principal", &self.principal).finish_non_exhaustive()
+        f.debug_struct("Gate")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
     }
 }
 
@@ -164,7 +166,11 @@ impl Ctx<'_, '_> {
                     self.decisions.push(TopicDecision {
                         topic: id.to_string(),
                         operation: op,
-                        decision: Decision::Deny { reason: DenyReason::NoMatchingRule, policy: None, rule: None },
+                        decision: Decision::Deny {
+                            reason: DenyReason::NoMatchingRule,
+                            policy: None,
+                            rule: None,
+                        },
                     });
                     return false;
                 }
@@ -174,18 +180,26 @@ impl Ctx<'_, '_> {
         };
         let decision = self.gate.policy.decide(self.gate.principal, op, &topic);
         let ok = decision.is_allow();
-        self.decisions.push(TopicDecision { topic, operation: op, decision });
+        self.decisions.push(TopicDecision {
+            topic,
+            operation: op,
+            decision,
+        });
         ok
     }
 
     fn done(self, verdict: Verdict) -> Checked {
-        Checked { verdict, decisions: self.decisions }
+        Checked {
+            verdict,
+            decisions: self.decisions,
+        }
     }
 }
 
 /// Move the entries of `items` that `keep` refuses into the returned list.
 fn split<T>(items: &mut Vec<T>, mut keep: impl FnMut(&T) -> bool) -> Vec<T> {
-    let (kept, refused): (Vec<T>, Vec<T>) = std::mem::take(items).into_iter().partition(|t| keep(t));
+    let (kept, refused): (Vec<T>, Vec<T>) =
+        std::mem::take(items).into_iter().partition(|t| keep(t));
     *items = kept;
     refused
 }
@@ -195,7 +209,10 @@ impl Gate<'_> {
     /// only). APIs that need their topics checked are refused here unless
     /// decoded: use [`needs_decoding`] to know which.
     pub fn check_key(&self, api_key: i16) -> Checked {
-        let ctx = Ctx { gate: self, decisions: Vec::new() };
+        let ctx = Ctx {
+            gate: self,
+            decisions: Vec::new(),
+        };
         if let Some(refusal) = self.key_refusal(api_key) {
             return ctx.done(refusal);
         }
@@ -219,7 +236,10 @@ impl Gate<'_> {
                     ApiScope::Transaction => TXN_AUTH,
                     _ => CLUSTER_AUTH,
                 };
-                match ApiKey::try_from(api_key).ok().and_then(|k| top_level_error(k, code)) {
+                match ApiKey::try_from(api_key)
+                    .ok()
+                    .and_then(|k| top_level_error(k, code))
+                {
                     Some(resp) => ctx.done(Verdict::Respond(resp)),
                     None => ctx.done(Verdict::Close(DenyReason::NoMatchingRule)),
                 }
@@ -248,53 +268,129 @@ impl Gate<'_> {
 
     /// Check a decoded request (it may be trimmed in place).
     pub fn check(&self, api_key: ApiKey, version: i16, request: &mut RequestKind) -> Checked {
-        let mut ctx = Ctx { gate: self, decisions: Vec::new() };
+        let mut ctx = Ctx {
+            gate: self,
+            decisions: Vec::new(),
+        };
         let blocked = self.is_blocked(api_key);
         let verdict = match request {
             RequestKind::Produce(req) => check_produce(&mut ctx, req),
             RequestKind::Fetch(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Read, &t.topic, &t.topic_id);
-                    (ok, Denied { name: t.topic.clone(), id: t.topic_id, partitions: t.partitions.iter().map(|p| p.partition).collect() })
+                    (
+                        ok,
+                        Denied {
+                            name: t.topic.clone(),
+                            id: t.topic_id,
+                            partitions: t.partitions.iter().map(|p| p.partition).collect(),
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::Fetch(denied), ResponseKind::Fetch(FetchResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::Fetch(denied),
+                    ResponseKind::Fetch(FetchResponse::default()),
+                )
             }
             RequestKind::ListOffsets(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Describe, &t.name, &Uuid::nil());
-                    (ok, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: t.partitions.iter().map(|p| p.partition_index).collect() })
+                    (
+                        ok,
+                        Denied {
+                            name: t.name.clone(),
+                            id: Uuid::nil(),
+                            partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::ListOffsets(denied), ResponseKind::ListOffsets(ListOffsetsResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::ListOffsets(denied),
+                    ResponseKind::ListOffsets(ListOffsetsResponse::default()),
+                )
             }
             RequestKind::Metadata(req) => check_metadata(&mut ctx, version, req),
             RequestKind::OffsetForLeaderEpoch(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Describe, &t.topic, &Uuid::nil());
-                    (ok, Denied { name: t.topic.clone(), id: Uuid::nil(), partitions: t.partitions.iter().map(|p| p.partition).collect() })
+                    (
+                        ok,
+                        Denied {
+                            name: t.topic.clone(),
+                            id: Uuid::nil(),
+                            partitions: t.partitions.iter().map(|p| p.partition).collect(),
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::OffsetForLeaderEpoch(denied), ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::OffsetForLeaderEpoch(denied),
+                    ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default()),
+                )
             }
             RequestKind::DescribeTopicPartitions(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Describe, &t.name, &Uuid::nil());
-                    (ok, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: vec![] })
+                    (
+                        ok,
+                        Denied {
+                            name: t.name.clone(),
+                            id: Uuid::nil(),
+                            partitions: vec![],
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::DescribeTopicPartitions(denied), ResponseKind::DescribeTopicPartitions(DescribeTopicPartitionsResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::DescribeTopicPartitions(denied),
+                    ResponseKind::DescribeTopicPartitions(
+                        DescribeTopicPartitionsResponse::default(),
+                    ),
+                )
             }
             RequestKind::OffsetCommit(req) => {
                 if !self.policy.may_any(self.principal, Operation::Read) {
                     let all = split_topics(&mut req.topics, |t| {
-                        (false, Denied { name: t.name.clone(), id: t.topic_id, partitions: t.partitions.iter().map(|p| p.partition_index).collect() })
+                        (
+                            false,
+                            Denied {
+                                name: t.name.clone(),
+                                id: t.topic_id,
+                                partitions: t
+                                    .partitions
+                                    .iter()
+                                    .map(|p| p.partition_index)
+                                    .collect(),
+                            },
+                        )
                     });
                     let mut resp = ResponseKind::OffsetCommit(OffsetCommitResponse::default());
-                    Fixup(FixupKind::OffsetCommit(all)).apply_with_code(self, &mut resp, GROUP_AUTH);
+                    Fixup(FixupKind::OffsetCommit(all))
+                        .apply_with_code(self, &mut resp, GROUP_AUTH);
                     Verdict::Respond(resp)
                 } else {
                     let denied = split_topics(&mut req.topics, |t| {
                         let ok = ctx.allow(Operation::Read, &t.name, &t.topic_id);
-                        (ok, Denied { name: t.name.clone(), id: t.topic_id, partitions: t.partitions.iter().map(|p| p.partition_index).collect() })
+                        (
+                            ok,
+                            Denied {
+                                name: t.name.clone(),
+                                id: t.topic_id,
+                                partitions: t
+                                    .partitions
+                                    .iter()
+                                    .map(|p| p.partition_index)
+                                    .collect(),
+                            },
+                        )
                     });
-                    forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::OffsetCommit(denied), ResponseKind::OffsetCommit(OffsetCommitResponse::default()))
+                    forward_or_local(
+                        req.topics.is_empty() && !denied.is_empty(),
+                        FixupKind::OffsetCommit(denied),
+                        ResponseKind::OffsetCommit(OffsetCommitResponse::default()),
+                    )
                 }
             }
             RequestKind::OffsetFetch(req) => {
@@ -316,76 +412,202 @@ impl Gate<'_> {
             RequestKind::TxnOffsetCommit(req) => {
                 if !self.policy.may_any(self.principal, Operation::Write) {
                     let all = split_topics(&mut req.topics, |t| {
-                        (false, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: t.partitions.iter().map(|p| p.partition_index).collect() })
+                        (
+                            false,
+                            Denied {
+                                name: t.name.clone(),
+                                id: Uuid::nil(),
+                                partitions: t
+                                    .partitions
+                                    .iter()
+                                    .map(|p| p.partition_index)
+                                    .collect(),
+                            },
+                        )
                     });
-                    let mut resp = ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default());
-                    Fixup(FixupKind::TxnOffsetCommit(all)).apply_with_code(self, &mut resp, TXN_AUTH);
+                    let mut resp =
+                        ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default());
+                    Fixup(FixupKind::TxnOffsetCommit(all))
+                        .apply_with_code(self, &mut resp, TXN_AUTH);
                     Verdict::Respond(resp)
                 } else {
                     let denied = split_topics(&mut req.topics, |t| {
                         let ok = ctx.allow(Operation::Read, &t.name, &Uuid::nil());
-                        (ok, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: t.partitions.iter().map(|p| p.partition_index).collect() })
+                        (
+                            ok,
+                            Denied {
+                                name: t.name.clone(),
+                                id: Uuid::nil(),
+                                partitions: t
+                                    .partitions
+                                    .iter()
+                                    .map(|p| p.partition_index)
+                                    .collect(),
+                            },
+                        )
                     });
-                    forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::TxnOffsetCommit(denied), ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default()))
+                    forward_or_local(
+                        req.topics.is_empty() && !denied.is_empty(),
+                        FixupKind::TxnOffsetCommit(denied),
+                        ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default()),
+                    )
                 }
             }
             RequestKind::AddPartitionsToTxn(req) => check_add_partitions_to_txn(&mut ctx, req),
             RequestKind::DeleteRecords(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = !blocked && ctx.allow(Operation::Admin, &t.name, &Uuid::nil());
-                    (ok, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: t.partitions.iter().map(|p| p.partition_index).collect() })
+                    (
+                        ok,
+                        Denied {
+                            name: t.name.clone(),
+                            id: Uuid::nil(),
+                            partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::DeleteRecords(denied), ResponseKind::DeleteRecords(DeleteRecordsResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::DeleteRecords(denied),
+                    ResponseKind::DeleteRecords(DeleteRecordsResponse::default()),
+                )
             }
             RequestKind::CreateTopics(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = !blocked && ctx.allow(Operation::Create, &t.name, &Uuid::nil());
-                    (ok, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: vec![] })
+                    (
+                        ok,
+                        Denied {
+                            name: t.name.clone(),
+                            id: Uuid::nil(),
+                            partitions: vec![],
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::CreateTopics(denied), ResponseKind::CreateTopics(CreateTopicsResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::CreateTopics(denied),
+                    ResponseKind::CreateTopics(CreateTopicsResponse::default()),
+                )
             }
             RequestKind::CreatePartitions(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = !blocked && ctx.allow(Operation::Create, &t.name, &Uuid::nil());
-                    (ok, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: vec![] })
+                    (
+                        ok,
+                        Denied {
+                            name: t.name.clone(),
+                            id: Uuid::nil(),
+                            partitions: vec![],
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::CreatePartitions(denied), ResponseKind::CreatePartitions(CreatePartitionsResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::CreatePartitions(denied),
+                    ResponseKind::CreatePartitions(CreatePartitionsResponse::default()),
+                )
             }
             RequestKind::DeleteTopics(req) => {
                 let mut denied = split_topics(&mut req.topic_names, |name| {
                     let ok = !blocked && ctx.allow(Operation::Admin, name, &Uuid::nil());
-                    (ok, Denied { name: name.clone(), id: Uuid::nil(), partitions: vec![] })
+                    (
+                        ok,
+                        Denied {
+                            name: name.clone(),
+                            id: Uuid::nil(),
+                            partitions: vec![],
+                        },
+                    )
                 });
                 denied.extend(split_topics(&mut req.topics, |t| {
                     let name = t.name.clone().unwrap_or_default();
                     let ok = !blocked && ctx.allow(Operation::Admin, &name, &t.topic_id);
-                    (ok, Denied { name, id: t.topic_id, partitions: vec![] })
+                    (
+                        ok,
+                        Denied {
+                            name,
+                            id: t.topic_id,
+                            partitions: vec![],
+                        },
+                    )
                 }));
                 let empty = req.topics.is_empty() && req.topic_names.is_empty();
-                forward_or_local(empty && !denied.is_empty(), FixupKind::DeleteTopics(denied), ResponseKind::DeleteTopics(DeleteTopicsResponse::default()))
+                forward_or_local(
+                    empty && !denied.is_empty(),
+                    FixupKind::DeleteTopics(denied),
+                    ResponseKind::DeleteTopics(DeleteTopicsResponse::default()),
+                )
             }
             RequestKind::DescribeProducers(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Describe, &t.name, &Uuid::nil());
-                    (ok, Denied { name: t.name.clone(), id: Uuid::nil(), partitions: t.partition_indexes.clone() })
+                    (
+                        ok,
+                        Denied {
+                            name: t.name.clone(),
+                            id: Uuid::nil(),
+                            partitions: t.partition_indexes.clone(),
+                        },
+                    )
                 });
-                forward_or_local(req.topics.is_empty() && !denied.is_empty(), FixupKind::DescribeProducers(denied), ResponseKind::DescribeProducers(DescribeProducersResponse::default()))
+                forward_or_local(
+                    req.topics.is_empty() && !denied.is_empty(),
+                    FixupKind::DescribeProducers(denied),
+                    ResponseKind::DescribeProducers(DescribeProducersResponse::default()),
+                )
             }
             RequestKind::DescribeConfigs(req) => {
-                let denied = split_resources(&mut ctx, &mut req.resources, Operation::Describe, false, |r| (r.resource_type, &r.resource_name));
-                forward_or_local(req.resources.is_empty() && !denied.is_empty(), FixupKind::DescribeConfigs(denied), ResponseKind::DescribeConfigs(DescribeConfigsResponse::default()))
+                let denied = split_resources(
+                    &mut ctx,
+                    &mut req.resources,
+                    Operation::Describe,
+                    false,
+                    |r| (r.resource_type, &r.resource_name),
+                );
+                forward_or_local(
+                    req.resources.is_empty() && !denied.is_empty(),
+                    FixupKind::DescribeConfigs(denied),
+                    ResponseKind::DescribeConfigs(DescribeConfigsResponse::default()),
+                )
             }
             RequestKind::AlterConfigs(req) => {
-                let denied = split_resources(&mut ctx, &mut req.resources, Operation::Admin, blocked, |r| (r.resource_type, &r.resource_name));
-                forward_or_local(req.resources.is_empty() && !denied.is_empty(), FixupKind::AlterConfigs(denied), ResponseKind::AlterConfigs(AlterConfigsResponse::default()))
+                let denied = split_resources(
+                    &mut ctx,
+                    &mut req.resources,
+                    Operation::Admin,
+                    blocked,
+                    |r| (r.resource_type, &r.resource_name),
+                );
+                forward_or_local(
+                    req.resources.is_empty() && !denied.is_empty(),
+                    FixupKind::AlterConfigs(denied),
+                    ResponseKind::AlterConfigs(AlterConfigsResponse::default()),
+                )
             }
             RequestKind::IncrementalAlterConfigs(req) => {
-                let denied = split_resources(&mut ctx, &mut req.resources, Operation::Admin, blocked, |r| (r.resource_type, &r.resource_name));
-                forward_or_local(req.resources.is_empty() && !denied.is_empty(), FixupKind::IncrementalAlterConfigs(denied), ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default()))
+                let denied = split_resources(
+                    &mut ctx,
+                    &mut req.resources,
+                    Operation::Admin,
+                    blocked,
+                    |r| (r.resource_type, &r.resource_name),
+                );
+                forward_or_local(
+                    req.resources.is_empty() && !denied.is_empty(),
+                    FixupKind::IncrementalAlterConfigs(denied),
+                    ResponseKind::IncrementalAlterConfigs(
+                        IncrementalAlterConfigsResponse::default(),
+                    ),
+                )
             }
             RequestKind::FindCoordinator(req) => {
                 // key_type 1 = transactional id; 0 = group, 2 = share group.
-                let (op, code) = if req.key_type == 1 { (Operation::Write, TXN_AUTH) } else { (Operation::Read, GROUP_AUTH) };
+                let (op, code) = if req.key_type == 1 {
+                    (Operation::Write, TXN_AUTH)
+                } else {
+                    (Operation::Read, GROUP_AUTH)
+                };
                 if self.policy.may_any(self.principal, op) {
                     Verdict::Forward(Fixup::default())
                 } else {
@@ -397,53 +619,161 @@ impl Gate<'_> {
                     Verdict::Forward(Fixup::default())
                 } else {
                     // Idempotent producers without a transactional id need cluster rights in Kafka.
-                    let code = if req.transactional_id.is_some() { TXN_AUTH } else { CLUSTER_AUTH };
-                    Verdict::Respond(ResponseKind::InitProducerId(InitProducerIdResponse::default().with_error_code(code).with_producer_id((-1).into()).with_producer_epoch(-1)))
+                    let code = if req.transactional_id.is_some() {
+                        TXN_AUTH
+                    } else {
+                        CLUSTER_AUTH
+                    };
+                    Verdict::Respond(ResponseKind::InitProducerId(
+                        InitProducerIdResponse::default()
+                            .with_error_code(code)
+                            .with_producer_id((-1).into())
+                            .with_producer_epoch(-1),
+                    ))
                 }
             }
             RequestKind::DescribeGroups(req) => {
                 if self.policy.may_any(self.principal, Operation::Read) {
                     Verdict::Forward(Fixup::default())
                 } else {
-                    let groups = req.groups.iter().map(|g| describe_groups_response::DescribedGroup::default().with_group_id(g.clone()).with_error_code(GROUP_AUTH)).collect();
-                    Verdict::Respond(ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups)))
+                    let groups = req
+                        .groups
+                        .iter()
+                        .map(|g| {
+                            describe_groups_response::DescribedGroup::default()
+                                .with_group_id(g.clone())
+                                .with_error_code(GROUP_AUTH)
+                        })
+                        .collect();
+                    Verdict::Respond(ResponseKind::DescribeGroups(
+                        DescribeGroupsResponse::default().with_groups(groups),
+                    ))
                 }
             }
             RequestKind::ConsumerGroupDescribe(req) => {
                 if self.policy.may_any(self.principal, Operation::Read) {
                     Verdict::Forward(Fixup::default())
                 } else {
-                    let groups = req.group_ids.iter().map(|g| consumer_group_describe_response::DescribedGroup::default().with_group_id(g.clone()).with_error_code(GROUP_AUTH)).collect();
-                    Verdict::Respond(ResponseKind::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default().with_groups(groups)))
+                    let groups = req
+                        .group_ids
+                        .iter()
+                        .map(|g| {
+                            consumer_group_describe_response::DescribedGroup::default()
+                                .with_group_id(g.clone())
+                                .with_error_code(GROUP_AUTH)
+                        })
+                        .collect();
+                    Verdict::Respond(ResponseKind::ConsumerGroupDescribe(
+                        ConsumerGroupDescribeResponse::default().with_groups(groups),
+                    ))
                 }
             }
             RequestKind::DeleteGroups(req) => {
-                if !blocked && self.policy.decide_cluster(self.principal, Operation::Admin).is_allow() {
+                if !blocked
+                    && self
+                        .policy
+                        .decide_cluster(self.principal, Operation::Admin)
+                        .is_allow()
+                {
                     Verdict::Forward(Fixup::default())
                 } else {
-                    let results = req.groups_names.iter().map(|g| delete_groups_response::DeletableGroupResult::default().with_group_id(g.clone()).with_error_code(GROUP_AUTH)).collect();
-                    Verdict::Respond(ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results)))
+                    let results = req
+                        .groups_names
+                        .iter()
+                        .map(|g| {
+                            delete_groups_response::DeletableGroupResult::default()
+                                .with_group_id(g.clone())
+                                .with_error_code(GROUP_AUTH)
+                        })
+                        .collect();
+                    Verdict::Respond(ResponseKind::DeleteGroups(
+                        DeleteGroupsResponse::default().with_results(results),
+                    ))
                 }
             }
-            RequestKind::CreateAcls(req) if blocked || !self.policy.decide_cluster(self.principal, Operation::Admin).is_allow() => {
-                let results = req.creations.iter().map(|_| create_acls_response::AclCreationResult::default().with_error_code(CLUSTER_AUTH)).collect();
-                Verdict::Respond(ResponseKind::CreateAcls(CreateAclsResponse::default().with_results(results)))
+            RequestKind::CreateAcls(req)
+                if blocked
+                    || !self
+                        .policy
+                        .decide_cluster(self.principal, Operation::Admin)
+                        .is_allow() =>
+            {
+                let results = req
+                    .creations
+                    .iter()
+                    .map(|_| {
+                        create_acls_response::AclCreationResult::default()
+                            .with_error_code(CLUSTER_AUTH)
+                    })
+                    .collect();
+                Verdict::Respond(ResponseKind::CreateAcls(
+                    CreateAclsResponse::default().with_results(results),
+                ))
             }
-            RequestKind::DeleteAcls(req) if blocked || !self.policy.decide_cluster(self.principal, Operation::Admin).is_allow() => {
-                let results = req.filters.iter().map(|_| delete_acls_response::DeleteAclsFilterResult::default().with_error_code(CLUSTER_AUTH)).collect();
-                Verdict::Respond(ResponseKind::DeleteAcls(DeleteAclsResponse::default().with_filter_results(results)))
+            RequestKind::DeleteAcls(req)
+                if blocked
+                    || !self
+                        .policy
+                        .decide_cluster(self.principal, Operation::Admin)
+                        .is_allow() =>
+            {
+                let results = req
+                    .filters
+                    .iter()
+                    .map(|_| {
+                        delete_acls_response::DeleteAclsFilterResult::default()
+                            .with_error_code(CLUSTER_AUTH)
+                    })
+                    .collect();
+                Verdict::Respond(ResponseKind::DeleteAcls(
+                    DeleteAclsResponse::default().with_filter_results(results),
+                ))
             }
-            RequestKind::AlterUserScramCredentials(req) if blocked || !self.policy.decide_cluster(self.principal, Operation::Admin).is_allow() => {
-                let users = req.deletions.iter().map(|d| d.name.clone()).chain(req.upsertions.iter().map(|u| u.name.clone()));
+            RequestKind::AlterUserScramCredentials(req)
+                if blocked
+                    || !self
+                        .policy
+                        .decide_cluster(self.principal, Operation::Admin)
+                        .is_allow() =>
+            {
+                let users = req
+                    .deletions
+                    .iter()
+                    .map(|d| d.name.clone())
+                    .chain(req.upsertions.iter().map(|u| u.name.clone()));
                 let results = users.map(|u| alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default().with_user(u).with_error_code(CLUSTER_AUTH)).collect();
-                Verdict::Respond(ResponseKind::AlterUserScramCredentials(AlterUserScramCredentialsResponse::default().with_results(results)))
+                Verdict::Respond(ResponseKind::AlterUserScramCredentials(
+                    AlterUserScramCredentialsResponse::default().with_results(results),
+                ))
             }
-            RequestKind::AlterClientQuotas(req) if blocked || !self.policy.decide_cluster(self.principal, Operation::Admin).is_allow() => {
-                let entries = req.entries.iter().map(|e| {
-                    let entity = e.entity.iter().map(|x| alter_client_quotas_response::EntityData::default().with_entity_type(x.entity_type.clone()).with_entity_name(x.entity_name.clone())).collect();
-                    alter_client_quotas_response::EntryData::default().with_entity(entity).with_error_code(CLUSTER_AUTH)
-                }).collect();
-                Verdict::Respond(ResponseKind::AlterClientQuotas(AlterClientQuotasResponse::default().with_entries(entries)))
+            RequestKind::AlterClientQuotas(req)
+                if blocked
+                    || !self
+                        .policy
+                        .decide_cluster(self.principal, Operation::Admin)
+                        .is_allow() =>
+            {
+                let entries = req
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let entity = e
+                            .entity
+                            .iter()
+                            .map(|x| {
+                                alter_client_quotas_response::EntityData::default()
+                                    .with_entity_type(x.entity_type.clone())
+                                    .with_entity_name(x.entity_name.clone())
+                            })
+                            .collect();
+                        alter_client_quotas_response::EntryData::default()
+                            .with_entity(entity)
+                            .with_error_code(CLUSTER_AUTH)
+                    })
+                    .collect();
+                Verdict::Respond(ResponseKind::AlterClientQuotas(
+                    AlterClientQuotasResponse::default().with_entries(entries),
+                ))
             }
             // Everything else is judged by its API key alone.
             _ => {
@@ -487,12 +817,22 @@ fn split_resources<T>(
     split(items, |r| {
         let (resource_type, name) = key(r);
         let (ok, code) = if resource_type == RESOURCE_TOPIC {
-            (!blocked && ctx.allow(op, &TopicName(name.clone()), &Uuid::nil()), TOPIC_AUTH)
+            (
+                !blocked && ctx.allow(op, &TopicName(name.clone()), &Uuid::nil()),
+                TOPIC_AUTH,
+            )
         } else {
-            (!blocked && gate.policy.decide_cluster(gate.principal, op).is_allow(), CLUSTER_AUTH)
+            (
+                !blocked && gate.policy.decide_cluster(gate.principal, op).is_allow(),
+                CLUSTER_AUTH,
+            )
         };
         if !ok {
-            denied.push(DeniedResource { resource_type, name: name.clone(), code });
+            denied.push(DeniedResource {
+                resource_type,
+                name: name.clone(),
+                code,
+            });
         }
         ok
     });
@@ -513,9 +853,21 @@ fn forward_or_local(nothing_left: bool, kind: FixupKind, empty: ResponseKind) ->
 }
 
 fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Verdict {
-    if req.transactional_id.is_some() && !ctx.gate.policy.may_any(ctx.gate.principal, Operation::Write) {
+    if req.transactional_id.is_some()
+        && !ctx
+            .gate
+            .policy
+            .may_any(ctx.gate.principal, Operation::Write)
+    {
         let all = split_topics(&mut req.topic_data, |t| {
-            (false, Denied { name: t.name.clone(), id: t.topic_id, partitions: t.partition_data.iter().map(|p| p.index).collect() })
+            (
+                false,
+                Denied {
+                    name: t.name.clone(),
+                    id: t.topic_id,
+                    partitions: t.partition_data.iter().map(|p| p.index).collect(),
+                },
+            )
         });
         if req.acks == 0 {
             return Verdict::NoResponse;
@@ -526,7 +878,14 @@ fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Verdict {
     }
     let denied = split_topics(&mut req.topic_data, |t| {
         let ok = ctx.allow(Operation::Write, &t.name, &t.topic_id);
-        (ok, Denied { name: t.name.clone(), id: t.topic_id, partitions: t.partition_data.iter().map(|p| p.index).collect() })
+        (
+            ok,
+            Denied {
+                name: t.name.clone(),
+                id: t.topic_id,
+                partitions: t.partition_data.iter().map(|p| p.index).collect(),
+            },
+        )
     });
     if req.topic_data.is_empty() && !denied.is_empty() {
         if req.acks == 0 {
@@ -547,11 +906,22 @@ fn check_metadata(ctx: &mut Ctx<'_, '_>, version: i16, req: &mut MetadataRequest
         denied = split_topics(topics, |t| {
             let name = t.name.clone().unwrap_or_default();
             let ok = ctx.allow(Operation::Describe, &name, &t.topic_id);
-            (ok, Denied { name, id: t.topic_id, partitions: vec![] })
+            (
+                ok,
+                Denied {
+                    name,
+                    id: t.topic_id,
+                    partitions: vec![],
+                },
+            )
         });
         for t in topics.iter() {
             let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
-            all_creatable &= ctx.gate.policy.decide(ctx.gate.principal, Operation::Create, &name).is_allow();
+            all_creatable &= ctx
+                .gate
+                .policy
+                .decide(ctx.gate.principal, Operation::Create, &name)
+                .is_allow();
         }
         // v0: an empty list means "all topics"; the response filter still
         // hides what the caller may not describe.
@@ -566,8 +936,14 @@ fn check_metadata(ctx: &mut Ctx<'_, '_>, version: i16, req: &mut MetadataRequest
     Verdict::Forward(Fixup(FixupKind::Metadata(denied)))
 }
 
-fn check_add_partitions_to_txn(ctx: &mut Ctx<'_, '_>, req: &mut AddPartitionsToTxnRequest) -> Verdict {
-    let may_write = ctx.gate.policy.may_any(ctx.gate.principal, Operation::Write);
+fn check_add_partitions_to_txn(
+    ctx: &mut Ctx<'_, '_>,
+    req: &mut AddPartitionsToTxnRequest,
+) -> Verdict {
+    let may_write = ctx
+        .gate
+        .policy
+        .may_any(ctx.gate.principal, Operation::Write);
     let mut any_denied = false;
     let mut judge = |topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]| -> Vec<(TopicName, Vec<i32>, bool)> {
         topics
@@ -580,8 +956,11 @@ fn check_add_partitions_to_txn(ctx: &mut Ctx<'_, '_>, req: &mut AddPartitionsToT
             .collect()
     };
     let v3 = judge(&req.v3_and_below_topics);
-    let per_txn: Vec<(TransactionalId, Vec<(TopicName, Vec<i32>, bool)>)> =
-        req.transactions.iter().map(|t| (t.transactional_id.clone(), judge(&t.topics))).collect();
+    let per_txn: Vec<(TransactionalId, Vec<(TopicName, Vec<i32>, bool)>)> = req
+        .transactions
+        .iter()
+        .map(|t| (t.transactional_id.clone(), judge(&t.topics)))
+        .collect();
     if !any_denied {
         return Verdict::Forward(Fixup::default());
     }
@@ -606,7 +985,11 @@ fn check_add_partitions_to_txn(ctx: &mut Ctx<'_, '_>, req: &mut AddPartitionsToT
         .with_results_by_transaction(
             per_txn
                 .into_iter()
-                .map(|(id, topics)| add_partitions_to_txn_response::AddPartitionsToTxnResult::default().with_transactional_id(id).with_topic_results(results(topics)))
+                .map(|(id, topics)| {
+                    add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
+                        .with_transactional_id(id)
+                        .with_topic_results(results(topics))
+                })
                 .collect(),
         );
     Verdict::Respond(ResponseKind::AddPartitionsToTxn(resp))
@@ -618,36 +1001,64 @@ fn find_coordinator_refusal(version: i16, req: &FindCoordinatorRequest, code: i1
     let coordinators = req
         .coordinator_keys
         .iter()
-        .map(|k| find_coordinator_response::Coordinator::default().with_key(k.clone()).with_node_id((-1).into()).with_port(-1).with_error_code(code).with_error_message(msg.clone()))
+        .map(|k| {
+            find_coordinator_response::Coordinator::default()
+                .with_key(k.clone())
+                .with_node_id((-1).into())
+                .with_port(-1)
+                .with_error_code(code)
+                .with_error_message(msg.clone())
+        })
         .collect();
     let resp = if version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        FindCoordinatorResponse::default().with_error_code(code).with_error_message(msg).with_node_id((-1).into()).with_port(-1)
+        FindCoordinatorResponse::default()
+            .with_error_code(code)
+            .with_error_message(msg)
+            .with_node_id((-1).into())
+            .with_port(-1)
     };
     ResponseKind::FindCoordinator(resp)
 }
 
 /// v8+ answer per group; v2–7 carry a top-level error; v0–1 only per partition.
 fn offset_fetch_group_refusal(version: i16, req: &OffsetFetchRequest) -> ResponseKind {
-    let groups = req.groups.iter().map(|g| offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(GROUP_AUTH)).collect();
+    let groups = req
+        .groups
+        .iter()
+        .map(|g| {
+            offset_fetch_response::OffsetFetchResponseGroup::default()
+                .with_group_id(g.group_id.clone())
+                .with_error_code(GROUP_AUTH)
+        })
+        .collect();
     // v0–1 have no top-level error: every requested partition carries it.
     let topics = req
         .topics
         .iter()
         .flatten()
         .map(|t| {
-            offset_fetch_response::OffsetFetchResponseTopic::default().with_name(t.name.clone()).with_partitions(
-                t.partition_indexes
-                    .iter()
-                    .map(|p| offset_fetch_response::OffsetFetchResponsePartition::default().with_partition_index(*p).with_committed_offset(-1).with_error_code(GROUP_AUTH))
-                    .collect(),
-            )
+            offset_fetch_response::OffsetFetchResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partition_indexes
+                        .iter()
+                        .map(|p| {
+                            offset_fetch_response::OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(-1)
+                                .with_error_code(GROUP_AUTH)
+                        })
+                        .collect(),
+                )
         })
         .collect();
     let resp = match version {
         8.. => OffsetFetchResponse::default().with_groups(groups),
-        2..=7 => OffsetFetchResponse::default().with_error_code(GROUP_AUTH).with_topics(topics),
+        2..=7 => OffsetFetchResponse::default()
+            .with_error_code(GROUP_AUTH)
+            .with_topics(topics),
         _ => OffsetFetchResponse::default().with_topics(topics),
     };
     ResponseKind::OffsetFetch(resp)
@@ -657,30 +1068,77 @@ fn offset_fetch_group_refusal(version: i16, req: &OffsetFetchRequest) -> Respons
 pub fn top_level_error(api_key: ApiKey, code: i16) -> Option<ResponseKind> {
     use ApiKey as K;
     Some(match api_key {
-        K::JoinGroup => ResponseKind::JoinGroup(JoinGroupResponse::default().with_error_code(code).with_generation_id(-1)),
+        K::JoinGroup => ResponseKind::JoinGroup(
+            JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1),
+        ),
         K::SyncGroup => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
         K::Heartbeat => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code)),
-        K::LeaveGroup => ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code)),
-        K::ListGroups => ResponseKind::ListGroups(ListGroupsResponse::default().with_error_code(code)),
-        K::OffsetDelete => ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code)),
-        K::ConsumerGroupHeartbeat => ResponseKind::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::default().with_error_code(code)),
-        K::AddOffsetsToTxn => ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code)),
+        K::LeaveGroup => {
+            ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code))
+        }
+        K::ListGroups => {
+            ResponseKind::ListGroups(ListGroupsResponse::default().with_error_code(code))
+        }
+        K::OffsetDelete => {
+            ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code))
+        }
+        K::ConsumerGroupHeartbeat => ResponseKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse::default().with_error_code(code),
+        ),
+        K::AddOffsetsToTxn => {
+            ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))
+        }
         K::EndTxn => ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(code)),
-        K::InitProducerId => ResponseKind::InitProducerId(InitProducerIdResponse::default().with_error_code(code).with_producer_id((-1).into()).with_producer_epoch(-1)),
-        K::DescribeCluster => ResponseKind::DescribeCluster(DescribeClusterResponse::default().with_error_code(code)),
-        K::DescribeAcls => ResponseKind::DescribeAcls(DescribeAclsResponse::default().with_error_code(code)),
-        K::ElectLeaders => ResponseKind::ElectLeaders(ElectLeadersResponse::default().with_error_code(code)),
-        K::AlterPartitionReassignments => ResponseKind::AlterPartitionReassignments(AlterPartitionReassignmentsResponse::default().with_error_code(code)),
-        K::ListPartitionReassignments => ResponseKind::ListPartitionReassignments(ListPartitionReassignmentsResponse::default().with_error_code(code)),
-        K::DescribeClientQuotas => ResponseKind::DescribeClientQuotas(DescribeClientQuotasResponse::default().with_error_code(code)),
-        K::DescribeUserScramCredentials => ResponseKind::DescribeUserScramCredentials(DescribeUserScramCredentialsResponse::default().with_error_code(code)),
-        K::ListTransactions => ResponseKind::ListTransactions(ListTransactionsResponse::default().with_error_code(code)),
-        K::DescribeLogDirs => ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code)),
-        K::UpdateFeatures => ResponseKind::UpdateFeatures(UpdateFeaturesResponse::default().with_error_code(code)),
-        K::CreateDelegationToken => ResponseKind::CreateDelegationToken(CreateDelegationTokenResponse::default().with_error_code(code)),
-        K::RenewDelegationToken => ResponseKind::RenewDelegationToken(RenewDelegationTokenResponse::default().with_error_code(code)),
-        K::ExpireDelegationToken => ResponseKind::ExpireDelegationToken(ExpireDelegationTokenResponse::default().with_error_code(code)),
-        K::DescribeDelegationToken => ResponseKind::DescribeDelegationToken(DescribeDelegationTokenResponse::default().with_error_code(code)),
+        K::InitProducerId => ResponseKind::InitProducerId(
+            InitProducerIdResponse::default()
+                .with_error_code(code)
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1),
+        ),
+        K::DescribeCluster => {
+            ResponseKind::DescribeCluster(DescribeClusterResponse::default().with_error_code(code))
+        }
+        K::DescribeAcls => {
+            ResponseKind::DescribeAcls(DescribeAclsResponse::default().with_error_code(code))
+        }
+        K::ElectLeaders => {
+            ResponseKind::ElectLeaders(ElectLeadersResponse::default().with_error_code(code))
+        }
+        K::AlterPartitionReassignments => ResponseKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsResponse::default().with_error_code(code),
+        ),
+        K::ListPartitionReassignments => ResponseKind::ListPartitionReassignments(
+            ListPartitionReassignmentsResponse::default().with_error_code(code),
+        ),
+        K::DescribeClientQuotas => ResponseKind::DescribeClientQuotas(
+            DescribeClientQuotasResponse::default().with_error_code(code),
+        ),
+        K::DescribeUserScramCredentials => ResponseKind::DescribeUserScramCredentials(
+            DescribeUserScramCredentialsResponse::default().with_error_code(code),
+        ),
+        K::ListTransactions => ResponseKind::ListTransactions(
+            ListTransactionsResponse::default().with_error_code(code),
+        ),
+        K::DescribeLogDirs => {
+            ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_error_code(code))
+        }
+        K::UpdateFeatures => {
+            ResponseKind::UpdateFeatures(UpdateFeaturesResponse::default().with_error_code(code))
+        }
+        K::CreateDelegationToken => ResponseKind::CreateDelegationToken(
+            CreateDelegationTokenResponse::default().with_error_code(code),
+        ),
+        K::RenewDelegationToken => ResponseKind::RenewDelegationToken(
+            RenewDelegationTokenResponse::default().with_error_code(code),
+        ),
+        K::ExpireDelegationToken => ResponseKind::ExpireDelegationToken(
+            ExpireDelegationTokenResponse::default().with_error_code(code),
+        ),
+        K::DescribeDelegationToken => ResponseKind::DescribeDelegationToken(
+            DescribeDelegationTokenResponse::default().with_error_code(code),
+        ),
         _ => return None,
     })
 }
@@ -691,19 +1149,21 @@ pub fn top_level_error(api_key: ApiKey, code: i16) -> Option<ResponseKind> {
 pub fn needs_decoding(api_key: i16) -> bool {
     use ApiKey as K;
     match ApiKey::try_from(api_key) {
-        Ok(k) => matches!(api_scope(api_key), ApiScope::Topics(_))
-            || matches!(
-                k,
-                K::FindCoordinator
-                    | K::InitProducerId
-                    | K::DescribeGroups
-                    | K::ConsumerGroupDescribe
-                    | K::DeleteGroups
-                    | K::CreateAcls
-                    | K::DeleteAcls
-                    | K::AlterUserScramCredentials
-                    | K::AlterClientQuotas
-            ),
+        Ok(k) => {
+            matches!(api_scope(api_key), ApiScope::Topics(_))
+                || matches!(
+                    k,
+                    K::FindCoordinator
+                        | K::InitProducerId
+                        | K::DescribeGroups
+                        | K::ConsumerGroupDescribe
+                        | K::DeleteGroups
+                        | K::CreateAcls
+                        | K::DeleteAcls
+                        | K::AlterUserScramCredentials
+                        | K::AlterClientQuotas
+                )
+        }
         Err(_) => false,
     }
 }
@@ -738,13 +1198,27 @@ impl Fixup {
                 // refused topics were re-added with their error above.
                 resp.topics.retain(|t| {
                     t.error_code == TOPIC_AUTH
-                        || t.name.as_ref().is_some_and(|n| gate.policy.decide(gate.principal, Operation::Describe, n).is_allow())
-                        || (t.name.is_none() && gate.topic_names.topic_name(&t.topic_id).is_some_and(|n| gate.policy.decide(gate.principal, Operation::Describe, &n).is_allow()))
+                        || t.name.as_ref().is_some_and(|n| {
+                            gate.policy
+                                .decide(gate.principal, Operation::Describe, n)
+                                .is_allow()
+                        })
+                        || (t.name.is_none()
+                            && gate.topic_names.topic_name(&t.topic_id).is_some_and(|n| {
+                                gate.policy
+                                    .decide(gate.principal, Operation::Describe, &n)
+                                    .is_allow()
+                            }))
                 });
             }
             (FixupKind::OffsetFetch(requested), ResponseKind::OffsetFetch(resp)) => {
-                let allowed = |name: &TopicName| gate.policy.decide(gate.principal, Operation::Read, name).is_allow();
-                resp.topics.retain(|t| allowed(&t.name) || requested.contains(t.name.as_str()));
+                let allowed = |name: &TopicName| {
+                    gate.policy
+                        .decide(gate.principal, Operation::Read, name)
+                        .is_allow()
+                };
+                resp.topics
+                    .retain(|t| allowed(&t.name) || requested.contains(t.name.as_str()));
                 for t in &mut resp.topics {
                     if !allowed(&t.name) {
                         for p in &mut t.partitions {
@@ -753,11 +1227,13 @@ impl Fixup {
                     }
                 }
                 for g in &mut resp.groups {
-                    g.topics.retain(|t| allowed(&t.name) || requested.contains(t.name.as_str()));
+                    g.topics
+                        .retain(|t| allowed(&t.name) || requested.contains(t.name.as_str()));
                     for t in &mut g.topics {
                         if !allowed(&t.name) {
                             for p in &mut t.partitions {
-                                (p.committed_offset, p.metadata, p.error_code) = (-1, None, TOPIC_AUTH);
+                                (p.committed_offset, p.metadata, p.error_code) =
+                                    (-1, None, TOPIC_AUTH);
                             }
                         }
                     }
@@ -877,7 +1353,9 @@ impl Fixup {
             | FixupKind::OffsetForLeaderEpoch(d)
             | FixupKind::DescribeTopicPartitions(d)
             | FixupKind::Metadata(d) => denied_names(d),
-            FixupKind::DescribeConfigs(d) | FixupKind::AlterConfigs(d) | FixupKind::IncrementalAlterConfigs(d) => {
+            FixupKind::DescribeConfigs(d)
+            | FixupKind::AlterConfigs(d)
+            | FixupKind::IncrementalAlterConfigs(d) => {
                 d.iter().map(|x| x.name.to_string()).collect()
             }
             FixupKind::Nothing | FixupKind::OffsetFetch(_) => Vec::new(),

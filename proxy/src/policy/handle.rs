@@ -25,7 +25,10 @@ pub struct PolicyInputs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PolicyReload {
     /// A new policy is in force: the governing policies (name, generation).
-    Applied { source: String, policies: Vec<(String, Option<i64>)> },
+    Applied {
+        source: String,
+        policies: Vec<(String, Option<i64>)>,
+    },
     /// The source could not be read; the previous policy stays in force.
     Rejected { source: String, error: String },
 }
@@ -66,32 +69,62 @@ pub struct PolicyPublisher {
 pub fn policy_channel(pod_labels: BTreeMap<String, String>) -> (PolicyPublisher, PolicyHandle) {
     let (tx, rx) = watch::channel(Arc::new(CompiledPolicy::empty()));
     let (events, _) = broadcast::channel(64);
-    (PolicyPublisher { tx, events: events.clone(), pod_labels }, PolicyHandle { current: rx, events })
+    (
+        PolicyPublisher {
+            tx,
+            events: events.clone(),
+            pod_labels,
+        },
+        PolicyHandle {
+            current: rx,
+            events,
+        },
+    )
 }
 
 impl PolicyPublisher {
     /// Compile and swap in a new snapshot.
     pub fn publish(&self, source: &str, inputs: PolicyInputs) {
-        let compiled = CompiledPolicy::compile(inputs.policies, inputs.masking, inputs.grants, &self.pod_labels);
-        let policies: Vec<(String, Option<i64>)> = compiled.policies().map(|(n, g)| (n.to_string(), g)).collect();
+        let compiled = CompiledPolicy::compile(
+            inputs.policies,
+            inputs.masking,
+            inputs.grants,
+            &self.pod_labels,
+        );
+        let policies: Vec<(String, Option<i64>)> = compiled
+            .policies()
+            .map(|(n, g)| (n.to_string(), g))
+            .collect();
         if policies.is_empty() {
-            tracing::warn!(source, "no StreamPolicy governs this workload: every request is denied");
+            tracing::warn!(
+                source,
+                "no StreamPolicy governs this workload: every request is denied"
+            );
         } else {
             tracing::info!(source, ?policies, "policy applied");
         }
         self.tx.send_replace(Arc::new(compiled));
         // No listener is fine: audit may not be running (yet).
-        let _ = self.events.send(PolicyReload::Applied { source: source.to_string(), policies });
+        let _ = self.events.send(PolicyReload::Applied {
+            source: source.to_string(),
+            policies,
+        });
     }
 
     /// Report a source that could not be read; the last good policy stays.
     pub fn reject(&self, source: &str, error: String) {
         tracing::error!(source, %error, "policy not reloaded; the previous policy stays in force");
-        let _ = self.events.send(PolicyReload::Rejected { source: source.to_string(), error });
+        let _ = self.events.send(PolicyReload::Rejected {
+            source: source.to_string(),
+            error,
+        });
     }
 
     /// A handle on what this publisher publishes.
     pub fn handle(&self) -> PolicyHandle {
-        PolicyHandle { current: self.tx.subscribe(), events: self.events.clone() }
+        PolicyHandle {
+            current: self.tx.subscribe(),
+            events: self.events.clone(),
+        }
     }
 }

@@ -26,60 +26,110 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: document {doc}: {message}")]
-    Parse { path: PathBuf, doc: usize, message: String },
+    Parse {
+        path: PathBuf,
+        doc: usize,
+        message: String,
+    },
     #[error("cannot watch {path}: {source}")]
-    Watch { path: PathBuf, source: notify::Error },
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
 }
 
 /// Parse the manifests of one file into `into`.
-pub fn parse_manifests(text: &str, path: &Path, namespace: &str, into: &mut PolicyInputs) -> Result<(), ManifestError> {
+pub fn parse_manifests(
+    text: &str,
+    path: &Path,
+    namespace: &str,
+    into: &mut PolicyInputs,
+) -> Result<(), ManifestError> {
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
-        let bad = |message: String| ManifestError::Parse { path: path.to_path_buf(), doc, message };
-        let value = serde::Deserialize::deserialize(de).map_err(|e: serde_yaml::Error| bad(e.to_string()))?;
+        let bad = |message: String| ManifestError::Parse {
+            path: path.to_path_buf(),
+            doc,
+            message,
+        };
+        let value = serde::Deserialize::deserialize(de)
+            .map_err(|e: serde_yaml::Error| bad(e.to_string()))?;
         let Value::Mapping(map) = &value else {
             if value.is_null() {
                 continue; // an empty document (e.g. a trailing `---`)
             }
             return Err(bad("not a Kubernetes object".into()));
         };
-        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-        let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let kind = map
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let api_version = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !api_version.starts_with("streamgate.dev/") {
             tracing::debug!(path = %path.display(), doc, kind, api_version, "ignoring a non-streamgate object");
             continue;
         }
-        let ns_of = |m: &kube::api::ObjectMeta| m.namespace.clone().unwrap_or_else(|| namespace.to_string());
-        let name_of = |m: &kube::api::ObjectMeta| m.name.clone().ok_or_else(|| bad("metadata.name is missing".into()));
+        let ns_of = |m: &kube::api::ObjectMeta| {
+            m.namespace.clone().unwrap_or_else(|| namespace.to_string())
+        };
+        let name_of = |m: &kube::api::ObjectMeta| {
+            m.name
+                .clone()
+                .ok_or_else(|| bad("metadata.name is missing".into()))
+        };
         match kind.as_str() {
             "StreamPolicy" => {
-                let sp: StreamPolicy = serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
+                let sp: StreamPolicy =
+                    serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
                 let (name, ns) = (name_of(&sp.metadata)?, ns_of(&sp.metadata));
                 if let Some(dup) = duplicate_rule(&sp) {
-                    return Err(bad(format!("StreamPolicy {name}: rule name {dup:?} is used twice")));
+                    return Err(bad(format!(
+                        "StreamPolicy {name}: rule name {dup:?} is used twice"
+                    )));
                 }
                 if ns == namespace {
-                    into.policies.push(PolicyDoc { name, namespace: ns, generation: sp.metadata.generation, spec: sp.spec });
+                    into.policies.push(PolicyDoc {
+                        name,
+                        namespace: ns,
+                        generation: sp.metadata.generation,
+                        spec: sp.spec,
+                    });
                 }
             }
             "MaskingRule" => {
-                let mr: MaskingRule = serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
+                let mr: MaskingRule =
+                    serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
                 let (name, ns) = (name_of(&mr.metadata)?, ns_of(&mr.metadata));
                 if ns == namespace {
-                    into.masking.push(MaskingDoc { name, namespace: ns, generation: mr.metadata.generation, spec: mr.spec });
+                    into.masking.push(MaskingDoc {
+                        name,
+                        namespace: ns,
+                        generation: mr.metadata.generation,
+                        spec: mr.spec,
+                    });
                 }
             }
             "AccessApproval" => {
-                let aa: AccessApproval = serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
+                let aa: AccessApproval =
+                    serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
                 if ns_of(&aa.metadata) == namespace
                     && let Some(g) = Grant::from_approval(&aa)
                 {
                     into.grants.push(g);
                 }
             }
-            other => tracing::debug!(path = %path.display(), doc, kind = other, "ignoring an unknown streamgate kind"),
+            other => {
+                tracing::debug!(path = %path.display(), doc, kind = other, "ignoring an unknown streamgate kind")
+            }
         }
     }
     Ok(())
@@ -87,15 +137,25 @@ pub fn parse_manifests(text: &str, path: &Path, namespace: &str, into: &mut Poli
 
 fn duplicate_rule(sp: &StreamPolicy) -> Option<String> {
     let mut seen = std::collections::HashSet::new();
-    sp.spec.rules.iter().find(|r| !seen.insert(r.name.as_str())).map(|r| r.name.clone())
+    sp.spec
+        .rules
+        .iter()
+        .find(|r| !seen.insert(r.name.as_str()))
+        .map(|r| r.name.clone())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
-    move |source| ManifestError::Io { path: path.to_path_buf(), source }
+    move |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn is_manifest(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
@@ -144,7 +204,11 @@ fn load_and_publish(dir: &Path, namespace: &str, publisher: &PolicyPublisher) ->
 
 /// Load `dir` now, then keep reloading it on change. Returns whether the
 /// first load succeeded (else everything is denied until a good reload).
-pub fn spawn(dir: PathBuf, namespace: String, publisher: PolicyPublisher) -> Result<(DirSource, bool), ManifestError> {
+pub fn spawn(
+    dir: PathBuf,
+    namespace: String,
+    publisher: PolicyPublisher,
+) -> Result<(DirSource, bool), ManifestError> {
     let first_ok = load_and_publish(&dir, &namespace, &publisher);
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -152,10 +216,16 @@ pub fn spawn(dir: PathBuf, namespace: String, publisher: PolicyPublisher) -> Res
             let _ = tx.send(());
         }
     })
-    .map_err(|source| ManifestError::Watch { path: dir.clone(), source })?;
+    .map_err(|source| ManifestError::Watch {
+        path: dir.clone(),
+        source,
+    })?;
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|source| ManifestError::Watch { path: dir.clone(), source })?;
+        .map_err(|source| ManifestError::Watch {
+            path: dir.clone(),
+            source,
+        })?;
     let task = tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Debounce: wait for the burst of events an editor or a
@@ -170,5 +240,11 @@ pub fn spawn(dir: PathBuf, namespace: String, publisher: PolicyPublisher) -> Res
             load_and_publish(&dir, &namespace, &publisher);
         }
     });
-    Ok((DirSource { _watcher: watcher, task }, first_ok))
+    Ok((
+        DirSource {
+            _watcher: watcher,
+            task,
+        },
+        first_ok,
+    ))
 }

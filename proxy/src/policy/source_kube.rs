@@ -18,7 +18,11 @@ use super::handle::{PolicyInputs, PolicyPublisher};
 use super::source_dir::DEBOUNCE;
 
 /// Snapshot the three caches.
-pub fn inputs_from(policies: &[Arc<StreamPolicy>], masking: &[Arc<MaskingRule>], approvals: &[Arc<AccessApproval>]) -> PolicyInputs {
+pub fn inputs_from(
+    policies: &[Arc<StreamPolicy>],
+    masking: &[Arc<MaskingRule>],
+    approvals: &[Arc<AccessApproval>],
+) -> PolicyInputs {
     PolicyInputs {
         policies: policies
             .iter()
@@ -38,7 +42,10 @@ pub fn inputs_from(policies: &[Arc<StreamPolicy>], masking: &[Arc<MaskingRule>],
                 spec: m.spec.clone(),
             })
             .collect(),
-        grants: approvals.iter().filter_map(|a| Grant::from_approval(a)).collect(),
+        grants: approvals
+            .iter()
+            .filter_map(|a| Grant::from_approval(a))
+            .collect(),
     }
 }
 
@@ -48,18 +55,33 @@ pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) 
     let (mr_store, mr_writer) = reflector::store::<MaskingRule>();
     let (aa_store, aa_writer) = reflector::store::<AccessApproval>();
     let cfg = watcher::Config::default;
-    let sp = reflector::reflector(sp_writer, watcher(Api::<StreamPolicy>::namespaced(client.clone(), &namespace), cfg()))
-        .default_backoff()
-        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
-        .boxed();
-    let mr = reflector::reflector(mr_writer, watcher(Api::<MaskingRule>::namespaced(client.clone(), &namespace), cfg()))
-        .default_backoff()
-        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
-        .boxed();
-    let aa = reflector::reflector(aa_writer, watcher(Api::<AccessApproval>::namespaced(client, &namespace), cfg()))
-        .default_backoff()
-        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
-        .boxed();
+    let sp = reflector::reflector(
+        sp_writer,
+        watcher(
+            Api::<StreamPolicy>::namespaced(client.clone(), &namespace),
+            cfg(),
+        ),
+    )
+    .default_backoff()
+    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    .boxed();
+    let mr = reflector::reflector(
+        mr_writer,
+        watcher(
+            Api::<MaskingRule>::namespaced(client.clone(), &namespace),
+            cfg(),
+        ),
+    )
+    .default_backoff()
+    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    .boxed();
+    let aa = reflector::reflector(
+        aa_writer,
+        watcher(Api::<AccessApproval>::namespaced(client, &namespace), cfg()),
+    )
+    .default_backoff()
+    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    .boxed();
     let mut events = futures::stream::select_all([sp, mr, aa]);
     let source = format!("kube:{namespace}");
     while let Some(ev) = events.next().await {
@@ -74,14 +96,19 @@ pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) 
             }
         }
         if all_ready(&sp_store, &mr_store, &aa_store) {
-            publisher.publish(&source, inputs_from(&sp_store.state(), &mr_store.state(), &aa_store.state()));
+            publisher.publish(
+                &source,
+                inputs_from(&sp_store.state(), &mr_store.state(), &aa_store.state()),
+            );
         }
     }
 }
 
 fn all_ready(a: &Store<StreamPolicy>, b: &Store<MaskingRule>, c: &Store<AccessApproval>) -> bool {
     // `wait_until_ready` resolves immediately once a store has listed.
-    let ready = |f: futures::future::BoxFuture<'_, bool>| futures::FutureExt::now_or_never(f).unwrap_or(false);
+    let ready = |f: futures::future::BoxFuture<'_, bool>| {
+        futures::FutureExt::now_or_never(f).unwrap_or(false)
+    };
     ready(Box::pin(async { a.wait_until_ready().await.is_ok() }))
         && ready(Box::pin(async { b.wait_until_ready().await.is_ok() }))
         && ready(Box::pin(async { c.wait_until_ready().await.is_ok() }))

@@ -25,7 +25,10 @@ async fn readyz(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     } else if proxy.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstream not reached yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream not reached yet\n",
+        )
     }
 }
 
@@ -33,7 +36,10 @@ async fn metrics(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     match proxy.metrics.encode() {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         )
             .into_response(),

@@ -57,7 +57,10 @@ impl Decoder for FrameCodec {
         let len = i32::from_be_bytes([src[0], src[1], src[2], src[3]]);
         let size = usize::try_from(len).map_err(|_| FrameError::NegativeLength(len))?;
         if size > self.max_frame {
-            return Err(FrameError::TooLarge { size, cap: self.max_frame });
+            return Err(FrameError::TooLarge {
+                size,
+                cap: self.max_frame,
+            });
         }
         if src.len() < 4 + size {
             // Reserve once for the whole frame so a large fetch is not grown piecemeal.
@@ -71,7 +74,10 @@ impl Decoder for FrameCodec {
 
 /// The 4-byte length prefix for a frame body of `len` bytes.
 pub fn length_prefix(len: usize) -> Result<[u8; 4], FrameError> {
-    let n = i32::try_from(len).map_err(|_| FrameError::TooLarge { size: len, cap: i32::MAX as usize })?;
+    let n = i32::try_from(len).map_err(|_| FrameError::TooLarge {
+        size: len,
+        cap: i32::MAX as usize,
+    })?;
     Ok(n.to_be_bytes())
 }
 
@@ -119,18 +125,32 @@ pub fn peek_client_id(frame: &[u8]) -> Option<&str> {
 
 /// Split a request frame into (header, body): the body starts after the header,
 /// whose length depends on the header version.
-pub fn split_request(frame: &Bytes, meta: &RequestMeta) -> Result<(kafka_protocol::messages::RequestHeader, Bytes), FrameError> {
+pub fn split_request(
+    frame: &Bytes,
+    meta: &RequestMeta,
+) -> Result<(kafka_protocol::messages::RequestHeader, Bytes), FrameError> {
     let mut buf = frame.clone();
-    let header = kafka_protocol::messages::RequestHeader::decode(&mut buf, meta.request_header_version())
-        .map_err(|source| FrameError::Malformed { what: "request header", source })?;
+    let header =
+        kafka_protocol::messages::RequestHeader::decode(&mut buf, meta.request_header_version())
+            .map_err(|source| FrameError::Malformed {
+                what: "request header",
+                source,
+            })?;
     Ok((header, buf))
 }
 
 /// Split a response frame into (header, body) for the given response header version.
-pub fn split_response(frame: &Bytes, header_version: i16) -> Result<(ResponseHeader, Bytes), FrameError> {
+pub fn split_response(
+    frame: &Bytes,
+    header_version: i16,
+) -> Result<(ResponseHeader, Bytes), FrameError> {
     let mut buf = frame.clone();
-    let header = ResponseHeader::decode(&mut buf, header_version)
-        .map_err(|source| FrameError::Malformed { what: "response header", source })?;
+    let header = ResponseHeader::decode(&mut buf, header_version).map_err(|source| {
+        FrameError::Malformed {
+            what: "response header",
+            source,
+        }
+    })?;
     Ok((header, buf))
 }
 
@@ -145,10 +165,16 @@ pub fn encode_response<M: Encodable>(
     let mut out = BytesMut::new();
     header
         .encode(&mut out, header_version)
-        .map_err(|source| FrameError::Malformed { what: "response header (encode)", source })?;
+        .map_err(|source| FrameError::Malformed {
+            what: "response header (encode)",
+            source,
+        })?;
     message
         .encode(&mut out, version)
-        .map_err(|source| FrameError::Malformed { what: "response body (encode)", source })?;
+        .map_err(|source| FrameError::Malformed {
+            what: "response body (encode)",
+            source,
+        })?;
     Ok(out.freeze())
 }
 
@@ -162,15 +188,25 @@ pub fn encode_request<M: Encodable>(
     let mut out = BytesMut::new();
     header
         .encode(&mut out, header_version)
-        .map_err(|source| FrameError::Malformed { what: "request header (encode)", source })?;
+        .map_err(|source| FrameError::Malformed {
+            what: "request header (encode)",
+            source,
+        })?;
     message
         .encode(&mut out, version)
-        .map_err(|source| FrameError::Malformed { what: "request body (encode)", source })?;
+        .map_err(|source| FrameError::Malformed {
+            what: "request body (encode)",
+            source,
+        })?;
     Ok(out.freeze())
 }
 
 /// Decode a message body at a version, turning the crate's error into ours.
-pub fn decode_body<M: Decodable>(mut body: Bytes, version: i16, what: &'static str) -> Result<M, FrameError> {
+pub fn decode_body<M: Decodable>(
+    mut body: Bytes,
+    version: i16,
+    what: &'static str,
+) -> Result<M, FrameError> {
     M::decode(&mut body, version).map_err(|source| FrameError::Malformed { what, source })
 }
 
@@ -216,9 +252,15 @@ mod tests {
     fn decoder_refuses_frames_over_the_cap_and_negative_lengths() {
         let mut codec = FrameCodec::new(16);
         let mut wire = BytesMut::from(&[0u8, 0, 0, 17][..]);
-        assert!(matches!(codec.decode(&mut wire), Err(FrameError::TooLarge { size: 17, cap: 16 })));
+        assert!(matches!(
+            codec.decode(&mut wire),
+            Err(FrameError::TooLarge { size: 17, cap: 16 })
+        ));
         let mut wire = BytesMut::from(&[0xffu8, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(codec.decode(&mut wire), Err(FrameError::NegativeLength(-1))));
+        assert!(matches!(
+            codec.decode(&mut wire),
+            Err(FrameError::NegativeLength(-1))
+        ));
     }
 
     #[test]
@@ -226,12 +268,22 @@ mod tests {
         for version in [0, 8, 9, 12] {
             let frame = request_frame(ApiKey::Metadata, version, 42, "billing");
             let meta = RequestMeta::peek(&frame).unwrap();
-            assert_eq!(meta, RequestMeta { api_key: ApiKey::Metadata, api_version: version, correlation_id: 42 });
+            assert_eq!(
+                meta,
+                RequestMeta {
+                    api_key: ApiKey::Metadata,
+                    api_version: version,
+                    correlation_id: 42
+                }
+            );
             assert_eq!(peek_client_id(&frame), Some("billing"));
             let (header, body) = split_request(&frame, &meta).unwrap();
             assert_eq!(header.correlation_id, 42);
             let decoded: Result<MetadataRequest, _> = decode_body(body, version, "metadata");
-            assert!(decoded.is_ok(), "body after the header decodes at v{version}");
+            assert!(
+                decoded.is_ok(),
+                "body after the header decodes at v{version}"
+            );
         }
     }
 
@@ -239,17 +291,50 @@ mod tests {
     fn unknown_api_keys_are_a_clean_error() {
         let mut frame = request_frame(ApiKey::Metadata, 1, 1, "x").to_vec();
         frame[0] = 0x7f;
-        assert!(matches!(RequestMeta::peek(&frame), Err(FrameError::UnknownApiKey(_))));
-        assert!(matches!(RequestMeta::peek(&frame[..5]), Err(FrameError::ShortHeader(5))));
+        assert!(matches!(
+            RequestMeta::peek(&frame),
+            Err(FrameError::UnknownApiKey(_))
+        ));
+        assert!(matches!(
+            RequestMeta::peek(&frame[..5]),
+            Err(FrameError::ShortHeader(5))
+        ));
     }
 
     #[test]
     fn flexible_versions_use_header_v2_and_v1_but_api_versions_answers_with_v0() {
-        let flexible = RequestMeta { api_key: ApiKey::Metadata, api_version: 12, correlation_id: 0 };
-        assert_eq!((flexible.request_header_version(), flexible.response_header_version()), (2, 1));
-        let legacy = RequestMeta { api_key: ApiKey::Metadata, api_version: 8, correlation_id: 0 };
-        assert_eq!((legacy.request_header_version(), legacy.response_header_version()), (1, 0));
-        let av = RequestMeta { api_key: ApiKey::ApiVersions, api_version: 3, correlation_id: 0 };
-        assert_eq!((av.request_header_version(), av.response_header_version()), (2, 0));
+        let flexible = RequestMeta {
+            api_key: ApiKey::Metadata,
+            api_version: 12,
+            correlation_id: 0,
+        };
+        assert_eq!(
+            (
+                flexible.request_header_version(),
+                flexible.response_header_version()
+            ),
+            (2, 1)
+        );
+        let legacy = RequestMeta {
+            api_key: ApiKey::Metadata,
+            api_version: 8,
+            correlation_id: 0,
+        };
+        assert_eq!(
+            (
+                legacy.request_header_version(),
+                legacy.response_header_version()
+            ),
+            (1, 0)
+        );
+        let av = RequestMeta {
+            api_key: ApiKey::ApiVersions,
+            api_version: 3,
+            correlation_id: 0,
+        };
+        assert_eq!(
+            (av.request_header_version(), av.response_header_version()),
+            (2, 0)
+        );
     }
 }

@@ -23,17 +23,28 @@ pub enum ConfigError {
 
 /// Only loopback unless explicitly forced.
 pub fn check_loopback(addr: SocketAddr, allow_non_loopback: bool) -> Result<(), ConfigError> {
-    if addr.ip().is_loopback() || allow_non_loopback { Ok(()) } else { Err(ConfigError::NonLoopback { addr }) }
+    if addr.ip().is_loopback() || allow_non_loopback {
+        Ok(())
+    } else {
+        Err(ConfigError::NonLoopback { addr })
+    }
 }
 
 /// Split `host:port[,host:port]` and check each entry.
 pub fn parse_upstream(list: &str) -> Result<Vec<String>, ConfigError> {
-    let entries: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let entries: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     if entries.is_empty() {
         return Err(ConfigError::NoUpstream);
     }
     for e in &entries {
-        let ok = e.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let ok = e
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !ok {
             return Err(ConfigError::BadUpstream(e.clone()));
         }
@@ -47,7 +58,11 @@ pub fn check_node_range(min: i32, max: i32, listen_port: u16) -> Result<(), Conf
         return Err(ConfigError::NodeRange { min, max });
     }
     if min < 0 || i64::from(listen_port) + 1 + i64::from(max) > 65535 {
-        return Err(ConfigError::PortRange { min, max, port: listen_port });
+        return Err(ConfigError::PortRange {
+            min,
+            max,
+            port: listen_port,
+        });
     }
     Ok(())
 }
@@ -70,8 +85,14 @@ mod tests {
     fn upstream_lists_are_checked() {
         assert_eq!(parse_upstream("a:1, b:2").unwrap(), vec!["a:1", "b:2"]);
         assert_eq!(parse_upstream(" , "), Err(ConfigError::NoUpstream));
-        assert_eq!(parse_upstream("a"), Err(ConfigError::BadUpstream("a".into())));
-        assert_eq!(parse_upstream("a:x"), Err(ConfigError::BadUpstream("a:x".into())));
+        assert_eq!(
+            parse_upstream("a"),
+            Err(ConfigError::BadUpstream("a".into()))
+        );
+        assert_eq!(
+            parse_upstream("a:x"),
+            Err(ConfigError::BadUpstream("a:x".into()))
+        );
     }
 
     #[test]

@@ -27,8 +27,16 @@ const IO_BUFFER: usize = 64 * 1024;
 
 /// A request waiting for its response.
 enum Pending {
-    Upstream { meta: RequestMeta, session: Arc<Session>, started: Instant },
-    Local { meta: RequestMeta, frame: Bytes, started: Instant },
+    Upstream {
+        meta: RequestMeta,
+        session: Arc<Session>,
+        started: Instant,
+    },
+    Local {
+        meta: RequestMeta,
+        frame: Bytes,
+        started: Instant,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +45,9 @@ enum ConnError {
     Client(FrameError),
     #[error("broker frame: {0}")]
     Broker(FrameError),
-    #[error("the broker closed the connection with {0} request(s) unanswered; closing the client so it reconnects")]
+    #[error(
+        "the broker closed the connection with {0} request(s) unanswered; closing the client so it reconnects"
+    )]
     BrokerClosed(usize),
     #[error("broker answered correlation id {got} where {expected} was due")]
     OutOfOrder { expected: i32, got: i32 },
@@ -56,7 +66,9 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, targe
         Target::Bootstrap => proxy.upstream.connect_bootstrap().await,
         Target::Broker(node_id) => match proxy.broker_addr(node_id) {
             Some(addr) => proxy.upstream.connect(&addr).await,
-            None => Err(UpstreamError::NoBootstrap(format!("broker {node_id} is not known (yet)"))),
+            None => Err(UpstreamError::NoBootstrap(format!(
+                "broker {node_id} is not known (yet)"
+            ))),
         },
     };
     let upstream = match upstream {
@@ -99,7 +111,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut session = Arc::new(session);
-    let mut reader = FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
+    let mut reader =
+        FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
     loop {
         let next = tokio::select! {
@@ -110,7 +123,9 @@ where
             }
             next = reader.next() => next,
         };
-        let Some(frame) = next else { return Ok(Ended::ClientClosed) };
+        let Some(frame) = next else {
+            return Ok(Ended::ClientClosed);
+        };
         let frame = frame.map_err(|e| {
             proxy.metrics.api(-1).errors.inc();
             ConnError::Client(e)
@@ -137,19 +152,36 @@ where
             ConnError::Client(e)
         })?;
         match action {
-            RequestAction::Forward { frame, expect_response } => {
+            RequestAction::Forward {
+                frame,
+                expect_response,
+            } => {
                 if expect_response {
-                    let entry = Pending::Upstream { meta, session: Arc::clone(&session), started };
+                    let entry = Pending::Upstream {
+                        meta,
+                        session: Arc::clone(&session),
+                        started,
+                    };
                     if pending.send(entry).await.is_err() {
                         // The response side ended (broker gone); it reports why.
                         return Ok(Ended::ClientClosed);
                     }
                 }
-                writer.write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?).await?;
+                writer
+                    .write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?)
+                    .await?;
                 writer.write_all(&frame).await?;
             }
             RequestAction::Answer(frame) => {
-                if pending.send(Pending::Local { meta, frame, started }).await.is_err() {
+                if pending
+                    .send(Pending::Local {
+                        meta,
+                        frame,
+                        started,
+                    })
+                    .await
+                    .is_err()
+                {
                     return Ok(Ended::ClientClosed);
                 }
             }
@@ -172,26 +204,42 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
+    let mut reader =
+        FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
     while let Some(entry) = pending.recv().await {
         let (meta, frame, started) = match entry {
-            Pending::Local { meta, frame, started } => (meta, frame, started),
-            Pending::Upstream { meta, session, started } => {
+            Pending::Local {
+                meta,
+                frame,
+                started,
+            } => (meta, frame, started),
+            Pending::Upstream {
+                meta,
+                session,
+                started,
+            } => {
                 let frame = match reader.next().await {
                     Some(Ok(f)) => f,
                     Some(Err(e)) => return Err(ConnError::Broker(e)),
                     None => return Err(ConnError::BrokerClosed(1 + pending.len())),
                 };
-                let got = frame.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(i32::MIN);
+                let got = frame
+                    .get(..4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(i32::MIN);
                 if got != meta.correlation_id {
-                    return Err(ConnError::OutOfOrder { expected: meta.correlation_id, got });
+                    return Err(ConnError::OutOfOrder {
+                        expected: meta.correlation_id,
+                        got,
+                    });
                 }
                 let frame = if apis::rewrites_response(&meta) {
-                    let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame).map_err(|e| {
-                        proxy.metrics.api(meta.api_key as i16).errors.inc();
-                        ConnError::Broker(e)
-                    })?;
+                    let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame)
+                        .map_err(|e| {
+                            proxy.metrics.api(meta.api_key as i16).errors.inc();
+                            ConnError::Broker(e)
+                        })?;
                     // Listeners for every broker named must exist before the client reads this.
                     proxy.learn(&rewritten);
                     rewritten.frame
@@ -201,13 +249,19 @@ where
                 (meta, frame, started)
             }
         };
-        writer.write_all(&length_prefix(frame.len()).map_err(ConnError::Broker)?).await?;
+        writer
+            .write_all(&length_prefix(frame.len()).map_err(ConnError::Broker)?)
+            .await?;
         writer.write_all(&frame).await?;
         if pending.is_empty() {
             writer.flush().await?;
         }
         proxy.metrics.bytes_out.inc_by(frame.len() as u64 + 4);
-        proxy.metrics.api(meta.api_key as i16).latency.observe(started.elapsed().as_secs_f64());
+        proxy
+            .metrics
+            .api(meta.api_key as i16)
+            .latency
+            .observe(started.elapsed().as_secs_f64());
     }
     writer.flush().await?;
     Ok(())
@@ -218,7 +272,9 @@ fn holds_complete_frame(buf: &[u8]) -> bool {
     match buf.get(..4) {
         Some(p) => {
             let len = i32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-            usize::try_from(len).map(|n| buf.len() >= 4 + n).unwrap_or(true)
+            usize::try_from(len)
+                .map(|n| buf.len() >= 4 + n)
+                .unwrap_or(true)
         }
         None => false,
     }

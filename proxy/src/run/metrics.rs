@@ -52,21 +52,59 @@ impl Metrics {
         let requests = Family::<ApiLabel, Counter>::default();
         let errors = Family::<ApiLabel, Counter>::default();
         let latency = HistogramFamily::new_with_constructor(latency_histogram);
-        registry.register("client_connections", "Client connections accepted", connections_total.clone());
-        registry.register("client_connections_active", "Client connections open now", connections_active.clone());
-        registry.register("client_bytes_in", "Bytes of request frames received from clients", bytes_in.clone());
-        registry.register("client_bytes_out", "Bytes of response frames sent to clients", bytes_out.clone());
+        registry.register(
+            "client_connections",
+            "Client connections accepted",
+            connections_total.clone(),
+        );
+        registry.register(
+            "client_connections_active",
+            "Client connections open now",
+            connections_active.clone(),
+        );
+        registry.register(
+            "client_bytes_in",
+            "Bytes of request frames received from clients",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "client_bytes_out",
+            "Bytes of response frames sent to clients",
+            bytes_out.clone(),
+        );
         registry.register("requests", "Client requests by Kafka API", requests.clone());
-        registry.register("request_errors", "Requests that failed or closed the connection, by Kafka API", errors.clone());
-        registry.register("request_duration_seconds", "Time from request read to response written, by Kafka API", latency.clone());
+        registry.register(
+            "request_errors",
+            "Requests that failed or closed the connection, by Kafka API",
+            errors.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request read to response written, by Kafka API",
+            latency.clone(),
+        );
         let handle = |name: String| ApiMetrics {
-            requests: requests.get_or_create(&ApiLabel { api: name.clone() }).clone(),
-            errors: errors.get_or_create(&ApiLabel { api: name.clone() }).clone(),
+            requests: requests
+                .get_or_create(&ApiLabel { api: name.clone() })
+                .clone(),
+            errors: errors
+                .get_or_create(&ApiLabel { api: name.clone() })
+                .clone(),
             latency: latency.get_or_create(&ApiLabel { api: name }).clone(),
         };
-        let per_api = ApiKey::iter().map(|k| (k as i16, handle(format!("{k:?}")))).collect();
+        let per_api = ApiKey::iter()
+            .map(|k| (k as i16, handle(format!("{k:?}"))))
+            .collect();
         let unknown = handle("unknown".into());
-        Self { registry, connections_total, connections_active, bytes_in, bytes_out, per_api, unknown }
+        Self {
+            registry,
+            connections_total,
+            connections_active,
+            bytes_in,
+            bytes_out,
+            per_api,
+            unknown,
+        }
     }
 
     /// The handles for one API (an unknown key shares one "unknown" series).
@@ -99,8 +137,17 @@ mod tests {
         m.api(ApiKey::Produce as i16).latency.observe(0.002);
         m.api(-5).errors.inc();
         let text = m.encode().unwrap();
-        assert!(text.contains("streamgate_proxy_requests_total{api=\"Produce\"} 1"), "{text}");
-        assert!(text.contains("streamgate_proxy_request_errors_total{api=\"unknown\"} 1"), "{text}");
-        assert!(text.contains("streamgate_proxy_request_duration_seconds_count{api=\"Produce\"} 1"), "{text}");
+        assert!(
+            text.contains("streamgate_proxy_requests_total{api=\"Produce\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamgate_proxy_request_errors_total{api=\"unknown\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamgate_proxy_request_duration_seconds_count{api=\"Produce\"} 1"),
+            "{text}"
+        );
     }
 }

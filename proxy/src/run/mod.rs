@@ -28,7 +28,9 @@ pub mod state;
 pub mod upstream;
 
 use anyhow::Context;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+};
 use session::Target;
 use state::Proxy;
 use std::net::SocketAddr;
@@ -95,8 +97,11 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
     let proxy = Arc::new(build(&args)?);
-    let bootstrap = state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
-    let admin = tokio::net::TcpListener::bind(args.admin).await.with_context(|| format!("admin on {}", args.admin))?;
+    let bootstrap =
+        state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
+    let admin = tokio::net::TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("admin on {}", args.admin))?;
     tracing::info!(listen = %args.listen, admin = %args.admin, upstream = %args.upstream, "streamgate-proxy running");
 
     tokio::spawn(Arc::clone(&proxy).accept_loop(bootstrap, Target::Bootstrap));
@@ -104,7 +109,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let shutdown = admin_proxy.shutdown.clone();
         let app = admin::router(admin_proxy);
-        if let Err(error) = axum::serve(admin, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        if let Err(error) = axum::serve(admin, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
             tracing::error!(%error, "admin server stopped");
         }
     });
@@ -128,7 +136,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Validate the flags and build the shared state.
@@ -188,7 +199,11 @@ async fn probe_upstream(proxy: Arc<Proxy>) {
                 }
             }
         }
-        let wait = if proxy.ready.load(Ordering::Acquire) { Duration::from_secs(15) } else { Duration::from_millis(500) };
+        let wait = if proxy.ready.load(Ordering::Acquire) {
+            Duration::from_secs(15)
+        } else {
+            Duration::from_millis(500)
+        };
         tokio::select! {
             () = proxy.shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
@@ -199,12 +214,20 @@ async fn probe_upstream(proxy: Arc<Proxy>) {
 async fn probe_once(proxy: &Arc<Proxy>) -> anyhow::Result<usize> {
     let max = proxy.upstream.max_frame;
     let mut stream = proxy.upstream.connect_bootstrap().await?;
-    let _: ApiVersionsResponse =
-        upstream::exchange(&mut stream, ApiKey::ApiVersions, 0, 100, &ApiVersionsRequest::default(), max).await?;
+    let _: ApiVersionsResponse = upstream::exchange(
+        &mut stream,
+        ApiKey::ApiVersions,
+        0,
+        100,
+        &ApiVersionsRequest::default(),
+        max,
+    )
+    .await?;
     // Metadata v1 with a null topic list: all topics (their ids are not in v1;
     // clients' own Metadata v10+ responses teach those).
     let request = MetadataRequest::default().with_topics(None);
-    let mut metadata: MetadataResponse = upstream::exchange(&mut stream, ApiKey::Metadata, 1, 101, &request, max).await?;
+    let mut metadata: MetadataResponse =
+        upstream::exchange(&mut stream, ApiKey::Metadata, 1, 101, &request, max).await?;
     let mut learned = apis::Rewritten::default();
     apis::metadata::rewrite(&proxy.plan, &mut metadata, &mut learned);
     proxy.learn(&learned);

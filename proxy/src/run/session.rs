@@ -27,7 +27,12 @@ pub struct Session {
 
 impl Session {
     pub fn new(peer: SocketAddr, target: Target) -> Self {
-        Self { peer, target, client_id: None, principal: None }
+        Self {
+            peer,
+            target,
+            client_id: None,
+            principal: None,
+        }
     }
 
     /// Remember the client id from a request header (cheap when unchanged).

@@ -66,8 +66,16 @@ impl Proxy {
     /// it points to has a listener.
     pub fn learn(self: &Arc<Self>, rewritten: &Rewritten) {
         for b in &rewritten.brokers {
-            let addr = if b.host.contains(':') { format!("[{}]:{}", b.host, b.port) } else { format!("{}:{}", b.host, b.port) };
-            let known = self.brokers.read().map(|m| m.get(&b.node_id) == Some(&addr)).unwrap_or(false);
+            let addr = if b.host.contains(':') {
+                format!("[{}]:{}", b.host, b.port)
+            } else {
+                format!("{}:{}", b.host, b.port)
+            };
+            let known = self
+                .brokers
+                .read()
+                .map(|m| m.get(&b.node_id) == Some(&addr))
+                .unwrap_or(false);
             if !known {
                 if let Ok(mut m) = self.brokers.write() {
                     tracing::info!(node_id = b.node_id, upstream = %addr, "learned broker address");
@@ -87,7 +95,9 @@ impl Proxy {
 
     /// Bind the loopback port for a broker (once) and accept on it.
     pub fn ensure_listener(self: &Arc<Self>, node_id: i32) {
-        let Ok(mut listening) = self.listening.lock() else { return };
+        let Ok(mut listening) = self.listening.lock() else {
+            return;
+        };
         if listening.contains(&node_id) || self.shutdown.is_cancelled() {
             return;
         }
@@ -105,7 +115,9 @@ impl Proxy {
                 listening.insert(node_id);
                 tokio::spawn(Arc::clone(self).accept_loop(listener, Target::Broker(node_id)));
             }
-            Err(error) => tracing::error!(node_id, %addr, %error, "cannot listen for broker; clients will not reach it"),
+            Err(error) => {
+                tracing::error!(node_id, %addr, %error, "cannot listen for broker; clients will not reach it")
+            }
         }
     }
 

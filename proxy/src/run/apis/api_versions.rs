@@ -17,13 +17,21 @@ use super::RequestAction;
 pub fn on_request(meta: &RequestMeta, frame: Bytes) -> RequestAction {
     let supported = ApiVersionsResponse::VERSIONS;
     if meta.api_version > supported.max {
-        tracing::debug!(version = meta.api_version, "ApiVersions newer than the proxy parses: answering UNSUPPORTED_VERSION");
+        tracing::debug!(
+            version = meta.api_version,
+            "ApiVersions newer than the proxy parses: answering UNSUPPORTED_VERSION"
+        );
         match unsupported_version(meta.correlation_id) {
             Ok(answer) => return RequestAction::Answer(answer),
-            Err(error) => tracing::warn!(%error, "could not encode the UNSUPPORTED_VERSION answer; forwarding"),
+            Err(error) => {
+                tracing::warn!(%error, "could not encode the UNSUPPORTED_VERSION answer; forwarding")
+            }
         }
     }
-    RequestAction::Forward { frame, expect_response: true }
+    RequestAction::Forward {
+        frame,
+        expect_response: true,
+    }
 }
 
 /// The broker's own answer to a too-new ApiVersions: error 35 and the
@@ -47,14 +55,15 @@ pub fn on_response(meta: &RequestMeta, frame: Bytes) -> Result<Bytes, FrameError
     let (header, body) = split_response(&frame, header_version)?;
     // A broker answering UNSUPPORTED_VERSION replies at v0 whatever was asked.
     let mut version = meta.api_version;
-    let mut response: ApiVersionsResponse = match decode_body(body.clone(), version, "ApiVersions response") {
-        Ok(r) => r,
-        Err(_) if version > 0 => {
-            version = 0;
-            decode_body(body, 0, "ApiVersions response (v0 fallback)")?
-        }
-        Err(e) => return Err(e),
-    };
+    let mut response: ApiVersionsResponse =
+        match decode_body(body.clone(), version, "ApiVersions response") {
+            Ok(r) => r,
+            Err(_) if version > 0 => {
+                version = 0;
+                decode_body(body, 0, "ApiVersions response (v0 fallback)")?
+            }
+            Err(e) => return Err(e),
+        };
     intersect(&mut response);
     encode_response(header.correlation_id, header_version, &response, version)
 }
@@ -86,7 +95,12 @@ mod tests {
     use kafka_protocol::messages::ApiVersionsRequest;
 
     fn broker_offer() -> ApiVersionsResponse {
-        let v = |key: i16, min, max| ApiVersion::default().with_api_key(key).with_min_version(min).with_max_version(max);
+        let v = |key: i16, min, max| {
+            ApiVersion::default()
+                .with_api_key(key)
+                .with_min_version(min)
+                .with_max_version(max)
+        };
         ApiVersionsResponse::default().with_api_keys(vec![
             v(ApiKey::Produce as i16, 0, 11),
             v(ApiKey::Fetch as i16, 0, 99),
@@ -103,21 +117,43 @@ mod tests {
             let out = on_response(&meta, frame).unwrap();
             let (corr, decoded): (i32, ApiVersionsResponse) = decode_response(&meta, &out);
             assert_eq!(corr, 99);
-            let ranges: Vec<_> = decoded.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
+            let ranges: Vec<_> = decoded
+                .api_keys
+                .iter()
+                .map(|k| (k.api_key, k.min_version, k.max_version))
+                .collect();
             // kafka-protocol follows Kafka 4.0, which dropped Produce v0-2 and Fetch v0-3.
             let produce = ApiKey::Produce.valid_versions();
             let fetch = ApiKey::Fetch.valid_versions();
-            assert_eq!(ranges, vec![(0, produce.min, 11), (1, fetch.min, fetch.max), (3, 0, 12)], "v{version}");
-            assert!(produce.min > 0 && fetch.max < 99, "the proxy's own limits are applied");
+            assert_eq!(
+                ranges,
+                vec![(0, produce.min, 11), (1, fetch.min, fetch.max), (3, 0, 12)],
+                "v{version}"
+            );
+            assert!(
+                produce.min > 0 && fetch.max < 99,
+                "the proxy's own limits are applied"
+            );
         }
     }
 
     #[test]
     fn too_new_request_is_answered_locally_with_unsupported_version_header_v0() {
         let meta = meta(ApiKey::ApiVersions, ApiVersionsResponse::VERSIONS.max + 1);
-        let frame = request_frame(&RequestMeta { api_version: 3, ..meta.clone() }, &ApiVersionsRequest::default());
-        let RequestAction::Answer(answer) = on_request(&meta, frame) else { panic!("expected a local answer") };
-        let v0 = RequestMeta { api_version: 0, ..meta };
+        let frame = request_frame(
+            &RequestMeta {
+                api_version: 3,
+                ..meta.clone()
+            },
+            &ApiVersionsRequest::default(),
+        );
+        let RequestAction::Answer(answer) = on_request(&meta, frame) else {
+            panic!("expected a local answer")
+        };
+        let v0 = RequestMeta {
+            api_version: 0,
+            ..meta
+        };
         let (corr, decoded): (i32, ApiVersionsResponse) = decode_response(&v0, &answer);
         assert_eq!(corr, 99);
         assert_eq!(decoded.error_code, ResponseError::UnsupportedVersion.code());
@@ -128,7 +164,11 @@ mod tests {
     fn supported_request_is_forwarded_untouched() {
         let meta = meta(ApiKey::ApiVersions, 3);
         let frame = request_frame(&meta, &ApiVersionsRequest::default());
-        let RequestAction::Forward { frame: out, expect_response: true } = on_request(&meta, frame.clone()) else {
+        let RequestAction::Forward {
+            frame: out,
+            expect_response: true,
+        } = on_request(&meta, frame.clone())
+        else {
             panic!("expected forward")
         };
         assert_eq!(out, frame);

@@ -6,14 +6,29 @@ use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, s
 use bytes::Bytes;
 use kafka_protocol::messages::DescribeClusterResponse;
 
-pub fn on_response(plan: &AddressPlan, meta: &RequestMeta, frame: Bytes) -> Result<Rewritten, FrameError> {
+pub fn on_response(
+    plan: &AddressPlan,
+    meta: &RequestMeta,
+    frame: Bytes,
+) -> Result<Rewritten, FrameError> {
     let header_version = meta.response_header_version();
     let (header, body) = split_response(&frame, header_version)?;
-    let mut response: DescribeClusterResponse = decode_body(body, meta.api_version, "DescribeCluster response")?;
+    let mut response: DescribeClusterResponse =
+        decode_body(body, meta.api_version, "DescribeCluster response")?;
     let mut out = Rewritten::default();
-    rewrite_endpoints(plan, &mut response.brokers, |b| (b.broker_id.0, &mut b.host, &mut b.port), &mut out.brokers);
+    rewrite_endpoints(
+        plan,
+        &mut response.brokers,
+        |b| (b.broker_id.0, &mut b.host, &mut b.port),
+        &mut out.brokers,
+    );
     // gate: policy — DescribeCluster is a cluster-level Describe; audit it.
-    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    out.frame = encode_response(
+        header.correlation_id,
+        header_version,
+        &response,
+        meta.api_version,
+    )?;
     Ok(out)
 }
 
@@ -27,7 +42,8 @@ mod tests {
 
     #[test]
     fn every_version_rewrites_brokers_and_keeps_the_rest() {
-        for version in DescribeClusterResponse::VERSIONS.min..=DescribeClusterResponse::VERSIONS.max {
+        for version in DescribeClusterResponse::VERSIONS.min..=DescribeClusterResponse::VERSIONS.max
+        {
             let meta = meta(ApiKey::DescribeCluster, version);
             let golden = DescribeClusterResponse::default()
                 .with_cluster_id(StrBytes::from_static_str("c1"))

@@ -16,7 +16,10 @@ const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
 pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> RequestAction {
     // gate: policy — Read on each topic fetched (names via the topic-id map at
     // v13+); a denied topic is answered TOPIC_AUTHORIZATION_FAILED.
-    RequestAction::Forward { frame, expect_response: true }
+    RequestAction::Forward {
+        frame,
+        expect_response: true,
+    }
 }
 
 pub fn response_needs_rewrite(version: i16) -> bool {
@@ -40,21 +43,35 @@ pub fn on_response(
         out.frame = frame;
         return Ok(out);
     }
-    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    out.frame = encode_response(
+        header.correlation_id,
+        header_version,
+        &response,
+        meta.api_version,
+    )?;
     Ok(out)
 }
 
 /// Clear follower fetching and rewrite endpoints; true when anything changed.
 pub fn rewrite(plan: &AddressPlan, response: &mut FetchResponse, out: &mut Rewritten) -> bool {
     let mut changed = false;
-    for partition in response.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+    for partition in response
+        .responses
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut())
+    {
         if partition.preferred_read_replica.0 != -1 {
             partition.preferred_read_replica = (-1).into();
             changed = true;
         }
     }
     if !response.node_endpoints.is_empty() {
-        rewrite_endpoints(plan, &mut response.node_endpoints, |n| (n.node_id.0, &mut n.host, &mut n.port), &mut out.brokers);
+        rewrite_endpoints(
+            plan,
+            &mut response.node_endpoints,
+            |n| (n.node_id.0, &mut n.host, &mut n.port),
+            &mut out.brokers,
+        );
         changed = true;
     }
     changed
@@ -64,7 +81,9 @@ pub fn rewrite(plan: &AddressPlan, response: &mut FetchResponse, out: &mut Rewri
 mod tests {
     use super::*;
     use crate::run::apis::test_support::*;
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, NodeEndpoint, PartitionData};
+    use kafka_protocol::messages::fetch_response::{
+        FetchableTopicResponse, NodeEndpoint, PartitionData,
+    };
     use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
     use kafka_protocol::protocol::{Message, StrBytes};
 
@@ -98,7 +117,8 @@ mod tests {
         for version in PREFERRED_READ_REPLICA_SINCE..=FetchResponse::VERSIONS.max {
             let meta = meta(ApiKey::Fetch, version);
             let input = golden(version, 3);
-            let out = on_response(&session(), &plan(), &meta, response_frame(&meta, &input)).unwrap();
+            let out =
+                on_response(&session(), &plan(), &meta, response_frame(&meta, &input)).unwrap();
             let (corr, got): (i32, FetchResponse) = decode_response(&meta, &out.frame);
             assert_eq!(corr, 99);
             let mut want = input.clone();

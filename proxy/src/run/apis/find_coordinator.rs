@@ -8,25 +8,54 @@ use bytes::Bytes;
 use kafka_protocol::messages::FindCoordinatorResponse;
 use kafka_protocol::protocol::StrBytes;
 
-pub fn on_response(plan: &AddressPlan, meta: &RequestMeta, frame: Bytes) -> Result<Rewritten, FrameError> {
+pub fn on_response(
+    plan: &AddressPlan,
+    meta: &RequestMeta,
+    frame: Bytes,
+) -> Result<Rewritten, FrameError> {
     let header_version = meta.response_header_version();
     let (header, body) = split_response(&frame, header_version)?;
-    let mut response: FindCoordinatorResponse = decode_body(body, meta.api_version, "FindCoordinator response")?;
+    let mut response: FindCoordinatorResponse =
+        decode_body(body, meta.api_version, "FindCoordinator response")?;
     let mut out = Rewritten::default();
     rewrite(plan, meta.api_version, &mut response, &mut out);
     // gate: policy — a group/transaction coordinator lookup is allowed only
     // for groups the principal may use (Read on the group).
-    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    out.frame = encode_response(
+        header.correlation_id,
+        header_version,
+        &response,
+        meta.api_version,
+    )?;
     Ok(out)
 }
 
-pub fn rewrite(plan: &AddressPlan, version: i16, response: &mut FindCoordinatorResponse, out: &mut Rewritten) {
+pub fn rewrite(
+    plan: &AddressPlan,
+    version: i16,
+    response: &mut FindCoordinatorResponse,
+    out: &mut Rewritten,
+) {
     if version < 4 {
         let r = response;
-        rewrite_one(plan, r.node_id.0, &mut r.host, &mut r.port, &mut r.error_code, out);
+        rewrite_one(
+            plan,
+            r.node_id.0,
+            &mut r.host,
+            &mut r.port,
+            &mut r.error_code,
+            out,
+        );
     } else {
         for c in &mut response.coordinators {
-            rewrite_one(plan, c.node_id.0, &mut c.host, &mut c.port, &mut c.error_code, out);
+            rewrite_one(
+                plan,
+                c.node_id.0,
+                &mut c.host,
+                &mut c.port,
+                &mut c.error_code,
+                out,
+            );
         }
     }
 }
@@ -34,7 +63,14 @@ pub fn rewrite(plan: &AddressPlan, version: i16, response: &mut FindCoordinatorR
 /// Rewrite one coordinator; an error answer (node -1, no address) is left
 /// alone, and one the plan cannot map becomes COORDINATOR_NOT_AVAILABLE so
 /// the client retries instead of connecting past the gate.
-fn rewrite_one(plan: &AddressPlan, node_id: i32, host: &mut StrBytes, port: &mut i32, error_code: &mut i16, out: &mut Rewritten) {
+fn rewrite_one(
+    plan: &AddressPlan,
+    node_id: i32,
+    host: &mut StrBytes,
+    port: &mut i32,
+    error_code: &mut i16,
+    out: &mut Rewritten,
+) {
     if *error_code != 0 {
         return;
     }
@@ -68,7 +104,11 @@ mod tests {
             let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
             let (corr, got): (i32, FindCoordinatorResponse) = decode_response(&meta, &out.frame);
             assert_eq!(corr, 99);
-            assert_eq!((got.node_id.0, got.host.as_str(), got.port), (111, "127.0.0.1", 9204), "v{version}");
+            assert_eq!(
+                (got.node_id.0, got.host.as_str(), got.port),
+                (111, "127.0.0.1", 9204),
+                "v{version}"
+            );
             assert_eq!(out.brokers[0].host, "tansu.internal");
         }
     }
@@ -84,18 +124,30 @@ mod tests {
                     .with_host(StrBytes::from_static_str("tansu.internal"))
                     .with_port(29092)
             };
-            let golden = FindCoordinatorResponse::default().with_coordinators(vec![c("g1", 111), c("g2", 3)]);
+            let golden = FindCoordinatorResponse::default()
+                .with_coordinators(vec![c("g1", 111), c("g2", 3)]);
             let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
             let (_, got): (i32, FindCoordinatorResponse) = decode_response(&meta, &out.frame);
-            let seen: Vec<_> = got.coordinators.iter().map(|c| (c.key.as_str(), c.host.as_str(), c.port)).collect();
-            assert_eq!(seen, vec![("g1", "127.0.0.1", 9204), ("g2", "127.0.0.1", 9096)], "v{version}");
+            let seen: Vec<_> = got
+                .coordinators
+                .iter()
+                .map(|c| (c.key.as_str(), c.host.as_str(), c.port))
+                .collect();
+            assert_eq!(
+                seen,
+                vec![("g1", "127.0.0.1", 9204), ("g2", "127.0.0.1", 9096)],
+                "v{version}"
+            );
         }
     }
 
     #[test]
     fn error_answers_pass_through_unchanged() {
         let meta = meta(ApiKey::FindCoordinator, 3);
-        let golden = FindCoordinatorResponse::default().with_error_code(15).with_node_id(BrokerId(-1)).with_port(-1);
+        let golden = FindCoordinatorResponse::default()
+            .with_error_code(15)
+            .with_node_id(BrokerId(-1))
+            .with_port(-1);
         let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
         let (_, got): (i32, FindCoordinatorResponse) = decode_response(&meta, &out.frame);
         assert_eq!(got, golden);

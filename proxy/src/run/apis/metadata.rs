@@ -21,13 +21,23 @@ pub fn on_response(
     rewrite(plan, &mut response, &mut out);
     // gate: policy — drop topics the principal may not describe (so they are
     // invisible, not just unreadable); audit — record a Describe decision.
-    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    out.frame = encode_response(
+        header.correlation_id,
+        header_version,
+        &response,
+        meta.api_version,
+    )?;
     Ok(out)
 }
 
 /// Rewrite brokers and collect topic ids (pure, for tests).
 pub fn rewrite(plan: &AddressPlan, response: &mut MetadataResponse, out: &mut Rewritten) {
-    rewrite_endpoints(plan, &mut response.brokers, |b| (b.node_id.0, &mut b.host, &mut b.port), &mut out.brokers);
+    rewrite_endpoints(
+        plan,
+        &mut response.brokers,
+        |b| (b.node_id.0, &mut b.host, &mut b.port),
+        &mut out.brokers,
+    );
     for topic in &response.topics {
         if let Some(name) = &topic.name
             && !topic.topic_id.is_nil()
@@ -41,7 +51,9 @@ pub fn rewrite(plan: &AddressPlan, response: &mut MetadataResponse, out: &mut Re
 mod tests {
     use super::*;
     use crate::run::apis::test_support::*;
-    use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
     use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
     use kafka_protocol::protocol::{Message, StrBytes};
 
@@ -55,7 +67,10 @@ mod tests {
         };
         MetadataResponse::default()
             .with_throttle_time_ms(5)
-            .with_brokers(vec![broker(111, "tansu.internal"), broker(2, "b2.internal")])
+            .with_brokers(vec![
+                broker(111, "tansu.internal"),
+                broker(2, "b2.internal"),
+            ])
             .with_cluster_id(Some(StrBytes::from_static_str("c1")))
             .with_controller_id(BrokerId(111))
             .with_topics(vec![
@@ -90,8 +105,15 @@ mod tests {
                 b.port = 9093 + b.node_id.0;
             }
             assert_eq!(got, want, "only hosts and ports change at v{version}");
-            let hosts: Vec<_> = out.brokers.iter().map(|b| (b.node_id, b.host.as_str(), b.port)).collect();
-            assert_eq!(hosts, vec![(111, "tansu.internal", 29092), (2, "b2.internal", 29092)]);
+            let hosts: Vec<_> = out
+                .brokers
+                .iter()
+                .map(|b| (b.node_id, b.host.as_str(), b.port))
+                .collect();
+            assert_eq!(
+                hosts,
+                vec![(111, "tansu.internal", 29092), (2, "b2.internal", 29092)]
+            );
             if version >= 10 {
                 assert_eq!(out.topics.len(), 1, "topic id learned at v{version}");
                 assert_eq!(out.topics[0].0, [7u8; 16]);
@@ -101,12 +123,19 @@ mod tests {
 
     #[test]
     fn brokers_outside_the_node_range_are_dropped_not_leaked() {
-        let plan = AddressPlan { node_id_max: 100, ..plan() };
+        let plan = AddressPlan {
+            node_id_max: 100,
+            ..plan()
+        };
         let meta = meta(ApiKey::Metadata, 12);
         let out = on_response(&session(), &plan, &meta, response_frame(&meta, &golden())).unwrap();
         let (_, got): (i32, MetadataResponse) = decode_response(&meta, &out.frame);
         assert_eq!(got.brokers.len(), 1);
         assert_eq!(got.brokers[0].node_id.0, 2);
-        assert!(!got.brokers.iter().any(|b| b.host.as_str() == "tansu.internal"));
+        assert!(
+            !got.brokers
+                .iter()
+                .any(|b| b.host.as_str() == "tansu.internal")
+        );
     }
 }

@@ -37,12 +37,19 @@ pub struct Rewritten {
 
 impl Rewritten {
     fn unchanged(frame: Bytes) -> Self {
-        Self { frame, ..Self::default() }
+        Self {
+            frame,
+            ..Self::default()
+        }
     }
 }
 
 /// Handle one request from the client.
-pub fn on_request(session: &Session, meta: &RequestMeta, frame: Bytes) -> Result<RequestAction, FrameError> {
+pub fn on_request(
+    session: &Session,
+    meta: &RequestMeta,
+    frame: Bytes,
+) -> Result<RequestAction, FrameError> {
     match meta.api_key {
         ApiKey::ApiVersions => Ok(api_versions::on_request(meta, frame)),
         ApiKey::Produce => produce::on_request(session, meta, frame),
@@ -50,14 +57,20 @@ pub fn on_request(session: &Session, meta: &RequestMeta, frame: Bytes) -> Result
         // gate: policy — every other API is checked on its api key (and, for
         // topic-bearing admin APIs, its topics) before it is forwarded; audit
         // records the decision. Until the policy layer lands, everything passes.
-        _ => Ok(RequestAction::Forward { frame, expect_response: true }),
+        _ => Ok(RequestAction::Forward {
+            frame,
+            expect_response: true,
+        }),
     }
 }
 
 /// Whether a response to this request must be decoded (otherwise it is forwarded as is).
 pub fn rewrites_response(meta: &RequestMeta) -> bool {
     match meta.api_key {
-        ApiKey::ApiVersions | ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster => true,
+        ApiKey::ApiVersions
+        | ApiKey::Metadata
+        | ApiKey::FindCoordinator
+        | ApiKey::DescribeCluster => true,
         ApiKey::Produce => produce::response_has_endpoints(meta.api_version),
         ApiKey::Fetch => fetch::response_needs_rewrite(meta.api_version),
         _ => false,
@@ -145,19 +158,37 @@ pub(crate) mod test_support {
     use std::net::SocketAddr;
 
     pub fn plan() -> AddressPlan {
-        AddressPlan { listen_ip: "127.0.0.1".parse().unwrap(), listen_port: 9092, node_id_min: 0, node_id_max: 1023 }
+        AddressPlan {
+            listen_ip: "127.0.0.1".parse().unwrap(),
+            listen_port: 9092,
+            node_id_min: 0,
+            node_id_max: 1023,
+        }
     }
 
     pub fn session() -> Session {
-        Session::new(SocketAddr::from(([127, 0, 0, 1], 50000)), super::super::session::Target::Bootstrap)
+        Session::new(
+            SocketAddr::from(([127, 0, 0, 1], 50000)),
+            super::super::session::Target::Bootstrap,
+        )
     }
 
     pub fn meta(api_key: ApiKey, api_version: i16) -> RequestMeta {
-        RequestMeta { api_key, api_version, correlation_id: 99 }
+        RequestMeta {
+            api_key,
+            api_version,
+            correlation_id: 99,
+        }
     }
 
     pub fn response_frame<M: Encodable>(meta: &RequestMeta, msg: &M) -> Bytes {
-        encode_response(meta.correlation_id, meta.response_header_version(), msg, meta.api_version).unwrap()
+        encode_response(
+            meta.correlation_id,
+            meta.response_header_version(),
+            msg,
+            meta.api_version,
+        )
+        .unwrap()
     }
 
     pub fn request_frame<M: Encodable>(meta: &RequestMeta, msg: &M) -> Bytes {
@@ -166,12 +197,19 @@ pub(crate) mod test_support {
             .with_request_api_version(meta.api_version)
             .with_correlation_id(meta.correlation_id)
             .with_client_id(Some("test".to_string().into()));
-        encode_request(&header, meta.request_header_version(), msg, meta.api_version).unwrap()
+        encode_request(
+            &header,
+            meta.request_header_version(),
+            msg,
+            meta.api_version,
+        )
+        .unwrap()
     }
 
     /// Decode a response frame back into (correlation id, message).
     pub fn decode_response<M: Decodable>(meta: &RequestMeta, frame: &Bytes) -> (i32, M) {
-        let (header, body) = crate::run::codec::split_response(frame, meta.response_header_version()).unwrap();
+        let (header, body) =
+            crate::run::codec::split_response(frame, meta.response_header_version()).unwrap();
         let mut body = body;
         let msg = M::decode(&mut body, meta.api_version).unwrap();
         assert!(body.is_empty(), "nothing left over after the body");

@@ -4,7 +4,9 @@
 
 use super::{RequestAction, Rewritten, rewrite_endpoints, skip_nullable_string};
 use crate::run::addresses::AddressPlan;
-use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_request, split_response};
+use crate::run::codec::{
+    FrameError, RequestMeta, decode_body, encode_response, split_request, split_response,
+};
 use crate::run::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::ProduceResponse;
@@ -13,13 +15,20 @@ use kafka_protocol::protocol::buf::ByteBuf;
 /// First Produce version whose response may carry `node_endpoints`.
 const NODE_ENDPOINTS_SINCE: i16 = 10;
 
-pub fn on_request(_session: &Session, meta: &RequestMeta, frame: Bytes) -> Result<RequestAction, FrameError> {
+pub fn on_request(
+    _session: &Session,
+    meta: &RequestMeta,
+    frame: Bytes,
+) -> Result<RequestAction, FrameError> {
     let acks = peek_acks(&frame, meta)?;
     // gate: policy — Write on each topic in the request (decode the topic
     // list; names via the topic-id map at v13+); masking — where a MaskingRule
     // asks for produce-side masking, rewrite record values here; audit — one
     // event per request with the decision.
-    Ok(RequestAction::Forward { frame, expect_response: acks != 0 })
+    Ok(RequestAction::Forward {
+        frame,
+        expect_response: acks != 0,
+    })
 }
 
 /// Read `acks` without decoding the records: v3+ put a nullable
@@ -51,11 +60,24 @@ pub fn on_response(
     let mut response: ProduceResponse = decode_body(body, meta.api_version, "Produce response")?;
     if response.node_endpoints.is_empty() {
         // Nothing address-bearing: forward the broker's bytes as they were.
-        return Ok(Rewritten { frame, ..Rewritten::default() });
+        return Ok(Rewritten {
+            frame,
+            ..Rewritten::default()
+        });
     }
     let mut out = Rewritten::default();
-    rewrite_endpoints(plan, &mut response.node_endpoints, |n| (n.node_id.0, &mut n.host, &mut n.port), &mut out.brokers);
-    out.frame = encode_response(header.correlation_id, header_version, &response, meta.api_version)?;
+    rewrite_endpoints(
+        plan,
+        &mut response.node_endpoints,
+        |n| (n.node_id.0, &mut n.host, &mut n.port),
+        &mut out.brokers,
+    );
+    out.frame = encode_response(
+        header.correlation_id,
+        header_version,
+        &response,
+        meta.api_version,
+    )?;
     Ok(out)
 }
 
@@ -71,15 +93,19 @@ mod tests {
     fn acks_are_read_at_every_version_with_and_without_transactional_id() {
         for version in ProduceRequest::VERSIONS.min..=ProduceRequest::VERSIONS.max {
             for acks in [0i16, 1, -1] {
-                let mut req = ProduceRequest::default().with_acks(acks).with_timeout_ms(1000);
+                let mut req = ProduceRequest::default()
+                    .with_acks(acks)
+                    .with_timeout_ms(1000);
                 if version >= 3 {
                     req = req.with_transactional_id(Some(StrBytes::from_static_str("tx-1").into()));
                 }
                 let meta = meta(ApiKey::Produce, version);
                 let frame = request_frame(&meta, &req);
                 assert_eq!(peek_acks(&frame, &meta).unwrap(), acks, "v{version}");
-                let RequestAction::Forward { frame: out, expect_response } =
-                    on_request(&session(), &meta, frame.clone()).unwrap()
+                let RequestAction::Forward {
+                    frame: out,
+                    expect_response,
+                } = on_request(&session(), &meta, frame.clone()).unwrap()
                 else {
                     panic!("produce is forwarded")
                 };
@@ -102,7 +128,8 @@ mod tests {
                     .with_host(StrBytes::from_static_str("tansu.internal"))
                     .with_port(29092),
             ]);
-            let out = on_response(&session(), &plan(), &meta, response_frame(&meta, &golden)).unwrap();
+            let out =
+                on_response(&session(), &plan(), &meta, response_frame(&meta, &golden)).unwrap();
             let (_, got): (i32, ProduceResponse) = decode_response(&meta, &out.frame);
             let mut want = golden.clone();
             want.node_endpoints[0].host = StrBytes::from_static_str("127.0.0.1");

@@ -11,7 +11,10 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -32,12 +35,19 @@ pub enum CredentialsError {
 impl Credentials {
     pub fn from_file(path: &Path) -> Result<Self, CredentialsError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read { path: shown.clone(), source })?;
-        // The parse error message could quote the file (the password): keep only its position.
-        let creds: Credentials = serde_yaml::from_str(&text).map_err(|e| CredentialsError::Parse {
+        let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
             path: shown.clone(),
-            reason: e.location().map(|l| format!("line {}", l.line())).unwrap_or_else(|| "no location".into()),
+            source,
         })?;
+        // The parse error message could quote the file (the password): keep only its position.
+        let creds: Credentials =
+            serde_yaml::from_str(&text).map_err(|e| CredentialsError::Parse {
+                path: shown.clone(),
+                reason: e
+                    .location()
+                    .map(|l| format!("line {}", l.line()))
+                    .unwrap_or_else(|| "no location".into()),
+            })?;
         if creds.username.is_empty() || creds.password.is_empty() {
             return Err(CredentialsError::Empty(shown));
         }
@@ -82,7 +92,13 @@ mod tests {
         let err = Credentials::from_file(&path).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
         std::fs::write(&path, "username: gw\npassword: ''\n").unwrap();
-        assert!(matches!(Credentials::from_file(&path), Err(CredentialsError::Empty(_))));
-        assert!(matches!(Credentials::from_file(&dir.path().join("missing")), Err(CredentialsError::Read { .. })));
+        assert!(matches!(
+            Credentials::from_file(&path),
+            Err(CredentialsError::Empty(_))
+        ));
+        assert!(matches!(
+            Credentials::from_file(&dir.path().join("missing")),
+            Err(CredentialsError::Read { .. })
+        ));
     }
 }

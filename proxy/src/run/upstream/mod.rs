@@ -7,7 +7,9 @@ pub mod credentials;
 pub mod scram;
 pub mod tls;
 
-use crate::run::codec::{FrameCodec, FrameError, RequestMeta, decode_body, encode_request, length_prefix, split_response};
+use crate::run::codec::{
+    FrameCodec, FrameError, RequestMeta, decode_body, encode_request, length_prefix, split_response,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use kafka_protocol::messages::{
@@ -84,7 +86,10 @@ pub enum UpstreamError {
     #[error("broker closed the connection during {0}")]
     Closed(&'static str),
     #[error("SASL {mechanism} refused by the broker: {message}")]
-    SaslRefused { mechanism: &'static str, message: String },
+    SaslRefused {
+        mechanism: &'static str,
+        message: String,
+    },
     #[error("SCRAM: {0}")]
     Scram(#[from] scram::ScramError),
     #[error("none of the upstream bootstrap servers answered: {0}")]
@@ -114,7 +119,10 @@ impl UpstreamConfig {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| UpstreamError::Timeout(addr.to_owned()))?
-            .map_err(|source| UpstreamError::Connect { addr: addr.to_owned(), source })?;
+            .map_err(|source| UpstreamError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
         // Kafka frames are latency-sensitive request/response pairs.
         let _ = tcp.set_nodelay(true);
         let mut stream: BrokerStream = match &self.tls {
@@ -137,7 +145,11 @@ pub async fn exchange<Req: Encodable, Resp: Decodable>(
     request: &Req,
     max_frame: usize,
 ) -> Result<Resp, UpstreamError> {
-    let meta = RequestMeta { api_key, api_version: version, correlation_id };
+    let meta = RequestMeta {
+        api_key,
+        api_version: version,
+        correlation_id,
+    };
     let header = RequestHeader::default()
         .with_request_api_key(api_key as i16)
         .with_request_api_version(version)
@@ -150,10 +162,15 @@ pub async fn exchange<Req: Encodable, Resp: Decodable>(
     stream.write_all(&wire).await.map_err(FrameError::Io)?;
     stream.flush().await.map_err(FrameError::Io)?;
     let mut reader = FramedRead::new(&mut *stream, FrameCodec::new(max_frame));
-    let response: Bytes = reader.next().await.ok_or(UpstreamError::Closed(api_key_name(api_key)))??;
+    let response: Bytes = reader
+        .next()
+        .await
+        .ok_or(UpstreamError::Closed(api_key_name(api_key)))??;
     if !reader.read_buffer().is_empty() {
         // The broker only answers what we asked; anything more is a protocol error.
-        return Err(UpstreamError::Closed("an exchange (unexpected extra bytes)"));
+        return Err(UpstreamError::Closed(
+            "an exchange (unexpected extra bytes)",
+        ));
     }
     let (_, body) = split_response(&response, meta.response_header_version())?;
     Ok(decode_body(body, version, "proxy exchange response")?)
@@ -175,13 +192,18 @@ async fn authenticate(
     credentials: &Credentials,
     max_frame: usize,
 ) -> Result<(), UpstreamError> {
-    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism.name()));
-    let answer: SaslHandshakeResponse = exchange(stream, ApiKey::SaslHandshake, 1, 1, &handshake, max_frame).await?;
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism.name()));
+    let answer: SaslHandshakeResponse =
+        exchange(stream, ApiKey::SaslHandshake, 1, 1, &handshake, max_frame).await?;
     if answer.error_code != 0 {
         let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
         return Err(UpstreamError::SaslRefused {
             mechanism: mechanism.name(),
-            message: format!("handshake error {} (broker offers {offered:?})", answer.error_code),
+            message: format!(
+                "handshake error {} (broker offers {offered:?})",
+                answer.error_code
+            ),
         });
     }
     match mechanism {
@@ -189,12 +211,29 @@ async fn authenticate(
             sasl_step(stream, mechanism, 2, credentials.plain_message(), max_frame).await?;
         }
         SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-            let hash = if mechanism == SaslMechanism::ScramSha256 { ScramHash::Sha256 } else { ScramHash::Sha512 };
-            let client = ScramClient::new(hash, &credentials.username, credentials.password(), &ScramClient::random_nonce());
-            let server_first = sasl_step(stream, mechanism, 2, client.client_first().into_bytes(), max_frame).await?;
+            let hash = if mechanism == SaslMechanism::ScramSha256 {
+                ScramHash::Sha256
+            } else {
+                ScramHash::Sha512
+            };
+            let client = ScramClient::new(
+                hash,
+                &credentials.username,
+                credentials.password(),
+                &ScramClient::random_nonce(),
+            );
+            let server_first = sasl_step(
+                stream,
+                mechanism,
+                2,
+                client.client_first().into_bytes(),
+                max_frame,
+            )
+            .await?;
             let server_first = String::from_utf8_lossy(&server_first).into_owned();
             let (client_final, expected) = client.client_final(&server_first)?;
-            let server_final = sasl_step(stream, mechanism, 3, client_final.into_bytes(), max_frame).await?;
+            let server_final =
+                sasl_step(stream, mechanism, 3, client_final.into_bytes(), max_frame).await?;
             ScramClient::verify_server_final(&String::from_utf8_lossy(&server_final), &expected)?;
         }
     }
@@ -210,12 +249,22 @@ async fn sasl_step(
     max_frame: usize,
 ) -> Result<Bytes, UpstreamError> {
     let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
-    let r: SaslAuthenticateResponse =
-        exchange(stream, ApiKey::SaslAuthenticate, 1, correlation_id, &request, max_frame).await?;
+    let r: SaslAuthenticateResponse = exchange(
+        stream,
+        ApiKey::SaslAuthenticate,
+        1,
+        correlation_id,
+        &request,
+        max_frame,
+    )
+    .await?;
     if r.error_code != 0 {
         return Err(UpstreamError::SaslRefused {
             mechanism: mechanism.name(),
-            message: r.error_message.map(|m| m.to_string()).unwrap_or_else(|| format!("error {}", r.error_code)),
+            message: r
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| format!("error {}", r.error_code)),
         });
     }
     Ok(r.auth_bytes)

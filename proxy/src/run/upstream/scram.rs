@@ -37,7 +37,9 @@ pub struct ScramClient {
 
 impl std::fmt::Debug for ScramClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScramClient").field("hash", &self.hash).finish_non_exhaustive()
+        f.debug_struct("ScramClient")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +88,9 @@ impl ScramClient {
         if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
             return Err(ScramError::NonceMismatch);
         }
-        let salt = B64.decode(salt.ok_or(ScramError::Missing("s"))?).map_err(|_| ScramError::Invalid("salt"))?;
+        let salt = B64
+            .decode(salt.ok_or(ScramError::Missing("s"))?)
+            .map_err(|_| ScramError::Invalid("salt"))?;
         let iterations: u32 = iterations
             .ok_or(ScramError::Missing("i"))?
             .parse()
@@ -95,15 +99,25 @@ impl ScramClient {
             return Err(ScramError::Invalid("iteration count"));
         }
         let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{},{},{}", self.client_first_bare, server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, server_first, without_proof
+        );
         let salted = self.salted_password(&salt, iterations);
         let client_key = self.hmac(&salted, b"Client Key");
         let stored_key = self.digest(&client_key);
         let client_signature = self.hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&client_signature).map(|(k, s)| k ^ s).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&client_signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
         let server_key = self.hmac(&salted, b"Server Key");
         let server_signature = self.hmac(&server_key, auth_message.as_bytes());
-        Ok((format!("{without_proof},p={}", B64.encode(proof)), server_signature))
+        Ok((
+            format!("{without_proof},p={}", B64.encode(proof)),
+            server_signature,
+        ))
     }
 
     /// Check the server-final message against the expected signature.
@@ -111,10 +125,18 @@ impl ScramClient {
         if let Some(e) = server_final.strip_prefix("e=") {
             return Err(ScramError::ServerError(e.to_owned()));
         }
-        let v = server_final.strip_prefix("v=").ok_or(ScramError::Missing("v"))?;
+        let v = server_final
+            .strip_prefix("v=")
+            .ok_or(ScramError::Missing("v"))?;
         let v = v.split(',').next().unwrap_or_default();
-        let got = B64.decode(v).map_err(|_| ScramError::Invalid("server signature"))?;
-        if got == expected { Ok(()) } else { Err(ScramError::BadServerSignature) }
+        let got = B64
+            .decode(v)
+            .map_err(|_| ScramError::Invalid("server signature"))?;
+        if got == expected {
+            Ok(())
+        } else {
+            Err(ScramError::BadServerSignature)
+        }
     }
 
     fn salted_password(&self, salt: &[u8], rounds: u32) -> Vec<u8> {
@@ -175,7 +197,11 @@ mod tests {
             client_final,
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
-        ScramClient::verify_server_final("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=", &server_sig).unwrap();
+        ScramClient::verify_server_final(
+            "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
+            &server_sig,
+        )
+        .unwrap();
         assert_eq!(
             ScramClient::verify_server_final("v=AAAA", &server_sig),
             Err(ScramError::BadServerSignature)
@@ -185,9 +211,18 @@ mod tests {
     #[test]
     fn a_server_nonce_that_does_not_extend_ours_is_refused() {
         let c = ScramClient::new(ScramHash::Sha512, "gw", "pw", "abc");
-        assert_eq!(c.client_final("r=xyz123,s=AAAA,i=4096"), Err(ScramError::NonceMismatch));
-        assert_eq!(c.client_final("e=unknown-user"), Err(ScramError::ServerError("unknown-user".into())));
-        assert!(!format!("{c:?}").contains("pw"), "Debug never shows the password");
+        assert_eq!(
+            c.client_final("r=xyz123,s=AAAA,i=4096"),
+            Err(ScramError::NonceMismatch)
+        );
+        assert_eq!(
+            c.client_final("e=unknown-user"),
+            Err(ScramError::ServerError("unknown-user".into()))
+        );
+        assert!(
+            !format!("{c:?}").contains("pw"),
+            "Debug never shows the password"
+        );
     }
 
     #[test]

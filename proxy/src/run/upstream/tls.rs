@@ -17,7 +17,9 @@ pub struct TlsSettings {
 
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSettings").field("server_name", &self.server_name).finish_non_exhaustive()
+        f.debug_struct("TlsSettings")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,7 +35,9 @@ pub enum TlsConfigError {
     NoCertificate(String),
     #[error("{0} holds no PEM private key")]
     NoKey(String),
-    #[error("--upstream-tls needs --upstream-ca-file (the CA that signed the brokers' certificates)")]
+    #[error(
+        "--upstream-tls needs --upstream-ca-file (the CA that signed the brokers' certificates)"
+    )]
     NoCa,
     #[error("--upstream-client-cert and --upstream-client-key go together")]
     HalfClientAuth,
@@ -41,10 +45,17 @@ pub enum TlsConfigError {
     Rustls(#[from] rustls::Error),
 }
 
-fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsConfigError> {
+fn read_certs(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsConfigError> {
     let shown = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|source| TlsConfigError::Read { path: shown.clone(), source })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok).collect();
+    let pem = std::fs::read(path).map_err(|source| TlsConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
     if certs.is_empty() {
         return Err(TlsConfigError::NoCertificate(shown));
     }
@@ -72,7 +83,10 @@ impl TlsSettings {
             (Some(cert), Some(key)) => {
                 let chain = read_certs(cert)?;
                 let shown = key.display().to_string();
-                let pem = std::fs::read(key).map_err(|source| TlsConfigError::Read { path: shown.clone(), source })?;
+                let pem = std::fs::read(key).map_err(|source| TlsConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
                 let key = rustls_pemfile::private_key(&mut pem.as_slice())
                     .ok()
                     .flatten()
@@ -81,20 +95,36 @@ impl TlsSettings {
             }
             _ => return Err(TlsConfigError::HalfClientAuth),
         };
-        Ok(Self { connector: TlsConnector::from(Arc::new(config)), server_name })
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
     }
 
     /// TLS handshake over a connected socket; the name checked is the
     /// override if given, else the host part of `addr`.
-    pub async fn wrap(&self, addr: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    pub async fn wrap(
+        &self,
+        addr: &str,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, UpstreamError> {
         let host = match &self.server_name {
             Some(name) => name.clone(),
-            None => addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']).to_owned(),
+            None => addr
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(addr)
+                .trim_matches(['[', ']'])
+                .to_owned(),
         };
-        let name = ServerName::try_from(host.clone()).map_err(|_| UpstreamError::ServerName(host))?;
+        let name =
+            ServerName::try_from(host.clone()).map_err(|_| UpstreamError::ServerName(host))?;
         self.connector
             .connect(name, tcp)
             .await
-            .map_err(|source| UpstreamError::Tls { addr: addr.to_owned(), source })
+            .map_err(|source| UpstreamError::Tls {
+                addr: addr.to_owned(),
+                source,
+            })
     }
 }

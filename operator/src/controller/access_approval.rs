@@ -1,0 +1,228 @@
+//! AccessApproval: phase from the decision, decidedAt/expiresAt, expiry on time.
+//!
+//! The grant lasts the requested `duration`, capped by the rule's
+//! `maxDuration`, counted from when the operator first saw the decision
+//! (`decidedAt`). `expiresAt` is computed once and never extended. An
+//! approved request whose policy or rule is gone is not activated (fail
+//! closed): it stays `Pending` with `Ready=False, reason RuleNotFound`.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource};
+use serde_json::json;
+use streamgate_crds::{
+    AccessApproval, AccessApprovalStatus, ApprovalPhase, Decision, StreamPolicy,
+};
+
+use super::{Context, Error, RESYNC, conditions, name_ns};
+use crate::FIELD_MANAGER;
+
+pub const CONTROLLER: &str = "accessapproval";
+
+/// The rule's `maxDuration`, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cap {
+    Max(Duration),
+    PolicyNotFound,
+    RuleNotFound,
+}
+
+/// Grant length: requested, capped by the rule; an unparseable request gets the cap.
+pub fn grant_duration(requested: &str, max: Duration) -> Duration {
+    humantime::parse_duration(requested).map_or(max, |d| d.min(max))
+}
+
+fn parse_time(s: Option<&String>) -> Option<DateTime<Utc>> {
+    s.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The status an AccessApproval should have at `now`, and when to look again.
+/// `cap` is only consulted when the grant is being activated.
+pub fn desired_status(
+    aa: &AccessApproval,
+    cap: Option<&Cap>,
+    now: DateTime<Utc>,
+) -> (AccessApprovalStatus, Option<Duration>) {
+    let previous = aa.status.clone().unwrap_or_default();
+    let generation = aa.metadata.generation;
+    let decided_by = aa
+        .spec
+        .decided_by
+        .clone()
+        .unwrap_or_else(|| "<unknown>".to_string());
+    let ns = aa.metadata.namespace.clone().unwrap_or_default();
+    let name = aa.metadata.name.clone().unwrap_or_default();
+    let decided_at = parse_time(previous.decided_at.as_ref()).unwrap_or(now);
+    let mut status = AccessApprovalStatus {
+        observed_generation: generation,
+        ..Default::default()
+    };
+    let mut requeue = None;
+    let (ready, reason, message) = match aa.spec.decision {
+        Decision::Pending => {
+            status.phase = ApprovalPhase::Pending;
+            (
+                false,
+                "AwaitingDecision",
+                format!(
+                    "waiting for an approver of rule {:?} in StreamPolicy {:?}: kubectl -n {ns} patch aa {name} --type merge -p '{{\"spec\":{{\"decision\":\"Approved\"}}}}'",
+                    aa.spec.rule, aa.spec.policy
+                ),
+            )
+        }
+        Decision::Denied => {
+            status.phase = ApprovalPhase::Denied;
+            status.decided_at = Some(conditions::rfc3339(decided_at));
+            (false, "Denied", format!("denied by {decided_by}"))
+        }
+        Decision::Approved => {
+            let expires_at = match (parse_time(previous.expires_at.as_ref()), cap) {
+                (Some(t), _) => Some(t),
+                (None, Some(Cap::Max(max))) => {
+                    let d = grant_duration(&aa.spec.duration, *max);
+                    chrono::Duration::from_std(d).ok().map(|d| decided_at + d)
+                }
+                _ => None,
+            };
+            match expires_at {
+                None => {
+                    status.phase = ApprovalPhase::Pending;
+                    requeue = Some(Duration::from_secs(60));
+                    let why = match cap {
+                        Some(Cap::PolicyNotFound) => {
+                            format!("StreamPolicy {:?} does not exist", aa.spec.policy)
+                        }
+                        _ => format!(
+                            "StreamPolicy {:?} has no rule {:?} with approval",
+                            aa.spec.policy, aa.spec.rule
+                        ),
+                    };
+                    (
+                        false,
+                        "RuleNotFound",
+                        format!(
+                            "approved by {decided_by} but not activated: {why}; restore the rule or create a new request"
+                        ),
+                    )
+                }
+                Some(expires_at) => {
+                    status.decided_at = Some(conditions::rfc3339(decided_at));
+                    status.expires_at = Some(conditions::rfc3339(expires_at));
+                    if now >= expires_at || previous.phase == ApprovalPhase::Expired {
+                        status.phase = ApprovalPhase::Expired;
+                        (
+                            false,
+                            "Expired",
+                            format!(
+                                "grant by {decided_by} expired at {}; request access again",
+                                conditions::rfc3339(expires_at)
+                            ),
+                        )
+                    } else {
+                        status.phase = ApprovalPhase::Approved;
+                        // Wake up right at expiry (rounded up to the next second).
+                        requeue = (expires_at - now)
+                            .to_std()
+                            .ok()
+                            .map(|d| d + Duration::from_secs(1));
+                        (
+                            true,
+                            "Approved",
+                            format!(
+                                "approved by {decided_by} until {}",
+                                conditions::rfc3339(expires_at)
+                            ),
+                        )
+                    }
+                }
+            }
+        }
+    };
+    status.conditions = vec![conditions::ready(
+        ready,
+        reason,
+        message,
+        generation,
+        &previous.conditions,
+        now,
+    )];
+    (status, requeue)
+}
+
+async fn lookup_cap(aa: &AccessApproval, ns: &str, ctx: &Context) -> Result<Cap, Error> {
+    let api: Api<StreamPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(policy) = api.get_opt(&aa.spec.policy).await? else {
+        return Ok(Cap::PolicyNotFound);
+    };
+    let max = policy
+        .spec
+        .rules
+        .iter()
+        .find(|r| r.name == aa.spec.rule)
+        .and_then(|r| r.approval.as_ref())
+        .and_then(|a| humantime::parse_duration(&a.max_duration).ok());
+    Ok(max.map_or(Cap::RuleNotFound, Cap::Max))
+}
+
+pub async fn reconcile(aa: Arc<AccessApproval>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(CONTROLLER);
+    let (name, ns) = name_ns(aa.as_ref())?;
+    let previous = aa.status.clone().unwrap_or_default();
+    let needs_cap = aa.spec.decision == Decision::Approved && previous.expires_at.is_none();
+    let cap = if needs_cap {
+        Some(lookup_cap(&aa, &ns, &ctx).await?)
+    } else {
+        None
+    };
+    let (status, requeue) = desired_status(&aa, cap.as_ref(), ctx.now());
+    if status != previous {
+        let api: Api<AccessApproval> = Api::namespaced(ctx.client.clone(), &ns);
+        let body = json!({
+            "apiVersion": AccessApproval::api_version(&()),
+            "kind": AccessApproval::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        if status.phase != previous.phase || aa.status.is_none() {
+            if let Some(c) = status.conditions.first() {
+                let warning =
+                    matches!(status.phase, ApprovalPhase::Denied | ApprovalPhase::Expired)
+                        || c.reason == "RuleNotFound";
+                ctx.event(aa.as_ref(), warning, &c.reason, c.message.clone())
+                    .await;
+            }
+        }
+    }
+    ctx.succeeded(&super::object_key(aa.as_ref()));
+    Ok(Action::requeue(requeue.unwrap_or(RESYNC).min(RESYNC)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_duration_is_capped_by_the_rule() {
+        assert_eq!(
+            grant_duration("2h", Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            grant_duration("15m", Duration::from_secs(3600)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            grant_duration("soon", Duration::from_secs(3600)),
+            Duration::from_secs(3600)
+        );
+    }
+}

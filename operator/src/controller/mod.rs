@@ -1,0 +1,168 @@
+//! Reconcilers for the three kinds (kube-runtime `Controller`).
+//!
+//! Every reconciler: validates, writes status through the status subresource
+//! with server-side apply under [`crate::FIELD_MANAGER`], skips the write when
+//! nothing changed (so its own status update does not loop), publishes an
+//! Event on each transition, and requeues failures with a per-object backoff
+//! so one bad object never stalls the others.
+pub mod access_approval;
+pub mod conditions;
+pub mod masking_rule;
+pub mod run;
+pub mod stream_policy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+
+use crate::metrics::Metrics;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("object has no namespace (all streamgate kinds are namespaced)")]
+    MissingNamespace,
+}
+
+impl Error {
+    /// Low-cardinality label for the error metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api_status",
+            Error::Kube(_) => "kube_client",
+            Error::MissingNamespace => "missing_namespace",
+        }
+    }
+}
+
+/// A clock the tests can pin.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// What every reconciler shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Injected pods (label `streamgate.dev/injected=true`), kept by a reflector.
+    pub pods: Store<Pod>,
+    pub clock: Clock,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        pods: Store<Pod>,
+        instance: Option<String>,
+        clock: Clock,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::FIELD_MANAGER.to_string(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            pods,
+            clock,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Publish an Event about `obj`. A failed Event is logged, never fatal:
+    /// the status write already carries the same information.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish Event");
+        }
+    }
+
+    fn succeeded(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(key);
+        }
+    }
+
+    /// Exponential backoff per object: 5 s, 10 s, 20 s … capped at 5 min.
+    fn next_backoff(&self, key: &str) -> Duration {
+        let attempts = match self.failures.lock() {
+            Ok(mut f) => {
+                let n = f.entry(key.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        let secs = 5u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(6));
+        Duration::from_secs(secs.min(300))
+    }
+}
+
+fn object_key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+/// The error policy shared by the controllers.
+pub fn error_policy<K: Resource>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, err, ctx| {
+        let key = object_key(obj.as_ref());
+        ctx.metrics
+            .reconcile_failed(controller, err.metric_reason());
+        let delay = ctx.next_backoff(&key);
+        tracing::warn!(controller, object = key, error = %err, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    }
+}
+
+/// Name and namespace, or an error.
+fn name_ns<K: Resource>(obj: &K) -> Result<(String, String), Error> {
+    let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
+    Ok((obj.name_any(), ns))
+}
+
+/// Requeue interval for objects that are fine (a cheap periodic resync).
+pub const RESYNC: Duration = Duration::from_secs(300);

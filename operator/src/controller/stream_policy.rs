@@ -1,0 +1,129 @@
+//! StreamPolicy: validate, count the injected pods it governs, report Ready.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource};
+use serde_json::json;
+use streamgate_crds::{StreamPolicy, StreamPolicyStatus, WorkloadSelector};
+
+use super::{Context, Error, RESYNC, conditions, name_ns};
+use crate::FIELD_MANAGER;
+
+pub const CONTROLLER: &str = "streampolicy";
+
+/// Does a policy's selector pick this pod? No selector = every pod of the namespace.
+pub fn selects(
+    selector: Option<&WorkloadSelector>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let Some(sel) = selector else { return true };
+    sel.match_labels
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// Injected, live pods of `namespace` that the selector picks.
+pub fn count_workloads(
+    pods: &Store<Pod>,
+    namespace: &str,
+    selector: Option<&WorkloadSelector>,
+) -> i64 {
+    let n = pods
+        .state()
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| running(p))
+        .filter(|p| selects(selector, p.metadata.labels.as_ref()))
+        .count();
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The status this policy should have now.
+pub fn desired_status(sp: &StreamPolicy, workloads: i64, ctx: &Context) -> StreamPolicyStatus {
+    let previous = sp.status.clone().unwrap_or_default();
+    let problems = crate::validation::stream_policy(&sp.spec);
+    let generation = sp.metadata.generation;
+    let condition = if problems.is_empty() {
+        let message = if workloads == 0 {
+            format!(
+                "valid ({} rules); no injected pod matches its workloadSelector yet",
+                sp.spec.rules.len()
+            )
+        } else {
+            format!(
+                "valid ({} rules); enforced by the sidecars of the matching pods",
+                sp.spec.rules.len()
+            )
+        };
+        conditions::ready(
+            true,
+            "Valid",
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
+    } else {
+        let message = format!("fix the spec: {}", problems.join("; "));
+        conditions::ready(
+            false,
+            "Invalid",
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
+    };
+    StreamPolicyStatus {
+        observed_generation: generation,
+        conditions: vec![condition],
+        workloads,
+    }
+}
+
+pub async fn reconcile(sp: Arc<StreamPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(CONTROLLER);
+    let (name, ns) = name_ns(sp.as_ref())?;
+    let workloads = count_workloads(&ctx.pods, &ns, sp.spec.workload_selector.as_ref());
+    let status = desired_status(&sp, workloads, &ctx);
+    let previous = sp.status.clone().unwrap_or_default();
+    if status != previous {
+        let api: Api<StreamPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        let body = json!({
+            "apiVersion": StreamPolicy::api_version(&()),
+            "kind": StreamPolicy::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        if let Some(c) = status.conditions.first()
+            && conditions::transitioned(&previous.conditions, c)
+        {
+            ctx.event(
+                sp.as_ref(),
+                c.status != "True",
+                &c.reason,
+                c.message.clone(),
+            )
+            .await;
+        }
+    }
+    ctx.succeeded(&super::object_key(sp.as_ref()));
+    Ok(Action::requeue(RESYNC))
+}

@@ -1,0 +1,214 @@
+//! AdmissionReview in, AdmissionReview out: the glue between the pure cores
+//! ([`super::inject`], [`super::approval`]) and the cluster reads.
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use streamgate_crds::AccessApproval;
+
+use super::approval::{self, RequestUser};
+use super::inject::{self, InjectionInput, Outcome};
+use super::lookup::ClusterLookup;
+use crate::config::InjectorSettings;
+use crate::metrics::Metrics;
+
+/// Shared state of the webhook handlers.
+#[derive(Debug)]
+pub struct WebhookState<L> {
+    pub settings: InjectorSettings,
+    pub lookup: L,
+    pub metrics: Arc<Metrics>,
+}
+
+fn user_of<T: kube::Resource>(req: &AdmissionRequest<T>) -> RequestUser {
+    RequestUser {
+        username: req.user_info.username.clone().unwrap_or_default(),
+        groups: req.user_info.groups.clone().unwrap_or_default(),
+    }
+}
+
+fn with_warnings(mut resp: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+    if !warnings.is_empty() {
+        resp.warnings = Some(warnings);
+    }
+    resp
+}
+
+/// Pod CREATE: inject the sidecar. Reads only (namespace labels, MaskingRules),
+/// so a `dryRun` request is answered exactly like a real one and changes nothing.
+pub async fn mutate_pod<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    review: AdmissionReview<Pod>,
+) -> AdmissionReview<DynamicObject> {
+    let started = Instant::now();
+    let req: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
+        }
+    };
+    let (resp, outcome) = mutate_pod_request(state, &req).await;
+    state
+        .metrics
+        .webhook_observed("inject", outcome, started.elapsed());
+    resp.into_review()
+}
+
+async fn mutate_pod_request<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    req: &AdmissionRequest<Pod>,
+) -> (AdmissionResponse, &'static str) {
+    let resp = AdmissionResponse::from(req);
+    let (Operation::Create, Some(pod)) = (&req.operation, req.object.as_ref()) else {
+        return (resp, "ignored");
+    };
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let labels = match state.lookup.namespace_labels(&namespace).await {
+        Ok(l) => l,
+        Err(e) => return (resp.deny(format!("streamgate: {e}")), "error"),
+    };
+    let masking_secrets = match state.lookup.masking_secrets(&namespace).await {
+        Ok(s) => s,
+        Err(e) => return (resp.deny(format!("streamgate: {e}")), "error"),
+    };
+    let input = InjectionInput {
+        pod,
+        namespace: &namespace,
+        namespace_labels: &labels,
+        masking_secrets: &masking_secrets,
+    };
+    match inject::plan(&input, &state.settings) {
+        Ok(Outcome::Skip { reason, warnings }) => {
+            tracing::debug!(namespace, reason = reason.as_str(), "pod not injected");
+            (with_warnings(resp, warnings), reason.as_str())
+        }
+        Ok(Outcome::Inject { patch, warnings }) => match resp.clone().with_patch(patch) {
+            Ok(r) => {
+                tracing::info!(
+                    namespace,
+                    name = pod
+                        .metadata
+                        .name
+                        .as_deref()
+                        .or(pod.metadata.generate_name.as_deref()),
+                    dry_run = req.dry_run,
+                    "injecting sidecar"
+                );
+                (with_warnings(r, warnings), "injected")
+            }
+            Err(e) => (
+                resp.deny(format!("streamgate: could not encode the patch: {e}")),
+                "error",
+            ),
+        },
+        Err(e) => (resp.deny(e.to_string()), "refused"),
+    }
+}
+
+/// AccessApproval CREATE/UPDATE, mutating: stamp `spec.decidedBy` from `userInfo`.
+pub async fn mutate_approval<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    review: AdmissionReview<AccessApproval>,
+) -> AdmissionReview<DynamicObject> {
+    let started = Instant::now();
+    let req: AdmissionRequest<AccessApproval> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
+        }
+    };
+    let resp = AdmissionResponse::from(&req);
+    let (resp, outcome) = match (&req.operation, req.object.as_ref()) {
+        (Operation::Update, Some(new)) => {
+            match approval::stamp_decided_by(req.old_object.as_ref(), new, &user_of(&req)) {
+                Some(patch) => match resp.clone().with_patch(patch) {
+                    Ok(r) => (r, "stamped"),
+                    Err(e) => (
+                        resp.deny(format!("streamgate: could not encode the patch: {e}")),
+                        "error",
+                    ),
+                },
+                None => (resp, "unchanged"),
+            }
+        }
+        _ => (resp, "ignored"),
+    };
+    state
+        .metrics
+        .webhook_observed("approval-stamp", outcome, started.elapsed());
+    resp.into_review()
+}
+
+/// AccessApproval CREATE/UPDATE, validating: who may decide, and decisions are final.
+pub async fn validate_approval<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    review: AdmissionReview<AccessApproval>,
+) -> AdmissionReview<DynamicObject> {
+    let started = Instant::now();
+    let req: AdmissionRequest<AccessApproval> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
+        }
+    };
+    let resp = AdmissionResponse::from(&req);
+    let Some(new) = req.object.as_ref() else {
+        state
+            .metrics
+            .webhook_observed("approval-validate", "ignored", started.elapsed());
+        return resp.into_review();
+    };
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| new.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let old = match req.operation {
+        Operation::Update => req.old_object.as_ref(),
+        Operation::Create => None,
+        _ => {
+            state
+                .metrics
+                .webhook_observed("approval-validate", "ignored", started.elapsed());
+            return resp.into_review();
+        }
+    };
+    // The policy is only needed when this request decides; read it lazily.
+    let deciding = old.is_some_and(|o| o.spec.decision == streamgate_crds::Decision::Pending)
+        && new.spec.decision != streamgate_crds::Decision::Pending;
+    let policy = if deciding {
+        match state
+            .lookup
+            .stream_policy(&namespace, &new.spec.policy)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                state
+                    .metrics
+                    .webhook_observed("approval-validate", "error", started.elapsed());
+                return resp.deny(format!("streamgate: {e}")).into_review();
+            }
+        }
+    } else {
+        None
+    };
+    let user = user_of(&req);
+    let (resp, outcome) = match approval::validate(old, new, &user, &namespace, policy.as_ref()) {
+        Ok(()) => (resp, "allowed"),
+        Err(denied) => {
+            tracing::info!(namespace, user = user.username, reason = %denied, "AccessApproval change refused");
+            (resp.deny(denied.to_string()), "refused")
+        }
+    };
+    state
+        .metrics
+        .webhook_observed("approval-validate", outcome, started.elapsed());
+    resp.into_review()
+}

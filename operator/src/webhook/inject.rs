@@ -1,0 +1,659 @@
+//! Sidecar injection, the pure core: a pod (as the API server sends it on
+//! CREATE) in, a JSON patch of `add` operations out. No IO here: the
+//! namespace's labels and the masking-key Secret names are looked up by the
+//! caller and passed in.
+//!
+//! Decisions worth knowing:
+//! - The sidecar is a native sidecar: the *first* init container, with
+//!   `restartPolicy: Always`, so later init containers can already reach Kafka.
+//!   Needs Kubernetes ≥ 1.29.
+//! - Only `add` operations. Adding an object member that exists replaces it,
+//!   but we only ever add members the pod does not have (checked here), and we
+//!   create arrays/maps that are absent instead of appending to them.
+//! - An app container that already sets `KAFKA_BOOTSTRAP_SERVERS` keeps its
+//!   value (its author chose it; we do not silently rewrite config). The pod is
+//!   admitted with a warning: going around the sidecar gets the app nothing,
+//!   because only the sidecar holds the broker credential.
+//! - The admin port binds the pod IP (kubelet probes reach the pod IP, not
+//!   loopback); it serves only health and metrics. The Kafka listener stays on
+//!   127.0.0.1.
+//! - The sidecar gets its own projected ServiceAccount token at the path kube
+//!   clients read in-cluster, so it can watch policies even when the pod sets
+//!   `automountServiceAccountToken: false` for the app.
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use crate::config::{
+    ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_LISTEN_PORT, ANNOTATION_UPSTREAM,
+    ANNOTATION_UPSTREAM_SECRET, InjectorSettings, KUBE_TOKEN_DIR, LABEL_INJECTED,
+    LABEL_NAMESPACE_INJECT, PODINFO_DIR, SECRET_DIR, SIDECAR_NAME, SPOOL_DIR,
+};
+
+/// Env var the app containers get, pointing at the sidecar.
+pub const BOOTSTRAP_ENV: &str = "KAFKA_BOOTSTRAP_SERVERS";
+
+/// What the injector knows about one pod CREATE.
+#[derive(Debug)]
+pub struct InjectionInput<'a> {
+    pub pod: &'a Pod,
+    /// From the AdmissionRequest: pods from Deployments carry no namespace themselves.
+    pub namespace: &'a str,
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    /// Secrets named by the namespace's MaskingRules (`hashKeySecretRef`).
+    pub masking_secrets: &'a BTreeSet<String>,
+}
+
+/// Why a pod was left alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    NotRequested,
+    OptedOut,
+    AlreadyInjected,
+    HostNetwork,
+    OperatorNamespace,
+}
+
+impl SkipReason {
+    /// Stable, metric-friendly name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotRequested => "not_requested",
+            SkipReason::OptedOut => "opted_out",
+            SkipReason::AlreadyInjected => "already_injected",
+            SkipReason::HostNetwork => "host_network",
+            SkipReason::OperatorNamespace => "operator_namespace",
+        }
+    }
+}
+
+/// The injector's answer.
+#[derive(Debug)]
+pub enum Outcome {
+    Skip {
+        reason: SkipReason,
+        warnings: Vec<String>,
+    },
+    Inject {
+        patch: json_patch::Patch,
+        warnings: Vec<String>,
+    },
+}
+
+/// A pod that asked for injection but cannot get a working sidecar.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InjectError {
+    #[error(
+        "streamgate: annotation {ANNOTATION_LISTEN_PORT}={0:?} is not a port number between 1 and 65535"
+    )]
+    BadListenPort(String),
+    #[error(
+        "streamgate: no upstream Kafka: annotate the pod with {ANNOTATION_UPSTREAM} (e.g. kafka.kafka.svc:9092) \
+         or set the operator's default upstream (chart value proxy.defaultUpstream)"
+    )]
+    NoUpstream,
+    #[error(
+        "streamgate: container {container:?} already uses port {port}, which the sidecar needs; set {ANNOTATION_LISTEN_PORT} to a free port"
+    )]
+    PortClash { container: String, port: u16 },
+    #[error(
+        "streamgate: listen port {0} collides with the sidecar's admin port; choose another {ANNOTATION_LISTEN_PORT}"
+    )]
+    AdminPortClash(u16),
+    #[error("streamgate: could not build the patch: {0}")]
+    Patch(String),
+}
+
+/// Decide whether to inject and build the patch.
+pub fn plan(
+    input: &InjectionInput<'_>,
+    settings: &InjectorSettings,
+) -> Result<Outcome, InjectError> {
+    let pod = input.pod;
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let requested_by_annotation = annotations.get(ANNOTATION_INJECT).map(String::as_str);
+
+    if input.namespace == settings.operator_namespace {
+        return Ok(skip(SkipReason::OperatorNamespace));
+    }
+    let namespace_enabled = input
+        .namespace_labels
+        .get(LABEL_NAMESPACE_INJECT)
+        .map(String::as_str)
+        == Some("enabled");
+    match requested_by_annotation {
+        Some("false") => return Ok(skip(SkipReason::OptedOut)),
+        Some("true") => {}
+        _ if namespace_enabled => {}
+        _ => return Ok(skip(SkipReason::NotRequested)),
+    }
+    let already = annotations.contains_key(ANNOTATION_INJECTED)
+        || spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == SIDECAR_NAME)
+        || spec.containers.iter().any(|c| c.name == SIDECAR_NAME);
+    if already {
+        return Ok(skip(SkipReason::AlreadyInjected));
+    }
+    if spec.host_network == Some(true) {
+        // A sidecar on the node's loopback would be shared by every hostNetwork pod.
+        return Ok(Outcome::Skip {
+            reason: SkipReason::HostNetwork,
+            warnings: vec![
+                "streamgate: hostNetwork pods are not injected (the sidecar's loopback port would be the node's)"
+                    .to_string(),
+            ],
+        });
+    }
+
+    let listen_port = match annotations.get(ANNOTATION_LISTEN_PORT) {
+        None => settings.default_listen_port,
+        Some(raw) => match raw.trim().parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(InjectError::BadListenPort(raw.clone())),
+        },
+    };
+    if listen_port == settings.admin_port {
+        return Err(InjectError::AdminPortClash(listen_port));
+    }
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for p in c.ports.iter().flatten() {
+            if p.container_port == i32::from(listen_port)
+                || p.container_port == i32::from(settings.admin_port)
+            {
+                return Err(InjectError::PortClash {
+                    container: c.name.clone(),
+                    port: u16::try_from(p.container_port).unwrap_or(listen_port),
+                });
+            }
+        }
+    }
+    let upstream = annotations
+        .get(ANNOTATION_UPSTREAM)
+        .filter(|u| !u.trim().is_empty())
+        .cloned()
+        .or_else(|| settings.default_upstream.clone())
+        .ok_or(InjectError::NoUpstream)?;
+    let upstream_secret = annotations
+        .get(ANNOTATION_UPSTREAM_SECRET)
+        .filter(|s| !s.trim().is_empty())
+        .cloned();
+
+    let mut warnings = Vec::new();
+    let mut ops: Vec<Value> = Vec::new();
+
+    // Status annotation and label: idempotency, and a cheap label-selected pod watch.
+    if pod.metadata.annotations.is_none() {
+        ops.push(add(
+            "/metadata/annotations",
+            json!({ ANNOTATION_INJECTED: "true" }),
+        ));
+    } else {
+        ops.push(add(
+            &format!("/metadata/annotations/{}", escape(ANNOTATION_INJECTED)),
+            json!("true"),
+        ));
+    }
+    match &pod.metadata.labels {
+        None => ops.push(add("/metadata/labels", json!({ LABEL_INJECTED: "true" }))),
+        Some(labels) if !labels.contains_key(LABEL_INJECTED) => ops.push(add(
+            &format!("/metadata/labels/{}", escape(LABEL_INJECTED)),
+            json!("true"),
+        )),
+        Some(_) => {}
+    }
+
+    let (volumes, mounts) =
+        sidecar_volumes(upstream_secret.as_deref(), input.masking_secrets, settings);
+    let new_volumes: Vec<Value> = volumes.iter().map(to_json).collect::<Result<_, _>>()?;
+    if spec.volumes.is_none() {
+        ops.push(add("/spec/volumes", Value::Array(new_volumes)));
+    } else {
+        for v in new_volumes {
+            ops.push(add("/spec/volumes/-", v));
+        }
+    }
+
+    let sidecar = sidecar_container(
+        listen_port,
+        &upstream,
+        upstream_secret.as_deref(),
+        mounts,
+        settings,
+    );
+    let sidecar = to_json(&sidecar)?;
+    if spec.init_containers.is_none() {
+        ops.push(add("/spec/initContainers", json!([sidecar])));
+    } else {
+        ops.push(add("/spec/initContainers/0", sidecar));
+    }
+
+    let bootstrap = EnvVar {
+        name: BOOTSTRAP_ENV.to_string(),
+        value: Some(format!("127.0.0.1:{listen_port}")),
+        value_from: None,
+    };
+    let bootstrap = to_json(&bootstrap)?;
+    for (i, c) in spec.containers.iter().enumerate() {
+        match &c.env {
+            None => ops.push(add(&format!("/spec/containers/{i}/env"), json!([bootstrap.clone()]))),
+            Some(env) if env.iter().any(|e| e.name == BOOTSTRAP_ENV) => warnings.push(format!(
+                "streamgate: container {:?} sets {BOOTSTRAP_ENV} itself and keeps it; point it at 127.0.0.1:{listen_port} to go through the sidecar",
+                c.name
+            )),
+            Some(_) => ops.push(add(&format!("/spec/containers/{i}/env/-"), bootstrap.clone())),
+        }
+    }
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.automount_service_account_token)
+        == Some(false)
+    {
+        warnings.push(
+            "streamgate: the sidecar gets its own projected ServiceAccount token (it watches policies); the app containers still get none"
+                .to_string(),
+        );
+    }
+
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops)).map_err(|e| InjectError::Patch(e.to_string()))?;
+    Ok(Outcome::Inject { patch, warnings })
+}
+
+fn skip(reason: SkipReason) -> Outcome {
+    Outcome::Skip {
+        reason,
+        warnings: Vec::new(),
+    }
+}
+
+fn add(path: &str, value: Value) -> Value {
+    json!({ "op": "add", "path": path, "value": value })
+}
+
+/// RFC 6901: `~` → `~0`, `/` → `~1` inside one path segment.
+pub fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, InjectError> {
+    serde_json::to_value(v).map_err(|e| InjectError::Patch(e.to_string()))
+}
+
+const VOL_PODINFO: &str = "streamgate-podinfo";
+const VOL_TOKEN: &str = "streamgate-kube-api";
+const VOL_SPOOL: &str = "streamgate-spool";
+const VOL_UPSTREAM: &str = "streamgate-upstream-credential";
+
+fn field(path: &str) -> ObjectFieldSelector {
+    ObjectFieldSelector {
+        api_version: None,
+        field_path: path.to_string(),
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// Volumes the sidecar needs, and its mounts of them. None is mounted into app containers.
+fn sidecar_volumes(
+    upstream_secret: Option<&str>,
+    masking_secrets: &BTreeSet<String>,
+    settings: &InjectorSettings,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![
+        Volume {
+            name: VOL_PODINFO.to_string(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: "labels".to_string(),
+                    field_ref: Some(field("metadata.labels")),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: VOL_TOKEN.to_string(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o444),
+                sources: Some(vec![
+                    VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: None,
+                            expiration_seconds: Some(settings.token_expiration_seconds),
+                            path: "token".to_string(),
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        config_map: Some(ConfigMapProjection {
+                            name: "kube-root-ca.crt".to_string(),
+                            items: Some(vec![KeyToPath {
+                                key: "ca.crt".to_string(),
+                                path: "ca.crt".to_string(),
+                                mode: None,
+                            }]),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        downward_api: Some(DownwardAPIProjection {
+                            items: Some(vec![DownwardAPIVolumeFile {
+                                path: "namespace".to_string(),
+                                field_ref: Some(field("metadata.namespace")),
+                                ..Default::default()
+                            }]),
+                        }),
+                        ..Default::default()
+                    },
+                ]),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: VOL_SPOOL.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("256Mi".to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount(VOL_PODINFO, PODINFO_DIR, true),
+        mount(VOL_TOKEN, KUBE_TOKEN_DIR, true),
+        mount(VOL_SPOOL, SPOOL_DIR, false),
+    ];
+    if let Some(secret) = upstream_secret {
+        // Not optional: a pod that names a credential must not start without it.
+        volumes.push(secret_volume(VOL_UPSTREAM, secret, false));
+        mounts.push(mount(VOL_UPSTREAM, &format!("{SECRET_DIR}/{secret}"), true));
+    }
+    for (i, secret) in masking_secrets
+        .iter()
+        .filter(|s| Some(s.as_str()) != upstream_secret)
+        .enumerate()
+    {
+        // Optional: a MaskingRule may exist before its key; the sidecar then
+        // refuses masked topics instead of the pod failing to start.
+        let name = format!("streamgate-mask-key-{i}");
+        volumes.push(secret_volume(&name, secret, true));
+        mounts.push(mount(&name, &format!("{SECRET_DIR}/{secret}"), true));
+    }
+    (volumes, mounts)
+}
+
+fn secret_volume(name: &str, secret: &str, optional: bool) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            default_mode: Some(0o400),
+            optional: Some(optional),
+            items: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        value_from: None,
+    }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(field(path)),
+            ..Default::default()
+        }),
+    }
+}
+
+fn probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(i32::from(port)),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    }
+}
+
+fn sidecar_container(
+    listen_port: u16,
+    upstream: &str,
+    upstream_secret: Option<&str>,
+    mounts: Vec<VolumeMount>,
+    settings: &InjectorSettings,
+) -> Container {
+    let mut envs = vec![
+        env("STREAMGATE_LISTEN", format!("127.0.0.1:{listen_port}")),
+        env("STREAMGATE_UPSTREAM", upstream.to_string()),
+        env(
+            "STREAMGATE_ADMIN_LISTEN",
+            format!("0.0.0.0:{}", settings.admin_port),
+        ),
+        env_field("STREAMGATE_POD_NAME", "metadata.name"),
+        env_field("STREAMGATE_POD_NAMESPACE", "metadata.namespace"),
+        env_field("STREAMGATE_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        env(
+            "STREAMGATE_POD_LABELS_FILE",
+            format!("{PODINFO_DIR}/labels"),
+        ),
+        env("STREAMGATE_SPOOL_DIR", SPOOL_DIR.to_string()),
+    ];
+    if let Some(secret) = upstream_secret {
+        envs.push(env(
+            "STREAMGATE_UPSTREAM_SECRET",
+            format!("{SECRET_DIR}/{secret}"),
+        ));
+    }
+    let mut requests = BTreeMap::new();
+    requests.insert("cpu".to_string(), Quantity(settings.cpu_request.clone()));
+    requests.insert(
+        "memory".to_string(),
+        Quantity(settings.memory_request.clone()),
+    );
+    let mut limits = BTreeMap::new();
+    limits.insert(
+        "memory".to_string(),
+        Quantity(settings.memory_limit.clone()),
+    );
+    Container {
+        name: SIDECAR_NAME.to_string(),
+        image: Some(settings.proxy_image.clone()),
+        image_pull_policy: Some(settings.image_pull_policy.clone()),
+        args: Some(vec![
+            "run".to_string(),
+            "--secret-dir".to_string(),
+            SECRET_DIR.to_string(),
+        ]),
+        env: Some(envs),
+        restart_policy: Some("Always".to_string()),
+        ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+            name: Some("sg-admin".to_string()),
+            container_port: i32::from(settings.admin_port),
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
+        startup_probe: Some(probe("/readyz", settings.admin_port, 1, 120)),
+        readiness_probe: Some(probe("/readyz", settings.admin_port, 10, 3)),
+        liveness_probe: Some(probe("/healthz", settings.admin_port, 10, 3)),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".to_string()]),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(v: Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn run(p: &Pod, ns: &str, labels: &[(&str, &str)]) -> Result<Outcome, InjectError> {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let secrets = BTreeSet::new();
+        let settings = InjectorSettings {
+            default_upstream: Some("kafka.kafka.svc:9092".into()),
+            ..Default::default()
+        };
+        plan(
+            &InjectionInput {
+                pod: p,
+                namespace: ns,
+                namespace_labels: &labels,
+                masking_secrets: &secrets,
+            },
+            &settings,
+        )
+    }
+
+    #[test]
+    fn escapes_slash_and_tilde() {
+        assert_eq!(
+            escape("streamgate.dev/injected"),
+            "streamgate.dev~1injected"
+        );
+        assert_eq!(escape("a~b/c"), "a~0b~1c");
+    }
+
+    #[test]
+    fn bad_listen_port_is_refused_with_the_annotation_named() {
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true", "streamgate.dev/listen-port": "99999"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        );
+        let err = run(&p, "clinical", &[]).unwrap_err();
+        assert_eq!(err, InjectError::BadListenPort("99999".into()));
+        assert!(err.to_string().contains("streamgate.dev/listen-port"));
+    }
+
+    #[test]
+    fn no_upstream_anywhere_is_refused() {
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        );
+        let labels = BTreeMap::new();
+        let secrets = BTreeSet::new();
+        let out = plan(
+            &InjectionInput {
+                pod: &p,
+                namespace: "clinical",
+                namespace_labels: &labels,
+                masking_secrets: &secrets,
+            },
+            &InjectorSettings::default(),
+        );
+        assert_eq!(out.unwrap_err(), InjectError::NoUpstream);
+    }
+
+    #[test]
+    fn port_clash_names_the_container() {
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "kafka-ish", "image": "x", "ports": [{"containerPort": 9092}]}]}}),
+        );
+        assert_eq!(
+            run(&p, "clinical", &[]).unwrap_err(),
+            InjectError::PortClash {
+                container: "kafka-ish".into(),
+                port: 9092
+            }
+        );
+    }
+
+    #[test]
+    fn operator_namespace_is_never_injected() {
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        );
+        assert!(matches!(
+            run(&p, "streamgate-system", &[]).unwrap(),
+            Outcome::Skip {
+                reason: SkipReason::OperatorNamespace,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn existing_bootstrap_env_is_kept_with_a_warning() {
+        let p = pod(
+            json!({"metadata": {"annotations": {"streamgate.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x", "env": [{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": "broker:9092"}]}]}}),
+        );
+        let Outcome::Inject { patch, warnings } = run(&p, "clinical", &[]).unwrap() else {
+            panic!("not injected")
+        };
+        let text = serde_json::to_string(&patch).unwrap();
+        assert!(!text.contains("/spec/containers/0/env"), "{text}");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("\"app\""));
+    }
+}

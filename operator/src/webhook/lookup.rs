@@ -1,0 +1,148 @@
+//! What the webhooks read from the cluster, behind a trait so the handlers
+//! run against a fixed map in tests and the API server in production.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use streamgate_crds::{MaskingRule, StreamPolicy};
+
+/// A failed read.
+#[derive(Debug, thiserror::Error)]
+#[error("could not read {what}: {source}")]
+pub struct LookupError {
+    pub what: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Cluster reads the webhooks need.
+pub trait ClusterLookup: Send + Sync + 'static {
+    /// The labels of a namespace (empty when it has none).
+    fn namespace_labels(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, LookupError>> + Send;
+    /// Secret names the namespace's MaskingRules use as hash keys.
+    fn masking_secrets(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<BTreeSet<String>, LookupError>> + Send;
+    /// A StreamPolicy by name, `None` when absent.
+    fn stream_policy(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StreamPolicy>, LookupError>> + Send;
+}
+
+/// Reads from the API server; namespace labels are cached briefly because
+/// every pod CREATE needs them and they rarely change.
+pub struct KubeLookup {
+    client: Client,
+    ttl: Duration,
+    namespaces: Mutex<HashMap<String, (Instant, BTreeMap<String, String>)>>,
+}
+
+impl std::fmt::Debug for KubeLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeLookup")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeLookup {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            ttl: Duration::from_secs(30),
+            namespaces: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ClusterLookup for KubeLookup {
+    async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, LookupError> {
+        if let Ok(cache) = self.namespaces.lock()
+            && let Some((at, labels)) = cache.get(ns)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(labels.clone());
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let got = api.get(ns).await.map_err(|source| LookupError {
+            what: format!("namespace {ns}"),
+            source,
+        })?;
+        let labels = got.metadata.labels.unwrap_or_default();
+        if let Ok(mut cache) = self.namespaces.lock() {
+            cache.insert(ns.to_string(), (Instant::now(), labels.clone()));
+        }
+        Ok(labels)
+    }
+
+    async fn masking_secrets(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
+        let api: Api<MaskingRule> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| LookupError {
+                what: format!("MaskingRules in {ns}"),
+                source,
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|mr| mr.spec.hash_key_secret_ref.map(|r| r.name))
+            .collect())
+    }
+
+    async fn stream_policy(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<StreamPolicy>, LookupError> {
+        let api: Api<StreamPolicy> = Api::namespaced(self.client.clone(), ns);
+        api.get_opt(name).await.map_err(|source| LookupError {
+            what: format!("StreamPolicy {ns}/{name}"),
+            source,
+        })
+    }
+}
+
+/// A fixed view of the cluster (tests, and `--offline` dry runs).
+#[derive(Debug, Default, Clone)]
+pub struct StaticLookup {
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub masking_secrets: BTreeMap<String, BTreeSet<String>>,
+    pub policies: Vec<StreamPolicy>,
+}
+
+impl ClusterLookup for StaticLookup {
+    async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, LookupError> {
+        Ok(self.namespace_labels.get(ns).cloned().unwrap_or_default())
+    }
+
+    async fn masking_secrets(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
+        Ok(self.masking_secrets.get(ns).cloned().unwrap_or_default())
+    }
+
+    async fn stream_policy(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<StreamPolicy>, LookupError> {
+        Ok(self
+            .policies
+            .iter()
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(ns)
+                    && p.metadata.name.as_deref() == Some(name)
+            })
+            .cloned())
+    }
+}

@@ -1,0 +1,6 @@
+//! Admission webhooks: sidecar injection and AccessApproval decisions.
+pub mod approval;
+pub mod handlers;
+pub mod inject;
+pub mod lookup;
+pub mod server;
