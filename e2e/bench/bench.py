@@ -132,6 +132,7 @@ class Procs:
 
 
 def start_tansu(procs, tansu):
+    """Returns (port, pid)."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     p = procs.start(
@@ -140,7 +141,7 @@ def start_tansu(procs, tansu):
     )
     if not wait_port(port, 60, p):
         sys.exit(f"tansu did not start:\n{procs.tail('tansu')}")
-    return port
+    return port, p.pid
 
 
 def create_topic(tansu, broker_port, name):
@@ -428,7 +429,7 @@ def main():
     extra_args, extra_env = mode_setup(a.mode, flags, workdir)
     procs = Procs(workdir)
     try:
-        broker = start_tansu(procs, tansu)
+        broker, broker_pid = start_tansu(procs, tansu)
         direct_addr = f"127.0.0.1:{broker}"
         proxy, listen = start_proxy(procs, a.proxy_bin, broker, extra_args, extra_env)
         proxy_addr = f"127.0.0.1:{listen}"
@@ -468,12 +469,14 @@ def main():
                     phases.append(phase("consume", side, lambda: consume_perf(perf, addr, topic, a.records), proxy.pid))
                     delete_topic(tansu, broker, topic)
         rss_peak = proc_status_kib(proxy.pid, "VmHWM")
+        broker_peak = proc_status_kib(broker_pid, "VmHWM")
         if proxy.poll() is not None:
             sys.exit(f"the proxy exited during the run:\n{procs.tail('proxy')}")
     finally:
         procs.stop_all()
 
     summary = summarize(a, phases, rss_idle, rss_peak, extra_args)
+    summary["broker_rss_peak_kib"] = broker_peak
     print_table(summary)
     with open(a.results, "a") as f:
         f.write(json.dumps(summary, separators=(",", ":")) + "\n")
@@ -542,6 +545,8 @@ def print_table(s):
               f"{r['of_medians']:>8.3f}{r['median_per_round']:>11.3f}{p['proxy_cpu_ms_per_mb']:>11.2f}"
               f"{max(d['load1'], p['load1']):>7.1f}")
     print(f"sidecar RSS: idle {s['proxy_rss_idle_kib'] / 1024:.1f} MiB, peak (VmHWM) {s['proxy_rss_peak_kib'] / 1024:.1f} MiB")
+    if s.get("broker_rss_peak_kib"):
+        print(f"(tansu broker peak RSS {s['broker_rss_peak_kib'] / 1024:.0f} MiB)")
 
 
 if __name__ == "__main__":
