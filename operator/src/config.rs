@@ -8,6 +8,12 @@ pub const LABEL_NAMESPACE_INJECT: &str = "streamgate.dev/inject";
 pub const ANNOTATION_UPSTREAM: &str = "streamgate.dev/upstream";
 /// Annotation: the Secret with the gateway's own broker credential.
 pub const ANNOTATION_UPSTREAM_SECRET: &str = "streamgate.dev/upstream-secret";
+/// Annotation: SASL mechanism towards the brokers (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`).
+pub const ANNOTATION_UPSTREAM_SASL: &str = "streamgate.dev/upstream-sasl-mechanism";
+/// Annotation: `"true"` connects to the brokers over TLS.
+pub const ANNOTATION_UPSTREAM_TLS: &str = "streamgate.dev/upstream-tls";
+/// Key in the upstream Secret holding the credential file (YAML: username, password).
+pub const UPSTREAM_CREDENTIALS_KEY: &str = "credentials";
 /// Annotation: the loopback port the app connects to.
 pub const ANNOTATION_LISTEN_PORT: &str = "streamgate.dev/listen-port";
 /// Status annotation (and label) the injector writes; its presence makes injection idempotent.
@@ -20,7 +26,7 @@ pub const SIDECAR_NAME: &str = "streamgate-proxy";
 pub const SECRET_DIR: &str = "/var/run/streamgate/secrets";
 /// Where the downward-API pod labels file is mounted.
 pub const PODINFO_DIR: &str = "/var/run/streamgate/podinfo";
-/// Where the sidecar keeps its audit spool (an emptyDir: the root FS is read-only).
+/// Where the sidecar keeps its audit spool (`STREAMGATE_AUDIT_DIR`; an emptyDir: the root FS is read-only).
 pub const SPOOL_DIR: &str = "/var/run/streamgate/spool";
 /// Where kube clients look for the in-cluster token; the sidecar gets its own projection here.
 pub const KUBE_TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -36,7 +42,8 @@ pub struct InjectorSettings {
     pub default_upstream: Option<String>,
     /// Loopback port apps connect to when a pod has no `listen-port` annotation.
     pub default_listen_port: u16,
-    /// The sidecar's admin port (`/healthz`, `/readyz`, `/metrics`).
+    /// The sidecar's admin port (`/healthz`, `/readyz`, `/metrics`). Kept
+    /// outside the per-broker port range `listen+1 ..= listen+1+1023`.
     pub admin_port: u16,
     /// Pods of this namespace are never injected (the operator's own).
     pub operator_namespace: String,
@@ -55,7 +62,7 @@ impl Default for InjectorSettings {
             image_pull_policy: "IfNotPresent".to_string(),
             default_upstream: None,
             default_listen_port: 9092,
-            admin_port: 9901,
+            admin_port: 15901,
             operator_namespace: "streamgate-system".to_string(),
             cpu_request: "50m".to_string(),
             memory_request: "64Mi".to_string(),

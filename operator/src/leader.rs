@@ -65,7 +65,8 @@ fn micro_now() -> Option<MicroTime> {
     now.parse().ok().map(MicroTime)
 }
 
-async fn try_round(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
+/// One election round: take, keep or respect the Lease. `Ok(true)` = leading now.
+pub async fn try_round(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
     let secs = i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(15);
     match api.get_opt(&cfg.name).await? {
         None => {

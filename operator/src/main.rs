@@ -153,10 +153,8 @@ async fn main() -> anyhow::Result<()> {
     let webhook_tcp = tokio::net::TcpListener::bind(args.webhook_listen).await?;
     let metrics_tcp = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     let webhook = tokio::spawn(server::serve(webhook_tcp, tls_config, state));
-    let metrics_srv =
-        tokio::spawn(
-            async move { axum::serve(metrics_tcp, metrics::router(metrics.clone())).await },
-        );
+    let metrics_router = metrics::router(metrics.clone());
+    let metrics_srv = tokio::spawn(async move { axum::serve(metrics_tcp, metrics_router).await });
 
     let mut leading = leader::campaign(
         client.clone(),
@@ -172,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
         leading.changed().await?;
     }
     tracing::info!(identity = args.pod_name, "leading: starting controllers");
-    let singletons = run_singletons(&args, client.clone());
+    let singletons = run_singletons(&args, client.clone(), metrics.clone());
     tokio::select! {
         _ = singletons => anyhow::bail!("controllers stopped"),
         r = webhook => anyhow::bail!("webhook server stopped: {r:?}"),
@@ -183,10 +181,9 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run_singletons(args: &Args, client: Client) {
+async fn run_singletons(args: &Args, client: Client, metrics: Arc<Metrics>) {
     let (pods, pod_driver) = run::pod_reflector(client.clone());
     tokio::spawn(pod_driver);
-    let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,

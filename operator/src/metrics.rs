@@ -170,3 +170,41 @@ mod tests {
         assert!(text.contains("streamgate_operator_webhook_duration_seconds_count{webhook=\"inject\",outcome=\"injected\"} 1"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+    use axum::body::Body;
+    use http::Request;
+    use tower::ServiceExt;
+
+    async fn get(m: &Arc<Metrics>, path: &str) -> (StatusCode, String) {
+        let resp = router(m.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_the_certificate_and_metrics_are_served() {
+        let m = Arc::new(Metrics::default());
+        assert_eq!(get(&m, "/healthz").await.0, StatusCode::OK);
+        let (status, body) = get(&m, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("certificate"));
+        m.set_ready(true);
+        assert_eq!(get(&m, "/readyz").await.0, StatusCode::OK);
+        m.reconciled("maskingrule");
+        let (status, body) = get(&m, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("streamgate_operator_reconciles_total{controller=\"maskingrule\"} 1"),
+            "{body}"
+        );
+    }
+}

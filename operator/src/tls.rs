@@ -69,9 +69,17 @@ impl std::fmt::Debug for WebhookPki {
     }
 }
 
-/// A fresh CA (10 years) and a serving certificate (1 year) for `dns_names`.
-pub fn generate(dns_names: &[String]) -> Result<WebhookPki, TlsError> {
-    let ca_key = KeyPair::generate()?;
+/// Serving certificates are re-issued when they have less than this left.
+pub const RENEW_BEFORE: time::Duration = time::Duration::days(30);
+const SERVING_DAYS: i64 = 365;
+/// Secret annotation recording the serving certificate's notAfter (RFC 3339),
+/// so renewal needs no X.509 parser.
+pub const NOT_AFTER_ANNOTATION: &str = "streamgate.dev/serving-not-after";
+
+/// The CA's identity. Re-creating the issuer from these params and the kept
+/// CA key signs certificates that chain to the original CA certificate
+/// (same subject, same key), so `caBundle` never changes on renewal.
+fn ca_params() -> Result<CertificateParams, TlsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
@@ -82,6 +90,13 @@ pub fn generate(dns_names: &[String]) -> Result<WebhookPki, TlsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    Ok(ca_params)
+}
+
+/// A fresh CA (10 years) and a serving certificate (1 year) for `dns_names`.
+pub fn generate(dns_names: &[String]) -> Result<WebhookPki, TlsError> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = ca_params()?;
     let now = time_now();
     ca_params.not_before = now - time::Duration::hours(1);
     ca_params.not_after = now + time::Duration::days(3650);
@@ -94,6 +109,33 @@ pub fn generate(dns_names: &[String]) -> Result<WebhookPki, TlsError> {
         cert_pem,
         key_pem,
     })
+}
+
+/// A new serving certificate from the same CA (the CA certificate and caBundle stay).
+pub fn renew_serving(pki: &WebhookPki, dns_names: &[String]) -> Result<WebhookPki, TlsError> {
+    let ca_key = KeyPair::from_pem(&pki.ca_key_pem)?;
+    let issuer = Issuer::new(ca_params()?, &ca_key);
+    let (cert_pem, key_pem) = issue_serving(dns_names, &issuer)?;
+    Ok(WebhookPki {
+        cert_pem,
+        key_pem,
+        ..pki.clone()
+    })
+}
+
+/// Does a serving certificate valid until `not_after` (RFC 3339) need renewing at `now`?
+pub fn needs_renewal(not_after: Option<&str>, now: time::OffsetDateTime) -> bool {
+    let parsed = not_after.and_then(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    });
+    parsed.is_none_or(|t| t - now < RENEW_BEFORE)
+}
+
+fn serving_not_after() -> String {
+    // Matches issue_serving's validity (a little early: renewal only comes sooner).
+    (time_now() + time::Duration::days(SERVING_DAYS) - time::Duration::minutes(5))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn time_now() -> time::OffsetDateTime {
@@ -113,7 +155,7 @@ fn issue_serving(
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let now = time_now();
     params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(365);
+    params.not_after = now + time::Duration::days(SERVING_DAYS);
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -231,6 +273,10 @@ fn secret_for(name: &str, namespace: &str, pki: &WebhookPki) -> Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
+            annotations: Some(BTreeMap::from([(
+                NOT_AFTER_ANNOTATION.to_string(),
+                serving_not_after(),
+            )])),
             labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_string(),
                 "streamgate-operator".to_string(),
@@ -253,7 +299,31 @@ pub async fn ensure_secret(
 ) -> Result<WebhookPki, TlsError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
     if let Some(existing) = api.get_opt(name).await? {
-        return pki_from_secret(&existing);
+        let pki = pki_from_secret(&existing)?;
+        let not_after = existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(NOT_AFTER_ANNOTATION));
+        if !needs_renewal(not_after.map(String::as_str), time_now()) {
+            return Ok(pki);
+        }
+        // Close to expiry: re-issue from the same CA. Optimistic update; a
+        // replica that loses the race reads the winner's certificate.
+        tracing::info!(
+            secret = name,
+            "renewing the webhook serving certificate (same CA)"
+        );
+        let renewed = renew_serving(&pki, dns_names)?;
+        let mut updated = secret_for(name, namespace, &renewed);
+        updated.metadata.resource_version = existing.metadata.resource_version.clone();
+        return match api.replace(name, &PostParams::default(), &updated).await {
+            Ok(_) => Ok(renewed),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                pki_from_secret(&api.get(name).await?)
+            }
+            Err(e) => Err(e.into()),
+        };
     }
     let pki = generate(dns_names)?;
     match api
@@ -335,6 +405,19 @@ mod tests {
         certified_key(&pki.cert_pem, &pki.key_pem).unwrap();
         let shown = format!("{pki:?}");
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    }
+
+    #[test]
+    fn renewal_is_due_within_thirty_days_or_when_unknown() {
+        let now = time::OffsetDateTime::parse(
+            "2026-11-27T05:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert!(!needs_renewal(Some("2027-06-01T00:00:00Z"), now));
+        assert!(needs_renewal(Some("2026-12-20T00:00:00Z"), now));
+        assert!(needs_renewal(None, now));
+        assert!(needs_renewal(Some("garbage"), now));
     }
 
     #[test]

@@ -257,3 +257,21 @@ async fn a_sidecar_cannot_create_a_pre_approved_request() {
     ok["request"]["object"]["spec"]["decision"] = json!("Pending");
     assert!(validate_only(&state(true), ok).await.0);
 }
+
+#[tokio::test]
+async fn an_invalid_request_is_refused_at_creation_with_the_field_named() {
+    let mut r = review();
+    r["request"]["operation"] = json!("CREATE");
+    r["request"]["oldObject"] = Value::Null;
+    r["request"]["object"]["spec"]["decision"] = json!("Pending");
+    r["request"]["object"]["spec"]["duration"] = json!("forever");
+    let r = as_user(
+        r,
+        "system:serviceaccount:clinical:intake",
+        &["system:serviceaccounts"],
+    );
+    let (allowed, message, _) = validate_only(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("is not a valid request"), "{message}");
+    assert!(message.contains("spec.duration"), "{message}");
+}

@@ -277,6 +277,14 @@ async fn every_app_container_gets_the_bootstrap_env_and_the_credential_stays_in_
         env_of(sidecar, "STREAMGATE_UPSTREAM").unwrap()["value"],
         "kafka-0.kafka.kafka.svc:9093,kafka-1.kafka.kafka.svc:9093"
     );
+    assert_eq!(
+        env_of(sidecar, "STREAMGATE_UPSTREAM_CREDENTIALS").unwrap()["value"],
+        "/var/run/streamgate/secrets/kafka-gateway/credentials"
+    );
+    assert_eq!(
+        env_of(sidecar, "STREAMGATE_UPSTREAM_SASL_MECHANISM").unwrap()["value"],
+        "SCRAM-SHA-512"
+    );
     let mounts = sidecar["volumeMounts"].as_array().unwrap();
     assert!(
         mounts

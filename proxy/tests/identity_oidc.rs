@@ -452,3 +452,134 @@ async fn sasl_oauthbearer_with_real_tokens() {
     assert!(!msg.contains(&token[..20]), "the token is never echoed");
     assert!(out.close);
 }
+
+/// The connection gate: SASL v1 and v0 (raw token frame) with real tokens,
+/// then requests decided for the token's groups.
+#[tokio::test]
+async fn connection_gate_authenticates_and_decides_by_token_groups() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
+    use streamgate_proxy::policy::decide::PolicyDoc;
+    use streamgate_proxy::policy::{PolicyInputs, policy_channel};
+
+    let idp = Idp::start(free_port(), 300, None).await;
+    let spec = serde_yaml::from_str(&format!(
+        r#"
+identity: {{oidc: {{issuer: "{}", audiences: ["{AUDIENCE}"]}}}}
+rules:
+  - {{name: clinicians, subjects: [{{kind: Group, name: clinicians}}], topics: ["patient-*"], operations: [Write]}}
+"#,
+        idp.issuer()
+    ))
+    .unwrap();
+    let (publisher, handle) = policy_channel(BTreeMap::new());
+    publisher.publish(
+        "test",
+        PolicyInputs {
+            policies: vec![PolicyDoc {
+                name: "p".into(),
+                namespace: "ns".into(),
+                generation: None,
+                spec,
+            }],
+            ..Default::default()
+        },
+    );
+    let shared = GateShared::new(handle, None);
+    let frame = |key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| {
+        let mut out = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(1)
+            .encode(&mut out, key.request_header_version(version))
+            .unwrap();
+        body(&mut out);
+        out.freeze()
+    };
+    let produce = frame(ApiKey::Produce, 9, &|out| {
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("patient-records")))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_records(Some(Bytes::new())),
+                    ]),
+            ])
+            .encode(out, 9)
+            .unwrap()
+    });
+    let handshake = |v: i16| {
+        frame(ApiKey::SaslHandshake, v, &|out| {
+            SaslHandshakeRequest::default()
+                .with_mechanism(StrBytes::from_static_str("OAUTHBEARER"))
+                .encode(out, v)
+                .unwrap()
+        })
+    };
+    let client_msg = |tok: &str| Bytes::from(format!("n,,\x01auth=Bearer {tok}\x01\x01"));
+
+    // v1: SaslAuthenticate; a clinician may write patient-records.
+    let mut conn = ConnGate::new(Arc::clone(&shared));
+    assert!(matches!(
+        conn.on_request(handshake(1)).await.unwrap(),
+        FrameAction::Answer(_)
+    ));
+    let tok = idp.token("intake-app").await;
+    let auth = frame(ApiKey::SaslAuthenticate, 2, &|out| {
+        SaslAuthenticateRequest::default()
+            .with_auth_bytes(client_msg(&tok))
+            .encode(out, 2)
+            .unwrap()
+    });
+    let FrameAction::Answer(a) = conn.on_request(auth).await.unwrap() else {
+        panic!("authenticated")
+    };
+    let mut buf = a.clone();
+    ResponseHeader::decode(
+        &mut buf,
+        ApiKey::SaslAuthenticate.response_header_version(2),
+    )
+    .unwrap();
+    let r = SaslAuthenticateResponse::decode(&mut buf, 2).unwrap();
+    assert_eq!(r.error_code, 0);
+    assert!(r.session_lifetime_ms > 0);
+    assert!(matches!(
+        conn.on_request(produce.clone()).await.unwrap(),
+        FrameAction::Forward { .. }
+    ));
+
+    // v0: the token comes as a raw frame; a billing analyst may not write.
+    let mut conn = ConnGate::new(Arc::clone(&shared));
+    assert!(matches!(
+        conn.on_request(handshake(0)).await.unwrap(),
+        FrameAction::Answer(_)
+    ));
+    let FrameAction::Answer(empty) = conn
+        .on_request(client_msg(&idp.token("billing-app").await))
+        .await
+        .unwrap()
+    else {
+        panic!("raw token accepted")
+    };
+    assert!(empty.is_empty());
+    assert!(matches!(
+        conn.on_request(produce.clone()).await.unwrap(),
+        FrameAction::Answer(_)
+    ));
+
+    // v0 with a forged token: the connection is closed.
+    let mut conn = ConnGate::new(shared);
+    conn.on_request(handshake(0)).await.unwrap();
+    assert!(matches!(
+        conn.on_request(client_msg("a.b.c")).await.unwrap(),
+        FrameAction::Close(_)
+    ));
+}

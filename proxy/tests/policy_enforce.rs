@@ -149,8 +149,7 @@ fn produce_with_allowed_and_denied_topics_forwards_the_allowed_and_merges_errors
             vec!["patient-records"]
         );
         // The broker answers for what it got; the client sees both.
-        let mut resp = ResponseKind::Produce(
-            ProduceResponse::default().with_responses(vec![
+        let mut resp = ResponseKind::Produce(ProduceResponse::default().with_responses(vec![
                 produce_response::TopicProduceResponse::default()
                     .with_name(t("patient-records"))
                     .with_partition_responses(vec![
@@ -161,8 +160,7 @@ fn produce_with_allowed_and_denied_topics_forwards_the_allowed_and_merges_errors
                             .with_index(1)
                             .with_base_offset(20),
                     ]),
-            ]),
-        );
+            ]));
         fixup.apply(&gate, &mut resp);
         let ResponseKind::Produce(got) = wire_response(ApiKey::Produce, version, &resp) else {
             unreachable!()
@@ -672,16 +670,14 @@ fn offset_commit_and_fetch_per_topic() {
                 .with_committed_offset(5),
         ]
     };
-    let mut resp = ResponseKind::OffsetFetch(
-        OffsetFetchResponse::default().with_topics(vec![
+    let mut resp = ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_topics(vec![
             offset_fetch_response::OffsetFetchResponseTopic::default()
                 .with_name(t("claims.2026"))
                 .with_partitions(part()),
             offset_fetch_response::OffsetFetchResponseTopic::default()
                 .with_name(t("patient-records"))
                 .with_partitions(part()),
-        ]),
-    );
+        ]));
     fixup.apply(&gate, &mut resp);
     let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 7, &resp) else {
         unreachable!()

@@ -53,15 +53,17 @@ fn proxy_bin() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("streamgate-proxy");
-        if p.exists()
-            && std::env::var("STREAMGATE_PROXY_PROFILE")
-                .map(|v| v == profile)
-                .unwrap_or(true)
-        {
-            return p;
-        }
+    // The newest of the two builds, unless a profile is asked for: a stale
+    // release binary must not shadow the debug one `cargo test` just built.
+    let wanted = std::env::var("STREAMGATE_PROXY_PROFILE").ok();
+    let newest = ["release", "debug"]
+        .iter()
+        .filter(|profile| wanted.as_deref().is_none_or(|w| w == **profile))
+        .map(|profile| target.join(profile).join("streamgate-proxy"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max();
+    if let Some((_, p)) = newest {
+        return p;
     }
     panic!(
         "no streamgate-proxy binary under {}: run `cargo build -p streamgate-proxy` first",
@@ -235,6 +237,33 @@ pub struct Proxy {
     upstream: u16,
 }
 
+const ALLOW_ALL: &str = r#"apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: allow-all}
+spec:
+  identity: {workloadIdentity: true}
+  rules:
+    - name: everything
+      subjects: [{kind: ServiceAccount, name: datapath-e2e}]
+      topics: ["**"]
+      operations: [Write, Read, Describe, Create, Admin]
+"#;
+
+/// A policy directory (made once per test process) allowing every operation
+/// on every topic to the workload identity the data-path proxies run as.
+fn allow_all_policy_dir() -> String {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("streamgate-datapath-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("allow-all.yaml"), ALLOW_ALL).unwrap();
+        dir
+    })
+    .display()
+    .to_string()
+}
+
 impl Proxy {
     pub fn start(broker: &Tansu) -> Self {
         let (port, admin) = (free_proxy_port(), free_port());
@@ -264,6 +293,11 @@ impl Proxy {
                 "--shutdown-grace",
                 "5s",
             ])
+            // The proxy denies everything without a policy: these data-path
+            // tests run as a workload whose policy allows everything.
+            .args(["--policy-dir", &allow_all_policy_dir()])
+            .env("STREAMGATE_SERVICE_ACCOUNT", "datapath-e2e")
+            .env("STREAMGATE_POD_NAMESPACE", "e2e")
             .env(
                 "RUST_LOG",
                 std::env::var("STREAMGATE_PROXY_LOG").unwrap_or_else(|_| "warn".into()),

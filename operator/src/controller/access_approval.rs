@@ -32,7 +32,7 @@ pub enum Cap {
 
 /// Grant length: requested, capped by the rule; an unparseable request gets the cap.
 pub fn grant_duration(requested: &str, max: Duration) -> Duration {
-    humantime::parse_duration(requested).map_or(max, |d| d.min(max))
+    streamgate_crds::duration::parse_grant_duration(requested).map_or(max, |d| d.min(max))
 }
 
 fn parse_time(s: Option<&String>) -> Option<DateTime<Utc>> {
@@ -164,7 +164,7 @@ async fn lookup_cap(aa: &AccessApproval, ns: &str, ctx: &Context) -> Result<Cap,
         .iter()
         .find(|r| r.name == aa.spec.rule)
         .and_then(|r| r.approval.as_ref())
-        .and_then(|a| humantime::parse_duration(&a.max_duration).ok());
+        .and_then(|a| a.max_duration().ok());
     Ok(max.map_or(Cap::RuleNotFound, Cap::Max))
 }
 
@@ -192,14 +192,13 @@ pub async fn reconcile(aa: Arc<AccessApproval>, ctx: Arc<Context>) -> Result<Act
             &Patch::Apply(&body),
         )
         .await?;
-        if status.phase != previous.phase || aa.status.is_none() {
-            if let Some(c) = status.conditions.first() {
-                let warning =
-                    matches!(status.phase, ApprovalPhase::Denied | ApprovalPhase::Expired)
-                        || c.reason == "RuleNotFound";
-                ctx.event(aa.as_ref(), warning, &c.reason, c.message.clone())
-                    .await;
-            }
+        if (status.phase != previous.phase || aa.status.is_none())
+            && let Some(c) = status.conditions.first()
+        {
+            let warning = matches!(status.phase, ApprovalPhase::Denied | ApprovalPhase::Expired)
+                || c.reason == "RuleNotFound";
+            ctx.event(aa.as_ref(), warning, &c.reason, c.message.clone())
+                .await;
         }
     }
     ctx.succeeded(&super::object_key(aa.as_ref()));

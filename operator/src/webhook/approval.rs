@@ -76,6 +76,8 @@ pub enum ApprovalDenied {
         "AccessApproval {name}: a new request must have decision Pending and no decidedBy; a person decides it later with kubectl patch"
     )]
     CreatedDecided { name: String },
+    #[error("AccessApproval {name} is not a valid request: {problems}")]
+    InvalidRequest { name: String, problems: String },
     #[error(
         "AccessApproval {name} was already {decision:?} by {decided_by}; decisions are final — create a new request instead"
     )]
@@ -141,6 +143,13 @@ pub fn validate(
     let Some(old) = old else {
         if new.spec.decision != Decision::Pending || new.spec.decided_by.is_some() {
             return Err(ApprovalDenied::CreatedDecided { name });
+        }
+        let problems = crate::validation::access_approval(&new.spec);
+        if !problems.is_empty() {
+            return Err(ApprovalDenied::InvalidRequest {
+                name,
+                problems: problems.join("; "),
+            });
         }
         return Ok(());
     };
@@ -211,10 +220,11 @@ pub fn validate(
             rule: new.spec.rule.clone(),
         });
     };
+    // A wildcard approver is refused by validation; never honour one here either.
     if !approval
         .approvers
         .iter()
-        .any(|s| s.matches(&principal, namespace))
+        .any(|s| !s.is_wildcard() && s.matches(&principal, namespace))
     {
         let approvers = approval
             .approvers

@@ -212,3 +212,59 @@ pub async fn validate_approval<L: ClusterLookup>(
         .webhook_observed("approval-validate", outcome, started.elapsed());
     resp.into_review()
 }
+
+/// The review as the API server's Go decoder expects it: `response.patch`
+/// as a base64 string (Go's encoding of `[]byte`). kube serialises the bytes
+/// as a JSON array of numbers; we send the canonical form instead.
+pub fn to_wire(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut value = match serde_json::to_value(&review) {
+        Ok(v) => v,
+        Err(e) => {
+            return serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": "", "allowed": false, "status": {"message": format!("streamgate: {e}")}}});
+        }
+    };
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+        value["response"]["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_goes_on_the_wire_as_base64() {
+        let req: AdmissionRequest<Pod> = serde_json::from_value::<AdmissionReview<Pod>>(serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
+                "userInfo": {}, "object": null, "oldObject": null}}))
+        .unwrap()
+        .try_into()
+        .unwrap();
+        let patch: json_patch::Patch = serde_json::from_value(
+            serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {}}]),
+        )
+        .unwrap();
+        let review = AdmissionResponse::from(&req)
+            .with_patch(patch)
+            .unwrap()
+            .into_review();
+        let wire = to_wire(review);
+        assert_eq!(wire["response"]["uid"], "u1");
+        assert_eq!(wire["response"]["patchType"], "JSONPatch");
+        let b64 = wire["response"]["patch"].as_str().unwrap();
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&decoded).unwrap(),
+            serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {}}])
+        );
+    }
+}

@@ -15,8 +15,12 @@
 //!   admitted with a warning: going around the sidecar gets the app nothing,
 //!   because only the sidecar holds the broker credential.
 //! - The admin port binds the pod IP (kubelet probes reach the pod IP, not
-//!   loopback); it serves only health and metrics. The Kafka listener stays on
-//!   127.0.0.1.
+//!   loopback), so the sidecar runs with `STREAMGATE_ALLOW_NON_LOOPBACK=true`;
+//!   it serves only health and metrics. The Kafka listener is set explicitly
+//!   to 127.0.0.1. The admin port sits outside the per-broker port range.
+//! - Secrets: the sidecar reads `STREAMGATE_SECRET_DIR/<secret>/<key>`; the
+//!   gateway credential is the key `credentials` of the annotated Secret
+//!   (YAML `username`/`password`), passed as `STREAMGATE_UPSTREAM_CREDENTIALS`.
 //! - The sidecar gets its own projected ServiceAccount token at the path kube
 //!   clients read in-cluster, so it can watch policies even when the pod sets
 //!   `automountServiceAccountToken: false` for the app.
@@ -35,8 +39,9 @@ use serde_json::{Value, json};
 
 use crate::config::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_LISTEN_PORT, ANNOTATION_UPSTREAM,
-    ANNOTATION_UPSTREAM_SECRET, InjectorSettings, KUBE_TOKEN_DIR, LABEL_INJECTED,
-    LABEL_NAMESPACE_INJECT, PODINFO_DIR, SECRET_DIR, SIDECAR_NAME, SPOOL_DIR,
+    ANNOTATION_UPSTREAM_SASL, ANNOTATION_UPSTREAM_SECRET, ANNOTATION_UPSTREAM_TLS,
+    InjectorSettings, KUBE_TOKEN_DIR, LABEL_INJECTED, LABEL_NAMESPACE_INJECT, PODINFO_DIR,
+    SECRET_DIR, SIDECAR_NAME, SPOOL_DIR, UPSTREAM_CREDENTIALS_KEY,
 };
 
 /// Env var the app containers get, pointing at the sidecar.
@@ -98,7 +103,7 @@ pub enum InjectError {
     BadListenPort(String),
     #[error(
         "streamgate: no upstream Kafka: annotate the pod with {ANNOTATION_UPSTREAM} (e.g. kafka.kafka.svc:9092) \
-         or set the operator's default upstream (chart value proxy.defaultUpstream)"
+         or set the operator's default (chart value upstream.bootstrapServers)"
     )]
     NoUpstream,
     #[error(
@@ -106,9 +111,13 @@ pub enum InjectError {
     )]
     PortClash { container: String, port: u16 },
     #[error(
-        "streamgate: listen port {0} collides with the sidecar's admin port; choose another {ANNOTATION_LISTEN_PORT}"
+        "streamgate: listen port {0} puts the sidecar's admin port {1} inside the per-broker port range; choose another {ANNOTATION_LISTEN_PORT}"
     )]
-    AdminPortClash(u16),
+    AdminPortClash(u16, u16),
+    #[error(
+        "streamgate: annotation {ANNOTATION_UPSTREAM_SASL}={0:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+    )]
+    BadSaslMechanism(String),
     #[error("streamgate: could not build the patch: {0}")]
     Patch(String),
 }
@@ -165,8 +174,13 @@ pub fn plan(
             _ => return Err(InjectError::BadListenPort(raw.clone())),
         },
     };
-    if listen_port == settings.admin_port {
-        return Err(InjectError::AdminPortClash(listen_port));
+    // Broker N is served on listen+1+N (N ≤ 1023): the admin port must not be in there.
+    let broker_ports = u32::from(listen_port)..=u32::from(listen_port) + 1 + BROKER_PORT_SPAN;
+    if broker_ports.contains(&u32::from(settings.admin_port)) {
+        return Err(InjectError::AdminPortClash(
+            listen_port,
+            settings.admin_port,
+        ));
     }
     for c in spec
         .containers
@@ -194,6 +208,19 @@ pub fn plan(
         .get(ANNOTATION_UPSTREAM_SECRET)
         .filter(|s| !s.trim().is_empty())
         .cloned();
+    let sasl = match annotations.get(ANNOTATION_UPSTREAM_SASL).map(|s| s.trim()) {
+        None | Some("") => upstream_secret
+            .as_ref()
+            .map(|_| "SCRAM-SHA-512".to_string()),
+        Some(m @ ("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512")) => Some(m.to_string()),
+        Some(other) => return Err(InjectError::BadSaslMechanism(other.to_string())),
+    };
+    let upstream = Upstream {
+        bootstrap: upstream,
+        secret: upstream_secret.clone(),
+        sasl,
+        tls: annotations.get(ANNOTATION_UPSTREAM_TLS).map(String::as_str) == Some("true"),
+    };
 
     let mut warnings = Vec::new();
     let mut ops: Vec<Value> = Vec::new();
@@ -230,13 +257,7 @@ pub fn plan(
         }
     }
 
-    let sidecar = sidecar_container(
-        listen_port,
-        &upstream,
-        upstream_secret.as_deref(),
-        mounts,
-        settings,
-    );
+    let sidecar = sidecar_container(listen_port, &upstream, mounts, settings);
     let sidecar = to_json(&sidecar)?;
     if spec.init_containers.is_none() {
         ops.push(add("/spec/initContainers", json!([sidecar])));
@@ -275,6 +296,18 @@ pub fn plan(
     let patch: json_patch::Patch =
         serde_json::from_value(Value::Array(ops)).map_err(|e| InjectError::Patch(e.to_string()))?;
     Ok(Outcome::Inject { patch, warnings })
+}
+
+/// Span of broker node ids the sidecar maps to loopback ports (its default `node_id_max`).
+const BROKER_PORT_SPAN: u32 = 1023;
+
+/// Where and how the sidecar reaches the brokers.
+#[derive(Debug)]
+struct Upstream {
+    bootstrap: String,
+    secret: Option<String>,
+    sasl: Option<String>,
+    tls: bool,
 }
 
 fn skip(reason: SkipReason) -> Outcome {
@@ -457,18 +490,18 @@ fn probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
 
 fn sidecar_container(
     listen_port: u16,
-    upstream: &str,
-    upstream_secret: Option<&str>,
+    upstream: &Upstream,
     mounts: Vec<VolumeMount>,
     settings: &InjectorSettings,
 ) -> Container {
     let mut envs = vec![
         env("STREAMGATE_LISTEN", format!("127.0.0.1:{listen_port}")),
-        env("STREAMGATE_UPSTREAM", upstream.to_string()),
+        env("STREAMGATE_UPSTREAM", upstream.bootstrap.clone()),
         env(
-            "STREAMGATE_ADMIN_LISTEN",
+            "STREAMGATE_ADMIN",
             format!("0.0.0.0:{}", settings.admin_port),
         ),
+        env("STREAMGATE_ALLOW_NON_LOOPBACK", "true".to_string()),
         env_field("STREAMGATE_POD_NAME", "metadata.name"),
         env_field("STREAMGATE_POD_NAMESPACE", "metadata.namespace"),
         env_field("STREAMGATE_SERVICE_ACCOUNT", "spec.serviceAccountName"),
@@ -476,13 +509,20 @@ fn sidecar_container(
             "STREAMGATE_POD_LABELS_FILE",
             format!("{PODINFO_DIR}/labels"),
         ),
-        env("STREAMGATE_SPOOL_DIR", SPOOL_DIR.to_string()),
+        env("STREAMGATE_AUDIT_DIR", SPOOL_DIR.to_string()),
+        env("STREAMGATE_SECRET_DIR", SECRET_DIR.to_string()),
     ];
-    if let Some(secret) = upstream_secret {
+    if let Some(secret) = &upstream.secret {
         envs.push(env(
-            "STREAMGATE_UPSTREAM_SECRET",
-            format!("{SECRET_DIR}/{secret}"),
+            "STREAMGATE_UPSTREAM_CREDENTIALS",
+            format!("{SECRET_DIR}/{secret}/{UPSTREAM_CREDENTIALS_KEY}"),
         ));
+    }
+    if let Some(mechanism) = &upstream.sasl {
+        envs.push(env("STREAMGATE_UPSTREAM_SASL_MECHANISM", mechanism.clone()));
+    }
+    if upstream.tls {
+        envs.push(env("STREAMGATE_UPSTREAM_TLS", "true".to_string()));
     }
     let mut requests = BTreeMap::new();
     requests.insert("cpu".to_string(), Quantity(settings.cpu_request.clone()));
@@ -499,11 +539,9 @@ fn sidecar_container(
         name: SIDECAR_NAME.to_string(),
         image: Some(settings.proxy_image.clone()),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
-        args: Some(vec![
-            "run".to_string(),
-            "--secret-dir".to_string(),
-            SECRET_DIR.to_string(),
-        ]),
+        // Everything else comes from STREAMGATE_* env, so flags the proxy
+        // adds later never break an injected pod.
+        args: Some(vec!["run".to_string()]),
         env: Some(envs),
         restart_policy: Some("Always".to_string()),
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {

@@ -39,12 +39,15 @@ pub trait ClusterLookup: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<StreamPolicy>, LookupError>> + Send;
 }
 
+/// When a namespace's labels were read, and what they were.
+type CachedLabels = (Instant, BTreeMap<String, String>);
+
 /// Reads from the API server; namespace labels are cached briefly because
 /// every pod CREATE needs them and they rarely change.
 pub struct KubeLookup {
     client: Client,
     ttl: Duration,
-    namespaces: Mutex<HashMap<String, (Instant, BTreeMap<String, String>)>>,
+    namespaces: Mutex<HashMap<String, CachedLabels>>,
 }
 
 impl std::fmt::Debug for KubeLookup {

@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use streamgate_crds::AccessApproval;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,14 +30,14 @@ pub fn router<L: ClusterLookup>(state: Arc<WebhookState<L>>) -> Router {
         .route(
             PATH_INJECT,
             post(|State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<Pod>>| async move {
-                Json(handlers::mutate_pod(&s, r).await)
+                Json(handlers::to_wire(handlers::mutate_pod(&s, r).await))
             }),
         )
         .route(
             PATH_STAMP_APPROVAL,
             post(
                 |State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<AccessApproval>>| async move {
-                    Json::<AdmissionReview<DynamicObject>>(handlers::mutate_approval(&s, r).await)
+                    Json(handlers::to_wire(handlers::mutate_approval(&s, r).await))
                 },
             ),
         )
@@ -46,7 +45,7 @@ pub fn router<L: ClusterLookup>(state: Arc<WebhookState<L>>) -> Router {
             PATH_VALIDATE_APPROVAL,
             post(
                 |State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<AccessApproval>>| async move {
-                    Json::<AdmissionReview<DynamicObject>>(handlers::validate_approval(&s, r).await)
+                    Json(handlers::to_wire(handlers::validate_approval(&s, r).await))
                 },
             ),
         )

@@ -7,7 +7,13 @@
 //! let (set, errors) = MaskingSet::compile_from_secret_dir(namespace, &rules, secret_dir);
 //! for e in &errors { tracing::error!(%e, "masking rule fails closed") }   // never logs key bytes
 //!
-//! // Fetch response, per (topic, partition) with non-null `records`:
+//! // Simplest: on the decoded message (see `wire`), in place; re-encode when
+//! // `masked.changed`; audit `masked.topics`; failures are already answered
+//! // in the response (Fetch) or must refuse the request (Produce: Err):
+//! let masked = mask_fetch_response(&set, &principal, &mut fetch_response, |t| topic_name(t));
+//! let masked = mask_produce_request(&set, &principal, &mut produce_request, |t| topic_name(t))?;
+//!
+//! // Or per (topic, partition) with non-null `records`:
 //! if let Some(plan) = set.plan_for(topic, &principal, ApplyTo::Fetch) {
 //!     match mask_record_set(&plan, &records) {
 //!         Ok((masked, counts)) => { records = masked; audit.masking(topic, plan.rule_names(), &counts) }
@@ -37,7 +43,10 @@
 //!
 //! Dependencies used here and why: `hmac`/`sha2` (keyed pseudonyms), `regex`
 //! (detectors), `crc32c` (batch checksums), `kafka-protocol`'s compression
-//! module (codecs), `serde_json` (decoding escaped JSON strings).
+//! module (gzip/snappy writing, snappy reading), `flate2`/`lz4`/`zstd`/`snap`
+//! (added for masking: size-capped decompression, fast lz4/zstd writing;
+//! all already in the tree through kafka-protocol), `serde_json` (decoding
+//! escaped JSON strings).
 //!
 //! Several rules covering the same topic all apply, in rule-name order.
 //! A rule that fails to compile (bad path, missing key, bad `mrnPattern`)
@@ -48,6 +57,8 @@ use std::sync::Arc;
 use streamgate_crds::matching::{Principal, topic_matches};
 use streamgate_crds::{ApplyTo, MaskingRuleSpec, SecretKeyRef, Subject};
 
+use crate::policy::decide::MaskingDoc;
+
 pub mod batch;
 pub mod codec;
 pub mod detect;
@@ -56,11 +67,13 @@ pub mod key;
 pub mod path;
 pub mod plan;
 pub mod strategy;
+pub mod wire;
 
 pub use batch::{MaskError, Trailing, mask_produce_records, mask_record_set, mask_records};
 pub use key::{KeyError, read_hash_key};
 pub use plan::{CompileError, MaskCounts, MaskPlan, RulePlan};
 pub use strategy::HashKey;
+pub use wire::{Masked, PartitionFailure, TopicMasking, mask_fetch_response, mask_produce_request};
 
 /// One compiled MaskingRule with its scope.
 #[derive(Debug)]
@@ -131,6 +144,28 @@ impl MaskingSet {
         secret_dir: &Path,
     ) -> (Self, Vec<CompileError>) {
         Self::compile(namespace, rules, |r| read_hash_key(secret_dir, r))
+    }
+
+    /// [`MaskingSet::compile_from_secret_dir`] from the MaskingRules the
+    /// policy sources loaded (`CompiledPolicy::masking_rules()`), keeping
+    /// those of `namespace`.
+    pub fn from_docs(
+        namespace: &str,
+        docs: &[MaskingDoc],
+        secret_dir: &Path,
+    ) -> (Self, Vec<CompileError>) {
+        let rules: Vec<(String, MaskingRuleSpec)> = docs
+            .iter()
+            .filter(|d| d.namespace == namespace)
+            .map(|d| (d.name.clone(), d.spec.clone()))
+            .collect();
+        Self::compile_from_secret_dir(namespace, &rules, secret_dir)
+    }
+
+    /// Does any rule apply in `direction`? When not, the connection code
+    /// need not decode that message at all.
+    pub fn has_rules_for(&self, direction: ApplyTo) -> bool {
+        self.rules.iter().any(|r| r.apply_to.contains(&direction))
     }
 
     /// The masking to apply to `topic` for `principal` in `direction`;

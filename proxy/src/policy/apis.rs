@@ -173,9 +173,9 @@ mod tests {
         );
         assert_eq!(api_scope(9999), ApiScope::Unknown);
         assert_eq!(
-            blocked_as(ApiKey::DeleteTopics as i16),
+            blocked_as(DeleteTopics as i16),
             Some(BlockedOperation::DeleteTopics)
         );
-        assert_eq!(blocked_as(ApiKey::Produce as i16), None);
+        assert_eq!(blocked_as(Produce as i16), None);
     }
 }

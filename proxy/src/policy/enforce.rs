@@ -128,6 +128,27 @@ impl Fixup {
     pub fn is_nothing(&self) -> bool {
         matches!(self.0, FixupKind::Nothing)
     }
+
+    /// Must the response be decoded and rewritten? (Refusals to merge in, or
+    /// Metadata/OffsetFetch answers to filter.)
+    pub fn needs_response_work(&self) -> bool {
+        match &self.0 {
+            FixupKind::Metadata(_) | FixupKind::OffsetFetch(_) => true,
+            FixupKind::Nothing => false,
+            _ => !self.refused_topics().is_empty(),
+        }
+    }
+
+    /// Was the request trimmed (or, for Metadata, possibly changed) so that
+    /// it must be re-encoded before forwarding? Otherwise the original
+    /// frame can go upstream as it came.
+    pub fn request_changed(&self) -> bool {
+        match &self.0 {
+            FixupKind::Metadata(_) => true,
+            FixupKind::Nothing | FixupKind::OffsetFetch(_) => false,
+            _ => !self.refused_topics().is_empty(),
+        }
+    }
 }
 
 fn denied_names(d: &[Denied]) -> Vec<String> {
@@ -311,7 +332,7 @@ impl Gate<'_> {
                     ResponseKind::ListOffsets(ListOffsetsResponse::default()),
                 )
             }
-            RequestKind::Metadata(req) => check_metadata(&mut ctx, version, req),
+            RequestKind::Metadata(req) => check_metadata(&mut ctx, req),
             RequestKind::OffsetForLeaderEpoch(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Describe, &t.topic, &Uuid::nil());
@@ -898,11 +919,14 @@ fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Verdict {
     Verdict::Forward(Fixup(FixupKind::Produce(denied)))
 }
 
-fn check_metadata(ctx: &mut Ctx<'_, '_>, version: i16, req: &mut MetadataRequest) -> Verdict {
+/// Metadata: refused named topics are removed upstream (so they cannot be
+/// auto-created) and answered with TOPIC_AUTHORIZATION_FAILED; the response
+/// filter in [`Fixup::apply`] hides every other topic the caller may not
+/// describe — also for "all topics" requests (null list, or empty at v0).
+fn check_metadata(ctx: &mut Ctx<'_, '_>, req: &mut MetadataRequest) -> Verdict {
     let mut denied = Vec::new();
     let mut all_creatable = true;
     if let Some(topics) = req.topics.as_mut() {
-        let asked_some = !topics.is_empty();
         denied = split_topics(topics, |t| {
             let name = t.name.clone().unwrap_or_default();
             let ok = ctx.allow(Operation::Describe, &name, &t.topic_id);
@@ -923,9 +947,6 @@ fn check_metadata(ctx: &mut Ctx<'_, '_>, version: i16, req: &mut MetadataRequest
                 .decide(ctx.gate.principal, Operation::Create, &name)
                 .is_allow();
         }
-        // v0: an empty list means "all topics"; the response filter still
-        // hides what the caller may not describe.
-        let _ = (asked_some, version);
     } else {
         all_creatable = false;
     }
@@ -935,6 +956,9 @@ fn check_metadata(ctx: &mut Ctx<'_, '_>, version: i16, req: &mut MetadataRequest
     }
     Verdict::Forward(Fixup(FixupKind::Metadata(denied)))
 }
+
+/// A topic of AddPartitionsToTxn: name, partitions, allowed.
+type Judged = (TopicName, Vec<i32>, bool);
 
 fn check_add_partitions_to_txn(
     ctx: &mut Ctx<'_, '_>,
@@ -956,7 +980,7 @@ fn check_add_partitions_to_txn(
             .collect()
     };
     let v3 = judge(&req.v3_and_below_topics);
-    let per_txn: Vec<(TransactionalId, Vec<(TopicName, Vec<i32>, bool)>)> = req
+    let per_txn: Vec<(TransactionalId, Vec<Judged>)> = req
         .transactions
         .iter()
         .map(|t| (t.transactional_id.clone(), judge(&t.topics)))

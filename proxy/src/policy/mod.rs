@@ -9,3 +9,4 @@ pub mod source_dir;
 pub mod source_kube;
 
 pub use handle::{PolicyHandle, PolicyInputs, PolicyPublisher, PolicyReload, policy_channel};
+pub mod conn;

@@ -113,3 +113,33 @@ fn all_ready(a: &Store<StreamPolicy>, b: &Store<MaskingRule>, c: &Store<AccessAp
         && ready(Box::pin(async { b.wait_until_ready().await.is_ok() }))
         && ready(Box::pin(async { c.wait_until_ready().await.is_ok() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caches_become_policy_inputs() {
+        let sp: StreamPolicy = serde_yaml::from_str(
+            "apiVersion: streamgate.dev/v1alpha1\nkind: StreamPolicy\n\
+             metadata: {name: p, namespace: clinical, generation: 4}\nspec: {rules: []}\n",
+        )
+        .unwrap();
+        let approved: AccessApproval = serde_yaml::from_str(
+            "apiVersion: streamgate.dev/v1alpha1\nkind: AccessApproval\nmetadata: {name: a, namespace: clinical}\n\
+             spec: {requester: {kind: User, name: cleo}, policy: p, rule: r, topics: [t], operations: [Write],\n\
+             duration: 1h, decision: Approved}\nstatus: {phase: Approved, expiresAt: \"2030-01-01T00:00:00Z\"}\n",
+        )
+        .unwrap();
+        let mut pending = approved.clone();
+        pending.spec.decision = streamgate_crds::Decision::Pending;
+        let inputs = inputs_from(
+            &[Arc::new(sp)],
+            &[],
+            &[Arc::new(approved), Arc::new(pending)],
+        );
+        assert_eq!(inputs.policies[0].generation, Some(4));
+        assert_eq!(inputs.policies[0].namespace, "clinical");
+        assert_eq!(inputs.grants.len(), 1, "only the approved grant counts");
+    }
+}

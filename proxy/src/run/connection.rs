@@ -9,8 +9,10 @@ use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_clie
 use super::session::{Session, Target};
 use super::state::Proxy;
 use super::upstream::UpstreamError;
+use crate::policy::conn::{ConnGate, FrameAction, GateError, ResponseFixup};
 use bytes::Bytes;
 use futures::StreamExt;
+use kafka_protocol::messages::ApiKey;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,10 +29,12 @@ const IO_BUFFER: usize = 64 * 1024;
 
 /// A request waiting for its response.
 enum Pending {
+    /// `fixup`: the policy gate's work on the response (refusals to merge in, topics to hide).
     Upstream {
         meta: RequestMeta,
         session: Arc<Session>,
         started: Instant,
+        fixup: Option<ResponseFixup>,
     },
     Local {
         meta: RequestMeta,
@@ -46,13 +50,19 @@ enum ConnError {
     #[error("broker frame: {0}")]
     Broker(FrameError),
     #[error(
-        "the broker closed the connection with {0} request(s) unanswered; closing the client so it reconnects"
+        "the broker closed the connection ({0} request(s) unanswered); closing the client so it reconnects"
     )]
     BrokerClosed(usize),
     #[error("broker answered correlation id {got} where {expected} was due")]
     OutOfOrder { expected: i32, got: i32 },
+    #[error("the broker sent a response to no request")]
+    Unsolicited,
     #[error("write: {0}")]
     Io(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("policy gate: {0}")]
+    Gate(#[from] GateError),
 }
 
 enum Ended {
@@ -111,6 +121,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut session = Arc::new(session);
+    let mut gate = ConnGate::new(Arc::clone(&proxy.gate));
     let mut reader =
         FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
@@ -132,6 +143,32 @@ where
         })?;
         let started = Instant::now();
         proxy.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+        if gate.sasl().expects_raw_token() {
+            // SaslHandshake v0: a bare token frame with no Kafka header; the
+            // answer is an empty frame, or the connection closes.
+            let meta = RequestMeta {
+                api_key: ApiKey::SaslAuthenticate,
+                api_version: 0,
+                correlation_id: -1,
+            };
+            match gate.on_request(frame).await? {
+                FrameAction::Answer(reply) => {
+                    if pending
+                        .send(Pending::Local {
+                            meta,
+                            frame: reply,
+                            started,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(Ended::ClientClosed);
+                    }
+                    continue;
+                }
+                other => return Err(ConnError::Refused(format!("{other:?}"))),
+            }
+        }
         let meta = match RequestMeta::peek(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -147,6 +184,43 @@ where
                 Arc::make_mut(&mut session).observe_client_id(client_id);
             }
         }
+        // Identity and policy first: SASL is answered here, refusals are
+        // answered locally, allowed requests continue (perhaps trimmed).
+        let (frame, fixup) = match gate.on_request(frame).await? {
+            FrameAction::Forward { frame, fixup } => (frame, fixup),
+            FrameAction::Answer(reply) => {
+                let principal = gate.sasl().session().map(|s| s.principal.name.clone());
+                if session.principal != principal {
+                    Arc::make_mut(&mut session).principal = principal;
+                }
+                if pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(Ended::ClientClosed);
+                }
+                continue;
+            }
+            FrameAction::AnswerThenClose(reply) => {
+                let _ = pending
+                    .send(Pending::Local {
+                        meta,
+                        frame: reply,
+                        started,
+                    })
+                    .await;
+                writer.flush().await?;
+                // The response side sends the answer, then the connection ends.
+                return Ok(Ended::Shutdown);
+            }
+            FrameAction::Silent => continue,
+            FrameAction::Close(reason) => return Err(ConnError::Refused(reason)),
+        };
         let action = apis::on_request(&session, &meta, frame).map_err(|e| {
             api.errors.inc();
             ConnError::Client(e)
@@ -161,6 +235,7 @@ where
                         meta,
                         session: Arc::clone(&session),
                         started,
+                        fixup,
                     };
                     if pending.send(entry).await.is_err() {
                         // The response side ended (broker gone); it reports why.
@@ -207,7 +282,21 @@ where
     let mut reader =
         FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
-    while let Some(entry) = pending.recv().await {
+    loop {
+        // While nothing is pending, still watch the broker: if it goes away
+        // (restart), close the client now so it reconnects at once.
+        // Biased: a response is only read unsolicited when no request is
+        // pending (the entry is queued before its request is written).
+        let entry = tokio::select! {
+            biased;
+            entry = pending.recv() => entry,
+            unexpected = reader.next() => return Err(match unexpected {
+                None => ConnError::BrokerClosed(0),
+                Some(Err(e)) => ConnError::Broker(e),
+                Some(Ok(_)) => ConnError::Unsolicited,
+            }),
+        };
+        let Some(entry) = entry else { break };
         let (meta, frame, started) = match entry {
             Pending::Local {
                 meta,
@@ -218,6 +307,7 @@ where
                 meta,
                 session,
                 started,
+                fixup,
             } => {
                 let frame = match reader.next().await {
                     Some(Ok(f)) => f,
@@ -234,6 +324,10 @@ where
                         got,
                     });
                 }
+                let frame = match &fixup {
+                    Some(fixup) => fixup.apply(frame)?,
+                    None => frame,
+                };
                 let frame = if apis::rewrites_response(&meta) {
                     let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame)
                         .map_err(|e| {

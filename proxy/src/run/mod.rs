@@ -91,12 +91,86 @@ pub struct RunArgs {
     /// Timeout for connecting to a broker.
     #[arg(long, env = "STREAMGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// Read StreamPolicy/MaskingRule/AccessApproval manifests from this directory (reloaded on change).
+    #[arg(long, env = "STREAMGATE_POLICY_DIR", conflicts_with = "policy_kube")]
+    pub policy_dir: Option<PathBuf>,
+    /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
+    #[arg(long, env = "STREAMGATE_POLICY_KUBE")]
+    pub policy_kube: bool,
+}
+
+/// Keeps the policy source running for the life of `run`.
+#[derive(Default)]
+struct PolicySourceGuard {
+    _dir: Option<crate::policy::source_dir::DirSource>,
+    kube: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PolicySourceGuard {
+    fn drop(&mut self) {
+        if let Some(task) = &self.kube {
+            task.abort();
+        }
+    }
+}
+
+/// Identity and policy: who the pod is, where its policy comes from. With no
+/// source, or before the first good load, every governed request is denied.
+async fn policy_setup(
+    args: &RunArgs,
+) -> anyhow::Result<(Arc<crate::policy::conn::GateShared>, PolicySourceGuard)> {
+    use crate::identity::workload::{ENV_POD_NAMESPACE, Workload};
+    use crate::policy::{policy_channel, source_dir, source_kube};
+    let workload = match Workload::from_env() {
+        Ok(w) => Some(w),
+        Err(error) => {
+            tracing::info!(%error, "no workload identity: connections without SASL are unauthenticated");
+            None
+        }
+    };
+    let namespace = workload.as_ref().map_or_else(
+        || std::env::var(ENV_POD_NAMESPACE).unwrap_or_else(|_| "default".into()),
+        |w| w.namespace.clone(),
+    );
+    let labels = workload
+        .as_ref()
+        .map(|w| w.labels.clone())
+        .unwrap_or_default();
+    let (publisher, handle) = policy_channel(labels);
+    let guard = if let Some(dir) = &args.policy_dir {
+        let (source, ok) = source_dir::spawn(dir.clone(), namespace, publisher)?;
+        if !ok {
+            tracing::error!(dir = %dir.display(), "the policy directory did not load: denying everything until it does");
+        }
+        PolicySourceGuard {
+            _dir: Some(source),
+            kube: None,
+        }
+    } else if args.policy_kube {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for --policy-kube")?;
+        PolicySourceGuard {
+            _dir: None,
+            kube: Some(tokio::spawn(source_kube::run(client, namespace, publisher))),
+        }
+    } else {
+        tracing::warn!(
+            "no policy source (--policy-dir or --policy-kube): every governed request is denied"
+        );
+        PolicySourceGuard::default()
+    };
+    Ok((
+        crate::policy::conn::GateShared::new(handle, workload),
+        guard,
+    ))
 }
 
 /// Run the sidecar until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
-    let proxy = Arc::new(build(&args)?);
+    let (gate, _policy_source) = policy_setup(&args).await?;
+    let proxy = Arc::new(build(&args, gate)?);
     let bootstrap =
         state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     let admin = tokio::net::TcpListener::bind(args.admin)
@@ -143,7 +217,7 @@ fn init_logging() {
 }
 
 /// Validate the flags and build the shared state.
-fn build(args: &RunArgs) -> anyhow::Result<Proxy> {
+fn build(args: &RunArgs, gate: Arc<crate::policy::conn::GateShared>) -> anyhow::Result<Proxy> {
     config::check_loopback(args.listen, args.allow_non_loopback)?;
     config::check_loopback(args.admin, args.allow_non_loopback)?;
     config::check_node_range(args.node_id_min, args.node_id_max, args.listen.port())?;
@@ -176,7 +250,7 @@ fn build(args: &RunArgs) -> anyhow::Result<Proxy> {
         connect_timeout: args.connect_timeout,
         max_frame: args.max_frame_bytes,
     };
-    Ok(Proxy::new(plan, upstream))
+    Ok(Proxy::new(plan, upstream, gate))
 }
 
 /// Ask the upstream for ApiVersions and Metadata: readiness, and the broker

@@ -10,6 +10,7 @@ use super::connection;
 use super::metrics::Metrics;
 use super::session::Target;
 use super::upstream::UpstreamConfig;
+use crate::policy::conn::GateShared;
 use kafka_protocol::messages::TopicName;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub struct Proxy {
     /// Set once the upstream answered ApiVersions and Metadata.
     pub ready: AtomicBool,
     pub shutdown: CancellationToken,
+    /// Identity and policy, shared by every connection.
+    pub gate: Arc<GateShared>,
     brokers: RwLock<HashMap<i32, String>>,
     topics: RwLock<HashMap<[u8; 16], TopicName>>,
     listening: Mutex<HashSet<i32>>,
@@ -33,13 +36,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(plan: AddressPlan, upstream: UpstreamConfig) -> Self {
+    pub fn new(plan: AddressPlan, upstream: UpstreamConfig, gate: Arc<GateShared>) -> Self {
         Self {
             plan,
             upstream,
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
+            gate,
             brokers: RwLock::default(),
             topics: RwLock::default(),
             listening: Mutex::default(),
@@ -76,11 +80,9 @@ impl Proxy {
                 .read()
                 .map(|m| m.get(&b.node_id) == Some(&addr))
                 .unwrap_or(false);
-            if !known {
-                if let Ok(mut m) = self.brokers.write() {
-                    tracing::info!(node_id = b.node_id, upstream = %addr, "learned broker address");
-                    m.insert(b.node_id, addr);
-                }
+            if !known && let Ok(mut m) = self.brokers.write() {
+                tracing::info!(node_id = b.node_id, upstream = %addr, "learned broker address");
+                m.insert(b.node_id, addr);
             }
             self.ensure_listener(b.node_id);
         }
@@ -89,6 +91,10 @@ impl Proxy {
         {
             for (id, name) in &rewritten.topics {
                 m.insert(*id, name.clone());
+                // The policy gate names topics of id-only requests (Fetch v13+) with these.
+                self.gate
+                    .topic_names
+                    .learn(uuid::Uuid::from_bytes(*id), name.0.to_string());
             }
         }
     }

@@ -53,17 +53,19 @@ fn unsupported_version(correlation_id: i32) -> Result<Bytes, FrameError> {
 pub fn on_response(meta: &RequestMeta, frame: Bytes) -> Result<Bytes, FrameError> {
     let header_version = meta.response_header_version();
     let (header, body) = split_response(&frame, header_version)?;
-    // A broker answering UNSUPPORTED_VERSION replies at v0 whatever was asked.
-    let mut version = meta.api_version;
-    let mut response: ApiVersionsResponse =
-        match decode_body(body.clone(), version, "ApiVersions response") {
-            Ok(r) => r,
-            Err(_) if version > 0 => {
-                version = 0;
-                decode_body(body, 0, "ApiVersions response (v0 fallback)")?
-            }
-            Err(e) => return Err(e),
-        };
+    // A broker that does not know the requested version answers
+    // UNSUPPORTED_VERSION in the v0 layout whatever was asked; error_code is
+    // the first field in every version, so peek it to pick the layout.
+    let error_code = body
+        .get(..2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    let version = if error_code == ResponseError::UnsupportedVersion.code() {
+        0
+    } else {
+        meta.api_version
+    };
+    let mut response: ApiVersionsResponse = decode_body(body, version, "ApiVersions response")?;
     intersect(&mut response);
     encode_response(header.correlation_id, header_version, &response, version)
 }
@@ -158,6 +160,23 @@ mod tests {
         assert_eq!(corr, 99);
         assert_eq!(decoded.error_code, ResponseError::UnsupportedVersion.code());
         assert_eq!(decoded.api_keys[0].api_key, ApiKey::ApiVersions as i16);
+    }
+
+    #[test]
+    fn a_brokers_unsupported_version_answer_is_read_in_the_v0_layout() {
+        let asked = meta(ApiKey::ApiVersions, 4);
+        let v0 = RequestMeta {
+            api_version: 0,
+            ..asked.clone()
+        };
+        let mut broker = broker_offer();
+        broker.error_code = ResponseError::UnsupportedVersion.code();
+        // The broker answers with header v0 and a v0 body.
+        let frame = response_frame(&v0, &broker);
+        let out = on_response(&asked, frame).unwrap();
+        let (_, decoded): (i32, ApiVersionsResponse) = decode_response(&v0, &out);
+        assert_eq!(decoded.error_code, ResponseError::UnsupportedVersion.code());
+        assert_eq!(decoded.api_keys.len(), 3, "intersected in the v0 layout");
     }
 
     #[test]

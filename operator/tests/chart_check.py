@@ -1,0 +1,157 @@
+"""Lint, render and validate the streamgate Helm chart offline.
+
+Run by operator/tests/chart.rs with the project's venv python (helm-python-sdk
+for lint/render, kubernetes-validate for the rendered manifests). Exits
+non-zero with a message on the first problem.
+
+usage: chart_check.py CHART_DIR   (webhook paths come from env
+STREAMGATE_PATH_INJECT / _STAMP / _VALIDATE, set by the Rust test from the
+server's constants, so the chart and the server cannot drift apart)
+"""
+import os
+import sys
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+KUBE = "1.33.0"
+RELEASE, NAMESPACE = "streamgate", "streamgate-system"
+CERT_MANAGER_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+
+
+def fail(msg):
+    print(f"chart check FAILED: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def lint(chart_dir, values):
+    report = helm.lint(chart_dir, values, strict=True, namespace=NAMESPACE, kube_version="v" + KUBE)
+    problems = [m for m in report.get("messages") or [] if m.get("severity", 0) >= 2] + [
+        {"error": e} for e in report.get("errors") or []
+    ]
+    check(not problems, f"helm lint (strict) with {values}: {problems}")
+
+
+def render(chart_dir, values):
+    chart = helm.Chart.load(chart_dir)
+    out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                docs.append((path, doc))
+    return docs
+
+
+def validate(docs):
+    for path, doc in docs:
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        if key in CERT_MANAGER_KINDS:
+            check(doc["spec"], f"{path}: empty {key}")
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{path}: {doc.get('kind')} {doc['metadata'].get('name')}: {e.message} at {list(e.path)}")
+
+
+def by_kind(docs, kind, name=None):
+    found = [d for _, d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    check(found, f"no {kind} {name or ''} rendered")
+    return found
+
+
+def semantics(docs, mode):
+    dep = by_kind(docs, "Deployment")[0]
+    check(dep["spec"]["replicas"] == 2, "operator Deployment must run 2 replicas")
+    pod = dep["spec"]["template"]["spec"]
+    check("podAntiAffinity" in pod.get("affinity", {}), "operator pods need anti-affinity")
+    check(pod["securityContext"]["runAsNonRoot"] is True, "operator must run as non-root")
+    c = pod["containers"][0]
+    check(c["securityContext"]["readOnlyRootFilesystem"] is True, "read-only root FS")
+    check(c["securityContext"]["capabilities"]["drop"] == ["ALL"], "drop all capabilities")
+    env = {e["name"]: e for e in c["env"]}
+    check(env["STREAMGATE_CERT_MODE"]["value"] == ("cert-manager" if mode == "certManager" else "self-managed"), "cert mode env")
+    pdb = by_kind(docs, "PodDisruptionBudget")[0]
+    check(pdb["spec"]["minAvailable"] == 1, "PDB keeps one webhook replica")
+
+    paths = {
+        os.environ.get("STREAMGATE_PATH_INJECT", "/inject-pod"),
+        os.environ.get("STREAMGATE_PATH_STAMP", "/mutate-accessapproval"),
+        os.environ.get("STREAMGATE_PATH_VALIDATE", "/validate-accessapproval"),
+    }
+    svc = by_kind(docs, "Service")[0]
+    seen_paths = set()
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        cfg = by_kind(docs, kind)[0]
+        injected_ca = "cert-manager.io/inject-ca-from" in (cfg["metadata"].get("annotations") or {})
+        check(injected_ca == (mode == "certManager"), f"{kind}: cert-manager CA injection only in certManager mode")
+        for hook in cfg["webhooks"]:
+            name = hook["name"]
+            check(hook["failurePolicy"] == "Fail", f"{name}: failurePolicy Fail by default")
+            check(hook["sideEffects"] == "NoneOnDryRun", f"{name}: sideEffects NoneOnDryRun")
+            check(1 <= hook["timeoutSeconds"] <= 30, f"{name}: timeoutSeconds")
+            excluded = hook["namespaceSelector"]["matchExpressions"][0]
+            check(excluded["operator"] == "NotIn" and {"kube-system", NAMESPACE} <= set(excluded["values"]),
+                  f"{name}: namespaceSelector must exclude kube-system and {NAMESPACE}")
+            ref = hook["clientConfig"]["service"]
+            check(ref["name"] == svc["metadata"]["name"] and ref["namespace"] == NAMESPACE, f"{name}: service ref")
+            seen_paths.add(ref["path"])
+    check(seen_paths == paths, f"webhook paths {sorted(seen_paths)} != server routes {sorted(paths)}")
+
+    sidecar = by_kind(docs, "ClusterRole", "streamgate-sidecar")[0]
+    grants = {(g, r, v) for rule in sidecar["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    allowed = {("streamgate.dev", r, v) for r in ("streampolicies", "maskingrules", "accessapprovals") for v in ("get", "list", "watch")}
+    allowed |= {("streamgate.dev", "accessapprovals", "create")}
+    allowed |= {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+    check(grants <= allowed, f"streamgate-sidecar grants more than it should: {sorted(grants - allowed)}")
+    for _, d in docs:
+        if d["kind"] in ("ClusterRole", "Role"):
+            for rule in d["rules"]:
+                check("*" not in rule["verbs"] and "*" not in rule["resources"], f"{d['metadata']['name']}: no wildcards")
+                if "secrets" in rule["resources"]:
+                    check(d["kind"] == "Role", "secrets only through a namespaced Role")
+    certs = [d for _, d in docs if (d["apiVersion"], d["kind"]) in CERT_MANAGER_KINDS]
+    check(bool(certs) == (mode == "certManager"), "cert-manager Issuer/Certificate only in certManager mode")
+
+
+def crds(chart_dir):
+    d = os.path.join(chart_dir, "crds")
+    names = sorted(f for f in os.listdir(d) if f.endswith(".yaml"))
+    check(len(names) == 3, f"expected the three CRDs in {d}, found {names}")
+    for f in names:
+        with open(os.path.join(d, f)) as fh:
+            for doc in yaml.safe_load_all(fh):
+                if doc:
+                    try:
+                        kubernetes_validate.validate(doc, KUBE, strict=True)
+                    except kubernetes_validate.ValidationError as e:
+                        fail(f"crds/{f}: {e.message} at {list(e.path)}")
+
+
+def main():
+    chart_dir = sys.argv[1]
+    crds(chart_dir)
+    variants = [
+        ("selfManaged", {}),
+        ("certManager", {"certs": {"mode": "certManager"}}),
+        ("selfManaged", {"upstream": {"bootstrapServers": "kafka.kafka.svc:9092"}}),
+    ]
+    for mode, values in variants:
+        lint(chart_dir, values)
+        docs = render(chart_dir, values)
+        validate(docs)
+        semantics(docs, mode)
+        print(f"ok: {mode} {values}: {len(docs)} manifests linted, rendered and validated against Kubernetes {KUBE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+//! Message-level entry points for the connection code: mask the records of
+//! a decoded Fetch response or Produce request in place.
+//!
+//! A partition that cannot be masked is never forwarded as it was: in a
+//! Fetch response its records are emptied and its error code set (legacy
+//! v0/v1 message format → UNSUPPORTED_FOR_MESSAGE_FORMAT, anything else →
+//! CORRUPT_MESSAGE; a topic whose name cannot be resolved while masking
+//! rules exist → UNKNOWN_TOPIC_ID). A Produce request with such a partition
+//! must be refused as a whole (the caller answers each listed partition).
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::messages::produce_request::TopicProduceData;
+use kafka_protocol::messages::{FetchResponse, ProduceRequest};
+use streamgate_crds::ApplyTo;
+use streamgate_crds::matching::Principal;
+
+use super::MaskingSet;
+use super::batch::{MaskError, mask_produce_records, mask_record_set};
+use super::plan::MaskCounts;
+
+/// Kafka error codes used for partitions that cannot be masked.
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// The error code a partition gets when its records cannot be masked.
+pub fn error_code(e: &MaskError) -> i16 {
+    match e {
+        MaskError::LegacyFormat { .. } => UNSUPPORTED_FOR_MESSAGE_FORMAT,
+        _ => CORRUPT_MESSAGE,
+    }
+}
+
+/// What masking did to one topic (for the audit record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicMasking {
+    pub topic: String,
+    /// The MaskingRules applied.
+    pub rules: Vec<String>,
+    pub counts: MaskCounts,
+}
+
+/// A partition that could not be masked.
+#[derive(Debug)]
+pub struct PartitionFailure {
+    /// The topic name, or `None` when it could not be resolved.
+    pub topic: Option<String>,
+    pub partition: i32,
+    pub error_code: i16,
+    /// Why (`None` for an unresolvable topic).
+    pub error: Option<MaskError>,
+}
+
+/// The outcome of masking one message.
+#[derive(Debug, Default)]
+pub struct Masked {
+    /// Did any record bytes change (the message must be re-encoded)?
+    pub changed: bool,
+    pub topics: Vec<TopicMasking>,
+    pub failures: Vec<PartitionFailure>,
+}
+
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// Masks every partition of `response` for `principal`. `topic_name`
+/// resolves a topic's name (`topic` before Fetch v13, the topic-id map after).
+pub fn mask_fetch_response(
+    set: &MaskingSet,
+    principal: &Principal,
+    response: &mut FetchResponse,
+    topic_name: impl Fn(&FetchableTopicResponse) -> Option<String>,
+) -> Masked {
+    let mut out = Masked::default();
+    if !set.has_rules_for(ApplyTo::Fetch) {
+        return out;
+    }
+    for topic in &mut response.responses {
+        let name = topic_name(topic);
+        let Some(name) = name else {
+            // Cannot tell whether a rule covers it: fail closed.
+            for p in &mut topic.partitions {
+                if p.records.as_ref().is_some_and(|r| !r.is_empty()) {
+                    p.records = Some(Bytes::new());
+                    p.error_code = UNKNOWN_TOPIC_ID;
+                    out.changed = true;
+                    out.failures.push(PartitionFailure {
+                        topic: None,
+                        partition: p.partition_index,
+                        error_code: UNKNOWN_TOPIC_ID,
+                        error: None,
+                    });
+                }
+            }
+            continue;
+        };
+        let Some(plan) = set.plan_for(&name, principal, ApplyTo::Fetch) else {
+            continue;
+        };
+        let mut counts = MaskCounts::default();
+        for p in &mut topic.partitions {
+            let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            match mask_record_set(&plan, records) {
+                Ok((masked, c)) => {
+                    counts.merge(&c);
+                    if !same_bytes(&masked, records) {
+                        p.records = Some(masked);
+                        out.changed = true;
+                    }
+                }
+                Err(e) => {
+                    let code = error_code(&e);
+                    p.records = Some(Bytes::new());
+                    p.error_code = code;
+                    out.changed = true;
+                    out.failures.push(PartitionFailure {
+                        topic: Some(name.clone()),
+                        partition: p.partition_index,
+                        error_code: code,
+                        error: Some(e),
+                    });
+                }
+            }
+        }
+        out.topics.push(TopicMasking {
+            topic: name,
+            rules: plan.rule_names().map(str::to_string).collect(),
+            counts,
+        });
+    }
+    out
+}
+
+/// Masks the records of `request` where a rule has `applyTo: Produce`.
+/// `Err`: at least one partition cannot be masked; the request must not be
+/// forwarded (answer those partitions with their error codes).
+pub fn mask_produce_request(
+    set: &MaskingSet,
+    principal: &Principal,
+    request: &mut ProduceRequest,
+    topic_name: impl Fn(&TopicProduceData) -> Option<String>,
+) -> Result<Masked, Vec<PartitionFailure>> {
+    let mut out = Masked::default();
+    if !set.has_rules_for(ApplyTo::Produce) {
+        return Ok(out);
+    }
+    for topic in &mut request.topic_data {
+        let Some(name) = topic_name(topic) else {
+            out.failures
+                .extend(topic.partition_data.iter().map(|p| PartitionFailure {
+                    topic: None,
+                    partition: p.index,
+                    error_code: UNKNOWN_TOPIC_ID,
+                    error: None,
+                }));
+            continue;
+        };
+        let Some(plan) = set.plan_for(&name, principal, ApplyTo::Produce) else {
+            continue;
+        };
+        let mut counts = MaskCounts::default();
+        for p in &mut topic.partition_data {
+            let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            match mask_produce_records(&plan, records) {
+                Ok((masked, c)) => {
+                    counts.merge(&c);
+                    if !same_bytes(&masked, records) {
+                        p.records = Some(masked);
+                        out.changed = true;
+                    }
+                }
+                Err(e) => out.failures.push(PartitionFailure {
+                    topic: Some(name.clone()),
+                    partition: p.index,
+                    error_code: error_code(&e),
+                    error: Some(e),
+                }),
+            }
+        }
+        out.topics.push(TopicMasking {
+            topic: name,
+            rules: plan.rule_names().map(str::to_string).collect(),
+            counts,
+        });
+    }
+    if out.failures.is_empty() {
+        Ok(out)
+    } else {
+        Err(out.failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::masking::{HashKey, KeyError};
+    use bytes::BytesMut;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::fetch_response::PartitionData;
+    use kafka_protocol::messages::produce_request::PartitionProduceData;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+    use streamgate_crds::{
+        FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec, SecretKeyRef, Subject, SubjectKind,
+    };
+
+    const PHI: &str = r#"{"ssn":"838-39-8865","ok":1}"#;
+
+    fn set(apply_to: Vec<ApplyTo>) -> MaskingSet {
+        let spec = MaskingRuleSpec {
+            topics: vec!["patient-*".into()],
+            format: MaskFormat::Json,
+            fields: vec![FieldMask {
+                path: "$.ssn".into(),
+                strategy: MaskStrategy::Redact,
+                keep_last: None,
+            }],
+            detectors: vec![],
+            mrn_pattern: None,
+            hash_key_secret_ref: None,
+            exempt_subjects: vec![Subject {
+                kind: SubjectKind::Group,
+                name: "clinicians".into(),
+                namespace: None,
+            }],
+            apply_to,
+        };
+        let no_key = |_: &SecretKeyRef| -> Result<HashKey, KeyError> {
+            Err(KeyError::Empty { path: "x".into() })
+        };
+        let (set, errors) = MaskingSet::compile("clinical", &[("r".into(), spec)], no_key);
+        assert!(errors.is_empty());
+        set
+    }
+
+    fn user(groups: &[&str]) -> Principal {
+        Principal {
+            kind: SubjectKind::User,
+            name: "u".into(),
+            namespace: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn batch(value: &str, compression: Compression) -> Bytes {
+        let r = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 9,
+            producer_epoch: 1,
+            sequence: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 42,
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::from(value.to_string())),
+            headers: Default::default(),
+        };
+        let mut b = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut b,
+            [&r],
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        b.freeze()
+    }
+
+    fn values(records: &Bytes) -> Vec<String> {
+        let mut b = records.clone();
+        RecordBatchDecoder::decode_all(&mut b)
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.records)
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    fn topic(name: &str, records: Vec<Bytes>) -> FetchableTopicResponse {
+        FetchableTopicResponse::default()
+            .with_topic(TopicName(StrBytes::from_string(name.into())))
+            .with_partitions(
+                records
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        PartitionData::default()
+                            .with_partition_index(i as i32)
+                            .with_records(Some(r))
+                    })
+                    .collect(),
+            )
+    }
+
+    fn by_name(t: &FetchableTopicResponse) -> Option<String> {
+        Some(t.topic.0.to_string()).filter(|s| !s.is_empty())
+    }
+
+    #[test]
+    fn fetch_masks_covered_topics_only_and_fails_closed() {
+        let legacy = {
+            // magic byte 1 at offset 16
+            let mut v = vec![0u8; 40];
+            v[11] = 28;
+            v[16] = 1;
+            Bytes::from(v)
+        };
+        let clean = batch(PHI, Compression::Snappy);
+        let mut resp = FetchResponse::default().with_responses(vec![
+            topic(
+                "patient-events",
+                vec![batch(PHI, Compression::Gzip), legacy],
+            ),
+            topic("claims", vec![clean.clone()]),
+            topic("", vec![batch(PHI, Compression::None)]),
+        ]);
+        let out = mask_fetch_response(&set(vec![ApplyTo::Fetch]), &user(&[]), &mut resp, by_name);
+        assert!(out.changed);
+        let masked = resp.responses[0].partitions[0].records.clone().unwrap();
+        assert_eq!(values(&masked), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
+        assert_eq!(
+            resp.responses[0].partitions[1].error_code,
+            UNSUPPORTED_FOR_MESSAGE_FORMAT
+        );
+        assert_eq!(
+            resp.responses[0].partitions[1].records.as_deref(),
+            Some(&[][..])
+        );
+        assert!(
+            same_bytes(
+                resp.responses[1].partitions[0].records.as_ref().unwrap(),
+                &clean
+            ),
+            "uncovered topic untouched"
+        );
+        assert_eq!(resp.responses[2].partitions[0].error_code, UNKNOWN_TOPIC_ID);
+        assert_eq!(out.failures.len(), 2);
+        assert_eq!(out.topics.len(), 1);
+        assert_eq!(out.topics[0].counts.fields.get("$.ssn"), Some(&1));
+        assert_eq!(out.topics[0].rules, vec!["r".to_string()]);
+    }
+
+    #[test]
+    fn exempt_readers_get_the_broker_bytes() {
+        let original = batch(PHI, Compression::Zstd);
+        let mut resp = FetchResponse::default()
+            .with_responses(vec![topic("patient-events", vec![original.clone()])]);
+        let out = mask_fetch_response(
+            &set(vec![ApplyTo::Fetch]),
+            &user(&["clinicians"]),
+            &mut resp,
+            by_name,
+        );
+        assert!(!out.changed);
+        assert!(same_bytes(
+            resp.responses[0].partitions[0].records.as_ref().unwrap(),
+            &original
+        ));
+    }
+
+    #[test]
+    fn produce_masks_before_the_broker_and_refuses_what_it_cannot_mask() {
+        let mk = |records: Bytes| {
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("patient-intake")))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(records)),
+                        ]),
+                ])
+        };
+        let name = |t: &TopicProduceData| Some(t.name.0.to_string());
+        let mut req = mk(batch(PHI, Compression::Lz4));
+        let out =
+            mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name).unwrap();
+        assert!(out.changed);
+        let records = req.topic_data[0].partition_data[0].records.clone().unwrap();
+        assert_eq!(values(&records), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
+
+        // Fetch-only rules leave produce alone.
+        let mut req = mk(batch(PHI, Compression::Lz4));
+        assert!(
+            !mask_produce_request(&set(vec![ApplyTo::Fetch]), &user(&[]), &mut req, name)
+                .unwrap()
+                .changed
+        );
+
+        let full = batch(PHI, Compression::None);
+        let mut req = mk(full.slice(..full.len() - 1));
+        let failures =
+            mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name)
+                .unwrap_err();
+        assert_eq!(failures[0].error_code, CORRUPT_MESSAGE);
+    }
+}

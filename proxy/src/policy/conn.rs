@@ -1,0 +1,388 @@
+//! The per-connection gate on raw frames: SASL termination, who the caller
+//! is, and policy enforcement — everything the connection loop needs from
+//! identity and policy, behind two calls:
+//!
+//! - [`ConnGate::on_request`] with each client frame (size prefix removed)
+//!   → a [`FrameAction`]: forward (maybe rewritten) with an optional
+//!   [`ResponseFixup`] to keep with the in-flight request, answer locally
+//!   (nothing forwarded), answer and close, say nothing, or close;
+//! - [`ResponseFixup::apply`] on the broker's response frame to that request.
+//!
+//! Identity per request: the SASL session's principal when the client
+//! authenticated; otherwise the pod's ServiceAccount when the policy in force
+//! allows workload identity; otherwise the caller is *unauthenticated* and
+//! every governed request is refused with its authorization error (checked
+//! against an empty policy, so not even a wildcard rule can match).
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    SaslAuthenticateRequest, SaslHandshakeRequest, api_versions_response,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use streamgate_crds::matching::Principal;
+use uuid::Uuid;
+
+use super::decide::CompiledPolicy;
+use super::enforce::{Fixup, Gate, TopicDecision, TopicNames, Verdict, needs_decoding};
+use super::handle::PolicyHandle;
+use crate::identity::jwt::{IssuerSet, OidcConfig};
+use crate::identity::sasl::SaslServer;
+use crate::identity::workload::Workload;
+
+static NOBODY_POLICY: LazyLock<CompiledPolicy> = LazyLock::new(CompiledPolicy::empty);
+
+/// Why a frame could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("malformed {what}: {message}")]
+    Malformed { what: &'static str, message: String },
+}
+
+fn malformed(what: &'static str) -> impl FnOnce(anyhow::Error) -> GateError {
+    move |e| GateError::Malformed {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Topic ids → names, learned from Metadata responses (Fetch v13+ and
+/// friends name topics by id only).
+#[derive(Debug, Default)]
+pub struct TopicIdMap(std::sync::RwLock<HashMap<Uuid, String>>);
+
+impl TopicIdMap {
+    pub fn learn(&self, id: Uuid, name: String) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(id, name);
+        }
+    }
+}
+
+impl TopicNames for TopicIdMap {
+    fn topic_name(&self, id: &Uuid) -> Option<String> {
+        self.0.read().ok()?.get(id).cloned()
+    }
+}
+
+/// State shared by every connection of the sidecar.
+pub struct GateShared {
+    pub policy: PolicyHandle,
+    /// The pod's identity, when known (workload identity).
+    pub workload: Option<Workload>,
+    /// Topic-id → name map learned from Metadata responses.
+    pub topic_names: Arc<TopicIdMap>,
+    issuers: Mutex<IssuerSet>,
+}
+
+impl std::fmt::Debug for GateShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateShared")
+            .field("workload", &self.workload)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GateShared {
+    pub fn new(policy: PolicyHandle, workload: Option<Workload>) -> Arc<Self> {
+        Arc::new(GateShared {
+            policy,
+            workload,
+            topic_names: Arc::default(),
+            issuers: Mutex::new(IssuerSet::default()),
+        })
+    }
+
+    /// The validators for the issuers the current policy accepts; key caches
+    /// survive policy reloads that keep an issuer.
+    fn issuers(&self, policy: &CompiledPolicy) -> IssuerSet {
+        let configs: Vec<OidcConfig> = policy.oidc().into_iter().map(OidcConfig::from).collect();
+        let mut guard = self
+            .issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = guard.reconcile(configs);
+        guard.clone()
+    }
+}
+
+/// What the connection does with a client frame.
+#[derive(Debug)]
+pub enum FrameAction {
+    /// Send `frame` upstream. Keep `fixup` with the in-flight request and run
+    /// it on the response; `None` means the response passes as it is.
+    /// (An acks=0 Produce still expects no response: the connection code's peek decides.)
+    Forward {
+        frame: Bytes,
+        fixup: Option<ResponseFixup>,
+    },
+    /// Answer the client with this frame (correlation id included); forward nothing.
+    Answer(Bytes),
+    /// Answer, then close the connection (failed authentication).
+    AnswerThenClose(Bytes),
+    /// Forward nothing and answer nothing (an acks=0 Produce refused).
+    Silent,
+    /// Close the connection (unknown API, broken SASL exchange, expired session).
+    Close(String),
+}
+
+/// Work left for the response of a forwarded request.
+#[derive(Debug)]
+pub struct ResponseFixup {
+    api_key: ApiKey,
+    version: i16,
+    fixup: Fixup,
+    policy: Arc<CompiledPolicy>,
+    principal: Option<Principal>,
+    topic_names: Arc<TopicIdMap>,
+}
+
+impl ResponseFixup {
+    /// Rewrite the broker's response frame (header included).
+    pub fn apply(&self, frame: Bytes) -> Result<Bytes, GateError> {
+        let header_version = self.api_key.response_header_version(self.version);
+        let mut buf = frame.clone();
+        let header = ResponseHeader::decode(&mut buf, header_version)
+            .map_err(malformed("response header"))?;
+        if self.api_key == ApiKey::ApiVersions {
+            // An UNSUPPORTED_VERSION answer is v0-encoded whatever was asked:
+            // leave it to the data path, which knows that layout.
+            let Ok(mut response) = ApiVersionsResponse::decode(&mut buf, self.version) else {
+                return Ok(frame);
+            };
+            advertise_sasl(&mut response);
+            let body = ResponseKind::ApiVersions(response);
+            return encode_response(header.correlation_id, header_version, self.version, &body);
+        }
+        let mut response = ResponseKind::decode(self.api_key, &mut buf, self.version)
+            .map_err(malformed("response"))?;
+        let nobody = nobody();
+        let principal = self.principal.as_ref().unwrap_or(&nobody);
+        let policy: &CompiledPolicy = if self.principal.is_some() {
+            &self.policy
+        } else {
+            &NOBODY_POLICY
+        };
+        let gate = Gate {
+            policy,
+            principal,
+            topic_names: self.topic_names.as_ref(),
+        };
+        self.fixup.apply(&gate, &mut response);
+        encode_response(
+            header.correlation_id,
+            header_version,
+            self.version,
+            &response,
+        )
+    }
+}
+
+/// The sidecar answers SaslHandshake and SaslAuthenticate itself, so it
+/// offers them whatever the broker does (KIP-368 needs SaslAuthenticate v1+).
+fn advertise_sasl(response: &mut ApiVersionsResponse) {
+    response.api_keys.retain(|k| {
+        k.api_key != ApiKey::SaslHandshake as i16 && k.api_key != ApiKey::SaslAuthenticate as i16
+    });
+    for (key, max) in [(ApiKey::SaslHandshake, 1), (ApiKey::SaslAuthenticate, 2)] {
+        response.api_keys.push(
+            api_versions_response::ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(0)
+                .with_max_version(max),
+        );
+    }
+}
+
+fn nobody() -> Principal {
+    Principal {
+        kind: streamgate_crds::SubjectKind::User,
+        name: String::new(),
+        namespace: None,
+        groups: Vec::new(),
+    }
+}
+
+fn encode_response(
+    correlation_id: i32,
+    header_version: i16,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<Bytes, GateError> {
+    let mut out = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, header_version)
+        .map_err(malformed("local response header"))?;
+    body.encode(&mut out, version)
+        .map_err(malformed("local response"))?;
+    Ok(out.freeze())
+}
+
+/// Identity and policy state of one client connection.
+#[derive(Debug)]
+pub struct ConnGate {
+    shared: Arc<GateShared>,
+    sasl: SaslServer,
+    decisions: Vec<TopicDecision>,
+}
+
+impl ConnGate {
+    pub fn new(shared: Arc<GateShared>) -> Self {
+        ConnGate {
+            shared,
+            sasl: SaslServer::new(),
+            decisions: Vec::new(),
+        }
+    }
+
+    /// The caller of this connection right now (None: unauthenticated).
+    pub fn principal(&self, policy: &CompiledPolicy) -> Option<Principal> {
+        if let Some(s) = self.sasl.session() {
+            return Some(s.principal.clone());
+        }
+        match &self.shared.workload {
+            Some(w) if policy.workload_identity_allowed() => Some(w.principal()),
+            _ => None,
+        }
+    }
+
+    /// The per-topic decisions of the last request (for audit / approvals).
+    pub fn take_decisions(&mut self) -> Vec<TopicDecision> {
+        std::mem::take(&mut self.decisions)
+    }
+
+    /// The SASL state (KIP-368 session expiry, principal).
+    pub fn sasl(&self) -> &SaslServer {
+        &self.sasl
+    }
+
+    /// Handle one client frame (without its size prefix).
+    pub async fn on_request(&mut self, frame: Bytes) -> Result<FrameAction, GateError> {
+        if self.sasl.expects_raw_token() {
+            // SaslHandshake v0: this frame is the bare token, no Kafka header.
+            let policy = self.shared.policy.current();
+            let issuers = self.shared.issuers(&policy);
+            return Ok(match self.sasl.raw_token(&issuers, &frame).await {
+                Ok(_) => FrameAction::Answer(Bytes::new()),
+                Err(e) => FrameAction::Close(format!("SASL authentication failed: {e}")),
+            });
+        }
+        let Some(key_bytes) = frame.get(..4) else {
+            return Err(GateError::Malformed {
+                what: "request header",
+                message: "shorter than 4 bytes".into(),
+            });
+        };
+        let raw_key = i16::from_be_bytes([key_bytes[0], key_bytes[1]]);
+        let version = i16::from_be_bytes([key_bytes[2], key_bytes[3]]);
+        let Ok(api_key) = ApiKey::try_from(raw_key) else {
+            return Ok(FrameAction::Close(format!("unknown API key {raw_key}")));
+        };
+        let header_version = api_key.request_header_version(version);
+        let mut body = frame.clone();
+        let header = RequestHeader::decode(&mut body, header_version)
+            .map_err(malformed("request header"))?;
+        let is_sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+        if !is_sasl && self.sasl.session_expired(SystemTime::now()) {
+            return Ok(FrameAction::Close(
+                "SASL session expired without re-authentication (KIP-368)".into(),
+            ));
+        }
+        if !is_sasl && self.sasl.in_progress() {
+            return Ok(FrameAction::Close(format!(
+                "{api_key:?} in the middle of a SASL exchange"
+            )));
+        }
+        let answer = |resp: ResponseKind| {
+            encode_response(
+                header.correlation_id,
+                api_key.response_header_version(version),
+                version,
+                &resp,
+            )
+        };
+        match api_key {
+            ApiKey::SaslHandshake => {
+                let req = SaslHandshakeRequest::decode(&mut body, version)
+                    .map_err(malformed("SaslHandshake"))?;
+                let resp = self.sasl.handshake(version, &req);
+                return Ok(FrameAction::Answer(answer(ResponseKind::SaslHandshake(
+                    resp,
+                ))?));
+            }
+            ApiKey::SaslAuthenticate => {
+                let req = SaslAuthenticateRequest::decode(&mut body, version)
+                    .map_err(malformed("SaslAuthenticate"))?;
+                let policy = self.shared.policy.current();
+                let issuers = self.shared.issuers(&policy);
+                let out = self
+                    .sasl
+                    .authenticate(&issuers, &req, SystemTime::now())
+                    .await;
+                let frame = answer(ResponseKind::SaslAuthenticate(out.response))?;
+                return Ok(if out.close {
+                    FrameAction::AnswerThenClose(frame)
+                } else {
+                    FrameAction::Answer(frame)
+                });
+            }
+            _ => {}
+        }
+        let policy = self.shared.policy.current();
+        let principal = self.principal(&policy);
+        let nobody = nobody();
+        let gate = Gate {
+            policy: if principal.is_some() {
+                &policy
+            } else {
+                &NOBODY_POLICY
+            },
+            principal: principal.as_ref().unwrap_or(&nobody),
+            topic_names: self.shared.topic_names.as_ref(),
+        };
+        let (checked, request) = if needs_decoding(raw_key) {
+            let mut req =
+                RequestKind::decode(api_key, &mut body, version).map_err(malformed("request"))?;
+            (gate.check(api_key, version, &mut req), Some(req))
+        } else {
+            (gate.check_key(raw_key), None)
+        };
+        self.decisions = checked.decisions;
+        Ok(match checked.verdict {
+            Verdict::Forward(fixup) => {
+                // Re-encode only what was decoded (it may have been trimmed).
+                let frame = match request {
+                    Some(req) if fixup.request_changed() => {
+                        let mut out = BytesMut::new();
+                        header
+                            .encode(&mut out, header_version)
+                            .map_err(malformed("request header"))?;
+                        req.encode(&mut out, version)
+                            .map_err(malformed("request"))?;
+                        out.freeze()
+                    }
+                    _ => frame,
+                };
+                let advertise = api_key == ApiKey::ApiVersions;
+                let fixup = (advertise || fixup.needs_response_work()).then(|| ResponseFixup {
+                    api_key,
+                    version,
+                    fixup,
+                    policy: Arc::clone(&policy),
+                    principal: principal.clone(),
+                    topic_names: Arc::clone(&self.shared.topic_names),
+                });
+                FrameAction::Forward { frame, fixup }
+            }
+            Verdict::Respond(resp) => FrameAction::Answer(answer(resp)?),
+            Verdict::NoResponse => FrameAction::Silent,
+            Verdict::Close(reason) => {
+                FrameAction::Close(format!("{api_key:?}: {}", reason.as_str()))
+            }
+        })
+    }
+}
