@@ -384,6 +384,8 @@ impl Proxy {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         );
+        // Each proxy gets its own audit spool (tests may override with --audit-dir or the env).
+        cmd.env("STREAMGATE_AUDIT_DIR", dir.join("audit"));
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -2,6 +2,7 @@
 //! and the real brokers.
 //!
 //! Module map (one concern each; the pure cores have no IO):
+//! - `approval` — just-in-time AccessApproval requests (builder, dedup, sinks)
 //! - `audit`    — the audit record, the hash chain, the spool, shippers, CLI
 //! - `masking`  — the masking engine (pure) and record-batch rewriting
 //! - `identity` — SASL/OAUTHBEARER termination, JWT validation, workload identity
@@ -9,6 +10,7 @@
 //! - `run`      — the data path: listener, codec, addresses, upstream, admin
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod audit;
 pub mod identity;
 pub mod masking;

@@ -298,6 +298,14 @@ impl Proxy {
             .args(["--policy-dir", &allow_all_policy_dir()])
             .env("STREAMGATE_SERVICE_ACCOUNT", "datapath-e2e")
             .env("STREAMGATE_POD_NAMESPACE", "e2e")
+            // Each proxy its own audit spool (kept across restarts on the same port).
+            .env(
+                "STREAMGATE_AUDIT_DIR",
+                std::env::temp_dir().join(format!(
+                    "streamgate-datapath-audit-{}-{port}",
+                    std::process::id()
+                )),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("STREAMGATE_PROXY_LOG").unwrap_or_else(|_| "warn".into()),

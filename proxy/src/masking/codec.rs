@@ -1,8 +1,8 @@
 //! Record-batch compression codecs. Every decompression is capped at
 //! [`MAX_DECOMPRESSED`] (checked while reading, before memory is spent).
 //!
-//! - gzip: flate2 (compression through kafka-protocol's `compression`
-//!   module; decompression reads concatenated gzip members, like Java);
+//! - gzip: flate2, written at level 1 (fast); reading accepts concatenated
+//!   gzip members, like Java;
 //! - snappy: reads both Kafka's xerial framing and raw snappy (what some
 //!   producers send), writes the xerial framing that the Java client and
 //!   librdkafka read;
@@ -11,14 +11,18 @@
 //!
 //! lz4, zstd and gzip are read with the `lz4`/`zstd`/`flate2` crates directly
 //! (the same crates kafka-protocol uses) so the size cap applies while
-//! reading. lz4 and zstd are written directly too: kafka-protocol compresses lz4 at level 4
-//! (the slow HC mode) and streams zstd, which made them 3–5× slower than
-//! the rest of the rewrite in benches/masking.rs; here lz4 uses its fast
-//! mode (what librdkafka uses by default) and zstd one-shot level 3.
-use bytes::{BufMut, Bytes, BytesMut};
+//! reading. They are written directly too: kafka-protocol compresses lz4
+//! at level 4 (the slow HC mode), gzip at level 6 and streams zstd with a
+//! fresh context per batch, which made them 3–5× slower than the rest of
+//! the rewrite in benches/masking.rs; here lz4 uses its fast mode (what
+//! librdkafka uses by default), gzip level 1, zstd level 3 with one
+//! context per thread.
+use std::cell::RefCell;
 use std::io::{Read, Write};
 
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Snappy};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use kafka_protocol::compression::{Compressor, Decompressor, Snappy};
 
 /// The largest records section a batch may decompress to.
 pub const MAX_DECOMPRESSED: usize = 64 << 20;
@@ -51,6 +55,36 @@ fn snappy_len(data: &[u8]) -> Result<usize, String> {
 
 /// zstd's default level (also librdkafka's and the Java client's default).
 const ZSTD_LEVEL: i32 = 3;
+
+thread_local! {
+    /// One zstd context per thread: creating one (and zeroing its tables)
+    /// per batch cost more than compressing a 100 KiB batch.
+    static ZSTD: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8]) -> Result<Bytes, String> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| e.to_string())?);
+        }
+        match slot.as_mut() {
+            Some(c) => c.compress(data).map(Bytes::from).map_err(|e| e.to_string()),
+            None => Err("no zstd context".into()),
+        }
+    })
+}
+
+/// gzip at level 1: the masked batch is re-sent once over loopback, where
+/// compression speed matters more than the last few percent of size.
+fn gzip_compress(data: &[u8]) -> Result<Bytes, String> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data).map_err(|e| e.to_string())?;
+    enc.finish().map(Bytes::from).map_err(|e| e.to_string())
+}
 
 fn lz4_frame(data: &[u8]) -> Result<Bytes, String> {
     let mut enc = lz4::EncoderBuilder::new()
@@ -140,24 +174,21 @@ impl Codec {
 
     /// Compresses a records section.
     pub fn compress(self, data: &[u8]) -> Result<Bytes, String> {
-        let mut out = BytesMut::with_capacity(data.len() / 2 + 64);
-        let fill = |b: &mut BytesMut| {
-            b.put_slice(data);
-            Ok(())
-        };
-        let res = match self {
-            Self::None => return Ok(Bytes::copy_from_slice(data)),
-            Self::Gzip => Gzip::compress(&mut out, fill),
-            Self::Snappy => Snappy::compress(&mut out, fill),
-            Self::Lz4 => return lz4_frame(data),
-            Self::Zstd => {
-                return zstd::bulk::compress(data, ZSTD_LEVEL)
-                    .map(Bytes::from)
-                    .map_err(|e| e.to_string());
+        match self {
+            Self::None => Ok(Bytes::copy_from_slice(data)),
+            Self::Gzip => gzip_compress(data),
+            Self::Snappy => {
+                let mut out = BytesMut::with_capacity(data.len() / 2 + 64);
+                Snappy::compress(&mut out, |b: &mut BytesMut| {
+                    b.put_slice(data);
+                    Ok(())
+                })
+                .map_err(|e| format!("{e:#}"))?;
+                Ok(out.freeze())
             }
-        };
-        res.map_err(|e| format!("{e:#}"))?;
-        Ok(out.freeze())
+            Self::Lz4 => lz4_frame(data),
+            Self::Zstd => zstd_compress(data),
+        }
     }
 }
 

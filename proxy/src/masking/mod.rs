@@ -43,8 +43,8 @@
 //!
 //! Dependencies used here and why: `hmac`/`sha2` (keyed pseudonyms), `regex`
 //! (detectors), `crc32c` (batch checksums), `kafka-protocol`'s compression
-//! module (gzip/snappy writing, snappy reading), `flate2`/`lz4`/`zstd`/`snap`
-//! (added for masking: size-capped decompression, fast lz4/zstd writing;
+//! module (snappy), `flate2`/`lz4`/`zstd`/`snap` (added for masking:
+//! size-capped decompression, fast gzip/lz4/zstd writing;
 //! all already in the tree through kafka-protocol), `serde_json` (decoding
 //! escaped JSON strings).
 //!

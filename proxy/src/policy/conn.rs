@@ -75,6 +75,8 @@ pub struct GateShared {
     pub workload: Option<Workload>,
     /// Topic-id → name map learned from Metadata responses.
     pub topic_names: Arc<TopicIdMap>,
+    /// Asks for AccessApprovals on `NeedsApproval` (set once at startup).
+    pub approvals: std::sync::OnceLock<Arc<crate::approval::ApprovalRequester>>,
     issuers: Mutex<IssuerSet>,
 }
 
@@ -92,6 +94,7 @@ impl GateShared {
             policy,
             workload,
             topic_names: Arc::default(),
+            approvals: std::sync::OnceLock::new(),
             issuers: Mutex::new(IssuerSet::default()),
         })
     }
@@ -352,6 +355,9 @@ impl ConnGate {
             (gate.check_key(raw_key), None)
         };
         self.decisions = checked.decisions;
+        if let Some(approvals) = self.shared.approvals.get() {
+            approvals.on_decisions(&policy, principal.as_ref(), &self.decisions);
+        }
         Ok(match checked.verdict {
             Verdict::Forward(fixup) => {
                 // Re-encode only what was decoded (it may have been trimmed).

@@ -22,9 +22,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use streamgate_crds::matching::{Principal, topic_matches};
 use streamgate_crds::{
-    AccessApproval, ApprovalPhase, BlockedOperation, Decision as ApprovalDecision, Effect,
-    FailureMode, MaskingRuleSpec, OidcIdentity, Operation, PayloadMode, PolicyRule,
-    StreamPolicySpec, SubjectKind,
+    AccessApproval, ApprovalPhase, ApprovalRequirement, BlockedOperation,
+    Decision as ApprovalDecision, Effect, FailureMode, MaskingRuleSpec, OidcIdentity, Operation,
+    PayloadMode, PolicyRule, StreamPolicySpec, SubjectKind,
 };
 
 /// One StreamPolicy as loaded from a source.
@@ -230,6 +230,18 @@ impl CompiledPolicy {
 
     pub fn has_policy(&self) -> bool {
         !self.policies.is_empty()
+    }
+
+    /// The `approval` block of rule `rule` in policy `policy` (approval requests
+    /// ask for its `maxDuration`).
+    pub fn approval_requirement(&self, policy: &str, rule: &str) -> Option<&ApprovalRequirement> {
+        self.policies
+            .iter()
+            .filter(|p| p.name == policy)
+            .flat_map(|p| p.spec.rules.iter())
+            .find(|r| r.name == rule)?
+            .approval
+            .as_ref()
     }
 
     /// The MaskingRules of the namespace (masking applies them per topic).

@@ -5,6 +5,7 @@
 //! version, for decoding), and carries locally made answers in their place.
 
 use super::apis::{self, RequestAction};
+use super::audit_trail::{InFlight, OnRequest, Verdict};
 use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_client_id};
 use super::session::{Session, Target};
 use super::state::Proxy;
@@ -35,6 +36,8 @@ enum Pending {
         session: Arc<Session>,
         started: Instant,
         fixup: Option<ResponseFixup>,
+        /// audit: the record to finish with the response.
+        audit: Option<Box<InFlight>>,
     },
     Local {
         meta: RequestMeta,
@@ -193,6 +196,12 @@ where
                 if session.principal != principal {
                     Arc::make_mut(&mut session).principal = principal;
                 }
+                // audit: a refusal by policy is a record too.
+                if let Some(trail) = proxy.audit.get() {
+                    trail
+                        .on_refusal(&session, &meta, verdict(proxy, &mut gate))
+                        .await;
+                }
                 if pending
                     .send(Pending::Local {
                         meta,
@@ -207,6 +216,12 @@ where
                 continue;
             }
             FrameAction::AnswerThenClose(reply) => {
+                // audit: failed authentication.
+                if let Some(trail) = proxy.audit.get() {
+                    trail
+                        .on_auth_failure(&session, "SASL authentication failed; connection closed")
+                        .await;
+                }
                 let _ = pending
                     .send(Pending::Local {
                         meta,
@@ -230,12 +245,39 @@ where
                 frame,
                 expect_response,
             } => {
+                // audit: summarise the request; a refusal is answered here, not forwarded.
+                let verdict = verdict(proxy, &mut gate);
+                let audit =
+                    match audit_request(proxy, &session, &meta, &frame, expect_response, verdict)
+                        .await
+                    {
+                        Ok(audit) => audit,
+                        Err(reply) => {
+                            if !reply.is_empty()
+                                && pending
+                                    .send(Pending::Local {
+                                        meta,
+                                        frame: reply,
+                                        started,
+                                    })
+                                    .await
+                                    .is_err()
+                            {
+                                return Ok(Ended::ClientClosed);
+                            }
+                            if !holds_complete_frame(reader.read_buffer()) {
+                                writer.flush().await?;
+                            }
+                            continue;
+                        }
+                    };
                 if expect_response {
                     let entry = Pending::Upstream {
                         meta,
                         session: Arc::clone(&session),
                         started,
                         fixup,
+                        audit,
                     };
                     if pending.send(entry).await.is_err() {
                         // The response side ended (broker gone); it reports why.
@@ -308,6 +350,7 @@ where
                 session,
                 started,
                 fixup,
+                audit,
             } => {
                 let frame = match reader.next().await {
                     Some(Ok(f)) => f,
@@ -340,6 +383,15 @@ where
                 } else {
                     frame
                 };
+                // audit: finish the record; in Closed mode this waits until it is durable.
+                let frame = match (audit, proxy.audit.get()) {
+                    (Some(inflight), Some(trail)) => {
+                        trail
+                            .on_response(*inflight, &meta, frame, &|id| proxy.topic_name_of(id))
+                            .await
+                    }
+                    _ => frame,
+                };
                 (meta, frame, started)
             }
         };
@@ -359,6 +411,42 @@ where
     }
     writer.flush().await?;
     Ok(())
+}
+
+/// audit: `Ok(record to finish with the response)`, or `Err(refusal frame)` (empty: say nothing).
+async fn audit_request(
+    proxy: &Proxy,
+    session: &Session,
+    meta: &RequestMeta,
+    frame: &Bytes,
+    expect_response: bool,
+    verdict: Verdict,
+) -> Result<Option<Box<InFlight>>, Bytes> {
+    let Some(trail) = proxy.audit.get() else {
+        return Ok(None);
+    };
+    let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
+    match trail
+        .on_request(session, meta, frame, expect_response, &names, verdict)
+        .await
+    {
+        OnRequest::Done => Ok(None),
+        OnRequest::Await(inflight) => Ok(Some(inflight)),
+        OnRequest::Refuse(reply) => Err(reply),
+    }
+}
+
+/// audit: who the gate saw and what it decided for the request just handled
+/// (empty when no audit trail runs, so the gate's work is not cloned for nothing).
+fn verdict(proxy: &Proxy, gate: &mut ConnGate) -> Verdict {
+    let decisions = gate.take_decisions();
+    if proxy.audit.get().is_none() {
+        return Verdict::default();
+    }
+    Verdict {
+        principal: gate.principal(&proxy.gate.policy.current()),
+        decisions,
+    }
 }
 
 /// Whether a read buffer already holds at least one whole frame.

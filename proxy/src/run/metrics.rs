@@ -2,14 +2,20 @@
 //! OpenMetrics implementation, no global registry). Per-API handles are built
 //! once at startup so the hot path does no label lookups or allocations.
 
+use crate::audit::SpoolHealth;
 use kafka_protocol::messages::ApiKey;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabel {
@@ -33,6 +39,46 @@ pub struct Metrics {
     pub bytes_out: Counter,
     per_api: HashMap<i16, ApiMetrics>,
     unknown: ApiMetrics,
+    /// audit: spool health, exported as `streamgate_audit_*` once the trail has started.
+    audit_registry: Registry,
+    audit: Arc<OnceLock<Arc<SpoolHealth>>>,
+}
+
+/// Reads the spool's own counters at scrape time (the spool writer owns them).
+#[derive(Debug)]
+struct AuditCollector(Arc<OnceLock<Arc<SpoolHealth>>>);
+
+impl Collector for AuditCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(health) = self.0.get() else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "records",
+                "Audit records made durable in the spool",
+                health.written_records(),
+            ),
+            (
+                "failed_records",
+                "Audit records that could not be spooled",
+                health.failed_records(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let healthy = ConstGauge::new(i64::from(health.is_healthy()));
+        let metric = encoder.encode_descriptor(
+            "spool_healthy",
+            "1 while the audit spool accepts records, 0 after a failed write",
+            None,
+            healthy.metric_type(),
+        )?;
+        healthy.encode(metric)
+    }
 }
 
 type HistogramFamily = Family<ApiLabel, Histogram, fn() -> Histogram>;
@@ -96,7 +142,12 @@ impl Metrics {
             .map(|k| (k as i16, handle(format!("{k:?}"))))
             .collect();
         let unknown = handle("unknown".into());
+        let audit = Arc::new(OnceLock::new());
+        let mut audit_registry = Registry::with_prefix("streamgate_audit");
+        audit_registry.register_collector(Box::new(AuditCollector(Arc::clone(&audit))));
         Self {
+            audit_registry,
+            audit,
             registry,
             connections_total,
             connections_active,
@@ -112,10 +163,18 @@ impl Metrics {
         self.per_api.get(&key).unwrap_or(&self.unknown)
     }
 
+    /// Export this spool's health (`streamgate_audit_*`).
+    pub fn attach_audit(&self, health: Arc<SpoolHealth>) {
+        let _ = self.audit.set(health);
+    }
+
     /// OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        text::encode_registry(&mut out, &self.registry)?;
+        text::encode_registry(&mut out, &self.audit_registry)?;
+        text::encode_eof(&mut out)?;
         Ok(out)
     }
 }
@@ -149,5 +208,38 @@ mod tests {
             text.contains("streamgate_proxy_request_duration_seconds_count{api=\"Produce\"} 1"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn audit_spool_health_is_exported() {
+        let m = Metrics::new();
+        assert!(
+            !m.encode().unwrap().contains("streamgate_audit"),
+            "nothing before the trail starts"
+        );
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("file");
+        std::fs::write(&dir, b"x").unwrap();
+        let audit = crate::audit::Audit::with_spool(crate::audit::SpoolConfig::new(&dir));
+        m.attach_audit(Arc::clone(audit.health()));
+        audit
+            .record(crate::audit::AuditRecord::event(
+                crate::audit::RecordKind::SidecarStart,
+                "t",
+            ))
+            .await;
+        audit.shutdown(std::time::Duration::from_secs(1)).await;
+        let text = m.encode().unwrap();
+        assert!(text.contains("streamgate_audit_records_total 0"), "{text}");
+        assert!(
+            text.contains("streamgate_audit_failed_records_total "),
+            "{text}"
+        );
+        assert!(
+            !text.contains("streamgate_audit_failed_records_total 0"),
+            "{text}"
+        );
+        assert!(text.contains("streamgate_audit_spool_healthy 0"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
 }

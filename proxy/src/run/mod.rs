@@ -19,6 +19,8 @@
 pub mod addresses;
 pub mod admin;
 pub mod apis;
+pub mod audit_summary;
+pub mod audit_trail;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -97,6 +99,12 @@ pub struct RunArgs {
     /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
     #[arg(long, env = "STREAMGATE_POLICY_KUBE")]
     pub policy_kube: bool,
+    #[command(flatten)]
+    pub audit: audit_trail::AuditFlags,
+    /// Where AccessApproval requests are written in directory mode (default:
+    /// the policy directory itself, so the directory source sees the decision).
+    #[arg(long, env = "STREAMGATE_APPROVALS_DIR")]
+    pub approvals_dir: Option<PathBuf>,
 }
 
 /// Keeps the policy source running for the life of `run`.
@@ -137,6 +145,7 @@ async fn policy_setup(
         .map(|w| w.labels.clone())
         .unwrap_or_default();
     let (publisher, handle) = policy_channel(labels);
+    let namespace_for_approvals = namespace.clone();
     let guard = if let Some(dir) = &args.policy_dir {
         let (source, ok) = source_dir::spawn(dir.clone(), namespace, publisher)?;
         if !ok {
@@ -160,10 +169,37 @@ async fn policy_setup(
         );
         PolicySourceGuard::default()
     };
-    Ok((
-        crate::policy::conn::GateShared::new(handle, workload),
-        guard,
-    ))
+    let shared = crate::policy::conn::GateShared::new(handle, workload);
+    if let Some(sink) = approval_sink(args).await? {
+        let requester = crate::approval::ApprovalRequester::new(
+            sink,
+            namespace_for_approvals,
+            shared.workload.as_ref(),
+            crate::approval::DedupConfig::default(),
+        );
+        let _ = shared.approvals.set(requester);
+    }
+    Ok((shared, guard))
+}
+
+/// Where just-in-time approval requests go: the API server with
+/// `--policy-kube`, else `--approvals-dir` or the policy directory.
+async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
+    use crate::approval::ApprovalSink;
+    if let Some(dir) = args
+        .approvals_dir
+        .clone()
+        .or_else(|| args.policy_dir.clone())
+    {
+        return Ok(Some(ApprovalSink::Dir(dir)));
+    }
+    if args.policy_kube {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client for approval requests")?;
+        return Ok(Some(ApprovalSink::Kube(client)));
+    }
+    Ok(None)
 }
 
 /// Run the sidecar until SIGTERM/SIGINT.
@@ -171,6 +207,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
     let (gate, _policy_source) = policy_setup(&args).await?;
     let proxy = Arc::new(build(&args, gate)?);
+    // audit: start the trail (SidecarStart) before the first client is accepted.
+    let audit = start_audit(&proxy, &args.audit).await?;
+    if let Some(approvals) = proxy.gate.approvals.get() {
+        approvals.attach_audit(Arc::clone(&audit));
+    }
     let bootstrap =
         state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     let admin = tokio::net::TcpListener::bind(args.admin)
@@ -203,8 +244,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!(connections = left, "grace period over; closing the rest");
     }
+    // audit: SidecarStop, flush, let the shippers deliver what they can.
+    audit
+        .shutdown(args.shutdown_grace.min(Duration::from_secs(5)))
+        .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Start the audit trail and hand it to the data path and /metrics.
+async fn start_audit(
+    proxy: &Arc<Proxy>,
+    flags: &audit_trail::AuditFlags,
+) -> anyhow::Result<Arc<crate::audit::Audit>> {
+    let audit = crate::audit::Audit::start(&flags.audit).await?;
+    proxy.metrics.attach_audit(Arc::clone(audit.health()));
+    let trail = audit_trail::AuditTrail::new(Arc::clone(&audit), flags)
+        .with_policy(proxy.gate.policy.clone());
+    let _ = proxy.audit.set(Arc::new(trail));
+    tracing::info!(dir = %flags.audit.audit_dir.display(), failure_mode = ?flags.failure_mode, payload = ?flags.payload, "audit trail started");
+    Ok(audit)
 }
 
 fn init_logging() {

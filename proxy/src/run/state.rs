@@ -29,6 +29,8 @@ pub struct Proxy {
     pub shutdown: CancellationToken,
     /// Identity and policy, shared by every connection.
     pub gate: Arc<GateShared>,
+    /// The audit trail (set once at startup; absent in unit tests).
+    pub audit: std::sync::OnceLock<Arc<super::audit_trail::AuditTrail>>,
     brokers: RwLock<HashMap<i32, String>>,
     topics: RwLock<HashMap<[u8; 16], TopicName>>,
     listening: Mutex<HashSet<i32>>,
@@ -44,6 +46,7 @@ impl Proxy {
             ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             gate,
+            audit: std::sync::OnceLock::new(),
             brokers: RwLock::default(),
             topics: RwLock::default(),
             listening: Mutex::default(),
@@ -59,6 +62,11 @@ impl Proxy {
     /// The topic name for a topic id learned from Metadata (Fetch v13+ carry ids).
     pub fn topic_name(&self, id: &[u8; 16]) -> Option<TopicName> {
         self.topics.read().ok()?.get(id).cloned()
+    }
+
+    /// Topic name by id, as the audit trail asks for it.
+    pub fn topic_name_of(&self, id: &uuid::Uuid) -> Option<String> {
+        self.topic_name(id.as_bytes()).map(|n| n.0.to_string())
     }
 
     /// Connections still open.

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse;
 
 const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
+const NODE_ENDPOINTS_SINCE: i16 = 16;
 
 pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> RequestAction {
     // gate: policy — Read on each topic fetched (names via the topic-id map at
@@ -34,7 +35,18 @@ pub fn on_response(
 ) -> Result<Rewritten, FrameError> {
     let header_version = meta.response_header_version();
     let (header, body) = split_response(&frame, header_version)?;
-    let mut response: FetchResponse = decode_body(body, meta.api_version, "Fetch response")?;
+    let mut response: FetchResponse = match decode_body(body, meta.api_version, "Fetch response") {
+        Ok(r) => r,
+        Err(error) if meta.api_version < NODE_ENDPOINTS_SINCE => {
+            // Some brokers (tansu 0.6) send the v16 `node_endpoints` tag at
+            // v12-15. kafka-protocol refuses it; clients at those versions
+            // ignore the unknown tag, so the frame is forwarded as the broker
+            // sent it. Such brokers do not set preferred_read_replica.
+            tracing::debug!(%error, version = meta.api_version, "Fetch response not decodable; forwarded as is");
+            return Ok(Rewritten { frame, ..Rewritten::default() });
+        }
+        Err(error) => return Err(error),
+    };
     let mut out = Rewritten::default();
     let changed = rewrite(plan, &mut response, &mut out);
     // gate: masking — for topics with a MaskingRule, rewrite the record values
@@ -129,6 +141,18 @@ mod tests {
             }
             assert_eq!(got, want, "v{version}");
         }
+    }
+
+    #[test]
+    fn a_node_endpoints_tag_before_v16_is_forwarded_as_the_broker_sent_it() {
+        // What tansu 0.6 sends at v12: the top-level tag 0 (node_endpoints).
+        let meta = meta(ApiKey::Fetch, 12);
+        let mut frame = response_frame(&meta, &golden(12, -1)).to_vec();
+        assert_eq!(frame.pop(), Some(0), "no top-level tagged fields");
+        frame.extend_from_slice(&[1, 0, 1, 1]); // one tag: 0, size 1, empty compact array
+        let frame = Bytes::from(frame);
+        let out = on_response(&session(), &plan(), &meta, frame.clone()).unwrap();
+        assert_eq!(out.frame, frame);
     }
 
     #[test]

@@ -1,0 +1,579 @@
+//! The audit trail end to end: the real broker (tansu), the real proxy binary, real
+//! clients (confluent-kafka/librdkafka) and a real OTLP collector (rotel). What the
+//! sidecar lets through must be accounted for in its spool, exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use streamgate_e2e::*;
+
+const PARTITIONS: u32 = 3;
+
+/// The examples' synthetic claims (PHI-shaped), one record per line.
+fn input_file(dir: &Path, copies: usize) -> (PathBuf, usize) {
+    let lines = fixture_lines("claims.jsonl");
+    let path = dir.join(format!("input-{copies}.jsonl"));
+    let mut text = String::new();
+    for _ in 0..copies {
+        for l in &lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    (path, lines.len() * copies)
+}
+
+/// Produce with librdkafka; (partition, offset) of every acknowledged record.
+fn produce(bootstrap: &str, topic: &str, input: &Path) -> (Vec<(i32, i64)>, std::process::Output) {
+    let out = python_client(
+        "kclient.py",
+        &[
+            "confluent",
+            "produce",
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    let acked = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.is_object())
+        .map(|v| {
+            (
+                v["partition"].as_i64().unwrap() as i32,
+                v["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (acked, out)
+}
+
+/// Consume from the start of every partition; (partition, offset) of every record.
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    timeout: u32,
+) -> (Vec<(i32, i64)>, std::process::Output) {
+    let out = python_client(
+        "kclient.py",
+        &[
+            "confluent",
+            "consume",
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--expect",
+            &expect.to_string(),
+            "--timeout",
+            &timeout.to_string(),
+        ],
+    );
+    let got = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            (
+                v["partition"].as_i64().unwrap() as i32,
+                v["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (got, out)
+}
+
+fn audit_cli(args: &[&str]) -> std::process::Output {
+    Command::new(proxy_bin())
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Every record of a spool, via `streamgate-proxy audit export DIR --format jsonl`.
+fn export(dir: &Path) -> Vec<Value> {
+    let out = audit_cli(&["export", dir.to_str().unwrap(), "--format", "jsonl"]);
+    check(&out, "audit export")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(dir: &Path) {
+    let out = audit_cli(&["verify", dir.to_str().unwrap()]);
+    check(&out, "audit verify");
+}
+
+/// Per partition of `topic`: (records summed, offsets covered) over the `api` records.
+fn accounted(
+    records: &[Value],
+    api: &str,
+    topic: &str,
+) -> BTreeMap<i64, (u64, BTreeSet<i64>, u64)> {
+    let mut per: BTreeMap<i64, (u64, BTreeSet<i64>, u64)> = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r["kind"] == "Request" && r["api"] == api)
+    {
+        for res in r["resources"].as_array().into_iter().flatten() {
+            if res["topic"] != topic || res["partition"].is_null() {
+                continue;
+            }
+            let e = per.entry(res["partition"].as_i64().unwrap()).or_default();
+            e.0 += res["records"].as_u64().unwrap();
+            e.2 += 1;
+            if let (Some(first), Some(last)) =
+                (res["offsetFirst"].as_i64(), res["offsetLast"].as_i64())
+            {
+                e.1.extend(first..=last);
+            }
+        }
+    }
+    per
+}
+
+fn by_partition(acked: &[(i32, i64)]) -> BTreeMap<i64, BTreeSet<i64>> {
+    let mut m: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for (p, o) in acked {
+        m.entry(i64::from(*p)).or_default().insert(*o);
+    }
+    m
+}
+
+/// The proxy denies everything without a policy: these tests run as a workload whose
+/// policy allows every topic, with the given audit `failureMode`.
+fn governed(failure_mode: &str, args: Vec<String>, envs: Vec<(String, String)>) -> ProxyOptions {
+    governed_topics(failure_mode, "**", args, envs)
+}
+
+fn governed_topics(
+    failure_mode: &str,
+    topics: &str,
+    mut args: Vec<String>,
+    mut envs: Vec<(String, String)>,
+) -> ProxyOptions {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let policy = format!(
+        r#"apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {{name: audit-e2e, namespace: e2e}}
+spec:
+  identity: {{workloadIdentity: true}}
+  audit: {{payload: Digest, failureMode: {failure_mode}}}
+  rules:
+    - name: everything
+      subjects: [{{kind: ServiceAccount, name: audit-e2e}}]
+      topics: ["{topics}"]
+      operations: [Write, Read, Describe, Create, Admin]
+"#
+    );
+    std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+    args.extend(["--policy-dir".to_string(), dir.display().to_string()]);
+    envs.extend([
+        (
+            "STREAMGATE_SERVICE_ACCOUNT".to_string(),
+            "audit-e2e".to_string(),
+        ),
+        ("STREAMGATE_POD_NAMESPACE".to_string(), "e2e".to_string()),
+    ]);
+    ProxyOptions {
+        args,
+        envs,
+        ..ProxyOptions::default()
+    }
+}
+
+fn spool_dir(proxy: &Proxy) -> PathBuf {
+    proxy.dir.path().join("audit")
+}
+
+#[test]
+fn the_spool_accounts_for_exactly_what_was_written_and_read() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "audit-claims";
+    broker.create_topic(topic, PARTITIONS);
+    let mut proxy = Proxy::start(&broker, governed("Closed", vec![], vec![]));
+    let (input, n) = input_file(proxy.dir.path(), 1);
+
+    let (acked, out) = produce(&proxy.addr(), topic, &input);
+    check(&out, "produce through the sidecar");
+    assert_eq!(acked.len(), n, "every record acknowledged");
+    let (got, out) = consume(&proxy.addr(), topic, n, 60);
+    assert_eq!(
+        got.len(),
+        n,
+        "every record consumed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        proxy.proc.terminate(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        proxy.output()
+    );
+
+    let dir = spool_dir(&proxy);
+    verify(&dir);
+    let records = export(&dir);
+    let want = by_partition(&acked);
+    assert_eq!(
+        want.len(),
+        PARTITIONS as usize,
+        "records spread over every partition"
+    );
+
+    // Written: per partition, the record counts sum to what was acknowledged and the
+    // offset ranges from the Produce responses are exactly the acknowledged offsets.
+    let written = accounted(&records, "Produce", topic);
+    for (p, offsets) in &want {
+        let (count, covered, _) = written.get(p).cloned().unwrap_or_default();
+        assert_eq!(
+            count,
+            offsets.len() as u64,
+            "partition {p}: records written"
+        );
+        assert_eq!(&covered, offsets, "partition {p}: offsets written");
+        // Contiguous: the broker numbered this partition's records without gaps (where the
+        // numbering starts is the broker's business).
+        let (lo, hi) = (*offsets.first().unwrap(), *offsets.last().unwrap());
+        assert_eq!(
+            hi - lo + 1,
+            offsets.len() as i64,
+            "partition {p}: contiguous"
+        );
+    }
+    // Read: the union of the Fetch ranges is exactly the produced offsets; a client may
+    // refetch (overlap), so the summed counts are at least N and the distinct offsets exactly N.
+    let read = accounted(&records, "Fetch", topic);
+    let mut read_total = 0;
+    for (p, offsets) in &want {
+        let (count, covered, _) = read.get(p).cloned().unwrap_or_default();
+        assert_eq!(&covered, offsets, "partition {p}: offsets read");
+        assert!(
+            count >= offsets.len() as u64,
+            "partition {p}: {count} records read"
+        );
+        read_total += covered.len();
+    }
+    assert_eq!(read_total, n, "N distinct records read");
+
+    // Each data record names the client, the decision and a digest; no payload in Digest mode.
+    for r in records
+        .iter()
+        .filter(|r| r["api"] == "Fetch" && r["resources"][0]["offsetFirst"].is_i64())
+    {
+        assert!(
+            r["payloadDigest"].as_str().unwrap().starts_with("sha256:"),
+            "{r}"
+        );
+        assert!(r.get("payload").is_none(), "no payload in Digest mode");
+        assert_eq!(r["operation"], "Read");
+        assert!(
+            r["clientAddress"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
+    }
+    // Light records for the rest: Metadata names its topic.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["api"] == "Metadata" && r["operation"] == "Describe")
+    );
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .filter(|k| *k != "Checkpoint")
+        .collect();
+    assert_eq!(kinds.first(), Some(&"SidecarStart"));
+    assert_eq!(
+        kinds.last(),
+        Some(&"SidecarStop"),
+        "SIGTERM flushes and closes the trail"
+    );
+    let spooled: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    let first_line = fixture_lines("claims.jsonl").remove(0);
+    assert!(
+        !spooled.contains(&first_line[..first_line.len().min(40)]),
+        "no PHI in the spool"
+    );
+}
+
+#[test]
+fn a_sigkilled_sidecar_restarts_on_its_spool_and_the_chain_continues() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "audit-kill";
+    broker.create_topic(topic, PARTITIONS);
+    let mut proxy = Proxy::start(&broker, governed("Closed", vec![], vec![]));
+    let (input, _) = input_file(proxy.dir.path(), 20);
+    // A load in flight when the sidecar dies.
+    let mut load = Command::new(&peers().python)
+        .arg(repo_root().join("e2e/clients/kclient.py"))
+        .args([
+            "confluent",
+            "produce",
+            "--bootstrap",
+            &proxy.addr(),
+            "--topic",
+            topic,
+        ])
+        .args(["--input", input.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = spool_dir(&proxy);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Read the live spool's files directly (the writer may be mid-line).
+    let produce_records = |dir: &Path| -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .map(|t| t.matches("\"api\":\"Produce\"").count())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    while produce_records(&dir) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no Produce records during the load:\n{}",
+            proxy.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    proxy.restart(); // SIGKILL, then the same command line on the same spool
+    let _ = load.kill();
+    let _ = load.wait();
+    let (small, n) = input_file(proxy.dir.path(), 1);
+    let (acked, out) = produce(&proxy.addr(), topic, &small);
+    check(&out, "produce after the restart");
+    assert_eq!(acked.len(), n);
+    assert_eq!(proxy.proc.terminate(Duration::from_secs(15)), Some(0));
+
+    verify(&dir);
+    let records = export(&dir);
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "seq gapless across the kill"
+    );
+    let starts: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["kind"] == "SidecarStart")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), 2, "one SidecarStart per run");
+    assert!(
+        !records[..starts[1]]
+            .iter()
+            .any(|r| r["kind"] == "SidecarStop"),
+        "the killed run never stopped cleanly"
+    );
+    assert!(
+        records[starts[1]..].iter().any(|r| r["api"] == "Produce"),
+        "the second run records on the same chain"
+    );
+}
+
+fn metric(proxy: &Proxy, name: &str) -> u64 {
+    let (_, text) = proxy.admin_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+/// A spool path whose parent is a regular file: nothing can ever be written there.
+fn unwritable_spool(base: &Path) -> PathBuf {
+    let file = base.join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    file.join("audit")
+}
+
+#[test]
+fn closed_refuses_phi_traffic_when_the_spool_is_unwritable_and_open_keeps_it_flowing() {
+    let broker = Broker::start(Storage::Memory);
+    let base = tempfile::tempdir().unwrap();
+    let spool = unwritable_spool(base.path());
+    let (input, n) = input_file(base.path(), 1);
+    let topic = "audit-closed";
+    for t in [topic, "audit-closed-writes", "audit-open-writes"] {
+        broker.create_topic(t, PARTITIONS);
+    }
+    // Data already in the broker (written directly), to be read through the sidecar.
+    let (acked, out) = produce(&broker.addr(), topic, &input);
+    check(&out, "produce directly to the broker");
+    assert_eq!(acked.len(), n);
+
+    let closed = Proxy::start(
+        &broker,
+        governed(
+            "Closed",
+            vec!["--audit-dir".into(), spool.to_str().unwrap().into()],
+            vec![],
+        ),
+    );
+    let (got, out) = consume(&closed.addr(), topic, n, 15);
+    assert!(
+        got.is_empty(),
+        "Closed: no record released unaudited, got {}",
+        got.len()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("consumer error"),
+        "the consumer reports the refusal:\n{stderr}\nproxy:\n{}",
+        closed.output()
+    );
+    let (acked, out) = produce(&closed.addr(), "audit-closed-writes", &input);
+    assert!(acked.is_empty(), "Closed: no write acknowledged");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("POLICY_VIOLATION") || stderr.contains("olicy violation"),
+        "the producer reports the refusal:\n{stderr}"
+    );
+    let log = closed.output();
+    assert!(log.contains("records withheld"), "{log}");
+    assert!(log.contains("Produce refused"), "{log}");
+    assert!(metric(&closed, "streamgate_audit_failed_records_total") > 0);
+    assert_eq!(metric(&closed, "streamgate_audit_spool_healthy"), 0);
+    for phi in fixture_lines("claims.jsonl").iter().take(20) {
+        assert!(!log.contains(phi.as_str()), "no PHI in the sidecar's log");
+    }
+
+    let open = Proxy::start(
+        &broker,
+        governed(
+            "Open",
+            vec!["--audit-dir".into(), spool.to_str().unwrap().into()],
+            vec![],
+        ),
+    );
+    let (got, out) = consume(&open.addr(), topic, n, 60);
+    assert_eq!(
+        got.len(),
+        n,
+        "Open: traffic flows\n{}\nproxy:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        open.output()
+    );
+    let (acked, out) = produce(&open.addr(), "audit-open-writes", &input);
+    check(&out, "Open: produce flows");
+    assert_eq!(acked.len(), n);
+    assert!(
+        metric(&open, "streamgate_audit_failed_records_total") > 0,
+        "Open: the failure is reported"
+    );
+    assert!(
+        open.output().contains("audit record"),
+        "Open: the failure is logged"
+    );
+}
+
+#[test]
+fn the_records_reach_a_real_otlp_collector() {
+    let broker = Broker::start(Storage::Memory);
+    let collector = Collector::start();
+    let topic = "audit-otlp";
+    broker.create_topic(topic, PARTITIONS);
+    let proxy = Proxy::start(
+        &broker,
+        governed(
+            "Closed",
+            vec![],
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    collector.grpc_endpoint(),
+                ),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+            ],
+        ),
+    );
+    let (input, n) = input_file(proxy.dir.path(), 1);
+    let (acked, out) = produce(&proxy.addr(), topic, &input);
+    check(&out, "produce");
+    assert_eq!(acked.len(), n);
+    let (got, _) = consume(&proxy.addr(), topic, n, 60);
+    assert_eq!(got.len(), n);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = collector.output();
+        let fetch_line = text.lines().any(|l| {
+            l.contains("\"api\":\"Fetch\"")
+                && l.contains(&format!("\"topic\":\"{topic}\""))
+                && l.contains("offsetFirst")
+        });
+        if fetch_line && text.contains("messaging.operation.name: Str(Fetch)") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Fetch record for {topic} reached the collector:\n{}\nproxy:\n{}",
+            &text[text.len().saturating_sub(4000)..],
+            proxy.output()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_refusal_by_policy_is_a_record_too() {
+    let broker = Broker::start(Storage::Memory);
+    for t in ["audit-allowed", "audit-forbidden"] {
+        broker.create_topic(t, 1);
+    }
+    let mut proxy = Proxy::start(
+        &broker,
+        governed_topics("Closed", "audit-allowed", vec![], vec![]),
+    );
+    let (input, n) = input_file(proxy.dir.path(), 1);
+    let (acked, out) = produce(&proxy.addr(), "audit-allowed", &input);
+    check(&out, "produce to the allowed topic");
+    assert_eq!(acked.len(), n);
+    let (acked, _) = produce(&proxy.addr(), "audit-forbidden", &input);
+    assert!(acked.is_empty(), "the policy refuses the other topic");
+    assert_eq!(proxy.proc.terminate(Duration::from_secs(15)), Some(0));
+
+    let dir = spool_dir(&proxy);
+    verify(&dir);
+    let records = export(&dir);
+    let allowed = records
+        .iter()
+        .find(|r| r["api"] == "Produce" && r["decision"] == "Allow")
+        .expect("an allowed Produce record");
+    assert_eq!(allowed["subject"]["kind"], "ServiceAccount", "{allowed}");
+    assert_eq!(allowed["policy"]["name"], "audit-e2e", "{allowed}");
+    assert!(
+        allowed["reason"].as_str().unwrap().contains("everything"),
+        "{allowed}"
+    );
+    let denied: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "Request" && r["decision"] == "Deny")
+        .collect();
+    assert!(
+        denied.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("audit-forbidden")),
+        "a Deny record names the refused topic: {denied:?}"
+    );
+}

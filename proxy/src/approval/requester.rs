@@ -1,0 +1,285 @@
+//! The glue the connection gate calls after each decided request: turn
+//! `NeedsApproval` decisions into AccessApproval requests, de-duplicated and
+//! rate-limited, created in the background (the refused request is answered
+//! at once; it never waits for the API server or the disk).
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use streamgate_crds::matching::Principal;
+use streamgate_crds::{Operation, SubjectKind};
+
+use super::build::{ApprovalRequest, build_access_approval};
+use super::dedup::{Dedup, DedupConfig};
+use super::sink::{ApprovalSink, Created};
+use crate::audit::record::{AuditRecord, RecordKind};
+use crate::audit::{Audit, Decision as AuditDecision, Subject as AuditSubject};
+use crate::identity::workload::Workload;
+use crate::policy::decide::{CompiledPolicy, Decision};
+use crate::policy::enforce::TopicDecision;
+
+/// What the audit trail hears about approvals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalEvent {
+    /// An AccessApproval was asked for (`created` false: it existed already).
+    Requested {
+        name: String,
+        namespace: String,
+        requester: String,
+        rule: String,
+        created: bool,
+    },
+    /// A request was allowed under the grant of this AccessApproval.
+    Used {
+        name: String,
+        requester: String,
+        rule: String,
+        topic: String,
+    },
+}
+
+impl ApprovalEvent {
+    /// The audit record for this event (`ApprovalRequested` / `ApprovalUsed`),
+    /// naming the AccessApproval in `reason`.
+    pub fn audit_record(&self, subject: Option<AuditSubject>) -> AuditRecord {
+        let (kind, decision, reason) = match self {
+            ApprovalEvent::Requested {
+                name,
+                namespace,
+                rule,
+                created,
+                ..
+            } => (
+                RecordKind::ApprovalRequested,
+                AuditDecision::PendingApproval,
+                format!(
+                    "AccessApproval {namespace}/{name} for rule {rule} ({})",
+                    if *created {
+                        "created"
+                    } else {
+                        "already requested"
+                    }
+                ),
+            ),
+            ApprovalEvent::Used {
+                name, rule, topic, ..
+            } => (
+                RecordKind::ApprovalUsed,
+                AuditDecision::Allow,
+                format!("AccessApproval {name} (rule {rule}) allowed {topic}"),
+            ),
+        };
+        let mut record = AuditRecord::event(kind, reason);
+        record.decision = Some(decision);
+        match subject {
+            Some(s) => record.subject(s),
+            None => record,
+        }
+    }
+}
+
+/// The audit subject for a policy principal.
+pub fn audit_subject(principal: &Principal) -> AuditSubject {
+    match principal.kind {
+        SubjectKind::ServiceAccount => AuditSubject::service_account(principal.name.clone()),
+        _ => AuditSubject::user(principal.name.clone(), principal.groups.clone(), None),
+    }
+}
+
+/// The one place approval events reach the audit layer: a log line on the
+/// `streamgate::audit` target always, and a record in the audit spool when
+/// the trail is running (`audit` is `None` in unit tests and before startup).
+pub fn record_approval_event(
+    audit: Option<&Audit>,
+    principal: Option<&Principal>,
+    event: &ApprovalEvent,
+) {
+    match event {
+        ApprovalEvent::Requested {
+            name,
+            namespace,
+            requester,
+            rule,
+            created,
+        } => tracing::info!(target: "streamgate::audit", kind = "ApprovalRequested",
+            access_approval = %name, %namespace, %requester, %rule, created = *created,
+            "access approval requested"),
+        ApprovalEvent::Used {
+            name,
+            requester,
+            rule,
+            topic,
+        } => tracing::info!(target: "streamgate::audit", kind = "ApprovalUsed",
+            access_approval = %name, %requester, %rule, %topic, "access approval used"),
+    }
+    if let Some(audit) = audit {
+        let _ = audit.try_record(event.audit_record(principal.map(audit_subject)));
+    }
+}
+
+/// Asks for AccessApprovals on behalf of the sidecar's callers.
+#[derive(Debug)]
+pub struct ApprovalRequester {
+    sink: ApprovalSink,
+    namespace: String,
+    pod: Option<String>,
+    service_account: Option<String>,
+    dedup: Mutex<Dedup>,
+    /// The audit trail, attached once it has started.
+    audit: OnceLock<Arc<Audit>>,
+}
+
+impl ApprovalRequester {
+    /// `namespace` is the pod's: AccessApprovals are created there.
+    pub fn new(
+        sink: ApprovalSink,
+        namespace: String,
+        workload: Option<&Workload>,
+        config: DedupConfig,
+    ) -> Arc<Self> {
+        Arc::new(ApprovalRequester {
+            sink,
+            namespace,
+            pod: workload.and_then(|w| w.pod_name.clone()),
+            service_account: workload.map(|w| w.service_account.clone()),
+            dedup: Mutex::new(Dedup::new(config)),
+            audit: OnceLock::new(),
+        })
+    }
+
+    /// Send approval events to the audit trail from now on.
+    pub fn attach_audit(&self, audit: Arc<Audit>) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit(&self) -> Option<&Audit> {
+        self.audit.get().map(Arc::as_ref)
+    }
+
+    /// One request per (policy, rule) among the `NeedsApproval` decisions,
+    /// covering all of that rule's topics and operations in the request.
+    pub fn requests_for(
+        &self,
+        policy: &CompiledPolicy,
+        principal: &Principal,
+        decisions: &[TopicDecision],
+    ) -> Vec<ApprovalRequest> {
+        let mut by_rule: BTreeMap<(String, String), (Vec<String>, Vec<Operation>)> =
+            BTreeMap::new();
+        for d in decisions {
+            if let Decision::NeedsApproval { policy, rule } = &d.decision {
+                let entry = by_rule.entry((policy.clone(), rule.clone())).or_default();
+                entry.0.push(d.topic.clone());
+                entry.1.push(d.operation);
+            }
+        }
+        by_rule
+            .into_iter()
+            .filter_map(|((policy_name, rule), (topics, operations))| {
+                let duration = policy
+                    .approval_requirement(&policy_name, &rule)?
+                    .max_duration
+                    .clone();
+                Some(
+                    ApprovalRequest {
+                        principal: principal.clone(),
+                        pod: self.pod.clone(),
+                        service_account: self.service_account.clone(),
+                        namespace: self.namespace.clone(),
+                        policy: policy_name,
+                        rule,
+                        topics,
+                        operations,
+                        duration,
+                    }
+                    .normalized(),
+                )
+            })
+            .collect()
+    }
+
+    /// Called by the gate after each decided request; returns at once.
+    pub fn on_decisions(
+        self: &Arc<Self>,
+        policy: &CompiledPolicy,
+        principal: Option<&Principal>,
+        decisions: &[TopicDecision],
+    ) {
+        let Some(principal) = principal else { return };
+        for d in decisions {
+            if let Decision::Allow {
+                grant: Some(name),
+                rule,
+                ..
+            } = &d.decision
+            {
+                record_approval_event(
+                    self.audit(),
+                    Some(principal),
+                    &ApprovalEvent::Used {
+                        name: name.clone(),
+                        requester: principal.name.clone(),
+                        rule: rule.clone(),
+                        topic: d.topic.clone(),
+                    },
+                );
+            }
+        }
+        for request in self.requests_for(policy, principal, decisions) {
+            if !self.admit(&request) {
+                continue;
+            }
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                this.submit(request).await;
+            });
+        }
+    }
+
+    fn admit(&self, request: &ApprovalRequest) -> bool {
+        let mut dedup = self
+            .dedup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        dedup.admit(&request.object_name(), Instant::now())
+    }
+
+    /// Build and create the AccessApproval; returns its name and what happened.
+    pub async fn submit(&self, request: ApprovalRequest) -> Option<(String, Created)> {
+        let key = request.object_name();
+        let principal = request.principal.clone();
+        let requester = principal.name.clone();
+        let rule = request.rule.clone();
+        let aa = match build_access_approval(request) {
+            Ok(aa) => aa,
+            Err(error) => {
+                tracing::warn!(%error, %rule, "cannot ask for an access approval");
+                return None;
+            }
+        };
+        match self.sink.create(&aa).await {
+            Ok(created) => {
+                record_approval_event(
+                    self.audit(),
+                    Some(&principal),
+                    &ApprovalEvent::Requested {
+                        name: key.clone(),
+                        namespace: self.namespace.clone(),
+                        requester,
+                        rule,
+                        created: created == Created::New,
+                    },
+                );
+                Some((key, created))
+            }
+            Err(error) => {
+                tracing::warn!(%error, access_approval = %key, "cannot create the access approval; will retry on the next refused request");
+                self.dedup
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .forget(&key);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,780 @@
+//! The data path's audit trail: one record per governed request, built from what the
+//! request and its response carried ([`super::audit_summary`]), spooled by
+//! [`crate::audit::Audit`].
+//!
+//! - Produce: `Write`, resources with the offsets the broker assigned (from the response).
+//! - Fetch: `Read`, one resource per partition that returned records; a fetch that
+//!   returned nothing leaves a light summary (topics only).
+//! - Every other API: one light record (`Describe`/`Create`/`Admin`/…), no per-partition detail.
+//!
+//! failureMode `Closed`: a response carrying records (a Fetch with records, a Produce ack)
+//! is released only once its record is durable; if it cannot be, the client gets the
+//! protocol's error instead (Fetch: the partitions answered UNKNOWN_SERVER_ERROR with no
+//! records; Produce: POLICY_VIOLATION per partition with a message) and the refusal is
+//! logged — never the payload. `Open`: traffic continues, the failure is logged and counted.
+
+use super::audit_summary as summary;
+use super::codec::{RequestMeta, decode_body, encode_response, split_request, split_response};
+use super::session::Session;
+use crate::audit::record::PayloadHasher;
+use crate::audit::{Audit, AuditArgs, AuditRecord, Operation, ResourceAccess};
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, FetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
+};
+use std::sync::Arc;
+use streamgate_crds::{FailureMode, PayloadMode};
+use uuid::Uuid;
+
+use crate::audit::Decision as AuditDecision;
+use crate::policy::decide::{CompiledPolicy, Decision as PolicyDecision};
+use crate::policy::enforce::TopicDecision;
+use crate::policy::handle::PolicyHandle;
+use streamgate_crds::matching::Principal;
+
+/// Audit flags of `streamgate-proxy run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuditFlags {
+    #[command(flatten)]
+    pub audit: AuditArgs,
+    /// What happens when a record cannot be made durable, until a policy's `audit` says
+    /// otherwise: `Closed` refuses PHI traffic, `Open` reports and lets it flow.
+    #[arg(long = "audit-failure-mode", env = "STREAMGATE_AUDIT_FAILURE_MODE", default_value = "Closed", value_parser = parse_failure_mode)]
+    pub failure_mode: FailureMode,
+    /// What a record says about payloads, until a policy's `audit` says otherwise:
+    /// `None`, `Digest` (SHA-256 of the batches as delivered) or `Full` (the batches: PHI).
+    #[arg(long = "audit-payload", env = "STREAMGATE_AUDIT_PAYLOAD", default_value = "Digest", value_parser = parse_payload_mode)]
+    pub payload: PayloadMode,
+}
+
+fn parse_failure_mode(s: &str) -> Result<FailureMode, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "closed" => Ok(FailureMode::Closed),
+        "open" => Ok(FailureMode::Open),
+        _ => Err(format!("{s:?}: expected Closed or Open")),
+    }
+}
+
+fn parse_payload_mode(s: &str) -> Result<PayloadMode, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "none" => Ok(PayloadMode::None),
+        "digest" => Ok(PayloadMode::Digest),
+        "full" => Ok(PayloadMode::Full),
+        _ => Err(format!("{s:?}: expected None, Digest or Full")),
+    }
+}
+
+/// Topic id → name (Produce v13, Fetch v13+ name topics by id).
+pub type TopicNames<'a> = &'a (dyn Fn(&Uuid) -> Option<String> + Sync);
+
+/// The audit settings in force for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub failure_mode: FailureMode,
+    pub payload: PayloadMode,
+}
+
+/// What the client is told when its records cannot be audited (no PHI in it).
+pub const REFUSAL: &str =
+    "streamgate: the audit trail is unavailable (failureMode Closed); the request is refused";
+
+/// The sidecar's audit trail as the data path uses it.
+#[derive(Debug)]
+pub struct AuditTrail {
+    audit: Arc<Audit>,
+    defaults: Settings,
+    /// The policy in force: its `audit` spec overrides the defaults.
+    policy: Option<PolicyHandle>,
+}
+
+/// Who asked and what the policy decided, as the gate reported it for one request.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub principal: Option<Principal>,
+    pub decisions: Vec<TopicDecision>,
+}
+
+/// A request whose record is finished when its response arrives.
+#[derive(Debug)]
+pub enum InFlight {
+    Produce {
+        record: AuditRecord,
+        settings: Settings,
+        parts: Vec<summary::ProducedPartition>,
+        payload: Payload,
+    },
+    Fetch {
+        record: AuditRecord,
+        settings: Settings,
+    },
+}
+
+/// The payload part of a record, computed once from the bytes as delivered.
+#[derive(Debug, Default)]
+pub enum Payload {
+    #[default]
+    None,
+    Digest(String),
+    Full(Vec<u8>),
+}
+
+impl Payload {
+    fn of(mode: PayloadMode, parts: &[&[u8]]) -> Self {
+        match mode {
+            PayloadMode::None => Payload::None,
+            PayloadMode::Digest => {
+                let mut h = PayloadHasher::new();
+                parts.iter().for_each(|p| h.update(p));
+                Payload::Digest(h.finish())
+            }
+            PayloadMode::Full => Payload::Full(parts.concat()),
+        }
+    }
+
+    fn apply(self, record: AuditRecord) -> AuditRecord {
+        match self {
+            Payload::None => record,
+            Payload::Digest(d) => record.payload_digest(d),
+            Payload::Full(bytes) => record.payload_full(&bytes),
+        }
+    }
+}
+
+/// What the request side does about auditing a request.
+#[derive(Debug)]
+pub enum OnRequest {
+    /// Nothing more to do (recorded already, or not governed).
+    Done,
+    /// Finish the record with the response.
+    Await(Box<InFlight>),
+    /// Do not forward: answer the client with this refusal frame.
+    Refuse(Bytes),
+}
+
+/// Who made the request: the identity layer's principal, else the SASL name on the
+/// session, else an unauthenticated caller named by its address.
+pub fn subject_of(session: &Session, principal: Option<&Principal>) -> crate::audit::Subject {
+    use streamgate_crds::SubjectKind;
+    if let Some(p) = principal {
+        return match p.kind {
+            SubjectKind::ServiceAccount => {
+                crate::audit::Subject::service_account(match &p.namespace {
+                    Some(ns) => format!("system:serviceaccount:{ns}:{}", p.name),
+                    None => p.name.clone(),
+                })
+            }
+            _ => crate::audit::Subject::user(p.name.clone(), p.groups.clone(), None),
+        };
+    }
+    match &session.principal {
+        Some(name) => crate::audit::Subject::user(name.clone(), Vec::new(), None),
+        None => crate::audit::Subject {
+            kind: "Anonymous".into(),
+            name: format!("unauthenticated@{}", session.peer),
+            groups: Vec::new(),
+            issuer: None,
+        },
+    }
+}
+
+/// The class of operation of a Kafka API (Kafka's own ACL operations, coarsened).
+pub fn operation_of(api: ApiKey) -> Operation {
+    use ApiKey::*;
+    match api {
+        Produce | InitProducerId | AddPartitionsToTxn | AddOffsetsToTxn | EndTxn
+        | TxnOffsetCommit => Operation::Write,
+        Fetch
+        | OffsetCommit
+        | OffsetFetch
+        | JoinGroup
+        | SyncGroup
+        | Heartbeat
+        | LeaveGroup
+        | ConsumerGroupHeartbeat
+        | OffsetDelete => Operation::Read,
+        CreateTopics | CreatePartitions | CreateAcls | CreateDelegationToken => Operation::Create,
+        DeleteTopics
+        | DeleteRecords
+        | DeleteGroups
+        | DeleteAcls
+        | AlterConfigs
+        | IncrementalAlterConfigs
+        | AlterPartitionReassignments
+        | ElectLeaders
+        | AlterReplicaLogDirs
+        | AlterClientQuotas
+        | AlterUserScramCredentials => Operation::Admin,
+        _ => Operation::Describe,
+    }
+}
+
+/// APIs that are not governed requests: version negotiation and the SASL exchange
+/// (the identity layer records authentication failures itself).
+fn is_governed(api: ApiKey) -> bool {
+    !matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
+impl AuditTrail {
+    pub fn new(audit: Arc<Audit>, flags: &AuditFlags) -> Self {
+        Self {
+            audit,
+            defaults: Settings {
+                failure_mode: flags.failure_mode,
+                payload: flags.payload,
+            },
+            policy: None,
+        }
+    }
+
+    /// Take the audit settings from the policy in force (when one governs this pod).
+    pub fn with_policy(mut self, policy: PolicyHandle) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// A request the gate refused (answered locally): a `Deny`/`PendingApproval` record.
+    /// Requests with no decision (the SASL exchange) are not governed requests.
+    pub async fn on_refusal(&self, session: &Session, meta: &RequestMeta, verdict: Verdict) {
+        if verdict.decisions.is_empty() || !is_governed(meta.api_key) {
+            return;
+        }
+        let record = self.base(session, meta, &verdict);
+        self.audit.record(record).await;
+    }
+
+    /// Authentication failed and the connection closes.
+    pub async fn on_auth_failure(&self, session: &Session, reason: &str) {
+        let record = AuditRecord::event(crate::audit::RecordKind::AuthFailure, reason)
+            .subject(subject_of(session, None))
+            .client(session.client_id.clone(), session.peer);
+        self.audit.record(record).await;
+    }
+
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
+    }
+
+    /// The settings for a request. Until the policy layer hands over the policy's `audit`
+    /// spec, the command-line defaults; this is the one lookup to switch.
+    pub fn settings_for(&self, _session: &Session) -> Settings {
+        match &self.policy {
+            Some(handle) => {
+                let policy = handle.current();
+                if policy.has_policy() {
+                    let a = policy.audit();
+                    return Settings {
+                        failure_mode: a.failure_mode,
+                        payload: a.payload,
+                    };
+                }
+                self.defaults
+            }
+            None => self.defaults,
+        }
+    }
+
+    fn base(&self, session: &Session, meta: &RequestMeta, verdict: &Verdict) -> AuditRecord {
+        let record = AuditRecord::request(
+            format!("{:?}", meta.api_key),
+            meta.api_version,
+            operation_of(meta.api_key),
+        )
+        .subject(subject_of(session, verdict.principal.as_ref()))
+        .client(session.client_id.clone(), session.peer);
+        let policy = self.policy.as_ref().map(PolicyHandle::current);
+        decide(record, &verdict.decisions, policy.as_deref())
+    }
+
+    /// A request on its way upstream (`expect_response`: false for acks=0 Produce).
+    pub async fn on_request(
+        &self,
+        session: &Session,
+        meta: &RequestMeta,
+        frame: &Bytes,
+        expect_response: bool,
+        names: TopicNames<'_>,
+        verdict: Verdict,
+    ) -> OnRequest {
+        if !is_governed(meta.api_key) {
+            return OnRequest::Done;
+        }
+        let settings = self.settings_for(session);
+        let record = self.base(session, meta, &verdict);
+        match meta.api_key {
+            ApiKey::Produce => {
+                self.on_produce(meta, frame, expect_response, names, record, settings)
+                    .await
+            }
+            ApiKey::Fetch => OnRequest::Await(Box::new(InFlight::Fetch { record, settings })),
+            ApiKey::Metadata => {
+                let topics = metadata_topics(meta, frame);
+                self.audit
+                    .record(record.resources(topics.into_iter().map(ResourceAccess::topic)))
+                    .await;
+                OnRequest::Done
+            }
+            _ => {
+                self.audit.record(record).await;
+                OnRequest::Done
+            }
+        }
+    }
+
+    async fn on_produce(
+        &self,
+        meta: &RequestMeta,
+        frame: &Bytes,
+        expect_response: bool,
+        names: TopicNames<'_>,
+        record: AuditRecord,
+        settings: Settings,
+    ) -> OnRequest {
+        let request: Option<ProduceRequest> = split_request(frame, meta)
+            .ok()
+            .and_then(|(_, body)| decode_body(body, meta.api_version, "Produce request").ok());
+        let Some(request) = request else {
+            // The broker will judge the frame; say that it passed, without detail.
+            self.audit
+                .record(record.decision(
+                    crate::audit::Decision::Allow,
+                    "forwarded; request not decodable for audit",
+                ))
+                .await;
+            return OnRequest::Done;
+        };
+        let (parts, bytes) = summary::produce_request(&request, names);
+        if settings.failure_mode == FailureMode::Closed && !self.audit.health().is_healthy() {
+            // Writing PHI that cannot be accounted for: refuse before the broker has it.
+            tracing::error!(
+                api = "Produce",
+                partitions = parts.len(),
+                "audit spool unhealthy: Produce refused (failureMode Closed)"
+            );
+            let denied = record
+                .resources(
+                    summary::produce_unacknowledged(&parts)
+                        .into_iter()
+                        .map(|mut r| {
+                            r.records = 0;
+                            r.bytes = 0;
+                            r
+                        }),
+                )
+                .decision(
+                    crate::audit::Decision::Deny,
+                    "audit spool unavailable (failureMode Closed)",
+                );
+            self.audit.record(denied).await;
+            if !expect_response {
+                return OnRequest::Refuse(Bytes::new());
+            }
+            let response = summary::refuse_produce_request(&request, REFUSAL);
+            return match encode_response(
+                meta.correlation_id,
+                meta.response_header_version(),
+                &response,
+                meta.api_version,
+            ) {
+                Ok(f) => OnRequest::Refuse(f),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode the Produce refusal");
+                    OnRequest::Refuse(Bytes::new())
+                }
+            };
+        }
+        let payload = Payload::of(settings.payload, &bytes);
+        if !expect_response {
+            let rec = payload.apply(record.resources(summary::produce_unacknowledged(&parts)));
+            self.audit.record(rec).await;
+            return OnRequest::Done;
+        }
+        OnRequest::Await(Box::new(InFlight::Produce {
+            record,
+            settings,
+            parts,
+            payload,
+        }))
+    }
+
+    /// The response to an audited request, on its way to the client: finish the record and,
+    /// in Closed mode, release the response only once the record is durable.
+    pub async fn on_response(
+        &self,
+        inflight: InFlight,
+        meta: &RequestMeta,
+        frame: Bytes,
+        names: TopicNames<'_>,
+    ) -> Bytes {
+        let header_version = meta.response_header_version();
+        match inflight {
+            InFlight::Produce {
+                record,
+                settings,
+                parts,
+                payload,
+            } => {
+                let response: Option<ProduceResponse> = split_response(&frame, header_version)
+                    .ok()
+                    .and_then(|(_, body)| {
+                        decode_body(body, meta.api_version, "Produce response").ok()
+                    });
+                let Some(mut response) = response else {
+                    self.record_or_log(
+                        settings,
+                        payload.apply(record.resources(summary::produce_unacknowledged(&parts))),
+                    )
+                    .await;
+                    return frame;
+                };
+                let resources = summary::produce_resources(&parts, &response, names);
+                let rec = payload.apply(record.resources(resources));
+                if self.record_or_log(settings, rec).await {
+                    return frame;
+                }
+                summary::refuse_produce_response(&mut response, REFUSAL);
+                tracing::error!(
+                    api = "Produce",
+                    "audit record not durable: Produce acknowledgement replaced by a refusal (failureMode Closed)"
+                );
+                reencode(meta, &response).unwrap_or(frame)
+            }
+            InFlight::Fetch { record, settings } => {
+                let response: Option<FetchResponse> = split_response(&frame, header_version)
+                    .ok()
+                    .and_then(|(_, body)| {
+                        decode_body(body, meta.api_version, "Fetch response").ok()
+                    });
+                let Some(mut response) = response else {
+                    self.record_or_log(
+                        settings,
+                        record.decision(
+                            crate::audit::Decision::Allow,
+                            "forwarded; response not decodable for audit",
+                        ),
+                    )
+                    .await;
+                    return frame;
+                };
+                let (resources, empty, bytes) = summary::fetch_resources(&response, names);
+                if resources.is_empty() {
+                    // Nothing disclosed: a light summary, no durability wait.
+                    self.audit
+                        .record(record.resources(empty.into_iter().map(ResourceAccess::topic)))
+                        .await;
+                    return frame;
+                }
+                let rec = Payload::of(settings.payload, &bytes).apply(record.resources(resources));
+                if self.record_or_log(settings, rec).await {
+                    return frame;
+                }
+                let withheld = summary::withhold_fetch(&mut response);
+                tracing::error!(
+                    api = "Fetch",
+                    partitions = withheld,
+                    "audit record not durable: records withheld, partitions answered UNKNOWN_SERVER_ERROR (failureMode Closed)"
+                );
+                reencode(meta, &response).unwrap_or_else(|| {
+                    // Never release the records unaudited.
+                    for t in &mut response.responses {
+                        t.partitions.clear();
+                    }
+                    reencode(meta, &response).unwrap_or_default()
+                })
+            }
+        }
+    }
+
+    /// Record per the failure mode. `false` only in Closed mode when the record is not durable.
+    async fn record_or_log(&self, settings: Settings, record: AuditRecord) -> bool {
+        match self.audit.record_with(settings.failure_mode, record).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "audit record could not be made durable");
+                false
+            }
+        }
+    }
+}
+
+/// The record's decision from the gate's per-topic decisions: the most restrictive one
+/// wins (a request is refused if any topic is); the rule or approval that decided is the
+/// reason; the deciding policy is named with its generation.
+fn decide(
+    record: AuditRecord,
+    decisions: &[TopicDecision],
+    policy: Option<&CompiledPolicy>,
+) -> AuditRecord {
+    let deciding = decisions
+        .iter()
+        .find(|d| matches!(d.decision, PolicyDecision::Deny { .. }))
+        .or_else(|| {
+            decisions
+                .iter()
+                .find(|d| matches!(d.decision, PolicyDecision::NeedsApproval { .. }))
+        })
+        .or_else(|| decisions.first());
+    let Some(d) = deciding else {
+        return record.decision(AuditDecision::Allow, "forwarded");
+    };
+    let generation = |name: &str| {
+        policy
+            .and_then(|p| p.policies().find(|(n, _)| *n == name).and_then(|(_, g)| g))
+            .unwrap_or(0)
+    };
+    let (decision, reason, name) = match &d.decision {
+        PolicyDecision::Allow {
+            policy,
+            rule,
+            grant,
+        } => (
+            AuditDecision::Allow,
+            match grant {
+                Some(g) => format!("rule {rule} via AccessApproval {g}"),
+                None => format!("rule {rule}"),
+            },
+            Some(policy.clone()),
+        ),
+        PolicyDecision::Deny {
+            reason,
+            policy,
+            rule,
+        } => (
+            AuditDecision::Deny,
+            match rule {
+                Some(r) => format!("{} (rule {r}) on topic {}", reason.as_str(), d.topic),
+                None => format!("{} on topic {}", reason.as_str(), d.topic),
+            },
+            policy.clone(),
+        ),
+        PolicyDecision::NeedsApproval { policy, rule } => (
+            AuditDecision::PendingApproval,
+            format!("rule {rule} needs an AccessApproval for topic {}", d.topic),
+            Some(policy.clone()),
+        ),
+    };
+    let record = record.decision(decision, reason);
+    match name {
+        Some(n) => {
+            let g = generation(&n);
+            record.policy(n, g)
+        }
+        None => record,
+    }
+}
+
+fn reencode<M: kafka_protocol::protocol::Encodable>(meta: &RequestMeta, msg: &M) -> Option<Bytes> {
+    match encode_response(
+        meta.correlation_id,
+        meta.response_header_version(),
+        msg,
+        meta.api_version,
+    ) {
+        Ok(f) => Some(f),
+        Err(error) => {
+            tracing::error!(%error, "cannot re-encode a refused response");
+            None
+        }
+    }
+}
+
+/// The topics a Metadata request names (`None`: all topics).
+fn metadata_topics(meta: &RequestMeta, frame: &Bytes) -> Vec<String> {
+    let request: Option<MetadataRequest> = split_request(frame, meta)
+        .ok()
+        .and_then(|(_, body)| decode_body(body, meta.api_version, "Metadata request").ok());
+    match request.and_then(|r| r.topics) {
+        Some(topics) => topics
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect(),
+        None => vec!["*".to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::apis::test_support::{meta, request_frame, response_frame, session};
+    use crate::run::audit_summary::tests::batch;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::Compression;
+    use std::time::Duration;
+
+    fn flags(dir: &std::path::Path, mode: FailureMode) -> AuditFlags {
+        AuditFlags {
+            audit: AuditArgs::new(dir),
+            failure_mode: mode,
+            payload: PayloadMode::Digest,
+        }
+    }
+
+    fn fetch_frame(m: &RequestMeta) -> Bytes {
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("patient-events")))
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_partition_index(1)
+                        .with_records(Some(batch(0, 5, Compression::None))),
+                ]),
+        ]);
+        response_frame(m, &response)
+    }
+
+    fn records(dir: &std::path::Path) -> Vec<AuditRecord> {
+        crate::audit::segment::read_lines(dir)
+            .unwrap()
+            .map(|l| serde_json::from_str(&l.unwrap().2).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_is_recorded_with_offsets_and_digest_before_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = flags(dir.path(), FailureMode::Closed);
+        let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
+        let m = meta(ApiKey::Fetch, 12);
+        let s = session();
+        let OnRequest::Await(inflight) = trail
+            .on_request(&s, &m, &Bytes::new(), true, &|_| None, Verdict::default())
+            .await
+        else {
+            panic!("fetch awaits its response")
+        };
+        let frame = fetch_frame(&m);
+        let out = trail
+            .on_response(*inflight, &m, frame.clone(), &|_| None)
+            .await;
+        assert_eq!(out, frame, "released unchanged once durable");
+        trail.audit().shutdown(Duration::from_secs(1)).await;
+        let recs = records(dir.path());
+        let fetch = recs
+            .iter()
+            .find(|r| r.api.as_deref() == Some("Fetch"))
+            .unwrap();
+        assert_eq!(fetch.operation, Some(Operation::Read));
+        assert_eq!(fetch.resources[0].offset_first, Some(0));
+        assert_eq!(fetch.resources[0].offset_last, Some(4));
+        assert_eq!(fetch.resources[0].records, 5);
+        assert!(
+            fetch
+                .payload_digest
+                .as_deref()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert_eq!(fetch.subject.as_ref().unwrap().kind, "Anonymous");
+        assert_eq!(fetch.client_address.as_deref(), Some("127.0.0.1:50000"));
+    }
+
+    #[tokio::test]
+    async fn closed_withholds_records_and_refuses_produce_when_the_spool_is_unwritable() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("not-a-dir");
+        std::fs::write(&dir, b"file").unwrap();
+        let f = flags(&dir, FailureMode::Closed);
+        let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
+        let m = meta(ApiKey::Fetch, 12);
+        let OnRequest::Await(inflight) = trail
+            .on_request(
+                &session(),
+                &m,
+                &Bytes::new(),
+                true,
+                &|_| None,
+                Verdict::default(),
+            )
+            .await
+        else {
+            panic!()
+        };
+        let out = trail
+            .on_response(*inflight, &m, fetch_frame(&m), &|_| None)
+            .await;
+        let (_, body) = split_response(&out, m.response_header_version()).unwrap();
+        let got: FetchResponse = decode_body(body, 12, "t").unwrap();
+        let p = &got.responses[0].partitions[0];
+        assert_eq!(p.error_code, summary::UNKNOWN_SERVER_ERROR);
+        assert!(
+            p.records.as_ref().is_none_or(|r| r.is_empty()),
+            "no PHI released"
+        );
+        // The spool is now known bad: a Produce is refused before it reaches the broker.
+        let pm = meta(ApiKey::Produce, 9);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![
+                kafka_protocol::messages::produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("patient-events")))
+                    .with_partition_data(vec![
+                        kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(0, 2, Compression::None))),
+                    ]),
+            ]);
+        let OnRequest::Refuse(frame) = trail
+            .on_request(
+                &session(),
+                &pm,
+                &request_frame(&pm, &req),
+                true,
+                &|_| None,
+                Verdict::default(),
+            )
+            .await
+        else {
+            panic!("refused")
+        };
+        let (_, body) = split_response(&frame, pm.response_header_version()).unwrap();
+        let got: ProduceResponse = decode_body(body, 9, "t").unwrap();
+        let p = &got.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, summary::POLICY_VIOLATION);
+        assert_eq!(p.error_message.as_deref(), Some(REFUSAL));
+        // Open: traffic flows.
+        let open = AuditTrail {
+            audit: Arc::clone(trail.audit()),
+            defaults: Settings {
+                failure_mode: FailureMode::Open,
+                payload: PayloadMode::Digest,
+            },
+            policy: None,
+        };
+        let OnRequest::Await(inflight) = open
+            .on_request(
+                &session(),
+                &m,
+                &Bytes::new(),
+                true,
+                &|_| None,
+                Verdict::default(),
+            )
+            .await
+        else {
+            panic!()
+        };
+        let frame = fetch_frame(&m);
+        assert_eq!(
+            open.on_response(*inflight, &m, frame.clone(), &|_| None)
+                .await,
+            frame
+        );
+        trail.audit().shutdown(Duration::from_secs(1)).await;
+        assert!(trail.audit().health().failed_records() >= 2);
+    }
+
+    #[test]
+    fn flags_parse_case_insensitively_with_a_clear_error() {
+        assert_eq!(parse_failure_mode("open"), Ok(FailureMode::Open));
+        assert_eq!(parse_payload_mode("Full"), Ok(PayloadMode::Full));
+        assert!(
+            parse_failure_mode("maybe")
+                .unwrap_err()
+                .contains("Closed or Open")
+        );
+    }
+}

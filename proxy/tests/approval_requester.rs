@@ -1,0 +1,354 @@
+//! Asking for AccessApprovals: de-duplication and rate limit, the kube sink
+//! (the POST the API server receives, via kube's tower-test mock), the
+//! directory sink, and the directory-mode approval round trip (request file
+//! → a person's edit → a live grant) through the real directory loader.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use streamgate_crds::matching::Principal;
+use streamgate_crds::{AccessApproval, Operation, SubjectKind};
+use streamgate_proxy::approval::{
+    ApprovalRequest, ApprovalRequester, ApprovalSink, Created, Dedup, DedupConfig,
+    build_access_approval,
+};
+use streamgate_proxy::identity::workload::Workload;
+use streamgate_proxy::policy::decide::{CompiledPolicy, Decision};
+use streamgate_proxy::policy::enforce::TopicDecision;
+use streamgate_proxy::policy::source_dir::load_dir;
+use tokio::sync::mpsc;
+
+const POLICY: &str = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: phi-access, namespace: clinical}
+spec:
+  rules:
+    - name: write-patient-records
+      subjects: [{kind: Group, name: clinicians}]
+      topics: [patient-records]
+      operations: [Write]
+      effect: Allow
+      approval:
+        approvers: [{kind: Group, name: compliance-officers}]
+        maxDuration: 1h
+"#;
+
+fn alice() -> Principal {
+    Principal {
+        kind: SubjectKind::User,
+        name: "alice@example.com".into(),
+        namespace: None,
+        groups: vec!["clinicians".into()],
+    }
+}
+
+fn request() -> ApprovalRequest {
+    ApprovalRequest {
+        principal: alice(),
+        pod: Some("intake-0".into()),
+        service_account: Some("intake-app".into()),
+        namespace: "clinical".into(),
+        policy: "phi-access".into(),
+        rule: "write-patient-records".into(),
+        topics: vec!["patient-records".into()],
+        operations: vec![Operation::Write],
+        duration: "1h".into(),
+    }
+}
+
+fn workload() -> Workload {
+    Workload {
+        service_account: "intake-app".into(),
+        pod_name: Some("intake-0".into()),
+        namespace: "clinical".into(),
+        labels: BTreeMap::new(),
+    }
+}
+
+fn compiled(dir: &std::path::Path) -> CompiledPolicy {
+    let inputs = load_dir(dir, "clinical").unwrap();
+    CompiledPolicy::compile(
+        inputs.policies,
+        inputs.masking,
+        inputs.grants,
+        &BTreeMap::new(),
+    )
+}
+
+#[test]
+fn dedup_suppresses_repeats_until_the_window_passes() {
+    let mut d = Dedup::new(DedupConfig {
+        per_key: Duration::from_secs(60),
+        burst: 100,
+        window: Duration::from_secs(60),
+    });
+    let t0 = Instant::now();
+    assert!(d.admit("a", t0));
+    assert!(!d.admit("a", t0 + Duration::from_secs(1)));
+    assert!(d.admit("b", t0 + Duration::from_secs(1)));
+    assert!(d.admit("a", t0 + Duration::from_secs(61)));
+    d.forget("b");
+    assert!(d.admit("b", t0 + Duration::from_secs(2)));
+}
+
+#[test]
+fn rate_limit_caps_new_requests_across_keys() {
+    let mut d = Dedup::new(DedupConfig {
+        per_key: Duration::from_secs(600),
+        burst: 3,
+        window: Duration::from_secs(10),
+    });
+    let t0 = Instant::now();
+    let admitted = (0..10).filter(|i| d.admit(&format!("k{i}"), t0)).count();
+    assert_eq!(admitted, 3);
+    assert!(d.admit("k9", t0 + Duration::from_secs(11)));
+}
+
+#[tokio::test]
+async fn dir_sink_writes_once_and_never_overwrites_a_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = ApprovalSink::Dir(dir.path().join("approvals"));
+    let aa = build_access_approval(request()).unwrap();
+    let name = aa.metadata.name.clone().unwrap();
+    assert_eq!(sink.create(&aa).await.unwrap(), Created::New);
+    let path = dir.path().join("approvals").join(format!("{name}.yaml"));
+    let back: AccessApproval =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(back.spec, aa.spec);
+    assert_eq!(back.metadata.name, aa.metadata.name);
+    assert_eq!(back.metadata.labels, aa.metadata.labels);
+    // A person edits the file; asking again must not undo that.
+    std::fs::write(&path, "edited").unwrap();
+    assert_eq!(sink.create(&aa).await.unwrap(), Created::AlreadyExists);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "edited");
+    // No temp files left for the directory source to trip over.
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("approvals"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![format!("{name}.yaml")]);
+}
+
+/// A mock API server answering each request with `statuses[i]` (then 201),
+/// reporting (method, path, body) of each.
+fn mock_client(
+    statuses: Vec<StatusCode>,
+) -> (
+    kube::Client,
+    mpsc::UnboundedReceiver<(Method, String, serde_json::Value)>,
+) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut i = 0;
+        while let Some((request, send)) = handle.next_request().await {
+            let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let status = statuses.get(i).copied().unwrap_or(StatusCode::CREATED);
+            i += 1;
+            let answer = if status.is_success() {
+                bytes.to_vec()
+            } else {
+                serde_json::to_vec(&serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "already exists", "reason": "AlreadyExists", "code": status.as_u16()
+                }))
+                .unwrap()
+            };
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(answer))
+                    .unwrap(),
+            );
+            tx.send((method, path, body)).unwrap();
+        }
+    });
+    (kube::Client::new(service, "default"), rx)
+}
+
+#[tokio::test]
+async fn kube_sink_posts_the_approval_and_accepts_already_exists() {
+    let (client, mut seen) = mock_client(vec![StatusCode::CREATED, StatusCode::CONFLICT]);
+    let sink = ApprovalSink::Kube(client);
+    let aa = build_access_approval(request()).unwrap();
+    assert_eq!(sink.create(&aa).await.unwrap(), Created::New);
+    let (method, path, body) = seen.recv().await.unwrap();
+    assert_eq!(method, Method::POST);
+    assert_eq!(
+        path,
+        "/apis/streamgate.dev/v1alpha1/namespaces/clinical/accessapprovals"
+    );
+    assert_eq!(body["kind"], "AccessApproval");
+    assert_eq!(body["metadata"]["name"], aa.metadata.name.clone().unwrap());
+    assert_eq!(
+        body["metadata"]["labels"]["streamgate.dev/rule"],
+        "write-patient-records"
+    );
+    assert_eq!(body["spec"]["requester"]["name"], "alice@example.com");
+    assert_eq!(body["spec"]["workload"]["pod"], "intake-0");
+    assert_eq!(body["spec"]["decision"], "Pending");
+    assert_eq!(body["spec"]["duration"], "1h");
+    assert_eq!(body["spec"]["operations"], serde_json::json!(["Write"]));
+    assert!(body.get("status").is_none_or(serde_json::Value::is_null));
+    assert_eq!(sink.create(&aa).await.unwrap(), Created::AlreadyExists);
+}
+
+#[tokio::test]
+async fn kube_sink_reports_other_api_errors() {
+    let (client, _seen) = mock_client(vec![StatusCode::FORBIDDEN]);
+    let sink = ApprovalSink::Kube(client);
+    let aa = build_access_approval(request()).unwrap();
+    assert!(sink.create(&aa).await.is_err());
+}
+
+async fn wait_for_yaml(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("write-")
+            })
+            .collect();
+        if files.len() >= n || Instant::now() > deadline {
+            return files;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    let policy = compiled(dir.path());
+    let decision = policy.decide(&alice(), Operation::Write, "patient-records");
+    assert!(
+        matches!(decision, Decision::NeedsApproval { .. }),
+        "{decision:?}"
+    );
+
+    let w = workload();
+    let requester = ApprovalRequester::new(
+        ApprovalSink::Dir(dir.path().to_path_buf()),
+        "clinical".into(),
+        Some(&w),
+        DedupConfig::default(),
+    );
+    let decisions = vec![TopicDecision {
+        topic: "patient-records".into(),
+        operation: Operation::Write,
+        decision,
+    }];
+    // A client retrying many times asks once.
+    for _ in 0..5 {
+        requester.on_decisions(&policy, Some(&alice()), &decisions);
+    }
+    let files = wait_for_yaml(dir.path(), 1).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(wait_for_yaml(dir.path(), 2).await.len(), 1);
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let aa: AccessApproval = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(aa.spec.duration, "1h", "the rule's maxDuration");
+    assert_eq!(
+        aa.spec.workload.unwrap().service_account.as_deref(),
+        Some("intake-app")
+    );
+
+    // The pending request loads with the policy and grants nothing.
+    let still = compiled(dir.path()).decide(&alice(), Operation::Write, "patient-records");
+    assert!(matches!(still, Decision::NeedsApproval { .. }), "{still:?}");
+
+    // The local approver's edit (see the approval module docs).
+    let expires = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
+    let approved = text.replace("decision: Pending", "decision: Approved")
+        + &format!("status:\n  phase: Approved\n  expiresAt: \"{expires}\"\n");
+    std::fs::write(&files[0], approved).unwrap();
+    let now = compiled(dir.path()).decide(&alice(), Operation::Write, "patient-records");
+    assert_eq!(
+        now,
+        Decision::Allow {
+            policy: "phi-access".into(),
+            rule: "write-patient-records".into(),
+            grant: aa.metadata.name.clone(),
+        }
+    );
+}
+
+#[tokio::test]
+async fn no_principal_or_no_approval_rule_asks_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    let policy = compiled(dir.path());
+    let requester = ApprovalRequester::new(
+        ApprovalSink::Dir(dir.path().to_path_buf()),
+        "clinical".into(),
+        None,
+        DedupConfig::default(),
+    );
+    let needs = vec![TopicDecision {
+        topic: "patient-records".into(),
+        operation: Operation::Write,
+        decision: Decision::NeedsApproval {
+            policy: "phi-access".into(),
+            rule: "write-patient-records".into(),
+        },
+    }];
+    requester.on_decisions(&policy, None, &needs);
+    let unknown_rule = vec![TopicDecision {
+        topic: "patient-records".into(),
+        operation: Operation::Write,
+        decision: Decision::NeedsApproval {
+            policy: "phi-access".into(),
+            rule: "no-such-rule".into(),
+        },
+    }];
+    assert!(
+        requester
+            .requests_for(&policy, &alice(), &unknown_rule)
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(wait_for_yaml(dir.path(), 1).await.is_empty());
+}
+
+#[test]
+fn approval_events_become_audit_records_naming_the_access_approval() {
+    use streamgate_proxy::approval::{ApprovalEvent, audit_subject};
+    use streamgate_proxy::audit::RecordKind;
+    let requested = ApprovalEvent::Requested {
+        name: "write-patient-records-alice-0123456789".into(),
+        namespace: "clinical".into(),
+        requester: "alice@example.com".into(),
+        rule: "write-patient-records".into(),
+        created: true,
+    }
+    .audit_record(Some(audit_subject(&alice())));
+    assert_eq!(requested.kind, RecordKind::ApprovalRequested);
+    let reason = requested.reason.clone().unwrap();
+    assert!(
+        reason.contains("clinical/write-patient-records-alice-0123456789"),
+        "{reason}"
+    );
+    assert_eq!(requested.subject.unwrap().name, "alice@example.com");
+
+    let used = ApprovalEvent::Used {
+        name: "write-patient-records-alice-0123456789".into(),
+        requester: "alice@example.com".into(),
+        rule: "write-patient-records".into(),
+        topic: "patient-records".into(),
+    }
+    .audit_record(None);
+    assert_eq!(used.kind, RecordKind::ApprovalUsed);
+    assert!(used.reason.unwrap().contains("patient-records"));
+}
