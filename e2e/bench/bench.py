@@ -240,6 +240,10 @@ def mode_setup(mode, flags, workdir):
     if "--audit-dir" in flags:
         # The audit spool always goes to the run's scratch dir; shippers off.
         args += ["--audit-dir", str(workdir / "audit"), "--audit-otlp", "false", "--audit-events", "false"]
+    if "--audit-payload" in flags:
+        # The defaults until the policy loads; the policy's audit block then rules.
+        payload, failure = ("Digest", "Closed") if mode == "audit" else ("None", "Open")
+        args += ["--audit-payload", payload, "--audit-failure-mode", failure]
     return args, env
 
 
