@@ -43,7 +43,10 @@ pub fn on_response(
             // ignore the unknown tag, so the frame is forwarded as the broker
             // sent it. Such brokers do not set preferred_read_replica.
             tracing::debug!(%error, version = meta.api_version, "Fetch response not decodable; forwarded as is");
-            return Ok(Rewritten { frame, ..Rewritten::default() });
+            return Ok(Rewritten {
+                frame,
+                ..Rewritten::default()
+            });
         }
         Err(error) => return Err(error),
     };
