@@ -20,5 +20,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 # Two test threads: the machine has two cores and every e2e test runs a
 # broker, a proxy and clients.
-cargo test --workspace --locked -- --test-threads=2
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2
 step "all tests passed in $(( $(date +%s) - started ))s"

@@ -577,3 +577,46 @@ fn a_refusal_by_policy_is_a_record_too() {
         "a Deny record names the refused topic: {denied:?}"
     );
 }
+
+#[test]
+fn policy_reloads_applied_and_rejected_are_records() {
+    let broker = Broker::start(Storage::Memory);
+    let opts = governed("Closed", vec![], vec![]);
+    let policy_dir = PathBuf::from(
+        opts.args
+            .iter()
+            .skip_while(|a| *a != "--policy-dir")
+            .nth(1)
+            .unwrap(),
+    );
+    let mut proxy = Proxy::start(&broker, opts);
+    let file = policy_dir.join("policy.yaml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    // A typo in an operation: the reload is rejected, the old policy stays.
+    std::fs::write(&file, good.replace("operations: [Write,", "operations: [Wrte,")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Fixed, and the policy changes generation-free content: applied again.
+    std::fs::write(&file, good.replace("audit-e2e, namespace", "audit-e2e-v2, namespace")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(proxy.proc.terminate(Duration::from_secs(15)), Some(0));
+
+    let dir = spool_dir(&proxy);
+    verify(&dir);
+    let reloads: Vec<String> = export(&dir)
+        .iter()
+        .filter(|r| r["kind"] == "PolicyReload")
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        reloads.iter().any(|r| r.starts_with("policy in force at start: audit-e2e")),
+        "the policy in force at start is recorded: {reloads:?}"
+    );
+    assert!(
+        reloads.iter().any(|r| r.contains("rejected") && r.contains("Wrte")),
+        "the rejected reload is recorded with its error: {reloads:?}"
+    );
+    assert!(
+        reloads.iter().any(|r| r.contains("applied") && r.contains("audit-e2e-v2")),
+        "the applied reload names the new policy: {reloads:?}"
+    );
+}

@@ -1,240 +1,58 @@
-//! Peers for the data-path tests: a tansu broker, the proxy binary and the
-//! client CLI (`e2e/clients/kclient.py`, kcat), each on free loopback ports and
-//! stopped by PID when dropped.
+//! Peers for the data-path tests, on the shared harness (`e2e/src/lib.rs`):
+//! a tansu broker, the proxy binary under an allow-all policy, and the
+//! client CLI (`e2e/clients/kclient.py`, kcat), stopped by PID when dropped.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const CACHE: &str = "/root/.cache/streamgate";
-/// tansu leads every partition from node 111.
-pub const TANSU_NODE_ID: u16 = 111;
+pub use streamgate_e2e::Storage;
+use streamgate_e2e::{ProxyOptions, peers, repo_root};
+
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn peer(env: &str, fallback: &str) -> PathBuf {
-    let path = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(CACHE).join(fallback));
-    assert!(
-        path.exists(),
-        "{} not found (set {env}; see e2e/README or test-peers.md)",
-        path.display()
-    );
-    path
-}
-
-fn tansu_bin() -> PathBuf {
-    peer("STREAMGATE_TANSU", "tansu/bin/tansu")
+    repo_root()
 }
 
 fn python() -> PathBuf {
-    peer("STREAMGATE_PYTHON", "venv/bin/python")
+    peers().python.clone()
 }
 
 fn kcat() -> PathBuf {
-    peer("STREAMGATE_KCAT", "bin/kcat")
-}
-
-fn proxy_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("STREAMGATE_PROXY_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    // The newest of the two builds, unless a profile is asked for: a stale
-    // release binary must not shadow the debug one `cargo test` just built.
-    let wanted = std::env::var("STREAMGATE_PROXY_PROFILE").ok();
-    let newest = ["release", "debug"]
-        .iter()
-        .filter(|profile| wanted.as_deref().is_none_or(|w| w == **profile))
-        .map(|profile| target.join(profile).join("streamgate-proxy"))
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .max();
-    if let Some((_, p)) = newest {
-        return p;
-    }
-    panic!(
-        "no streamgate-proxy binary under {}: run `cargo build -p streamgate-proxy` first",
-        target.display()
-    );
+    peers().kcat.clone()
 }
 
 /// The synthetic patient events (one JSON object per line).
 pub fn patient_events() -> Vec<Vec<u8>> {
-    let examples = workspace().join("examples/data/patient-events.jsonl");
-    let path = if examples.exists() {
-        examples
-    } else {
-        PathBuf::from("/work/shared/fixtures/patient-events.jsonl")
-    };
-    let text = std::fs::read(&path).unwrap();
-    let lines: Vec<Vec<u8>> = text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
+    let lines: Vec<Vec<u8>> = streamgate_e2e::fixture_lines("patient-events.jsonl")
+        .into_iter()
+        .map(String::into_bytes)
         .collect();
-    assert!(lines.len() >= 100, "{} has too few events", path.display());
+    assert!(lines.len() >= 100, "examples/data/patient-events.jsonl has too few events");
     lines
 }
 
-/// A port that is free now, with `port + 1 + TANSU_NODE_ID` free as well.
-fn free_proxy_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < 60000 && TcpListener::bind(("127.0.0.1", port + 1 + TANSU_NODE_ID)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{what} exited before listening: {status}");
-        }
-        assert!(Instant::now() < deadline, "{what} never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stop(child: &mut Child) {
-    // SIGTERM first so the peer can shut down cleanly, then SIGKILL.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
-    Memory,
-    /// Data survives a broker restart.
-    Sqlite,
-}
-
-pub struct Tansu {
-    child: Child,
-    pub port: u16,
-    storage: Storage,
-    dir: tempfile::TempDir,
-}
+/// The broker the data-path tests run against.
+pub struct Tansu(streamgate_e2e::Broker);
 
 impl Tansu {
     pub fn start(storage: Storage) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Self::spawn(port, storage, dir.path());
-        let mut t = Self {
-            child,
-            port,
-            storage,
-            dir,
-        };
-        wait_for_port(port, "tansu", &mut t.child);
-        t
-    }
-
-    fn spawn(port: u16, storage: Storage, dir: &Path) -> Child {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let engine = match storage {
-            Storage::Memory => "memory://tansu/".to_string(),
-            Storage::Sqlite => "sqlite://tansu.db".to_string(),
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("tansu.log"))
-            .unwrap();
-        Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                &engine,
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        Self(streamgate_e2e::Broker::start(storage))
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new(tansu_bin())
-            .args([
-                "topic",
-                "create",
-                name,
-                "--partitions",
-                &partitions.to_string(),
-            ])
-            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "create topic {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.0.create_topic(name, partitions);
     }
 
     /// Stop and start again on the same port and storage.
     pub fn restart(&mut self) {
-        assert_eq!(
-            self.storage,
-            Storage::Sqlite,
-            "only sqlite storage survives a restart"
-        );
-        stop(&mut self.child);
-        self.child = Self::spawn(self.port, self.storage, self.dir.path());
-        wait_for_port(self.port, "tansu (restarted)", &mut self.child);
+        assert_eq!(self.0.storage, Storage::Sqlite, "only sqlite storage survives a restart");
+        self.0.restart(Duration::ZERO);
     }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
-pub struct Proxy {
-    child: Child,
-    pub port: u16,
-    pub admin: u16,
-    upstream: u16,
 }
 
 const ALLOW_ALL: &str = r#"apiVersion: streamgate.dev/v1alpha1
@@ -249,144 +67,58 @@ spec:
       operations: [Write, Read, Describe, Create, Admin]
 "#;
 
-/// A policy directory (made once per test process) allowing every operation
-/// on every topic to the workload identity the data-path proxies run as.
-fn allow_all_policy_dir() -> String {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("streamgate-datapath-policy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("allow-all.yaml"), ALLOW_ALL).unwrap();
-        dir
-    })
-    .display()
-    .to_string()
+/// The proxy, running as a workload whose policy allows everything (without
+/// a policy the proxy denies every request).
+pub struct Proxy {
+    inner: streamgate_e2e::Proxy,
+    _policy: tempfile::TempDir,
 }
 
 impl Proxy {
     pub fn start(broker: &Tansu) -> Self {
-        let (port, admin) = (free_proxy_port(), free_port());
-        let child = Self::spawn(port, admin, broker.port);
-        let mut p = Self {
-            child,
-            port,
-            admin,
-            upstream: broker.port,
+        let policy = tempfile::tempdir().unwrap();
+        std::fs::write(policy.path().join("allow-all.yaml"), ALLOW_ALL).unwrap();
+        let opts = ProxyOptions {
+            args: vec![
+                "--shutdown-grace".into(),
+                "5s".into(),
+                "--policy-dir".into(),
+                policy.path().display().to_string(),
+            ],
+            envs: vec![
+                ("STREAMGATE_SERVICE_ACCOUNT".into(), "datapath-e2e".into()),
+                ("STREAMGATE_POD_NAMESPACE".into(), "e2e".into()),
+            ],
+            no_wait: false,
         };
-        p.wait_ready();
-        p
-    }
-
-    fn spawn(port: u16, admin: u16, upstream: u16) -> Child {
-        Command::new(proxy_bin())
-            .args([
-                "run",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .args([
-                "--upstream",
-                &format!("127.0.0.1:{upstream}"),
-                "--shutdown-grace",
-                "5s",
-            ])
-            // The proxy denies everything without a policy: these data-path
-            // tests run as a workload whose policy allows everything.
-            .args(["--policy-dir", &allow_all_policy_dir()])
-            .env("STREAMGATE_SERVICE_ACCOUNT", "datapath-e2e")
-            .env("STREAMGATE_POD_NAMESPACE", "e2e")
-            // Each proxy its own audit spool (kept across restarts on the same port).
-            .env(
-                "STREAMGATE_AUDIT_DIR",
-                std::env::temp_dir().join(format!(
-                    "streamgate-datapath-audit-{}-{port}",
-                    std::process::id()
-                )),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("STREAMGATE_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
+        let inner = streamgate_e2e::Proxy::start(&broker.0, opts);
+        Self { inner, _policy: policy }
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.inner.addr()
     }
 
     /// GET an admin path: (status, body).
     pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((status, body))
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("proxy exited before it was ready: {status}");
-            }
-            if matches!(self.admin_get("/readyz"), Some((200, _))) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "proxy never became ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        streamgate_e2e::http_get(self.inner.admin_port, path).ok()
     }
 
     /// SIGTERM, wait for a clean exit, start again on the same ports.
     pub fn restart(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "proxy did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "proxy exits cleanly on SIGTERM: {status}");
-        self.child = Self::spawn(self.port, self.admin, self.upstream);
-        self.wait_ready();
+        let code = self.inner.proc.terminate(Duration::from_secs(15));
+        assert_eq!(code, Some(0), "proxy exits cleanly on SIGTERM:\n{}", self.inner.output());
+        self.inner.restart();
     }
 
     pub fn assert_alive(&self) {
-        let (status, _) = self
-            .admin_get("/healthz")
-            .expect("proxy admin port answers");
+        let (status, _) = self.admin_get("/healthz").expect("proxy admin port answers");
         assert_eq!(status, 200);
         let (_, metrics) = self.admin_get("/metrics").unwrap();
         assert!(
             metrics.contains("streamgate_proxy_requests_total{api=\"Fetch\"}"),
             "metrics count fetches"
         );
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        stop(&mut self.child);
     }
 }
 

@@ -25,6 +25,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod metrics;
+pub mod policy_reloads;
 pub mod session;
 pub mod state;
 pub mod upstream;
@@ -262,6 +263,7 @@ async fn start_audit(
     let trail = audit_trail::AuditTrail::new(Arc::clone(&audit), flags)
         .with_policy(proxy.gate.policy.clone());
     let _ = proxy.audit.set(Arc::new(trail));
+    policy_reloads::spawn(Arc::clone(&audit), &proxy.gate.policy).await;
     tracing::info!(dir = %flags.audit.audit_dir.display(), failure_mode = ?flags.failure_mode, payload = ?flags.payload, "audit trail started");
     Ok(audit)
 }
