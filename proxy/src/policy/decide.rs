@@ -22,9 +22,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use streamgate_crds::matching::{Principal, topic_matches};
 use streamgate_crds::{
-    AccessApproval, ApprovalPhase, ApprovalRequirement, BlockedOperation, Decision as ApprovalDecision, Effect,
-    FailureMode, MaskingRuleSpec, OidcIdentity, Operation, PayloadMode, PolicyRule,
-    StreamPolicySpec, SubjectKind,
+    AccessApproval, ApprovalPhase, ApprovalRequirement, BlockedOperation,
+    Decision as ApprovalDecision, Effect, FailureMode, MaskingRuleSpec, OidcIdentity, Operation,
+    PayloadMode, PolicyRule, StreamPolicySpec, SubjectKind,
 };
 
 /// One StreamPolicy as loaded from a source.

@@ -24,6 +24,7 @@ pub mod audit_trail;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod masking_state;
 pub mod metrics;
 pub mod session;
 pub mod state;
@@ -105,6 +106,10 @@ pub struct RunArgs {
     /// the policy directory itself, so the directory source sees the decision).
     #[arg(long, env = "STREAMGATE_APPROVALS_DIR")]
     pub approvals_dir: Option<PathBuf>,
+    /// MaskingRule hash keys: the mounted Secrets, laid out `DIR/<secret name>/<key>`.
+    /// Without it, rules that hash are blocked (their topics never pass unmasked).
+    #[arg(long, env = "STREAMGATE_SECRET_DIR")]
+    pub secret_dir: Option<PathBuf>,
 }
 
 /// Keeps the policy source running for the life of `run`.
@@ -186,7 +191,11 @@ async fn policy_setup(
 /// `--policy-kube`, else `--approvals-dir` or the policy directory.
 async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
     use crate::approval::ApprovalSink;
-    if let Some(dir) = args.approvals_dir.clone().or_else(|| args.policy_dir.clone()) {
+    if let Some(dir) = args
+        .approvals_dir
+        .clone()
+        .or_else(|| args.policy_dir.clone())
+    {
         return Ok(Some(ApprovalSink::Dir(dir)));
     }
     if args.policy_kube {
@@ -302,7 +311,11 @@ fn build(args: &RunArgs, gate: Arc<crate::policy::conn::GateShared>) -> anyhow::
         connect_timeout: args.connect_timeout,
         max_frame: args.max_frame_bytes,
     };
-    Ok(Proxy::new(plan, upstream, gate))
+    let proxy = Proxy::new(plan, upstream, gate);
+    if let Some(dir) = &args.secret_dir {
+        proxy.masking.set_secret_dir(dir.clone());
+    }
+    Ok(proxy)
 }
 
 /// Ask the upstream for ApiVersions and Metadata: readiness, and the broker

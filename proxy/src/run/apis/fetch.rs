@@ -4,15 +4,19 @@
 //! `Bytes` slices of the broker's frame: decoding them copies nothing, and an
 //! unchanged response is forwarded as the broker's original bytes.
 
-use super::{RequestAction, Rewritten, rewrite_endpoints};
+use super::{MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints};
+use crate::masking::mask_fetch_response;
 use crate::run::addresses::AddressPlan;
 use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
 use crate::run::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse;
+use streamgate_crds::ApplyTo;
 
 const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
 const NODE_ENDPOINTS_SINCE: i16 = 16;
+/// From v13 topics are named by id.
+const TOPIC_IDS_SINCE: i16 = 13;
 
 pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> RequestAction {
     // gate: policy — Read on each topic fetched (names via the topic-id map at
@@ -28,29 +32,75 @@ pub fn response_needs_rewrite(version: i16) -> bool {
 }
 
 pub fn on_response(
-    _session: &Session,
+    session: &Session,
     plan: &AddressPlan,
     meta: &RequestMeta,
     frame: Bytes,
+    masking: Option<&MaskingContext<'_>>,
 ) -> Result<Rewritten, FrameError> {
+    let masking = masking.filter(|m| m.applies(ApplyTo::Fetch));
     let header_version = meta.response_header_version();
     let (header, body) = split_response(&frame, header_version)?;
-    let mut response: FetchResponse = match decode_body(body, meta.api_version, "Fetch response") {
+    // A response that had to be decoded leniently must be re-encoded: its
+    // bytes do not conform to the version the client asked for.
+    let mut nonconforming = false;
+    let mut response: FetchResponse = match decode_body(
+        body.clone(),
+        meta.api_version,
+        "Fetch response",
+    ) {
         Ok(r) => r,
         Err(error) if meta.api_version < NODE_ENDPOINTS_SINCE => {
             // Some brokers (tansu 0.6) send the v16 `node_endpoints` tag at
-            // v12-15. kafka-protocol refuses it; clients at those versions
-            // ignore the unknown tag, so the frame is forwarded as the broker
-            // sent it. Such brokers do not set preferred_read_replica.
-            tracing::debug!(%error, version = meta.api_version, "Fetch response not decodable; forwarded as is");
-            return Ok(Rewritten { frame, ..Rewritten::default() });
+            // v12-15, which kafka-protocol refuses.
+            match masking {
+                None => {
+                    // Clients at those versions ignore the unknown tag, so the
+                    // frame is forwarded as the broker sent it. Such brokers do
+                    // not set preferred_read_replica.
+                    tracing::debug!(%error, version = meta.api_version, "Fetch response not decodable; forwarded as is");
+                    return Ok(Rewritten {
+                        frame,
+                        ..Rewritten::default()
+                    });
+                }
+                // With masking in force an undecodable response is never
+                // forwarded (it may carry PHI). v13-15 have v16's layout
+                // (node_endpoints is only a tagged field there): decode as
+                // v16, drop the endpoints, re-encode at the client's version.
+                Some(_) if meta.api_version >= TOPIC_IDS_SINCE => {
+                    let mut r: FetchResponse =
+                        decode_body(body, NODE_ENDPOINTS_SINCE, "Fetch response (as v16)")?;
+                    r.node_endpoints.clear();
+                    nonconforming = true;
+                    r
+                }
+                // v12 names topics (v16 does not): refuse, the connection
+                // closes with this reason and the client reconnects.
+                Some(_) => return Err(error),
+            }
         }
         Err(error) => return Err(error),
     };
     let mut out = Rewritten::default();
-    let changed = rewrite(plan, &mut response, &mut out);
-    // gate: masking — for topics with a MaskingRule, rewrite the record values
-    // inside each batch (batch headers kept); audit — one event per fetch.
+    let mut changed = rewrite(plan, &mut response, &mut out) || nonconforming;
+    if let Some(ctx) = masking {
+        let principal = masking_principal(session);
+        let by_id = meta.api_version >= TOPIC_IDS_SINCE;
+        let masked = mask_fetch_response(&ctx.set, &principal, &mut response, |t| {
+            if by_id {
+                (ctx.topic_name)(&t.topic_id)
+            } else {
+                Some(t.topic.0.to_string())
+            }
+        });
+        for f in &masked.failures {
+            // The error is about the record layout; it never quotes values.
+            tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "partition not maskable: answered with an error, no records");
+        }
+        changed |= masked.changed;
+        out.masking = masked.topics;
+    }
     if !changed {
         out.frame = frame;
         return Ok(out);
@@ -129,8 +179,14 @@ mod tests {
         for version in PREFERRED_READ_REPLICA_SINCE..=FetchResponse::VERSIONS.max {
             let meta = meta(ApiKey::Fetch, version);
             let input = golden(version, 3);
-            let out =
-                on_response(&session(), &plan(), &meta, response_frame(&meta, &input)).unwrap();
+            let out = on_response(
+                &session(),
+                &plan(),
+                &meta,
+                response_frame(&meta, &input),
+                None,
+            )
+            .unwrap();
             let (corr, got): (i32, FetchResponse) = decode_response(&meta, &out.frame);
             assert_eq!(corr, 99);
             let mut want = input.clone();
@@ -151,7 +207,7 @@ mod tests {
         assert_eq!(frame.pop(), Some(0), "no top-level tagged fields");
         frame.extend_from_slice(&[1, 0, 1, 1]); // one tag: 0, size 1, empty compact array
         let frame = Bytes::from(frame);
-        let out = on_response(&session(), &plan(), &meta, frame.clone()).unwrap();
+        let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
         assert_eq!(out.frame, frame);
     }
 
@@ -160,7 +216,7 @@ mod tests {
         for version in PREFERRED_READ_REPLICA_SINCE..16 {
             let meta = meta(ApiKey::Fetch, version);
             let frame = response_frame(&meta, &golden(version, -1));
-            let out = on_response(&session(), &plan(), &meta, frame.clone()).unwrap();
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
             assert_eq!(out.frame, frame, "v{version}");
         }
     }
