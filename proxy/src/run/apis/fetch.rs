@@ -220,4 +220,137 @@ mod tests {
             assert_eq!(out.frame, frame, "v{version}");
         }
     }
+
+    mod masking {
+        use super::*;
+        use crate::masking::wire::tests::{PHI, batch, set, values};
+        use kafka_protocol::records::Compression;
+        use std::sync::Arc;
+        use streamgate_crds::ApplyTo;
+
+        fn ctx<'a>(
+            apply_to: Vec<ApplyTo>,
+            names: &'a (dyn Fn(&uuid::Uuid) -> Option<String> + Sync),
+        ) -> MaskingContext<'a> {
+            MaskingContext {
+                set: Arc::new(set(apply_to)),
+                topic_name: names,
+            }
+        }
+
+        fn with_records(version: i16, records: Bytes) -> FetchResponse {
+            let mut r = golden(version, -1);
+            r.responses[0].partitions[0].records = Some(records);
+            r
+        }
+
+        fn fetched(frame: &Bytes, meta: &RequestMeta) -> FetchResponse {
+            decode_response::<FetchResponse>(meta, frame).1
+        }
+
+        #[test]
+        fn records_are_masked_at_every_version_by_name_or_topic_id() {
+            let names = |id: &uuid::Uuid| {
+                (*id == uuid::Uuid::from_bytes([9u8; 16])).then(|| "patient-events".to_string())
+            };
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            for version in 4..=FetchResponse::VERSIONS.max {
+                let meta = meta(ApiKey::Fetch, version);
+                assert!(rewrites_response_for(&meta, &ctx), "v{version}");
+                let frame = response_frame(
+                    &meta,
+                    &with_records(version, batch(PHI, Compression::Snappy)),
+                );
+                let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+                let got = fetched(&out.frame, &meta);
+                let records = got.responses[0].partitions[0].records.clone().unwrap();
+                assert_eq!(
+                    values(&records),
+                    vec![r#"{"ssn":"[REDACTED]","ok":1}"#],
+                    "v{version}"
+                );
+                assert_eq!(out.masking.len(), 1, "v{version}: counts reach the audit");
+                assert_eq!(out.masking[0].counts.fields.get("$.ssn"), Some(&1));
+            }
+        }
+
+        fn rewrites_response_for(meta: &RequestMeta, ctx: &MaskingContext<'_>) -> bool {
+            crate::run::apis::rewrites_response(meta, Some(ctx))
+        }
+
+        #[test]
+        fn an_unknown_topic_id_gets_an_error_and_no_records() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            let meta = meta(ApiKey::Fetch, 13);
+            let frame = response_frame(&meta, &with_records(13, batch(PHI, Compression::None)));
+            let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+            let got = fetched(&out.frame, &meta);
+            let p = &got.responses[0].partitions[0];
+            assert_eq!(p.error_code, crate::masking::wire::UNKNOWN_TOPIC_ID);
+            assert_eq!(p.records.as_deref(), Some(&[][..]));
+        }
+
+        /// tansu 0.6 puts the v16 `node_endpoints` tag into v12-15 responses.
+        fn with_foreign_endpoints_tag(version: i16, records: Bytes) -> Bytes {
+            let meta16 = meta(ApiKey::Fetch, 16);
+            let mut r = with_records(16, records);
+            if version < 13 {
+                r.responses[0].topic = TopicName(StrBytes::from_static_str("patient-events"));
+            }
+            // Encoded as v16 (ids, endpoints tag), announced as `version`.
+            response_frame(&meta16, &r)
+        }
+
+        #[test]
+        fn a_v13_to_v15_response_with_the_v16_tag_is_masked_and_made_conforming() {
+            let names = |_: &uuid::Uuid| Some("patient-events".to_string());
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            for version in 13..16 {
+                let meta = meta(ApiKey::Fetch, version);
+                let frame = with_foreign_endpoints_tag(version, batch(PHI, Compression::Lz4));
+                let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+                let got = fetched(&out.frame, &meta);
+                assert!(got.node_endpoints.is_empty());
+                let records = got.responses[0].partitions[0].records.clone().unwrap();
+                assert_eq!(
+                    values(&records),
+                    vec![r#"{"ssn":"[REDACTED]","ok":1}"#],
+                    "v{version}"
+                );
+            }
+        }
+
+        #[test]
+        fn an_undecodable_v12_response_is_never_forwarded_while_masking() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            let meta = meta(ApiKey::Fetch, 12);
+            // v12 layout with the v16 tag appended: take a v12 body and add
+            // one top-level tagged field (tag 0).
+            let mut r = with_records(12, batch(PHI, Compression::None));
+            r.responses[0].topic = TopicName(StrBytes::from_static_str("patient-events"));
+            let plain = response_frame(&meta, &r);
+            let mut bytes = plain.to_vec();
+            // The last byte is the empty top-level tag section (0 tags).
+            assert_eq!(bytes.pop(), Some(0));
+            bytes.extend_from_slice(&[1, 0, 1, 0]);
+            let frame = Bytes::from(bytes);
+            assert!(on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).is_err());
+            // Without masking the frame passes as the broker sent it.
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
+            assert_eq!(out.frame, frame);
+        }
+
+        #[test]
+        fn produce_only_rules_leave_fetch_bytes_alone() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Produce], &names);
+            assert!(!rewrites_response_for(&meta(ApiKey::Fetch, 4), &ctx));
+            let meta = meta(ApiKey::Fetch, 11);
+            let frame = response_frame(&meta, &with_records(11, batch(PHI, Compression::None)));
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).unwrap();
+            assert_eq!(out.frame, frame);
+        }
+    }
 }

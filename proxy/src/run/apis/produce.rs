@@ -243,4 +243,136 @@ mod tests {
             assert_eq!(got, want, "v{version}");
         }
     }
+
+    mod masking {
+        use super::*;
+        use crate::masking::wire::tests::{PHI, batch, set, user, values};
+        use kafka_protocol::messages::RequestHeader;
+        use kafka_protocol::messages::TopicName;
+        use kafka_protocol::messages::produce_request::PartitionProduceData;
+        use kafka_protocol::protocol::Decodable;
+        use kafka_protocol::records::Compression;
+        use std::sync::Arc;
+
+        fn request(version: i16, records: Bytes) -> ProduceRequest {
+            let mut topic = TopicProduceData::default().with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records)),
+            ]);
+            if version >= 13 {
+                topic = topic.with_topic_id(uuid::Uuid::from_bytes([7u8; 16]));
+            } else {
+                topic = topic.with_name(TopicName(StrBytes::from_static_str("patient-intake")));
+            }
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![topic])
+        }
+
+        fn decoded(meta: &RequestMeta, frame: &Bytes) -> (RequestHeader, ProduceRequest) {
+            let (header, mut body) = split_request(frame, meta).unwrap();
+            let req = ProduceRequest::decode(&mut body, meta.api_version).unwrap();
+            (header, req)
+        }
+
+        #[test]
+        fn records_are_masked_before_the_broker_at_every_version() {
+            let names = |_: &uuid::Uuid| Some("patient-intake".to_string());
+            let ctx = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Produce])),
+                topic_name: &names,
+            };
+            for version in 3..=ProduceRequest::VERSIONS.max {
+                let meta = meta(ApiKey::Produce, version);
+                let frame = request_frame(&meta, &request(version, batch(PHI, Compression::Zstd)));
+                let RequestAction::Forward { frame: out, .. } =
+                    on_request(&session(), &meta, frame.clone(), Some(&ctx)).unwrap()
+                else {
+                    panic!("a maskable request is forwarded")
+                };
+                let (header, req) = decoded(&meta, &out);
+                assert_eq!(header.correlation_id, 99);
+                assert_eq!(header.client_id.as_deref(), Some("test"));
+                let records = req.topic_data[0].partition_data[0].records.clone().unwrap();
+                assert_eq!(
+                    values(&records),
+                    vec![r#"{"ssn":"[REDACTED]","ok":1}"#],
+                    "v{version}"
+                );
+            }
+        }
+
+        #[test]
+        fn exempt_producers_and_fetch_only_rules_forward_the_original_frame() {
+            let names = |_: &uuid::Uuid| None;
+            let meta = meta(ApiKey::Produce, 9);
+            let frame = request_frame(&meta, &request(9, batch(PHI, Compression::Gzip)));
+            let fetch_only = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Fetch])),
+                topic_name: &names,
+            };
+            let RequestAction::Forward { frame: out, .. } =
+                on_request(&session(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
+            else {
+                panic!("forwarded")
+            };
+            assert_eq!(out, frame);
+            let produce = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Produce])),
+                topic_name: &names,
+            };
+            let mut exempt = session();
+            exempt.subject = Some(user(&["clinicians"]));
+            let RequestAction::Forward { frame: out, .. } =
+                on_request(&exempt, &meta, frame.clone(), Some(&produce)).unwrap()
+            else {
+                panic!("forwarded")
+            };
+            assert_eq!(out, frame);
+        }
+
+        #[test]
+        fn unmaskable_records_are_answered_not_forwarded() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Produce])),
+                topic_name: &names,
+            };
+            let full = batch(PHI, Compression::None);
+            for version in [3i16, 9, 13] {
+                let meta = meta(ApiKey::Produce, version);
+                // truncated batch (v3-12), or an unknown topic id (v13)
+                let records = if version >= 13 {
+                    full.clone()
+                } else {
+                    full.slice(..full.len() - 1)
+                };
+                let frame = request_frame(&meta, &request(version, records));
+                let RequestAction::Answer(answer) =
+                    on_request(&session(), &meta, frame, Some(&ctx)).unwrap()
+                else {
+                    panic!("v{version}: refused locally")
+                };
+                let (corr, resp): (i32, ProduceResponse) = decode_response(&meta, &answer);
+                assert_eq!(corr, 99);
+                let p = &resp.responses[0].partition_responses[0];
+                let want = if version >= 13 {
+                    crate::masking::wire::UNKNOWN_TOPIC_ID
+                } else {
+                    crate::masking::wire::CORRUPT_MESSAGE
+                };
+                assert_eq!(p.error_code, want, "v{version}");
+                assert_eq!(p.base_offset, -1);
+            }
+            // acks=0: nothing to answer with, the connection closes.
+            let meta = meta(ApiKey::Produce, 9);
+            let frame = request_frame(
+                &meta,
+                &request(9, full.slice(..full.len() - 1)).with_acks(0),
+            );
+            assert!(on_request(&session(), &meta, frame, Some(&ctx)).is_err());
+        }
+    }
 }
