@@ -157,6 +157,12 @@ fn python_read(lib: &str, addr: &str, topic: &str, n: usize) -> Vec<(u32, u64, S
         })
         .collect();
     got.sort();
+    assert!(
+        got.len() >= n,
+        "{lib} read {} of {n} records of {topic} via {addr}; stderr:\n{}",
+        got.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     got
 }
 

@@ -4,17 +4,26 @@
 //! `Bytes` slices of the broker's frame: decoding them copies nothing, and an
 //! unchanged response is forwarded as the broker's original bytes.
 
-use super::{MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints};
+use super::{
+    MaskingContext, RequestAction, Rewritten, masking_principal, read_unsigned_varint,
+    rewrite_endpoints,
+};
 use crate::masking::mask_fetch_response;
 use crate::run::addresses::AddressPlan;
 use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
 use crate::run::session::Session;
+use bytes::Buf;
 use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse;
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::buf::ByteBuf;
 use streamgate_crds::ApplyTo;
 
 const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
 const NODE_ENDPOINTS_SINCE: i16 = 16;
+/// From v12 the message is flexible (compact fields, tagged sections).
+const FLEXIBLE_SINCE: i16 = 12;
 /// From v13 topics are named by id.
 const TOPIC_IDS_SINCE: i16 = 13;
 
@@ -65,18 +74,14 @@ pub fn on_response(
                     });
                 }
                 // With masking in force an undecodable response is never
-                // forwarded (it may carry PHI). v13-15 have v16's layout
-                // (node_endpoints is only a tagged field there): decode as
-                // v16, drop the endpoints, re-encode at the client's version.
-                Some(_) if meta.api_version >= TOPIC_IDS_SINCE => {
-                    let mut r: FetchResponse =
-                        decode_body(body, NODE_ENDPOINTS_SINCE, "Fetch response (as v16)")?;
-                    r.node_endpoints.clear();
+                // forwarded (it may carry PHI): decode it without the foreign
+                // tag and re-encode it at the client's version; if even that
+                // fails, the connection closes with the reason.
+                Some(_) if meta.api_version >= FLEXIBLE_SINCE => {
+                    tracing::debug!(%error, version = meta.api_version, "Fetch response carries a foreign tag; decoded without it");
                     nonconforming = true;
-                    r
+                    decode_without_foreign_tags(body, meta.api_version)?
                 }
-                // v12 names topics (v16 does not): refuse, the connection
-                // closes with this reason and the client reconnects.
                 Some(_) => return Err(error),
             }
         }
@@ -112,6 +117,57 @@ pub fn on_response(
         meta.api_version,
     )?;
     Ok(out)
+}
+
+/// Decode a flexible (v12+) Fetch response whose top-level tagged section
+/// holds tags its version does not define (tansu 0.6 sends v16's
+/// `node_endpoints`, tag 0, at v12-15). The fixed fields and the topics are
+/// decoded at `version` by kafka-protocol; the trailing tagged section is then
+/// read by hand and its unknown tags dropped (they are not defined for the
+/// client's version, and node_endpoints would name brokers past the gate).
+pub fn decode_without_foreign_tags(
+    mut body: Bytes,
+    version: i16,
+) -> Result<FetchResponse, FrameError> {
+    let malformed = |e: &dyn std::fmt::Display| FrameError::Malformed {
+        what: "Fetch response (lenient)",
+        source: anyhow::anyhow!("{e}"),
+    };
+    let mut fixed = body.try_get_bytes(10).map_err(|e| malformed(&e))?;
+    let throttle_time_ms = fixed.get_i32();
+    let error_code = fixed.get_i16();
+    let session_id = fixed.get_i32();
+    // Compact array: length + 1 (0 = null).
+    let count = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+    let mut responses = Vec::new();
+    for _ in 1..count {
+        responses
+            .push(FetchableTopicResponse::decode(&mut body, version).map_err(|e| malformed(&e))?);
+    }
+    let tags = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+    for _ in 0..tags {
+        let tag = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+        let size = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+        body.try_get_bytes(size as usize)
+            .map_err(|e| malformed(&e))?;
+        tracing::debug!(
+            tag,
+            size,
+            version,
+            "dropped a top-level tag the Fetch version does not define"
+        );
+    }
+    if !body.is_empty() {
+        return Err(malformed(&format!(
+            "{} bytes after the tagged fields",
+            body.len()
+        )));
+    }
+    Ok(FetchResponse::default()
+        .with_throttle_time_ms(throttle_time_ms)
+        .with_error_code(error_code)
+        .with_session_id(session_id)
+        .with_responses(responses))
 }
 
 /// Clear follower fetching and rewrite endpoints; true when anything changed.
@@ -321,25 +377,42 @@ mod tests {
             }
         }
 
+        /// A v12 response (topic names) with tansu's v16 tag appended.
+        fn v12_with_foreign_tag(records: Bytes) -> Bytes {
+            let meta = meta(ApiKey::Fetch, 12);
+            let mut r = with_records(12, records);
+            r.responses[0].topic = TopicName(StrBytes::from_static_str("patient-events"));
+            let mut bytes = response_frame(&meta, &r).to_vec();
+            // The last byte is the empty top-level tag section (0 tags):
+            // replace it with one tag 0 of 3 bytes.
+            assert_eq!(bytes.pop(), Some(0));
+            bytes.extend_from_slice(&[1, 0, 3, 1, 2, 3]);
+            Bytes::from(bytes)
+        }
+
         #[test]
-        fn an_undecodable_v12_response_is_never_forwarded_while_masking() {
+        fn a_v12_response_with_the_v16_tag_is_masked_and_made_conforming() {
             let names = |_: &uuid::Uuid| None;
             let ctx = ctx(vec![ApplyTo::Fetch], &names);
             let meta = meta(ApiKey::Fetch, 12);
-            // v12 layout with the v16 tag appended: take a v12 body and add
-            // one top-level tagged field (tag 0).
-            let mut r = with_records(12, batch(PHI, Compression::None));
-            r.responses[0].topic = TopicName(StrBytes::from_static_str("patient-events"));
-            let plain = response_frame(&meta, &r);
-            let mut bytes = plain.to_vec();
-            // The last byte is the empty top-level tag section (0 tags).
-            assert_eq!(bytes.pop(), Some(0));
-            bytes.extend_from_slice(&[1, 0, 1, 0]);
-            let frame = Bytes::from(bytes);
-            assert!(on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).is_err());
+            let frame = v12_with_foreign_tag(batch(PHI, Compression::Gzip));
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).unwrap();
+            let got = fetched(&out.frame, &meta);
+            let records = got.responses[0].partitions[0].records.clone().unwrap();
+            assert_eq!(values(&records), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
             // Without masking the frame passes as the broker sent it.
             let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
             assert_eq!(out.frame, frame);
+        }
+
+        #[test]
+        fn a_truncated_response_is_never_forwarded_while_masking() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            let meta = meta(ApiKey::Fetch, 12);
+            let frame = v12_with_foreign_tag(batch(PHI, Compression::None));
+            let cut = frame.slice(..frame.len() - 2);
+            assert!(on_response(&session(), &plan(), &meta, cut, Some(&ctx)).is_err());
         }
 
         #[test]

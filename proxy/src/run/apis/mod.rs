@@ -183,7 +183,7 @@ pub(crate) fn skip_nullable_string(buf: &mut Bytes, flexible: bool) -> Result<()
     Ok(())
 }
 
-fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, String> {
+pub(crate) fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, String> {
     let mut value: u32 = 0;
     for i in 0..5 {
         let b = buf.try_get_bytes(1).map_err(|e| e.to_string())?[0];
