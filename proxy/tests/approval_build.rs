@@ -85,7 +85,10 @@ fn spec_labels_and_namespace_carry_the_request() {
     assert!(aa.status.is_none());
     // The YAML a person reads names the kind and group.
     let yaml = serde_yaml::to_string(&aa).unwrap();
-    assert!(yaml.contains("apiVersion: streamgate.dev/v1alpha1"), "{yaml}");
+    assert!(
+        yaml.contains("apiVersion: streamgate.dev/v1alpha1"),
+        "{yaml}"
+    );
     assert!(yaml.contains("kind: AccessApproval"), "{yaml}");
 }
 

@@ -102,9 +102,7 @@ fn rate_limit_caps_new_requests_across_keys() {
         window: Duration::from_secs(10),
     });
     let t0 = Instant::now();
-    let admitted = (0..10)
-        .filter(|i| d.admit(&format!("k{i}"), t0))
-        .count();
+    let admitted = (0..10).filter(|i| d.admit(&format!("k{i}"), t0)).count();
     assert_eq!(admitted, 3);
     assert!(d.admit("k9", t0 + Duration::from_secs(11)));
 }
@@ -117,7 +115,8 @@ async fn dir_sink_writes_once_and_never_overwrites_a_decision() {
     let name = aa.metadata.name.clone().unwrap();
     assert_eq!(sink.create(&aa).await.unwrap(), Created::New);
     let path = dir.path().join("approvals").join(format!("{name}.yaml"));
-    let back: AccessApproval = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let back: AccessApproval =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(back.spec, aa.spec);
     assert_eq!(back.metadata.name, aa.metadata.name);
     assert_eq!(back.metadata.labels, aa.metadata.labels);
@@ -186,7 +185,10 @@ async fn kube_sink_posts_the_approval_and_accepts_already_exists() {
     );
     assert_eq!(body["kind"], "AccessApproval");
     assert_eq!(body["metadata"]["name"], aa.metadata.name.clone().unwrap());
-    assert_eq!(body["metadata"]["labels"]["streamgate.dev/rule"], "write-patient-records");
+    assert_eq!(
+        body["metadata"]["labels"]["streamgate.dev/rule"],
+        "write-patient-records"
+    );
     assert_eq!(body["spec"]["requester"]["name"], "alice@example.com");
     assert_eq!(body["spec"]["workload"]["pod"], "intake-0");
     assert_eq!(body["spec"]["decision"], "Pending");
@@ -210,7 +212,12 @@ async fn wait_for_yaml(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBu
         let files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("write-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("write-")
+            })
             .collect();
         if files.len() >= n || Instant::now() > deadline {
             return files;
@@ -225,7 +232,10 @@ async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
     let policy = compiled(dir.path());
     let decision = policy.decide(&alice(), Operation::Write, "patient-records");
-    assert!(matches!(decision, Decision::NeedsApproval { .. }), "{decision:?}");
+    assert!(
+        matches!(decision, Decision::NeedsApproval { .. }),
+        "{decision:?}"
+    );
 
     let w = workload();
     let requester = ApprovalRequester::new(
@@ -250,7 +260,10 @@ async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let aa: AccessApproval = serde_yaml::from_str(&text).unwrap();
     assert_eq!(aa.spec.duration, "1h", "the rule's maxDuration");
-    assert_eq!(aa.spec.workload.unwrap().service_account.as_deref(), Some("intake-app"));
+    assert_eq!(
+        aa.spec.workload.unwrap().service_account.as_deref(),
+        Some("intake-app")
+    );
 
     // The pending request loads with the policy and grants nothing.
     let still = compiled(dir.path()).decide(&alice(), Operation::Write, "patient-records");
@@ -300,7 +313,11 @@ async fn no_principal_or_no_approval_rule_asks_for_nothing() {
             rule: "no-such-rule".into(),
         },
     }];
-    assert!(requester.requests_for(&policy, &alice(), &unknown_rule).is_empty());
+    assert!(
+        requester
+            .requests_for(&policy, &alice(), &unknown_rule)
+            .is_empty()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(wait_for_yaml(dir.path(), 1).await.is_empty());
 }
