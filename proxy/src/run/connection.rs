@@ -388,6 +388,7 @@ where
                     set: proxy.masking.current(&proxy.gate.policy),
                     topic_name: &names,
                 };
+                let mut masked = Vec::new();
                 let frame = if apis::rewrites_response(&meta, Some(&masking)) {
                     let rewritten =
                         apis::on_response(&session, &proxy.plan, &meta, frame, Some(&masking))
@@ -397,6 +398,7 @@ where
                             })?;
                     // Listeners for every broker named must exist before the client reads this.
                     proxy.learn(&rewritten);
+                    masked = rewritten.masking;
                     rewritten.frame
                 } else {
                     frame
@@ -405,7 +407,13 @@ where
                 let frame = match (audit, proxy.audit.get()) {
                     (Some(inflight), Some(trail)) => {
                         trail
-                            .on_response(*inflight, &meta, frame, &|id| proxy.topic_name_of(id))
+                            .on_masked_response(
+                                *inflight,
+                                &meta,
+                                frame,
+                                &|id| proxy.topic_name_of(id),
+                                &masked,
+                            )
                             .await
                     }
                     _ => frame,
