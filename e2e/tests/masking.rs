@@ -284,6 +284,29 @@ fn phi_is_masked_for_every_codec_and_client_and_exempt_readers_get_the_broker_by
     let cl: Value = serde_json::from_str(&claims[0].2).unwrap();
     assert_eq!(ev["patient"]["mrn"], cl["patientMrn"]);
 
+    // The audit trail says the reads were masked, by which rules, and holds no PHI.
+    let spool = analytics.dir.path().join("audit");
+    let read_spool = || -> String {
+        std::fs::read_dir(&spool)
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !read_spool().contains("\"decision\":\"Masked\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Masked audit record:\n{}",
+            analytics.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let spooled = read_spool();
+    assert!(spooled.contains("patient-phi") && spooled.contains("claims-phi"));
+    assert_no_phi("audit spool", &[(0, 0, spooled)], &phi);
+
     // The exempt workload reads what the broker holds, byte for byte.
     let direct = kcat_read(&broker.addr(), "patient-events", n);
     assert_eq!(kcat_read(&auditor.addr(), "patient-events", n), direct);
