@@ -321,3 +321,34 @@ async fn no_principal_or_no_approval_rule_asks_for_nothing() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(wait_for_yaml(dir.path(), 1).await.is_empty());
 }
+
+#[test]
+fn approval_events_become_audit_records_naming_the_access_approval() {
+    use streamgate_proxy::approval::{ApprovalEvent, audit_subject};
+    use streamgate_proxy::audit::RecordKind;
+    let requested = ApprovalEvent::Requested {
+        name: "write-patient-records-alice-0123456789".into(),
+        namespace: "clinical".into(),
+        requester: "alice@example.com".into(),
+        rule: "write-patient-records".into(),
+        created: true,
+    }
+    .audit_record(Some(audit_subject(&alice())));
+    assert_eq!(requested.kind, RecordKind::ApprovalRequested);
+    let reason = requested.reason.clone().unwrap();
+    assert!(
+        reason.contains("clinical/write-patient-records-alice-0123456789"),
+        "{reason}"
+    );
+    assert_eq!(requested.subject.unwrap().name, "alice@example.com");
+
+    let used = ApprovalEvent::Used {
+        name: "write-patient-records-alice-0123456789".into(),
+        requester: "alice@example.com".into(),
+        rule: "write-patient-records".into(),
+        topic: "patient-records".into(),
+    }
+    .audit_record(None);
+    assert_eq!(used.kind, RecordKind::ApprovalUsed);
+    assert!(used.reason.unwrap().contains("patient-records"));
+}

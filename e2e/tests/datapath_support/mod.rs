@@ -598,6 +598,18 @@ pub fn consume(
     expect: usize,
     group: Option<&str>,
 ) -> Vec<Record> {
+    consume_for(lib, bootstrap, topic, expect, group, 90)
+}
+
+/// `consume` with a time budget in seconds.
+pub fn consume_for(
+    lib: Lib,
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    group: Option<&str>,
+    timeout_secs: u32,
+) -> Vec<Record> {
     let what = format!("{} consume from {topic}", lib.name());
     if lib == Lib::Kcat {
         assert!(group.is_none(), "kcat is used without a group here");
@@ -639,7 +651,12 @@ pub fn consume(
             "--topic",
             topic,
         ])
-        .args(["--expect", &expect.to_string(), "--timeout", "90"]);
+        .args([
+            "--expect",
+            &expect.to_string(),
+            "--timeout",
+            &timeout_secs.to_string(),
+        ]);
     if let Some(g) = group {
         cmd.args(["--group", g]);
     }

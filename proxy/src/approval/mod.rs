@@ -39,5 +39,5 @@ pub mod sink;
 
 pub use build::{ApprovalRequest, BuildError, build_access_approval};
 pub use dedup::{Dedup, DedupConfig};
-pub use requester::{ApprovalEvent, ApprovalRequester, record_approval_event};
+pub use requester::{ApprovalEvent, ApprovalRequester, audit_subject, record_approval_event};
 pub use sink::{ApprovalSink, Created, SinkError};

@@ -3,15 +3,17 @@
 //! rate-limited, created in the background (the refused request is answered
 //! at once; it never waits for the API server or the disk).
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use streamgate_crds::Operation;
 use streamgate_crds::matching::Principal;
+use streamgate_crds::{Operation, SubjectKind};
 
 use super::build::{ApprovalRequest, build_access_approval};
 use super::dedup::{Dedup, DedupConfig};
 use super::sink::{ApprovalSink, Created};
+use crate::audit::record::{AuditRecord, RecordKind};
+use crate::audit::{Audit, Decision as AuditDecision, Subject as AuditSubject};
 use crate::identity::workload::Workload;
 use crate::policy::decide::{CompiledPolicy, Decision};
 use crate::policy::enforce::TopicDecision;
@@ -36,11 +38,62 @@ pub enum ApprovalEvent {
     },
 }
 
-/// The one place approval events reach the audit layer. The audit writer is
-/// not reachable from the gate in this tree yet: until it is, the events go
-/// to the `streamgate::audit` tracing target. Wire `RecordKind::ApprovalRequested`
-/// / `ApprovalUsed` here.
-pub fn record_approval_event(event: &ApprovalEvent) {
+impl ApprovalEvent {
+    /// The audit record for this event (`ApprovalRequested` / `ApprovalUsed`),
+    /// naming the AccessApproval in `reason`.
+    pub fn audit_record(&self, subject: Option<AuditSubject>) -> AuditRecord {
+        let (kind, decision, reason) = match self {
+            ApprovalEvent::Requested {
+                name,
+                namespace,
+                rule,
+                created,
+                ..
+            } => (
+                RecordKind::ApprovalRequested,
+                AuditDecision::PendingApproval,
+                format!(
+                    "AccessApproval {namespace}/{name} for rule {rule} ({})",
+                    if *created {
+                        "created"
+                    } else {
+                        "already requested"
+                    }
+                ),
+            ),
+            ApprovalEvent::Used {
+                name, rule, topic, ..
+            } => (
+                RecordKind::ApprovalUsed,
+                AuditDecision::Allow,
+                format!("AccessApproval {name} (rule {rule}) allowed {topic}"),
+            ),
+        };
+        let mut record = AuditRecord::event(kind, reason);
+        record.decision = Some(decision);
+        match subject {
+            Some(s) => record.subject(s),
+            None => record,
+        }
+    }
+}
+
+/// The audit subject for a policy principal.
+pub fn audit_subject(principal: &Principal) -> AuditSubject {
+    match principal.kind {
+        SubjectKind::ServiceAccount => AuditSubject::service_account(principal.name.clone()),
+        _ => AuditSubject::user(principal.name.clone(), principal.groups.clone(), None),
+    }
+}
+
+/// The one place approval events reach the audit layer: a log line on the
+/// `streamgate::audit` target always, and a record in the audit spool when
+/// the trail is running (`audit` is `None` in unit tests and before startup).
+pub fn record_approval_event(
+    audit: Option<&Audit>,
+    principal: Option<&Principal>,
+    event: &ApprovalEvent,
+) {
     match event {
         ApprovalEvent::Requested {
             name,
@@ -59,6 +112,9 @@ pub fn record_approval_event(event: &ApprovalEvent) {
         } => tracing::info!(target: "streamgate::audit", kind = "ApprovalUsed",
             access_approval = %name, %requester, %rule, %topic, "access approval used"),
     }
+    if let Some(audit) = audit {
+        let _ = audit.try_record(event.audit_record(principal.map(audit_subject)));
+    }
 }
 
 /// Asks for AccessApprovals on behalf of the sidecar's callers.
@@ -69,6 +125,8 @@ pub struct ApprovalRequester {
     pod: Option<String>,
     service_account: Option<String>,
     dedup: Mutex<Dedup>,
+    /// The audit trail, attached once it has started.
+    audit: OnceLock<Arc<Audit>>,
 }
 
 impl ApprovalRequester {
@@ -85,7 +143,17 @@ impl ApprovalRequester {
             pod: workload.and_then(|w| w.pod_name.clone()),
             service_account: workload.map(|w| w.service_account.clone()),
             dedup: Mutex::new(Dedup::new(config)),
+            audit: OnceLock::new(),
         })
+    }
+
+    /// Send approval events to the audit trail from now on.
+    pub fn attach_audit(&self, audit: Arc<Audit>) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit(&self) -> Option<&Audit> {
+        self.audit.get().map(Arc::as_ref)
     }
 
     /// One request per (policy, rule) among the `NeedsApproval` decisions,
@@ -145,12 +213,16 @@ impl ApprovalRequester {
                 ..
             } = &d.decision
             {
-                record_approval_event(&ApprovalEvent::Used {
-                    name: name.clone(),
-                    requester: principal.name.clone(),
-                    rule: rule.clone(),
-                    topic: d.topic.clone(),
-                });
+                record_approval_event(
+                    self.audit(),
+                    Some(principal),
+                    &ApprovalEvent::Used {
+                        name: name.clone(),
+                        requester: principal.name.clone(),
+                        rule: rule.clone(),
+                        topic: d.topic.clone(),
+                    },
+                );
             }
         }
         for request in self.requests_for(policy, principal, decisions) {
@@ -175,7 +247,8 @@ impl ApprovalRequester {
     /// Build and create the AccessApproval; returns its name and what happened.
     pub async fn submit(&self, request: ApprovalRequest) -> Option<(String, Created)> {
         let key = request.object_name();
-        let requester = request.principal.name.clone();
+        let principal = request.principal.clone();
+        let requester = principal.name.clone();
         let rule = request.rule.clone();
         let aa = match build_access_approval(request) {
             Ok(aa) => aa,
@@ -186,13 +259,17 @@ impl ApprovalRequester {
         };
         match self.sink.create(&aa).await {
             Ok(created) => {
-                record_approval_event(&ApprovalEvent::Requested {
-                    name: key.clone(),
-                    namespace: self.namespace.clone(),
-                    requester,
-                    rule,
-                    created: created == Created::New,
-                });
+                record_approval_event(
+                    self.audit(),
+                    Some(&principal),
+                    &ApprovalEvent::Requested {
+                        name: key.clone(),
+                        namespace: self.namespace.clone(),
+                        requester,
+                        rule,
+                        created: created == Created::New,
+                    },
+                );
                 Some((key, created))
             }
             Err(error) => {

@@ -199,6 +199,42 @@ pub fn fetch_resources<'a>(
     (with_records, empty_topics, payload)
 }
 
+/// Some brokers (tansu 0.6) put the v16 `node_endpoints` tag into v12–15 Fetch responses,
+/// which kafka-protocol refuses. The topics come before the top-level tags: read them and
+/// leave the tags out, so the records such a response carries are still accounted for.
+pub fn decode_fetch_lenient(mut body: bytes::Bytes, version: i16) -> Option<FetchResponse> {
+    use bytes::Buf;
+    use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+    use kafka_protocol::protocol::Decodable;
+    if !(12..16).contains(&version) || body.len() < 10 {
+        return None;
+    }
+    let throttle = body.get_i32();
+    let error_code = body.get_i16();
+    let session_id = body.get_i32();
+    let mut count: u32 = 0;
+    for i in 0..5 {
+        let b = *body.first()?;
+        body.advance(1);
+        count |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let count = count.checked_sub(1)?;
+    let mut topics = Vec::new();
+    for _ in 0..count {
+        topics.push(FetchableTopicResponse::decode(&mut body, version).ok()?);
+    }
+    Some(
+        FetchResponse::default()
+            .with_throttle_time_ms(throttle)
+            .with_error_code(error_code)
+            .with_session_id(session_id)
+            .with_responses(topics),
+    )
+}
+
 /// Withhold every partition that carried records (failureMode Closed, record not durable).
 /// Returns how many partitions were withheld.
 pub fn withhold_fetch(response: &mut FetchResponse) -> usize {
@@ -372,6 +408,31 @@ pub(crate) mod tests {
                 .iter()
                 .all(|p| p.error_code == POLICY_VIOLATION)
         );
+    }
+
+    #[test]
+    fn a_v12_fetch_with_a_misplaced_node_endpoints_tag_is_still_summarised() {
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("patient-events")))
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_partition_index(0)
+                        .with_records(Some(batch(7, 2, Compression::None))),
+                ]),
+        ]);
+        let mut body = bytes::BytesMut::new();
+        response.encode(&mut body, 12).unwrap();
+        // Replace the empty top-level tag section with tag 0 (as tansu 0.6 sends it).
+        assert_eq!(body.last(), Some(&0));
+        body.truncate(body.len() - 1);
+        body.extend_from_slice(&[1, 0, 1, 1]);
+        let body = body.freeze();
+        assert!(FetchResponse::decode(&mut body.clone(), 12).is_err());
+        let got = decode_fetch_lenient(body, 12).unwrap();
+        let (res, _, _) = fetch_resources(&got, &no_names);
+        assert_eq!((res[0].records, res[0].offset_first), (2, Some(7)));
     }
 
     #[test]

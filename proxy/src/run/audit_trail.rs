@@ -460,15 +460,20 @@ impl AuditTrail {
                 let response: Option<FetchResponse> = split_response(&frame, header_version)
                     .ok()
                     .and_then(|(_, body)| {
-                        decode_body(body, meta.api_version, "Fetch response").ok()
+                        decode_body(body.clone(), meta.api_version, "Fetch response")
+                            .ok()
+                            .or_else(|| summary::decode_fetch_lenient(body, meta.api_version))
                     });
                 let Some(mut response) = response else {
                     self.record_or_log(
                         settings,
-                        record.decision(
-                            crate::audit::Decision::Allow,
-                            "forwarded; response not decodable for audit",
-                        ),
+                        // Not summarisable: at least the digest of the whole response.
+                        record
+                            .decision(
+                                crate::audit::Decision::Allow,
+                                "forwarded; response not decodable for audit",
+                            )
+                            .payload_digest_of(&frame),
                     )
                     .await;
                     return frame;

@@ -44,6 +44,45 @@ enum Pending {
         frame: Bytes,
         started: Instant,
     },
+    /// An acks=0 Produce went upstream: the client expects no answer. A broker
+    /// that answers anyway (tansu 0.6 does) must not make the proxy close the
+    /// connection or hand the client a frame it never asked for.
+    Unanswered { correlation_id: i32 },
+}
+
+/// How many acks=0 correlation ids are remembered for discarding a stray
+/// answer. Spec-conforming brokers never answer, so the oldest are forgotten.
+const MAX_UNANSWERED: usize = 1024;
+
+fn correlation_id(frame: &Bytes) -> i32 {
+    frame
+        .get(..4)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(i32::MIN)
+}
+
+/// Remember an acks=0 request's correlation id.
+fn remember_unanswered(unanswered: &mut std::collections::VecDeque<i32>, id: i32) {
+    if unanswered.len() == MAX_UNANSWERED {
+        unanswered.pop_front();
+    }
+    unanswered.push_back(id);
+}
+
+/// Is `frame` a broker's answer to an acks=0 request? Then forget the id and drop it.
+fn is_stray_answer(unanswered: &mut std::collections::VecDeque<i32>, frame: &Bytes) -> bool {
+    let id = correlation_id(frame);
+    match unanswered.iter().position(|&u| u == id) {
+        Some(i) => {
+            unanswered.remove(i);
+            tracing::trace!(
+                correlation_id = id,
+                "dropping the broker's answer to an acks=0 Produce"
+            );
+            true
+        }
+        None => false,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,18 +322,22 @@ where
                             continue;
                         }
                     };
-                if expect_response {
-                    let entry = Pending::Upstream {
+                let entry = if expect_response {
+                    Pending::Upstream {
                         meta,
                         session: Arc::clone(&session),
                         started,
                         fixup,
                         audit,
-                    };
-                    if pending.send(entry).await.is_err() {
-                        // The response side ended (broker gone); it reports why.
-                        return Ok(Ended::ClientClosed);
                     }
+                } else {
+                    Pending::Unanswered {
+                        correlation_id: meta.correlation_id,
+                    }
+                };
+                if pending.send(entry).await.is_err() {
+                    // The response side ended (broker gone); it reports why.
+                    return Ok(Ended::ClientClosed);
                 }
                 writer
                     .write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?)
@@ -336,6 +379,7 @@ where
     let mut reader =
         FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
+    let mut unanswered = std::collections::VecDeque::new();
     loop {
         // While nothing is pending, still watch the broker: if it goes away
         // (restart), close the client now so it reconnects at once.
@@ -344,14 +388,19 @@ where
         let entry = tokio::select! {
             biased;
             entry = pending.recv() => entry,
-            unexpected = reader.next() => return Err(match unexpected {
-                None => ConnError::BrokerClosed(0),
-                Some(Err(e)) => ConnError::Broker(e),
-                Some(Ok(_)) => ConnError::Unsolicited,
-            }),
+            unexpected = reader.next() => match unexpected {
+                None => return Err(ConnError::BrokerClosed(0)),
+                Some(Err(e)) => return Err(ConnError::Broker(e)),
+                Some(Ok(frame)) if is_stray_answer(&mut unanswered, &frame) => continue,
+                Some(Ok(_)) => return Err(ConnError::Unsolicited),
+            },
         };
         let Some(entry) = entry else { break };
         let (meta, frame, started) = match entry {
+            Pending::Unanswered { correlation_id } => {
+                remember_unanswered(&mut unanswered, correlation_id);
+                continue;
+            }
             Pending::Local {
                 meta,
                 frame,
@@ -364,15 +413,15 @@ where
                 fixup,
                 audit,
             } => {
-                let frame = match reader.next().await {
-                    Some(Ok(f)) => f,
-                    Some(Err(e)) => return Err(ConnError::Broker(e)),
-                    None => return Err(ConnError::BrokerClosed(1 + pending.len())),
+                let frame = loop {
+                    match reader.next().await {
+                        Some(Ok(f)) if is_stray_answer(&mut unanswered, &f) => continue,
+                        Some(Ok(f)) => break f,
+                        Some(Err(e)) => return Err(ConnError::Broker(e)),
+                        None => return Err(ConnError::BrokerClosed(1 + pending.len())),
+                    }
                 };
-                let got = frame
-                    .get(..4)
-                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    .unwrap_or(i32::MIN);
+                let got = correlation_id(&frame);
                 if got != meta.correlation_id {
                     return Err(ConnError::OutOfOrder {
                         expected: meta.correlation_id,

@@ -214,6 +214,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let proxy = Arc::new(build(&args, gate)?);
     // audit: start the trail (SidecarStart) before the first client is accepted.
     let audit = start_audit(&proxy, &args.audit).await?;
+    if let Some(approvals) = proxy.gate.approvals.get() {
+        approvals.attach_audit(Arc::clone(&audit));
+    }
     let bootstrap =
         state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
     let admin = tokio::net::TcpListener::bind(args.admin)
