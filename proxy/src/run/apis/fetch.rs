@@ -3,6 +3,15 @@
 //! gate's back) and carries `node_endpoints` from v16. Record batches are
 //! `Bytes` slices of the broker's frame: decoding them copies nothing, and an
 //! unchanged response is forwarded as the broker's original bytes.
+//!
+//! Masking: while a MaskingRule applies to Fetch, every response is decoded
+//! (all versions) and the records of covered topics are masked for the
+//! connection's principal (names from `topic` before v13, from the topic-id
+//! map after); a partition that cannot be masked is answered with its error
+//! and no records. tansu 0.6 puts v16's `node_endpoints` tag into v12-15
+//! responses (kafka-python fetches at v12): such a response is decoded field
+//! by field without the foreign tag and re-encoded conforming; one that still
+//! does not decode closes the connection — it is never forwarded unmasked.
 
 use super::{
     MaskingContext, RequestAction, Rewritten, masking_principal, read_unsigned_varint,
