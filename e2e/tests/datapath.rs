@@ -169,13 +169,14 @@ fn acks_zero_and_acks_all_both_deliver_everything() {
     proxy.assert_alive();
 }
 
-/// Records delivered in a group session never repeat in the next one, and
-/// each partition resumes after the offsets the first session committed.
+/// Every record byte-identical, and each partition of the second session
+/// resumes after the offsets the first session committed (so nothing repeats).
 fn assert_resumed_after_commit(input: &[Vec<u8>], first: &[Record], rest: &[Record], what: &str) {
-    let mut seen = HashSet::new();
+    // A rebalance inside one session may redeliver (at-least-once, nothing
+    // committed yet); across the commit nothing may repeat: that is the
+    // offset check below.
     for r in first.iter().chain(rest) {
         let index: usize = std::str::from_utf8(&r.key).unwrap().parse().unwrap();
-        assert!(seen.insert(index), "{what}: record {index} delivered twice");
         assert!(
             r.value == input[index],
             "{what}: record {index} is not byte-identical"
