@@ -196,7 +196,7 @@ pub fn mask_produce_request(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::masking::{HashKey, KeyError};
     use bytes::BytesMut;
@@ -212,9 +212,9 @@ mod tests {
         FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec, SecretKeyRef, Subject, SubjectKind,
     };
 
-    const PHI: &str = r#"{"ssn":"838-39-8865","ok":1}"#;
+    pub(crate) const PHI: &str = r#"{"ssn":"838-39-8865","ok":1}"#;
 
-    fn set(apply_to: Vec<ApplyTo>) -> MaskingSet {
+    pub(crate) fn set(apply_to: Vec<ApplyTo>) -> MaskingSet {
         let spec = MaskingRuleSpec {
             topics: vec!["patient-*".into()],
             format: MaskFormat::Json,
@@ -241,7 +241,7 @@ mod tests {
         set
     }
 
-    fn user(groups: &[&str]) -> Principal {
+    pub(crate) fn user(groups: &[&str]) -> Principal {
         Principal {
             kind: SubjectKind::User,
             name: "u".into(),
@@ -250,7 +250,7 @@ mod tests {
         }
     }
 
-    fn batch(value: &str, compression: Compression) -> Bytes {
+    pub(crate) fn batch(value: &str, compression: Compression) -> Bytes {
         let r = Record {
             transactional: false,
             control: false,
@@ -279,7 +279,7 @@ mod tests {
         b.freeze()
     }
 
-    fn values(records: &Bytes) -> Vec<String> {
+    pub(crate) fn values(records: &Bytes) -> Vec<String> {
         let mut b = records.clone();
         RecordBatchDecoder::decode_all(&mut b)
             .unwrap()

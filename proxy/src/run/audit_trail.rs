@@ -27,6 +27,7 @@ use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
 
 use crate::audit::Decision as AuditDecision;
+use crate::masking::TopicMasking;
 use crate::policy::decide::{CompiledPolicy, Decision as PolicyDecision};
 use crate::policy::enforce::TopicDecision;
 use crate::policy::handle::PolicyHandle;
@@ -408,6 +409,20 @@ impl AuditTrail {
         frame: Bytes,
         names: TopicNames<'_>,
     ) -> Bytes {
+        self.on_masked_response(inflight, meta, frame, names, &[])
+            .await
+    }
+
+    /// [`AuditTrail::on_response`] for a response the masking step rewrote:
+    /// the record's decision becomes `Masked` with the per-field counts.
+    pub async fn on_masked_response(
+        &self,
+        inflight: InFlight,
+        meta: &RequestMeta,
+        frame: Bytes,
+        names: TopicNames<'_>,
+        masking: &[TopicMasking],
+    ) -> Bytes {
         let header_version = meta.response_header_version();
         match inflight {
             InFlight::Produce {
@@ -472,6 +487,7 @@ impl AuditTrail {
                     return frame;
                 }
                 let rec = Payload::of(settings.payload, &bytes).apply(record.resources(resources));
+                let rec = with_masking(rec, masking);
                 if self.record_or_log(settings, rec).await {
                     return frame;
                 }
@@ -502,6 +518,33 @@ impl AuditTrail {
             }
         }
     }
+}
+
+/// Mark a record `Masked` when masking changed any value of the response:
+/// the rules applied (comma-separated) and, per field path or detector tag,
+/// how many values were masked. The deciding rule stays the reason.
+pub fn with_masking(mut record: AuditRecord, masking: &[TopicMasking]) -> AuditRecord {
+    let masked: Vec<&TopicMasking> = masking
+        .iter()
+        .filter(|t| t.counts.masked_records > 0)
+        .collect();
+    if masked.is_empty() {
+        return record;
+    }
+    let mut rules: Vec<&str> = masked
+        .iter()
+        .flat_map(|t| t.rules.iter().map(String::as_str))
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    let mut fields = std::collections::BTreeMap::new();
+    for t in &masked {
+        for (k, v) in t.counts.fields.iter().chain(&t.counts.detectors) {
+            *fields.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    record.decision = Some(AuditDecision::Masked);
+    record.masking(rules.join(","), fields)
 }
 
 /// The record's decision from the gate's per-topic decisions: the most restrictive one
@@ -781,5 +824,44 @@ mod tests {
                 .unwrap_err()
                 .contains("Closed or Open")
         );
+    }
+
+    #[test]
+    fn masked_fetches_are_recorded_masked_with_the_field_counts() {
+        use crate::masking::MaskCounts;
+        let counts = |masked: u64, fields: &[(&str, u64)]| MaskCounts {
+            records: 3,
+            masked_records: masked,
+            fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ..MaskCounts::default()
+        };
+        let masking = vec![
+            TopicMasking {
+                topic: "patient-events".into(),
+                rules: vec!["patient-phi".into()],
+                counts: counts(2, &[("$.patient.ssn", 2)]),
+            },
+            TopicMasking {
+                topic: "claims".into(),
+                rules: vec!["claims-phi".into()],
+                counts: counts(1, &[("$.payment.cardNumber", 1)]),
+            },
+            TopicMasking {
+                topic: "patient-intake".into(),
+                rules: vec!["intake-phi".into()],
+                counts: counts(0, &[]),
+            },
+        ];
+        let base = AuditRecord::request("Fetch", 12, Operation::Read)
+            .decision(AuditDecision::Allow, "rule readers");
+        let rec = with_masking(base.clone(), &masking);
+        assert_eq!(rec.decision, Some(AuditDecision::Masked));
+        assert_eq!(rec.reason.as_deref(), Some("rule readers"));
+        let m = rec.masking.unwrap();
+        assert_eq!(m.rule, "claims-phi,patient-phi");
+        assert_eq!(m.fields.get("$.patient.ssn"), Some(&2));
+        assert_eq!(m.fields.get("$.payment.cardNumber"), Some(&1));
+        // Nothing masked: the record is left as the gate decided.
+        assert_eq!(with_masking(base.clone(), &masking[2..]), base);
     }
 }

@@ -275,7 +275,19 @@ where
             FrameAction::Silent => continue,
             FrameAction::Close(reason) => return Err(ConnError::Refused(reason)),
         };
-        let action = apis::on_request(&session, &meta, frame).map_err(|e| {
+        if matches!(meta.api_key, ApiKey::Produce | ApiKey::Fetch) {
+            // masking: exemptions follow the authenticated principal.
+            let subject = gate.principal(&proxy.gate.policy.current());
+            if session.subject != subject {
+                Arc::make_mut(&mut session).subject = subject;
+            }
+        }
+        let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
+        let masking = apis::MaskingContext {
+            set: proxy.masking.current(&proxy.gate.policy),
+            topic_name: &names,
+        };
+        let action = apis::on_request(&session, &meta, frame, Some(&masking)).map_err(|e| {
             api.errors.inc();
             ConnError::Client(e)
         })?;
@@ -420,14 +432,22 @@ where
                     Some(fixup) => fixup.apply(frame)?,
                     None => frame,
                 };
-                let frame = if apis::rewrites_response(&meta) {
-                    let rewritten = apis::on_response(&session, &proxy.plan, &meta, frame)
-                        .map_err(|e| {
-                            proxy.metrics.api(meta.api_key as i16).errors.inc();
-                            ConnError::Broker(e)
-                        })?;
+                let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
+                let masking = apis::MaskingContext {
+                    set: proxy.masking.current(&proxy.gate.policy),
+                    topic_name: &names,
+                };
+                let mut masked = Vec::new();
+                let frame = if apis::rewrites_response(&meta, Some(&masking)) {
+                    let rewritten =
+                        apis::on_response(&session, &proxy.plan, &meta, frame, Some(&masking))
+                            .map_err(|e| {
+                                proxy.metrics.api(meta.api_key as i16).errors.inc();
+                                ConnError::Broker(e)
+                            })?;
                     // Listeners for every broker named must exist before the client reads this.
                     proxy.learn(&rewritten);
+                    masked = rewritten.masking;
                     rewritten.frame
                 } else {
                     frame
@@ -436,7 +456,13 @@ where
                 let frame = match (audit, proxy.audit.get()) {
                     (Some(inflight), Some(trail)) => {
                         trail
-                            .on_response(*inflight, &meta, frame, &|id| proxy.topic_name_of(id))
+                            .on_masked_response(
+                                *inflight,
+                                &meta,
+                                frame,
+                                &|id| proxy.topic_name_of(id),
+                                &masked,
+                            )
                             .await
                     }
                     _ => frame,

@@ -24,6 +24,7 @@ pub mod audit_trail;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod masking_state;
 pub mod metrics;
 pub mod policy_reloads;
 pub mod session;
@@ -106,6 +107,10 @@ pub struct RunArgs {
     /// the policy directory itself, so the directory source sees the decision).
     #[arg(long, env = "STREAMGATE_APPROVALS_DIR")]
     pub approvals_dir: Option<PathBuf>,
+    /// MaskingRule hash keys: the mounted Secrets, laid out `DIR/<secret name>/<key>`.
+    /// Without it, rules that hash are blocked (their topics never pass unmasked).
+    #[arg(long, env = "STREAMGATE_SECRET_DIR")]
+    pub secret_dir: Option<PathBuf>,
 }
 
 /// Keeps the policy source running for the life of `run`.
@@ -311,7 +316,11 @@ fn build(args: &RunArgs, gate: Arc<crate::policy::conn::GateShared>) -> anyhow::
         connect_timeout: args.connect_timeout,
         max_frame: args.max_frame_bytes,
     };
-    Ok(Proxy::new(plan, upstream, gate))
+    let proxy = Proxy::new(plan, upstream, gate);
+    if let Some(dir) = &args.secret_dir {
+        proxy.masking.set_secret_dir(dir.clone());
+    }
+    Ok(proxy)
 }
 
 /// Ask the upstream for ApiVersions and Metadata: readiness, and the broker

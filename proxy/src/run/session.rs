@@ -23,6 +23,9 @@ pub struct Session {
     /// The authenticated principal, once identity (SASL/OAUTHBEARER or workload
     /// identity) has established it. `None` until the identity layer lands.
     pub principal: Option<String>,
+    /// The authenticated principal as masking matches it (`exemptSubjects`);
+    /// `None` until identity established it (then nobody is exempt).
+    pub subject: Option<streamgate_crds::matching::Principal>,
 }
 
 impl Session {
@@ -32,6 +35,7 @@ impl Session {
             target,
             client_id: None,
             principal: None,
+            subject: None,
         }
     }
 

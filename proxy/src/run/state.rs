@@ -31,6 +31,8 @@ pub struct Proxy {
     pub gate: Arc<GateShared>,
     /// The audit trail (set once at startup; absent in unit tests).
     pub audit: std::sync::OnceLock<Arc<super::audit_trail::AuditTrail>>,
+    /// The MaskingRules in force (recompiled on policy reload).
+    pub masking: super::masking_state::MaskingState,
     brokers: RwLock<HashMap<i32, String>>,
     topics: RwLock<HashMap<[u8; 16], TopicName>>,
     listening: Mutex<HashSet<i32>>,
@@ -47,6 +49,7 @@ impl Proxy {
             shutdown: CancellationToken::new(),
             gate,
             audit: std::sync::OnceLock::new(),
+            masking: super::masking_state::MaskingState::default(),
             brokers: RwLock::default(),
             topics: RwLock::default(),
             listening: Mutex::default(),

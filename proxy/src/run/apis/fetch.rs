@@ -3,16 +3,38 @@
 //! gate's back) and carries `node_endpoints` from v16. Record batches are
 //! `Bytes` slices of the broker's frame: decoding them copies nothing, and an
 //! unchanged response is forwarded as the broker's original bytes.
+//!
+//! Masking: while a MaskingRule applies to Fetch, every response is decoded
+//! (all versions) and the records of covered topics are masked for the
+//! connection's principal (names from `topic` before v13, from the topic-id
+//! map after); a partition that cannot be masked is answered with its error
+//! and no records. tansu 0.6 puts v16's `node_endpoints` tag into v12-15
+//! responses (kafka-python fetches at v12): such a response is decoded field
+//! by field without the foreign tag and re-encoded conforming; one that still
+//! does not decode closes the connection — it is never forwarded unmasked.
 
-use super::{RequestAction, Rewritten, rewrite_endpoints};
+use super::{
+    MaskingContext, RequestAction, Rewritten, masking_principal, read_unsigned_varint,
+    rewrite_endpoints,
+};
+use crate::masking::mask_fetch_response;
 use crate::run::addresses::AddressPlan;
 use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
 use crate::run::session::Session;
+use bytes::Buf;
 use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse;
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::buf::ByteBuf;
+use streamgate_crds::ApplyTo;
 
 const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
 const NODE_ENDPOINTS_SINCE: i16 = 16;
+/// From v12 the message is flexible (compact fields, tagged sections).
+const FLEXIBLE_SINCE: i16 = 12;
+/// From v13 topics are named by id.
+const TOPIC_IDS_SINCE: i16 = 13;
 
 pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> RequestAction {
     // gate: policy — Read on each topic fetched (names via the topic-id map at
@@ -28,32 +50,71 @@ pub fn response_needs_rewrite(version: i16) -> bool {
 }
 
 pub fn on_response(
-    _session: &Session,
+    session: &Session,
     plan: &AddressPlan,
     meta: &RequestMeta,
     frame: Bytes,
+    masking: Option<&MaskingContext<'_>>,
 ) -> Result<Rewritten, FrameError> {
+    let masking = masking.filter(|m| m.applies(ApplyTo::Fetch));
     let header_version = meta.response_header_version();
     let (header, body) = split_response(&frame, header_version)?;
-    let mut response: FetchResponse = match decode_body(body, meta.api_version, "Fetch response") {
+    // A response that had to be decoded leniently must be re-encoded: its
+    // bytes do not conform to the version the client asked for.
+    let mut nonconforming = false;
+    let mut response: FetchResponse = match decode_body(
+        body.clone(),
+        meta.api_version,
+        "Fetch response",
+    ) {
         Ok(r) => r,
         Err(error) if meta.api_version < NODE_ENDPOINTS_SINCE => {
             // Some brokers (tansu 0.6) send the v16 `node_endpoints` tag at
-            // v12-15. kafka-protocol refuses it; clients at those versions
-            // ignore the unknown tag, so the frame is forwarded as the broker
-            // sent it. Such brokers do not set preferred_read_replica.
-            tracing::debug!(%error, version = meta.api_version, "Fetch response not decodable; forwarded as is");
-            return Ok(Rewritten {
-                frame,
-                ..Rewritten::default()
-            });
+            // v12-15, which kafka-protocol refuses.
+            match masking {
+                None => {
+                    // Clients at those versions ignore the unknown tag, so the
+                    // frame is forwarded as the broker sent it. Such brokers do
+                    // not set preferred_read_replica.
+                    tracing::debug!(%error, version = meta.api_version, "Fetch response not decodable; forwarded as is");
+                    return Ok(Rewritten {
+                        frame,
+                        ..Rewritten::default()
+                    });
+                }
+                // With masking in force an undecodable response is never
+                // forwarded (it may carry PHI): decode it without the foreign
+                // tag and re-encode it at the client's version; if even that
+                // fails, the connection closes with the reason.
+                Some(_) if meta.api_version >= FLEXIBLE_SINCE => {
+                    tracing::debug!(%error, version = meta.api_version, "Fetch response carries a foreign tag; decoded without it");
+                    nonconforming = true;
+                    decode_without_foreign_tags(body, meta.api_version)?
+                }
+                Some(_) => return Err(error),
+            }
         }
         Err(error) => return Err(error),
     };
     let mut out = Rewritten::default();
-    let changed = rewrite(plan, &mut response, &mut out);
-    // gate: masking — for topics with a MaskingRule, rewrite the record values
-    // inside each batch (batch headers kept); audit — one event per fetch.
+    let mut changed = rewrite(plan, &mut response, &mut out) || nonconforming;
+    if let Some(ctx) = masking {
+        let principal = masking_principal(session);
+        let by_id = meta.api_version >= TOPIC_IDS_SINCE;
+        let masked = mask_fetch_response(&ctx.set, &principal, &mut response, |t| {
+            if by_id {
+                (ctx.topic_name)(&t.topic_id)
+            } else {
+                Some(t.topic.0.to_string())
+            }
+        });
+        for f in &masked.failures {
+            // The error is about the record layout; it never quotes values.
+            tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "partition not maskable: answered with an error, no records");
+        }
+        changed |= masked.changed;
+        out.masking = masked.topics;
+    }
     if !changed {
         out.frame = frame;
         return Ok(out);
@@ -65,6 +126,57 @@ pub fn on_response(
         meta.api_version,
     )?;
     Ok(out)
+}
+
+/// Decode a flexible (v12+) Fetch response whose top-level tagged section
+/// holds tags its version does not define (tansu 0.6 sends v16's
+/// `node_endpoints`, tag 0, at v12-15). The fixed fields and the topics are
+/// decoded at `version` by kafka-protocol; the trailing tagged section is then
+/// read by hand and its unknown tags dropped (they are not defined for the
+/// client's version, and node_endpoints would name brokers past the gate).
+pub fn decode_without_foreign_tags(
+    mut body: Bytes,
+    version: i16,
+) -> Result<FetchResponse, FrameError> {
+    let malformed = |e: &dyn std::fmt::Display| FrameError::Malformed {
+        what: "Fetch response (lenient)",
+        source: anyhow::anyhow!("{e}"),
+    };
+    let mut fixed = body.try_get_bytes(10).map_err(|e| malformed(&e))?;
+    let throttle_time_ms = fixed.get_i32();
+    let error_code = fixed.get_i16();
+    let session_id = fixed.get_i32();
+    // Compact array: length + 1 (0 = null).
+    let count = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+    let mut responses = Vec::new();
+    for _ in 1..count {
+        responses
+            .push(FetchableTopicResponse::decode(&mut body, version).map_err(|e| malformed(&e))?);
+    }
+    let tags = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+    for _ in 0..tags {
+        let tag = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+        let size = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
+        body.try_get_bytes(size as usize)
+            .map_err(|e| malformed(&e))?;
+        tracing::debug!(
+            tag,
+            size,
+            version,
+            "dropped a top-level tag the Fetch version does not define"
+        );
+    }
+    if !body.is_empty() {
+        return Err(malformed(&format!(
+            "{} bytes after the tagged fields",
+            body.len()
+        )));
+    }
+    Ok(FetchResponse::default()
+        .with_throttle_time_ms(throttle_time_ms)
+        .with_error_code(error_code)
+        .with_session_id(session_id)
+        .with_responses(responses))
 }
 
 /// Clear follower fetching and rewrite endpoints; true when anything changed.
@@ -132,8 +244,14 @@ mod tests {
         for version in PREFERRED_READ_REPLICA_SINCE..=FetchResponse::VERSIONS.max {
             let meta = meta(ApiKey::Fetch, version);
             let input = golden(version, 3);
-            let out =
-                on_response(&session(), &plan(), &meta, response_frame(&meta, &input)).unwrap();
+            let out = on_response(
+                &session(),
+                &plan(),
+                &meta,
+                response_frame(&meta, &input),
+                None,
+            )
+            .unwrap();
             let (corr, got): (i32, FetchResponse) = decode_response(&meta, &out.frame);
             assert_eq!(corr, 99);
             let mut want = input.clone();
@@ -154,7 +272,7 @@ mod tests {
         assert_eq!(frame.pop(), Some(0), "no top-level tagged fields");
         frame.extend_from_slice(&[1, 0, 1, 1]); // one tag: 0, size 1, empty compact array
         let frame = Bytes::from(frame);
-        let out = on_response(&session(), &plan(), &meta, frame.clone()).unwrap();
+        let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
         assert_eq!(out.frame, frame);
     }
 
@@ -163,8 +281,158 @@ mod tests {
         for version in PREFERRED_READ_REPLICA_SINCE..16 {
             let meta = meta(ApiKey::Fetch, version);
             let frame = response_frame(&meta, &golden(version, -1));
-            let out = on_response(&session(), &plan(), &meta, frame.clone()).unwrap();
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
             assert_eq!(out.frame, frame, "v{version}");
+        }
+    }
+
+    mod masking {
+        use super::*;
+        use crate::masking::wire::tests::{PHI, batch, set, values};
+        use kafka_protocol::records::Compression;
+        use std::sync::Arc;
+        use streamgate_crds::ApplyTo;
+
+        fn ctx<'a>(
+            apply_to: Vec<ApplyTo>,
+            names: &'a (dyn Fn(&uuid::Uuid) -> Option<String> + Sync),
+        ) -> MaskingContext<'a> {
+            MaskingContext {
+                set: Arc::new(set(apply_to)),
+                topic_name: names,
+            }
+        }
+
+        fn with_records(version: i16, records: Bytes) -> FetchResponse {
+            let mut r = golden(version, -1);
+            r.responses[0].partitions[0].records = Some(records);
+            r
+        }
+
+        fn fetched(frame: &Bytes, meta: &RequestMeta) -> FetchResponse {
+            decode_response::<FetchResponse>(meta, frame).1
+        }
+
+        #[test]
+        fn records_are_masked_at_every_version_by_name_or_topic_id() {
+            let names = |id: &uuid::Uuid| {
+                (*id == uuid::Uuid::from_bytes([9u8; 16])).then(|| "patient-events".to_string())
+            };
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            for version in 4..=FetchResponse::VERSIONS.max {
+                let meta = meta(ApiKey::Fetch, version);
+                assert!(rewrites_response_for(&meta, &ctx), "v{version}");
+                let frame = response_frame(
+                    &meta,
+                    &with_records(version, batch(PHI, Compression::Snappy)),
+                );
+                let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+                let got = fetched(&out.frame, &meta);
+                let records = got.responses[0].partitions[0].records.clone().unwrap();
+                assert_eq!(
+                    values(&records),
+                    vec![r#"{"ssn":"[REDACTED]","ok":1}"#],
+                    "v{version}"
+                );
+                assert_eq!(out.masking.len(), 1, "v{version}: counts reach the audit");
+                assert_eq!(out.masking[0].counts.fields.get("$.ssn"), Some(&1));
+            }
+        }
+
+        fn rewrites_response_for(meta: &RequestMeta, ctx: &MaskingContext<'_>) -> bool {
+            crate::run::apis::rewrites_response(meta, Some(ctx))
+        }
+
+        #[test]
+        fn an_unknown_topic_id_gets_an_error_and_no_records() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            let meta = meta(ApiKey::Fetch, 13);
+            let frame = response_frame(&meta, &with_records(13, batch(PHI, Compression::None)));
+            let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+            let got = fetched(&out.frame, &meta);
+            let p = &got.responses[0].partitions[0];
+            assert_eq!(p.error_code, crate::masking::wire::UNKNOWN_TOPIC_ID);
+            assert_eq!(p.records.as_deref(), Some(&[][..]));
+        }
+
+        /// tansu 0.6 puts the v16 `node_endpoints` tag into v12-15 responses.
+        fn with_foreign_endpoints_tag(version: i16, records: Bytes) -> Bytes {
+            let meta16 = meta(ApiKey::Fetch, 16);
+            let mut r = with_records(16, records);
+            if version < 13 {
+                r.responses[0].topic = TopicName(StrBytes::from_static_str("patient-events"));
+            }
+            // Encoded as v16 (ids, endpoints tag), announced as `version`.
+            response_frame(&meta16, &r)
+        }
+
+        #[test]
+        fn a_v13_to_v15_response_with_the_v16_tag_is_masked_and_made_conforming() {
+            let names = |_: &uuid::Uuid| Some("patient-events".to_string());
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            for version in 13..16 {
+                let meta = meta(ApiKey::Fetch, version);
+                let frame = with_foreign_endpoints_tag(version, batch(PHI, Compression::Lz4));
+                let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+                let got = fetched(&out.frame, &meta);
+                assert!(got.node_endpoints.is_empty());
+                let records = got.responses[0].partitions[0].records.clone().unwrap();
+                assert_eq!(
+                    values(&records),
+                    vec![r#"{"ssn":"[REDACTED]","ok":1}"#],
+                    "v{version}"
+                );
+            }
+        }
+
+        /// A v12 response (topic names) with tansu's v16 tag appended.
+        fn v12_with_foreign_tag(records: Bytes) -> Bytes {
+            let meta = meta(ApiKey::Fetch, 12);
+            let mut r = with_records(12, records);
+            r.responses[0].topic = TopicName(StrBytes::from_static_str("patient-events"));
+            let mut bytes = response_frame(&meta, &r).to_vec();
+            // The last byte is the empty top-level tag section (0 tags):
+            // replace it with one tag 0 of 3 bytes.
+            assert_eq!(bytes.pop(), Some(0));
+            bytes.extend_from_slice(&[1, 0, 3, 1, 2, 3]);
+            Bytes::from(bytes)
+        }
+
+        #[test]
+        fn a_v12_response_with_the_v16_tag_is_masked_and_made_conforming() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            let meta = meta(ApiKey::Fetch, 12);
+            let frame = v12_with_foreign_tag(batch(PHI, Compression::Gzip));
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).unwrap();
+            let got = fetched(&out.frame, &meta);
+            let records = got.responses[0].partitions[0].records.clone().unwrap();
+            assert_eq!(values(&records), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
+            // Without masking the frame passes as the broker sent it.
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
+            assert_eq!(out.frame, frame);
+        }
+
+        #[test]
+        fn a_truncated_response_is_never_forwarded_while_masking() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            let meta = meta(ApiKey::Fetch, 12);
+            let frame = v12_with_foreign_tag(batch(PHI, Compression::None));
+            let cut = frame.slice(..frame.len() - 2);
+            assert!(on_response(&session(), &plan(), &meta, cut, Some(&ctx)).is_err());
+        }
+
+        #[test]
+        fn produce_only_rules_leave_fetch_bytes_alone() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = ctx(vec![ApplyTo::Produce], &names);
+            assert!(!rewrites_response_for(&meta(ApiKey::Fetch, 4), &ctx));
+            let meta = meta(ApiKey::Fetch, 11);
+            let frame = response_frame(&meta, &with_records(11, batch(PHI, Compression::None)));
+            let out = on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).unwrap();
+            assert_eq!(out.frame, frame);
         }
     }
 }

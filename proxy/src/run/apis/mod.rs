@@ -33,6 +33,44 @@ pub struct Rewritten {
     pub brokers: Vec<UpstreamBroker>,
     /// Topic ids learned (Metadata v10+), for APIs that carry ids instead of names.
     pub topics: Vec<([u8; 16], TopicName)>,
+    /// What masking did, per topic (Fetch): for the audit record (decision Masked).
+    pub masking: Vec<crate::masking::TopicMasking>,
+}
+
+/// What the masking step needs: the rules in force and the topic-id map
+/// (Fetch v13+ and Produce v13 name topics by id).
+pub struct MaskingContext<'a> {
+    pub set: std::sync::Arc<crate::masking::MaskingSet>,
+    pub topic_name: &'a (dyn Fn(&uuid::Uuid) -> Option<String> + Sync),
+}
+
+impl std::fmt::Debug for MaskingContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskingContext")
+            .field("set", &self.set)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MaskingContext<'_> {
+    /// Does any rule apply in `direction`?
+    pub fn applies(&self, direction: streamgate_crds::ApplyTo) -> bool {
+        self.set.has_rules_for(direction)
+    }
+}
+
+/// The principal masking matches `exemptSubjects` against: before identity
+/// is established, a nameless user that no named subject exempts.
+pub(crate) fn masking_principal(session: &Session) -> streamgate_crds::matching::Principal {
+    session
+        .subject
+        .clone()
+        .unwrap_or(streamgate_crds::matching::Principal {
+            kind: streamgate_crds::SubjectKind::User,
+            name: String::new(),
+            namespace: None,
+            groups: Vec::new(),
+        })
 }
 
 impl Rewritten {
@@ -49,10 +87,11 @@ pub fn on_request(
     session: &Session,
     meta: &RequestMeta,
     frame: Bytes,
+    masking: Option<&MaskingContext<'_>>,
 ) -> Result<RequestAction, FrameError> {
     match meta.api_key {
         ApiKey::ApiVersions => Ok(api_versions::on_request(meta, frame)),
-        ApiKey::Produce => produce::on_request(session, meta, frame),
+        ApiKey::Produce => produce::on_request(session, meta, frame, masking),
         ApiKey::Fetch => Ok(fetch::on_request(session, meta, frame)),
         // gate: policy — every other API is checked on its api key (and, for
         // topic-bearing admin APIs, its topics) before it is forwarded; audit
@@ -65,7 +104,13 @@ pub fn on_request(
 }
 
 /// Whether a response to this request must be decoded (otherwise it is forwarded as is).
-pub fn rewrites_response(meta: &RequestMeta) -> bool {
+/// Fetch responses are always decoded while a MaskingRule applies to Fetch.
+pub fn rewrites_response(meta: &RequestMeta, masking: Option<&MaskingContext<'_>>) -> bool {
+    if meta.api_key == ApiKey::Fetch
+        && masking.is_some_and(|m| m.applies(streamgate_crds::ApplyTo::Fetch))
+    {
+        return true;
+    }
     match meta.api_key {
         ApiKey::ApiVersions
         | ApiKey::Metadata
@@ -83,6 +128,7 @@ pub fn on_response(
     plan: &AddressPlan,
     meta: &RequestMeta,
     frame: Bytes,
+    masking: Option<&MaskingContext<'_>>,
 ) -> Result<Rewritten, FrameError> {
     match meta.api_key {
         ApiKey::ApiVersions => api_versions::on_response(meta, frame).map(Rewritten::unchanged),
@@ -90,7 +136,7 @@ pub fn on_response(
         ApiKey::FindCoordinator => find_coordinator::on_response(plan, meta, frame),
         ApiKey::DescribeCluster => describe_cluster::on_response(plan, meta, frame),
         ApiKey::Produce => produce::on_response(session, plan, meta, frame),
-        ApiKey::Fetch => fetch::on_response(session, plan, meta, frame),
+        ApiKey::Fetch => fetch::on_response(session, plan, meta, frame, masking),
         _ => Ok(Rewritten::unchanged(frame)),
     }
 }
@@ -137,7 +183,7 @@ pub(crate) fn skip_nullable_string(buf: &mut Bytes, flexible: bool) -> Result<()
     Ok(())
 }
 
-fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, String> {
+pub(crate) fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, String> {
     let mut value: u32 = 0;
     for i in 0..5 {
         let b = buf.try_get_bytes(1).map_err(|e| e.to_string())?[0];

@@ -2,33 +2,139 @@
 //! decoded only at v10+, where it can carry `node_endpoints` (new leaders)
 //! that must be rewritten.
 
-use super::{RequestAction, Rewritten, rewrite_endpoints, skip_nullable_string};
+use super::{
+    MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints,
+    skip_nullable_string,
+};
+use crate::masking::{PartitionFailure, mask_produce_request};
 use crate::run::addresses::AddressPlan;
 use crate::run::codec::{
-    FrameError, RequestMeta, decode_body, encode_response, split_request, split_response,
+    FrameError, RequestMeta, decode_body, encode_request, encode_response, split_request,
+    split_response,
 };
 use crate::run::session::Session;
 use bytes::Bytes;
-use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::messages::produce_request::TopicProduceData;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::buf::ByteBuf;
+use streamgate_crds::ApplyTo;
 
 /// First Produce version whose response may carry `node_endpoints`.
 const NODE_ENDPOINTS_SINCE: i16 = 10;
+/// Produce v13 names topics by id.
+const TOPIC_IDS_SINCE: i16 = 13;
 
 pub fn on_request(
-    _session: &Session,
+    session: &Session,
     meta: &RequestMeta,
     frame: Bytes,
+    masking: Option<&MaskingContext<'_>>,
 ) -> Result<RequestAction, FrameError> {
     let acks = peek_acks(&frame, meta)?;
     // gate: policy — Write on each topic in the request (decode the topic
-    // list; names via the topic-id map at v13+); masking — where a MaskingRule
-    // asks for produce-side masking, rewrite record values here; audit — one
-    // event per request with the decision.
+    // list; names via the topic-id map at v13+); audit — one event per
+    // request with the decision.
+    let frame = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
+        Some(ctx) => match mask_request(session, meta, &frame, ctx)? {
+            Ok(masked) => masked.unwrap_or(frame),
+            Err(answer) if acks != 0 => return Ok(RequestAction::Answer(answer)),
+            // acks=0 has no response to carry the refusal: close instead.
+            Err(_) => {
+                return Err(FrameError::Malformed {
+                    what: "Produce request (acks=0) with records that cannot be masked",
+                    source: anyhow::anyhow!("refused: the records would reach the broker unmasked"),
+                });
+            }
+        },
+        None => frame,
+    };
     Ok(RequestAction::Forward {
         frame,
         expect_response: acks != 0,
     })
+}
+
+/// Mask the records of a Produce request where a rule has `applyTo: Produce`.
+/// `Ok(Ok(Some(frame)))`: forward the re-encoded request; `Ok(Ok(None))`:
+/// nothing changed, forward the original; `Ok(Err(answer))`: some partition
+/// cannot be masked, answer every partition of the request instead.
+fn mask_request(
+    session: &Session,
+    meta: &RequestMeta,
+    frame: &Bytes,
+    ctx: &MaskingContext<'_>,
+) -> Result<Result<Option<Bytes>, Bytes>, FrameError> {
+    let (header, body) = split_request(frame, meta)?;
+    let mut request: ProduceRequest = decode_body(body, meta.api_version, "Produce request")?;
+    let by_id = meta.api_version >= TOPIC_IDS_SINCE;
+    let principal = masking_principal(session);
+    let name = |t: &TopicProduceData| {
+        if by_id {
+            (ctx.topic_name)(&t.topic_id)
+        } else {
+            Some(t.name.0.to_string())
+        }
+    };
+    match mask_produce_request(&ctx.set, &principal, &mut request, name) {
+        Ok(masked) if masked.changed => Ok(Ok(Some(encode_request(
+            &header,
+            meta.request_header_version(),
+            &request,
+            meta.api_version,
+        )?))),
+        Ok(_) => Ok(Ok(None)),
+        Err(failures) => {
+            for f in &failures {
+                tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "Produce refused: records cannot be masked");
+            }
+            let response = refusal(&request, &failures);
+            Ok(Err(encode_response(
+                meta.correlation_id,
+                meta.response_header_version(),
+                &response,
+                meta.api_version,
+            )?))
+        }
+    }
+}
+
+/// Kafka's POLICY_VIOLATION: a partition refused because another one of the
+/// same request could not be masked (the request is refused as a whole).
+const POLICY_VIOLATION: i16 = 44;
+
+/// A ProduceResponse answering every partition of `request`: the failing
+/// ones with their codes, the others with POLICY_VIOLATION.
+fn refusal(request: &ProduceRequest, failures: &[PartitionFailure]) -> ProduceResponse {
+    let responses = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    let failed = failures.iter().find(|f| {
+                        f.partition == p.index
+                            && f.topic.as_deref().is_none_or(|n| n == t.name.0.as_str())
+                    });
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(failed.map_or(POLICY_VIOLATION, |f| f.error_code))
+                        .with_base_offset(-1)
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "streamgate: records cannot be masked (MaskingRule applyTo Produce); nothing was written",
+                        )))
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
 }
 
 /// Read `acks` without decoding the records: v3+ put a nullable
@@ -86,8 +192,8 @@ mod tests {
     use super::*;
     use crate::run::apis::test_support::*;
     use kafka_protocol::messages::produce_response::NodeEndpoint;
-    use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest};
-    use kafka_protocol::protocol::{Message, StrBytes};
+    use kafka_protocol::messages::{ApiKey, BrokerId};
+    use kafka_protocol::protocol::Message;
 
     #[test]
     fn acks_are_read_at_every_version_with_and_without_transactional_id() {
@@ -105,7 +211,7 @@ mod tests {
                 let RequestAction::Forward {
                     frame: out,
                     expect_response,
-                } = on_request(&session(), &meta, frame.clone()).unwrap()
+                } = on_request(&session(), &meta, frame.clone(), None).unwrap()
                 else {
                     panic!("produce is forwarded")
                 };
@@ -135,6 +241,138 @@ mod tests {
             want.node_endpoints[0].host = StrBytes::from_static_str("127.0.0.1");
             want.node_endpoints[0].port = 9204;
             assert_eq!(got, want, "v{version}");
+        }
+    }
+
+    mod masking {
+        use super::*;
+        use crate::masking::wire::tests::{PHI, batch, set, user, values};
+        use kafka_protocol::messages::RequestHeader;
+        use kafka_protocol::messages::TopicName;
+        use kafka_protocol::messages::produce_request::PartitionProduceData;
+        use kafka_protocol::protocol::Decodable;
+        use kafka_protocol::records::Compression;
+        use std::sync::Arc;
+
+        fn request(version: i16, records: Bytes) -> ProduceRequest {
+            let mut topic = TopicProduceData::default().with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records)),
+            ]);
+            if version >= 13 {
+                topic = topic.with_topic_id(uuid::Uuid::from_bytes([7u8; 16]));
+            } else {
+                topic = topic.with_name(TopicName(StrBytes::from_static_str("patient-intake")));
+            }
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![topic])
+        }
+
+        fn decoded(meta: &RequestMeta, frame: &Bytes) -> (RequestHeader, ProduceRequest) {
+            let (header, mut body) = split_request(frame, meta).unwrap();
+            let req = ProduceRequest::decode(&mut body, meta.api_version).unwrap();
+            (header, req)
+        }
+
+        #[test]
+        fn records_are_masked_before_the_broker_at_every_version() {
+            let names = |_: &uuid::Uuid| Some("patient-intake".to_string());
+            let ctx = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Produce])),
+                topic_name: &names,
+            };
+            for version in 3..=ProduceRequest::VERSIONS.max {
+                let meta = meta(ApiKey::Produce, version);
+                let frame = request_frame(&meta, &request(version, batch(PHI, Compression::Zstd)));
+                let RequestAction::Forward { frame: out, .. } =
+                    on_request(&session(), &meta, frame.clone(), Some(&ctx)).unwrap()
+                else {
+                    panic!("a maskable request is forwarded")
+                };
+                let (header, req) = decoded(&meta, &out);
+                assert_eq!(header.correlation_id, 99);
+                assert_eq!(header.client_id.as_deref(), Some("test"));
+                let records = req.topic_data[0].partition_data[0].records.clone().unwrap();
+                assert_eq!(
+                    values(&records),
+                    vec![r#"{"ssn":"[REDACTED]","ok":1}"#],
+                    "v{version}"
+                );
+            }
+        }
+
+        #[test]
+        fn exempt_producers_and_fetch_only_rules_forward_the_original_frame() {
+            let names = |_: &uuid::Uuid| None;
+            let meta = meta(ApiKey::Produce, 9);
+            let frame = request_frame(&meta, &request(9, batch(PHI, Compression::Gzip)));
+            let fetch_only = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Fetch])),
+                topic_name: &names,
+            };
+            let RequestAction::Forward { frame: out, .. } =
+                on_request(&session(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
+            else {
+                panic!("forwarded")
+            };
+            assert_eq!(out, frame);
+            let produce = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Produce])),
+                topic_name: &names,
+            };
+            let mut exempt = session();
+            exempt.subject = Some(user(&["clinicians"]));
+            let RequestAction::Forward { frame: out, .. } =
+                on_request(&exempt, &meta, frame.clone(), Some(&produce)).unwrap()
+            else {
+                panic!("forwarded")
+            };
+            assert_eq!(out, frame);
+        }
+
+        #[test]
+        fn unmaskable_records_are_answered_not_forwarded() {
+            let names = |_: &uuid::Uuid| None;
+            let ctx = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Produce])),
+                topic_name: &names,
+            };
+            let full = batch(PHI, Compression::None);
+            for version in [3i16, 9, 13] {
+                let meta = meta(ApiKey::Produce, version);
+                // truncated batch (v3-12), or an unknown topic id (v13)
+                let records = if version >= 13 {
+                    full.clone()
+                } else {
+                    full.slice(..full.len() - 1)
+                };
+                let frame = request_frame(&meta, &request(version, records));
+                let RequestAction::Answer(answer) =
+                    on_request(&session(), &meta, frame, Some(&ctx)).unwrap()
+                else {
+                    panic!("v{version}: refused locally")
+                };
+                let (corr, resp): (i32, ProduceResponse) = decode_response(&meta, &answer);
+                assert_eq!(corr, 99);
+                let p = &resp.responses[0].partition_responses[0];
+                let want = if version >= 13 {
+                    crate::masking::wire::UNKNOWN_TOPIC_ID
+                } else {
+                    crate::masking::wire::CORRUPT_MESSAGE
+                };
+                assert_eq!(p.error_code, want, "v{version}");
+                assert_eq!(p.base_offset, -1);
+            }
+            // acks=0: nothing to answer with, the connection closes.
+            let meta = meta(ApiKey::Produce, 9);
+            let frame = request_frame(
+                &meta,
+                &request(9, full.slice(..full.len() - 1)).with_acks(0),
+            );
+            assert!(on_request(&session(), &meta, frame, Some(&ctx)).is_err());
         }
     }
 }

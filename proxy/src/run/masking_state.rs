@@ -1,0 +1,69 @@
+//! The MaskingRules in force for the data path: a [`MaskingSet`] compiled
+//! from the current policy (`CompiledPolicy::masking_rules`) and the HMAC keys
+//! under `--secret-dir`, recompiled whenever the policy is reloaded.
+//!
+//! Compile errors (bad path, missing key) are logged once per reload; the
+//! failing rule is blocked in the set, so its topics never pass unmasked.
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::masking::MaskingSet;
+use crate::policy::decide::CompiledPolicy;
+use crate::policy::handle::PolicyHandle;
+
+/// Shared by every connection (see `Proxy::masking`).
+#[derive(Debug, Default)]
+pub struct MaskingState {
+    /// `DIR/<secret name>/<key>` (the Secret volume the operator mounts).
+    secret_dir: OnceLock<PathBuf>,
+    /// The policy the set was compiled from (compared by pointer) and the set.
+    cache: Mutex<Option<(Arc<CompiledPolicy>, Arc<MaskingSet>)>>,
+}
+
+impl MaskingState {
+    /// Set once at startup; without it, rules with a hash key are blocked.
+    pub fn set_secret_dir(&self, dir: PathBuf) {
+        let _ = self.secret_dir.set(dir);
+    }
+
+    /// The set for the policy currently in force (recompiled after a reload).
+    pub fn current(&self, policy: &PolicyHandle) -> Arc<MaskingSet> {
+        self.for_policy(&policy.current())
+    }
+
+    /// The set compiled from `policy` (cached while the policy is unchanged).
+    pub fn for_policy(&self, policy: &Arc<CompiledPolicy>) -> Arc<MaskingSet> {
+        let mut cache = match self.cache.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((seen, set)) = cache.as_ref()
+            && Arc::ptr_eq(seen, policy)
+        {
+            return Arc::clone(set);
+        }
+        let set = Arc::new(self.compile(policy));
+        *cache = Some((Arc::clone(policy), Arc::clone(&set)));
+        set
+    }
+
+    fn compile(&self, policy: &CompiledPolicy) -> MaskingSet {
+        let docs = policy.masking_rules();
+        // The policy sources read one namespace: the pod's.
+        let Some(namespace) = docs.first().map(|d| d.namespace.clone()) else {
+            return MaskingSet::default();
+        };
+        let dir = self.secret_dir.get().cloned().unwrap_or_default();
+        let (set, errors) = MaskingSet::from_docs(&namespace, docs, &dir);
+        for error in &errors {
+            // Never carries key bytes.
+            tracing::error!(%error, "MaskingRule fails closed: its topics are blocked");
+        }
+        tracing::info!(
+            rules = docs.len(),
+            failed = errors.len(),
+            "masking rules compiled"
+        );
+        set
+    }
+}
