@@ -593,10 +593,18 @@ fn policy_reloads_applied_and_rejected_are_records() {
     let file = policy_dir.join("policy.yaml");
     let good = std::fs::read_to_string(&file).unwrap();
     // A typo in an operation: the reload is rejected, the old policy stays.
-    std::fs::write(&file, good.replace("operations: [Write,", "operations: [Wrte,")).unwrap();
+    std::fs::write(
+        &file,
+        good.replace("operations: [Write,", "operations: [Wrte,"),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     // Fixed, and the policy changes generation-free content: applied again.
-    std::fs::write(&file, good.replace("audit-e2e, namespace", "audit-e2e-v2, namespace")).unwrap();
+    std::fs::write(
+        &file,
+        good.replace("audit-e2e, namespace", "audit-e2e-v2, namespace"),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(proxy.proc.terminate(Duration::from_secs(15)), Some(0));
 
@@ -608,15 +616,21 @@ fn policy_reloads_applied_and_rejected_are_records() {
         .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(
-        reloads.iter().any(|r| r.starts_with("policy in force at start: audit-e2e")),
+        reloads
+            .iter()
+            .any(|r| r.starts_with("policy in force at start: audit-e2e")),
         "the policy in force at start is recorded: {reloads:?}"
     );
     assert!(
-        reloads.iter().any(|r| r.contains("rejected") && r.contains("Wrte")),
+        reloads
+            .iter()
+            .any(|r| r.contains("rejected") && r.contains("Wrte")),
         "the rejected reload is recorded with its error: {reloads:?}"
     );
     assert!(
-        reloads.iter().any(|r| r.contains("applied") && r.contains("audit-e2e-v2")),
+        reloads
+            .iter()
+            .any(|r| r.contains("applied") && r.contains("audit-e2e-v2")),
         "the applied reload names the new policy: {reloads:?}"
     );
 }

@@ -3,9 +3,9 @@
 //! client CLI (`e2e/clients/kclient.py`, kcat), stopped by PID when dropped.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,10 @@ pub fn patient_events() -> Vec<Vec<u8>> {
         .into_iter()
         .map(String::into_bytes)
         .collect();
-    assert!(lines.len() >= 100, "examples/data/patient-events.jsonl has too few events");
+    assert!(
+        lines.len() >= 100,
+        "examples/data/patient-events.jsonl has too few events"
+    );
     lines
 }
 
@@ -50,7 +53,11 @@ impl Tansu {
 
     /// Stop and start again on the same port and storage.
     pub fn restart(&mut self) {
-        assert_eq!(self.0.storage, Storage::Sqlite, "only sqlite storage survives a restart");
+        assert_eq!(
+            self.0.storage,
+            Storage::Sqlite,
+            "only sqlite storage survives a restart"
+        );
         self.0.restart(Duration::ZERO);
     }
 }
@@ -92,7 +99,10 @@ impl Proxy {
             no_wait: false,
         };
         let inner = streamgate_e2e::Proxy::start(&broker.0, opts);
-        Self { inner, _policy: policy }
+        Self {
+            inner,
+            _policy: policy,
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -107,12 +117,19 @@ impl Proxy {
     /// SIGTERM, wait for a clean exit, start again on the same ports.
     pub fn restart(&mut self) {
         let code = self.inner.proc.terminate(Duration::from_secs(15));
-        assert_eq!(code, Some(0), "proxy exits cleanly on SIGTERM:\n{}", self.inner.output());
+        assert_eq!(
+            code,
+            Some(0),
+            "proxy exits cleanly on SIGTERM:\n{}",
+            self.inner.output()
+        );
         self.inner.restart();
     }
 
     pub fn assert_alive(&self) {
-        let (status, _) = self.admin_get("/healthz").expect("proxy admin port answers");
+        let (status, _) = self
+            .admin_get("/healthz")
+            .expect("proxy admin port answers");
         assert_eq!(status, 200);
         let (_, metrics) = self.admin_get("/metrics").unwrap();
         assert!(
