@@ -24,8 +24,12 @@ fn peer(var: &str) -> String {
     if let Ok(v) = std::env::var(var) {
         return v;
     }
-    let cache =
-        std::env::var("STREAMGATE_CACHE").unwrap_or_else(|_| "/root/.cache/streamgate".into());
+    let cache = std::env::var("STREAMGATE_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/streamgate",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
     let env_file = Path::new(&cache).join("peers.env");
     let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
         panic!("missing peer: {var} is not set and {} cannot be read ({e}); install the peers (.ci/install-peers.sh)", env_file.display())

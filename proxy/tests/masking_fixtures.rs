@@ -12,64 +12,16 @@ use streamgate_crds::{ApplyTo, MaskingRule, MaskingRuleSpec, SecretKeyRef, Subje
 use streamgate_proxy::masking::codec::Codec;
 use streamgate_proxy::masking::{HashKey, KeyError, MaskCounts, MaskingSet, mask_record_set};
 
-/// The example rules (examples/maskingrule.yaml) when present, else the same shape inline.
-const INLINE_RULES: &str = r#"
-apiVersion: streamgate.dev/v1alpha1
-kind: MaskingRule
-metadata: {name: patient-phi, namespace: clinical}
-spec:
-  topics: [patient-events, "patient-*"]
-  format: Json
-  fields:
-    - {path: "$.patient.mrn",           strategy: Hash}
-    - {path: "$.patient.name.given",    strategy: Hash}
-    - {path: "$.patient.name.family",   strategy: Hash}
-    - {path: "$.patient.ssn",           strategy: Partial, keepLast: 4}
-    - {path: "$.patient.phone",         strategy: Partial, keepLast: 4}
-    - {path: "$..dateOfBirth",          strategy: Redact}
-    - {path: "$.patient.email",         strategy: Redact}
-    - {path: "$.patient.address.line",  strategy: Remove}
-    - {path: "$.patient.address.postalCode", strategy: Redact}
-    - {path: "$.encounter.diagnoses[*].display", strategy: Redact}
-    - {path: "$.notes",                 strategy: Remove}
-  detectors: [SSN, Email, Phone, MRN]
-  mrnPattern: "MRN-[0-9]{8}"
-  hashKeySecretRef: {name: masking-key, key: hmac}
-  exemptSubjects: [{kind: Group, name: treating-clinicians}]
-  applyTo: [Fetch]
----
-apiVersion: streamgate.dev/v1alpha1
-kind: MaskingRule
-metadata: {name: claims-phi, namespace: clinical}
-spec:
-  topics: [claims, "claims.*"]
-  format: Json
-  fields:
-    - {path: "$.patientMrn",          strategy: Hash}
-    - {path: "$.memberName",          strategy: Hash}
-    - {path: "$.payment.cardNumber",  strategy: Partial, keepLast: 4}
-    - {path: "$.payment.cardHolder",  strategy: Redact}
-  detectors: [CreditCard, NPI, SSN, Email, Phone]
-  hashKeySecretRef: {name: masking-key, key: hmac}
-  applyTo: [Fetch]
-"#;
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn data_dir() -> PathBuf {
-    let local = repo().join("examples/data");
-    if local.join("phi-values.json").exists() {
-        local
-    } else {
-        PathBuf::from("/work/shared/fixtures")
-    }
+    repo().join("examples/data")
 }
 
 fn rules() -> Vec<(String, MaskingRuleSpec)> {
-    let text = std::fs::read_to_string(repo().join("examples/maskingrule.yaml"))
-        .unwrap_or_else(|_| INLINE_RULES.into());
+    let text = std::fs::read_to_string(repo().join("examples/maskingrule.yaml")).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
             let r: MaskingRule = serde::Deserialize::deserialize(doc).unwrap();
