@@ -335,7 +335,7 @@ fn standard_otel_env_vars_configure_the_shipper() {
         rt.block_on(async {
             let mut args = streamgate_proxy::audit::AuditArgs::new(dir);
             args.audit_otlp = None; // auto: on because OTEL_EXPORTER_OTLP_*ENDPOINT is set
-            args.audit_pod_name = std::env::var("POD_NAME").ok();
+            args.audit_pod_name = std::env::var("STREAMGATE_POD_NAME").ok();
             let audit = Audit::start(&args).await.unwrap();
             write(&audit, 2..=6, Duration::ZERO).await; // seq 1 is SidecarStart
             audit.shutdown(Duration::from_secs(10)).await; // seq 7 is SidecarStop
@@ -370,7 +370,7 @@ fn standard_otel_env_vars_configure_the_shipper() {
             .env(ENV_CHILD, work.path().join(pod))
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
             .env(var, endpoint)
-            .env("POD_NAME", pod)
+            .env("STREAMGATE_POD_NAME", pod)
             .status()
             .unwrap();
         assert!(status.success(), "{protocol}: child failed");

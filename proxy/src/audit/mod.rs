@@ -74,16 +74,16 @@ pub struct AuditArgs {
     #[arg(long = "audit-events", env = "STREAMGATE_AUDIT_EVENTS")]
     pub audit_events: Option<bool>,
     /// This pod's name (downward API).
-    #[arg(long = "audit-pod-name", env = "POD_NAME")]
+    #[arg(long = "audit-pod-name", env = "STREAMGATE_POD_NAME")]
     pub audit_pod_name: Option<String>,
     /// This pod's namespace (downward API).
-    #[arg(long = "audit-pod-namespace", env = "POD_NAMESPACE")]
+    #[arg(long = "audit-pod-namespace", env = "STREAMGATE_POD_NAMESPACE")]
     pub audit_pod_namespace: Option<String>,
     /// This pod's ServiceAccount (downward API).
-    #[arg(long = "audit-service-account", env = "POD_SERVICE_ACCOUNT")]
+    #[arg(long = "audit-service-account", env = "STREAMGATE_SERVICE_ACCOUNT")]
     pub audit_service_account: Option<String>,
     /// This pod's UID (downward API), for Events' `regarding`.
-    #[arg(long = "audit-pod-uid", env = "POD_UID")]
+    #[arg(long = "audit-pod-uid", env = "STREAMGATE_POD_UID")]
     pub audit_pod_uid: Option<String>,
 }
 
