@@ -294,6 +294,15 @@ impl Gate<'_> {
             decisions: Vec::new(),
         };
         let blocked = self.is_blocked(api_key);
+        // Cluster-wide admin APIs: refused when blocked or not allowed Admin on
+        // the cluster (evaluated only for the APIs that ask).
+        let admin_refused = || {
+            blocked
+                || !self
+                    .policy
+                    .decide_cluster(self.principal, Operation::Admin)
+                    .is_allow()
+        };
         let verdict = match request {
             RequestKind::Produce(req) => check_produce(&mut ctx, req),
             RequestKind::Fetch(req) => {
@@ -690,12 +699,7 @@ impl Gate<'_> {
                 }
             }
             RequestKind::DeleteGroups(req) => {
-                if !blocked
-                    && self
-                        .policy
-                        .decide_cluster(self.principal, Operation::Admin)
-                        .is_allow()
-                {
+                if !admin_refused() {
                     Verdict::Forward(Fixup::default())
                 } else {
                     let results = req
@@ -712,13 +716,7 @@ impl Gate<'_> {
                     ))
                 }
             }
-            RequestKind::CreateAcls(req)
-                if blocked
-                    || !self
-                        .policy
-                        .decide_cluster(self.principal, Operation::Admin)
-                        .is_allow() =>
-            {
+            RequestKind::CreateAcls(req) if admin_refused() => {
                 let results = req
                     .creations
                     .iter()
@@ -731,13 +729,7 @@ impl Gate<'_> {
                     CreateAclsResponse::default().with_results(results),
                 ))
             }
-            RequestKind::DeleteAcls(req)
-                if blocked
-                    || !self
-                        .policy
-                        .decide_cluster(self.principal, Operation::Admin)
-                        .is_allow() =>
-            {
+            RequestKind::DeleteAcls(req) if admin_refused() => {
                 let results = req
                     .filters
                     .iter()
@@ -750,13 +742,7 @@ impl Gate<'_> {
                     DeleteAclsResponse::default().with_filter_results(results),
                 ))
             }
-            RequestKind::AlterUserScramCredentials(req)
-                if blocked
-                    || !self
-                        .policy
-                        .decide_cluster(self.principal, Operation::Admin)
-                        .is_allow() =>
-            {
+            RequestKind::AlterUserScramCredentials(req) if admin_refused() => {
                 let users = req
                     .deletions
                     .iter()
@@ -767,13 +753,7 @@ impl Gate<'_> {
                     AlterUserScramCredentialsResponse::default().with_results(results),
                 ))
             }
-            RequestKind::AlterClientQuotas(req)
-                if blocked
-                    || !self
-                        .policy
-                        .decide_cluster(self.principal, Operation::Admin)
-                        .is_allow() =>
-            {
+            RequestKind::AlterClientQuotas(req) if admin_refused() => {
                 let entries = req
                     .entries
                     .iter()
