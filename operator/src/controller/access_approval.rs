@@ -9,16 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{Patch, PatchParams};
+use kube::Api;
 use kube::runtime::controller::Action;
-use kube::{Api, Resource};
-use serde_json::json;
 use streamgate_crds::{
     AccessApproval, AccessApprovalStatus, ApprovalPhase, Decision, StreamPolicy,
 };
 
 use super::{Context, Error, RESYNC, conditions, name_ns};
-use crate::FIELD_MANAGER;
 
 pub const CONTROLLER: &str = "accessapproval";
 
@@ -180,18 +177,7 @@ pub async fn reconcile(aa: Arc<AccessApproval>, ctx: Arc<Context>) -> Result<Act
     };
     let (status, requeue) = desired_status(&aa, cap.as_ref(), ctx.now());
     if status != previous {
-        let api: Api<AccessApproval> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = json!({
-            "apiVersion": AccessApproval::api_version(&()),
-            "kind": AccessApproval::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
+        super::apply_status::<AccessApproval>(&ctx.client, &ns, &name, &status).await?;
         if (status.phase != previous.phase || aa.status.is_none())
             && let Some(c) = status.conditions.first()
         {

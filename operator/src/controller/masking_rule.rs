@@ -1,14 +1,10 @@
 //! MaskingRule: validate and report Ready.
 use std::sync::Arc;
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Resource};
-use serde_json::json;
 use streamgate_crds::{MaskingRule, MaskingRuleStatus};
 
 use super::{Context, Error, RESYNC, conditions, name_ns};
-use crate::FIELD_MANAGER;
 
 pub const CONTROLLER: &str = "maskingrule";
 
@@ -58,18 +54,7 @@ pub async fn reconcile(mr: Arc<MaskingRule>, ctx: Arc<Context>) -> Result<Action
     let status = desired_status(&mr, &ctx);
     let previous = mr.status.clone().unwrap_or_default();
     if status != previous {
-        let api: Api<MaskingRule> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = json!({
-            "apiVersion": MaskingRule::api_version(&()),
-            "kind": MaskingRule::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
+        super::apply_status::<MaskingRule>(&ctx.client, &ns, &name, &status).await?;
         if let Some(c) = status.conditions.first()
             && conditions::transitioned(&previous.conditions, c)
         {

@@ -166,3 +166,32 @@ fn name_ns<K: Resource>(obj: &K) -> Result<(String, String), Error> {
 
 /// Requeue interval for objects that are fine (a cheap periodic resync).
 pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Write `status` through the status subresource of `K` `ns/name` with
+/// server-side apply under [`crate::FIELD_MANAGER`] (forced: the operator owns status).
+pub(crate) async fn apply_status<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: kube::Api<K> = kube::Api::namespaced(client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &kube::api::Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}

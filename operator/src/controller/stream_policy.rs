@@ -3,15 +3,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::{Api, Resource};
-use serde_json::json;
 use streamgate_crds::{StreamPolicy, StreamPolicyStatus, WorkloadSelector};
 
 use super::{Context, Error, RESYNC, conditions, name_ns};
-use crate::FIELD_MANAGER;
 
 pub const CONTROLLER: &str = "streampolicy";
 
@@ -100,18 +96,7 @@ pub async fn reconcile(sp: Arc<StreamPolicy>, ctx: Arc<Context>) -> Result<Actio
     let status = desired_status(&sp, workloads, &ctx);
     let previous = sp.status.clone().unwrap_or_default();
     if status != previous {
-        let api: Api<StreamPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = json!({
-            "apiVersion": StreamPolicy::api_version(&()),
-            "kind": StreamPolicy::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
+        super::apply_status::<StreamPolicy>(&ctx.client, &ns, &name, &status).await?;
         if let Some(c) = status.conditions.first()
             && conditions::transitioned(&previous.conditions, c)
         {
