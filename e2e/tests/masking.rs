@@ -351,4 +351,22 @@ fn phi_is_masked_for_every_codec_and_client_and_exempt_readers_get_the_broker_by
         assert!(v.get("notes").is_none());
         assert!(!ssns.iter().any(|s| v.to_string().contains(s.as_str())));
     }
+    // The write is audited as masked, with the per-field counts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let masked_write = |spool: &str| {
+        spool.lines().any(|l| {
+            l.contains("\"api\":\"Produce\"")
+                && l.contains("\"decision\":\"Masked\"")
+                && l.contains("patient-intake")
+                && l.contains("$.patient.ssn")
+        })
+    };
+    while !masked_write(&read_spool()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Masked Produce audit record with field counts:\n{}",
+            analytics.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

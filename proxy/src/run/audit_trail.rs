@@ -445,7 +445,7 @@ impl AuditTrail {
                     return frame;
                 };
                 let resources = summary::produce_resources(&parts, &response, names);
-                let rec = payload.apply(record.resources(resources));
+                let rec = with_masking(payload.apply(record.resources(resources)), masking);
                 if self.record_or_log(settings, rec).await {
                     return frame;
                 }

@@ -38,6 +38,8 @@ enum Pending {
         fixup: Option<ResponseFixup>,
         /// audit: the record to finish with the response.
         audit: Option<Box<InFlight>>,
+        /// audit: what masking did to the request's records (applyTo: Produce).
+        masked: Vec<crate::masking::wire::TopicMasking>,
     },
     Local {
         meta: RequestMeta,
@@ -295,6 +297,7 @@ where
             RequestAction::Forward {
                 frame,
                 expect_response,
+                masked,
             } => {
                 // audit: summarise the request; a refusal is answered here, not forwarded.
                 let verdict = verdict(proxy, &mut gate);
@@ -329,6 +332,7 @@ where
                         started,
                         fixup,
                         audit,
+                        masked,
                     }
                 } else {
                     Pending::Unanswered {
@@ -412,6 +416,7 @@ where
                 started,
                 fixup,
                 audit,
+                masked,
             } => {
                 let frame = loop {
                     match reader.next().await {
@@ -437,7 +442,7 @@ where
                     set: proxy.masking.current(&proxy.gate.policy),
                     topic_name: &names,
                 };
-                let mut masked = Vec::new();
+                let mut masked = masked;
                 let frame = if apis::rewrites_response(&meta, Some(&masking)) {
                     let rewritten =
                         apis::on_response(&session, &proxy.plan, &meta, frame, Some(&masking))
@@ -447,7 +452,7 @@ where
                             })?;
                     // Listeners for every broker named must exist before the client reads this.
                     proxy.learn(&rewritten);
-                    masked = rewritten.masking;
+                    masked.extend(rewritten.masking);
                     rewritten.frame
                 } else {
                     frame

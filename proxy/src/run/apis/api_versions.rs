@@ -31,6 +31,7 @@ pub fn on_request(meta: &RequestMeta, frame: Bytes) -> RequestAction {
     RequestAction::Forward {
         frame,
         expect_response: true,
+        masked: Vec::new(),
     }
 }
 
@@ -186,6 +187,7 @@ mod tests {
         let RequestAction::Forward {
             frame: out,
             expect_response: true,
+            ..
         } = on_request(&meta, frame.clone())
         else {
             panic!("expected forward")

@@ -42,6 +42,7 @@ pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> Requ
     RequestAction::Forward {
         frame,
         expect_response: true,
+        masked: Vec::new(),
     }
 }
 

@@ -20,7 +20,13 @@ use kafka_protocol::protocol::buf::ByteBuf;
 #[derive(Debug)]
 pub enum RequestAction {
     /// Send the frame upstream; `expect_response` is false only for acks=0 Produce.
-    Forward { frame: Bytes, expect_response: bool },
+    /// `masked`: what masking did to a Produce request's records
+    /// (`applyTo: Produce`), for the audit record.
+    Forward {
+        frame: Bytes,
+        expect_response: bool,
+        masked: Vec<crate::masking::wire::TopicMasking>,
+    },
     /// Do not forward; answer the client with this frame, in order.
     Answer(Bytes),
 }
@@ -99,6 +105,7 @@ pub fn on_request(
         _ => Ok(RequestAction::Forward {
             frame,
             expect_response: true,
+            masked: Vec::new(),
         }),
     }
 }

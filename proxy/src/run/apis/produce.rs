@@ -6,6 +6,7 @@ use super::{
     MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints,
     skip_nullable_string,
 };
+use crate::masking::wire::TopicMasking;
 use crate::masking::{PartitionFailure, mask_produce_request};
 use crate::run::addresses::AddressPlan;
 use crate::run::codec::{
@@ -36,9 +37,10 @@ pub fn on_request(
     // gate: policy — Write on each topic in the request (decode the topic
     // list; names via the topic-id map at v13+); audit — one event per
     // request with the decision.
-    let frame = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
+    let (frame, masked) = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
         Some(ctx) => match mask_request(session, meta, &frame, ctx)? {
-            Ok(masked) => masked.unwrap_or(frame),
+            Ok(Some((masked_frame, topics))) => (masked_frame, topics),
+            Ok(None) => (frame, Vec::new()),
             Err(answer) if acks != 0 => return Ok(RequestAction::Answer(answer)),
             // acks=0 has no response to carry the refusal: close instead.
             Err(_) => {
@@ -48,16 +50,17 @@ pub fn on_request(
                 });
             }
         },
-        None => frame,
+        None => (frame, Vec::new()),
     };
     Ok(RequestAction::Forward {
         frame,
         expect_response: acks != 0,
+        masked,
     })
 }
 
 /// Mask the records of a Produce request where a rule has `applyTo: Produce`.
-/// `Ok(Ok(Some(frame)))`: forward the re-encoded request; `Ok(Ok(None))`:
+/// `Ok(Ok(Some((frame, counts))))`: forward the re-encoded request; `Ok(Ok(None))`:
 /// nothing changed, forward the original; `Ok(Err(answer))`: some partition
 /// cannot be masked, answer every partition of the request instead.
 fn mask_request(
@@ -65,7 +68,7 @@ fn mask_request(
     meta: &RequestMeta,
     frame: &Bytes,
     ctx: &MaskingContext<'_>,
-) -> Result<Result<Option<Bytes>, Bytes>, FrameError> {
+) -> Result<Result<Option<(Bytes, Vec<TopicMasking>)>, Bytes>, FrameError> {
     let (header, body) = split_request(frame, meta)?;
     let mut request: ProduceRequest = decode_body(body, meta.api_version, "Produce request")?;
     let by_id = meta.api_version >= TOPIC_IDS_SINCE;
@@ -78,12 +81,15 @@ fn mask_request(
         }
     };
     match mask_produce_request(&ctx.set, &principal, &mut request, name) {
-        Ok(masked) if masked.changed => Ok(Ok(Some(encode_request(
-            &header,
-            meta.request_header_version(),
-            &request,
-            meta.api_version,
-        )?))),
+        Ok(masked) if masked.changed => Ok(Ok(Some((
+            encode_request(
+                &header,
+                meta.request_header_version(),
+                &request,
+                meta.api_version,
+            )?,
+            masked.topics,
+        )))),
         Ok(_) => Ok(Ok(None)),
         Err(failures) => {
             for f in &failures {
@@ -211,6 +217,7 @@ mod tests {
                 let RequestAction::Forward {
                     frame: out,
                     expect_response,
+                    ..
                 } = on_request(&session(), &meta, frame.clone(), None).unwrap()
                 else {
                     panic!("produce is forwarded")
