@@ -39,11 +39,13 @@ pub fn on_request(
     // request with the decision.
     let (frame, masked) = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
         Some(ctx) => match mask_request(session, meta, &frame, ctx)? {
-            Ok(Some((masked_frame, topics))) => (masked_frame, topics),
-            Ok(None) => (frame, Vec::new()),
-            Err(answer) if acks != 0 => return Ok(RequestAction::Answer(answer)),
+            MaskedRequest::Masked(masked_frame, topics) => (masked_frame, topics),
+            MaskedRequest::Unchanged => (frame, Vec::new()),
+            MaskedRequest::Refused(answer) if acks != 0 => {
+                return Ok(RequestAction::Answer(answer));
+            }
             // acks=0 has no response to carry the refusal: close instead.
-            Err(_) => {
+            MaskedRequest::Refused(_) => {
                 return Err(FrameError::Malformed {
                     what: "Produce request (acks=0) with records that cannot be masked",
                     source: anyhow::anyhow!("refused: the records would reach the broker unmasked"),
@@ -59,16 +61,23 @@ pub fn on_request(
     })
 }
 
+/// What masking a Produce request came to.
+enum MaskedRequest {
+    /// Nothing changed: forward the original frame.
+    Unchanged,
+    /// Forward the re-encoded request; what was masked goes to the audit record.
+    Masked(Bytes, Vec<TopicMasking>),
+    /// Some partition cannot be masked: answer every partition of the request instead.
+    Refused(Bytes),
+}
+
 /// Mask the records of a Produce request where a rule has `applyTo: Produce`.
-/// `Ok(Ok(Some((frame, counts))))`: forward the re-encoded request; `Ok(Ok(None))`:
-/// nothing changed, forward the original; `Ok(Err(answer))`: some partition
-/// cannot be masked, answer every partition of the request instead.
 fn mask_request(
     session: &Session,
     meta: &RequestMeta,
     frame: &Bytes,
     ctx: &MaskingContext<'_>,
-) -> Result<Result<Option<(Bytes, Vec<TopicMasking>)>, Bytes>, FrameError> {
+) -> Result<MaskedRequest, FrameError> {
     let (header, body) = split_request(frame, meta)?;
     let mut request: ProduceRequest = decode_body(body, meta.api_version, "Produce request")?;
     let by_id = meta.api_version >= TOPIC_IDS_SINCE;
@@ -81,7 +90,7 @@ fn mask_request(
         }
     };
     match mask_produce_request(&ctx.set, &principal, &mut request, name) {
-        Ok(masked) if masked.changed => Ok(Ok(Some((
+        Ok(masked) if masked.changed => Ok(MaskedRequest::Masked(
             encode_request(
                 &header,
                 meta.request_header_version(),
@@ -89,14 +98,14 @@ fn mask_request(
                 meta.api_version,
             )?,
             masked.topics,
-        )))),
-        Ok(_) => Ok(Ok(None)),
+        )),
+        Ok(_) => Ok(MaskedRequest::Unchanged),
         Err(failures) => {
             for f in &failures {
                 tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "Produce refused: records cannot be masked");
             }
             let response = refusal(&request, &failures);
-            Ok(Err(encode_response(
+            Ok(MaskedRequest::Refused(encode_response(
                 meta.correlation_id,
                 meta.response_header_version(),
                 &response,
