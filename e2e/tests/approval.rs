@@ -102,11 +102,12 @@ fn a_refused_write_asks_for_approval_and_an_approval_lets_it_through() {
     assert_eq!(aa.spec.decision, Decision::Pending);
     assert!(aa.spec.requester.groups.iter().any(|g| g == "clinicians"));
     assert_eq!(aa.spec.workload.as_ref().unwrap().pod, "intake-0");
-    assert!(
-        proxy.output().contains("access approval requested"),
-        "audit hook: {}",
-        proxy.output()
-    );
+    // The request is logged (and audited) once the sink has written it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.output().contains("access approval requested") {
+        assert!(Instant::now() < deadline, "audit hook: {}", proxy.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Still pending: still refused.
     let v = clinician.produce("patient-records", 1);
     assert!(refused_with(&v, TOPIC_AUTH), "pending: {v}");

@@ -202,6 +202,18 @@ fn load_and_publish(dir: &Path, namespace: &str, publisher: &PolicyPublisher) ->
     }
 }
 
+/// Does this filesystem event change what the directory holds?
+fn changes_manifests(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        // A file closed after writing is a change; any other access is a read.
+        notify::EventKind::Access(access) => {
+            matches!(access, AccessKind::Close(AccessMode::Write))
+        }
+        _ => true,
+    }
+}
+
 /// Load `dir` now, then keep reloading it on change. Returns whether the
 /// first load succeeded (else everything is denied until a good reload).
 pub fn spawn(
@@ -212,7 +224,9 @@ pub fn spawn(
     let first_ok = load_and_publish(&dir, &namespace, &publisher);
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Only changes count: reading the manifests ourselves raises access
+        // (open/close-without-write) events, which would reload forever.
+        if res.is_ok_and(|event| changes_manifests(&event.kind)) {
             let _ = tx.send(());
         }
     })
@@ -247,4 +261,27 @@ pub fn spawn(
         },
         first_ok,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changes_manifests;
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
+
+    #[test]
+    fn reading_a_manifest_is_not_a_change() {
+        assert!(!changes_manifests(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_manifests(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(changes_manifests(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_manifests(&EventKind::Create(CreateKind::File)));
+        assert!(changes_manifests(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_manifests(&EventKind::Remove(RemoveKind::File)));
+    }
 }
