@@ -55,17 +55,8 @@ pub async fn reconcile(mr: Arc<MaskingRule>, ctx: Arc<Context>) -> Result<Action
     let previous = mr.status.clone().unwrap_or_default();
     if status != previous {
         super::apply_status::<MaskingRule>(&ctx.client, &ns, &name, &status).await?;
-        if let Some(c) = status.conditions.first()
-            && conditions::transitioned(&previous.conditions, c)
-        {
-            ctx.event(
-                mr.as_ref(),
-                c.status != "True",
-                &c.reason,
-                c.message.clone(),
-            )
+        ctx.event_on_ready_transition(mr.as_ref(), &previous.conditions, &status.conditions)
             .await;
-        }
     }
     ctx.succeeded(&super::object_key(mr.as_ref()));
     Ok(Action::requeue(RESYNC))

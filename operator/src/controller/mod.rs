@@ -115,6 +115,22 @@ impl Context {
         }
     }
 
+    /// One Event when the first (Ready) condition changed status or reason:
+    /// Warning unless it became `True`.
+    pub async fn event_on_ready_transition<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        previous: &[streamgate_crds::Condition],
+        current: &[streamgate_crds::Condition],
+    ) {
+        if let Some(c) = current.first()
+            && conditions::transitioned(previous, c)
+        {
+            self.event(obj, c.status != "True", &c.reason, c.message.clone())
+                .await;
+        }
+    }
+
     fn succeeded(&self, key: &str) {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(key);

@@ -97,17 +97,8 @@ pub async fn reconcile(sp: Arc<StreamPolicy>, ctx: Arc<Context>) -> Result<Actio
     let previous = sp.status.clone().unwrap_or_default();
     if status != previous {
         super::apply_status::<StreamPolicy>(&ctx.client, &ns, &name, &status).await?;
-        if let Some(c) = status.conditions.first()
-            && conditions::transitioned(&previous.conditions, c)
-        {
-            ctx.event(
-                sp.as_ref(),
-                c.status != "True",
-                &c.reason,
-                c.message.clone(),
-            )
+        ctx.event_on_ready_transition(sp.as_ref(), &previous.conditions, &status.conditions)
             .await;
-        }
     }
     ctx.succeeded(&super::object_key(sp.as_ref()));
     Ok(Action::requeue(RESYNC))

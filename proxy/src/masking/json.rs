@@ -254,17 +254,14 @@ impl<'s> Rewriter<'s, '_> {
             let value_end = self.i;
             self.ws();
             let next = self.peek()?;
-            if fate == Fate::Remove {
-                match comma_before {
-                    Some(c) if kept_any => self.replace(c, value_end, b""),
-                    _ => {
-                        let end = if next == b',' { self.i + 1 } else { value_end };
-                        self.replace(member_start, end, b"");
-                    }
-                }
-            } else {
-                kept_any = true;
-            }
+            self.settle(
+                fate,
+                member_start,
+                value_end,
+                next,
+                comma_before,
+                &mut kept_any,
+            );
             self.i += 1;
             match next {
                 b',' => comma_before = Some(self.i - 1),
@@ -274,6 +271,32 @@ impl<'s> Rewriter<'s, '_> {
         }
         self.depth -= 1;
         Ok(())
+    }
+
+    /// After one object member or array element (`start..value_end`, `next`
+    /// the `,` or closing bracket at `self.i`): cut it out, with the comma
+    /// that separated it, when its fate is Remove; otherwise note that an
+    /// earlier sibling survives (so a later removal takes its leading comma).
+    fn settle(
+        &mut self,
+        fate: Fate,
+        start: usize,
+        value_end: usize,
+        next: u8,
+        comma_before: Option<usize>,
+        kept_any: &mut bool,
+    ) {
+        if fate != Fate::Remove {
+            *kept_any = true;
+            return;
+        }
+        match comma_before {
+            Some(c) if *kept_any => self.replace(c, value_end, b""),
+            _ => {
+                let end = if next == b',' { self.i + 1 } else { value_end };
+                self.replace(start, end, b"");
+            }
+        }
     }
 
     fn array(&mut self) -> R<()> {
@@ -303,17 +326,14 @@ impl<'s> Rewriter<'s, '_> {
             let value_end = self.i;
             self.ws();
             let next = self.peek()?;
-            if fate == Fate::Remove {
-                match comma_before {
-                    Some(c) if kept_any => self.replace(c, value_end, b""),
-                    _ => {
-                        let end = if next == b',' { self.i + 1 } else { value_end };
-                        self.replace(element_start, end, b"");
-                    }
-                }
-            } else {
-                kept_any = true;
-            }
+            self.settle(
+                fate,
+                element_start,
+                value_end,
+                next,
+                comma_before,
+                &mut kept_any,
+            );
             self.i += 1;
             match next {
                 b',' => comma_before = Some(self.i - 1),
