@@ -15,7 +15,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the sidecar proxy.
-    Run(streamgate_proxy::run::RunArgs),
+    Run(streamgate_proxy::RunArgs),
     /// Work with an audit spool.
     #[command(subcommand)]
     Audit(streamgate_proxy::audit::cli::AuditCommand),
@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(streamgate_proxy::run::run(args))
+            rt.block_on(streamgate_proxy::app::run(args))
         }
         Command::Audit(cmd) => {
             let code = streamgate_proxy::audit::cli::run(cmd)?;

@@ -1,0 +1,357 @@
+//! The data path in-process: the proxy between a raw-frame client and a
+//! scripted broker. Each test states one promise of the connection loop and
+//! runs in well under a second.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use std::time::Duration;
+use support::{ALLOW_ALL, Client, Options, ScriptedBroker, Sidecar, records_of};
+
+const PRODUCE: i16 = 9;
+const FETCH: i16 = 12;
+const LIST_OFFSETS: i16 = 5;
+const TOPIC: &str = "patient-events";
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+const POLICY_VIOLATION: i16 = 44;
+const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+fn name(n: &str) -> TopicName {
+    TopicName(StrBytes::from_string(n.into()))
+}
+
+fn batch(value: &str) -> Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        sequence: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        timestamp: 1,
+        key: None,
+        value: Some(Bytes::from(value.to_string())),
+        headers: Default::default(),
+    };
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut out, [&record], &options).unwrap();
+    out.freeze()
+}
+
+fn values(records: &Bytes) -> Vec<String> {
+    RecordBatchDecoder::decode_all(&mut records.clone())
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+fn list_offsets() -> ListOffsetsRequest {
+    ListOffsetsRequest::default().with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)]),
+    ])
+}
+
+fn produce(acks: i16, topics: &[&str]) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1000)
+        .with_topic_data(
+            topics
+                .iter()
+                .map(|t| {
+                    TopicProduceData::default().with_name(name(t)).with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(r#"{"n":1}"#))),
+                    ])
+                })
+                .collect(),
+        )
+}
+
+fn produce_ack(topics: &[String]) -> ProduceResponse {
+    ProduceResponse::default().with_responses(
+        topics
+            .iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(name(t))
+                    .with_partition_responses(vec![
+                        PartitionProduceResponse::default().with_index(0).with_base_offset(7),
+                    ])
+            })
+            .collect(),
+    )
+}
+
+fn fetch() -> FetchRequest {
+    FetchRequest::default().with_max_wait_ms(0).with_topics(vec![
+        FetchTopic::default()
+            .with_topic(name(TOPIC))
+            .with_partitions(vec![FetchPartition::default().with_partition_max_bytes(1 << 20)]),
+    ])
+}
+
+fn fetch_answer(value: &str) -> FetchResponse {
+    FetchResponse::default().with_responses(vec![
+        FetchableTopicResponse::default()
+            .with_topic(name(TOPIC))
+            .with_partitions(vec![
+                PartitionData::default()
+                    .with_high_watermark(1)
+                    .with_records(Some(batch(value))),
+            ]),
+    ])
+}
+
+#[tokio::test]
+async fn pipelined_requests_all_reach_the_broker_before_it_answers_any() {
+    let broker = ScriptedBroker::start().await;
+    let sidecar = Sidecar::start(&broker, Options::default()).await;
+    let mut client = sidecar.client().await;
+    let pipelined: Vec<u8> = (1..=3)
+        .flat_map(|id| Client::frame(ApiKey::ListOffsets, LIST_OFFSETS, id, &list_offsets()))
+        .collect();
+    client.write(&pipelined).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(broker.recv().await);
+    }
+    let ids: Vec<i32> = held.iter().map(|r| r.frame.correlation_id()).collect();
+    assert_eq!(ids, [1, 2, 3], "forwarded in order, none waiting for an answer");
+    for r in &held {
+        r.reply(&ListOffsetsResponse::default()).await;
+    }
+    for id in 1..=3 {
+        let (got, _) = client
+            .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
+            .await;
+        assert_eq!(got, id);
+    }
+}
+
+#[tokio::test]
+async fn a_brokers_answer_to_an_acks_0_produce_is_dropped() {
+    let broker = ScriptedBroker::start().await;
+    let sidecar = Sidecar::start(&broker, Options::default()).await;
+    let mut client = sidecar.client().await;
+    client.send(ApiKey::Produce, PRODUCE, 1, &produce(0, &[TOPIC])).await;
+    client.send(ApiKey::Produce, PRODUCE, 2, &produce(1, &[TOPIC])).await;
+    let unacked = broker.recv().await;
+    let acked = broker.recv().await;
+    // tansu 0.6 answers acks=0; the client never asked for it.
+    unacked.reply(&produce_ack(&[TOPIC.into()])).await;
+    acked.reply(&produce_ack(&[TOPIC.into()])).await;
+    let (id, _) = client.recv::<ProduceResponse>(ApiKey::Produce, PRODUCE).await;
+    assert_eq!(id, 2, "only the acks=1 request is answered");
+    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets()).await;
+    broker.recv().await.reply(&ListOffsetsResponse::default()).await;
+    let (id, _) = client
+        .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
+        .await;
+    assert_eq!(id, 3, "the connection carries on");
+}
+
+#[tokio::test]
+async fn an_out_of_order_answer_closes_the_client() {
+    let broker = ScriptedBroker::start().await;
+    let sidecar = Sidecar::start(&broker, Options::default()).await;
+    let mut client = sidecar.client().await;
+    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets()).await;
+    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 2, &list_offsets()).await;
+    let first = broker.recv().await;
+    let second = broker.recv().await;
+    second.reply(&ListOffsetsResponse::default()).await;
+    first.reply(&ListOffsetsResponse::default()).await;
+    assert!(client.closed().await, "no answer is handed to the wrong request");
+}
+
+#[tokio::test]
+async fn a_broker_restart_closes_the_client_which_reconnects() {
+    let broker = ScriptedBroker::start().await;
+    let sidecar = Sidecar::start(&broker, Options::default()).await;
+    // Idle when the broker goes: closed at once, not at the next request.
+    let mut idle = sidecar.client().await;
+    idle.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets()).await;
+    broker.recv().await.reply(&ListOffsetsResponse::default()).await;
+    idle.recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS).await;
+    broker.restart().await;
+    assert!(idle.closed().await);
+    // Waiting for an answer when the broker goes.
+    let mut waiting = sidecar.client().await;
+    waiting.send(ApiKey::ListOffsets, LIST_OFFSETS, 2, &list_offsets()).await;
+    let _unanswered = broker.recv().await;
+    broker.restart().await;
+    assert!(waiting.closed().await);
+    // The next connection reaches the broker again.
+    let mut again = sidecar.client().await;
+    again.send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets()).await;
+    broker.recv().await.reply(&ListOffsetsResponse::default()).await;
+    let (id, _) = again
+        .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
+        .await;
+    assert_eq!(id, 3);
+}
+
+const WRITE_PATIENT_EVENTS_ONLY: &str = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: intake}
+spec:
+  identity: {workloadIdentity: true}
+  rules:
+    - name: intake-writes
+      subjects: [{kind: ServiceAccount, name: intake}]
+      topics: [patient-events]
+      operations: [Write]
+"#;
+
+#[tokio::test]
+async fn a_partly_denied_produce_forwards_the_allowed_topic_and_merges_the_refusal() {
+    let broker = ScriptedBroker::start().await;
+    let options = Options {
+        manifests: Some(WRITE_PATIENT_EVENTS_ONLY),
+        ..Options::default()
+    };
+    let mut sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    let request = produce(-1, &[TOPIC, "secret-notes"]);
+    client.send(ApiKey::Produce, PRODUCE, 5, &request).await;
+    let forwarded = broker.recv().await;
+    let seen: ProduceRequest = forwarded.frame.decode();
+    let topics: Vec<String> = seen.topic_data.iter().map(|t| t.name.0.to_string()).collect();
+    assert_eq!(topics, [TOPIC], "the denied topic never reaches the broker");
+    forwarded.reply(&produce_ack(&topics)).await;
+    let (id, response) = client.recv::<ProduceResponse>(ApiKey::Produce, PRODUCE).await;
+    assert_eq!(id, 5);
+    let code = |t: &str| {
+        response
+            .responses
+            .iter()
+            .find(|r| r.name.0.as_str() == t)
+            .map(|r| r.partition_responses[0].error_code)
+    };
+    assert_eq!(code(TOPIC), Some(0), "the broker's answer for the allowed topic");
+    assert_eq!(code("secret-notes"), Some(TOPIC_AUTHORIZATION_FAILED));
+    sidecar.stopped().await;
+    let records = sidecar.audit_records();
+    let produce = records_of(&records, "Produce");
+    assert_eq!(produce.len(), 1);
+    assert_eq!(produce[0]["decision"], "Deny", "the most restrictive topic decides");
+}
+
+const MASK_SSN: &str = r#"
+---
+apiVersion: streamgate.dev/v1alpha1
+kind: MaskingRule
+metadata: {name: patient-phi}
+spec:
+  topics: [patient-events]
+  format: Json
+  fields:
+    - {path: "$.patient.ssn", strategy: Redact}
+  applyTo: [Fetch]
+"#;
+
+#[tokio::test]
+async fn a_fetch_is_masked_and_audited_as_masked() {
+    let broker = ScriptedBroker::start().await;
+    let manifests = format!("{ALLOW_ALL}{MASK_SSN}");
+    let options = Options {
+        manifests: Some(&manifests),
+        ..Options::default()
+    };
+    let mut sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    client.send(ApiKey::Fetch, FETCH, 1, &fetch()).await;
+    broker
+        .recv()
+        .await
+        .reply(&fetch_answer(r#"{"patient":{"ssn":"123-45-6789"}}"#))
+        .await;
+    let (_, response) = client.recv::<FetchResponse>(ApiKey::Fetch, FETCH).await;
+    let records = response.responses[0].partitions[0].records.clone().unwrap();
+    let delivered = values(&records);
+    assert_eq!(delivered.len(), 1);
+    assert!(!delivered[0].contains("123-45-6789"), "{delivered:?}");
+    sidecar.stopped().await;
+    let audit = sidecar.audit_records();
+    let fetches = records_of(&audit, "Fetch");
+    assert_eq!(fetches.len(), 1);
+    assert_eq!(fetches[0]["decision"], "Masked");
+    assert_eq!(fetches[0]["operation"], "Read");
+    assert_eq!(fetches[0]["masking"]["fields"]["$.patient.ssn"], 1);
+}
+
+#[tokio::test]
+async fn closed_audit_withholds_fetched_records_and_refuses_produce() {
+    let broker = ScriptedBroker::start().await;
+    let options = Options {
+        broken_audit: true,
+        ..Options::default()
+    };
+    let sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    client.send(ApiKey::Fetch, FETCH, 1, &fetch()).await;
+    broker.recv().await.reply(&fetch_answer(r#"{"n":1}"#)).await;
+    let (_, response) = client.recv::<FetchResponse>(ApiKey::Fetch, FETCH).await;
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, UNKNOWN_SERVER_ERROR);
+    assert!(partition.records.as_ref().is_none_or(Bytes::is_empty), "no records released");
+    client.send(ApiKey::Produce, PRODUCE, 2, &produce(-1, &[TOPIC])).await;
+    let (id, response) = client.recv::<ProduceResponse>(ApiKey::Produce, PRODUCE).await;
+    assert_eq!(id, 2);
+    assert_eq!(response.responses[0].partition_responses[0].error_code, POLICY_VIOLATION);
+    assert!(
+        broker.try_recv(Duration::from_millis(200)).await.is_none(),
+        "the Produce never reached the broker"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_request_in_flight_and_refuses_new_connections() {
+    let broker = ScriptedBroker::start().await;
+    let mut sidecar = Sidecar::start(&broker, Options::default()).await;
+    let mut client = sidecar.client().await;
+    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets()).await;
+    let in_flight = broker.recv().await;
+    sidecar.terminate();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(sidecar.listen).await.is_err(),
+        "no new connections once shutting down"
+    );
+    in_flight.reply(&ListOffsetsResponse::default()).await;
+    let (id, _) = client
+        .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
+        .await;
+    assert_eq!(id, 1, "the answer in flight is delivered");
+    assert!(client.closed().await, "then the connection ends");
+    sidecar.stopped().await;
+    let audit = sidecar.audit_records();
+    assert_eq!(records_of(&audit, "ListOffsets").len(), 1);
+    assert!(audit.iter().any(|r| r["kind"] == "SidecarStop"), "stop recorded");
+}
