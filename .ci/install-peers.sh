@@ -68,6 +68,15 @@ fi
 cp "$here/e2e/peers/oidc/idp.mjs" "$IDP/"
 NODE=$(command -v node) || die "node missing"
 
+# --- a real Kubernetes control plane: etcd (Debian) + kube-apiserver 1.20.2 built from
+#     Debian's source package (~15 min on 2 cores; cached under $CACHE/kube) + kubectl ---
+KUBE_CACHE=$CACHE/kube "$here/e2e/peers/kube/control-plane.sh" install >"$CACHE/kube-install.log" 2>&1 \
+  || { tail -30 "$CACHE/kube-install.log" >&2; die "kube-apiserver/etcd/kubectl install failed"; }
+KUBE_APISERVER=$CACHE/kube/bin/kube-apiserver
+ETCD=$(command -v etcd) || die "etcd missing after install"
+KUBECTL=$(command -v kubectl) || die "kubectl missing after install"
+"$KUBE_APISERVER" --version >/dev/null 2>&1 || die "kube-apiserver does not run"
+
 # --- the broker: tansu 0.6.0 from crates.io (~20 min on 2 cores; cached) ---
 TANSU=$CACHE/tansu/bin/tansu
 exec 9>"$CACHE/.tansu.lock"; flock 9
@@ -88,5 +97,8 @@ export STREAMGATE_RDKAFKA_PERF="$PERF"
 export STREAMGATE_NODE="$NODE"
 export STREAMGATE_IDP="$IDP/idp.mjs"
 export STREAMGATE_ROTEL="$ROTEL"
+export STREAMGATE_KUBE_APISERVER="$KUBE_APISERVER"
+export STREAMGATE_ETCD="$ETCD"
+export STREAMGATE_KUBECTL="$KUBECTL"
 ENV
 log "peers ready: $CACHE/peers.env"

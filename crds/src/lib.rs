@@ -72,6 +72,7 @@
 
 pub mod access_approval;
 pub mod common;
+pub mod contract;
 pub mod duration;
 pub mod field_path;
 pub mod generate;

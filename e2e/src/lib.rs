@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod kube;
+
 /// Paths of the installed peers.
 #[derive(Debug, Clone)]
 pub struct Peers {

@@ -12,8 +12,6 @@ pub const ANNOTATION_UPSTREAM_SECRET: &str = "streamgate.dev/upstream-secret";
 pub const ANNOTATION_UPSTREAM_SASL: &str = "streamgate.dev/upstream-sasl-mechanism";
 /// Annotation: `"true"` connects to the brokers over TLS.
 pub const ANNOTATION_UPSTREAM_TLS: &str = "streamgate.dev/upstream-tls";
-/// Key in the upstream Secret holding the credential file (YAML: username, password).
-pub const UPSTREAM_CREDENTIALS_KEY: &str = "credentials";
 /// Annotation: the loopback port the app connects to.
 pub const ANNOTATION_LISTEN_PORT: &str = "streamgate.dev/listen-port";
 /// Status annotation (and label) the injector writes; its presence makes injection idempotent.
@@ -22,14 +20,44 @@ pub const ANNOTATION_INJECTED: &str = "streamgate.dev/injected";
 pub const LABEL_INJECTED: &str = "streamgate.dev/injected";
 /// Name of the injected sidecar container.
 pub const SIDECAR_NAME: &str = "streamgate-proxy";
-/// Where Secrets are mounted inside the sidecar (`--secret-dir`).
-pub const SECRET_DIR: &str = "/var/run/streamgate/secrets";
-/// Where the downward-API pod labels file is mounted.
-pub const PODINFO_DIR: &str = "/var/run/streamgate/podinfo";
-/// Where the sidecar keeps its audit spool (`STREAMGATE_AUDIT_DIR`; an emptyDir: the root FS is read-only).
-pub const SPOOL_DIR: &str = "/var/run/streamgate/spool";
-/// Where kube clients look for the in-cluster token; the sidecar gets its own projection here.
-pub const KUBE_TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+// The sidecar's side of the contract (env names, mount paths) lives in the
+// API crate, where the proxy's flags read the same constants.
+pub use streamgate_crds::contract::{
+    KUBE_TOKEN_DIR, PODINFO_DIR, SECRET_DIR, SPOOL_DIR, UPSTREAM_CREDENTIALS_KEY,
+};
+
+/// How the sidecar is placed in the pod, chosen by the API server's version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SidecarMode {
+    /// Kubernetes ≥ 1.29: the first init container with `restartPolicy: Always`
+    /// (a native sidecar), so later init containers can already reach Kafka.
+    #[default]
+    Native,
+    /// Older API servers drop `restartPolicy` on init containers and refuse
+    /// probes there: the sidecar becomes the first regular container, and a
+    /// `postStart` hook (`streamgate-proxy wait-ready`) holds the app
+    /// containers until the proxy is ready, as Istio's
+    /// `holdApplicationUntilProxyStarts` does.
+    Regular,
+}
+
+impl SidecarMode {
+    /// Native sidecars are on by default from Kubernetes 1.29.
+    pub fn for_server(major: &str, minor: &str) -> Self {
+        let num = |s: &str| {
+            s.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u32>()
+                .ok()
+        };
+        match (num(major), num(minor)) {
+            (Some(1), Some(minor)) if minor < 29 => SidecarMode::Regular,
+            (Some(0), _) => SidecarMode::Regular,
+            _ => SidecarMode::Native,
+        }
+    }
+}
 
 /// What the injector needs to know beyond the pod itself.
 #[derive(Clone, Debug)]
@@ -53,6 +81,8 @@ pub struct InjectorSettings {
     pub memory_limit: String,
     /// Lifetime of the sidecar's projected ServiceAccount token.
     pub token_expiration_seconds: i64,
+    /// Native or regular sidecar (from the API server's version at start).
+    pub sidecar_mode: SidecarMode,
 }
 
 impl Default for InjectorSettings {
@@ -68,6 +98,21 @@ impl Default for InjectorSettings {
             memory_request: "64Mi".to_string(),
             memory_limit: "256Mi".to_string(),
             token_expiration_seconds: 3600,
+            sidecar_mode: SidecarMode::Native,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SidecarMode;
+
+    #[test]
+    fn native_sidecars_from_1_29_including_provider_suffixes() {
+        assert_eq!(SidecarMode::for_server("1", "20"), SidecarMode::Regular);
+        assert_eq!(SidecarMode::for_server("1", "28+"), SidecarMode::Regular);
+        assert_eq!(SidecarMode::for_server("1", "29"), SidecarMode::Native);
+        assert_eq!(SidecarMode::for_server("1", "33+"), SidecarMode::Native);
+        assert_eq!(SidecarMode::for_server("2", "0"), SidecarMode::Native);
     }
 }

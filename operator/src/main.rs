@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use kube::Client;
-use streamgate_operator::config::InjectorSettings;
+use streamgate_operator::config::{InjectorSettings, SidecarMode};
 use streamgate_operator::controller::{Context, run};
 use streamgate_operator::leader::{self, LeaseConfig};
 use streamgate_operator::metrics::{self, Metrics};
@@ -87,6 +87,11 @@ struct Args {
         default_value = "streamgate-webhook"
     )]
     webhook_service: String,
+    /// More names or IP addresses for the self-managed serving certificate: the
+    /// host of the chart's `webhook.externalURL` when the operator runs outside
+    /// the cluster (e.g. `127.0.0.1`).
+    #[arg(long, env = "STREAMGATE_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    webhook_extra_sans: Vec<String>,
     #[arg(
         long,
         env = "STREAMGATE_MUTATING_WEBHOOK",
@@ -137,7 +142,19 @@ async fn main() -> anyhow::Result<()> {
     spawn_cert_reloader(&args, client.clone(), resolver.clone(), metrics.clone());
     let tls_config = tls::server_config(resolver.clone())?;
 
+    // Native sidecars need Kubernetes ≥ 1.29; older servers get a regular one.
+    let version = client
+        .apiserver_version()
+        .await
+        .context("reading the API server's version")?;
+    let sidecar_mode = SidecarMode::for_server(&version.major, &version.minor);
+    tracing::info!(
+        server = version.git_version,
+        ?sidecar_mode,
+        "sidecar shape chosen by the API server's version"
+    );
     let settings = InjectorSettings {
+        sidecar_mode,
         proxy_image: args.proxy_image.clone(),
         image_pull_policy: args.proxy_pull_policy.clone(),
         default_upstream: args.default_upstream.clone(),
@@ -223,7 +240,13 @@ async fn run_singletons(args: &Args, client: Client, metrics: Arc<Metrics>) {
                             tracing::warn!(error = %e, "caBundle patch failed");
                         }
                     }
-                    Ok(None) => tracing::info!("webhook Secret not created yet"),
+                    Ok(None) => {
+                        // The cert reloader creates it within seconds: retry soon,
+                        // so admission works right after start, not a minute later.
+                        tracing::info!("webhook Secret not created yet");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
+                    }
                     Err(e) => tracing::warn!(error = %e, "reading the webhook Secret failed"),
                 }
                 tokio::time::sleep(Duration::from_secs(60)).await;
@@ -244,7 +267,8 @@ fn spawn_cert_reloader(
     let dir = args.cert_dir.clone();
     let ns = args.namespace.clone();
     let secret = args.cert_secret.clone();
-    let names = tls::service_dns_names(&args.webhook_service, &args.namespace);
+    let mut names = tls::service_dns_names(&args.webhook_service, &args.namespace);
+    names.extend(args.webhook_extra_sans.iter().cloned());
     tokio::spawn(async move {
         let mut last: Option<String> = None;
         loop {

@@ -45,7 +45,7 @@ fn chart_lints_renders_and_validates() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
-        3,
+        4,
         "{stdout}"
     );
 }

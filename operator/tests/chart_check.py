@@ -123,6 +123,24 @@ def semantics(docs, mode):
     check(bool(certs) == (mode == "certManager"), "cert-manager Issuer/Certificate only in certManager mode")
 
 
+def external(docs, base):
+    """webhook.externalURL: the API server calls the operator at that URL; nothing runs in-cluster."""
+    for _, d in docs:
+        check(d["kind"] not in ("Deployment", "Service", "PodDisruptionBudget"),
+              f"externalURL mode renders no {d['kind']} (the operator runs outside the cluster)")
+    paths = {
+        os.environ.get("STREAMGATE_PATH_INJECT", "/inject-pod"),
+        os.environ.get("STREAMGATE_PATH_STAMP", "/mutate-accessapproval"),
+        os.environ.get("STREAMGATE_PATH_VALIDATE", "/validate-accessapproval"),
+    }
+    urls = set()
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        for hook in by_kind(docs, kind)[0]["webhooks"]:
+            check("service" not in hook["clientConfig"], f"{hook['name']}: url and service are exclusive")
+            urls.add(hook["clientConfig"]["url"])
+    check(urls == {base + p for p in paths}, f"webhook urls {sorted(urls)}")
+
+
 def crds(chart_dir):
     d = os.path.join(chart_dir, "crds")
     names = sorted(f for f in os.listdir(d) if f.endswith(".yaml"))
@@ -151,6 +169,12 @@ def main():
         validate(docs)
         semantics(docs, mode)
         print(f"ok: {mode} {values}: {len(docs)} manifests linted, rendered and validated against Kubernetes {KUBE}")
+    values = {"webhook": {"externalURL": "https://127.0.0.1:18443/"}}
+    lint(chart_dir, values)
+    docs = render(chart_dir, values)
+    validate(docs)
+    external(docs, "https://127.0.0.1:18443")
+    print(f"ok: external {values}: {len(docs)} manifests linted, rendered and validated against Kubernetes {KUBE}")
 
 
 if __name__ == "__main__":

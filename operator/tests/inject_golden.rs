@@ -327,3 +327,44 @@ async fn a_bad_annotation_refuses_the_pod_and_says_which() {
         got["message"]
     );
 }
+
+/// Kubernetes < 1.29 (the live tests' 1.20 among them): the same pod gets the
+/// sidecar as its first regular container, held by the `wait-ready` hook.
+#[tokio::test]
+async fn annotated_pod_on_a_server_without_native_sidecars_gets_a_regular_first_container() {
+    let mut state = state();
+    state.settings.sidecar_mode = streamgate_operator::config::SidecarMode::Regular;
+    let got = respond(&state, case("annotation")).await;
+    let path = golden_dir().join("annotation-regular-sidecar.expected.json");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(got, want, "golden mismatch for the regular sidecar shape");
+
+    let review = case("annotation");
+    let pod = apply(&review, &got["patch"]);
+    let _typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers[0]["name"], "streamgate-proxy");
+    assert!(containers[0]["restartPolicy"].is_null());
+    assert_eq!(
+        containers[0]["lifecycle"]["postStart"]["exec"]["command"][1],
+        "wait-ready"
+    );
+    assert!(pod["spec"]["initContainers"].is_null());
+    assert!(
+        containers[1..]
+            .iter()
+            .all(|c| c["env"].to_string().contains("KAFKA_BOOTSTRAP_SERVERS")),
+        "every app container still gets the bootstrap env: {containers:?}"
+    );
+    let mut again = review.clone();
+    again["request"]["object"] = pod;
+    let second = respond(&state, again).await;
+    assert_eq!(
+        second["patch"],
+        Value::Null,
+        "re-invocation must not patch again"
+    );
+}

@@ -33,7 +33,7 @@ fn a_non_loopback_listen_address_is_refused_with_the_reason() {
 }
 
 #[test]
-fn sasl_without_credentials_and_tls_without_ca_are_refused() {
+fn sasl_without_credentials_is_refused() {
     let out = proxy()
         .args([
             "run",
@@ -48,19 +48,61 @@ fn sasl_without_credentials_and_tls_without_ca_are_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream-credentials"));
-    let out = proxy()
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "127.0.0.1:1",
-            "--upstream-tls",
-        ])
-        .output()
+}
+
+/// `run --upstream-tls` with no CA file, against a trust store given by the
+/// standard `SSL_CERT_FILE`/`SSL_CERT_DIR` variables.
+fn tls_without_ca_file(cert_file: &std::path::Path, cert_dir: &std::path::Path) -> Command {
+    let mut cmd = proxy();
+    cmd.args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:1",
+        "--upstream-tls",
+    ])
+    .env("SSL_CERT_FILE", cert_file)
+    .env("SSL_CERT_DIR", cert_dir);
+    cmd
+}
+
+#[test]
+fn tls_without_a_ca_file_trusts_the_system_roots_and_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["broker.example".to_string()]).unwrap();
+    let roots = dir.path().join("roots.pem");
+    std::fs::write(&roots, ca.cert.pem()).unwrap();
+    let mut child = tls_without_ca_file(&roots, dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Before this fix the sidecar exited at once ("needs --upstream-ca-file").
+    std::thread::sleep(Duration::from_millis(1500));
+    let exited = child.try_wait().unwrap();
+    child.kill().ok();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        exited.is_none(),
+        "exited at start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tls_without_a_ca_file_and_an_empty_system_store_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = tls_without_ca_file(&empty, dir.path()).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream-ca-file"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("system's trust store") && stderr.contains("--upstream-ca-file"),
+        "{stderr}"
+    );
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
@@ -144,4 +186,60 @@ async fn admin_reports_health_but_not_readiness_without_an_upstream_and_sigterm_
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+/// An admin port that answers 503 `not_ready` times, then 200.
+fn admin_becoming_ready(not_ready: usize) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let mut conn = conn.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = conn.read(&mut buf);
+            let status = if i < not_ready {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = conn
+                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn wait_ready_returns_once_the_sidecar_is_ready_and_fails_after_its_timeout() {
+    let port = admin_becoming_ready(3);
+    let out = proxy()
+        .args([
+            "wait-ready",
+            "--admin",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let never = admin_becoming_ready(usize::MAX);
+    let out = proxy()
+        .args([
+            "wait-ready",
+            "--admin",
+            &format!("127.0.0.1:{never}"),
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not ready within"));
 }

@@ -53,3 +53,20 @@ timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
 matchPolicy: Equivalent
 {{ include "streamgate.namespaceSelector" . }}
 {{- end -}}
+
+{{/*
+Where the API server calls the webhooks: the operator's Service, or — with
+webhook.externalURL set (the operator runs outside the cluster: development
+and the live-API-server tests) — that base URL.
+*/}}
+{{- define "streamgate.clientConfig" -}}
+{{- if .root.Values.webhook.externalURL -}}
+url: {{ printf "%s%s" (trimSuffix "/" .root.Values.webhook.externalURL) .path | quote }}
+{{- else -}}
+service:
+  name: {{ include "streamgate.webhookService" .root }}
+  namespace: {{ .root.Release.Namespace }}
+  path: {{ .path }}
+  port: 443
+{{- end -}}
+{{- end -}}

@@ -4,9 +4,14 @@
 //! caller and passed in.
 //!
 //! Decisions worth knowing:
-//! - The sidecar is a native sidecar: the *first* init container, with
-//!   `restartPolicy: Always`, so later init containers can already reach Kafka.
-//!   Needs Kubernetes ≥ 1.29.
+//! - The sidecar is a native sidecar where the API server has them (≥ 1.29):
+//!   the *first* init container, with `restartPolicy: Always`, so later init
+//!   containers can already reach Kafka. On older servers it is the first
+//!   regular container, and its `postStart` hook holds the app containers
+//!   until the proxy is ready ([`SidecarMode`]).
+//! - The sidecar reads its policy from the API server (`STREAMGATE_POLICY_KUBE`),
+//!   files AccessApprovals there and writes aggregated Events; every env name
+//!   and mount path comes from [`streamgate_crds::contract`].
 //! - Only `add` operations. Adding an object member that exists replaces it,
 //!   but we only ever add members the pod does not have (checked here), and we
 //!   create arrays/maps that are absent instead of appending to them.
@@ -28,10 +33,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile,
-    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -41,11 +46,12 @@ use crate::config::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_LISTEN_PORT, ANNOTATION_UPSTREAM,
     ANNOTATION_UPSTREAM_SASL, ANNOTATION_UPSTREAM_SECRET, ANNOTATION_UPSTREAM_TLS,
     InjectorSettings, KUBE_TOKEN_DIR, LABEL_INJECTED, LABEL_NAMESPACE_INJECT, PODINFO_DIR,
-    SECRET_DIR, SIDECAR_NAME, SPOOL_DIR, UPSTREAM_CREDENTIALS_KEY,
+    SECRET_DIR, SIDECAR_NAME, SPOOL_DIR, SidecarMode, UPSTREAM_CREDENTIALS_KEY,
 };
+use streamgate_crds::contract as c;
 
 /// Env var the app containers get, pointing at the sidecar.
-pub const BOOTSTRAP_ENV: &str = "KAFKA_BOOTSTRAP_SERVERS";
+pub const BOOTSTRAP_ENV: &str = c::ENV_APP_BOOTSTRAP;
 
 /// What the injector knows about one pod CREATE.
 #[derive(Debug)]
@@ -257,14 +263,6 @@ pub fn plan(
         }
     }
 
-    let sidecar = sidecar_container(listen_port, &upstream, mounts, settings);
-    let sidecar = to_json(&sidecar)?;
-    if spec.init_containers.is_none() {
-        ops.push(add("/spec/initContainers", json!([sidecar])));
-    } else {
-        ops.push(add("/spec/initContainers/0", sidecar));
-    }
-
     let bootstrap = EnvVar {
         name: BOOTSTRAP_ENV.to_string(),
         value: Some(format!("127.0.0.1:{listen_port}")),
@@ -280,6 +278,16 @@ pub fn plan(
             )),
             Some(_) => ops.push(add(&format!("/spec/containers/{i}/env/-"), bootstrap.clone())),
         }
+    }
+    // After the app containers' env ops: in regular mode the sidecar shifts their indices.
+    let sidecar = sidecar_container(listen_port, &upstream, mounts, settings);
+    let sidecar = to_json(&sidecar)?;
+    match (settings.sidecar_mode, spec.init_containers.is_none()) {
+        (SidecarMode::Native, true) => ops.push(add("/spec/initContainers", json!([sidecar]))),
+        (SidecarMode::Native, false) => ops.push(add("/spec/initContainers/0", sidecar)),
+        // `containers` is required, so it always exists: first in the list, so
+        // the kubelet starts it (and runs its postStart hook) before the app.
+        (SidecarMode::Regular, _) => ops.push(add("/spec/containers/0", sidecar)),
     }
     if pod
         .spec
@@ -488,6 +496,9 @@ fn probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The proxy binary's path in the sidecar image (`proxy/Dockerfile`).
+pub const PROXY_BINARY: &str = "/usr/local/bin/streamgate-proxy";
+
 fn sidecar_container(
     listen_port: u16,
     upstream: &Upstream,
@@ -495,34 +506,37 @@ fn sidecar_container(
     settings: &InjectorSettings,
 ) -> Container {
     let mut envs = vec![
-        env("STREAMGATE_LISTEN", format!("127.0.0.1:{listen_port}")),
-        env("STREAMGATE_UPSTREAM", upstream.bootstrap.clone()),
+        env(c::ENV_LISTEN, format!("127.0.0.1:{listen_port}")),
+        env(c::ENV_UPSTREAM, upstream.bootstrap.clone()),
+        env(c::ENV_ADMIN, format!("0.0.0.0:{}", settings.admin_port)),
+        env(c::ENV_ALLOW_NON_LOOPBACK, "true".to_string()),
+        env_field(c::ENV_POD_NAME, "metadata.name"),
+        env_field(c::ENV_POD_NAMESPACE, "metadata.namespace"),
+        env_field(c::ENV_POD_UID, "metadata.uid"),
+        env_field(c::ENV_SERVICE_ACCOUNT, "spec.serviceAccountName"),
         env(
-            "STREAMGATE_ADMIN",
-            format!("0.0.0.0:{}", settings.admin_port),
+            c::ENV_POD_LABELS_FILE,
+            format!("{PODINFO_DIR}/{}", c::PODINFO_LABELS_FILE),
         ),
-        env("STREAMGATE_ALLOW_NON_LOOPBACK", "true".to_string()),
-        env_field("STREAMGATE_POD_NAME", "metadata.name"),
-        env_field("STREAMGATE_POD_NAMESPACE", "metadata.namespace"),
-        env_field("STREAMGATE_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        env(
-            "STREAMGATE_POD_LABELS_FILE",
-            format!("{PODINFO_DIR}/labels"),
-        ),
-        env("STREAMGATE_AUDIT_DIR", SPOOL_DIR.to_string()),
-        env("STREAMGATE_SECRET_DIR", SECRET_DIR.to_string()),
+        env(c::ENV_AUDIT_DIR, SPOOL_DIR.to_string()),
+        env(c::ENV_SECRET_DIR, SECRET_DIR.to_string()),
+        // Policy, approvals and Events through the API server, with the
+        // sidecar's own projected token (mounted at KUBE_TOKEN_DIR).
+        env(c::ENV_POLICY_KUBE, "true".to_string()),
+        env(c::ENV_AUDIT_EVENTS, "true".to_string()),
     ];
     if let Some(secret) = &upstream.secret {
         envs.push(env(
-            "STREAMGATE_UPSTREAM_CREDENTIALS",
+            c::ENV_UPSTREAM_CREDENTIALS,
             format!("{SECRET_DIR}/{secret}/{UPSTREAM_CREDENTIALS_KEY}"),
         ));
     }
     if let Some(mechanism) = &upstream.sasl {
-        envs.push(env("STREAMGATE_UPSTREAM_SASL_MECHANISM", mechanism.clone()));
+        envs.push(env(c::ENV_UPSTREAM_SASL_MECHANISM, mechanism.clone()));
     }
     if upstream.tls {
-        envs.push(env("STREAMGATE_UPSTREAM_TLS", "true".to_string()));
+        // No CA file: the sidecar trusts the system roots.
+        envs.push(env(c::ENV_UPSTREAM_TLS, "true".to_string()));
     }
     let mut requests = BTreeMap::new();
     requests.insert("cpu".to_string(), Quantity(settings.cpu_request.clone()));
@@ -543,7 +557,29 @@ fn sidecar_container(
         // adds later never break an injected pod.
         args: Some(vec!["run".to_string()]),
         env: Some(envs),
-        restart_policy: Some("Always".to_string()),
+        restart_policy: match settings.sidecar_mode {
+            SidecarMode::Native => Some("Always".to_string()),
+            SidecarMode::Regular => None,
+        },
+        lifecycle: match settings.sidecar_mode {
+            SidecarMode::Native => None,
+            // The kubelet starts the next container only when this returns.
+            SidecarMode::Regular => Some(Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: Some(vec![
+                            PROXY_BINARY.to_string(),
+                            "wait-ready".to_string(),
+                            "--admin".to_string(),
+                            format!("127.0.0.1:{}", settings.admin_port),
+                        ]),
+                    }),
+                    ..Default::default()
+                }),
+                pre_stop: None,
+                ..Default::default()
+            }),
+        },
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
             name: Some("sg-admin".to_string()),
             container_port: i32::from(settings.admin_port),

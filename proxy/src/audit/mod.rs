@@ -50,40 +50,40 @@ pub struct AuditArgs {
     /// Directory of the audit spool (an emptyDir or a PVC in the pod).
     #[arg(
         long = "audit-dir",
-        env = "STREAMGATE_AUDIT_DIR",
+        env = streamgate_crds::contract::ENV_AUDIT_DIR,
         default_value = "/var/run/streamgate/audit"
     )]
     pub audit_dir: PathBuf,
     /// Start a new spool segment once the current one reaches this many bytes.
-    #[arg(long = "audit-segment-bytes", env = "STREAMGATE_AUDIT_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long = "audit-segment-bytes", env = streamgate_crds::contract::ENV_AUDIT_SEGMENT_BYTES, default_value_t = 64 * 1024 * 1024)]
     pub audit_segment_bytes: u64,
     /// Write a checkpoint record (seq, hash of the head) after this many records…
     #[arg(
         long = "audit-checkpoint-every",
-        env = "STREAMGATE_AUDIT_CHECKPOINT_EVERY",
+        env = streamgate_crds::contract::ENV_AUDIT_CHECKPOINT_EVERY,
         default_value_t = 10_000
     )]
     pub audit_checkpoint_every: u64,
     /// …or after this long (e.g. `60s`, `5m`).
-    #[arg(long = "audit-checkpoint-interval", env = "STREAMGATE_AUDIT_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long = "audit-checkpoint-interval", env = streamgate_crds::contract::ENV_AUDIT_CHECKPOINT_INTERVAL, default_value = "60s", value_parser = humantime::parse_duration)]
     pub audit_checkpoint_interval: Duration,
     /// Ship to OTLP: `true`, `false`; default: when OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT is set.
-    #[arg(long = "audit-otlp", env = "STREAMGATE_AUDIT_OTLP")]
+    #[arg(long = "audit-otlp", env = streamgate_crds::contract::ENV_AUDIT_OTLP)]
     pub audit_otlp: Option<bool>,
     /// Publish Kubernetes Events: `true`, `false`; default: when running in a cluster.
-    #[arg(long = "audit-events", env = "STREAMGATE_AUDIT_EVENTS")]
+    #[arg(long = "audit-events", env = streamgate_crds::contract::ENV_AUDIT_EVENTS)]
     pub audit_events: Option<bool>,
     /// This pod's name (downward API).
-    #[arg(long = "audit-pod-name", env = "STREAMGATE_POD_NAME")]
+    #[arg(long = "audit-pod-name", env = streamgate_crds::contract::ENV_POD_NAME)]
     pub audit_pod_name: Option<String>,
     /// This pod's namespace (downward API).
-    #[arg(long = "audit-pod-namespace", env = "STREAMGATE_POD_NAMESPACE")]
+    #[arg(long = "audit-pod-namespace", env = streamgate_crds::contract::ENV_POD_NAMESPACE)]
     pub audit_pod_namespace: Option<String>,
     /// This pod's ServiceAccount (downward API).
-    #[arg(long = "audit-service-account", env = "STREAMGATE_SERVICE_ACCOUNT")]
+    #[arg(long = "audit-service-account", env = streamgate_crds::contract::ENV_SERVICE_ACCOUNT)]
     pub audit_service_account: Option<String>,
     /// This pod's UID (downward API), for Events' `regarding`.
-    #[arg(long = "audit-pod-uid", env = "STREAMGATE_POD_UID")]
+    #[arg(long = "audit-pod-uid", env = streamgate_crds::contract::ENV_POD_UID)]
     pub audit_pod_uid: Option<String>,
 }
 

@@ -18,10 +18,9 @@ use std::path::{Path, PathBuf};
 use streamgate_crds::SubjectKind;
 use streamgate_crds::matching::Principal;
 
-pub const ENV_SERVICE_ACCOUNT: &str = "STREAMGATE_SERVICE_ACCOUNT";
-pub const ENV_POD_NAME: &str = "STREAMGATE_POD_NAME";
-pub const ENV_POD_NAMESPACE: &str = "STREAMGATE_POD_NAMESPACE";
-pub const ENV_POD_LABELS_FILE: &str = "STREAMGATE_POD_LABELS_FILE";
+pub use streamgate_crds::contract::{
+    ENV_POD_LABELS_FILE, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_SERVICE_ACCOUNT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {

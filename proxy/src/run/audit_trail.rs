@@ -40,11 +40,11 @@ pub struct AuditFlags {
     pub audit: AuditArgs,
     /// What happens when a record cannot be made durable, until a policy's `audit` says
     /// otherwise: `Closed` refuses PHI traffic, `Open` reports and lets it flow.
-    #[arg(long = "audit-failure-mode", env = "STREAMGATE_AUDIT_FAILURE_MODE", default_value = "Closed", value_parser = parse_failure_mode)]
+    #[arg(long = "audit-failure-mode", env = streamgate_crds::contract::ENV_AUDIT_FAILURE_MODE, default_value = "Closed", value_parser = parse_failure_mode)]
     pub failure_mode: FailureMode,
     /// What a record says about payloads, until a policy's `audit` says otherwise:
     /// `None`, `Digest` (SHA-256 of the batches as delivered) or `Full` (the batches: PHI).
-    #[arg(long = "audit-payload", env = "STREAMGATE_AUDIT_PAYLOAD", default_value = "Digest", value_parser = parse_payload_mode)]
+    #[arg(long = "audit-payload", env = streamgate_crds::contract::ENV_AUDIT_PAYLOAD, default_value = "Digest", value_parser = parse_payload_mode)]
     pub payload: PayloadMode,
 }
 

@@ -40,67 +40,67 @@ use upstream::SaslMechanism;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Bootstrap address clients connect to; broker N is served on port listen+1+N.
-    #[arg(long, env = "STREAMGATE_LISTEN", default_value = "127.0.0.1:9092")]
+    #[arg(long, env = streamgate_crds::contract::ENV_LISTEN, default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
     /// Upstream bootstrap brokers, host:port[,host:port].
-    #[arg(long, env = "STREAMGATE_UPSTREAM")]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM)]
     pub upstream: String,
     /// Lowest broker node id mapped to a local port.
-    #[arg(long, env = "STREAMGATE_NODE_ID_MIN", default_value_t = 0)]
+    #[arg(long, env = streamgate_crds::contract::ENV_NODE_ID_MIN, default_value_t = 0)]
     pub node_id_min: i32,
     /// Highest broker node id mapped to a local port (brokers beyond are refused, with a log line).
-    #[arg(long, env = "STREAMGATE_NODE_ID_MAX", default_value_t = 1023)]
+    #[arg(long, env = streamgate_crds::contract::ENV_NODE_ID_MAX, default_value_t = 1023)]
     pub node_id_max: i32,
     /// Admin HTTP address (/healthz, /readyz, /metrics).
-    #[arg(long, env = "STREAMGATE_ADMIN", default_value = "127.0.0.1:9901")]
+    #[arg(long, env = streamgate_crds::contract::ENV_ADMIN, default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
     /// Allow listening on a non-loopback address (the sidecar should never need this).
-    #[arg(long, env = "STREAMGATE_ALLOW_NON_LOOPBACK")]
+    #[arg(long, env = streamgate_crds::contract::ENV_ALLOW_NON_LOOPBACK)]
     pub allow_non_loopback: bool,
     /// Connect to the brokers over TLS.
-    #[arg(long, env = "STREAMGATE_UPSTREAM_TLS")]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM_TLS)]
     pub upstream_tls: bool,
     /// PEM file with the CA(s) that signed the brokers' certificates.
-    #[arg(long, env = "STREAMGATE_UPSTREAM_CA_FILE")]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM_CA_FILE)]
     pub upstream_ca_file: Option<PathBuf>,
     /// Name to verify the brokers' certificates against (default: the host dialled).
-    #[arg(long, env = "STREAMGATE_UPSTREAM_SERVER_NAME")]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM_SERVER_NAME)]
     pub upstream_server_name: Option<String>,
     /// PEM client certificate chain for mutual TLS.
-    #[arg(long, env = "STREAMGATE_UPSTREAM_CLIENT_CERT")]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM_CLIENT_CERT)]
     pub upstream_client_cert: Option<PathBuf>,
     /// PEM private key for --upstream-client-cert.
-    #[arg(long, env = "STREAMGATE_UPSTREAM_CLIENT_KEY")]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM_CLIENT_KEY)]
     pub upstream_client_key: Option<PathBuf>,
     /// SASL mechanism towards the brokers.
-    #[arg(long, env = "STREAMGATE_UPSTREAM_SASL_MECHANISM", value_enum)]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM_SASL_MECHANISM, value_enum)]
     pub upstream_sasl_mechanism: Option<SaslMechanism>,
     /// File (YAML/JSON: username, password) with the gateway's broker credential.
-    #[arg(long, env = "STREAMGATE_UPSTREAM_CREDENTIALS")]
+    #[arg(long, env = streamgate_crds::contract::ENV_UPSTREAM_CREDENTIALS)]
     pub upstream_credentials: Option<PathBuf>,
     /// Largest frame accepted from a client or broker, in bytes.
-    #[arg(long, env = "STREAMGATE_MAX_FRAME_BYTES", default_value_t = codec::DEFAULT_MAX_FRAME)]
+    #[arg(long, env = streamgate_crds::contract::ENV_MAX_FRAME_BYTES, default_value_t = codec::DEFAULT_MAX_FRAME)]
     pub max_frame_bytes: usize,
     /// How long SIGTERM waits for in-flight requests before exiting.
-    #[arg(long, env = "STREAMGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = streamgate_crds::contract::ENV_SHUTDOWN_GRACE, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     /// Timeout for connecting to a broker.
-    #[arg(long, env = "STREAMGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = streamgate_crds::contract::ENV_CONNECT_TIMEOUT, default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
     /// Read StreamPolicy/MaskingRule/AccessApproval manifests from this directory (reloaded on change).
-    #[arg(long, env = "STREAMGATE_POLICY_DIR", conflicts_with = "policy_kube")]
+    #[arg(long, env = streamgate_crds::contract::ENV_POLICY_DIR, conflicts_with = "policy_kube")]
     pub policy_dir: Option<PathBuf>,
     /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
-    #[arg(long, env = "STREAMGATE_POLICY_KUBE")]
+    #[arg(long, env = streamgate_crds::contract::ENV_POLICY_KUBE)]
     pub policy_kube: bool,
     #[command(flatten)]
     pub audit: audit_trail::AuditFlags,
     /// Where AccessApproval requests are written in directory mode (default:
     /// the policy directory itself, so the directory source sees the decision).
-    #[arg(long, env = "STREAMGATE_APPROVALS_DIR")]
+    #[arg(long, env = streamgate_crds::contract::ENV_APPROVALS_DIR)]
     pub approvals_dir: Option<PathBuf>,
     /// MaskingRule hash keys: the mounted Secrets, laid out `DIR/<secret name>/<key>`.
     /// Without it, rules that hash are blocked (their topics never pass unmasked).
-    #[arg(long, env = "STREAMGATE_SECRET_DIR")]
+    #[arg(long, env = streamgate_crds::contract::ENV_SECRET_DIR)]
     pub secret_dir: Option<PathBuf>,
 }

@@ -1,5 +1,7 @@
-//! Upstream TLS with rustls (ring provider): trust from a CA file, optional
-//! client certificate, optional server-name override.
+//! Upstream TLS with rustls (ring provider): trust from a CA file, or the
+//! system's roots when none is given (as any TLS client does: a managed Kafka
+//! with a public certificate needs no flag); optional client certificate,
+//! optional server-name override.
 
 use super::UpstreamError;
 use rustls::pki_types::ServerName;
@@ -36,9 +38,10 @@ pub enum TlsConfigError {
     #[error("{0} holds no PEM private key")]
     NoKey(String),
     #[error(
-        "--upstream-tls needs --upstream-ca-file (the CA that signed the brokers' certificates)"
+        "--upstream-tls without --upstream-ca-file uses the system's trust store, and it holds no \
+         usable certificate ({0}); pass --upstream-ca-file with the CA that signed the brokers' certificates"
     )]
-    NoCa,
+    NoSystemRoots(String),
     #[error("--upstream-client-cert and --upstream-client-key go together")]
     HalfClientAuth,
     #[error("TLS configuration: {0}")]
@@ -62,6 +65,22 @@ fn read_certs(
     Ok(certs)
 }
 
+/// The platform's trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured), as
+/// OpenSSL-based Kafka clients use by default.
+fn system_roots() -> Result<rustls::RootCertStore, TlsConfigError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "no certificates found".to_string(), ToString::to_string);
+        return Err(TlsConfigError::NoSystemRoots(why));
+    }
+    Ok(roots)
+}
+
 impl TlsSettings {
     pub fn new(
         ca_file: Option<&Path>,
@@ -69,11 +88,16 @@ impl TlsSettings {
         client_cert: Option<&Path>,
         client_key: Option<&Path>,
     ) -> Result<Self, TlsConfigError> {
-        let ca_file = ca_file.ok_or(TlsConfigError::NoCa)?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in read_certs(ca_file)? {
-            roots.add(cert)?;
-        }
+        let roots = match ca_file {
+            Some(file) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_certs(file)? {
+                    roots.add(cert)?;
+                }
+                roots
+            }
+            None => system_roots()?,
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

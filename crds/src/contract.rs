@@ -1,0 +1,121 @@
+//! The contract between the operator's injector and the sidecar it injects:
+//! every environment variable, mount path and file name both sides must agree
+//! on, written once. The proxy's clap flags read these names
+//! (`#[arg(env = contract::ENV_LISTEN)]`) and the injector writes them, so a
+//! rename on one side is a compile error on the other; the operator's tests
+//! parse the injected container's env through the proxy's own `RunArgs`.
+
+// === environment: the data path ===
+
+/// Bootstrap address the app connects to (`127.0.0.1:<port>`).
+pub const ENV_LISTEN: &str = "STREAMGATE_LISTEN";
+/// The real brokers, `host:port[,host:port]`.
+pub const ENV_UPSTREAM: &str = "STREAMGATE_UPSTREAM";
+pub const ENV_NODE_ID_MIN: &str = "STREAMGATE_NODE_ID_MIN";
+pub const ENV_NODE_ID_MAX: &str = "STREAMGATE_NODE_ID_MAX";
+/// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`).
+pub const ENV_ADMIN: &str = "STREAMGATE_ADMIN";
+pub const ENV_ALLOW_NON_LOOPBACK: &str = "STREAMGATE_ALLOW_NON_LOOPBACK";
+pub const ENV_UPSTREAM_TLS: &str = "STREAMGATE_UPSTREAM_TLS";
+pub const ENV_UPSTREAM_CA_FILE: &str = "STREAMGATE_UPSTREAM_CA_FILE";
+pub const ENV_UPSTREAM_SERVER_NAME: &str = "STREAMGATE_UPSTREAM_SERVER_NAME";
+pub const ENV_UPSTREAM_CLIENT_CERT: &str = "STREAMGATE_UPSTREAM_CLIENT_CERT";
+pub const ENV_UPSTREAM_CLIENT_KEY: &str = "STREAMGATE_UPSTREAM_CLIENT_KEY";
+pub const ENV_UPSTREAM_SASL_MECHANISM: &str = "STREAMGATE_UPSTREAM_SASL_MECHANISM";
+pub const ENV_UPSTREAM_CREDENTIALS: &str = "STREAMGATE_UPSTREAM_CREDENTIALS";
+pub const ENV_MAX_FRAME_BYTES: &str = "STREAMGATE_MAX_FRAME_BYTES";
+pub const ENV_SHUTDOWN_GRACE: &str = "STREAMGATE_SHUTDOWN_GRACE";
+pub const ENV_CONNECT_TIMEOUT: &str = "STREAMGATE_CONNECT_TIMEOUT";
+
+// === environment: policy, approvals, secrets ===
+
+pub const ENV_POLICY_DIR: &str = "STREAMGATE_POLICY_DIR";
+/// `true`: watch the pod's namespace for StreamPolicy/MaskingRule/AccessApproval
+/// with the in-cluster client; approvals are filed as AccessApprovals there.
+pub const ENV_POLICY_KUBE: &str = "STREAMGATE_POLICY_KUBE";
+pub const ENV_APPROVALS_DIR: &str = "STREAMGATE_APPROVALS_DIR";
+/// Mounted Secrets, laid out `DIR/<secret name>/<key>`.
+pub const ENV_SECRET_DIR: &str = "STREAMGATE_SECRET_DIR";
+
+// === environment: the pod's identity (downward API) ===
+
+pub const ENV_POD_NAME: &str = "STREAMGATE_POD_NAME";
+pub const ENV_POD_NAMESPACE: &str = "STREAMGATE_POD_NAMESPACE";
+pub const ENV_POD_UID: &str = "STREAMGATE_POD_UID";
+pub const ENV_SERVICE_ACCOUNT: &str = "STREAMGATE_SERVICE_ACCOUNT";
+/// Path of the downward-API labels file (`key="value"` lines).
+pub const ENV_POD_LABELS_FILE: &str = "STREAMGATE_POD_LABELS_FILE";
+
+// === environment: audit ===
+
+pub const ENV_AUDIT_DIR: &str = "STREAMGATE_AUDIT_DIR";
+pub const ENV_AUDIT_SEGMENT_BYTES: &str = "STREAMGATE_AUDIT_SEGMENT_BYTES";
+pub const ENV_AUDIT_CHECKPOINT_EVERY: &str = "STREAMGATE_AUDIT_CHECKPOINT_EVERY";
+pub const ENV_AUDIT_CHECKPOINT_INTERVAL: &str = "STREAMGATE_AUDIT_CHECKPOINT_INTERVAL";
+pub const ENV_AUDIT_OTLP: &str = "STREAMGATE_AUDIT_OTLP";
+/// `true`: aggregated Kubernetes Events in the pod's namespace.
+pub const ENV_AUDIT_EVENTS: &str = "STREAMGATE_AUDIT_EVENTS";
+pub const ENV_AUDIT_FAILURE_MODE: &str = "STREAMGATE_AUDIT_FAILURE_MODE";
+pub const ENV_AUDIT_PAYLOAD: &str = "STREAMGATE_AUDIT_PAYLOAD";
+
+// === what the app containers get ===
+
+/// Env var the app containers get, pointing at the sidecar.
+pub const ENV_APP_BOOTSTRAP: &str = "KAFKA_BOOTSTRAP_SERVERS";
+
+// === mounts inside the sidecar ===
+
+/// Where Secrets are mounted inside the sidecar (`STREAMGATE_SECRET_DIR`).
+pub const SECRET_DIR: &str = "/var/run/streamgate/secrets";
+/// Where the downward-API pod labels file is mounted.
+pub const PODINFO_DIR: &str = "/var/run/streamgate/podinfo";
+/// The labels file inside [`PODINFO_DIR`].
+pub const PODINFO_LABELS_FILE: &str = "labels";
+/// Where the sidecar keeps its audit spool.
+pub const SPOOL_DIR: &str = "/var/run/streamgate/spool";
+/// Where kube clients look for the in-cluster token; the sidecar gets its own projection here.
+pub const KUBE_TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Key in the upstream Secret holding the credential file (YAML: username, password).
+pub const UPSTREAM_CREDENTIALS_KEY: &str = "credentials";
+
+/// Variables the sidecar reads straight from its environment rather than
+/// through a `run` flag: the downward-API description of the pod that
+/// workload identity is built from (`Workload::from_env` in the proxy).
+pub const READ_FROM_ENV: &[&str] = &[ENV_POD_LABELS_FILE];
+
+/// Every `STREAMGATE_*` variable above, for tests that check both sides agree.
+pub const ALL_ENV: &[&str] = &[
+    ENV_LISTEN,
+    ENV_UPSTREAM,
+    ENV_NODE_ID_MIN,
+    ENV_NODE_ID_MAX,
+    ENV_ADMIN,
+    ENV_ALLOW_NON_LOOPBACK,
+    ENV_UPSTREAM_TLS,
+    ENV_UPSTREAM_CA_FILE,
+    ENV_UPSTREAM_SERVER_NAME,
+    ENV_UPSTREAM_CLIENT_CERT,
+    ENV_UPSTREAM_CLIENT_KEY,
+    ENV_UPSTREAM_SASL_MECHANISM,
+    ENV_UPSTREAM_CREDENTIALS,
+    ENV_MAX_FRAME_BYTES,
+    ENV_SHUTDOWN_GRACE,
+    ENV_CONNECT_TIMEOUT,
+    ENV_POLICY_DIR,
+    ENV_POLICY_KUBE,
+    ENV_APPROVALS_DIR,
+    ENV_SECRET_DIR,
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
+    ENV_POD_UID,
+    ENV_SERVICE_ACCOUNT,
+    ENV_POD_LABELS_FILE,
+    ENV_AUDIT_DIR,
+    ENV_AUDIT_SEGMENT_BYTES,
+    ENV_AUDIT_CHECKPOINT_EVERY,
+    ENV_AUDIT_CHECKPOINT_INTERVAL,
+    ENV_AUDIT_OTLP,
+    ENV_AUDIT_EVENTS,
+    ENV_AUDIT_FAILURE_MODE,
+    ENV_AUDIT_PAYLOAD,
+];
