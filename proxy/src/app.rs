@@ -124,7 +124,10 @@ impl App {
         tokio::spawn(probe_upstream(Arc::clone(&proxy)));
 
         shutdown.await;
-        tracing::info!(?grace, "shutting down: no new connections, draining in-flight requests");
+        tracing::info!(
+            ?grace,
+            "shutting down: no new connections, draining in-flight requests"
+        );
         proxy.shutdown.cancel();
         let deadline = tokio::time::Instant::now() + grace;
         while proxy.active_connections() > 0 && tokio::time::Instant::now() < deadline {

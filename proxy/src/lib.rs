@@ -7,6 +7,7 @@
 //! - `audit`    — the audit record, the hash chain, the spool, shippers, CLI
 //! - `masking`  — the masking engine (pure) and record-batch rewriting
 //! - `identity` — SASL/OAUTHBEARER termination, JWT validation, workload identity
+//! - `kafka`    — protocol plumbing: wire primitives, the record-batch header
 //! - `policy`   — compiled StreamPolicy decisions (pure), policy sources, enforcement
 //! - `run`      — the data path: listener, codec, addresses, upstream, admin
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ pub mod app;
 pub mod approval;
 pub mod audit;
 pub mod identity;
+pub mod kafka;
 pub mod masking;
 pub mod policy;
 pub mod run;

@@ -15,7 +15,7 @@ use streamgate_proxy::approval::{
     build_access_approval,
 };
 use streamgate_proxy::identity::workload::Workload;
-use streamgate_proxy::policy::decide::{CompiledPolicy, Decision};
+use streamgate_proxy::policy::decide::{CompiledPolicy, PolicyDecision};
 use streamgate_proxy::policy::enforce::TopicDecision;
 use streamgate_proxy::policy::source_dir::load_dir;
 use tokio::sync::mpsc;
@@ -233,7 +233,7 @@ async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
     let policy = compiled(dir.path());
     let decision = policy.decide(&alice(), Operation::Write, "patient-records");
     assert!(
-        matches!(decision, Decision::NeedsApproval { .. }),
+        matches!(decision, PolicyDecision::NeedsApproval { .. }),
         "{decision:?}"
     );
 
@@ -267,7 +267,10 @@ async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
 
     // The pending request loads with the policy and grants nothing.
     let still = compiled(dir.path()).decide(&alice(), Operation::Write, "patient-records");
-    assert!(matches!(still, Decision::NeedsApproval { .. }), "{still:?}");
+    assert!(
+        matches!(still, PolicyDecision::NeedsApproval { .. }),
+        "{still:?}"
+    );
 
     // The local approver's edit (see the approval module docs).
     let expires = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
@@ -277,7 +280,7 @@ async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
     let now = compiled(dir.path()).decide(&alice(), Operation::Write, "patient-records");
     assert_eq!(
         now,
-        Decision::Allow {
+        PolicyDecision::Allow {
             policy: "phi-access".into(),
             rule: "write-patient-records".into(),
             grant: aa.metadata.name.clone(),
@@ -299,7 +302,7 @@ async fn no_principal_or_no_approval_rule_asks_for_nothing() {
     let needs = vec![TopicDecision {
         topic: "patient-records".into(),
         operation: Operation::Write,
-        decision: Decision::NeedsApproval {
+        decision: PolicyDecision::NeedsApproval {
             policy: "phi-access".into(),
             rule: "write-patient-records".into(),
         },
@@ -308,7 +311,7 @@ async fn no_principal_or_no_approval_rule_asks_for_nothing() {
     let unknown_rule = vec![TopicDecision {
         topic: "patient-records".into(),
         operation: Operation::Write,
-        decision: Decision::NeedsApproval {
+        decision: PolicyDecision::NeedsApproval {
             policy: "phi-access".into(),
             rule: "no-such-rule".into(),
         },

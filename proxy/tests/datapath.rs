@@ -14,8 +14,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use std::time::Duration;
 use support::{ALLOW_ALL, Client, Options, ScriptedBroker, Sidecar, records_of};
@@ -82,11 +81,13 @@ fn produce(acks: i16, topics: &[&str]) -> ProduceRequest {
             topics
                 .iter()
                 .map(|t| {
-                    TopicProduceData::default().with_name(name(t)).with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch(r#"{"n":1}"#))),
-                    ])
+                    TopicProduceData::default()
+                        .with_name(name(t))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(batch(r#"{"n":1}"#))),
+                        ])
                 })
                 .collect(),
         )
@@ -100,7 +101,9 @@ fn produce_ack(topics: &[String]) -> ProduceResponse {
                 TopicProduceResponse::default()
                     .with_name(name(t))
                     .with_partition_responses(vec![
-                        PartitionProduceResponse::default().with_index(0).with_base_offset(7),
+                        PartitionProduceResponse::default()
+                            .with_index(0)
+                            .with_base_offset(7),
                     ])
             })
             .collect(),
@@ -108,11 +111,15 @@ fn produce_ack(topics: &[String]) -> ProduceResponse {
 }
 
 fn fetch() -> FetchRequest {
-    FetchRequest::default().with_max_wait_ms(0).with_topics(vec![
-        FetchTopic::default()
-            .with_topic(name(TOPIC))
-            .with_partitions(vec![FetchPartition::default().with_partition_max_bytes(1 << 20)]),
-    ])
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(TOPIC))
+                .with_partitions(vec![
+                    FetchPartition::default().with_partition_max_bytes(1 << 20),
+                ]),
+        ])
 }
 
 fn fetch_answer(value: &str) -> FetchResponse {
@@ -141,7 +148,11 @@ async fn pipelined_requests_all_reach_the_broker_before_it_answers_any() {
         held.push(broker.recv().await);
     }
     let ids: Vec<i32> = held.iter().map(|r| r.frame.correlation_id()).collect();
-    assert_eq!(ids, [1, 2, 3], "forwarded in order, none waiting for an answer");
+    assert_eq!(
+        ids,
+        [1, 2, 3],
+        "forwarded in order, none waiting for an answer"
+    );
     for r in &held {
         r.reply(&ListOffsetsResponse::default()).await;
     }
@@ -158,17 +169,29 @@ async fn a_brokers_answer_to_an_acks_0_produce_is_dropped() {
     let broker = ScriptedBroker::start().await;
     let sidecar = Sidecar::start(&broker, Options::default()).await;
     let mut client = sidecar.client().await;
-    client.send(ApiKey::Produce, PRODUCE, 1, &produce(0, &[TOPIC])).await;
-    client.send(ApiKey::Produce, PRODUCE, 2, &produce(1, &[TOPIC])).await;
+    client
+        .send(ApiKey::Produce, PRODUCE, 1, &produce(0, &[TOPIC]))
+        .await;
+    client
+        .send(ApiKey::Produce, PRODUCE, 2, &produce(1, &[TOPIC]))
+        .await;
     let unacked = broker.recv().await;
     let acked = broker.recv().await;
     // tansu 0.6 answers acks=0; the client never asked for it.
     unacked.reply(&produce_ack(&[TOPIC.into()])).await;
     acked.reply(&produce_ack(&[TOPIC.into()])).await;
-    let (id, _) = client.recv::<ProduceResponse>(ApiKey::Produce, PRODUCE).await;
+    let (id, _) = client
+        .recv::<ProduceResponse>(ApiKey::Produce, PRODUCE)
+        .await;
     assert_eq!(id, 2, "only the acks=1 request is answered");
-    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets()).await;
-    broker.recv().await.reply(&ListOffsetsResponse::default()).await;
+    client
+        .send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets())
+        .await;
+    broker
+        .recv()
+        .await
+        .reply(&ListOffsetsResponse::default())
+        .await;
     let (id, _) = client
         .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
         .await;
@@ -180,13 +203,20 @@ async fn an_out_of_order_answer_closes_the_client() {
     let broker = ScriptedBroker::start().await;
     let sidecar = Sidecar::start(&broker, Options::default()).await;
     let mut client = sidecar.client().await;
-    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets()).await;
-    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 2, &list_offsets()).await;
+    client
+        .send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets())
+        .await;
+    client
+        .send(ApiKey::ListOffsets, LIST_OFFSETS, 2, &list_offsets())
+        .await;
     let first = broker.recv().await;
     let second = broker.recv().await;
     second.reply(&ListOffsetsResponse::default()).await;
     first.reply(&ListOffsetsResponse::default()).await;
-    assert!(client.closed().await, "no answer is handed to the wrong request");
+    assert!(
+        client.closed().await,
+        "no answer is handed to the wrong request"
+    );
 }
 
 #[tokio::test]
@@ -195,21 +225,35 @@ async fn a_broker_restart_closes_the_client_which_reconnects() {
     let sidecar = Sidecar::start(&broker, Options::default()).await;
     // Idle when the broker goes: closed at once, not at the next request.
     let mut idle = sidecar.client().await;
-    idle.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets()).await;
-    broker.recv().await.reply(&ListOffsetsResponse::default()).await;
-    idle.recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS).await;
+    idle.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets())
+        .await;
+    broker
+        .recv()
+        .await
+        .reply(&ListOffsetsResponse::default())
+        .await;
+    idle.recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
+        .await;
     broker.restart().await;
     assert!(idle.closed().await);
     // Waiting for an answer when the broker goes.
     let mut waiting = sidecar.client().await;
-    waiting.send(ApiKey::ListOffsets, LIST_OFFSETS, 2, &list_offsets()).await;
+    waiting
+        .send(ApiKey::ListOffsets, LIST_OFFSETS, 2, &list_offsets())
+        .await;
     let _unanswered = broker.recv().await;
     broker.restart().await;
     assert!(waiting.closed().await);
     // The next connection reaches the broker again.
     let mut again = sidecar.client().await;
-    again.send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets()).await;
-    broker.recv().await.reply(&ListOffsetsResponse::default()).await;
+    again
+        .send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets())
+        .await;
+    broker
+        .recv()
+        .await
+        .reply(&ListOffsetsResponse::default())
+        .await;
     let (id, _) = again
         .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
         .await;
@@ -242,10 +286,16 @@ async fn a_partly_denied_produce_forwards_the_allowed_topic_and_merges_the_refus
     client.send(ApiKey::Produce, PRODUCE, 5, &request).await;
     let forwarded = broker.recv().await;
     let seen: ProduceRequest = forwarded.frame.decode();
-    let topics: Vec<String> = seen.topic_data.iter().map(|t| t.name.0.to_string()).collect();
+    let topics: Vec<String> = seen
+        .topic_data
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .collect();
     assert_eq!(topics, [TOPIC], "the denied topic never reaches the broker");
     forwarded.reply(&produce_ack(&topics)).await;
-    let (id, response) = client.recv::<ProduceResponse>(ApiKey::Produce, PRODUCE).await;
+    let (id, response) = client
+        .recv::<ProduceResponse>(ApiKey::Produce, PRODUCE)
+        .await;
     assert_eq!(id, 5);
     let code = |t: &str| {
         response
@@ -254,13 +304,20 @@ async fn a_partly_denied_produce_forwards_the_allowed_topic_and_merges_the_refus
             .find(|r| r.name.0.as_str() == t)
             .map(|r| r.partition_responses[0].error_code)
     };
-    assert_eq!(code(TOPIC), Some(0), "the broker's answer for the allowed topic");
+    assert_eq!(
+        code(TOPIC),
+        Some(0),
+        "the broker's answer for the allowed topic"
+    );
     assert_eq!(code("secret-notes"), Some(TOPIC_AUTHORIZATION_FAILED));
     sidecar.stopped().await;
     let records = sidecar.audit_records();
     let produce = records_of(&records, "Produce");
     assert_eq!(produce.len(), 1);
-    assert_eq!(produce[0]["decision"], "Deny", "the most restrictive topic decides");
+    assert_eq!(
+        produce[0]["decision"], "Deny",
+        "the most restrictive topic decides"
+    );
 }
 
 const MASK_SSN: &str = r#"
@@ -320,11 +377,21 @@ async fn closed_audit_withholds_fetched_records_and_refuses_produce() {
     let (_, response) = client.recv::<FetchResponse>(ApiKey::Fetch, FETCH).await;
     let partition = &response.responses[0].partitions[0];
     assert_eq!(partition.error_code, UNKNOWN_SERVER_ERROR);
-    assert!(partition.records.as_ref().is_none_or(Bytes::is_empty), "no records released");
-    client.send(ApiKey::Produce, PRODUCE, 2, &produce(-1, &[TOPIC])).await;
-    let (id, response) = client.recv::<ProduceResponse>(ApiKey::Produce, PRODUCE).await;
+    assert!(
+        partition.records.as_ref().is_none_or(Bytes::is_empty),
+        "no records released"
+    );
+    client
+        .send(ApiKey::Produce, PRODUCE, 2, &produce(-1, &[TOPIC]))
+        .await;
+    let (id, response) = client
+        .recv::<ProduceResponse>(ApiKey::Produce, PRODUCE)
+        .await;
     assert_eq!(id, 2);
-    assert_eq!(response.responses[0].partition_responses[0].error_code, POLICY_VIOLATION);
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        POLICY_VIOLATION
+    );
     assert!(
         broker.try_recv(Duration::from_millis(200)).await.is_none(),
         "the Produce never reached the broker"
@@ -336,12 +403,16 @@ async fn shutdown_drains_a_request_in_flight_and_refuses_new_connections() {
     let broker = ScriptedBroker::start().await;
     let mut sidecar = Sidecar::start(&broker, Options::default()).await;
     let mut client = sidecar.client().await;
-    client.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets()).await;
+    client
+        .send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets())
+        .await;
     let in_flight = broker.recv().await;
     sidecar.terminate();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        tokio::net::TcpStream::connect(sidecar.listen).await.is_err(),
+        tokio::net::TcpStream::connect(sidecar.listen)
+            .await
+            .is_err(),
         "no new connections once shutting down"
     );
     in_flight.reply(&ListOffsetsResponse::default()).await;
@@ -353,5 +424,8 @@ async fn shutdown_drains_a_request_in_flight_and_refuses_new_connections() {
     sidecar.stopped().await;
     let audit = sidecar.audit_records();
     assert_eq!(records_of(&audit, "ListOffsets").len(), 1);
-    assert!(audit.iter().any(|r| r["kind"] == "SidecarStop"), "stop recorded");
+    assert!(
+        audit.iter().any(|r| r["kind"] == "SidecarStop"),
+        "stop recorded"
+    );
 }

@@ -8,7 +8,9 @@ use streamgate_crds::matching::Principal;
 use streamgate_crds::{
     BlockedOperation, FailureMode, Operation, PayloadMode, StreamPolicySpec, SubjectKind,
 };
-use streamgate_proxy::policy::decide::{CompiledPolicy, Decision, DenyReason, Grant, PolicyDoc};
+use streamgate_proxy::policy::decide::{
+    CompiledPolicy, DenyReason, Grant, PolicyDecision, PolicyDoc,
+};
 
 const PHI_ACCESS: &str = r#"
 workloadSelector: {matchLabels: {app: billing}}
@@ -114,11 +116,11 @@ enum Want {
     Needs(&'static str),
 }
 
-fn short(d: &Decision) -> Want {
+fn short(d: &PolicyDecision) -> Want {
     match d {
-        Decision::Allow { rule, .. } => Want::Allow(Box::leak(rule.clone().into_boxed_str())),
-        Decision::Deny { reason, .. } => Want::Deny(*reason),
-        Decision::NeedsApproval { rule, .. } => {
+        PolicyDecision::Allow { rule, .. } => Want::Allow(Box::leak(rule.clone().into_boxed_str())),
+        PolicyDecision::Deny { reason, .. } => Want::Deny(*reason),
+        PolicyDecision::NeedsApproval { rule, .. } => {
             Want::Needs(Box::leak(rule.clone().into_boxed_str()))
         }
     }
@@ -302,7 +304,7 @@ fn decisions_name_the_policy_and_rule() {
     );
     assert_eq!(
         d,
-        Decision::Deny {
+        PolicyDecision::Deny {
             reason: DenyReason::DeniedByRule,
             policy: Some("phi-access".into()),
             rule: Some("no-internal-claims".into())
@@ -311,7 +313,7 @@ fn decisions_name_the_policy_and_rule() {
     let d = p.decide(&user("olga", &["ops"]), Operation::Admin, "x");
     assert_eq!(
         d,
-        Decision::Allow {
+        PolicyDecision::Allow {
             policy: "ops".into(),
             rule: "ops-everything".into(),
             grant: None
@@ -397,7 +399,7 @@ fn approvals_turn_needs_approval_into_allow_until_they_expire() {
     let live = with(vec![grant("cleo", Duration::minutes(30), now)]);
     assert_eq!(
         live.decide_at(&clinician, Operation::Write, "patient-records", now),
-        Decision::Allow {
+        PolicyDecision::Allow {
             policy: "phi-access".into(),
             rule: "write-patient-records".into(),
             grant: Some("write-patient-records-cleo-1".into())

@@ -10,8 +10,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use streamgate_crds::matching::Principal;
 use streamgate_crds::{StreamPolicySpec, SubjectKind};
-use streamgate_proxy::policy::decide::{CompiledPolicy, Decision, PolicyDoc};
-use streamgate_proxy::policy::enforce::{Gate, Verdict};
+use streamgate_proxy::policy::decide::{CompiledPolicy, PolicyDecision, PolicyDoc};
+use streamgate_proxy::policy::enforce::{Enforcement, Gate};
 use uuid::Uuid;
 
 const POLICY: &str = r#"
@@ -127,7 +127,7 @@ fn produce_with_allowed_and_denied_topics_forwards_the_allowed_and_merges_errors
             &produce_request(&["patient-records", "claims.2026"], 1),
         );
         let checked = gate.check(ApiKey::Produce, version, &mut req);
-        let Verdict::Forward(fixup) = checked.verdict else {
+        let Enforcement::Forward(fixup) = checked.enforcement else {
             panic!("expected forward")
         };
         // What goes upstream: only the allowed topic.
@@ -209,7 +209,7 @@ fn produce_wholly_denied_is_answered_locally_or_not_at_all_with_acks_0() {
         topic_names: &ids,
     };
     let mut req = wire_request(ApiKey::Produce, 9, &produce_request(&["claims.2026"], -1));
-    let Verdict::Respond(resp) = gate.check(ApiKey::Produce, 9, &mut req).verdict else {
+    let Enforcement::Respond(resp) = gate.check(ApiKey::Produce, 9, &mut req).enforcement else {
         panic!("expected local answer")
     };
     let ResponseKind::Produce(got) = wire_response(ApiKey::Produce, 9, &resp) else {
@@ -224,8 +224,8 @@ fn produce_wholly_denied_is_answered_locally_or_not_at_all_with_acks_0() {
     );
     let mut req = wire_request(ApiKey::Produce, 9, &produce_request(&["claims.2026"], 0));
     assert!(matches!(
-        gate.check(ApiKey::Produce, 9, &mut req).verdict,
-        Verdict::NoResponse
+        gate.check(ApiKey::Produce, 9, &mut req).enforcement,
+        Enforcement::NoResponse
     ));
 }
 
@@ -273,7 +273,7 @@ fn fetch_by_name_and_by_topic_id() {
             ("claims.internal", Uuid::nil()),
         ]),
     );
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Fetch, 12, &mut req).verdict else {
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::Fetch, 12, &mut req).enforcement else {
         panic!()
     };
     let RequestKind::Fetch(fwd) = &req else {
@@ -294,7 +294,7 @@ fn fetch_by_name_and_by_topic_id() {
         13,
         &fetch_request(&[("", events), ("", internal), ("", unknown)]),
     );
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Fetch, 13, &mut req).verdict else {
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::Fetch, 13, &mut req).enforcement else {
         panic!()
     };
     let RequestKind::Fetch(fwd) = &req else {
@@ -327,7 +327,7 @@ fn fetch_by_name_and_by_topic_id() {
         12,
         &fetch_request(&[("claims.2026", Uuid::nil())]),
     );
-    let Verdict::Respond(resp) = gate.check(ApiKey::Fetch, 12, &mut req).verdict else {
+    let Enforcement::Respond(resp) = gate.check(ApiKey::Fetch, 12, &mut req).enforcement else {
         panic!()
     };
     let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 12, &resp) else {
@@ -365,7 +365,7 @@ fn metadata_answers_only_what_the_caller_may_describe() {
             .with_topics(None)
             .with_allow_auto_topic_creation(true),
     );
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).verdict else {
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).enforcement else {
         panic!()
     };
     let RequestKind::Metadata(fwd) = &req else {
@@ -401,7 +401,7 @@ fn metadata_answers_only_what_the_caller_may_describe() {
             .with_topics(Some(req_topics))
             .with_allow_auto_topic_creation(true),
     );
-    let Verdict::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).verdict else {
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::Metadata, 9, &mut req).enforcement else {
         panic!()
     };
     let RequestKind::Metadata(fwd) = &req else {
@@ -466,7 +466,9 @@ fn delete_topics_blocked_even_for_admins() {
             DeleteTopicsRequest::default().with_topic_names(vec![t("claims.2026")])
         };
         let mut req = wire_request(ApiKey::DeleteTopics, version, &req);
-        let Verdict::Respond(resp) = gate.check(ApiKey::DeleteTopics, version, &mut req).verdict
+        let Enforcement::Respond(resp) = gate
+            .check(ApiKey::DeleteTopics, version, &mut req)
+            .enforcement
         else {
             panic!()
         };
@@ -501,8 +503,8 @@ fn create_topics_per_topic() {
     };
     let mut r = wire_request(ApiKey::CreateTopics, 5, &req);
     assert!(matches!(
-        gate.check(ApiKey::CreateTopics, 5, &mut r).verdict,
-        Verdict::Forward(_)
+        gate.check(ApiKey::CreateTopics, 5, &mut r).enforcement,
+        Enforcement::Forward(_)
     ));
     let analyst = user(&["analysts"]);
     let gate = Gate {
@@ -511,7 +513,7 @@ fn create_topics_per_topic() {
         topic_names: &ids,
     };
     let mut r = wire_request(ApiKey::CreateTopics, 5, &req);
-    let Verdict::Respond(resp) = gate.check(ApiKey::CreateTopics, 5, &mut r).verdict else {
+    let Enforcement::Respond(resp) = gate.check(ApiKey::CreateTopics, 5, &mut r).enforcement else {
         panic!()
     };
     let ResponseKind::CreateTopics(got) = wire_response(ApiKey::CreateTopics, 5, &resp) else {
@@ -538,12 +540,12 @@ fn group_apis_need_read_somewhere() {
     };
     let mut r = wire_request(ApiKey::FindCoordinator, 4, &find);
     assert!(matches!(
-        gate.check(ApiKey::FindCoordinator, 4, &mut r).verdict,
-        Verdict::Forward(_)
+        gate.check(ApiKey::FindCoordinator, 4, &mut r).enforcement,
+        Enforcement::Forward(_)
     ));
     assert!(matches!(
-        gate.check_key(ApiKey::JoinGroup as i16).verdict,
-        Verdict::Forward(_)
+        gate.check_key(ApiKey::JoinGroup as i16).enforcement,
+        Enforcement::Forward(_)
     ));
     // A writer who reads nothing gets GROUP_AUTHORIZATION_FAILED.
     let clinician = user(&["clinicians"]);
@@ -559,7 +561,9 @@ fn group_apis_need_read_somewhere() {
             FindCoordinatorRequest::default().with_key(s("g1"))
         };
         let mut r = wire_request(ApiKey::FindCoordinator, version, &find);
-        let Verdict::Respond(resp) = gate.check(ApiKey::FindCoordinator, version, &mut r).verdict
+        let Enforcement::Respond(resp) = gate
+            .check(ApiKey::FindCoordinator, version, &mut r)
+            .enforcement
         else {
             panic!()
         };
@@ -580,7 +584,7 @@ fn group_apis_need_read_somewhere() {
         ApiKey::Heartbeat,
         ApiKey::LeaveGroup,
     ] {
-        let Verdict::Respond(resp) = gate.check_key(key as i16).verdict else {
+        let Enforcement::Respond(resp) = gate.check_key(key as i16).enforcement else {
             panic!("{key:?}")
         };
         let got = wire_response(key, 3, &resp);
@@ -603,7 +607,8 @@ fn group_apis_need_read_somewhere() {
         topic_names: &ids,
     };
     let mut r = wire_request(ApiKey::FindCoordinator, 4, &txn);
-    let Verdict::Respond(resp) = gate.check(ApiKey::FindCoordinator, 4, &mut r).verdict else {
+    let Enforcement::Respond(resp) = gate.check(ApiKey::FindCoordinator, 4, &mut r).enforcement
+    else {
         panic!()
     };
     let ResponseKind::FindCoordinator(got) = wire_response(ApiKey::FindCoordinator, 4, &resp)
@@ -640,7 +645,8 @@ fn offset_commit_and_fetch_per_topic() {
                 .collect(),
         );
     let mut r = wire_request(ApiKey::OffsetCommit, 8, &commit);
-    let Verdict::Forward(fixup) = gate.check(ApiKey::OffsetCommit, 8, &mut r).verdict else {
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::OffsetCommit, 8, &mut r).enforcement
+    else {
         panic!()
     };
     let mut resp = ResponseKind::OffsetCommit(OffsetCommitResponse::default());
@@ -660,7 +666,7 @@ fn offset_commit_and_fetch_per_topic() {
         .with_group_id(GroupId(s("g")))
         .with_topics(None);
     let mut r = wire_request(ApiKey::OffsetFetch, 7, &fetch);
-    let Verdict::Forward(fixup) = gate.check(ApiKey::OffsetFetch, 7, &mut r).verdict else {
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::OffsetFetch, 7, &mut r).enforcement else {
         panic!()
     };
     let part = || {
@@ -697,7 +703,7 @@ fn offset_commit_and_fetch_per_topic() {
         topic_names: &ids,
     };
     let mut r = wire_request(ApiKey::OffsetFetch, 7, &fetch);
-    let Verdict::Respond(resp) = gate.check(ApiKey::OffsetFetch, 7, &mut r).verdict else {
+    let Enforcement::Respond(resp) = gate.check(ApiKey::OffsetFetch, 7, &mut r).enforcement else {
         panic!()
     };
     let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 7, &resp) else {
@@ -708,7 +714,7 @@ fn offset_commit_and_fetch_per_topic() {
         offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))),
     ]);
     let mut r = wire_request(ApiKey::OffsetFetch, 8, &v8);
-    let Verdict::Respond(resp) = gate.check(ApiKey::OffsetFetch, 8, &mut r).verdict else {
+    let Enforcement::Respond(resp) = gate.check(ApiKey::OffsetFetch, 8, &mut r).enforcement else {
         panic!()
     };
     let ResponseKind::OffsetFetch(got) = wire_response(ApiKey::OffsetFetch, 8, &resp) else {
@@ -730,7 +736,8 @@ fn cluster_apis_and_unknown_keys() {
         principal: &analyst,
         topic_names: &ids,
     };
-    let Verdict::Respond(resp) = gate.check_key(ApiKey::DescribeCluster as i16).verdict else {
+    let Enforcement::Respond(resp) = gate.check_key(ApiKey::DescribeCluster as i16).enforcement
+    else {
         panic!()
     };
     let ResponseKind::DescribeCluster(got) = wire_response(ApiKey::DescribeCluster, 0, &resp)
@@ -745,27 +752,32 @@ fn cluster_apis_and_unknown_keys() {
         topic_names: &ids,
     };
     assert!(matches!(
-        gate_ops.check_key(ApiKey::DescribeCluster as i16).verdict,
-        Verdict::Forward(_)
+        gate_ops
+            .check_key(ApiKey::DescribeCluster as i16)
+            .enforcement,
+        Enforcement::Forward(_)
     ));
     assert!(matches!(
-        gate.check_key(ApiKey::ApiVersions as i16).verdict,
-        Verdict::Forward(_)
+        gate.check_key(ApiKey::ApiVersions as i16).enforcement,
+        Enforcement::Forward(_)
     ));
     assert!(matches!(
-        gate.check_key(ApiKey::SaslHandshake as i16).verdict,
-        Verdict::Forward(_)
+        gate.check_key(ApiKey::SaslHandshake as i16).enforcement,
+        Enforcement::Forward(_)
     ));
     assert!(
-        matches!(gate.check_key(4).verdict, Verdict::Close(_)),
+        matches!(gate.check_key(4).enforcement, Enforcement::Close(_)),
         "LeaderAndIsr"
     );
-    assert!(matches!(gate.check_key(1000).verdict, Verdict::Close(_)));
+    assert!(matches!(
+        gate.check_key(1000).enforcement,
+        Enforcement::Close(_)
+    ));
     // CreateAcls: per-creation CLUSTER_AUTHORIZATION_FAILED.
     let acl = CreateAclsRequest::default()
         .with_creations(vec![create_acls_request::AclCreation::default()]);
     let mut r = wire_request(ApiKey::CreateAcls, 2, &acl);
-    let Verdict::Respond(resp) = gate.check(ApiKey::CreateAcls, 2, &mut r).verdict else {
+    let Enforcement::Respond(resp) = gate.check(ApiKey::CreateAcls, 2, &mut r).enforcement else {
         panic!()
     };
     let ResponseKind::CreateAcls(got) = wire_response(ApiKey::CreateAcls, 2, &resp) else {
@@ -796,7 +808,8 @@ fn describe_configs_topic_and_broker_resources() {
             .with_resource_name(s("1")),
     ]);
     let mut r = wire_request(ApiKey::DescribeConfigs, 4, &req);
-    let Verdict::Forward(fixup) = gate.check(ApiKey::DescribeConfigs, 4, &mut r).verdict else {
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::DescribeConfigs, 4, &mut r).enforcement
+    else {
         panic!()
     };
     let mut resp = ResponseKind::DescribeConfigs(DescribeConfigsResponse::default());
@@ -832,8 +845,8 @@ fn deny_rule_beats_allow_on_the_wire() {
         &fetch_request(&[("claims.internal", Uuid::nil())]),
     );
     let checked = gate.check(ApiKey::Fetch, 11, &mut req);
-    assert!(matches!(checked.verdict, Verdict::Respond(_)));
+    assert!(matches!(checked.enforcement, Enforcement::Respond(_)));
     assert!(
-        matches!(&checked.decisions[0].decision, Decision::Deny { rule: Some(r), .. } if r == "no-internal")
+        matches!(&checked.decisions[0].decision, PolicyDecision::Deny { rule: Some(r), .. } if r == "no-internal")
     );
 }

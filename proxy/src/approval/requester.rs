@@ -15,7 +15,7 @@ use super::sink::{ApprovalSink, Created};
 use crate::audit::record::{AuditRecord, RecordKind};
 use crate::audit::{Audit, Decision as AuditDecision, Subject as AuditSubject};
 use crate::identity::workload::Workload;
-use crate::policy::decide::{CompiledPolicy, Decision};
+use crate::policy::decide::{CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;
 
 /// What the audit trail hears about approvals.
@@ -167,7 +167,7 @@ impl ApprovalRequester {
         let mut by_rule: BTreeMap<(String, String), (Vec<String>, Vec<Operation>)> =
             BTreeMap::new();
         for d in decisions {
-            if let Decision::NeedsApproval { policy, rule } = &d.decision {
+            if let PolicyDecision::NeedsApproval { policy, rule } = &d.decision {
                 let entry = by_rule.entry((policy.clone(), rule.clone())).or_default();
                 entry.0.push(d.topic.clone());
                 entry.1.push(d.operation);
@@ -207,7 +207,7 @@ impl ApprovalRequester {
     ) {
         let Some(principal) = principal else { return };
         for d in decisions {
-            if let Decision::Allow {
+            if let PolicyDecision::Allow {
                 grant: Some(name),
                 rule,
                 ..

@@ -184,7 +184,11 @@ pub fn to_event(signal: &Signal) -> Event {
                 Decision::PendingApproval => (EventType::Normal, "AccessPendingApproval"),
                 Decision::Deny => (EventType::Warning, "AccessDenied"),
             };
-            let ops: Vec<&str> = a.operations.iter().map(|o| o.as_str()).collect();
+            let ops: Vec<&str> = a
+                .operations
+                .iter()
+                .map(|o| super::record::operation_name(*o))
+                .collect();
             let minute = chrono::DateTime::from_timestamp(a.key.minute * 60, 0)
                 .map(|t| t.format("%Y-%m-%dT%H:%MZ").to_string())
                 .unwrap_or_default();

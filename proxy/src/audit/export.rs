@@ -175,7 +175,7 @@ pub fn csv_rows(rec: &AuditRecord, topic: Option<&str>) -> Vec<Vec<String>> {
             opt(&rec.api),
             num(rec.api_version.map(i64::from)),
             rec.operation
-                .map(|o| o.as_str().to_owned())
+                .map(|o| crate::audit::record::operation_name(o).to_owned())
                 .unwrap_or_default(),
             res.map(|r| r.topic.clone()).unwrap_or_default(),
             num(res.and_then(|r| r.partition.map(i64::from))),

@@ -51,25 +51,19 @@ impl Decision {
     }
 }
 
-/// The class of Kafka operation a request performs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Operation {
-    Write,
-    Read,
-    Describe,
-    Create,
-    Admin,
-}
+/// The class of Kafka operation a request performs: the policy's own
+/// vocabulary, so a record names the operation the policy checked
+/// (`crate::policy::apis::operation_of`).
+pub use streamgate_crds::Operation;
 
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Write => "Write",
-            Operation::Read => "Read",
-            Operation::Describe => "Describe",
-            Operation::Create => "Create",
-            Operation::Admin => "Admin",
-        }
+/// The name used in JSON, CSV, OTLP attributes and Events (the serde name).
+pub fn operation_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Write => "Write",
+        Operation::Read => "Read",
+        Operation::Describe => "Describe",
+        Operation::Create => "Create",
+        Operation::Admin => "Admin",
     }
 }
 

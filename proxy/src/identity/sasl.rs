@@ -56,7 +56,7 @@ pub enum SaslError {
 
 /// An authenticated session.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
+pub struct SaslSession {
     pub principal: Principal,
     /// Token `exp`, seconds since the epoch.
     pub expires_at: u64,
@@ -83,7 +83,7 @@ pub struct AuthOutcome {
 #[derive(Debug)]
 pub struct SaslServer {
     pending: Pending,
-    session: Option<Session>,
+    session: Option<SaslSession>,
 }
 
 impl Default for SaslServer {
@@ -128,7 +128,7 @@ impl SaslServer {
         &mut self,
         verifier: &impl TokenVerifier,
         bytes: &[u8],
-    ) -> Result<&Session, SaslError> {
+    ) -> Result<&SaslSession, SaslError> {
         self.pending = Pending::None;
         self.check(verifier, bytes).await
     }
@@ -166,7 +166,7 @@ impl SaslServer {
         &mut self,
         verifier: &impl TokenVerifier,
         bytes: &[u8],
-    ) -> Result<&Session, SaslError> {
+    ) -> Result<&SaslSession, SaslError> {
         let msg = parse_client_response(bytes)?;
         let token = verifier.verify(&msg.token).await?;
         if let Some(old) = &self.session
@@ -176,14 +176,14 @@ impl SaslServer {
             return Err(SaslError::PrincipalChanged(old.principal.name.clone()));
         }
         tracing::debug!(principal = %token.principal.name, "SASL/OAUTHBEARER authenticated");
-        Ok(self.session.insert(Session {
+        Ok(self.session.insert(SaslSession {
             principal: token.principal,
             expires_at: token.expires_at,
         }))
     }
 
     /// The authenticated session, if any.
-    pub fn session(&self) -> Option<&Session> {
+    pub fn session(&self) -> Option<&SaslSession> {
         self.session.as_ref()
     }
 

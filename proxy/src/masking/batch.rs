@@ -23,15 +23,10 @@ use super::codec::Codec;
 use super::plan::{MaskCounts, MaskPlan};
 
 /// Length of a RecordBatch v2 header (through the record count).
-pub const HEADER_LEN: usize = 61;
-/// Offsets of header fields.
-const LENGTH_AT: usize = 8;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const COUNT_AT: usize = 57;
-/// Attribute bit of control batches.
-const CONTROL_BIT: i16 = 0x20;
+pub use crate::kafka::record_batch::HEADER_LEN;
+use crate::kafka::record_batch::{
+    ATTRIBUTES_AT, CONTROL_BIT, COUNT_AT, CRC_AT, LENGTH_AT, MAGIC_AT, be_i32, be_i64,
+};
 
 /// What to do with a trailing batch that is cut short.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,16 +74,6 @@ pub fn mask_produce_records(
     records: &Bytes,
 ) -> Result<(Bytes, MaskCounts), MaskError> {
     mask_records(plan, records, Trailing::Reject)
-}
-
-fn be_i32(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be_i64(b: &[u8], at: usize) -> i64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(x)
 }
 
 /// Masks every batch of `records`. Returns the input itself (no copy) when

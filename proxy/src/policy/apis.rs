@@ -31,6 +31,29 @@ pub enum ApiScope {
     Unknown,
 }
 
+impl ApiScope {
+    /// The operation a request of this scope is checked for; `None` where no
+    /// operation is (always allowed, or refused whatever the policy says).
+    pub fn operation(self) -> Option<Operation> {
+        match self {
+            ApiScope::Topics(op) | ApiScope::Cluster(op) => Some(op),
+            ApiScope::Group => Some(Operation::Read),
+            ApiScope::Transaction => Some(Operation::Write),
+            ApiScope::Always | ApiScope::Unknown => None,
+        }
+    }
+}
+
+/// The operation an audit record names for an API: the one the policy checks,
+/// read from [`api_scope`] so the record and the check cannot disagree. APIs
+/// no operation governs (negotiation, telemetry, the ones the proxy refuses
+/// outright) are named `Describe`.
+pub fn operation_of(api: ApiKey) -> Operation {
+    api_scope(api as i16)
+        .operation()
+        .unwrap_or(Operation::Describe)
+}
+
 /// The scope of an API key (raw `i16`, so unknown keys are representable).
 pub fn api_scope(api_key: i16) -> ApiScope {
     use ApiKey::*;
@@ -177,5 +200,29 @@ mod tests {
             Some(BlockedOperation::DeleteTopics)
         );
         assert_eq!(blocked_as(Produce as i16), None);
+    }
+
+    #[test]
+    fn the_audited_operation_is_the_authorized_one_for_every_api_key() {
+        for raw in 0..=i16::MAX {
+            let Ok(key) = ApiKey::try_from(raw) else {
+                continue;
+            };
+            if let Some(authorized) = api_scope(raw).operation() {
+                assert_eq!(operation_of(key), authorized, "{key:?}");
+            }
+        }
+        // Audited otherwise before the two tables became one.
+        use ApiKey::*;
+        for (key, op) in [
+            (FindCoordinator, Operation::Read),
+            (DescribeGroups, Operation::Read),
+            (ListGroups, Operation::Read),
+            (CreateAcls, Operation::Admin),
+            (CreateDelegationToken, Operation::Admin),
+            (TxnOffsetCommit, Operation::Read),
+        ] {
+            assert_eq!(operation_of(key), op, "{key:?}");
+        }
     }
 }

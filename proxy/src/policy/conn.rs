@@ -27,7 +27,7 @@ use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
 use super::decide::CompiledPolicy;
-use super::enforce::{Fixup, Gate, TopicDecision, TopicNames, Verdict, needs_decoding};
+use super::enforce::{Enforcement, Fixup, Gate, TopicDecision, TopicNames, needs_decoding};
 use super::handle::PolicyHandle;
 use crate::identity::jwt::{IssuerSet, OidcConfig};
 use crate::identity::sasl::SaslServer;
@@ -358,8 +358,8 @@ impl ConnGate {
         if let Some(approvals) = self.shared.approvals.get() {
             approvals.on_decisions(&policy, principal.as_ref(), &self.decisions);
         }
-        Ok(match checked.verdict {
-            Verdict::Forward(fixup) => {
+        Ok(match checked.enforcement {
+            Enforcement::Forward(fixup) => {
                 // Re-encode only what was decoded (it may have been trimmed).
                 let frame = match request {
                     Some(req) if fixup.request_changed() => {
@@ -384,9 +384,9 @@ impl ConnGate {
                 });
                 FrameAction::Forward { frame, fixup }
             }
-            Verdict::Respond(resp) => FrameAction::Answer(answer(resp)?),
-            Verdict::NoResponse => FrameAction::Silent,
-            Verdict::Close(reason) => {
+            Enforcement::Respond(resp) => FrameAction::Answer(answer(resp)?),
+            Enforcement::NoResponse => FrameAction::Silent,
+            Enforcement::Close(reason) => {
                 FrameAction::Close(format!("{api_key:?}: {}", reason.as_str()))
             }
         })

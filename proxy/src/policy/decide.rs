@@ -1,4 +1,4 @@
-//! The compiled decision function: `(principal, operation, topic) → Decision`.
+//! The compiled decision function: `(principal, operation, topic) → PolicyDecision`.
 //!
 //! Pure: built from the namespace's StreamPolicies (already parsed), the pod's
 //! labels, the namespace's MaskingRules and the approved AccessApprovals, and
@@ -141,7 +141,7 @@ impl DenyReason {
 
 /// The answer for one (principal, operation, topic).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub enum PolicyDecision {
     /// `grant` names the AccessApproval when the rule needed one.
     Allow {
         policy: String,
@@ -157,9 +157,9 @@ pub enum Decision {
     NeedsApproval { policy: String, rule: String },
 }
 
-impl Decision {
+impl PolicyDecision {
     pub fn is_allow(&self) -> bool {
-        matches!(self, Decision::Allow { .. })
+        matches!(self, PolicyDecision::Allow { .. })
     }
 }
 
@@ -250,7 +250,7 @@ impl CompiledPolicy {
     }
 
     /// Decide now.
-    pub fn decide(&self, principal: &Principal, op: Operation, topic: &str) -> Decision {
+    pub fn decide(&self, principal: &Principal, op: Operation, topic: &str) -> PolicyDecision {
         self.decide_at(principal, op, topic, Utc::now())
     }
 
@@ -261,7 +261,7 @@ impl CompiledPolicy {
         op: Operation,
         topic: &str,
         now: DateTime<Utc>,
-    ) -> Decision {
+    ) -> PolicyDecision {
         self.decide_with(
             principal,
             op,
@@ -274,7 +274,7 @@ impl CompiledPolicy {
     /// Decide a cluster-scoped request (no topic): it needs a rule whose
     /// topics include `**` (every topic), so a grant over some topics never
     /// becomes power over the whole cluster.
-    pub fn decide_cluster(&self, principal: &Principal, op: Operation) -> Decision {
+    pub fn decide_cluster(&self, principal: &Principal, op: Operation) -> PolicyDecision {
         self.decide_with(
             principal,
             op,
@@ -323,9 +323,9 @@ impl CompiledPolicy {
         now: DateTime<Utc>,
         topic_ok: impl Fn(&PolicyRule) -> bool,
         topic: Option<&str>,
-    ) -> Decision {
+    ) -> PolicyDecision {
         if self.policies.is_empty() {
-            return Decision::Deny {
+            return PolicyDecision::Deny {
                 reason: DenyReason::NoPolicy,
                 policy: None,
                 rule: None,
@@ -334,14 +334,14 @@ impl CompiledPolicy {
         let matching: Vec<(&PolicyDoc, &PolicyRule)> =
             self.matching_rules(principal, op, topic_ok).collect();
         if let Some((p, r)) = matching.iter().find(|(_, r)| r.effect == Effect::Deny) {
-            return Decision::Deny {
+            return PolicyDecision::Deny {
                 reason: DenyReason::DeniedByRule,
                 policy: Some(p.name.clone()),
                 rule: Some(r.name.clone()),
             };
         }
         if let Some((p, r)) = matching.iter().find(|(_, r)| r.approval.is_none()) {
-            return Decision::Allow {
+            return PolicyDecision::Allow {
                 policy: p.name.clone(),
                 rule: r.name.clone(),
                 grant: None,
@@ -355,7 +355,7 @@ impl CompiledPolicy {
                     .find(|g| g.covers(principal, &p.name, &r.name, op, t, now))
             });
             if let Some(g) = grant {
-                return Decision::Allow {
+                return PolicyDecision::Allow {
                     policy: p.name.clone(),
                     rule: r.name.clone(),
                     grant: Some(g.name.clone()),
@@ -364,11 +364,11 @@ impl CompiledPolicy {
             needs.get_or_insert((p, r));
         }
         match needs {
-            Some((p, r)) => Decision::NeedsApproval {
+            Some((p, r)) => PolicyDecision::NeedsApproval {
                 policy: p.name.clone(),
                 rule: r.name.clone(),
             },
-            None => Decision::Deny {
+            None => PolicyDecision::Deny {
                 reason: DenyReason::NoMatchingRule,
                 policy: None,
                 rule: None,

@@ -2,7 +2,7 @@
 //!
 //! The connection code calls [`Gate::check`] with every request it has
 //! decoded (or [`Gate::check_key`] for one it forwards as bytes) and acts on
-//! the [`Verdict`]:
+//! the [`Enforcement`]:
 //! - `Forward(fixup)`: send the request upstream — it may have been trimmed
 //!   of denied topics — and pass the decoded response through
 //!   [`Fixup::apply`], which adds the per-topic/partition authorization
@@ -32,7 +32,7 @@ use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
 use super::apis::{ApiScope, api_scope, blocked_as};
-use super::decide::{CompiledPolicy, Decision, DenyReason};
+use super::decide::{CompiledPolicy, DenyReason, PolicyDecision};
 
 const TOPIC_AUTH: i16 = ResponseError::TopicAuthorizationFailed.code();
 const GROUP_AUTH: i16 = ResponseError::GroupAuthorizationFailed.code();
@@ -59,22 +59,22 @@ impl TopicNames for HashMap<Uuid, String> {
 pub struct TopicDecision {
     pub topic: String,
     pub operation: Operation,
-    pub decision: Decision,
+    pub decision: PolicyDecision,
 }
 
 /// What the connection code does with a request.
 #[derive(Debug)]
-pub enum Verdict {
+pub enum Enforcement {
     Forward(Fixup),
     Respond(ResponseKind),
     NoResponse,
     Close(DenyReason),
 }
 
-/// The result of a check: the verdict and every decision behind it.
+/// The result of a check: the enforcement and every decision behind it.
 #[derive(Debug)]
 pub struct Checked {
-    pub verdict: Verdict,
+    pub enforcement: Enforcement,
     pub decisions: Vec<TopicDecision>,
 }
 
@@ -187,7 +187,7 @@ impl Ctx<'_, '_> {
                     self.decisions.push(TopicDecision {
                         topic: id.to_string(),
                         operation: op,
-                        decision: Decision::Deny {
+                        decision: PolicyDecision::Deny {
                             reason: DenyReason::NoMatchingRule,
                             policy: None,
                             rule: None,
@@ -209,9 +209,9 @@ impl Ctx<'_, '_> {
         ok
     }
 
-    fn done(self, verdict: Verdict) -> Checked {
+    fn done(self, enforcement: Enforcement) -> Checked {
         Checked {
-            verdict,
+            enforcement,
             decisions: self.decisions,
         }
     }
@@ -226,7 +226,7 @@ fn split<T>(items: &mut Vec<T>, mut keep: impl FnMut(&T) -> bool) -> Vec<T> {
 }
 
 impl Gate<'_> {
-    /// The verdict for a request forwarded without decoding (by API key
+    /// The enforcement for a request forwarded without decoding (by API key
     /// only). APIs that need their topics checked are refused here unless
     /// decoded: use [`needs_decoding`] to know which.
     pub fn check_key(&self, api_key: i16) -> Checked {
@@ -238,17 +238,17 @@ impl Gate<'_> {
             return ctx.done(refusal);
         }
         match api_scope(api_key) {
-            ApiScope::Always => ctx.done(Verdict::Forward(Fixup::default())),
+            ApiScope::Always => ctx.done(Enforcement::Forward(Fixup::default())),
             ApiScope::Group if self.policy.may_any(self.principal, Operation::Read) => {
-                ctx.done(Verdict::Forward(Fixup::default()))
+                ctx.done(Enforcement::Forward(Fixup::default()))
             }
             ApiScope::Transaction if self.policy.may_any(self.principal, Operation::Write) => {
-                ctx.done(Verdict::Forward(Fixup::default()))
+                ctx.done(Enforcement::Forward(Fixup::default()))
             }
             ApiScope::Cluster(op) if self.policy.decide_cluster(self.principal, op).is_allow() => {
-                ctx.done(Verdict::Forward(Fixup::default()))
+                ctx.done(Enforcement::Forward(Fixup::default()))
             }
-            ApiScope::Unknown => ctx.done(Verdict::Close(DenyReason::UnknownApi)),
+            ApiScope::Unknown => ctx.done(Enforcement::Close(DenyReason::UnknownApi)),
             // Topic APIs cannot be judged without their topics; refusals that
             // need no request data are answered, the rest close.
             _ => {
@@ -261,25 +261,25 @@ impl Gate<'_> {
                     .ok()
                     .and_then(|k| top_level_error(k, code))
                 {
-                    Some(resp) => ctx.done(Verdict::Respond(resp)),
-                    None => ctx.done(Verdict::Close(DenyReason::NoMatchingRule)),
+                    Some(resp) => ctx.done(Enforcement::Respond(resp)),
+                    None => ctx.done(Enforcement::Close(DenyReason::NoMatchingRule)),
                 }
             }
         }
     }
 
     /// Unknown or blocked APIs, before anything else.
-    fn key_refusal(&self, api_key: i16) -> Option<Verdict> {
+    fn key_refusal(&self, api_key: i16) -> Option<Enforcement> {
         if api_scope(api_key) == ApiScope::Unknown {
-            return Some(Verdict::Close(DenyReason::UnknownApi));
+            return Some(Enforcement::Close(DenyReason::UnknownApi));
         }
         let key = ApiKey::try_from(api_key).ok()?;
         if !self.is_blocked(key) {
             return None;
         }
         Some(match top_level_error(key, CLUSTER_AUTH) {
-            Some(r) => Verdict::Respond(r),
-            None => Verdict::Close(DenyReason::Blocked),
+            Some(r) => Enforcement::Respond(r),
+            None => Enforcement::Close(DenyReason::Blocked),
         })
     }
 
@@ -303,7 +303,7 @@ impl Gate<'_> {
                     .decide_cluster(self.principal, Operation::Admin)
                     .is_allow()
         };
-        let verdict = match request {
+        let enforcement = match request {
             RequestKind::Produce(req) => check_produce(&mut ctx, req),
             RequestKind::Fetch(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
@@ -399,7 +399,7 @@ impl Gate<'_> {
                     let mut resp = ResponseKind::OffsetCommit(OffsetCommitResponse::default());
                     Fixup(FixupKind::OffsetCommit(all))
                         .apply_with_code(self, &mut resp, GROUP_AUTH);
-                    Verdict::Respond(resp)
+                    Enforcement::Respond(resp)
                 } else {
                     let denied = split_topics(&mut req.topics, |t| {
                         let ok = ctx.allow(Operation::Read, &t.name, &t.topic_id);
@@ -425,7 +425,7 @@ impl Gate<'_> {
             }
             RequestKind::OffsetFetch(req) => {
                 if !self.policy.may_any(self.principal, Operation::Read) {
-                    Verdict::Respond(offset_fetch_group_refusal(version, req))
+                    Enforcement::Respond(offset_fetch_group_refusal(version, req))
                 } else {
                     let mut requested = HashSet::new();
                     for t in req.topics.iter().flatten() {
@@ -436,7 +436,7 @@ impl Gate<'_> {
                             requested.insert(t.name.0.to_string());
                         }
                     }
-                    Verdict::Forward(Fixup(FixupKind::OffsetFetch(requested)))
+                    Enforcement::Forward(Fixup(FixupKind::OffsetFetch(requested)))
                 }
             }
             RequestKind::TxnOffsetCommit(req) => {
@@ -459,7 +459,7 @@ impl Gate<'_> {
                         ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default());
                     Fixup(FixupKind::TxnOffsetCommit(all))
                         .apply_with_code(self, &mut resp, TXN_AUTH);
-                    Verdict::Respond(resp)
+                    Enforcement::Respond(resp)
                 } else {
                     let denied = split_topics(&mut req.topics, |t| {
                         let ok = ctx.allow(Operation::Read, &t.name, &Uuid::nil());
@@ -639,14 +639,14 @@ impl Gate<'_> {
                     (Operation::Read, GROUP_AUTH)
                 };
                 if self.policy.may_any(self.principal, op) {
-                    Verdict::Forward(Fixup::default())
+                    Enforcement::Forward(Fixup::default())
                 } else {
-                    Verdict::Respond(find_coordinator_refusal(version, req, code))
+                    Enforcement::Respond(find_coordinator_refusal(version, req, code))
                 }
             }
             RequestKind::InitProducerId(req) => {
                 if self.policy.may_any(self.principal, Operation::Write) {
-                    Verdict::Forward(Fixup::default())
+                    Enforcement::Forward(Fixup::default())
                 } else {
                     // Idempotent producers without a transactional id need cluster rights in Kafka.
                     let code = if req.transactional_id.is_some() {
@@ -654,7 +654,7 @@ impl Gate<'_> {
                     } else {
                         CLUSTER_AUTH
                     };
-                    Verdict::Respond(ResponseKind::InitProducerId(
+                    Enforcement::Respond(ResponseKind::InitProducerId(
                         InitProducerIdResponse::default()
                             .with_error_code(code)
                             .with_producer_id((-1).into())
@@ -664,7 +664,7 @@ impl Gate<'_> {
             }
             RequestKind::DescribeGroups(req) => {
                 if self.policy.may_any(self.principal, Operation::Read) {
-                    Verdict::Forward(Fixup::default())
+                    Enforcement::Forward(Fixup::default())
                 } else {
                     let groups = req
                         .groups
@@ -675,14 +675,14 @@ impl Gate<'_> {
                                 .with_error_code(GROUP_AUTH)
                         })
                         .collect();
-                    Verdict::Respond(ResponseKind::DescribeGroups(
+                    Enforcement::Respond(ResponseKind::DescribeGroups(
                         DescribeGroupsResponse::default().with_groups(groups),
                     ))
                 }
             }
             RequestKind::ConsumerGroupDescribe(req) => {
                 if self.policy.may_any(self.principal, Operation::Read) {
-                    Verdict::Forward(Fixup::default())
+                    Enforcement::Forward(Fixup::default())
                 } else {
                     let groups = req
                         .group_ids
@@ -693,14 +693,14 @@ impl Gate<'_> {
                                 .with_error_code(GROUP_AUTH)
                         })
                         .collect();
-                    Verdict::Respond(ResponseKind::ConsumerGroupDescribe(
+                    Enforcement::Respond(ResponseKind::ConsumerGroupDescribe(
                         ConsumerGroupDescribeResponse::default().with_groups(groups),
                     ))
                 }
             }
             RequestKind::DeleteGroups(req) => {
                 if !admin_refused() {
-                    Verdict::Forward(Fixup::default())
+                    Enforcement::Forward(Fixup::default())
                 } else {
                     let results = req
                         .groups_names
@@ -711,7 +711,7 @@ impl Gate<'_> {
                                 .with_error_code(GROUP_AUTH)
                         })
                         .collect();
-                    Verdict::Respond(ResponseKind::DeleteGroups(
+                    Enforcement::Respond(ResponseKind::DeleteGroups(
                         DeleteGroupsResponse::default().with_results(results),
                     ))
                 }
@@ -725,7 +725,7 @@ impl Gate<'_> {
                             .with_error_code(CLUSTER_AUTH)
                     })
                     .collect();
-                Verdict::Respond(ResponseKind::CreateAcls(
+                Enforcement::Respond(ResponseKind::CreateAcls(
                     CreateAclsResponse::default().with_results(results),
                 ))
             }
@@ -738,7 +738,7 @@ impl Gate<'_> {
                             .with_error_code(CLUSTER_AUTH)
                     })
                     .collect();
-                Verdict::Respond(ResponseKind::DeleteAcls(
+                Enforcement::Respond(ResponseKind::DeleteAcls(
                     DeleteAclsResponse::default().with_filter_results(results),
                 ))
             }
@@ -749,7 +749,7 @@ impl Gate<'_> {
                     .map(|d| d.name.clone())
                     .chain(req.upsertions.iter().map(|u| u.name.clone()));
                 let results = users.map(|u| alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default().with_user(u).with_error_code(CLUSTER_AUTH)).collect();
-                Verdict::Respond(ResponseKind::AlterUserScramCredentials(
+                Enforcement::Respond(ResponseKind::AlterUserScramCredentials(
                     AlterUserScramCredentialsResponse::default().with_results(results),
                 ))
             }
@@ -772,7 +772,7 @@ impl Gate<'_> {
                             .with_error_code(CLUSTER_AUTH)
                     })
                     .collect();
-                Verdict::Respond(ResponseKind::AlterClientQuotas(
+                Enforcement::Respond(ResponseKind::AlterClientQuotas(
                     AlterClientQuotasResponse::default().with_entries(entries),
                 ))
             }
@@ -780,15 +780,15 @@ impl Gate<'_> {
             _ => {
                 if blocked {
                     match top_level_error(api_key, CLUSTER_AUTH) {
-                        Some(r) => Verdict::Respond(r),
-                        None => Verdict::Close(DenyReason::Blocked),
+                        Some(r) => Enforcement::Respond(r),
+                        None => Enforcement::Close(DenyReason::Blocked),
                     }
                 } else {
                     return self.check_key(api_key as i16);
                 }
             }
         };
-        ctx.done(verdict)
+        ctx.done(enforcement)
     }
 }
 
@@ -842,18 +842,18 @@ fn split_resources<T>(
 
 /// Forward with a fixup, or — when the request has nothing left — answer
 /// locally with the fixup applied to an empty response.
-fn forward_or_local(nothing_left: bool, kind: FixupKind, empty: ResponseKind) -> Verdict {
+fn forward_or_local(nothing_left: bool, kind: FixupKind, empty: ResponseKind) -> Enforcement {
     let fixup = Fixup(kind);
     if nothing_left {
         let mut resp = empty;
         fixup.apply_pure(&mut resp, None);
-        Verdict::Respond(resp)
+        Enforcement::Respond(resp)
     } else {
-        Verdict::Forward(fixup)
+        Enforcement::Forward(fixup)
     }
 }
 
-fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Verdict {
+fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Enforcement {
     if req.transactional_id.is_some()
         && !ctx
             .gate
@@ -871,11 +871,11 @@ fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Verdict {
             )
         });
         if req.acks == 0 {
-            return Verdict::NoResponse;
+            return Enforcement::NoResponse;
         }
         let mut resp = ResponseKind::Produce(ProduceResponse::default());
         Fixup(FixupKind::Produce(all)).apply_pure(&mut resp, Some(TXN_AUTH));
-        return Verdict::Respond(resp);
+        return Enforcement::Respond(resp);
     }
     let denied = split_topics(&mut req.topic_data, |t| {
         let ok = ctx.allow(Operation::Write, &t.name, &t.topic_id);
@@ -890,20 +890,20 @@ fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Verdict {
     });
     if req.topic_data.is_empty() && !denied.is_empty() {
         if req.acks == 0 {
-            return Verdict::NoResponse;
+            return Enforcement::NoResponse;
         }
         let mut resp = ResponseKind::Produce(ProduceResponse::default());
         Fixup(FixupKind::Produce(denied)).apply_pure(&mut resp, None);
-        return Verdict::Respond(resp);
+        return Enforcement::Respond(resp);
     }
-    Verdict::Forward(Fixup(FixupKind::Produce(denied)))
+    Enforcement::Forward(Fixup(FixupKind::Produce(denied)))
 }
 
 /// Metadata: refused named topics are removed upstream (so they cannot be
 /// auto-created) and answered with TOPIC_AUTHORIZATION_FAILED; the response
 /// filter in [`Fixup::apply`] hides every other topic the caller may not
 /// describe — also for "all topics" requests (null list, or empty at v0).
-fn check_metadata(ctx: &mut Ctx<'_, '_>, req: &mut MetadataRequest) -> Verdict {
+fn check_metadata(ctx: &mut Ctx<'_, '_>, req: &mut MetadataRequest) -> Enforcement {
     let mut denied = Vec::new();
     let mut all_creatable = true;
     if let Some(topics) = req.topics.as_mut() {
@@ -934,7 +934,7 @@ fn check_metadata(ctx: &mut Ctx<'_, '_>, req: &mut MetadataRequest) -> Verdict {
     if !all_creatable {
         req.allow_auto_topic_creation = false;
     }
-    Verdict::Forward(Fixup(FixupKind::Metadata(denied)))
+    Enforcement::Forward(Fixup(FixupKind::Metadata(denied)))
 }
 
 /// A topic of AddPartitionsToTxn: name, partitions, allowed.
@@ -943,7 +943,7 @@ type Judged = (TopicName, Vec<i32>, bool);
 fn check_add_partitions_to_txn(
     ctx: &mut Ctx<'_, '_>,
     req: &mut AddPartitionsToTxnRequest,
-) -> Verdict {
+) -> Enforcement {
     let may_write = ctx
         .gate
         .policy
@@ -966,7 +966,7 @@ fn check_add_partitions_to_txn(
         .map(|t| (t.transactional_id.clone(), judge(&t.topics)))
         .collect();
     if !any_denied {
-        return Verdict::Forward(Fixup::default());
+        return Enforcement::Forward(Fixup::default());
     }
     // Like Kafka: the whole request fails; refused partitions carry the
     // authorization error, the others OPERATION_NOT_ATTEMPTED.
@@ -996,7 +996,7 @@ fn check_add_partitions_to_txn(
                 })
                 .collect(),
         );
-    Verdict::Respond(ResponseKind::AddPartitionsToTxn(resp))
+    Enforcement::Respond(ResponseKind::AddPartitionsToTxn(resp))
 }
 
 /// v0–3 answer one key at the top level; v4+ answer a list of keys.

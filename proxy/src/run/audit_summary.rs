@@ -2,17 +2,14 @@
 //! record and byte counts — read from the record-batch headers only (61 bytes each, no
 //! record decoding, no decompression). Pure: no IO, tested without sockets.
 //!
-//! Batch header (magic 2), offsets in bytes: baseOffset i64 @0, batchLength i32 @8,
-//! magic i8 @16, attributes i16 @21, lastOffsetDelta i32 @23, recordsCount i32 @57.
+//! The batch header is read through [`crate::kafka::record_batch::Header`].
 
 use crate::audit::ResourceAccess;
 use kafka_protocol::messages::{FetchResponse, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-const HEADER_LEN: usize = 61;
-/// Transaction markers: no user records.
-const CONTROL_BIT: i16 = 0x20;
+use crate::kafka::record_batch::{HEADER_LEN, Header};
 /// Fetch: the partition's records are withheld.
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 /// Produce: refused by the gate's policy (the audit trail is part of it).
@@ -32,38 +29,24 @@ pub struct BatchSummary {
     pub bytes: u64,
 }
 
-fn be_i16(b: &[u8], at: usize) -> i16 {
-    i16::from_be_bytes([b[at], b[at + 1]])
-}
-fn be_i32(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn be_i64(b: &[u8], at: usize) -> i64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(x)
-}
-
 /// Walk the batch headers. A trailing partial batch (a broker may cut a Fetch at
 /// `max_bytes`) is not counted: the client discards it too. Pre-v2 message sets are
 /// counted in bytes only.
 pub fn scan_batches(bytes: &[u8]) -> BatchSummary {
     let mut out = BatchSummary::default();
     let mut at = 0usize;
-    while bytes.len() >= at + HEADER_LEN {
-        let b = &bytes[at..];
-        let Ok(len) = usize::try_from(be_i32(b, 8)) else {
+    while let Some(header) = bytes.get(at..).and_then(Header::at) {
+        let Some(total) = header.total_len() else {
             break;
         };
-        let total = 12 + len;
-        if b.len() < total || total < HEADER_LEN {
+        if bytes.len() - at < total || total < HEADER_LEN {
             break;
         }
         out.bytes += total as u64;
-        if b[16] == 2 && be_i16(b, 21) & CONTROL_BIT == 0 {
-            let base = be_i64(b, 0);
-            let delta = i64::from(be_i32(b, 23).max(0));
-            out.records += u64::try_from(be_i32(b, 57)).unwrap_or(0);
+        if header.magic() == 2 && !header.is_control() {
+            let base = header.base_offset();
+            let delta = i64::from(header.last_offset_delta().max(0));
+            out.records += u64::try_from(header.records_count()).unwrap_or(0);
             out.span += (delta + 1) as u64;
             let last = base + delta;
             out.offsets = Some(match out.offsets {
@@ -197,42 +180,6 @@ pub fn fetch_resources<'a>(
         }
     }
     (with_records, empty_topics, payload)
-}
-
-/// Some brokers (tansu 0.6) put the v16 `node_endpoints` tag into v12–15 Fetch responses,
-/// which kafka-protocol refuses. The topics come before the top-level tags: read them and
-/// leave the tags out, so the records such a response carries are still accounted for.
-pub fn decode_fetch_lenient(mut body: bytes::Bytes, version: i16) -> Option<FetchResponse> {
-    use bytes::Buf;
-    use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-    use kafka_protocol::protocol::Decodable;
-    if !(12..16).contains(&version) || body.len() < 10 {
-        return None;
-    }
-    let throttle = body.get_i32();
-    let error_code = body.get_i16();
-    let session_id = body.get_i32();
-    let mut count: u32 = 0;
-    for i in 0..5 {
-        let b = *body.first()?;
-        body.advance(1);
-        count |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    let count = count.checked_sub(1)?;
-    let mut topics = Vec::new();
-    for _ in 0..count {
-        topics.push(FetchableTopicResponse::decode(&mut body, version).ok()?);
-    }
-    Some(
-        FetchResponse::default()
-            .with_throttle_time_ms(throttle)
-            .with_error_code(error_code)
-            .with_session_id(session_id)
-            .with_responses(topics),
-    )
 }
 
 /// Withhold every partition that carried records (failureMode Closed, record not durable).
@@ -430,7 +377,7 @@ pub(crate) mod tests {
         body.extend_from_slice(&[1, 0, 1, 1]);
         let body = body.freeze();
         assert!(FetchResponse::decode(&mut body.clone(), 12).is_err());
-        let got = decode_fetch_lenient(body, 12).unwrap();
+        let got = crate::kafka::wire::decode_fetch_lenient(body, 12).unwrap();
         let (res, _, _) = fetch_resources(&got, &no_names);
         assert_eq!((res[0].records, res[0].offset_first), (2, Some(7)));
     }

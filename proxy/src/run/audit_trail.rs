@@ -17,7 +17,8 @@ use super::audit_summary as summary;
 use super::codec::{RequestMeta, decode_body, encode_response, split_request, split_response};
 use super::session::Session;
 use crate::audit::record::PayloadHasher;
-use crate::audit::{Audit, AuditArgs, AuditRecord, Operation, ResourceAccess};
+use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
+use crate::policy::apis::operation_of;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, FetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
@@ -28,7 +29,7 @@ use uuid::Uuid;
 
 use crate::audit::Decision as AuditDecision;
 use crate::masking::TopicMasking;
-use crate::policy::decide::{CompiledPolicy, Decision as PolicyDecision};
+use crate::policy::decide::{CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;
 use crate::policy::handle::PolicyHandle;
 use streamgate_crds::matching::Principal;
@@ -90,7 +91,7 @@ pub struct AuditTrail {
 
 /// Who asked and what the policy decided, as the gate reported it for one request.
 #[derive(Debug, Default)]
-pub struct Verdict {
+pub struct GateReport {
     pub principal: Option<Principal>,
     pub decisions: Vec<TopicDecision>,
 }
@@ -178,37 +179,6 @@ pub fn subject_of(session: &Session, principal: Option<&Principal>) -> crate::au
     }
 }
 
-/// The class of operation of a Kafka API (Kafka's own ACL operations, coarsened).
-pub fn operation_of(api: ApiKey) -> Operation {
-    use ApiKey::*;
-    match api {
-        Produce | InitProducerId | AddPartitionsToTxn | AddOffsetsToTxn | EndTxn
-        | TxnOffsetCommit => Operation::Write,
-        Fetch
-        | OffsetCommit
-        | OffsetFetch
-        | JoinGroup
-        | SyncGroup
-        | Heartbeat
-        | LeaveGroup
-        | ConsumerGroupHeartbeat
-        | OffsetDelete => Operation::Read,
-        CreateTopics | CreatePartitions | CreateAcls | CreateDelegationToken => Operation::Create,
-        DeleteTopics
-        | DeleteRecords
-        | DeleteGroups
-        | DeleteAcls
-        | AlterConfigs
-        | IncrementalAlterConfigs
-        | AlterPartitionReassignments
-        | ElectLeaders
-        | AlterReplicaLogDirs
-        | AlterClientQuotas
-        | AlterUserScramCredentials => Operation::Admin,
-        _ => Operation::Describe,
-    }
-}
-
 /// APIs that are not governed requests: version negotiation and the SASL exchange
 /// (the identity layer records authentication failures itself).
 fn is_governed(api: ApiKey) -> bool {
@@ -238,11 +208,11 @@ impl AuditTrail {
 
     /// A request the gate refused (answered locally): a `Deny`/`PendingApproval` record.
     /// Requests with no decision (the SASL exchange) are not governed requests.
-    pub async fn on_refusal(&self, session: &Session, meta: &RequestMeta, verdict: Verdict) {
-        if verdict.decisions.is_empty() || !is_governed(meta.api_key) {
+    pub async fn on_refusal(&self, session: &Session, meta: &RequestMeta, report: GateReport) {
+        if report.decisions.is_empty() || !is_governed(meta.api_key) {
             return;
         }
-        let record = self.base(session, meta, &verdict);
+        let record = self.base(session, meta, &report);
         self.audit.record(record).await;
     }
 
@@ -277,16 +247,16 @@ impl AuditTrail {
         }
     }
 
-    fn base(&self, session: &Session, meta: &RequestMeta, verdict: &Verdict) -> AuditRecord {
+    fn base(&self, session: &Session, meta: &RequestMeta, report: &GateReport) -> AuditRecord {
         let record = AuditRecord::request(
             format!("{:?}", meta.api_key),
             meta.api_version,
             operation_of(meta.api_key),
         )
-        .subject(subject_of(session, verdict.principal.as_ref()))
+        .subject(subject_of(session, report.principal.as_ref()))
         .client(session.client_id.clone(), session.peer);
         let policy = self.policy.as_ref().map(PolicyHandle::current);
-        decide(record, &verdict.decisions, policy.as_deref())
+        decide(record, &report.decisions, policy.as_deref())
     }
 
     /// A request on its way upstream (`expect_response`: false for acks=0 Produce).
@@ -297,13 +267,13 @@ impl AuditTrail {
         frame: &Bytes,
         expect_response: bool,
         names: TopicNames<'_>,
-        verdict: Verdict,
+        report: GateReport,
     ) -> OnRequest {
         if !is_governed(meta.api_key) {
             return OnRequest::Done;
         }
         let settings = self.settings_for(session);
-        let record = self.base(session, meta, &verdict);
+        let record = self.base(session, meta, &report);
         match meta.api_key {
             ApiKey::Produce => {
                 self.on_produce(meta, frame, expect_response, names, record, settings)
@@ -462,7 +432,13 @@ impl AuditTrail {
                     .and_then(|(_, body)| {
                         decode_body(body.clone(), meta.api_version, "Fetch response")
                             .ok()
-                            .or_else(|| summary::decode_fetch_lenient(body, meta.api_version))
+                            .or_else(|| {
+                                // Some brokers (tansu 0.6) put v16's tag into v12-15 responses.
+                                (12..16).contains(&meta.api_version).then(|| {
+                                    crate::kafka::wire::decode_fetch_lenient(body, meta.api_version)
+                                        .ok()
+                                })?
+                            })
                     });
                 let Some(mut response) = response else {
                     self.record_or_log(
@@ -645,6 +621,7 @@ fn metadata_topics(meta: &RequestMeta, frame: &Bytes) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Operation;
     use crate::run::apis::test_support::{meta, request_frame, response_frame, session};
     use crate::run::audit_summary::tests::batch;
     use kafka_protocol::messages::TopicName;
@@ -689,7 +666,14 @@ mod tests {
         let m = meta(ApiKey::Fetch, 12);
         let s = session();
         let OnRequest::Await(inflight) = trail
-            .on_request(&s, &m, &Bytes::new(), true, &|_| None, Verdict::default())
+            .on_request(
+                &s,
+                &m,
+                &Bytes::new(),
+                true,
+                &|_| None,
+                GateReport::default(),
+            )
             .await
         else {
             panic!("fetch awaits its response")
@@ -735,7 +719,7 @@ mod tests {
                 &Bytes::new(),
                 true,
                 &|_| None,
-                Verdict::default(),
+                GateReport::default(),
             )
             .await
         else {
@@ -772,7 +756,7 @@ mod tests {
                 &request_frame(&pm, &req),
                 true,
                 &|_| None,
-                Verdict::default(),
+                GateReport::default(),
             )
             .await
         else {
@@ -799,7 +783,7 @@ mod tests {
                 &Bytes::new(),
                 true,
                 &|_| None,
-                Verdict::default(),
+                GateReport::default(),
             )
             .await
         else {

@@ -3,17 +3,15 @@
 //! a broker answers one connection's requests in order. A queue of pending
 //! requests tells the response side what each response answers (api key and
 //! version, for decoding), and carries locally made answers in their place.
+//! What happens to a frame on its way is [`super::pipeline`]'s business.
 
-use super::apis::{self, RequestAction};
-use super::audit_trail::{InFlight, OnRequest, Verdict};
-use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix, peek_client_id};
-use super::session::{Session, Target};
+use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix};
+use super::pipeline::{self, Carry, Pipeline, StageError, Step};
+use super::session::Target;
 use super::state::Proxy;
 use super::upstream::UpstreamError;
-use crate::policy::conn::{ConnGate, FrameAction, GateError, ResponseFixup};
 use bytes::Bytes;
 use futures::StreamExt;
-use kafka_protocol::messages::ApiKey;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,16 +28,11 @@ const IO_BUFFER: usize = 64 * 1024;
 
 /// A request waiting for its response.
 enum Pending {
-    /// `fixup`: the policy gate's work on the response (refusals to merge in, topics to hide).
+    /// `carry`: what the stages need to finish with the response.
     Upstream {
         meta: RequestMeta,
-        session: Arc<Session>,
         started: Instant,
-        fixup: Option<ResponseFixup>,
-        /// audit: the record to finish with the response.
-        audit: Option<Box<InFlight>>,
-        /// audit: what masking did to the request's records (applyTo: Produce).
-        masked: Vec<crate::masking::wire::TopicMasking>,
+        carry: Box<Carry>,
     },
     Local {
         meta: RequestMeta,
@@ -105,8 +98,8 @@ enum ConnError {
     Io(#[from] std::io::Error),
     #[error("refused: {0}")]
     Refused(String),
-    #[error("policy gate: {0}")]
-    Gate(#[from] GateError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
 }
 
 enum Ended {
@@ -115,7 +108,6 @@ enum Ended {
 }
 
 pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target: Target) {
-    let session = Session::new(peer, target);
     let upstream = match target {
         Target::Bootstrap => proxy.upstream.connect_bootstrap().await,
         Target::Broker(node_id) => match proxy.broker_addr(node_id) {
@@ -136,7 +128,13 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, targe
     let (client_r, client_w) = client.into_split();
     let (broker_r, broker_w) = tokio::io::split(upstream);
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let requests = forward_requests(&proxy, session, client_r, broker_w, tx);
+    let requests = forward_requests(
+        &proxy,
+        Pipeline::new(&proxy, peer, target),
+        client_r,
+        broker_w,
+        tx,
+    );
     let responses = forward_responses(&proxy, broker_r, client_w, rx);
     tokio::pin!(requests, responses);
     let outcome = tokio::select! {
@@ -155,7 +153,7 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, targe
 
 async fn forward_requests<R, W>(
     proxy: &Proxy,
-    session: Session,
+    mut pipeline: Pipeline<'_>,
     client: R,
     broker: W,
     pending: mpsc::Sender<Pending>,
@@ -164,8 +162,6 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut session = Arc::new(session);
-    let mut gate = ConnGate::new(Arc::clone(&proxy.gate));
     let mut reader =
         FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
@@ -187,158 +183,21 @@ where
         })?;
         let started = Instant::now();
         proxy.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
-        if gate.sasl().expects_raw_token() {
-            // SaslHandshake v0: a bare token frame with no Kafka header; the
-            // answer is an empty frame, or the connection closes.
-            let meta = RequestMeta {
-                api_key: ApiKey::SaslAuthenticate,
-                api_version: 0,
-                correlation_id: -1,
-            };
-            match gate.on_request(frame).await? {
-                FrameAction::Answer(reply) => {
-                    if pending
-                        .send(Pending::Local {
-                            meta,
-                            frame: reply,
-                            started,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return Ok(Ended::ClientClosed);
-                    }
-                    continue;
-                }
-                other => return Err(ConnError::Refused(format!("{other:?}"))),
-            }
-        }
-        let meta = match RequestMeta::peek(&frame) {
-            Ok(m) => m,
-            Err(e) => {
-                proxy.metrics.api(-1).errors.inc();
-                return Err(ConnError::Client(e));
-            }
-        };
-        let api = proxy.metrics.api(meta.api_key as i16);
-        api.requests.inc();
-        if meta.request_header_version() >= 1 {
-            let client_id = peek_client_id(&frame);
-            if session.client_id.as_deref() != client_id {
-                Arc::make_mut(&mut session).observe_client_id(client_id);
-            }
-        }
-        // Identity and policy first: SASL is answered here, refusals are
-        // answered locally, allowed requests continue (perhaps trimmed).
-        let (frame, fixup) = match gate.on_request(frame).await? {
-            FrameAction::Forward { frame, fixup } => (frame, fixup),
-            FrameAction::Answer(reply) => {
-                let principal = gate.sasl().session().map(|s| s.principal.name.clone());
-                if session.principal != principal {
-                    Arc::make_mut(&mut session).principal = principal;
-                }
-                // audit: a refusal by policy is a record too.
-                if let Some(trail) = proxy.audit.get() {
-                    trail
-                        .on_refusal(&session, &meta, verdict(proxy, &mut gate))
-                        .await;
-                }
-                if pending
-                    .send(Pending::Local {
+        let (meta, step) = pipeline.request(frame).await?;
+        let entry = match step {
+            Step::Forward { frame, carry } => {
+                let entry = match carry {
+                    Some(carry) => Pending::Upstream {
                         meta,
-                        frame: reply,
                         started,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return Ok(Ended::ClientClosed);
-                }
-                continue;
-            }
-            FrameAction::AnswerThenClose(reply) => {
-                // audit: failed authentication.
-                if let Some(trail) = proxy.audit.get() {
-                    trail
-                        .on_auth_failure(&session, "SASL authentication failed; connection closed")
-                        .await;
-                }
-                let _ = pending
-                    .send(Pending::Local {
-                        meta,
-                        frame: reply,
-                        started,
-                    })
-                    .await;
-                writer.flush().await?;
-                // The response side sends the answer, then the connection ends.
-                return Ok(Ended::Shutdown);
-            }
-            FrameAction::Silent => continue,
-            FrameAction::Close(reason) => return Err(ConnError::Refused(reason)),
-        };
-        if matches!(meta.api_key, ApiKey::Produce | ApiKey::Fetch) {
-            // masking: exemptions follow the authenticated principal.
-            let subject = gate.principal(&proxy.gate.policy.current());
-            if session.subject != subject {
-                Arc::make_mut(&mut session).subject = subject;
-            }
-        }
-        let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
-        let masking = apis::MaskingContext {
-            set: proxy.masking.current(&proxy.gate.policy),
-            topic_name: &names,
-        };
-        let action = apis::on_request(&session, &meta, frame, Some(&masking)).map_err(|e| {
-            api.errors.inc();
-            ConnError::Client(e)
-        })?;
-        match action {
-            RequestAction::Forward {
-                frame,
-                expect_response,
-                masked,
-            } => {
-                // audit: summarise the request; a refusal is answered here, not forwarded.
-                let verdict = verdict(proxy, &mut gate);
-                let audit =
-                    match audit_request(proxy, &session, &meta, &frame, expect_response, verdict)
-                        .await
-                    {
-                        Ok(audit) => audit,
-                        Err(reply) => {
-                            if !reply.is_empty()
-                                && pending
-                                    .send(Pending::Local {
-                                        meta,
-                                        frame: reply,
-                                        started,
-                                    })
-                                    .await
-                                    .is_err()
-                            {
-                                return Ok(Ended::ClientClosed);
-                            }
-                            if !holds_complete_frame(reader.read_buffer()) {
-                                writer.flush().await?;
-                            }
-                            continue;
-                        }
-                    };
-                let entry = if expect_response {
-                    Pending::Upstream {
-                        meta,
-                        session: Arc::clone(&session),
-                        started,
-                        fixup,
-                        audit,
-                        masked,
-                    }
-                } else {
-                    Pending::Unanswered {
+                        carry,
+                    },
+                    None => Pending::Unanswered {
                         correlation_id: meta.correlation_id,
-                    }
+                    },
                 };
+                // Queued before the request is written, so the response side
+                // always knows what an answer is for.
                 if pending.send(entry).await.is_err() {
                     // The response side ended (broker gone); it reports why.
                     return Ok(Ended::ClientClosed);
@@ -347,20 +206,32 @@ where
                     .write_all(&length_prefix(frame.len()).map_err(ConnError::Client)?)
                     .await?;
                 writer.write_all(&frame).await?;
+                None
             }
-            RequestAction::Answer(frame) => {
-                if pending
+            Step::Answer(frame) => Some(Pending::Local {
+                meta,
+                frame,
+                started,
+            }),
+            Step::AnswerThenClose(frame) => {
+                let _ = pending
                     .send(Pending::Local {
                         meta,
                         frame,
                         started,
                     })
-                    .await
-                    .is_err()
-                {
-                    return Ok(Ended::ClientClosed);
-                }
+                    .await;
+                writer.flush().await?;
+                // The response side sends the answer, then the connection ends.
+                return Ok(Ended::Shutdown);
             }
+            Step::Drop => None,
+            Step::Close(reason) => return Err(ConnError::Refused(reason)),
+        };
+        if let Some(entry) = entry
+            && pending.send(entry).await.is_err()
+        {
+            return Ok(Ended::ClientClosed);
         }
         // Flush once the client has no further complete request buffered, so
         // pipelined requests go out in one write.
@@ -412,11 +283,8 @@ where
             } => (meta, frame, started),
             Pending::Upstream {
                 meta,
-                session,
                 started,
-                fixup,
-                audit,
-                masked,
+                carry,
             } => {
                 let frame = loop {
                     match reader.next().await {
@@ -433,45 +301,7 @@ where
                         got,
                     });
                 }
-                let frame = match &fixup {
-                    Some(fixup) => fixup.apply(frame)?,
-                    None => frame,
-                };
-                let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
-                let masking = apis::MaskingContext {
-                    set: proxy.masking.current(&proxy.gate.policy),
-                    topic_name: &names,
-                };
-                let mut masked = masked;
-                let frame = if apis::rewrites_response(&meta, Some(&masking)) {
-                    let rewritten =
-                        apis::on_response(&session, &proxy.plan, &meta, frame, Some(&masking))
-                            .map_err(|e| {
-                                proxy.metrics.api(meta.api_key as i16).errors.inc();
-                                ConnError::Broker(e)
-                            })?;
-                    // Listeners for every broker named must exist before the client reads this.
-                    proxy.learn(&rewritten);
-                    masked.extend(rewritten.masking);
-                    rewritten.frame
-                } else {
-                    frame
-                };
-                // audit: finish the record; in Closed mode this waits until it is durable.
-                let frame = match (audit, proxy.audit.get()) {
-                    (Some(inflight), Some(trail)) => {
-                        trail
-                            .on_masked_response(
-                                *inflight,
-                                &meta,
-                                frame,
-                                &|id| proxy.topic_name_of(id),
-                                &masked,
-                            )
-                            .await
-                    }
-                    _ => frame,
-                };
+                let frame = pipeline::response(proxy, &meta, frame, *carry).await?;
                 (meta, frame, started)
             }
         };
@@ -491,42 +321,6 @@ where
     }
     writer.flush().await?;
     Ok(())
-}
-
-/// audit: `Ok(record to finish with the response)`, or `Err(refusal frame)` (empty: say nothing).
-async fn audit_request(
-    proxy: &Proxy,
-    session: &Session,
-    meta: &RequestMeta,
-    frame: &Bytes,
-    expect_response: bool,
-    verdict: Verdict,
-) -> Result<Option<Box<InFlight>>, Bytes> {
-    let Some(trail) = proxy.audit.get() else {
-        return Ok(None);
-    };
-    let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
-    match trail
-        .on_request(session, meta, frame, expect_response, &names, verdict)
-        .await
-    {
-        OnRequest::Done => Ok(None),
-        OnRequest::Await(inflight) => Ok(Some(inflight)),
-        OnRequest::Refuse(reply) => Err(reply),
-    }
-}
-
-/// audit: who the gate saw and what it decided for the request just handled
-/// (empty when no audit trail runs, so the gate's work is not cloned for nothing).
-fn verdict(proxy: &Proxy, gate: &mut ConnGate) -> Verdict {
-    let decisions = gate.take_decisions();
-    if proxy.audit.get().is_none() {
-        return Verdict::default();
-    }
-    Verdict {
-        principal: gate.principal(&proxy.gate.policy.current()),
-        decisions,
-    }
 }
 
 /// Whether a read buffer already holds at least one whole frame.

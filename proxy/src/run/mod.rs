@@ -6,6 +6,7 @@
 //! - `addresses`  — node id → loopback port plan
 //! - `apis`       — one file per decoded Kafka API (the `// gate:` call sites)
 //! - `session`    — per-connection state the governance layers read
+//! - `pipeline`   — the order of concerns on the way in and out (the stages)
 //! - `connection` — the pipelined per-connection forwarding loop
 //! - `state`      — shared cluster knowledge, per-broker listeners
 //! - `upstream`   — broker connections: TLS (rustls/ring), SASL PLAIN/SCRAM
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod masking_state;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy_reloads;
 pub mod session;
 pub mod state;

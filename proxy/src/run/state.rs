@@ -11,7 +11,7 @@ use super::metrics::Metrics;
 use super::session::Target;
 use super::upstream::UpstreamConfig;
 use crate::policy::conn::GateShared;
-use kafka_protocol::messages::TopicName;
+use crate::policy::enforce::TopicNames;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,7 +34,6 @@ pub struct Proxy {
     /// The MaskingRules in force (recompiled on policy reload).
     pub masking: super::masking_state::MaskingState,
     brokers: RwLock<HashMap<i32, String>>,
-    topics: RwLock<HashMap<[u8; 16], TopicName>>,
     listening: Mutex<HashSet<i32>>,
     active: AtomicUsize,
 }
@@ -51,7 +50,6 @@ impl Proxy {
             audit: std::sync::OnceLock::new(),
             masking: super::masking_state::MaskingState::default(),
             brokers: RwLock::default(),
-            topics: RwLock::default(),
             listening: Mutex::default(),
             active: AtomicUsize::new(0),
         }
@@ -62,14 +60,10 @@ impl Proxy {
         self.brokers.read().ok()?.get(&node_id).cloned()
     }
 
-    /// The topic name for a topic id learned from Metadata (Fetch v13+ carry ids).
-    pub fn topic_name(&self, id: &[u8; 16]) -> Option<TopicName> {
-        self.topics.read().ok()?.get(id).cloned()
-    }
-
-    /// Topic name by id, as the audit trail asks for it.
+    /// The topic name for a topic id learned from Metadata (Fetch v13+ carry
+    /// ids): the one map, which the policy gate reads too.
     pub fn topic_name_of(&self, id: &uuid::Uuid) -> Option<String> {
-        self.topic_name(id.as_bytes()).map(|n| n.0.to_string())
+        self.gate.topic_names.topic_name(id)
     }
 
     /// Connections still open.
@@ -97,16 +91,10 @@ impl Proxy {
             }
             self.ensure_listener(b.node_id);
         }
-        if !rewritten.topics.is_empty()
-            && let Ok(mut m) = self.topics.write()
-        {
-            for (id, name) in &rewritten.topics {
-                m.insert(*id, name.clone());
-                // The policy gate names topics of id-only requests (Fetch v13+) with these.
-                self.gate
-                    .topic_names
-                    .learn(uuid::Uuid::from_bytes(*id), name.0.to_string());
-            }
+        for (id, name) in &rewritten.topics {
+            self.gate
+                .topic_names
+                .learn(uuid::Uuid::from_bytes(*id), name.0.to_string());
         }
     }
 

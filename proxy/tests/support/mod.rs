@@ -196,8 +196,15 @@ impl Client {
         out.freeze()
     }
 
-    pub async fn send<M: Encodable>(&mut self, key: ApiKey, version: i16, correlation_id: i32, req: &M) {
-        self.write(&Self::frame(key, version, correlation_id, req)).await;
+    pub async fn send<M: Encodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        req: &M,
+    ) {
+        self.write(&Self::frame(key, version, correlation_id, req))
+            .await;
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
@@ -209,7 +216,9 @@ impl Client {
         let read = async {
             loop {
                 if self.buf.len() >= 4 {
-                    let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                    let len =
+                        i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                            as usize;
                     if self.buf.len() >= 4 + len {
                         self.buf.advance(4);
                         return Some(self.buf.split_to(len).freeze());
@@ -228,9 +237,16 @@ impl Client {
 
     /// The next response, decoded as an answer to `key` at `version`: (correlation id, body).
     pub async fn recv<M: Decodable>(&mut self, key: ApiKey, version: i16) -> (i32, M) {
-        let mut frame = self.next_frame().await.expect("a response, not a closed connection");
-        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
-        (header.correlation_id, M::decode(&mut frame, version).unwrap())
+        let mut frame = self
+            .next_frame()
+            .await
+            .expect("a response, not a closed connection");
+        let header =
+            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+        (
+            header.correlation_id,
+            M::decode(&mut frame, version).unwrap(),
+        )
     }
 
     /// Whether the proxy closed the connection (within 5 s).

@@ -106,7 +106,9 @@ pub fn response<M: Encodable>(to: &Frame, message: &M) -> Bytes {
         .with_correlation_id(to.correlation_id())
         .encode(&mut body, to.api_key.response_header_version(to.version))
         .expect("response header");
-    message.encode(&mut body, to.version).expect("response body");
+    message
+        .encode(&mut body, to.version)
+        .expect("response body");
     let mut out = BytesMut::with_capacity(body.len() + 4);
     out.extend_from_slice(&(body.len() as i32).to_be_bytes());
     out.extend_from_slice(&body);
@@ -229,7 +231,10 @@ async fn accept_loop(
     }
 }
 
-async fn read_frame(reader: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut BytesMut) -> Option<Bytes> {
+async fn read_frame(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> Option<Bytes> {
     loop {
         if buf.len() >= 4 {
             let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;

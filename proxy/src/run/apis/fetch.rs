@@ -13,20 +13,14 @@
 //! by field without the foreign tag and re-encoded conforming; one that still
 //! does not decode closes the connection — it is never forwarded unmasked.
 
-use super::{
-    MaskingContext, RequestAction, Rewritten, masking_principal, read_unsigned_varint,
-    rewrite_endpoints,
-};
+use super::{MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints};
+use crate::kafka::wire::decode_fetch_lenient;
 use crate::masking::mask_fetch_response;
 use crate::run::addresses::AddressPlan;
 use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
 use crate::run::session::Session;
-use bytes::Buf;
 use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse;
-use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-use kafka_protocol::protocol::Decodable;
-use kafka_protocol::protocol::buf::ByteBuf;
 use streamgate_crds::ApplyTo;
 
 const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
@@ -90,7 +84,7 @@ pub fn on_response(
                 Some(_) if meta.api_version >= FLEXIBLE_SINCE => {
                     tracing::debug!(%error, version = meta.api_version, "Fetch response carries a foreign tag; decoded without it");
                     nonconforming = true;
-                    decode_without_foreign_tags(body, meta.api_version)?
+                    decode_fetch_lenient(body, meta.api_version)?
                 }
                 Some(_) => return Err(error),
             }
@@ -127,57 +121,6 @@ pub fn on_response(
         meta.api_version,
     )?;
     Ok(out)
-}
-
-/// Decode a flexible (v12+) Fetch response whose top-level tagged section
-/// holds tags its version does not define (tansu 0.6 sends v16's
-/// `node_endpoints`, tag 0, at v12-15). The fixed fields and the topics are
-/// decoded at `version` by kafka-protocol; the trailing tagged section is then
-/// read by hand and its unknown tags dropped (they are not defined for the
-/// client's version, and node_endpoints would name brokers past the gate).
-pub fn decode_without_foreign_tags(
-    mut body: Bytes,
-    version: i16,
-) -> Result<FetchResponse, FrameError> {
-    let malformed = |e: &dyn std::fmt::Display| FrameError::Malformed {
-        what: "Fetch response (lenient)",
-        source: anyhow::anyhow!("{e}"),
-    };
-    let mut fixed = body.try_get_bytes(10).map_err(|e| malformed(&e))?;
-    let throttle_time_ms = fixed.get_i32();
-    let error_code = fixed.get_i16();
-    let session_id = fixed.get_i32();
-    // Compact array: length + 1 (0 = null).
-    let count = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
-    let mut responses = Vec::new();
-    for _ in 1..count {
-        responses
-            .push(FetchableTopicResponse::decode(&mut body, version).map_err(|e| malformed(&e))?);
-    }
-    let tags = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
-    for _ in 0..tags {
-        let tag = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
-        let size = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
-        body.try_get_bytes(size as usize)
-            .map_err(|e| malformed(&e))?;
-        tracing::debug!(
-            tag,
-            size,
-            version,
-            "dropped a top-level tag the Fetch version does not define"
-        );
-    }
-    if !body.is_empty() {
-        return Err(malformed(&format!(
-            "{} bytes after the tagged fields",
-            body.len()
-        )));
-    }
-    Ok(FetchResponse::default()
-        .with_throttle_time_ms(throttle_time_ms)
-        .with_error_code(error_code)
-        .with_session_id(session_id)
-        .with_responses(responses))
 }
 
 /// Clear follower fetching and rewrite endpoints; true when anything changed.

@@ -14,7 +14,6 @@ use super::codec::{FrameError, RequestMeta};
 use super::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, TopicName};
-use kafka_protocol::protocol::buf::ByteBuf;
 
 /// What to do with one client request.
 #[derive(Debug)]
@@ -169,37 +168,6 @@ pub(crate) fn rewrite_endpoints<T>(
             }
         }
     });
-}
-
-/// Read a Kafka (nullable) string field and skip it; used to peek past
-/// `transactional_id` without decoding a whole Produce request.
-pub(crate) fn skip_nullable_string(buf: &mut Bytes, flexible: bool) -> Result<(), FrameError> {
-    let malformed = |e: &dyn std::fmt::Display| FrameError::Malformed {
-        what: "string field",
-        source: anyhow::anyhow!("{e}"),
-    };
-    let len: usize = if flexible {
-        let n = read_unsigned_varint(buf).map_err(|e| malformed(&e))?;
-        n.saturating_sub(1) as usize
-    } else {
-        let n = buf.try_get_bytes(2).map_err(|e| malformed(&e))?;
-        let n = i16::from_be_bytes([n[0], n[1]]);
-        usize::try_from(n).unwrap_or(0)
-    };
-    buf.try_get_bytes(len).map_err(|e| malformed(&e))?;
-    Ok(())
-}
-
-pub(crate) fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, String> {
-    let mut value: u32 = 0;
-    for i in 0..5 {
-        let b = buf.try_get_bytes(1).map_err(|e| e.to_string())?[0];
-        value |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint longer than 5 bytes".into())
 }
 
 #[cfg(test)]

@@ -2,10 +2,8 @@
 //! decoded only at v10+, where it can carry `node_endpoints` (new leaders)
 //! that must be rewritten.
 
-use super::{
-    MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints,
-    skip_nullable_string,
-};
+use super::{MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints};
+use crate::kafka::wire::skip_nullable_string;
 use crate::masking::wire::TopicMasking;
 use crate::masking::{PartitionFailure, mask_produce_request};
 use crate::run::addresses::AddressPlan;
