@@ -355,7 +355,7 @@ async fn probe_once(proxy: &Arc<Proxy>) -> anyhow::Result<usize> {
     let request = MetadataRequest::default().with_topics(None);
     let mut metadata: MetadataResponse =
         upstream::exchange(&mut stream, ApiKey::Metadata, 1, 101, &request, max).await?;
-    let mut learned = apis::Rewritten::default();
+    let mut learned = apis::Learned::default();
     apis::metadata::rewrite(&proxy.plan, &mut metadata, &mut learned);
     proxy.learn(&learned);
     Ok(learned.brokers.len())

@@ -9,9 +9,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use streamgate_crds::StreamPolicySpec;
 use streamgate_proxy::identity::workload::Workload;
-use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
+use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared, ResponseFixup};
 use streamgate_proxy::policy::decide::PolicyDoc;
 use streamgate_proxy::policy::{PolicyInputs, PolicyPublisher, policy_channel};
+use streamgate_proxy::run::codec::RequestMeta;
+use streamgate_proxy::run::exchange::Response;
 
 fn spec(workload_identity: bool, topic: &str) -> StreamPolicySpec {
     serde_yaml::from_str(&format!(
@@ -69,6 +71,18 @@ fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, req: &R) 
         .unwrap();
     req.encode(&mut out, version).unwrap();
     out.freeze()
+}
+
+/// A broker response frame through the fixup, as the pipeline runs it.
+fn through(fixup: &ResponseFixup, api_key: ApiKey, api_version: i16, frame: Bytes) -> Bytes {
+    let meta = RequestMeta {
+        api_key,
+        api_version,
+        correlation_id: 0,
+    };
+    let mut response = Response::new(meta, frame);
+    fixup.apply(&mut response).unwrap();
+    response.into_frame().unwrap()
 }
 
 fn response<R: Decodable>(key: ApiKey, version: i16, frame: &Bytes) -> (i32, R) {
@@ -166,8 +180,11 @@ async fn without_workload_identity_the_caller_is_refused_even_by_wildcard_rules(
         ])
         .encode(&mut out, 9)
         .unwrap();
-    let (cid, r): (i32, MetadataResponse) =
-        response(ApiKey::Metadata, 9, &fixup.apply(out.freeze()).unwrap());
+    let (cid, r): (i32, MetadataResponse) = response(
+        ApiKey::Metadata,
+        9,
+        &through(&fixup, ApiKey::Metadata, 9, out.freeze()),
+    );
     assert_eq!(cid, 2);
     assert!(r.topics.is_empty());
     // ApiVersions always passes, and the answer offers the SASL APIs the
@@ -199,8 +216,11 @@ async fn without_workload_identity_the_caller_is_refused_even_by_wildcard_rules(
         ])
         .encode(&mut out, 3)
         .unwrap();
-    let (_, r): (i32, ApiVersionsResponse) =
-        response(ApiKey::ApiVersions, 3, &fixup.apply(out.freeze()).unwrap());
+    let (_, r): (i32, ApiVersionsResponse) = response(
+        ApiKey::ApiVersions,
+        3,
+        &through(&fixup, ApiKey::ApiVersions, 3, out.freeze()),
+    );
     let keys: Vec<(i16, i16)> = r
         .api_keys
         .iter()

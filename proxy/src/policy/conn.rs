@@ -32,6 +32,8 @@ use super::handle::PolicyHandle;
 use crate::identity::jwt::{IssuerSet, OidcConfig};
 use crate::identity::sasl::SaslServer;
 use crate::identity::workload::Workload;
+use crate::run::exchange::Response;
+use kafka_protocol::ResponseError;
 
 static NOBODY_POLICY: LazyLock<CompiledPolicy> = LazyLock::new(CompiledPolicy::empty);
 
@@ -135,8 +137,6 @@ pub enum FrameAction {
 /// Work left for the response of a forwarded request.
 #[derive(Debug)]
 pub struct ResponseFixup {
-    api_key: ApiKey,
-    version: i16,
     fixup: Fixup,
     policy: Arc<CompiledPolicy>,
     principal: Option<Principal>,
@@ -144,24 +144,24 @@ pub struct ResponseFixup {
 }
 
 impl ResponseFixup {
-    /// Rewrite the broker's response frame (header included).
-    pub fn apply(&self, frame: Bytes) -> Result<Bytes, GateError> {
-        let header_version = self.api_key.response_header_version(self.version);
-        let mut buf = frame.clone();
-        let header = ResponseHeader::decode(&mut buf, header_version)
-            .map_err(malformed("response header"))?;
-        if self.api_key == ApiKey::ApiVersions {
-            // An UNSUPPORTED_VERSION answer is v0-encoded whatever was asked:
-            // leave it to the data path, which knows that layout.
-            let Ok(mut response) = ApiVersionsResponse::decode(&mut buf, self.version) else {
-                return Ok(frame);
-            };
-            advertise_sasl(&mut response);
-            let body = ResponseKind::ApiVersions(response);
-            return encode_response(header.correlation_id, header_version, self.version, &body);
+    /// Merge refusals into the broker's response, filter what the caller may
+    /// not see, advertise SASL in ApiVersions.
+    pub fn apply(&self, response: &mut Response) -> Result<(), GateError> {
+        if response.meta().api_key == ApiKey::ApiVersions {
+            // An UNSUPPORTED_VERSION answer offers no versions to add to: the
+            // client retries at a version the broker knows.
+            if let Ok(ResponseKind::ApiVersions(versions)) = response.body()
+                && versions.error_code != ResponseError::UnsupportedVersion.code()
+            {
+                advertise_sasl(versions);
+                response.changed();
+            }
+            return Ok(());
         }
-        let mut response = ResponseKind::decode(self.api_key, &mut buf, self.version)
-            .map_err(malformed("response"))?;
+        let body = response.body().map_err(|e| GateError::Malformed {
+            what: "response",
+            message: e.to_string(),
+        })?;
         let nobody = nobody();
         let principal = self.principal.as_ref().unwrap_or(&nobody);
         let policy: &CompiledPolicy = if self.principal.is_some() {
@@ -174,13 +174,9 @@ impl ResponseFixup {
             principal,
             topic_names: self.topic_names.as_ref(),
         };
-        self.fixup.apply(&gate, &mut response);
-        encode_response(
-            header.correlation_id,
-            header_version,
-            self.version,
-            &response,
-        )
+        self.fixup.apply(&gate, body);
+        response.changed();
+        Ok(())
     }
 }
 
@@ -375,8 +371,6 @@ impl ConnGate {
                 };
                 let advertise = api_key == ApiKey::ApiVersions;
                 let fixup = (advertise || fixup.needs_response_work()).then(|| ResponseFixup {
-                    api_key,
-                    version,
                     fixup,
                     policy: Arc::clone(&policy),
                     principal: principal.clone(),

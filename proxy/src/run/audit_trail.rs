@@ -14,15 +14,14 @@
 //! logged — never the payload. `Open`: traffic continues, the failure is logged and counted.
 
 use super::audit_summary as summary;
-use super::codec::{RequestMeta, decode_body, encode_response, split_request, split_response};
+use super::codec::{RequestMeta, decode_body, encode_response, split_request};
+use super::exchange::Response;
 use super::session::Session;
 use crate::audit::record::PayloadHasher;
 use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
 use crate::policy::apis::operation_of;
 use bytes::Bytes;
-use kafka_protocol::messages::{
-    ApiKey, FetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
-};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, ProduceRequest, ResponseKind};
 use std::sync::Arc;
 use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
@@ -371,29 +370,16 @@ impl AuditTrail {
     }
 
     /// The response to an audited request, on its way to the client: finish the record and,
-    /// in Closed mode, release the response only once the record is durable.
+    /// in Closed mode, release the response only once the record is durable (else withhold
+    /// the records or refuse the write). Where masking rewrote the response, the record's
+    /// decision becomes `Masked` with the per-field counts.
     pub async fn on_response(
         &self,
         inflight: InFlight,
-        meta: &RequestMeta,
-        frame: Bytes,
-        names: TopicNames<'_>,
-    ) -> Bytes {
-        self.on_masked_response(inflight, meta, frame, names, &[])
-            .await
-    }
-
-    /// [`AuditTrail::on_response`] for a response the masking step rewrote:
-    /// the record's decision becomes `Masked` with the per-field counts.
-    pub async fn on_masked_response(
-        &self,
-        inflight: InFlight,
-        meta: &RequestMeta,
-        frame: Bytes,
+        response: &mut Response,
         names: TopicNames<'_>,
         masking: &[TopicMasking],
-    ) -> Bytes {
-        let header_version = meta.response_header_version();
+    ) {
         match inflight {
             InFlight::Produce {
                 record,
@@ -401,85 +387,64 @@ impl AuditTrail {
                 parts,
                 payload,
             } => {
-                let response: Option<ProduceResponse> = split_response(&frame, header_version)
-                    .ok()
-                    .and_then(|(_, body)| {
-                        decode_body(body, meta.api_version, "Produce response").ok()
-                    });
-                let Some(mut response) = response else {
+                let Ok(ResponseKind::Produce(produced)) = response.body() else {
                     self.record_or_log(
                         settings,
                         payload.apply(record.resources(summary::produce_unacknowledged(&parts))),
                     )
                     .await;
-                    return frame;
+                    return;
                 };
-                let resources = summary::produce_resources(&parts, &response, names);
+                let resources = summary::produce_resources(&parts, produced, names);
                 let rec = with_masking(payload.apply(record.resources(resources)), masking);
                 if self.record_or_log(settings, rec).await {
-                    return frame;
+                    return;
                 }
-                summary::refuse_produce_response(&mut response, REFUSAL);
+                if let Ok(ResponseKind::Produce(produced)) = response.body() {
+                    summary::refuse_produce_response(produced, REFUSAL);
+                    response.changed();
+                }
                 tracing::error!(
                     api = "Produce",
                     "audit record not durable: Produce acknowledgement replaced by a refusal (failureMode Closed)"
                 );
-                reencode(meta, &response).unwrap_or(frame)
             }
             InFlight::Fetch { record, settings } => {
-                let response: Option<FetchResponse> = split_response(&frame, header_version)
-                    .ok()
-                    .and_then(|(_, body)| {
-                        decode_body(body.clone(), meta.api_version, "Fetch response")
-                            .ok()
-                            .or_else(|| {
-                                // Some brokers (tansu 0.6) put v16's tag into v12-15 responses.
-                                (12..16).contains(&meta.api_version).then(|| {
-                                    crate::kafka::wire::decode_fetch_lenient(body, meta.api_version)
-                                        .ok()
-                                })?
-                            })
-                    });
-                let Some(mut response) = response else {
-                    self.record_or_log(
-                        settings,
+                let Ok(ResponseKind::Fetch(fetched)) = response.body() else {
+                    let digest = record
+                        .decision(
+                            crate::audit::Decision::Allow,
+                            "forwarded; response not decodable for audit",
+                        )
                         // Not summarisable: at least the digest of the whole response.
-                        record
-                            .decision(
-                                crate::audit::Decision::Allow,
-                                "forwarded; response not decodable for audit",
-                            )
-                            .payload_digest_of(&frame),
-                    )
-                    .await;
-                    return frame;
+                        .payload_digest_of(response.frame());
+                    self.record_or_log(settings, digest).await;
+                    return;
                 };
-                let (resources, empty, bytes) = summary::fetch_resources(&response, names);
+                let (resources, empty, bytes) = summary::fetch_resources(fetched, names);
                 if resources.is_empty() {
                     // Nothing disclosed: a light summary, no durability wait.
                     self.audit
                         .record(record.resources(empty.into_iter().map(ResourceAccess::topic)))
                         .await;
-                    return frame;
+                    return;
                 }
                 let rec = Payload::of(settings.payload, &bytes).apply(record.resources(resources));
                 let rec = with_masking(rec, masking);
                 if self.record_or_log(settings, rec).await {
-                    return frame;
+                    return;
                 }
-                let withheld = summary::withhold_fetch(&mut response);
-                tracing::error!(
-                    api = "Fetch",
-                    partitions = withheld,
-                    "audit record not durable: records withheld, partitions answered UNKNOWN_SERVER_ERROR (failureMode Closed)"
-                );
-                reencode(meta, &response).unwrap_or_else(|| {
-                    // Never release the records unaudited.
-                    for t in &mut response.responses {
-                        t.partitions.clear();
-                    }
-                    reencode(meta, &response).unwrap_or_default()
-                })
+                // Never release the records unaudited: if the withheld response
+                // cannot be encoded, the connection closes instead.
+                if let Ok(ResponseKind::Fetch(fetched)) = response.body() {
+                    let withheld = summary::withhold_fetch(fetched);
+                    response.changed();
+                    tracing::error!(
+                        api = "Fetch",
+                        partitions = withheld,
+                        "audit record not durable: records withheld, partitions answered UNKNOWN_SERVER_ERROR (failureMode Closed)"
+                    );
+                }
             }
         }
     }
@@ -589,21 +554,6 @@ fn decide(
     }
 }
 
-fn reencode<M: kafka_protocol::protocol::Encodable>(meta: &RequestMeta, msg: &M) -> Option<Bytes> {
-    match encode_response(
-        meta.correlation_id,
-        meta.response_header_version(),
-        msg,
-        meta.api_version,
-    ) {
-        Ok(f) => Some(f),
-        Err(error) => {
-            tracing::error!(%error, "cannot re-encode a refused response");
-            None
-        }
-    }
-}
-
 /// The topics a Metadata request names (`None`: all topics).
 fn metadata_topics(meta: &RequestMeta, frame: &Bytes) -> Vec<String> {
     let request: Option<MetadataRequest> = split_request(frame, meta)
@@ -622,6 +572,22 @@ fn metadata_topics(meta: &RequestMeta, frame: &Bytes) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::audit::Operation;
+    use crate::run::codec::split_response;
+    use kafka_protocol::messages::{FetchResponse, ProduceResponse};
+
+    /// The response through the audit stage, as the pipeline runs it.
+    async fn respond(
+        trail: &AuditTrail,
+        inflight: InFlight,
+        m: &RequestMeta,
+        frame: Bytes,
+    ) -> Bytes {
+        let mut response = Response::new(m.clone(), frame);
+        trail
+            .on_response(inflight, &mut response, &|_| None, &[])
+            .await;
+        response.into_frame().unwrap()
+    }
     use crate::run::apis::test_support::{meta, request_frame, response_frame, session};
     use crate::run::audit_summary::tests::batch;
     use kafka_protocol::messages::TopicName;
@@ -679,9 +645,7 @@ mod tests {
             panic!("fetch awaits its response")
         };
         let frame = fetch_frame(&m);
-        let out = trail
-            .on_response(*inflight, &m, frame.clone(), &|_| None)
-            .await;
+        let out = respond(&trail, *inflight, &m, frame.clone()).await;
         assert_eq!(out, frame, "released unchanged once durable");
         trail.audit().shutdown(Duration::from_secs(1)).await;
         let recs = records(dir.path());
@@ -725,9 +689,7 @@ mod tests {
         else {
             panic!()
         };
-        let out = trail
-            .on_response(*inflight, &m, fetch_frame(&m), &|_| None)
-            .await;
+        let out = respond(&trail, *inflight, &m, fetch_frame(&m)).await;
         let (_, body) = split_response(&out, m.response_header_version()).unwrap();
         let got: FetchResponse = decode_body(body, 12, "t").unwrap();
         let p = &got.responses[0].partitions[0];
@@ -790,11 +752,7 @@ mod tests {
             panic!()
         };
         let frame = fetch_frame(&m);
-        assert_eq!(
-            open.on_response(*inflight, &m, frame.clone(), &|_| None)
-                .await,
-            frame
-        );
+        assert_eq!(respond(&open, *inflight, &m, frame.clone()).await, frame);
         trail.audit().shutdown(Duration::from_secs(1)).await;
         assert!(trail.audit().health().failed_records() >= 2);
     }

@@ -7,6 +7,7 @@
 //! - `apis`       — one file per decoded Kafka API (the `// gate:` call sites)
 //! - `session`    — per-connection state the governance layers read
 //! - `pipeline`   — the order of concerns on the way in and out (the stages)
+//! - `exchange`   — a response decoded at most once, encoded at most once
 //! - `connection` — the pipelined per-connection forwarding loop
 //! - `state`      — shared cluster knowledge, per-broker listeners
 //! - `upstream`   — broker connections: TLS (rustls/ring), SASL PLAIN/SCRAM
@@ -25,6 +26,7 @@ pub mod audit_trail;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod exchange;
 pub mod masking_state;
 pub mod metrics;
 pub mod pipeline;

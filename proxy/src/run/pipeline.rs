@@ -19,6 +19,7 @@
 use super::apis::{self, MaskingContext, RequestAction};
 use super::audit_trail::{GateReport, InFlight, OnRequest};
 use super::codec::{FrameError, RequestMeta, peek_client_id};
+use super::exchange::Response;
 use super::session::{Session, Target};
 use super::state::Proxy;
 use crate::masking::wire::TopicMasking;
@@ -228,37 +229,31 @@ pub async fn response(
         audit,
         mut masked,
     } = carry;
+    let mut response = Response::new(meta.clone(), frame);
     // policy: merge the refusals, filter what the caller may not see.
-    let frame = match &fixup {
-        Some(fixup) => fixup.apply(frame)?,
-        None => frame,
-    };
+    if let Some(fixup) = &fixup {
+        fixup.apply(&mut response)?;
+    }
     // addresses and masking (Fetch).
     let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
     let masking = MaskingContext {
         set: proxy.masking.current(&proxy.gate.policy),
         topic_name: &names,
     };
-    let frame = if apis::rewrites_response(meta, Some(&masking)) {
-        let rewritten = apis::on_response(&session, &proxy.plan, meta, frame, Some(&masking))
-            .map_err(|e| {
-                proxy.metrics.api(meta.api_key as i16).errors.inc();
-                StageError::Broker(e)
-            })?;
-        // Listeners for every broker named must exist before the client reads this.
-        proxy.learn(&rewritten);
-        masked.extend(rewritten.masking);
-        rewritten.frame
-    } else {
-        frame
-    };
+    let learned =
+        apis::on_response(&session, &proxy.plan, &mut response, Some(&masking)).map_err(|e| {
+            proxy.metrics.api(meta.api_key as i16).errors.inc();
+            StageError::Broker(e)
+        })?;
+    // Listeners for every broker named must exist before the client reads this.
+    proxy.learn(&learned);
+    masked.extend(learned.masking);
     // audit: finish the record; in Closed mode this waits until it is durable.
-    Ok(match (audit, proxy.audit.get()) {
-        (Some(inflight), Some(trail)) => {
-            trail
-                .on_masked_response(*inflight, meta, frame, &names, &masked)
-                .await
-        }
-        _ => frame,
-    })
+    if let (Some(inflight), Some(trail)) = (audit, proxy.audit.get()) {
+        trail
+            .on_response(*inflight, &mut response, &names, &masked)
+            .await;
+    }
+    // Encoded once, if any stage changed the body; else the broker's bytes.
+    response.into_frame().map_err(StageError::Broker)
 }

@@ -5,7 +5,7 @@
 //! the response that points it there.
 
 use super::addresses::AddressPlan;
-use super::apis::Rewritten;
+use super::apis::Learned;
 use super::connection;
 use super::metrics::Metrics;
 use super::session::Target;
@@ -71,10 +71,10 @@ impl Proxy {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Record what a rewritten response taught us and make sure every broker
-    /// it points to has a listener.
-    pub fn learn(self: &Arc<Self>, rewritten: &Rewritten) {
-        for b in &rewritten.brokers {
+    /// Record what a response taught us and make sure every broker it points
+    /// to has a listener.
+    pub fn learn(self: &Arc<Self>, learned: &Learned) {
+        for b in &learned.brokers {
             let addr = if b.host.contains(':') {
                 format!("[{}]:{}", b.host, b.port)
             } else {
@@ -91,7 +91,7 @@ impl Proxy {
             }
             self.ensure_listener(b.node_id);
         }
-        for (id, name) in &rewritten.topics {
+        for (id, name) in &learned.topics {
             self.gate
                 .topic_names
                 .learn(uuid::Uuid::from_bytes(*id), name.0.to_string());

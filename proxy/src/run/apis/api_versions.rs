@@ -4,11 +4,12 @@
 //! (response header v0, body v0) — clients then retry with v0, as they do
 //! against a real broker.
 
-use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
+use crate::run::codec::{FrameError, RequestMeta, encode_response};
+use crate::run::exchange::Response;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
 use kafka_protocol::protocol::Message;
 
 use super::RequestAction;
@@ -51,24 +52,12 @@ fn unsupported_version(correlation_id: i32) -> Result<Bytes, FrameError> {
 }
 
 /// Intersect the broker's advertised ranges with what the proxy parses.
-pub fn on_response(meta: &RequestMeta, frame: Bytes) -> Result<Bytes, FrameError> {
-    let header_version = meta.response_header_version();
-    let (header, body) = split_response(&frame, header_version)?;
-    // A broker that does not know the requested version answers
-    // UNSUPPORTED_VERSION in the v0 layout whatever was asked; error_code is
-    // the first field in every version, so peek it to pick the layout.
-    let error_code = body
-        .get(..2)
-        .map(|b| i16::from_be_bytes([b[0], b[1]]))
-        .unwrap_or(0);
-    let version = if error_code == ResponseError::UnsupportedVersion.code() {
-        0
-    } else {
-        meta.api_version
-    };
-    let mut response: ApiVersionsResponse = decode_body(body, version, "ApiVersions response")?;
-    intersect(&mut response);
-    encode_response(header.correlation_id, header_version, &response, version)
+pub fn on_response(response: &mut Response) -> Result<(), FrameError> {
+    if let ResponseKind::ApiVersions(versions) = response.body()? {
+        intersect(versions);
+        response.changed();
+    }
+    Ok(())
 }
 
 /// Keep only api keys the proxy knows, each narrowed to the versions it parses.
@@ -117,7 +106,11 @@ mod tests {
         for version in 0..=ApiVersionsResponse::VERSIONS.max {
             let meta = meta(ApiKey::ApiVersions, version);
             let frame = response_frame(&meta, &broker_offer());
-            let out = on_response(&meta, frame).unwrap();
+            let out = through(&meta, frame, |r| {
+                on_response(r).map(|()| Default::default())
+            })
+            .unwrap()
+            .frame;
             let (corr, decoded): (i32, ApiVersionsResponse) = decode_response(&meta, &out);
             assert_eq!(corr, 99);
             let ranges: Vec<_> = decoded
@@ -174,7 +167,11 @@ mod tests {
         broker.error_code = ResponseError::UnsupportedVersion.code();
         // The broker answers with header v0 and a v0 body.
         let frame = response_frame(&v0, &broker);
-        let out = on_response(&asked, frame).unwrap();
+        let out = through(&asked, frame, |r| {
+            on_response(r).map(|()| Default::default())
+        })
+        .unwrap()
+        .frame;
         let (_, decoded): (i32, ApiVersionsResponse) = decode_response(&v0, &out);
         assert_eq!(decoded.error_code, ResponseError::UnsupportedVersion.code());
         assert_eq!(decoded.api_keys.len(), 3, "intersected in the v0 layout");

@@ -1,34 +1,22 @@
 //! DescribeCluster (admin clients): brokers rewritten to loopback ports.
 
-use super::{Rewritten, rewrite_endpoints};
+use super::{Learned, rewrite_endpoints};
 use crate::run::addresses::AddressPlan;
-use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
-use bytes::Bytes;
-use kafka_protocol::messages::DescribeClusterResponse;
+use crate::run::codec::FrameError;
+use crate::run::exchange::Response;
+use kafka_protocol::messages::ResponseKind;
 
-pub fn on_response(
-    plan: &AddressPlan,
-    meta: &RequestMeta,
-    frame: Bytes,
-) -> Result<Rewritten, FrameError> {
-    let header_version = meta.response_header_version();
-    let (header, body) = split_response(&frame, header_version)?;
-    let mut response: DescribeClusterResponse =
-        decode_body(body, meta.api_version, "DescribeCluster response")?;
-    let mut out = Rewritten::default();
-    rewrite_endpoints(
-        plan,
-        &mut response.brokers,
-        |b| (b.broker_id.0, &mut b.host, &mut b.port),
-        &mut out.brokers,
-    );
-    // gate: policy — DescribeCluster is a cluster-level Describe; audit it.
-    out.frame = encode_response(
-        header.correlation_id,
-        header_version,
-        &response,
-        meta.api_version,
-    )?;
+pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
+    let mut out = Learned::default();
+    if let ResponseKind::DescribeCluster(cluster) = response.body()? {
+        rewrite_endpoints(
+            plan,
+            &mut cluster.brokers,
+            |b| (b.broker_id.0, &mut b.host, &mut b.port),
+            &mut out.brokers,
+        );
+        response.changed();
+    }
     Ok(out)
 }
 
@@ -37,7 +25,7 @@ mod tests {
     use super::*;
     use crate::run::apis::test_support::*;
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-    use kafka_protocol::messages::{ApiKey, BrokerId};
+    use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterResponse};
     use kafka_protocol::protocol::{Message, StrBytes};
 
     #[test]
@@ -54,7 +42,10 @@ mod tests {
                         .with_host(StrBytes::from_static_str("tansu.internal"))
                         .with_port(29092),
                 ]);
-            let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
+            let out = through(&meta, response_frame(&meta, &golden), |r| {
+                on_response(&plan(), r)
+            })
+            .unwrap();
             let (_, got): (i32, DescribeClusterResponse) = decode_response(&meta, &out.frame);
             let mut want = golden.clone();
             want.brokers[0].host = StrBytes::from_static_str("127.0.0.1");

@@ -13,20 +13,18 @@
 //! by field without the foreign tag and re-encoded conforming; one that still
 //! does not decode closes the connection — it is never forwarded unmasked.
 
-use super::{MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints};
-use crate::kafka::wire::decode_fetch_lenient;
+use super::{Learned, MaskingContext, RequestAction, masking_principal, rewrite_endpoints};
 use crate::masking::mask_fetch_response;
 use crate::run::addresses::AddressPlan;
-use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
+use crate::run::codec::{FrameError, RequestMeta};
+use crate::run::exchange::Response;
 use crate::run::session::Session;
 use bytes::Bytes;
-use kafka_protocol::messages::FetchResponse;
+use kafka_protocol::messages::{FetchResponse, ResponseKind};
 use streamgate_crds::ApplyTo;
 
 const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
 const NODE_ENDPOINTS_SINCE: i16 = 16;
-/// From v12 the message is flexible (compact fields, tagged sections).
-const FLEXIBLE_SINCE: i16 = 12;
 /// From v13 topics are named by id.
 const TOPIC_IDS_SINCE: i16 = 13;
 
@@ -40,63 +38,36 @@ pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> Requ
     }
 }
 
-pub fn response_needs_rewrite(version: i16) -> bool {
-    version >= PREFERRED_READ_REPLICA_SINCE
-}
-
 pub fn on_response(
     session: &Session,
     plan: &AddressPlan,
-    meta: &RequestMeta,
-    frame: Bytes,
+    response: &mut Response,
     masking: Option<&MaskingContext<'_>>,
-) -> Result<Rewritten, FrameError> {
+) -> Result<Learned, FrameError> {
     let masking = masking.filter(|m| m.applies(ApplyTo::Fetch));
-    let header_version = meta.response_header_version();
-    let (header, body) = split_response(&frame, header_version)?;
-    // A response that had to be decoded leniently must be re-encoded: its
-    // bytes do not conform to the version the client asked for.
-    let mut nonconforming = false;
-    let mut response: FetchResponse = match decode_body(
-        body.clone(),
-        meta.api_version,
-        "Fetch response",
-    ) {
-        Ok(r) => r,
-        Err(error) if meta.api_version < NODE_ENDPOINTS_SINCE => {
-            // Some brokers (tansu 0.6) send the v16 `node_endpoints` tag at
-            // v12-15, which kafka-protocol refuses.
-            match masking {
-                None => {
-                    // Clients at those versions ignore the unknown tag, so the
-                    // frame is forwarded as the broker sent it. Such brokers do
-                    // not set preferred_read_replica.
-                    tracing::debug!(%error, version = meta.api_version, "Fetch response not decodable; forwarded as is");
-                    return Ok(Rewritten {
-                        frame,
-                        ..Rewritten::default()
-                    });
-                }
-                // With masking in force an undecodable response is never
-                // forwarded (it may carry PHI): decode it without the foreign
-                // tag and re-encode it at the client's version; if even that
-                // fails, the connection closes with the reason.
-                Some(_) if meta.api_version >= FLEXIBLE_SINCE => {
-                    tracing::debug!(%error, version = meta.api_version, "Fetch response carries a foreign tag; decoded without it");
-                    nonconforming = true;
-                    decode_fetch_lenient(body, meta.api_version)?
-                }
-                Some(_) => return Err(error),
-            }
+    let version = response.meta().api_version;
+    let mut out = Learned::default();
+    if masking.is_none() && version < PREFERRED_READ_REPLICA_SINCE {
+        return Ok(out);
+    }
+    let fetched = match response.body() {
+        Ok(ResponseKind::Fetch(fetched)) => fetched,
+        Ok(_) => return Ok(out),
+        // Without masking, clients at v12-15 ignore a foreign tag, so a
+        // response that does not decode even leniently is forwarded as the
+        // broker sent it. With masking in force it is never forwarded (it may
+        // carry PHI): the connection closes with the reason.
+        Err(error) if masking.is_none() && version < NODE_ENDPOINTS_SINCE => {
+            tracing::debug!(%error, version, "Fetch response not decodable; forwarded as is");
+            return Ok(out);
         }
         Err(error) => return Err(error),
     };
-    let mut out = Rewritten::default();
-    let mut changed = rewrite(plan, &mut response, &mut out) || nonconforming;
+    let mut changed = rewrite(plan, fetched, &mut out);
     if let Some(ctx) = masking {
         let principal = masking_principal(session);
-        let by_id = meta.api_version >= TOPIC_IDS_SINCE;
-        let masked = mask_fetch_response(&ctx.set, &principal, &mut response, |t| {
+        let by_id = version >= TOPIC_IDS_SINCE;
+        let masked = mask_fetch_response(&ctx.set, &principal, fetched, |t| {
             if by_id {
                 (ctx.topic_name)(&t.topic_id)
             } else {
@@ -107,24 +78,19 @@ pub fn on_response(
             // The error is about the record layout; it never quotes values.
             tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "partition not maskable: answered with an error, no records");
         }
-        changed |= masked.changed;
+        // A response decoded leniently is re-encoded conforming to the
+        // client's version: masked bytes never go out in a layout it refuses.
+        changed |= masked.changed || response.was_lenient();
         out.masking = masked.topics;
     }
-    if !changed {
-        out.frame = frame;
-        return Ok(out);
+    if changed {
+        response.changed();
     }
-    out.frame = encode_response(
-        header.correlation_id,
-        header_version,
-        &response,
-        meta.api_version,
-    )?;
     Ok(out)
 }
 
 /// Clear follower fetching and rewrite endpoints; true when anything changed.
-pub fn rewrite(plan: &AddressPlan, response: &mut FetchResponse, out: &mut Rewritten) -> bool {
+pub fn rewrite(plan: &AddressPlan, response: &mut FetchResponse, out: &mut Learned) -> bool {
     let mut changed = false;
     for partition in response
         .responses
@@ -188,13 +154,9 @@ mod tests {
         for version in PREFERRED_READ_REPLICA_SINCE..=FetchResponse::VERSIONS.max {
             let meta = meta(ApiKey::Fetch, version);
             let input = golden(version, 3);
-            let out = on_response(
-                &session(),
-                &plan(),
-                &meta,
-                response_frame(&meta, &input),
-                None,
-            )
+            let out = through(&meta, response_frame(&meta, &input), |r| {
+                on_response(&session(), &plan(), r, None)
+            })
             .unwrap();
             let (corr, got): (i32, FetchResponse) = decode_response(&meta, &out.frame);
             assert_eq!(corr, 99);
@@ -216,7 +178,10 @@ mod tests {
         assert_eq!(frame.pop(), Some(0), "no top-level tagged fields");
         frame.extend_from_slice(&[1, 0, 1, 1]); // one tag: 0, size 1, empty compact array
         let frame = Bytes::from(frame);
-        let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
+        let out = through(&meta, frame.clone(), |r| {
+            on_response(&session(), &plan(), r, None)
+        })
+        .unwrap();
         assert_eq!(out.frame, frame);
     }
 
@@ -225,7 +190,10 @@ mod tests {
         for version in PREFERRED_READ_REPLICA_SINCE..16 {
             let meta = meta(ApiKey::Fetch, version);
             let frame = response_frame(&meta, &golden(version, -1));
-            let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
+            let out = through(&meta, frame.clone(), |r| {
+                on_response(&session(), &plan(), r, None)
+            })
+            .unwrap();
             assert_eq!(out.frame, frame, "v{version}");
         }
     }
@@ -270,7 +238,10 @@ mod tests {
                     &meta,
                     &with_records(version, batch(PHI, Compression::Snappy)),
                 );
-                let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+                let out = through(&meta, frame, |r| {
+                    on_response(&session(), &plan(), r, Some(&ctx))
+                })
+                .unwrap();
                 let got = fetched(&out.frame, &meta);
                 let records = got.responses[0].partitions[0].records.clone().unwrap();
                 assert_eq!(
@@ -283,8 +254,12 @@ mod tests {
             }
         }
 
+        /// Whether the stage decodes this version's response under `ctx`.
         fn rewrites_response_for(meta: &RequestMeta, ctx: &MaskingContext<'_>) -> bool {
-            crate::run::apis::rewrites_response(meta, Some(ctx))
+            let records = with_records(meta.api_version, batch(PHI, Compression::None));
+            let mut response = Response::new(meta.clone(), response_frame(meta, &records));
+            on_response(&session(), &plan(), &mut response, Some(ctx)).unwrap();
+            response.is_decoded()
         }
 
         #[test]
@@ -293,7 +268,10 @@ mod tests {
             let ctx = ctx(vec![ApplyTo::Fetch], &names);
             let meta = meta(ApiKey::Fetch, 13);
             let frame = response_frame(&meta, &with_records(13, batch(PHI, Compression::None)));
-            let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+            let out = through(&meta, frame, |r| {
+                on_response(&session(), &plan(), r, Some(&ctx))
+            })
+            .unwrap();
             let got = fetched(&out.frame, &meta);
             let p = &got.responses[0].partitions[0];
             assert_eq!(p.error_code, crate::masking::wire::UNKNOWN_TOPIC_ID);
@@ -318,7 +296,10 @@ mod tests {
             for version in 13..16 {
                 let meta = meta(ApiKey::Fetch, version);
                 let frame = with_foreign_endpoints_tag(version, batch(PHI, Compression::Lz4));
-                let out = on_response(&session(), &plan(), &meta, frame, Some(&ctx)).unwrap();
+                let out = through(&meta, frame, |r| {
+                    on_response(&session(), &plan(), r, Some(&ctx))
+                })
+                .unwrap();
                 let got = fetched(&out.frame, &meta);
                 assert!(got.node_endpoints.is_empty());
                 let records = got.responses[0].partitions[0].records.clone().unwrap();
@@ -349,12 +330,18 @@ mod tests {
             let ctx = ctx(vec![ApplyTo::Fetch], &names);
             let meta = meta(ApiKey::Fetch, 12);
             let frame = v12_with_foreign_tag(batch(PHI, Compression::Gzip));
-            let out = on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).unwrap();
+            let out = through(&meta, frame.clone(), |r| {
+                on_response(&session(), &plan(), r, Some(&ctx))
+            })
+            .unwrap();
             let got = fetched(&out.frame, &meta);
             let records = got.responses[0].partitions[0].records.clone().unwrap();
             assert_eq!(values(&records), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
             // Without masking the frame passes as the broker sent it.
-            let out = on_response(&session(), &plan(), &meta, frame.clone(), None).unwrap();
+            let out = through(&meta, frame.clone(), |r| {
+                on_response(&session(), &plan(), r, None)
+            })
+            .unwrap();
             assert_eq!(out.frame, frame);
         }
 
@@ -365,7 +352,15 @@ mod tests {
             let meta = meta(ApiKey::Fetch, 12);
             let frame = v12_with_foreign_tag(batch(PHI, Compression::None));
             let cut = frame.slice(..frame.len() - 2);
-            assert!(on_response(&session(), &plan(), &meta, cut, Some(&ctx)).is_err());
+            assert!(
+                through(&meta, cut, |r| on_response(
+                    &session(),
+                    &plan(),
+                    r,
+                    Some(&ctx)
+                ))
+                .is_err()
+            );
         }
 
         #[test]
@@ -375,7 +370,10 @@ mod tests {
             assert!(!rewrites_response_for(&meta(ApiKey::Fetch, 4), &ctx));
             let meta = meta(ApiKey::Fetch, 11);
             let frame = response_frame(&meta, &with_records(11, batch(PHI, Compression::None)));
-            let out = on_response(&session(), &plan(), &meta, frame.clone(), Some(&ctx)).unwrap();
+            let out = through(&meta, frame.clone(), |r| {
+                on_response(&session(), &plan(), r, Some(&ctx))
+            })
+            .unwrap();
             assert_eq!(out.frame, frame);
         }
     }

@@ -1,32 +1,20 @@
 //! FindCoordinator: v0–3 carry one coordinator at the top level, v4+ an array
 //! (one per key). Both are rewritten to loopback ports.
 
-use super::Rewritten;
+use super::Learned;
 use crate::run::addresses::AddressPlan;
-use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
-use bytes::Bytes;
-use kafka_protocol::messages::FindCoordinatorResponse;
+use crate::run::codec::FrameError;
+use crate::run::exchange::Response;
+use kafka_protocol::messages::{FindCoordinatorResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
-pub fn on_response(
-    plan: &AddressPlan,
-    meta: &RequestMeta,
-    frame: Bytes,
-) -> Result<Rewritten, FrameError> {
-    let header_version = meta.response_header_version();
-    let (header, body) = split_response(&frame, header_version)?;
-    let mut response: FindCoordinatorResponse =
-        decode_body(body, meta.api_version, "FindCoordinator response")?;
-    let mut out = Rewritten::default();
-    rewrite(plan, meta.api_version, &mut response, &mut out);
-    // gate: policy — a group/transaction coordinator lookup is allowed only
-    // for groups the principal may use (Read on the group).
-    out.frame = encode_response(
-        header.correlation_id,
-        header_version,
-        &response,
-        meta.api_version,
-    )?;
+pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
+    let version = response.meta().api_version;
+    let mut out = Learned::default();
+    if let ResponseKind::FindCoordinator(found) = response.body()? {
+        rewrite(plan, version, found, &mut out);
+        response.changed();
+    }
     Ok(out)
 }
 
@@ -34,7 +22,7 @@ pub fn rewrite(
     plan: &AddressPlan,
     version: i16,
     response: &mut FindCoordinatorResponse,
-    out: &mut Rewritten,
+    out: &mut Learned,
 ) {
     if version < 4 {
         let r = response;
@@ -69,7 +57,7 @@ fn rewrite_one(
     host: &mut StrBytes,
     port: &mut i32,
     error_code: &mut i16,
-    out: &mut Rewritten,
+    out: &mut Learned,
 ) {
     if *error_code != 0 {
         return;
@@ -101,7 +89,10 @@ mod tests {
                 .with_node_id(BrokerId(111))
                 .with_host(StrBytes::from_static_str("tansu.internal"))
                 .with_port(29092);
-            let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
+            let out = through(&meta, response_frame(&meta, &golden), |r| {
+                on_response(&plan(), r)
+            })
+            .unwrap();
             let (corr, got): (i32, FindCoordinatorResponse) = decode_response(&meta, &out.frame);
             assert_eq!(corr, 99);
             assert_eq!(
@@ -126,7 +117,10 @@ mod tests {
             };
             let golden = FindCoordinatorResponse::default()
                 .with_coordinators(vec![c("g1", 111), c("g2", 3)]);
-            let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
+            let out = through(&meta, response_frame(&meta, &golden), |r| {
+                on_response(&plan(), r)
+            })
+            .unwrap();
             let (_, got): (i32, FindCoordinatorResponse) = decode_response(&meta, &out.frame);
             let seen: Vec<_> = got
                 .coordinators
@@ -148,7 +142,10 @@ mod tests {
             .with_error_code(15)
             .with_node_id(BrokerId(-1))
             .with_port(-1);
-        let out = on_response(&plan(), &meta, response_frame(&meta, &golden)).unwrap();
+        let out = through(&meta, response_frame(&meta, &golden), |r| {
+            on_response(&plan(), r)
+        })
+        .unwrap();
         let (_, got): (i32, FindCoordinatorResponse) = decode_response(&meta, &out.frame);
         assert_eq!(got, golden);
         assert!(out.brokers.is_empty());

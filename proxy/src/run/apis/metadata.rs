@@ -1,37 +1,23 @@
 //! Metadata: every broker is rewritten to its loopback port; topic ids are
 //! learned so Fetch/Produce requests that carry ids can be named.
 
-use super::{Rewritten, rewrite_endpoints};
+use super::{Learned, rewrite_endpoints};
 use crate::run::addresses::AddressPlan;
-use crate::run::codec::{FrameError, RequestMeta, decode_body, encode_response, split_response};
-use crate::run::session::Session;
-use bytes::Bytes;
-use kafka_protocol::messages::MetadataResponse;
+use crate::run::codec::FrameError;
+use crate::run::exchange::Response;
+use kafka_protocol::messages::{MetadataResponse, ResponseKind};
 
-pub fn on_response(
-    _session: &Session,
-    plan: &AddressPlan,
-    meta: &RequestMeta,
-    frame: Bytes,
-) -> Result<Rewritten, FrameError> {
-    let header_version = meta.response_header_version();
-    let (header, body) = split_response(&frame, header_version)?;
-    let mut response: MetadataResponse = decode_body(body, meta.api_version, "Metadata response")?;
-    let mut out = Rewritten::default();
-    rewrite(plan, &mut response, &mut out);
-    // gate: policy — drop topics the principal may not describe (so they are
-    // invisible, not just unreadable); audit — record a Describe decision.
-    out.frame = encode_response(
-        header.correlation_id,
-        header_version,
-        &response,
-        meta.api_version,
-    )?;
+pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
+    let mut out = Learned::default();
+    if let ResponseKind::Metadata(metadata) = response.body()? {
+        rewrite(plan, metadata, &mut out);
+        response.changed();
+    }
     Ok(out)
 }
 
 /// Rewrite brokers and collect topic ids (pure, for tests).
-pub fn rewrite(plan: &AddressPlan, response: &mut MetadataResponse, out: &mut Rewritten) {
+pub fn rewrite(plan: &AddressPlan, response: &mut MetadataResponse, out: &mut Learned) {
     rewrite_endpoints(
         plan,
         &mut response.brokers,
@@ -93,7 +79,7 @@ mod tests {
         for version in MetadataResponse::VERSIONS.min..=MetadataResponse::VERSIONS.max {
             let meta = meta(ApiKey::Metadata, version);
             let frame = response_frame(&meta, &golden());
-            let out = on_response(&session(), &plan, &meta, frame.clone()).unwrap();
+            let out = through(&meta, frame.clone(), |r| on_response(&plan, r)).unwrap();
             let (corr, got): (i32, MetadataResponse) = decode_response(&meta, &out.frame);
             let (_, mut want): (i32, MetadataResponse) = decode_response(&meta, &frame);
             assert_eq!(corr, 99);
@@ -128,7 +114,10 @@ mod tests {
             ..plan()
         };
         let meta = meta(ApiKey::Metadata, 12);
-        let out = on_response(&session(), &plan, &meta, response_frame(&meta, &golden())).unwrap();
+        let out = through(&meta, response_frame(&meta, &golden()), |r| {
+            on_response(&plan, r)
+        })
+        .unwrap();
         let (_, got): (i32, MetadataResponse) = decode_response(&meta, &out.frame);
         assert_eq!(got.brokers.len(), 1);
         assert_eq!(got.brokers[0].node_id.0, 2);

@@ -11,6 +11,7 @@ pub mod produce;
 
 use super::addresses::{AddressPlan, UpstreamBroker};
 use super::codec::{FrameError, RequestMeta};
+use super::exchange::Response;
 use super::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, TopicName};
@@ -30,10 +31,9 @@ pub enum RequestAction {
     Answer(Bytes),
 }
 
-/// A response on its way back, plus what the proxy learned from it.
+/// What a response taught the proxy, and what masking did to it.
 #[derive(Debug, Default)]
-pub struct Rewritten {
-    pub frame: Bytes,
+pub struct Learned {
     /// Brokers whose loopback stand-ins must be listening before the client sees this.
     pub brokers: Vec<UpstreamBroker>,
     /// Topic ids learned (Metadata v10+), for APIs that carry ids instead of names.
@@ -78,15 +78,6 @@ pub(crate) fn masking_principal(session: &Session) -> streamgate_crds::matching:
         })
 }
 
-impl Rewritten {
-    fn unchanged(frame: Bytes) -> Self {
-        Self {
-            frame,
-            ..Self::default()
-        }
-    }
-}
-
 /// Handle one request from the client.
 pub fn on_request(
     session: &Session,
@@ -109,41 +100,22 @@ pub fn on_request(
     }
 }
 
-/// Whether a response to this request must be decoded (otherwise it is forwarded as is).
-/// Fetch responses are always decoded while a MaskingRule applies to Fetch.
-pub fn rewrites_response(meta: &RequestMeta, masking: Option<&MaskingContext<'_>>) -> bool {
-    if meta.api_key == ApiKey::Fetch
-        && masking.is_some_and(|m| m.applies(streamgate_crds::ApplyTo::Fetch))
-    {
-        return true;
-    }
-    match meta.api_key {
-        ApiKey::ApiVersions
-        | ApiKey::Metadata
-        | ApiKey::FindCoordinator
-        | ApiKey::DescribeCluster => true,
-        ApiKey::Produce => produce::response_has_endpoints(meta.api_version),
-        ApiKey::Fetch => fetch::response_needs_rewrite(meta.api_version),
-        _ => false,
-    }
-}
-
-/// Handle one response from the broker to the request described by `meta`.
+/// Handle one response from the broker: endpoints rewritten (and learned),
+/// Fetch records masked. Each API decodes the body only when it must.
 pub fn on_response(
     session: &Session,
     plan: &AddressPlan,
-    meta: &RequestMeta,
-    frame: Bytes,
+    response: &mut Response,
     masking: Option<&MaskingContext<'_>>,
-) -> Result<Rewritten, FrameError> {
-    match meta.api_key {
-        ApiKey::ApiVersions => api_versions::on_response(meta, frame).map(Rewritten::unchanged),
-        ApiKey::Metadata => metadata::on_response(session, plan, meta, frame),
-        ApiKey::FindCoordinator => find_coordinator::on_response(plan, meta, frame),
-        ApiKey::DescribeCluster => describe_cluster::on_response(plan, meta, frame),
-        ApiKey::Produce => produce::on_response(session, plan, meta, frame),
-        ApiKey::Fetch => fetch::on_response(session, plan, meta, frame, masking),
-        _ => Ok(Rewritten::unchanged(frame)),
+) -> Result<Learned, FrameError> {
+    match response.meta().api_key {
+        ApiKey::ApiVersions => api_versions::on_response(response).map(|()| Learned::default()),
+        ApiKey::Metadata => metadata::on_response(plan, response),
+        ApiKey::FindCoordinator => find_coordinator::on_response(plan, response),
+        ApiKey::DescribeCluster => describe_cluster::on_response(plan, response),
+        ApiKey::Produce => produce::on_response(plan, response),
+        ApiKey::Fetch => fetch::on_response(session, plan, response, masking),
+        _ => Ok(Learned::default()),
     }
 }
 
@@ -225,6 +197,30 @@ pub(crate) mod test_support {
             meta.api_version,
         )
         .unwrap()
+    }
+
+    /// A response frame through `stage`, as the pipeline runs it.
+    #[derive(Debug)]
+    pub struct Rewritten {
+        pub frame: Bytes,
+        pub brokers: Vec<UpstreamBroker>,
+        pub topics: Vec<([u8; 16], TopicName)>,
+        pub masking: Vec<crate::masking::TopicMasking>,
+    }
+
+    pub fn through(
+        meta: &RequestMeta,
+        frame: Bytes,
+        stage: impl FnOnce(&mut Response) -> Result<Learned, FrameError>,
+    ) -> Result<Rewritten, FrameError> {
+        let mut response = Response::new(meta.clone(), frame);
+        let learned = stage(&mut response)?;
+        Ok(Rewritten {
+            frame: response.into_frame()?,
+            brokers: learned.brokers,
+            topics: learned.topics,
+            masking: learned.masking,
+        })
     }
 
     /// Decode a response frame back into (correlation id, message).

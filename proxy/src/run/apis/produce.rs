@@ -2,20 +2,20 @@
 //! decoded only at v10+, where it can carry `node_endpoints` (new leaders)
 //! that must be rewritten.
 
-use super::{MaskingContext, RequestAction, Rewritten, masking_principal, rewrite_endpoints};
+use super::{Learned, MaskingContext, RequestAction, masking_principal, rewrite_endpoints};
 use crate::kafka::wire::skip_nullable_string;
 use crate::masking::wire::TopicMasking;
 use crate::masking::{PartitionFailure, mask_produce_request};
 use crate::run::addresses::AddressPlan;
 use crate::run::codec::{
     FrameError, RequestMeta, decode_body, encode_request, encode_response, split_request,
-    split_response,
 };
+use crate::run::exchange::Response;
 use crate::run::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::buf::ByteBuf;
 use streamgate_crds::ApplyTo;
@@ -164,39 +164,23 @@ pub fn peek_acks(frame: &Bytes, meta: &RequestMeta) -> Result<i16, FrameError> {
     Ok(i16::from_be_bytes([acks[0], acks[1]]))
 }
 
-pub fn response_has_endpoints(version: i16) -> bool {
-    version >= NODE_ENDPOINTS_SINCE
-}
-
-pub fn on_response(
-    _session: &Session,
-    plan: &AddressPlan,
-    meta: &RequestMeta,
-    frame: Bytes,
-) -> Result<Rewritten, FrameError> {
-    let header_version = meta.response_header_version();
-    let (header, body) = split_response(&frame, header_version)?;
-    let mut response: ProduceResponse = decode_body(body, meta.api_version, "Produce response")?;
-    if response.node_endpoints.is_empty() {
-        // Nothing address-bearing: forward the broker's bytes as they were.
-        return Ok(Rewritten {
-            frame,
-            ..Rewritten::default()
-        });
+/// Only v10+ responses may carry `node_endpoints`; older ones are not decoded.
+pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
+    let mut out = Learned::default();
+    if response.meta().api_version < NODE_ENDPOINTS_SINCE {
+        return Ok(out);
     }
-    let mut out = Rewritten::default();
-    rewrite_endpoints(
-        plan,
-        &mut response.node_endpoints,
-        |n| (n.node_id.0, &mut n.host, &mut n.port),
-        &mut out.brokers,
-    );
-    out.frame = encode_response(
-        header.correlation_id,
-        header_version,
-        &response,
-        meta.api_version,
-    )?;
+    if let ResponseKind::Produce(produced) = response.body()?
+        && !produced.node_endpoints.is_empty()
+    {
+        rewrite_endpoints(
+            plan,
+            &mut produced.node_endpoints,
+            |n| (n.node_id.0, &mut n.host, &mut n.port),
+            &mut out.brokers,
+        );
+        response.changed();
+    }
     Ok(out)
 }
 
@@ -240,7 +224,7 @@ mod tests {
         for version in NODE_ENDPOINTS_SINCE..=ProduceResponse::VERSIONS.max {
             let meta = meta(ApiKey::Produce, version);
             let plain = response_frame(&meta, &ProduceResponse::default().with_throttle_time_ms(3));
-            let out = on_response(&session(), &plan(), &meta, plain.clone()).unwrap();
+            let out = through(&meta, plain.clone(), |r| on_response(&plan(), r)).unwrap();
             assert_eq!(out.frame, plain);
             let golden = ProduceResponse::default().with_node_endpoints(vec![
                 NodeEndpoint::default()
@@ -248,8 +232,10 @@ mod tests {
                     .with_host(StrBytes::from_static_str("tansu.internal"))
                     .with_port(29092),
             ]);
-            let out =
-                on_response(&session(), &plan(), &meta, response_frame(&meta, &golden)).unwrap();
+            let out = through(&meta, response_frame(&meta, &golden), |r| {
+                on_response(&plan(), r)
+            })
+            .unwrap();
             let (_, got): (i32, ProduceResponse) = decode_response(&meta, &out.frame);
             let mut want = golden.clone();
             want.node_endpoints[0].host = StrBytes::from_static_str("127.0.0.1");
