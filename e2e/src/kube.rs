@@ -127,10 +127,10 @@ impl ControlPlane {
             api_port,
             etcd_port,
         };
-        cp.start_apiserver();
         for (user, _) in USERS {
             cp.write_kubeconfig(user, &format!("{user}-token"));
         }
+        cp.start_apiserver();
         cp
     }
 
@@ -366,6 +366,30 @@ impl ControlPlane {
         );
     }
 
+    /// Lets `subjects` (`group:NAME` or `user:NAME`) see and patch
+    /// AccessApprovals in `namespace` through the chart's `streamgate-approver`
+    /// role, as a cluster admin would bind it.
+    pub fn bind_approvers(&self, namespace: &str, subjects: &[&str]) {
+        let subjects: String = subjects
+            .iter()
+            .map(|s| {
+                let (kind, name) = s.split_once(':').expect("group:NAME or user:NAME");
+                let kind = if kind == "group" { "Group" } else { "User" };
+                format!(
+                    "  - {{apiGroup: rbac.authorization.k8s.io, kind: {kind}, name: \"{name}\"}}\n"
+                )
+            })
+            .collect();
+        self.apply_ok(
+            "admin",
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: approvers\n  \
+                 namespace: {namespace}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, \
+                 name: streamgate-approver}}\nsubjects:\n{subjects}"
+            ),
+        );
+    }
+
     /// Wait until `check` holds, polling every 200 ms.
     pub fn eventually<T>(
         &self,
@@ -537,6 +561,7 @@ pub struct Installed {
     pub cp: ControlPlane,
     pub operators: Vec<Operator>,
     pub chart: String,
+    default_upstream: String,
 }
 
 pub fn install_product(replicas: usize, default_upstream: &str) -> Installed {
@@ -544,11 +569,7 @@ pub fn install_product(replicas: usize, default_upstream: &str) -> Installed {
     install_crds(&cp);
     cp.namespace("streamgate-system", &[]);
     let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-    let values = serde_json::json!({
-        "webhook": {"externalURL": format!("https://127.0.0.1:{}", ports[0]), "timeoutSeconds": 5},
-        "upstream": {"bootstrapServers": default_upstream},
-    });
-    let chart = render_chart(&values).unwrap();
+    let chart = chart_for(ports[0], default_upstream);
     cp.apply_ok("admin", &chart);
     let operators = ports
         .iter()
@@ -559,12 +580,30 @@ pub fn install_product(replicas: usize, default_upstream: &str) -> Installed {
         cp,
         operators,
         chart,
+        default_upstream: default_upstream.to_string(),
     };
     installed.wait_webhooks_ready();
     installed
 }
 
+/// The chart with the webhooks calling a local operator on `webhook_port`.
+fn chart_for(webhook_port: u16, default_upstream: &str) -> String {
+    let values = serde_json::json!({
+        "webhook": {"externalURL": format!("https://127.0.0.1:{webhook_port}"), "timeoutSeconds": 5},
+        "upstream": {"bootstrapServers": default_upstream},
+    });
+    render_chart(&values).unwrap()
+}
+
 impl Installed {
+    /// Re-point the webhook configurations at another replica (what a
+    /// Service does when an endpoint goes away), keeping the patched caBundle.
+    pub fn route_webhooks_to(&mut self, replica: usize) {
+        self.chart = chart_for(self.operators[replica].webhook_port, &self.default_upstream);
+        self.cp.apply_ok("admin", &self.chart);
+        self.wait_webhooks_ready();
+    }
+
     /// Until the API server trusts the operator's certificate (the caBundle
     /// patched in) and the webhook answers: a dry-run pod create goes through
     /// the injector without errors.

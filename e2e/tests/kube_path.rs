@@ -37,10 +37,8 @@ fn wait_ready(
     while Instant::now() < deadline {
         if let Some(obj) = cp.get_json(kind, ns, name) {
             last = ready_condition(&obj);
-            if let Some(c) = &last {
-                if c.0 == want {
-                    return c.clone();
-                }
+            if let Some(c) = last.as_ref().filter(|c| c.0 == want) {
+                return c.clone();
             }
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -78,12 +76,23 @@ fn crds_and_examples_apply_and_invalid_objects_get_ready_false_with_the_reason()
     wait_ready(&inst, "streampolicy", "clinical", "phi-access", "True");
     wait_ready(&inst, "maskingrule", "clinical", "patient-phi", "True");
     let table = cp.kubectl_ok("admin", &["get", "sp,mr,aa", "-n", "clinical"]);
-    for column in ["RULES", "WORKLOADS", "READY", "REASON", "AGE", "PHASE"] {
+    for column in [
+        "WORKLOADS",
+        "READY",
+        "TOPICS",
+        "REQUESTER",
+        "RULE",
+        "PHASE",
+        "DECIDED-BY",
+        "AGE",
+    ] {
         assert!(
             table.contains(column),
             "printer column {column} missing:\n{table}"
         );
     }
+    let wide = cp.kubectl_ok("admin", &["get", "sp", "-n", "clinical", "-o", "wide"]);
+    assert!(wide.contains("REASON"), "{wide}");
     assert!(
         table.contains("phi-access") && table.contains("write-patient-records-alice-7f3c9"),
         "{table}"
@@ -122,6 +131,7 @@ fn two_operators_lead_by_lease_reconcile_with_ssa_and_fail_over() {
     let mut inst = install_product(2, UPSTREAM);
     let cp = &inst.cp;
     cp.namespace("clinical", &[]);
+    cp.bind_approvers("clinical", &["group:compliance-officers"]);
     cp.apply_ok("admin", &examples_for("clinical"));
     wait_ready(&inst, "streampolicy", "clinical", "phi-access", "True");
 
@@ -227,9 +237,41 @@ fn two_operators_lead_by_lease_reconcile_with_ssa_and_fail_over() {
     let took = killed_at.elapsed();
     assert!(took < Duration::from_secs(45), "took over after {took:?}");
     // The new leader reconciles a policy created after the fail-over.
-    let later = examples_for("clinical").replace("name: phi-access", "name: phi-access-2");
+    let later = examples_for("clinical")
+        .replace("name: phi-access", "name: phi-access-2")
+        .replace("write-patient-records-alice-7f3c9", "second-request");
+    // The Service would route to the survivor; here the configurations are re-pointed.
+    let survivor = inst
+        .operators
+        .iter()
+        .position(|o| o.name == new_leader)
+        .unwrap();
+    inst.route_webhooks_to(survivor);
+    let cp = &inst.cp;
     cp.apply_ok("admin", &later);
     wait_ready(&inst, "streampolicy", "clinical", "phi-access-2", "True");
+    // The survivor serves admission with the same CA: its stamp overwrites a forged decidedBy.
+    let out = cp.kubectl(
+        "alice",
+        &[
+            "patch",
+            "aa",
+            "second-request",
+            "-n",
+            "clinical",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"decision":"Denied","decidedBy":"bob"}}"#,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let aa = cp.get_json("aa", "clinical", "second-request").unwrap();
+    assert_eq!(aa["spec"]["decidedBy"], "alice", "{aa}");
     eprintln!("leader {leader} killed; {new_leader} took over after {took:?}");
 }
 
@@ -402,7 +444,8 @@ fn rbac_is_least_privilege_for_sidecar_and_operator() {
         operator,
         &[
             "patch",
-            "streampolicies.streamgate.dev/status",
+            "streampolicies.streamgate.dev",
+            "--subresource=status",
             "-n",
             "clinical"
         ]
