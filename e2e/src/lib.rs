@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod kube;
+pub mod pod;
 
 /// Paths of the installed peers.
 #[derive(Debug, Clone)]
