@@ -17,6 +17,10 @@ use serde_json::Value;
 use streamgate_proxy::identity::jwt::{IssuerSet, JwtError, JwtValidator, OidcConfig};
 use streamgate_proxy::identity::sasl::SaslServer;
 
+#[path = "support/gate.rs"]
+mod gate;
+use gate::on_frame;
+
 const AUDIENCE: &str = "urn:kafka:proxy";
 
 /// A peer path from the environment, else from the coordinator's peers.env.
@@ -533,7 +537,7 @@ rules:
     // v1: SaslAuthenticate; a clinician may write patient-records.
     let mut conn = ConnGate::new(Arc::clone(&shared));
     assert!(matches!(
-        conn.on_request(handshake(1)).await.unwrap(),
+        on_frame(&mut conn, handshake(1)).await.0,
         FrameAction::Answer(_)
     ));
     let tok = idp.token("intake-app").await;
@@ -543,7 +547,7 @@ rules:
             .encode(out, 2)
             .unwrap()
     });
-    let FrameAction::Answer(a) = conn.on_request(auth).await.unwrap() else {
+    let FrameAction::Answer(a) = on_frame(&mut conn, auth).await.0 else {
         panic!("authenticated")
     };
     let mut buf = a.clone();
@@ -556,34 +560,34 @@ rules:
     assert_eq!(r.error_code, 0);
     assert!(r.session_lifetime_ms > 0);
     assert!(matches!(
-        conn.on_request(produce.clone()).await.unwrap(),
+        on_frame(&mut conn, produce.clone()).await.0,
         FrameAction::Forward { .. }
     ));
 
     // v0: the token comes as a raw frame; a billing analyst may not write.
     let mut conn = ConnGate::new(Arc::clone(&shared));
     assert!(matches!(
-        conn.on_request(handshake(0)).await.unwrap(),
+        on_frame(&mut conn, handshake(0)).await.0,
         FrameAction::Answer(_)
     ));
-    let FrameAction::Answer(empty) = conn
-        .on_request(client_msg(&idp.token("billing-app").await))
-        .await
-        .unwrap()
+    let FrameAction::Answer(empty) =
+        on_frame(&mut conn, client_msg(&idp.token("billing-app").await))
+            .await
+            .0
     else {
         panic!("raw token accepted")
     };
     assert!(empty.is_empty());
     assert!(matches!(
-        conn.on_request(produce.clone()).await.unwrap(),
+        on_frame(&mut conn, produce.clone()).await.0,
         FrameAction::Answer(_)
     ));
 
     // v0 with a forged token: the connection is closed.
     let mut conn = ConnGate::new(shared);
-    conn.on_request(handshake(0)).await.unwrap();
+    on_frame(&mut conn, handshake(0)).await;
     assert!(matches!(
-        conn.on_request(client_msg("a.b.c")).await.unwrap(),
+        on_frame(&mut conn, client_msg("a.b.c")).await.0,
         FrameAction::Close(_)
     ));
 }

@@ -10,6 +10,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use streamgate_crds::StreamPolicySpec;
 use streamgate_proxy::identity::workload::Workload;
 use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared, ResponseFixup};
+
+#[path = "support/gate.rs"]
+mod gate;
+use gate::on_frame;
 use streamgate_proxy::policy::decide::PolicyDoc;
 use streamgate_proxy::policy::{PolicyInputs, PolicyPublisher, policy_channel};
 use streamgate_proxy::run::codec::RequestMeta;
@@ -112,7 +116,7 @@ async fn workload_identity_when_the_policy_allows_it() {
     let mut conn = ConnGate::new(shared);
     let f = frame(ApiKey::Produce, 9, 7, &produce("patient-records"));
     let f_copy = f.clone();
-    let FrameAction::Forward { frame: fwd, fixup } = conn.on_request(f).await.unwrap() else {
+    let (FrameAction::Forward { fixup }, fwd) = on_frame(&mut conn, f).await else {
         panic!("forwarded")
     };
     assert!(
@@ -125,7 +129,7 @@ async fn workload_identity_when_the_policy_allows_it() {
     let h = RequestHeader::decode(&mut buf, ApiKey::Produce.request_header_version(9)).unwrap();
     assert_eq!(h.correlation_id, 7);
     let f = frame(ApiKey::Produce, 9, 8, &produce("claims"));
-    let FrameAction::Answer(a) = conn.on_request(f).await.unwrap() else {
+    let FrameAction::Answer(a) = on_frame(&mut conn, f).await.0 else {
         panic!("answered locally")
     };
     let (cid, r): (i32, ProduceResponse) = response(ApiKey::Produce, 9, &a);
@@ -142,10 +146,10 @@ async fn without_workload_identity_the_caller_is_refused_even_by_wildcard_rules(
     let (_p, shared) = shared(false);
     let mut conn = ConnGate::new(shared);
     for topic in ["patient-records", "public"] {
-        let FrameAction::Answer(a) = conn
-            .on_request(frame(ApiKey::Produce, 9, 1, &produce(topic)))
-            .await
-            .unwrap()
+        let FrameAction::Answer(a) =
+            on_frame(&mut conn, frame(ApiKey::Produce, 9, 1, &produce(topic)))
+                .await
+                .0
         else {
             panic!("refused locally")
         };
@@ -160,10 +164,9 @@ async fn without_workload_identity_the_caller_is_refused_even_by_wildcard_rules(
     let md = MetadataRequest::default().with_topics(None);
     let FrameAction::Forward {
         fixup: Some(fixup), ..
-    } = conn
-        .on_request(frame(ApiKey::Metadata, 9, 2, &md))
+    } = on_frame(&mut conn, frame(ApiKey::Metadata, 9, 2, &md))
         .await
-        .unwrap()
+        .0
     else {
         panic!()
     };
@@ -191,15 +194,12 @@ async fn without_workload_identity_the_caller_is_refused_even_by_wildcard_rules(
     // sidecar terminates even when the broker has none.
     let FrameAction::Forward {
         fixup: Some(fixup), ..
-    } = conn
-        .on_request(frame(
-            ApiKey::ApiVersions,
-            3,
-            3,
-            &ApiVersionsRequest::default(),
-        ))
-        .await
-        .unwrap()
+    } = on_frame(
+        &mut conn,
+        frame(ApiKey::ApiVersions, 3, 3, &ApiVersionsRequest::default()),
+    )
+    .await
+    .0
     else {
         panic!("ApiVersions forwarded")
     };
@@ -234,16 +234,16 @@ async fn policy_reload_applies_to_open_connections() {
     let (publisher, shared) = shared(true);
     let mut conn = ConnGate::new(shared);
     assert!(matches!(
-        conn.on_request(frame(ApiKey::Produce, 9, 1, &produce("claims")))
+        on_frame(&mut conn, frame(ApiKey::Produce, 9, 1, &produce("claims")))
             .await
-            .unwrap(),
+            .0,
         FrameAction::Answer(_)
     ));
     publish(&publisher, true, "claims");
     assert!(matches!(
-        conn.on_request(frame(ApiKey::Produce, 9, 2, &produce("claims")))
+        on_frame(&mut conn, frame(ApiKey::Produce, 9, 2, &produce("claims")))
             .await
-            .unwrap(),
+            .0,
         FrameAction::Forward { .. }
     ));
 }
@@ -253,10 +253,9 @@ async fn sasl_mechanisms_and_unknown_apis() {
     let (_p, shared) = shared(true);
     let mut conn = ConnGate::new(shared);
     let hs = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
-    let FrameAction::Answer(a) = conn
-        .on_request(frame(ApiKey::SaslHandshake, 1, 5, &hs))
+    let FrameAction::Answer(a) = on_frame(&mut conn, frame(ApiKey::SaslHandshake, 1, 5, &hs))
         .await
-        .unwrap()
+        .0
     else {
         panic!()
     };
@@ -266,10 +265,10 @@ async fn sasl_mechanisms_and_unknown_apis() {
     // SaslAuthenticate without a handshake: illegal state, then close.
     let auth = SaslAuthenticateRequest::default()
         .with_auth_bytes(Bytes::from_static(b"n,,\x01auth=Bearer x\x01\x01"));
-    let FrameAction::AnswerThenClose(a) = conn
-        .on_request(frame(ApiKey::SaslAuthenticate, 2, 6, &auth))
-        .await
-        .unwrap()
+    let FrameAction::AnswerThenClose(a) =
+        on_frame(&mut conn, frame(ApiKey::SaslAuthenticate, 2, 6, &auth))
+            .await
+            .0
     else {
         panic!()
     };
@@ -278,13 +277,11 @@ async fn sasl_mechanisms_and_unknown_apis() {
     // OAUTHBEARER, but no issuer configured: authentication fails with the reason.
     let hs =
         SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("OAUTHBEARER"));
-    conn.on_request(frame(ApiKey::SaslHandshake, 1, 7, &hs))
-        .await
-        .unwrap();
-    let FrameAction::AnswerThenClose(a) = conn
-        .on_request(frame(ApiKey::SaslAuthenticate, 2, 8, &auth))
-        .await
-        .unwrap()
+    on_frame(&mut conn, frame(ApiKey::SaslHandshake, 1, 7, &hs)).await;
+    let FrameAction::AnswerThenClose(a) =
+        on_frame(&mut conn, frame(ApiKey::SaslAuthenticate, 2, 8, &auth))
+            .await
+            .0
     else {
         panic!()
     };
@@ -296,7 +293,7 @@ async fn sasl_mechanisms_and_unknown_apis() {
         BytesMut::from(&frame(ApiKey::ApiVersions, 0, 9, &ApiVersionsRequest::default())[..]);
     bogus[0..2].copy_from_slice(&999i16.to_be_bytes());
     assert!(matches!(
-        conn.on_request(bogus.freeze()).await.unwrap(),
+        on_frame(&mut conn, bogus.freeze()).await.0,
         FrameAction::Close(_)
     ));
 }

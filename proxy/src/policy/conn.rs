@@ -19,10 +19,9 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-    SaslAuthenticateRequest, SaslHandshakeRequest, api_versions_response,
+    ApiKey, ApiVersionsResponse, RequestKind, ResponseHeader, ResponseKind, api_versions_response,
 };
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::Encodable;
 use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
@@ -32,7 +31,8 @@ use super::handle::PolicyHandle;
 use crate::identity::jwt::{IssuerSet, OidcConfig};
 use crate::identity::sasl::SaslServer;
 use crate::identity::workload::Workload;
-use crate::run::exchange::Response;
+use crate::run::codec::{FrameError, RequestMeta};
+use crate::run::exchange::{Request, Response};
 use kafka_protocol::ResponseError;
 
 static NOBODY_POLICY: LazyLock<CompiledPolicy> = LazyLock::new(CompiledPolicy::empty);
@@ -48,6 +48,20 @@ fn malformed(what: &'static str) -> impl FnOnce(anyhow::Error) -> GateError {
     move |e| GateError::Malformed {
         what,
         message: e.to_string(),
+    }
+}
+
+fn frame_error(e: FrameError) -> GateError {
+    GateError::Malformed {
+        what: "request",
+        message: e.to_string(),
+    }
+}
+
+fn not_decoded(what: &'static str) -> GateError {
+    GateError::Malformed {
+        what,
+        message: "decoded as another API".into(),
     }
 }
 
@@ -117,13 +131,11 @@ impl GateShared {
 /// What the connection does with a client frame.
 #[derive(Debug)]
 pub enum FrameAction {
-    /// Send `frame` upstream. Keep `fixup` with the in-flight request and run
-    /// it on the response; `None` means the response passes as it is.
-    /// (An acks=0 Produce still expects no response: the connection code's peek decides.)
-    Forward {
-        frame: Bytes,
-        fixup: Option<ResponseFixup>,
-    },
+    /// Send the request upstream (as trimmed). Keep `fixup` with the
+    /// in-flight request and run it on the response; `None` means the
+    /// response passes as it is. (An acks=0 Produce still expects no
+    /// response: the Produce stage's peek decides.)
+    Forward { fixup: Option<ResponseFixup> },
     /// Answer the client with this frame (correlation id included); forward nothing.
     Answer(Bytes),
     /// Answer, then close the connection (failed authentication).
@@ -259,32 +271,26 @@ impl ConnGate {
         &self.sasl
     }
 
-    /// Handle one client frame (without its size prefix).
-    pub async fn on_request(&mut self, frame: Bytes) -> Result<FrameAction, GateError> {
-        if self.sasl.expects_raw_token() {
-            // SaslHandshake v0: this frame is the bare token, no Kafka header.
-            let policy = self.shared.policy.current();
-            let issuers = self.shared.issuers(&policy);
-            return Ok(match self.sasl.raw_token(&issuers, &frame).await {
-                Ok(_) => FrameAction::Answer(Bytes::new()),
-                Err(e) => FrameAction::Close(format!("SASL authentication failed: {e}")),
-            });
+    /// SaslHandshake v0: the frame after the handshake is the bare token,
+    /// with no Kafka header; the answer is an empty frame, or the connection closes.
+    pub async fn on_raw_token(&mut self, frame: &Bytes) -> FrameAction {
+        let policy = self.shared.policy.current();
+        let issuers = self.shared.issuers(&policy);
+        match self.sasl.raw_token(&issuers, frame).await {
+            Ok(_) => FrameAction::Answer(Bytes::new()),
+            Err(e) => FrameAction::Close(format!("SASL authentication failed: {e}")),
         }
-        let Some(key_bytes) = frame.get(..4) else {
-            return Err(GateError::Malformed {
-                what: "request header",
-                message: "shorter than 4 bytes".into(),
-            });
-        };
-        let raw_key = i16::from_be_bytes([key_bytes[0], key_bytes[1]]);
-        let version = i16::from_be_bytes([key_bytes[2], key_bytes[3]]);
-        let Ok(api_key) = ApiKey::try_from(raw_key) else {
-            return Ok(FrameAction::Close(format!("unknown API key {raw_key}")));
-        };
-        let header_version = api_key.request_header_version(version);
-        let mut body = frame.clone();
-        let header = RequestHeader::decode(&mut body, header_version)
-            .map_err(malformed("request header"))?;
+    }
+
+    /// Handle one client request: SASL answered, policy enforced (the body
+    /// decoded only for APIs whose topics are checked, and trimmed in place).
+    pub async fn on_request(&mut self, request: &mut Request) -> Result<FrameAction, GateError> {
+        let RequestMeta {
+            api_key,
+            api_version: version,
+            correlation_id,
+        } = *request.meta();
+        let raw_key = api_key as i16;
         let is_sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
         if !is_sasl && self.sasl.session_expired(SystemTime::now()) {
             return Ok(FrameAction::Close(
@@ -298,7 +304,7 @@ impl ConnGate {
         }
         let answer = |resp: ResponseKind| {
             encode_response(
-                header.correlation_id,
+                correlation_id,
                 api_key.response_header_version(version),
                 version,
                 &resp,
@@ -306,21 +312,24 @@ impl ConnGate {
         };
         match api_key {
             ApiKey::SaslHandshake => {
-                let req = SaslHandshakeRequest::decode(&mut body, version)
-                    .map_err(malformed("SaslHandshake"))?;
-                let resp = self.sasl.handshake(version, &req);
+                let RequestKind::SaslHandshake(req) = request.body().map_err(frame_error)? else {
+                    return Err(not_decoded("SaslHandshake"));
+                };
+                let resp = self.sasl.handshake(version, req);
                 return Ok(FrameAction::Answer(answer(ResponseKind::SaslHandshake(
                     resp,
                 ))?));
             }
             ApiKey::SaslAuthenticate => {
-                let req = SaslAuthenticateRequest::decode(&mut body, version)
-                    .map_err(malformed("SaslAuthenticate"))?;
+                let RequestKind::SaslAuthenticate(req) = request.body().map_err(frame_error)?
+                else {
+                    return Err(not_decoded("SaslAuthenticate"));
+                };
                 let policy = self.shared.policy.current();
                 let issuers = self.shared.issuers(&policy);
                 let out = self
                     .sasl
-                    .authenticate(&issuers, &req, SystemTime::now())
+                    .authenticate(&issuers, req, SystemTime::now())
                     .await;
                 let frame = answer(ResponseKind::SaslAuthenticate(out.response))?;
                 return Ok(if out.close {
@@ -343,12 +352,11 @@ impl ConnGate {
             principal: principal.as_ref().unwrap_or(&nobody),
             topic_names: self.shared.topic_names.as_ref(),
         };
-        let (checked, request) = if needs_decoding(raw_key) {
-            let mut req =
-                RequestKind::decode(api_key, &mut body, version).map_err(malformed("request"))?;
-            (gate.check(api_key, version, &mut req), Some(req))
+        let checked = if needs_decoding(raw_key) {
+            let body = request.body().map_err(frame_error)?;
+            gate.check(api_key, version, body)
         } else {
-            (gate.check_key(raw_key), None)
+            gate.check_key(raw_key)
         };
         self.decisions = checked.decisions;
         if let Some(approvals) = self.shared.approvals.get() {
@@ -356,19 +364,10 @@ impl ConnGate {
         }
         Ok(match checked.enforcement {
             Enforcement::Forward(fixup) => {
-                // Re-encode only what was decoded (it may have been trimmed).
-                let frame = match request {
-                    Some(req) if fixup.request_changed() => {
-                        let mut out = BytesMut::new();
-                        header
-                            .encode(&mut out, header_version)
-                            .map_err(malformed("request header"))?;
-                        req.encode(&mut out, version)
-                            .map_err(malformed("request"))?;
-                        out.freeze()
-                    }
-                    _ => frame,
-                };
+                if fixup.request_changed() {
+                    // Trimmed: encoded once, when the request leaves the pipeline.
+                    request.changed();
+                }
                 let advertise = api_key == ApiKey::ApiVersions;
                 let fixup = (advertise || fixup.needs_response_work()).then(|| ResponseFixup {
                     fixup,
@@ -376,7 +375,7 @@ impl ConnGate {
                     principal: principal.clone(),
                     topic_names: Arc::clone(&self.shared.topic_names),
                 });
-                FrameAction::Forward { frame, fixup }
+                FrameAction::Forward { fixup }
             }
             Enforcement::Respond(resp) => FrameAction::Answer(answer(resp)?),
             Enforcement::NoResponse => FrameAction::Silent,

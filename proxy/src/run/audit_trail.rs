@@ -14,14 +14,14 @@
 //! logged — never the payload. `Open`: traffic continues, the failure is logged and counted.
 
 use super::audit_summary as summary;
-use super::codec::{RequestMeta, decode_body, encode_response, split_request};
-use super::exchange::Response;
+use super::codec::{RequestMeta, encode_response};
+use super::exchange::{Request, Response};
 use super::session::Session;
 use crate::audit::record::PayloadHasher;
 use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
 use crate::policy::apis::operation_of;
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, MetadataRequest, ProduceRequest, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use std::sync::Arc;
 use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
@@ -262,12 +262,12 @@ impl AuditTrail {
     pub async fn on_request(
         &self,
         session: &Session,
-        meta: &RequestMeta,
-        frame: &Bytes,
+        request: &mut Request,
         expect_response: bool,
         names: TopicNames<'_>,
         report: GateReport,
     ) -> OnRequest {
+        let meta = &request.meta().clone();
         if !is_governed(meta.api_key) {
             return OnRequest::Done;
         }
@@ -275,12 +275,12 @@ impl AuditTrail {
         let record = self.base(session, meta, &report);
         match meta.api_key {
             ApiKey::Produce => {
-                self.on_produce(meta, frame, expect_response, names, record, settings)
+                self.on_produce(request, expect_response, names, record, settings)
                     .await
             }
             ApiKey::Fetch => OnRequest::Await(Box::new(InFlight::Fetch { record, settings })),
             ApiKey::Metadata => {
-                let topics = metadata_topics(meta, frame);
+                let topics = metadata_topics(request);
                 self.audit
                     .record(record.resources(topics.into_iter().map(ResourceAccess::topic)))
                     .await;
@@ -295,17 +295,14 @@ impl AuditTrail {
 
     async fn on_produce(
         &self,
-        meta: &RequestMeta,
-        frame: &Bytes,
+        request: &mut Request,
         expect_response: bool,
         names: TopicNames<'_>,
         record: AuditRecord,
         settings: Settings,
     ) -> OnRequest {
-        let request: Option<ProduceRequest> = split_request(frame, meta)
-            .ok()
-            .and_then(|(_, body)| decode_body(body, meta.api_version, "Produce request").ok());
-        let Some(request) = request else {
+        let meta = request.meta().clone();
+        let Ok(RequestKind::Produce(request)) = request.body() else {
             // The broker will judge the frame; say that it passed, without detail.
             self.audit
                 .record(record.decision(
@@ -315,7 +312,7 @@ impl AuditTrail {
                 .await;
             return OnRequest::Done;
         };
-        let (parts, bytes) = summary::produce_request(&request, names);
+        let (parts, bytes) = summary::produce_request(request, names);
         if settings.failure_mode == FailureMode::Closed && !self.audit.health().is_healthy() {
             // Writing PHI that cannot be accounted for: refuse before the broker has it.
             tracing::error!(
@@ -341,7 +338,7 @@ impl AuditTrail {
             if !expect_response {
                 return OnRequest::Refuse(Bytes::new());
             }
-            let response = summary::refuse_produce_request(&request, REFUSAL);
+            let response = summary::refuse_produce_request(request, REFUSAL);
             return match encode_response(
                 meta.correlation_id,
                 meta.response_header_version(),
@@ -555,14 +552,15 @@ fn decide(
 }
 
 /// The topics a Metadata request names (`None`: all topics).
-fn metadata_topics(meta: &RequestMeta, frame: &Bytes) -> Vec<String> {
-    let request: Option<MetadataRequest> = split_request(frame, meta)
-        .ok()
-        .and_then(|(_, body)| decode_body(body, meta.api_version, "Metadata request").ok());
-    match request.and_then(|r| r.topics) {
+fn metadata_topics(request: &mut Request) -> Vec<String> {
+    let topics = match request.body() {
+        Ok(RequestKind::Metadata(metadata)) => metadata.topics.as_ref(),
+        _ => None,
+    };
+    match topics {
         Some(topics) => topics
-            .into_iter()
-            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
             .collect(),
         None => vec!["*".to_string()],
     }
@@ -572,8 +570,8 @@ fn metadata_topics(meta: &RequestMeta, frame: &Bytes) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::audit::Operation;
-    use crate::run::codec::split_response;
-    use kafka_protocol::messages::{FetchResponse, ProduceResponse};
+    use crate::run::codec::{decode_body, split_response};
+    use kafka_protocol::messages::{FetchResponse, ProduceRequest, ProduceResponse};
 
     /// The response through the audit stage, as the pipeline runs it.
     async fn respond(
@@ -634,8 +632,7 @@ mod tests {
         let OnRequest::Await(inflight) = trail
             .on_request(
                 &s,
-                &m,
-                &Bytes::new(),
+                &mut Request::new(m.clone(), Bytes::new()),
                 true,
                 &|_| None,
                 GateReport::default(),
@@ -679,8 +676,7 @@ mod tests {
         let OnRequest::Await(inflight) = trail
             .on_request(
                 &session(),
-                &m,
-                &Bytes::new(),
+                &mut Request::new(m.clone(), Bytes::new()),
                 true,
                 &|_| None,
                 GateReport::default(),
@@ -714,8 +710,7 @@ mod tests {
         let OnRequest::Refuse(frame) = trail
             .on_request(
                 &session(),
-                &pm,
-                &request_frame(&pm, &req),
+                &mut Request::new(pm.clone(), request_frame(&pm, &req)),
                 true,
                 &|_| None,
                 GateReport::default(),
@@ -741,8 +736,7 @@ mod tests {
         let OnRequest::Await(inflight) = open
             .on_request(
                 &session(),
-                &m,
-                &Bytes::new(),
+                &mut Request::new(m.clone(), Bytes::new()),
                 true,
                 &|_| None,
                 GateReport::default(),

@@ -1,18 +1,94 @@
-//! A response on its way through the pipeline: the broker's frame, its body
-//! decoded at most once (only when a stage asks for it) and encoded at most
-//! once (only when a stage changed it). A response no stage touched is
-//! forwarded as the broker's original bytes.
+//! A request or a response on its way through the pipeline: the frame as it
+//! arrived, its body decoded at most once (only when a stage asks for it) and
+//! encoded at most once (only when a stage changed it). A frame no stage
+//! touched is forwarded as the original bytes.
 
-use super::codec::{FrameError, RequestMeta, split_response};
+use super::codec::{FrameError, RequestMeta, split_request, split_response};
 use crate::kafka::wire::decode_fetch_lenient;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Encodable;
 
 /// Fetch v12-15 responses are flexible; some brokers (tansu 0.6) put v16's
 /// `node_endpoints` tag into them, which kafka-protocol refuses.
 const LENIENT_FETCH: std::ops::Range<i16> = 12..16;
+
+/// One client request.
+#[derive(Debug)]
+pub struct Request {
+    meta: RequestMeta,
+    frame: Bytes,
+    decoded: Option<(RequestHeader, RequestKind)>,
+    changed: bool,
+}
+
+impl Request {
+    /// `meta` is the frame's peeked header.
+    pub fn new(meta: RequestMeta, frame: Bytes) -> Self {
+        Self {
+            meta,
+            frame,
+            decoded: None,
+            changed: false,
+        }
+    }
+
+    pub fn meta(&self) -> &RequestMeta {
+        &self.meta
+    }
+
+    /// The client's bytes (what the broker gets unless a stage changes the body).
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The body, decoded on first use. A stage that changes it says so with
+    /// [`Request::changed`].
+    pub fn body(&mut self) -> Result<&mut RequestKind, FrameError> {
+        let decoded = match self.decoded.take() {
+            Some(decoded) => decoded,
+            None => {
+                let (header, mut body) = split_request(&self.frame, &self.meta)?;
+                let kind = RequestKind::decode(self.meta.api_key, &mut body, self.meta.api_version)
+                    .map_err(|source| FrameError::Malformed {
+                        what: "request body",
+                        source,
+                    })?;
+                (header, kind)
+            }
+        };
+        Ok(&mut self.decoded.insert(decoded).1)
+    }
+
+    /// Whether the body is already decoded.
+    pub fn is_decoded(&self) -> bool {
+        self.decoded.is_some()
+    }
+
+    /// The body was changed: [`Request::into_frame`] encodes it.
+    pub fn changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// The frame for the broker: the original bytes, or the body encoded once.
+    pub fn into_frame(self) -> Result<Bytes, FrameError> {
+        let (true, Some((header, body))) = (self.changed, self.decoded) else {
+            return Ok(self.frame);
+        };
+        let malformed = |source| FrameError::Malformed {
+            what: "request (encode)",
+            source,
+        };
+        let mut out = BytesMut::new();
+        header
+            .encode(&mut out, self.meta.request_header_version())
+            .map_err(malformed)?;
+        body.encode(&mut out, self.meta.api_version)
+            .map_err(malformed)?;
+        Ok(out.freeze())
+    }
+}
 
 /// The broker's answer to one forwarded request.
 #[derive(Debug)]

@@ -19,7 +19,7 @@
 use super::apis::{self, MaskingContext, RequestAction};
 use super::audit_trail::{GateReport, InFlight, OnRequest};
 use super::codec::{FrameError, RequestMeta, peek_client_id};
-use super::exchange::Response;
+use super::exchange::{Request, Response};
 use super::session::{Session, Target};
 use super::state::Proxy;
 use crate::masking::wire::TopicMasking;
@@ -99,7 +99,7 @@ impl<'a> Pipeline<'a> {
                 api_version: 0,
                 correlation_id: -1,
             };
-            let step = match self.gate.on_request(frame).await? {
+            let step = match self.gate.on_raw_token(&frame).await {
                 FrameAction::Answer(reply) => Step::Answer(reply),
                 other => Step::Close(format!("{other:?}")),
             };
@@ -117,10 +117,11 @@ impl<'a> Pipeline<'a> {
                 Arc::make_mut(&mut self.session).observe_client_id(client_id);
             }
         }
+        let mut request = Request::new(meta.clone(), frame);
         // identity, policy, approvals: SASL and refusals are answered here,
         // allowed requests continue (perhaps trimmed).
-        let (frame, fixup) = match self.gate.on_request(frame).await? {
-            FrameAction::Forward { frame, fixup } => (frame, fixup),
+        let fixup = match self.gate.on_request(&mut request).await? {
+            FrameAction::Forward { fixup } => fixup,
             FrameAction::Answer(reply) => {
                 let principal = self.gate.sasl().session().map(|s| s.principal.name.clone());
                 if self.session.principal != principal {
@@ -158,16 +159,15 @@ impl<'a> Pipeline<'a> {
             topic_name: &names,
         };
         let action =
-            apis::on_request(&self.session, &meta, frame, Some(&masking)).map_err(|e| {
+            apis::on_request(&self.session, &mut request, Some(&masking)).map_err(|e| {
                 api.errors.inc();
                 StageError::Client(e)
             })?;
-        let (frame, expect_response, masked) = match action {
+        let (expect_response, masked) = match action {
             RequestAction::Forward {
-                frame,
                 expect_response,
                 masked,
-            } => (frame, expect_response, masked),
+            } => (expect_response, masked),
             RequestAction::Answer(reply) => return Ok((meta, Step::Answer(reply))),
         };
         // audit: summarise the request; a refusal is answered here, not forwarded.
@@ -175,14 +175,7 @@ impl<'a> Pipeline<'a> {
         let audit = match proxy.audit.get() {
             None => None,
             Some(trail) => match trail
-                .on_request(
-                    &self.session,
-                    &meta,
-                    &frame,
-                    expect_response,
-                    &names,
-                    report,
-                )
+                .on_request(&self.session, &mut request, expect_response, &names, report)
                 .await
             {
                 OnRequest::Done => None,
@@ -199,6 +192,8 @@ impl<'a> Pipeline<'a> {
                 masked,
             })
         });
+        // Encoded once, if any stage changed the body; else the client's bytes.
+        let frame = request.into_frame().map_err(StageError::Client)?;
         Ok((meta, Step::Forward { frame, carry }))
     }
 

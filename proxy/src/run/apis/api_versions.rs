@@ -15,7 +15,7 @@ use kafka_protocol::protocol::Message;
 use super::RequestAction;
 
 /// Answer a too-new ApiVersions locally; forward the rest.
-pub fn on_request(meta: &RequestMeta, frame: Bytes) -> RequestAction {
+pub fn on_request(meta: &RequestMeta) -> RequestAction {
     let supported = ApiVersionsResponse::VERSIONS;
     if meta.api_version > supported.max {
         tracing::debug!(
@@ -30,7 +30,6 @@ pub fn on_request(meta: &RequestMeta, frame: Bytes) -> RequestAction {
         }
     }
     RequestAction::Forward {
-        frame,
         expect_response: true,
         masked: Vec::new(),
     }
@@ -143,7 +142,8 @@ mod tests {
             },
             &ApiVersionsRequest::default(),
         );
-        let RequestAction::Answer(answer) = on_request(&meta, frame) else {
+        let Requested::Answer(answer) = request_through(&session(), &meta, frame, None).unwrap()
+        else {
             panic!("expected a local answer")
         };
         let v0 = RequestMeta {
@@ -181,11 +181,11 @@ mod tests {
     fn supported_request_is_forwarded_untouched() {
         let meta = meta(ApiKey::ApiVersions, 3);
         let frame = request_frame(&meta, &ApiVersionsRequest::default());
-        let RequestAction::Forward {
+        let Requested::Forward {
             frame: out,
             expect_response: true,
             ..
-        } = on_request(&meta, frame.clone())
+        } = request_through(&session(), &meta, frame.clone(), None).unwrap()
         else {
             panic!("expected forward")
         };

@@ -13,13 +13,12 @@
 //! by field without the foreign tag and re-encoded conforming; one that still
 //! does not decode closes the connection — it is never forwarded unmasked.
 
-use super::{Learned, MaskingContext, RequestAction, masking_principal, rewrite_endpoints};
+use super::{Learned, MaskingContext, masking_principal, rewrite_endpoints};
 use crate::masking::mask_fetch_response;
 use crate::run::addresses::AddressPlan;
-use crate::run::codec::{FrameError, RequestMeta};
+use crate::run::codec::FrameError;
 use crate::run::exchange::Response;
 use crate::run::session::Session;
-use bytes::Bytes;
 use kafka_protocol::messages::{FetchResponse, ResponseKind};
 use streamgate_crds::ApplyTo;
 
@@ -27,16 +26,6 @@ const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
 const NODE_ENDPOINTS_SINCE: i16 = 16;
 /// From v13 topics are named by id.
 const TOPIC_IDS_SINCE: i16 = 13;
-
-pub fn on_request(_session: &Session, _meta: &RequestMeta, frame: Bytes) -> RequestAction {
-    // gate: policy — Read on each topic fetched (names via the topic-id map at
-    // v13+); a denied topic is answered TOPIC_AUTHORIZATION_FAILED.
-    RequestAction::Forward {
-        frame,
-        expect_response: true,
-        masked: Vec::new(),
-    }
-}
 
 pub fn on_response(
     session: &Session,
@@ -118,6 +107,8 @@ pub fn rewrite(plan: &AddressPlan, response: &mut FetchResponse, out: &mut Learn
 mod tests {
     use super::*;
     use crate::run::apis::test_support::*;
+    use crate::run::codec::RequestMeta;
+    use bytes::Bytes;
     use kafka_protocol::messages::fetch_response::{
         FetchableTopicResponse, NodeEndpoint, PartitionData,
     };

@@ -10,8 +10,8 @@ pub mod metadata;
 pub mod produce;
 
 use super::addresses::{AddressPlan, UpstreamBroker};
-use super::codec::{FrameError, RequestMeta};
-use super::exchange::Response;
+use super::codec::FrameError;
+use super::exchange::{Request, Response};
 use super::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, TopicName};
@@ -19,11 +19,10 @@ use kafka_protocol::messages::{ApiKey, TopicName};
 /// What to do with one client request.
 #[derive(Debug)]
 pub enum RequestAction {
-    /// Send the frame upstream; `expect_response` is false only for acks=0 Produce.
+    /// Send the request upstream; `expect_response` is false only for acks=0 Produce.
     /// `masked`: what masking did to a Produce request's records
     /// (`applyTo: Produce`), for the audit record.
     Forward {
-        frame: Bytes,
         expect_response: bool,
         masked: Vec<crate::masking::wire::TopicMasking>,
     },
@@ -81,19 +80,13 @@ pub(crate) fn masking_principal(session: &Session) -> streamgate_crds::matching:
 /// Handle one request from the client.
 pub fn on_request(
     session: &Session,
-    meta: &RequestMeta,
-    frame: Bytes,
+    request: &mut Request,
     masking: Option<&MaskingContext<'_>>,
 ) -> Result<RequestAction, FrameError> {
-    match meta.api_key {
-        ApiKey::ApiVersions => Ok(api_versions::on_request(meta, frame)),
-        ApiKey::Produce => produce::on_request(session, meta, frame, masking),
-        ApiKey::Fetch => Ok(fetch::on_request(session, meta, frame)),
-        // gate: policy — every other API is checked on its api key (and, for
-        // topic-bearing admin APIs, its topics) before it is forwarded; audit
-        // records the decision. Until the policy layer lands, everything passes.
+    match request.meta().api_key {
+        ApiKey::ApiVersions => Ok(api_versions::on_request(request.meta())),
+        ApiKey::Produce => produce::on_request(session, request, masking),
         _ => Ok(RequestAction::Forward {
-            frame,
             expect_response: true,
             masked: Vec::new(),
         }),
@@ -145,6 +138,7 @@ pub(crate) fn rewrite_endpoints<T>(
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+    use crate::run::codec::RequestMeta;
     use crate::run::codec::{encode_request, encode_response};
     use kafka_protocol::messages::RequestHeader;
     use kafka_protocol::protocol::{Decodable, Encodable};
@@ -197,6 +191,32 @@ pub(crate) mod test_support {
             meta.api_version,
         )
         .unwrap()
+    }
+
+    /// What the request stage did, with the frame that would go upstream.
+    #[derive(Debug)]
+    pub enum Requested {
+        Forward { frame: Bytes, expect_response: bool },
+        Answer(Bytes),
+    }
+
+    /// A request frame through [`super::on_request`], as the pipeline runs it.
+    pub fn request_through(
+        session: &Session,
+        meta: &RequestMeta,
+        frame: Bytes,
+        masking: Option<&MaskingContext<'_>>,
+    ) -> Result<Requested, FrameError> {
+        let mut request = Request::new(meta.clone(), frame);
+        Ok(match on_request(session, &mut request, masking)? {
+            RequestAction::Forward {
+                expect_response, ..
+            } => Requested::Forward {
+                frame: request.into_frame()?,
+                expect_response,
+            },
+            RequestAction::Answer(answer) => Requested::Answer(answer),
+        })
     }
 
     /// A response frame through `stage`, as the pipeline runs it.

@@ -7,15 +7,13 @@ use crate::kafka::wire::skip_nullable_string;
 use crate::masking::wire::TopicMasking;
 use crate::masking::{PartitionFailure, mask_produce_request};
 use crate::run::addresses::AddressPlan;
-use crate::run::codec::{
-    FrameError, RequestMeta, decode_body, encode_request, encode_response, split_request,
-};
-use crate::run::exchange::Response;
+use crate::run::codec::{FrameError, RequestMeta, encode_response, split_request};
+use crate::run::exchange::{Request, Response};
 use crate::run::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::buf::ByteBuf;
 use streamgate_crds::ApplyTo;
@@ -27,18 +25,20 @@ const TOPIC_IDS_SINCE: i16 = 13;
 
 pub fn on_request(
     session: &Session,
-    meta: &RequestMeta,
-    frame: Bytes,
+    request: &mut Request,
     masking: Option<&MaskingContext<'_>>,
 ) -> Result<RequestAction, FrameError> {
-    let acks = peek_acks(&frame, meta)?;
-    // gate: policy — Write on each topic in the request (decode the topic
-    // list; names via the topic-id map at v13+); audit — one event per
-    // request with the decision.
-    let (frame, masked) = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
-        Some(ctx) => match mask_request(session, meta, &frame, ctx)? {
-            MaskedRequest::Masked(masked_frame, topics) => (masked_frame, topics),
-            MaskedRequest::Unchanged => (frame, Vec::new()),
+    let acks = match request.is_decoded() {
+        true => match request.body()? {
+            RequestKind::Produce(produce) => produce.acks,
+            _ => peek_acks(request.frame(), request.meta())?,
+        },
+        false => peek_acks(request.frame(), request.meta())?,
+    };
+    let masked = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
+        Some(ctx) => match mask_request(session, request, ctx)? {
+            MaskedRequest::Masked(topics) => topics,
+            MaskedRequest::Unchanged => Vec::new(),
             MaskedRequest::Refused(answer) if acks != 0 => {
                 return Ok(RequestAction::Answer(answer));
             }
@@ -50,10 +50,9 @@ pub fn on_request(
                 });
             }
         },
-        None => (frame, Vec::new()),
+        None => Vec::new(),
     };
     Ok(RequestAction::Forward {
-        frame,
         expect_response: acks != 0,
         masked,
     })
@@ -63,8 +62,8 @@ pub fn on_request(
 enum MaskedRequest {
     /// Nothing changed: forward the original frame.
     Unchanged,
-    /// Forward the re-encoded request; what was masked goes to the audit record.
-    Masked(Bytes, Vec<TopicMasking>),
+    /// The records were masked in place; what was masked goes to the audit record.
+    Masked(Vec<TopicMasking>),
     /// Some partition cannot be masked: answer every partition of the request instead.
     Refused(Bytes),
 }
@@ -72,12 +71,13 @@ enum MaskedRequest {
 /// Mask the records of a Produce request where a rule has `applyTo: Produce`.
 fn mask_request(
     session: &Session,
-    meta: &RequestMeta,
-    frame: &Bytes,
+    request: &mut Request,
     ctx: &MaskingContext<'_>,
 ) -> Result<MaskedRequest, FrameError> {
-    let (header, body) = split_request(frame, meta)?;
-    let mut request: ProduceRequest = decode_body(body, meta.api_version, "Produce request")?;
+    let meta = request.meta().clone();
+    let RequestKind::Produce(produce) = request.body()? else {
+        return Ok(MaskedRequest::Unchanged);
+    };
     let by_id = meta.api_version >= TOPIC_IDS_SINCE;
     let principal = masking_principal(session);
     let name = |t: &TopicProduceData| {
@@ -87,22 +87,17 @@ fn mask_request(
             Some(t.name.0.to_string())
         }
     };
-    match mask_produce_request(&ctx.set, &principal, &mut request, name) {
-        Ok(masked) if masked.changed => Ok(MaskedRequest::Masked(
-            encode_request(
-                &header,
-                meta.request_header_version(),
-                &request,
-                meta.api_version,
-            )?,
-            masked.topics,
-        )),
+    match mask_produce_request(&ctx.set, &principal, produce, name) {
+        Ok(masked) if masked.changed => {
+            request.changed();
+            Ok(MaskedRequest::Masked(masked.topics))
+        }
         Ok(_) => Ok(MaskedRequest::Unchanged),
         Err(failures) => {
             for f in &failures {
                 tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "Produce refused: records cannot be masked");
             }
-            let response = refusal(&request, &failures);
+            let response = refusal(produce, &failures);
             Ok(MaskedRequest::Refused(encode_response(
                 meta.correlation_id,
                 meta.response_header_version(),
@@ -205,11 +200,11 @@ mod tests {
                 let meta = meta(ApiKey::Produce, version);
                 let frame = request_frame(&meta, &req);
                 assert_eq!(peek_acks(&frame, &meta).unwrap(), acks, "v{version}");
-                let RequestAction::Forward {
+                let Requested::Forward {
                     frame: out,
                     expect_response,
                     ..
-                } = on_request(&session(), &meta, frame.clone(), None).unwrap()
+                } = request_through(&session(), &meta, frame.clone(), None).unwrap()
                 else {
                     panic!("produce is forwarded")
                 };
@@ -287,8 +282,8 @@ mod tests {
             for version in 3..=ProduceRequest::VERSIONS.max {
                 let meta = meta(ApiKey::Produce, version);
                 let frame = request_frame(&meta, &request(version, batch(PHI, Compression::Zstd)));
-                let RequestAction::Forward { frame: out, .. } =
-                    on_request(&session(), &meta, frame.clone(), Some(&ctx)).unwrap()
+                let Requested::Forward { frame: out, .. } =
+                    request_through(&session(), &meta, frame.clone(), Some(&ctx)).unwrap()
                 else {
                     panic!("a maskable request is forwarded")
                 };
@@ -313,8 +308,8 @@ mod tests {
                 set: Arc::new(set(vec![ApplyTo::Fetch])),
                 topic_name: &names,
             };
-            let RequestAction::Forward { frame: out, .. } =
-                on_request(&session(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
+            let Requested::Forward { frame: out, .. } =
+                request_through(&session(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
             else {
                 panic!("forwarded")
             };
@@ -325,8 +320,8 @@ mod tests {
             };
             let mut exempt = session();
             exempt.subject = Some(user(&["clinicians"]));
-            let RequestAction::Forward { frame: out, .. } =
-                on_request(&exempt, &meta, frame.clone(), Some(&produce)).unwrap()
+            let Requested::Forward { frame: out, .. } =
+                request_through(&exempt, &meta, frame.clone(), Some(&produce)).unwrap()
             else {
                 panic!("forwarded")
             };
@@ -350,8 +345,8 @@ mod tests {
                     full.slice(..full.len() - 1)
                 };
                 let frame = request_frame(&meta, &request(version, records));
-                let RequestAction::Answer(answer) =
-                    on_request(&session(), &meta, frame, Some(&ctx)).unwrap()
+                let Requested::Answer(answer) =
+                    request_through(&session(), &meta, frame, Some(&ctx)).unwrap()
                 else {
                     panic!("v{version}: refused locally")
                 };
@@ -372,7 +367,7 @@ mod tests {
                 &meta,
                 &request(9, full.slice(..full.len() - 1)).with_acks(0),
             );
-            assert!(on_request(&session(), &meta, frame, Some(&ctx)).is_err());
+            assert!(request_through(&session(), &meta, frame, Some(&ctx)).is_err());
         }
     }
 }
