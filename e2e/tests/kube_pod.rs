@@ -578,6 +578,64 @@ fn a_refused_write_is_approved_by_a_compliance_officer_with_kubectl_and_expires(
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+
+    // The operator's message says "request access again": the expired grant
+    // must not block that. The next refused write (once the sidecar's
+    // one-request-per-minute de-duplication lets it) files a new request
+    // under a successor name, and alice can approve it in turn.
+    let second = cp.eventually(
+        "a new AccessApproval after the grant expired",
+        Duration::from_secs(120),
+        || {
+            let v = app.produce("patient-records", 1);
+            assert!(refused(&v), "refused until approved again: {v}");
+            approvals(cp)
+                .into_iter()
+                .find(|a| a["metadata"]["name"] != name.as_str())
+        },
+    );
+    let second_name = second["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(second["spec"]["decision"], "Pending", "{second}");
+    assert_eq!(second["spec"]["requester"]["name"], "intake", "{second}");
+    assert_eq!(second["spec"]["rule"], "write-patient-records");
+    let first = cp.get_json("accessapproval", NS, &name).unwrap();
+    assert_eq!(
+        first["status"]["phase"], "Expired",
+        "the record of the first grant stays"
+    );
+    let out = patch_decision(cp, &cp.kubeconfig("alice"), &second_name, approve);
+    assert!(
+        out.status.success(),
+        "alice approves the new request: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    produce_until(
+        &mut app,
+        "patient-records",
+        Duration::from_secs(20),
+        "the write after the second approval",
+        &pod,
+        ok,
+    );
+    let records = pod.audit_export();
+    assert!(
+        records.iter().any(|r| r["kind"] == "ApprovalRequested"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|t| t.contains(&second_name) && t.contains("(created)"))),
+        "the spool names the new request"
+    );
+    // One name for the requester throughout the spool: its requests and its
+    // approval records alike.
+    for r in records.iter().filter(|r| {
+        ["ApprovalRequested", "ApprovalUsed", "Request"].contains(&r["kind"].as_str().unwrap_or(""))
+            && r["subject"]["kind"] == "ServiceAccount"
+    }) {
+        assert_eq!(
+            r["subject"]["name"], "system:serviceaccount:clinical:intake",
+            "{r}"
+        );
+    }
 }
 
 const EVENTS_POLICY: &str = r#"

@@ -133,9 +133,25 @@ async fn dir_sink_writes_once_and_never_overwrites_a_decision() {
 }
 
 /// A mock API server answering each request with `statuses[i]` (then 201),
-/// reporting (method, path, body) of each.
+/// reporting (method, path, body) of each. A success echoes the request body;
+/// a failure is a `Status` with the reason of its code.
 fn mock_client(
     statuses: Vec<StatusCode>,
+) -> (
+    kube::Client,
+    mpsc::UnboundedReceiver<(Method, String, serde_json::Value)>,
+) {
+    scripted_client(
+        statuses
+            .into_iter()
+            .map(|s| (s, serde_json::Value::Null))
+            .collect(),
+    )
+}
+
+/// Like [`mock_client`], with an answer body per request (`Null`: the default).
+fn scripted_client(
+    answers: Vec<(StatusCode, serde_json::Value)>,
 ) -> (
     kube::Client,
     mpsc::UnboundedReceiver<(Method, String, serde_json::Value)>,
@@ -147,15 +163,27 @@ fn mock_client(
         while let Some((request, send)) = handle.next_request().await {
             let (method, path) = (request.method().clone(), request.uri().path().to_owned());
             let bytes = request.into_body().collect_bytes().await.unwrap();
-            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            let status = statuses.get(i).copied().unwrap_or(StatusCode::CREATED);
+            // GETs have no body.
+            let body: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let (status, answer) = answers
+                .get(i)
+                .cloned()
+                .unwrap_or((StatusCode::CREATED, serde_json::Value::Null));
             i += 1;
-            let answer = if status.is_success() {
+            let answer = if !answer.is_null() {
+                serde_json::to_vec(&answer).unwrap()
+            } else if status.is_success() {
                 bytes.to_vec()
             } else {
+                let reason = match status {
+                    StatusCode::CONFLICT => "AlreadyExists",
+                    StatusCode::NOT_FOUND => "NotFound",
+                    _ => "Forbidden",
+                };
                 serde_json::to_vec(&serde_json::json!({
                     "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "already exists", "reason": "AlreadyExists", "code": status.as_u16()
+                    "message": reason, "reason": reason, "code": status.as_u16()
                 }))
                 .unwrap()
             };
@@ -171,9 +199,65 @@ fn mock_client(
     (kube::Client::new(service, "default"), rx)
 }
 
+/// The request as the API server holds it, in `phase`, expiring at `expires_at`.
+fn held(aa: &AccessApproval, phase: &str, expires_at: &str) -> serde_json::Value {
+    let mut v = serde_json::to_value(aa).unwrap();
+    v["status"] = serde_json::json!({"phase": phase, "expiresAt": expires_at});
+    v
+}
+
+#[tokio::test]
+async fn kube_sink_files_a_successor_when_the_name_is_held_by_an_expired_grant() {
+    let aa = build_access_approval(request()).unwrap();
+    let name = aa.metadata.name.clone().unwrap();
+    let (client, mut seen) = scripted_client(vec![
+        (StatusCode::CONFLICT, serde_json::Value::Null),
+        (StatusCode::OK, held(&aa, "Expired", "2026-01-01T00:00:00Z")),
+        (StatusCode::CREATED, serde_json::Value::Null),
+    ]);
+    let sink = ApprovalSink::Kube(client);
+    let (filed, created) = sink.create_named(&aa).await.unwrap();
+    assert_eq!(created, Created::New);
+    let hash = name.rsplit_once('-').unwrap().1;
+    assert_eq!(
+        filed,
+        format!("write-patient-records-alice-example-com-r2-{hash}")
+    );
+    let (m1, _, _) = seen.recv().await.unwrap();
+    let (m2, p2, _) = seen.recv().await.unwrap();
+    let (m3, _, body) = seen.recv().await.unwrap();
+    assert_eq!((m1, m2, m3), (Method::POST, Method::GET, Method::POST));
+    assert!(p2.ends_with(&format!("/accessapprovals/{name}")), "{p2}");
+    assert_eq!(body["metadata"]["name"], filed);
+    assert_eq!(body["spec"]["decision"], "Pending");
+}
+
+#[tokio::test]
+async fn kube_sink_leaves_a_pending_or_denied_holder_alone() {
+    let aa = build_access_approval(request()).unwrap();
+    for phase in ["Pending", "Denied"] {
+        let (client, mut seen) = scripted_client(vec![
+            (StatusCode::CONFLICT, serde_json::Value::Null),
+            (StatusCode::OK, held(&aa, phase, "2026-01-01T00:00:00Z")),
+        ]);
+        let sink = ApprovalSink::Kube(client);
+        let (filed, created) = sink.create_named(&aa).await.unwrap();
+        assert_eq!(created, Created::AlreadyExists, "{phase}");
+        assert_eq!(Some(filed), aa.metadata.name.clone());
+        seen.recv().await.unwrap();
+        seen.recv().await.unwrap();
+        assert!(seen.try_recv().is_err(), "{phase}: no third call");
+    }
+}
+
 #[tokio::test]
 async fn kube_sink_posts_the_approval_and_accepts_already_exists() {
-    let (client, mut seen) = mock_client(vec![StatusCode::CREATED, StatusCode::CONFLICT]);
+    // The conflict's holder is then looked up (gone here: left alone).
+    let (client, mut seen) = mock_client(vec![
+        StatusCode::CREATED,
+        StatusCode::CONFLICT,
+        StatusCode::NOT_FOUND,
+    ]);
     let sink = ApprovalSink::Kube(client);
     let aa = build_access_approval(request()).unwrap();
     assert_eq!(sink.create(&aa).await.unwrap(), Created::New);
@@ -344,6 +428,17 @@ fn approval_events_become_audit_records_naming_the_access_approval() {
         "{reason}"
     );
     assert_eq!(requested.subject.unwrap().name, "alice@example.com");
+    // A ServiceAccount is named as the request records name it.
+    let sa = Principal {
+        kind: SubjectKind::ServiceAccount,
+        name: "intake".into(),
+        namespace: Some("clinical".into()),
+        groups: vec![],
+    };
+    assert_eq!(
+        audit_subject(&sa).name,
+        "system:serviceaccount:clinical:intake"
+    );
 
     let used = ApprovalEvent::Used {
         name: "write-patient-records-alice-0123456789".into(),

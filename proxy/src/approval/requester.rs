@@ -78,10 +78,16 @@ impl ApprovalEvent {
     }
 }
 
-/// The audit subject for a policy principal.
+/// The audit subject for a policy principal, named as the data path's
+/// request records name it (a ServiceAccount by its Kubernetes username
+/// `system:serviceaccount:<ns>:<name>`), so one search of the spool finds a
+/// principal's requests and its approvals alike.
 pub fn audit_subject(principal: &Principal) -> AuditSubject {
     match principal.kind {
-        SubjectKind::ServiceAccount => AuditSubject::service_account(principal.name.clone()),
+        SubjectKind::ServiceAccount => AuditSubject::service_account(match &principal.namespace {
+            Some(ns) => format!("system:serviceaccount:{ns}:{}", principal.name),
+            None => principal.name.clone(),
+        }),
         _ => AuditSubject::user(principal.name.clone(), principal.groups.clone(), None),
     }
 }
@@ -257,20 +263,22 @@ impl ApprovalRequester {
                 return None;
             }
         };
-        match self.sink.create(&aa).await {
-            Ok(created) => {
+        match self.sink.create_named(&aa).await {
+            // `name`: the request's own name, or a successor of it when that
+            // name is held by a spent grant (see `sink`).
+            Ok((name, created)) => {
                 record_approval_event(
                     self.audit(),
                     Some(&principal),
                     &ApprovalEvent::Requested {
-                        name: key.clone(),
+                        name: name.clone(),
                         namespace: self.namespace.clone(),
                         requester,
                         rule,
                         created: created == Created::New,
                     },
                 );
-                Some((key, created))
+                Some((name, created))
             }
             Err(error) => {
                 tracing::warn!(%error, access_approval = %key, "cannot create the access approval; will retry on the next refused request");
