@@ -103,6 +103,25 @@ pub struct Requester {
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(max = 512)))]
     pub groups: Vec<String>,
+    /// For an OIDC requester: which issuer and which claim `name` came from,
+    /// so the approval webhook can map it to a Kubernetes username the way
+    /// the API server does (`--oidc-username-claim`/`--oidc-username-prefix`)
+    /// and refuse the requester deciding their own request. Written by the
+    /// sidecar; absent for ServiceAccounts and for requests of older sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<RequesterOidc>,
+}
+
+/// Where an OIDC requester's name came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequesterOidc {
+    /// The token's issuer (`iss`).
+    #[schemars(length(max = 512))]
+    pub issuer: String,
+    /// The claim `requester.name` holds (`sub`, `email`, …).
+    #[schemars(length(max = 128))]
+    pub username_claim: String,
 }
 
 /// The pod the request came from.

@@ -10,6 +10,9 @@
 //!   [`matching::Principal`], `name: "*"` = any of that kind);
 //! - [`field_path`]: the masking path subset `$.a.b`, `$.a[*].b`, `$..b`;
 //! - [`duration`]: grant durations (`30m`, `1h`), capped at 7 days;
+//! - [`approver`]: who may decide an AccessApproval (not the requester under
+//!   the cluster's OIDC username mapping, one of the rule's approvers) and when
+//!   the grant ends; shared by the operator's webhook and `--policy-dir` mode;
 //! - [`validation`]: what the API server's CEL rules cannot say, every problem
 //!   at once with the field and the fix;
 //! - [`generate`]: the CRD YAML (`crds/*.yaml`, `charts/streamgate/crds/`).
@@ -71,6 +74,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_approval;
+pub mod approver;
 pub mod common;
 pub mod contract;
 pub mod duration;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use streamgate_crds::access_approval::Decision;
-use streamgate_crds::{AccessApproval, AccessApprovalStatus, ApprovalPhase, Operation};
+use streamgate_crds::{AccessApproval, AccessApprovalStatus, Operation};
 use streamgate_e2e::{Broker, IDP_AUDIENCE, Idp, Proxy, ProxyOptions, Storage, check, proxy_bin};
 
 #[path = "oidc_client/mod.rs"]
@@ -35,7 +35,7 @@ spec:
       topics: [patient-records]
       operations: [Write]
       approval:
-        approvers: [{{kind: Group, name: compliance-officers}}]
+        approvers: [{{kind: Group, name: compliance-officers}}, {{kind: User, name: dr.house@example.com}}]
         maxDuration: 1h
 "#
     )
@@ -112,11 +112,12 @@ fn a_refused_write_asks_for_approval_and_an_approval_lets_it_through() {
     let v = clinician.produce("patient-records", 1);
     assert!(refused_with(&v, TOPIC_AUTH), "pending: {v}");
 
-    // A person approves it, the directory-mode way.
+    // A person approves it, the directory-mode way: an approver listed by
+    // User, and when (the grant lasts the rule's maxDuration from then).
     aa.spec.decision = Decision::Approved;
+    aa.spec.decided_by = Some("dr.house@example.com".into());
     aa.status = Some(AccessApprovalStatus {
-        phase: ApprovalPhase::Approved,
-        expires_at: Some((chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339()),
+        decided_at: Some(chrono::Utc::now().to_rfc3339()),
         ..AccessApprovalStatus::default()
     });
     std::fs::write(&files[0], serde_yaml::to_string(&aa).unwrap()).unwrap();

@@ -83,7 +83,12 @@ pub struct InjectorSettings {
     pub token_expiration_seconds: i64,
     /// Native or regular sidecar (from the API server's version at start).
     pub sidecar_mode: SidecarMode,
+    /// How Kubernetes usernames and groups relate to the OIDC identities
+    /// requesters are named by (the approval webhook's self-approval check).
+    pub approver_identity: IdentityMapping,
 }
+
+pub use streamgate_crds::approver::IdentityMapping;
 
 impl Default for InjectorSettings {
     fn default() -> Self {
@@ -99,6 +104,7 @@ impl Default for InjectorSettings {
             memory_limit: "256Mi".to_string(),
             token_expiration_seconds: 3600,
             sidecar_mode: SidecarMode::Native,
+            approver_identity: IdentityMapping::default(),
         }
     }
 }

@@ -121,6 +121,27 @@ struct Args {
     default_upstream: Option<String>,
     #[arg(long, env = "STREAMGATE_DEFAULT_LISTEN_PORT", default_value_t = 9092)]
     default_listen_port: u16,
+    /// The OIDC claim Kubernetes usernames come from: the API server's
+    /// `--oidc-username-claim`. With the prefix below, it lets the approval
+    /// webhook recognise a requester approving their own request.
+    #[arg(
+        long,
+        env = "STREAMGATE_APPROVER_OIDC_USERNAME_CLAIM",
+        default_value = "sub"
+    )]
+    approver_oidc_username_claim: String,
+    /// The API server's `--oidc-username-prefix`. Unset: its default (the
+    /// issuer URL and `#`, unless the claim is `email`); `-`: no prefix.
+    #[arg(long, env = "STREAMGATE_APPROVER_OIDC_USERNAME_PREFIX")]
+    approver_oidc_username_prefix: Option<String>,
+    /// The API server's `--oidc-groups-prefix`: approvers listed by Group
+    /// match the Kubernetes group `<prefix><name>`.
+    #[arg(
+        long,
+        env = "STREAMGATE_APPROVER_OIDC_GROUPS_PREFIX",
+        default_value = ""
+    )]
+    approver_oidc_groups_prefix: String,
 }
 
 #[tokio::main]
@@ -160,6 +181,11 @@ async fn main() -> anyhow::Result<()> {
         default_upstream: args.default_upstream.clone(),
         default_listen_port: args.default_listen_port,
         operator_namespace: args.namespace.clone(),
+        approver_identity: streamgate_operator::config::IdentityMapping {
+            username_claim: args.approver_oidc_username_claim.clone(),
+            username_prefix: args.approver_oidc_username_prefix.clone(),
+            groups_prefix: args.approver_oidc_groups_prefix.clone(),
+        },
         ..Default::default()
     };
     let state = Arc::new(WebhookState {

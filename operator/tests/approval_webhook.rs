@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kube::core::admission::AdmissionReview;
 use serde_json::{Value, json};
 use streamgate_crds::{AccessApproval, StreamPolicy};
-use streamgate_operator::config::InjectorSettings;
+use streamgate_operator::config::{IdentityMapping, InjectorSettings};
 use streamgate_operator::metrics::Metrics;
 use streamgate_operator::webhook::handlers::{WebhookState, mutate_approval, validate_approval};
 use streamgate_operator::webhook::lookup::StaticLookup;
@@ -22,6 +22,12 @@ fn fixture(name: &str) -> Value {
 }
 
 fn state(with_policy: bool) -> WebhookState<StaticLookup> {
+    state_mapped(with_policy, IdentityMapping::default())
+}
+
+/// The webhook of an operator configured with `mapping`
+/// (`--approver-oidc-username-claim/-prefix`, `--approver-oidc-groups-prefix`).
+fn state_mapped(with_policy: bool, mapping: IdentityMapping) -> WebhookState<StaticLookup> {
     let mut lookup = StaticLookup::default();
     if with_policy {
         let policy: StreamPolicy =
@@ -29,7 +35,10 @@ fn state(with_policy: bool) -> WebhookState<StaticLookup> {
         lookup.policies.push(policy);
     }
     WebhookState {
-        settings: InjectorSettings::default(),
+        settings: InjectorSettings {
+            approver_identity: mapping,
+            ..InjectorSettings::default()
+        },
         lookup,
         metrics: Arc::new(Metrics::default()),
     }
@@ -124,7 +133,7 @@ async fn the_requester_cannot_approve_their_own_request() {
     assert!(!allowed);
     assert_eq!(
         message,
-        "AccessApproval write-patient-records-alice-7f3c9: alice@example.com is the requester and cannot decide their own request; ask one of the rule's approvers"
+        "AccessApproval write-patient-records-alice-7f3c9: alice@example.com is the requester and cannot decide their own request (the Kubernetes username is the requester's name \"alice@example.com\"); ask one of the rule's approvers"
     );
 }
 
@@ -147,7 +156,7 @@ async fn an_outsider_is_refused_and_told_who_may_decide() {
 async fn a_service_account_is_not_an_approver_by_its_groups_alone() {
     let r = as_user(
         review(),
-        "system:serviceaccount:clinical:intake",
+        "system:serviceaccount:clinical:reporting",
         &["system:serviceaccounts", "compliance-officers"],
     );
     let (allowed, message, _) = admit(&state(true), r).await;
@@ -274,4 +283,197 @@ async fn an_invalid_request_is_refused_at_creation_with_the_field_named() {
     assert!(!allowed);
     assert!(message.contains("is not a valid request"), "{message}");
     assert!(message.contains("spec.duration"), "{message}");
+}
+
+// ---- identity mapping: who is the requester under another name ----
+
+/// A request from a sidecar that recorded where the requester's name came
+/// from: alice, named by her opaque `sub`, issuer https://idp.example.com/realms/health.
+fn oidc_review() -> Value {
+    fixture("decide-oidc-sub-requester.review.json")
+}
+
+fn email_requester(mut r: Value) -> Value {
+    for k in ["object", "oldObject"] {
+        r["request"][k]["spec"]["requester"]["oidc"] = json!({
+            "issuer": "https://idp.example.com/realms/health",
+            "usernameClaim": "email"
+        });
+    }
+    r
+}
+
+#[tokio::test]
+async fn an_opaque_sub_is_the_requester_under_the_api_servers_default_prefix() {
+    // kube-apiserver with --oidc-username-claim=sub and no prefix flag names
+    // alice `<issuer>#<sub>`; she is also a compliance officer.
+    let (allowed, message, _) = admit(&state(true), oidc_review()).await;
+    assert!(!allowed);
+    assert_eq!(
+        message,
+        "AccessApproval write-patient-records-9b2c7e10-4f1d-4c-3d81a: https://idp.example.com/realms/health#9b2c7e10-4f1d-4c1e-a7f1-5d0c2e8b6a11 is the requester and cannot decide their own request (the Kubernetes username is the requester's name \"9b2c7e10-4f1d-4c1e-a7f1-5d0c2e8b6a11\" behind a username prefix); ask one of the rule's approvers"
+    );
+    // The same request, decided by carol: accepted and stamped.
+    let r = as_user(
+        oidc_review(),
+        "https://idp.example.com/realms/health#4c0ffee0-carol",
+        &["compliance-officers", "system:authenticated"],
+    );
+    let (allowed, message, object) = admit(&state(true), r).await;
+    assert!(allowed, "{message}");
+    assert_eq!(
+        object["spec"]["decidedBy"],
+        "https://idp.example.com/realms/health#4c0ffee0-carol"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_prefix_and_email_case_do_not_hide_the_requester() {
+    let mapping = IdentityMapping {
+        username_claim: "email".into(),
+        username_prefix: Some("sso/".into()),
+        groups_prefix: String::new(),
+    };
+    let r = as_user(
+        email_requester(review()),
+        "sso/Alice@Example.COM",
+        &["compliance-officers", "system:authenticated"],
+    );
+    let (allowed, message, _) = admit(&state_mapped(true, mapping.clone()), r).await;
+    assert!(!allowed);
+    assert_eq!(
+        message,
+        "AccessApproval write-patient-records-alice-7f3c9: sso/Alice@Example.COM is the requester and cannot decide their own request (the Kubernetes username is claim email=\"alice@example.com\" of https://idp.example.com/realms/health with username prefix \"sso/\"); ask one of the rule's approvers"
+    );
+    // carol, under the same mapping, still decides.
+    let r = as_user(
+        email_requester(review()),
+        "sso/carol@example.com",
+        &["compliance-officers"],
+    );
+    let (allowed, message, _) = admit(&state_mapped(true, mapping), r).await;
+    assert!(allowed, "{message}");
+}
+
+#[tokio::test]
+async fn an_issuer_prefix_is_seen_through_even_when_nothing_is_configured() {
+    // A request from an older sidecar (no requester.oidc), decided as `oidc:ALICE@…`.
+    let r = as_user(
+        review(),
+        "oidc:ALICE@example.com",
+        &["compliance-officers", "system:authenticated"],
+    );
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("oidc:ALICE@example.com is the requester and cannot decide"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_requester_named_by_another_claim_than_the_clusters_is_refused_as_unverifiable() {
+    // The sidecar names alice by `sub`; this cluster's usernames are emails:
+    // nobody can tell whether carol@example.com is alice, so nobody decides
+    // until the two are aligned.
+    let mapping = IdentityMapping {
+        username_claim: "email".into(),
+        ..IdentityMapping::default()
+    };
+    let r = as_user(oidc_review(), "carol@example.com", &["compliance-officers"]);
+    let (allowed, message, _) = admit(&state_mapped(true, mapping), r).await;
+    assert!(!allowed);
+    assert_eq!(
+        message,
+        "AccessApproval write-patient-records-9b2c7e10-4f1d-4c-3d81a: cannot tell whether carol@example.com is the requester: the request names the requester by OIDC claim \"sub\" of https://idp.example.com/realms/health, but Kubernetes usernames come from claim \"email\"; align the StreamPolicy's identity.oidc.usernameClaim with the operator's --approver-oidc-username-claim (the API server's --oidc-username-claim)"
+    );
+}
+
+#[tokio::test]
+async fn the_requester_acting_through_the_workloads_service_account_is_refused() {
+    // alice execs into her pod and patches with its token; the policy even
+    // lists that ServiceAccount as an approver.
+    let mut lookup_policy: StreamPolicy =
+        serde_json::from_value(fixture("phi-access.policy.json")).unwrap();
+    lookup_policy.spec.rules[1]
+        .approval
+        .as_mut()
+        .unwrap()
+        .approvers
+        .push(serde_json::from_value(json!({"kind": "ServiceAccount", "name": "intake"})).unwrap());
+    let mut st = state(false);
+    st.lookup.policies.push(lookup_policy);
+    let r = as_user(
+        review(),
+        "system:serviceaccount:clinical:intake",
+        &["system:serviceaccounts", "system:serviceaccounts:clinical"],
+    );
+    let (allowed, message, _) = admit(&st, r).await;
+    assert!(!allowed);
+    assert_eq!(
+        message,
+        "AccessApproval write-patient-records-alice-7f3c9: system:serviceaccount:clinical:intake is the ServiceAccount of the requester's workload (pod clinical/intake-5d8f7-abcde); whoever runs in that workload may be the requester, so it cannot decide; ask one of the rule's approvers"
+    );
+    // A ServiceAccount requester cannot approve its own request either.
+    let mut r = review();
+    for k in ["object", "oldObject"] {
+        r["request"][k]["spec"]["requester"] = json!({"kind": "ServiceAccount", "name": "batch"});
+        r["request"][k]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("workload");
+    }
+    let r = as_user(r, "system:serviceaccount:clinical:batch", &[]);
+    let (allowed, message, _) = admit(&st, r).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("(it is the requesting ServiceAccount clinical/batch)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn group_approvers_are_matched_on_kubernetes_groups_with_the_prefix() {
+    let mapping = IdentityMapping {
+        groups_prefix: "oidc:".into(),
+        ..IdentityMapping::default()
+    };
+    // `compliance-officers` without the prefix comes from another
+    // authenticator than the IdP the policy's groups are written for.
+    let r = as_user(review(), "carol@example.com", &["compliance-officers"]);
+    let (allowed, message, _) = admit(&state_mapped(true, mapping.clone()), r).await;
+    assert!(!allowed);
+    assert_eq!(
+        message,
+        "AccessApproval write-patient-records-alice-7f3c9: carol@example.com is not an approver of rule \"write-patient-records\" in StreamPolicy \"phi-access\" (approvers: Group compliance-officers, User dr.house@example.com); approver groups are matched as Kubernetes groups with prefix \"oidc:\""
+    );
+    let r = as_user(
+        review(),
+        "carol@example.com",
+        &["oidc:compliance-officers", "system:authenticated"],
+    );
+    let (allowed, message, object) = admit(&state_mapped(true, mapping), r).await;
+    assert!(allowed, "{message}");
+    assert_eq!(object["spec"]["decidedBy"], "carol@example.com");
+}
+
+#[tokio::test]
+async fn a_user_approver_is_matched_with_the_username_prefix() {
+    let mapping = IdentityMapping {
+        username_claim: "email".into(),
+        username_prefix: Some("oidc:".into()),
+        groups_prefix: String::new(),
+    };
+    let r = as_user(
+        review(),
+        "oidc:dr.house@example.com",
+        &["system:authenticated"],
+    );
+    let (allowed, message, _) = admit(&state_mapped(true, mapping.clone()), r).await;
+    assert!(allowed, "{message}");
+    // The bare name is some other authenticator's user, not the IdP's dr.house.
+    let r = as_user(review(), "dr.house@example.com", &["system:authenticated"]);
+    let (allowed, message, _) = admit(&state_mapped(true, mapping), r).await;
+    assert!(!allowed);
+    assert!(message.contains("is not an approver"), "{message}");
 }

@@ -32,7 +32,7 @@ spec:
       operations: [Write]
       effect: Allow
       approval:
-        approvers: [{kind: Group, name: compliance-officers}]
+        approvers: [{kind: Group, name: compliance-officers}, {kind: User, name: dr.house@example.com}]
         maxDuration: 1h
 "#;
 
@@ -356,11 +356,23 @@ async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
         "{still:?}"
     );
 
+    // alice approving her own request in the file grants nothing.
+    let decided_at = chrono::Utc::now().to_rfc3339();
+    let by = |who: &str| {
+        text.replace(
+            "decision: Pending",
+            &format!("decision: Approved\n  decidedBy: {who}"),
+        ) + &format!("status:\n  decidedAt: \"{decided_at}\"\n")
+    };
+    std::fs::write(&files[0], by("alice@example.com")).unwrap();
+    let mine = compiled(dir.path()).decide(&alice(), Operation::Write, "patient-records");
+    assert!(
+        matches!(mine, PolicyDecision::NeedsApproval { .. }),
+        "{mine:?}"
+    );
+
     // The local approver's edit (see the approval module docs).
-    let expires = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
-    let approved = text.replace("decision: Pending", "decision: Approved")
-        + &format!("status:\n  phase: Approved\n  expiresAt: \"{expires}\"\n");
-    std::fs::write(&files[0], approved).unwrap();
+    std::fs::write(&files[0], by("dr.house@example.com")).unwrap();
     let now = compiled(dir.path()).decide(&alice(), Operation::Write, "patient-records");
     assert_eq!(
         now,

@@ -14,9 +14,14 @@
 //!
 //! The split follows Kubernetes' contract: mutations belong in a mutating
 //! webhook, and only a validating webhook sees the final object.
+//!
+//! Who counts as the requester, and who as an approver, is decided by
+//! [`streamgate_crds::approver`] under the operator's [`IdentityMapping`]
+//! (`--approver-oidc-username-claim/-prefix`, `--approver-oidc-groups-prefix`),
+//! the same rules the proxy applies to `--policy-dir` approval files.
 use serde_json::json;
-use streamgate_crds::matching::Principal;
-use streamgate_crds::{AccessApproval, Decision, StreamPolicy, SubjectKind};
+use streamgate_crds::approver::{self, Decider, DecisionRefused, IdentityMapping};
+use streamgate_crds::{AccessApproval, Decision, StreamPolicy};
 
 /// The Kubernetes user making the request (from `AdmissionRequest.userInfo`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,25 +31,11 @@ pub struct RequestUser {
 }
 
 impl RequestUser {
-    /// As a policy principal: ServiceAccount users become `ServiceAccount` principals.
-    fn principal(&self) -> Principal {
-        match self
-            .username
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|r| r.split_once(':'))
-        {
-            Some((ns, name)) => Principal {
-                kind: SubjectKind::ServiceAccount,
-                name: name.to_string(),
-                namespace: Some(ns.to_string()),
-                groups: self.groups.clone(),
-            },
-            None => Principal {
-                kind: SubjectKind::User,
-                name: self.username.clone(),
-                namespace: None,
-                groups: self.groups.clone(),
-            },
+    /// As a decider: a Kubernetes user's groups are known (from `userInfo`).
+    fn decider(&self) -> Decider<'_> {
+        Decider {
+            username: &self.username,
+            groups: Some(&self.groups),
         }
     }
 }
@@ -90,19 +81,12 @@ pub enum ApprovalDenied {
         "AccessApproval {name}: only spec.decision may change; {field} is part of the request and is immutable"
     )]
     RequestChanged { name: String, field: &'static str },
-    #[error(
-        "AccessApproval {name}: {user} is the requester and cannot decide their own request; ask one of the rule's approvers"
-    )]
-    SelfDecision { name: String, user: String },
-    #[error(
-        "AccessApproval {name}: {user} is not an approver of rule {rule:?} in StreamPolicy {policy:?} (approvers: {approvers})"
-    )]
-    NotAnApprover {
+    /// The decider is the requester (under the identity mapping), acts as
+    /// the requester's workload, or is not one of the rule's approvers.
+    #[error("AccessApproval {name}: {refused}")]
+    Decider {
         name: String,
-        user: String,
-        policy: String,
-        rule: String,
-        approvers: String,
+        refused: DecisionRefused,
     },
     #[error(
         "AccessApproval {name}: StreamPolicy {policy:?} not found in namespace {namespace}; nobody can approve a request for a policy that does not exist"
@@ -130,14 +114,36 @@ pub enum ApprovalDenied {
     },
 }
 
-/// The validating half. `policy` is the StreamPolicy named by the request
-/// (looked up by the caller in the AccessApproval's namespace), `None` when absent.
+/// The validating half under the default [`IdentityMapping`]
+/// (kube-apiserver's defaults); see [`validate_with_mapping`].
 pub fn validate(
     old: Option<&AccessApproval>,
     new: &AccessApproval,
     user: &RequestUser,
     namespace: &str,
     policy: Option<&StreamPolicy>,
+) -> Result<(), ApprovalDenied> {
+    validate_with_mapping(
+        old,
+        new,
+        user,
+        namespace,
+        policy,
+        &IdentityMapping::default(),
+    )
+}
+
+/// The validating half. `policy` is the StreamPolicy named by the request
+/// (looked up by the caller in the AccessApproval's namespace), `None` when
+/// absent; `mapping` says how Kubernetes usernames and groups relate to the
+/// OIDC names requesters and approvers are written with.
+pub fn validate_with_mapping(
+    old: Option<&AccessApproval>,
+    new: &AccessApproval,
+    user: &RequestUser,
+    namespace: &str,
+    policy: Option<&StreamPolicy>,
+    mapping: &IdentityMapping,
 ) -> Result<(), ApprovalDenied> {
     let name = new.metadata.name.clone().unwrap_or_default();
     let Some(old) = old else {
@@ -193,12 +199,9 @@ pub fn validate(
             });
         }
     }
-    let principal = user.principal();
-    if is_requester(new, &principal, namespace) {
-        return Err(ApprovalDenied::SelfDecision {
-            name,
-            user: user.username.clone(),
-        });
+    let decider = user.decider();
+    if let Err(refused) = approver::check_not_requester(&new.spec, namespace, &decider, mapping) {
+        return Err(ApprovalDenied::Decider { name, refused });
     }
     let Some(policy) = policy else {
         return Err(ApprovalDenied::PolicyNotFound {
@@ -220,42 +223,16 @@ pub fn validate(
             rule: new.spec.rule.clone(),
         });
     };
-    // A wildcard approver is refused by validation; never honour one here either.
-    if !approval
-        .approvers
-        .iter()
-        .any(|s| !s.is_wildcard() && s.matches(&principal, namespace))
-    {
-        let approvers = approval
-            .approvers
-            .iter()
-            .map(|s| format!("{:?} {}", s.kind, s.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(ApprovalDenied::NotAnApprover {
-            name,
-            user: user.username.clone(),
-            policy: new.spec.policy.clone(),
-            rule: new.spec.rule.clone(),
-            approvers,
-        });
-    }
-    Ok(())
-}
-
-fn is_requester(aa: &AccessApproval, principal: &Principal, namespace: &str) -> bool {
-    let r = &aa.spec.requester;
-    match r.kind {
-        SubjectKind::ServiceAccount => {
-            principal.kind == SubjectKind::ServiceAccount
-                && principal.name == r.name
-                && principal.namespace.as_deref() == Some(namespace)
-        }
-        // A requester is a person (or a group never decides); compare usernames.
-        SubjectKind::User | SubjectKind::Group => {
-            principal.kind == SubjectKind::User && principal.name == r.name
-        }
-    }
+    // A wildcard approver is refused by validation; never honoured here either.
+    approver::check_is_approver(
+        &decider,
+        &approval.approvers,
+        namespace,
+        mapping,
+        new.spec.requester.oidc.as_ref().map(|o| o.issuer.as_str()),
+        (&new.spec.policy, &new.spec.rule),
+    )
+    .map_err(|refused| ApprovalDenied::Decider { name, refused })
 }
 
 fn changed_request_field(old: &AccessApproval, new: &AccessApproval) -> Option<&'static str> {

@@ -200,7 +200,14 @@ pub async fn validate_approval<L: ClusterLookup>(
         None
     };
     let user = user_of(&req);
-    let (resp, outcome) = match approval::validate(old, new, &user, &namespace, policy.as_ref()) {
+    let (resp, outcome) = match approval::validate_with_mapping(
+        old,
+        new,
+        &user,
+        &namespace,
+        policy.as_ref(),
+        &state.settings.approver_identity,
+    ) {
         Ok(()) => (resp, "allowed"),
         Err(denied) => {
             tracing::info!(namespace, user = user.username, reason = %denied, "AccessApproval change refused");

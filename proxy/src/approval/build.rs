@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
-use streamgate_crds::access_approval::{Decision, Requester, WorkloadRef};
+use streamgate_crds::access_approval::{Decision, Requester, RequesterOidc, WorkloadRef};
 use streamgate_crds::matching::Principal;
 use streamgate_crds::validation::{ValidationErrors, validate_access_approval};
 use streamgate_crds::{AccessApproval, AccessApprovalSpec, Operation, SubjectKind};
@@ -138,6 +138,18 @@ fn slug_join(a: &str, b: &str) -> String {
 
 /// The Pending AccessApproval for `request`, validated like the operator would.
 pub fn build_access_approval(request: ApprovalRequest) -> Result<AccessApproval, BuildError> {
+    build_access_approval_with(request, None)
+}
+
+/// [`build_access_approval`], recording in `spec.requester.oidc` which issuer
+/// and claim the requester's name came from, so the approval webhook can
+/// map it to the Kubernetes username the same person decides with.
+pub fn build_access_approval_with(
+    request: ApprovalRequest,
+    oidc: Option<RequesterOidc>,
+) -> Result<AccessApproval, BuildError> {
+    // Only an OIDC user has claims; a ServiceAccount is named by Kubernetes.
+    let oidc = oidc.filter(|_| request.principal.kind == SubjectKind::User);
     let request = request.normalized();
     let name = request.object_name();
     let mut labels = BTreeMap::new();
@@ -152,6 +164,7 @@ pub fn build_access_approval(request: ApprovalRequest) -> Result<AccessApproval,
             kind: request.principal.kind.clone(),
             name: request.principal.name.clone(),
             groups: request.principal.groups.clone(),
+            oidc,
         },
         workload,
         policy: request.policy.clone(),

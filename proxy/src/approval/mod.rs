@@ -16,28 +16,34 @@
 //! the policy directory itself: the directory source reads only the top level
 //! of `--policy-dir`, so a request written there is picked up — and so is a
 //! person's edit of it — with no extra watcher. A local user approves by doing
-//! what the operator would do, in the same file:
+//! what the webhook and the operator would do, in the same file:
 //!
 //! ```yaml
 //! spec:
 //!   decision: Approved
+//!   decidedBy: dr.house@example.com    # an approver listed by User in the rule
 //! status:
-//!   phase: Approved
-//!   expiresAt: "2026-11-27T08:00:00Z"   # RFC 3339; the grant ends then
+//!   decidedAt: "2026-11-27T07:00:00Z"  # RFC 3339; the grant runs from then
 //! ```
 //!
 //! The grant is live as soon as the directory reloads (about 100 ms), without
-//! restarting the proxy. This is deliberately the same shape `Grant::from_approval`
-//! reads from a cluster object, so the evaluation code is identical in both
-//! modes; the price is that the local user is trusted to write an honest
-//! expiry (directory mode is for development, where the user owns the files).
+//! restarting the proxy. The file is held to the webhook's rules
+//! (`streamgate_crds::approver`, shared with the operator): `decidedBy` must
+//! be a listed approver and not the requester, and the grant ends at
+//! `decidedAt` + the requested duration capped at the rule's `maxDuration`,
+//! whatever `expiresAt` the file claims (it may only shorten it). Nothing
+//! authenticates who wrote the file: whoever can write the directory can
+//! also write its StreamPolicies, so directory mode is for development,
+//! where the user owns the files (see `policy::source_dir`).
 //! `--approvals-dir` puts requests elsewhere (then they are only a record).
 pub mod build;
 pub mod dedup;
 pub mod requester;
 pub mod sink;
 
-pub use build::{ApprovalRequest, BuildError, build_access_approval};
+pub use build::{ApprovalRequest, BuildError, build_access_approval, build_access_approval_with};
 pub use dedup::{Dedup, DedupConfig};
-pub use requester::{ApprovalEvent, ApprovalRequester, audit_subject, record_approval_event};
+pub use requester::{
+    ApprovalEvent, ApprovalRequester, audit_subject, record_approval_event, requester_oidc,
+};
 pub use sink::{ApprovalSink, Created, SinkError};

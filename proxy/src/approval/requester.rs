@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use streamgate_crds::access_approval::RequesterOidc;
 use streamgate_crds::matching::Principal;
 use streamgate_crds::{Operation, SubjectKind};
 
-use super::build::{ApprovalRequest, build_access_approval};
+use super::build::{ApprovalRequest, build_access_approval_with};
 use super::dedup::{Dedup, DedupConfig};
 use super::sink::{ApprovalSink, Created};
 use crate::audit::record::{AuditRecord, RecordKind};
@@ -123,6 +124,25 @@ pub fn record_approval_event(
     }
 }
 
+/// Which issuer and claim an OIDC principal's name came from: the governing
+/// policies' `identity.oidc`, when they name exactly one issuer (with several,
+/// the token's issuer is not known here and nothing is recorded).
+pub fn requester_oidc(policy: &CompiledPolicy, principal: &Principal) -> Option<RequesterOidc> {
+    if principal.kind != SubjectKind::User {
+        return None;
+    }
+    match policy.oidc().as_slice() {
+        [only] => Some(RequesterOidc {
+            issuer: only.issuer.clone(),
+            username_claim: only
+                .username_claim
+                .clone()
+                .unwrap_or_else(|| "sub".to_string()),
+        }),
+        _ => None,
+    }
+}
+
 /// Asks for AccessApprovals on behalf of the sidecar's callers.
 #[derive(Debug)]
 pub struct ApprovalRequester {
@@ -231,13 +251,15 @@ impl ApprovalRequester {
                 );
             }
         }
+        let oidc = requester_oidc(policy, principal);
         for request in self.requests_for(policy, principal, decisions) {
             if !self.admit(&request) {
                 continue;
             }
             let this = Arc::clone(self);
+            let oidc = oidc.clone();
             tokio::spawn(async move {
-                this.submit(request).await;
+                this.submit_as(request, oidc).await;
             });
         }
     }
@@ -252,11 +274,20 @@ impl ApprovalRequester {
 
     /// Build and create the AccessApproval; returns its name and what happened.
     pub async fn submit(&self, request: ApprovalRequest) -> Option<(String, Created)> {
+        self.submit_as(request, None).await
+    }
+
+    /// [`ApprovalRequester::submit`], recording where an OIDC requester's name came from.
+    pub async fn submit_as(
+        &self,
+        request: ApprovalRequest,
+        oidc: Option<RequesterOidc>,
+    ) -> Option<(String, Created)> {
         let key = request.object_name();
         let principal = request.principal.clone();
         let requester = principal.name.clone();
         let rule = request.rule.clone();
-        let aa = match build_access_approval(request) {
+        let aa = match build_access_approval_with(request, oidc) {
             Ok(aa) => aa,
             Err(error) => {
                 tracing::warn!(%error, %rule, "cannot ask for an access approval");

@@ -7,12 +7,38 @@
 //! debug log; objects of another namespace than the pod's are ignored.
 //! The directory is watched (notify, ~100 ms debounce); a directory that
 //! does not parse as a whole is rejected and the last good policy stays.
+//!
+//! ## Approval files
+//!
+//! Nobody authenticates who wrote a file, so an AccessApproval file is held
+//! to the rules the operator's admission webhook applies to a `kubectl patch`
+//! ([`streamgate_crds::approver`], one implementation for both), and its
+//! grant window is computed here, never read from the file:
+//! - `spec.decision: Approved` and `spec.decidedBy` naming the approver;
+//! - the StreamPolicy and rule it names are loaded and the rule has `approval`;
+//! - `decidedBy` is not the requester (emails case-insensitively, with or
+//!   without a `prefix:`), not the requester's ServiceAccount or its
+//!   workload's, and is an approver listed by **User** (or ServiceAccount) in
+//!   the rule: a file cannot prove group membership, so Group approvers
+//!   cannot decide from a file;
+//! - `status.decidedAt` (RFC 3339, not in the future) starts the grant; it
+//!   lasts the requested duration capped at the rule's `maxDuration`. A
+//!   `status.expiresAt` may only shorten it; `status.phase: Expired` or
+//!   `Denied` revokes it.
+//!
+//! A file that fails a check grants nothing and is logged with the reason;
+//! the rest of the directory still loads.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use serde_yaml::Value;
-use streamgate_crds::{AccessApproval, MaskingRule, StreamPolicy};
+use streamgate_crds::approver::{self, Decider, DecisionRefused, IdentityMapping};
+use streamgate_crds::duration::DurationError;
+use streamgate_crds::{
+    AccessApproval, AccessApprovalStatus, ApprovalPhase, Decision, MaskingRule, StreamPolicy,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -43,12 +69,161 @@ pub enum ManifestError {
     },
 }
 
-/// Parse the manifests of one file into `into`.
+/// Why an AccessApproval file grants nothing (see the module docs).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FileApprovalRefused {
+    #[error(
+        "spec.decidedBy is missing: name the approver who decided (one listed by User in the rule's approval.approvers)"
+    )]
+    NoDecider,
+    #[error(
+        "StreamPolicy {policy:?} has no rule {rule:?} with an approval section; nothing to approve"
+    )]
+    RuleNotFound { policy: String, rule: String },
+    #[error("{0}")]
+    Decider(#[from] DecisionRefused),
+    #[error(
+        "status.decidedAt {0}: write the RFC 3339 time of the decision (e.g. 2026-11-27T08:00:00Z); the grant runs from then for the requested duration, capped at the rule's maxDuration"
+    )]
+    DecidedAt(String),
+    #[error("the rule's maxDuration: {0}")]
+    MaxDuration(#[from] DurationError),
+}
+
+/// Clock difference tolerated between the approver's `decidedAt` and ours.
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The grant an AccessApproval file carries at `now`, checked against the
+/// loaded `policies` like the admission webhook checks a decision (`None`:
+/// not approved, or revoked).
+pub fn file_grant(
+    aa: &AccessApproval,
+    namespace: &str,
+    policies: &[PolicyDoc],
+    now: DateTime<Utc>,
+) -> Result<Option<Grant>, FileApprovalRefused> {
+    let status = aa.status.clone().unwrap_or_default();
+    if aa.spec.decision != Decision::Approved
+        || matches!(status.phase, ApprovalPhase::Denied | ApprovalPhase::Expired)
+    {
+        return Ok(None);
+    }
+    let decided_by = aa
+        .spec
+        .decided_by
+        .as_deref()
+        .filter(|d| !d.trim().is_empty())
+        .ok_or(FileApprovalRefused::NoDecider)?;
+    let approval = policies
+        .iter()
+        .filter(|p| p.name == aa.spec.policy && p.namespace == namespace)
+        .flat_map(|p| p.spec.rules.iter())
+        .find(|r| r.name == aa.spec.rule)
+        .and_then(|r| r.approval.as_ref())
+        .ok_or_else(|| FileApprovalRefused::RuleNotFound {
+            policy: aa.spec.policy.clone(),
+            rule: aa.spec.rule.clone(),
+        })?;
+    // No API server maps names here: compare them as written (the checks
+    // still catch `prefix:name` and emails in another case).
+    let claim = aa
+        .spec
+        .requester
+        .oidc
+        .as_ref()
+        .map_or("sub", |o| o.username_claim.as_str());
+    approver::check_decider(
+        &aa.spec,
+        namespace,
+        &Decider {
+            username: decided_by,
+            groups: None,
+        },
+        &approval.approvers,
+        &IdentityMapping::unprefixed(claim),
+    )?;
+    let decided_at = match status.decided_at.as_deref() {
+        None => return Err(FileApprovalRefused::DecidedAt("is missing".into())),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map_err(|_| FileApprovalRefused::DecidedAt(format!("{t:?} is not RFC 3339")))?
+            .to_utc(),
+    };
+    if decided_at > now + CLOCK_SKEW {
+        return Err(FileApprovalRefused::DecidedAt(format!(
+            "{} is in the future",
+            decided_at.to_rfc3339()
+        )));
+    }
+    let mut expires_at =
+        approver::grant_expiry(&aa.spec.duration, &approval.max_duration, decided_at)?;
+    if let Some(earlier) = status
+        .expires_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.to_utc())
+        .filter(|t| *t < expires_at)
+    {
+        expires_at = earlier;
+    }
+    // The grant as the cluster path reads it, with the window computed here.
+    let mut checked = aa.clone();
+    checked
+        .metadata
+        .namespace
+        .get_or_insert_with(|| namespace.to_string());
+    checked.status = Some(AccessApprovalStatus {
+        phase: ApprovalPhase::Approved,
+        decided_at: Some(decided_at.to_rfc3339()),
+        expires_at: Some(expires_at.to_rfc3339()),
+        ..status
+    });
+    Ok(Grant::from_approval(&checked))
+}
+
+/// An AccessApproval read from a file, checked once every policy is loaded.
+struct ApprovalFile {
+    path: PathBuf,
+    aa: AccessApproval,
+}
+
+/// Turn approval files into grants; a refused file is logged and skipped.
+fn admit_approvals(files: Vec<ApprovalFile>, namespace: &str, into: &mut PolicyInputs) {
+    let now = Utc::now();
+    for ApprovalFile { path, aa } in files {
+        match file_grant(&aa, namespace, &into.policies, now) {
+            Ok(Some(grant)) => into.grants.push(grant),
+            Ok(None) => {}
+            Err(reason) => tracing::warn!(
+                path = %path.display(),
+                access_approval = aa.metadata.name.as_deref().unwrap_or(""),
+                %reason,
+                "AccessApproval file grants nothing"
+            ),
+        }
+    }
+}
+
+/// Parse the manifests of one file into `into` (its approval files checked
+/// against the policies of the same file; [`load_dir`] checks them against
+/// the whole directory).
 pub fn parse_manifests(
     text: &str,
     path: &Path,
     namespace: &str,
     into: &mut PolicyInputs,
+) -> Result<(), ManifestError> {
+    let mut approvals = Vec::new();
+    parse_file(text, path, namespace, into, &mut approvals)?;
+    admit_approvals(approvals, namespace, into);
+    Ok(())
+}
+
+fn parse_file(
+    text: &str,
+    path: &Path,
+    namespace: &str,
+    into: &mut PolicyInputs,
+    approvals: &mut Vec<ApprovalFile>,
 ) -> Result<(), ManifestError> {
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
@@ -121,10 +296,11 @@ pub fn parse_manifests(
             "AccessApproval" => {
                 let aa: AccessApproval =
                     serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
-                if ns_of(&aa.metadata) == namespace
-                    && let Some(g) = Grant::from_approval(&aa)
-                {
-                    into.grants.push(g);
+                if ns_of(&aa.metadata) == namespace {
+                    approvals.push(ApprovalFile {
+                        path: path.to_path_buf(),
+                        aa,
+                    });
                 }
             }
             other => {
@@ -168,10 +344,12 @@ pub fn load_dir(dir: &Path, namespace: &str) -> Result<PolicyInputs, ManifestErr
         .collect();
     files.sort();
     let mut inputs = PolicyInputs::default();
+    let mut approvals = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        parse_manifests(&text, &path, namespace, &mut inputs)?;
+        parse_file(&text, &path, namespace, &mut inputs, &mut approvals)?;
     }
+    admit_approvals(approvals, namespace, &mut inputs);
     Ok(inputs)
 }
 
@@ -261,6 +439,179 @@ pub fn spawn(
         },
         first_ok,
     ))
+}
+
+#[cfg(test)]
+mod file_approval_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const POLICY: &str = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: phi-access, namespace: clinical}
+spec:
+  rules:
+    - name: write-patient-records
+      subjects: [{kind: Group, name: clinicians}]
+      topics: [patient-records]
+      operations: [Write]
+      approval:
+        approvers: [{kind: Group, name: compliance-officers}, {kind: User, name: dr.house@example.com}]
+        maxDuration: 1h
+"#;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
+
+    /// alice's request, approved in the file by `decided_by` at `decided_at`.
+    fn approval(decided_by: &str, decided_at: &str, extra_status: &str) -> AccessApproval {
+        serde_yaml::from_str(&format!(
+            r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: AccessApproval
+metadata: {{name: write-alice, namespace: clinical}}
+spec:
+  requester: {{kind: User, name: alice@example.com, groups: [clinicians]}}
+  workload: {{pod: intake-0, serviceAccount: intake}}
+  policy: phi-access
+  rule: write-patient-records
+  topics: [patient-records]
+  operations: [Write]
+  duration: 7d
+  decision: Approved
+  decidedBy: "{decided_by}"
+status:
+  decidedAt: "{decided_at}"
+{extra_status}
+"#
+        ))
+        .unwrap()
+    }
+
+    fn policies() -> Vec<PolicyDoc> {
+        let mut inputs = PolicyInputs::default();
+        parse_manifests(POLICY, Path::new("p.yaml"), "clinical", &mut inputs).unwrap();
+        inputs.policies
+    }
+
+    fn check(aa: &AccessApproval) -> Result<Option<Grant>, FileApprovalRefused> {
+        file_grant(aa, "clinical", &policies(), now())
+    }
+
+    #[test]
+    fn a_listed_user_approver_grants_for_at_most_the_rules_max_duration() {
+        // Asked for 7 days, and the file claims a year: the rule caps it at 1h from decidedAt.
+        let aa = approval(
+            "dr.house@example.com",
+            "2026-11-27T09:30:00Z",
+            "  expiresAt: \"2027-11-27T09:30:00Z\"",
+        );
+        let grant = check(&aa).unwrap().unwrap();
+        assert_eq!(grant.expires_at.to_rfc3339(), "2026-11-27T10:30:00+00:00");
+        // An earlier expiresAt shortens it.
+        let aa = approval(
+            "dr.house@example.com",
+            "2026-11-27T09:30:00Z",
+            "  expiresAt: \"2026-11-27T10:05:00Z\"",
+        );
+        assert_eq!(
+            check(&aa).unwrap().unwrap().expires_at.to_rfc3339(),
+            "2026-11-27T10:05:00+00:00"
+        );
+    }
+
+    #[test]
+    fn the_requester_cannot_approve_in_a_file_under_any_spelling() {
+        for me in [
+            "alice@example.com",
+            "Alice@Example.com",
+            "oidc:alice@example.com",
+        ] {
+            let err = check(&approval(me, "2026-11-27T09:30:00Z", "")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("{me} is the requester and cannot decide")),
+                "{err}"
+            );
+        }
+        let err = check(&approval(
+            "system:serviceaccount:clinical:intake",
+            "2026-11-27T09:30:00Z",
+            "",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is the ServiceAccount of the requester's workload"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn group_approvers_cannot_decide_from_a_file_and_outsiders_are_refused() {
+        let err = check(&approval("carol@example.com", "2026-11-27T09:30:00Z", "")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "carol@example.com is not an approver of rule \"write-patient-records\" in StreamPolicy \"phi-access\" (approvers: Group compliance-officers, User dr.house@example.com); a file cannot prove group membership, so in --policy-dir mode only an approver listed by User can decide"
+        );
+    }
+
+    #[test]
+    fn a_file_without_decider_or_decision_time_or_from_the_future_grants_nothing() {
+        let mut aa = approval("dr.house@example.com", "2026-11-27T09:30:00Z", "");
+        aa.spec.decided_by = None;
+        assert_eq!(check(&aa).unwrap_err(), FileApprovalRefused::NoDecider);
+        let aa = approval("dr.house@example.com", "2026-11-28T10:00:00Z", "");
+        assert!(
+            check(&aa)
+                .unwrap_err()
+                .to_string()
+                .contains("is in the future"),
+            "a decidedAt in the future would stretch the grant"
+        );
+        let mut aa = approval("dr.house@example.com", "2026-11-27T09:30:00Z", "");
+        aa.status = None;
+        assert!(matches!(
+            check(&aa).unwrap_err(),
+            FileApprovalRefused::DecidedAt(_)
+        ));
+        let mut aa = approval("dr.house@example.com", "2026-11-27T09:30:00Z", "");
+        aa.spec.rule = "no-such-rule".into();
+        assert!(matches!(
+            check(&aa).unwrap_err(),
+            FileApprovalRefused::RuleNotFound { .. }
+        ));
+    }
+
+    #[test]
+    fn pending_or_revoked_files_grant_nothing_silently() {
+        let mut aa = approval("dr.house@example.com", "2026-11-27T09:30:00Z", "");
+        aa.spec.decision = Decision::Pending;
+        assert_eq!(check(&aa).unwrap(), None);
+        let aa = approval(
+            "dr.house@example.com",
+            "2026-11-27T09:30:00Z",
+            "  phase: Expired",
+        );
+        assert_eq!(check(&aa).unwrap(), None);
+    }
+
+    #[test]
+    fn a_refused_approval_file_does_not_stop_the_directory_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        let mine =
+            serde_yaml::to_string(&approval("alice@example.com", "2026-11-27T09:30:00Z", ""))
+                .unwrap();
+        std::fs::write(dir.path().join("a-approval.yaml"), mine).unwrap();
+        let inputs = load_dir(dir.path(), "clinical").unwrap();
+        assert_eq!(inputs.policies.len(), 1);
+        assert!(inputs.grants.is_empty());
+    }
 }
 
 #[cfg(test)]
