@@ -83,6 +83,9 @@ pub struct InjectorSettings {
     pub token_expiration_seconds: i64,
     /// Native or regular sidecar (from the API server's version at start).
     pub sidecar_mode: SidecarMode,
+    /// Namespaces a cluster admin exempted from the pod guard even though
+    /// they are labelled for injection (operator `--exempt-namespaces`).
+    pub exempt_namespaces: std::collections::BTreeSet<String>,
     /// How Kubernetes usernames and groups relate to the OIDC identities
     /// requesters are named by (the approval webhook's self-approval check).
     pub approver_identity: IdentityMapping,
@@ -104,6 +107,7 @@ impl Default for InjectorSettings {
             memory_limit: "256Mi".to_string(),
             token_expiration_seconds: 3600,
             sidecar_mode: SidecarMode::Native,
+            exempt_namespaces: std::collections::BTreeSet::new(),
             approver_identity: IdentityMapping::default(),
         }
     }

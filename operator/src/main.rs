@@ -92,6 +92,10 @@ struct Args {
     /// the cluster (e.g. `127.0.0.1`).
     #[arg(long, env = "STREAMGATE_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
     webhook_extra_sans: Vec<String>,
+    /// Namespaces labelled for injection that the pod guard leaves alone
+    /// (a cluster-admin decision, logged at start): their pods may opt out.
+    #[arg(long, env = "STREAMGATE_EXEMPT_NAMESPACES", value_delimiter = ',')]
+    exempt_namespaces: Vec<String>,
     #[arg(
         long,
         env = "STREAMGATE_MUTATING_WEBHOOK",
@@ -174,7 +178,11 @@ async fn main() -> anyhow::Result<()> {
         ?sidecar_mode,
         "sidecar shape chosen by the API server's version"
     );
+    if !args.exempt_namespaces.is_empty() {
+        tracing::warn!(namespaces = ?args.exempt_namespaces, "namespaces exempted from the pod guard by configuration");
+    }
     let settings = InjectorSettings {
+        exempt_namespaces: args.exempt_namespaces.iter().cloned().collect(),
         sidecar_mode,
         proxy_image: args.proxy_image.clone(),
         image_pull_policy: args.proxy_pull_policy.clone(),

@@ -35,6 +35,7 @@ fn chart_lints_renders_and_validates() {
         .env("STREAMGATE_PATH_INJECT", server::PATH_INJECT)
         .env("STREAMGATE_PATH_STAMP", server::PATH_STAMP_APPROVAL)
         .env("STREAMGATE_PATH_VALIDATE", server::PATH_VALIDATE_APPROVAL)
+        .env("STREAMGATE_PATH_GUARD", server::PATH_GUARD_POD)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -87,6 +87,7 @@ def semantics(docs, mode):
         os.environ.get("STREAMGATE_PATH_INJECT", "/inject-pod"),
         os.environ.get("STREAMGATE_PATH_STAMP", "/mutate-accessapproval"),
         os.environ.get("STREAMGATE_PATH_VALIDATE", "/validate-accessapproval"),
+        os.environ.get("STREAMGATE_PATH_GUARD", "/validate-pod"),
     }
     svc = by_kind(docs, "Service")[0]
     seen_paths = set()
@@ -97,7 +98,7 @@ def semantics(docs, mode):
         for hook in cfg["webhooks"]:
             name = hook["name"]
             check(hook["failurePolicy"] == "Fail", f"{name}: failurePolicy Fail by default")
-            check(hook["sideEffects"] == "NoneOnDryRun", f"{name}: sideEffects NoneOnDryRun")
+            check(hook["sideEffects"] in ("NoneOnDryRun", "None"), f"{name}: sideEffects None/NoneOnDryRun")
             check(1 <= hook["timeoutSeconds"] <= 30, f"{name}: timeoutSeconds")
             excluded = hook["namespaceSelector"]["matchExpressions"][0]
             check(excluded["operator"] == "NotIn" and {"kube-system", NAMESPACE} <= set(excluded["values"]),
@@ -132,6 +133,7 @@ def external(docs, base):
         os.environ.get("STREAMGATE_PATH_INJECT", "/inject-pod"),
         os.environ.get("STREAMGATE_PATH_STAMP", "/mutate-accessapproval"),
         os.environ.get("STREAMGATE_PATH_VALIDATE", "/validate-accessapproval"),
+        os.environ.get("STREAMGATE_PATH_GUARD", "/validate-pod"),
     }
     urls = set()
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):

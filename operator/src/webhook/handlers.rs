@@ -9,6 +9,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use streamgate_crds::AccessApproval;
 
 use super::approval::{self, RequestUser};
+use super::guard;
 use super::inject::{self, InjectionInput, Outcome};
 use super::lookup::ClusterLookup;
 use crate::config::InjectorSettings;
@@ -109,6 +110,89 @@ async fn mutate_pod_request<L: ClusterLookup>(
         },
         Err(e) => (resp.deny(e.to_string()), "refused"),
     }
+}
+
+/// Pod CREATE/UPDATE and `pods/ephemeralcontainers`, validating: in governed
+/// namespaces no pod gets around the sidecar ([`guard`]).
+pub async fn validate_pod<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    review: AdmissionReview<Pod>,
+) -> AdmissionReview<DynamicObject> {
+    let started = Instant::now();
+    let req: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
+        }
+    };
+    let (resp, outcome) = validate_pod_request(state, &req).await;
+    state
+        .metrics
+        .webhook_observed("pod-guard", outcome, started.elapsed());
+    resp.into_review()
+}
+
+async fn validate_pod_request<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    req: &AdmissionRequest<Pod>,
+) -> (AdmissionResponse, &'static str) {
+    let resp = AdmissionResponse::from(req);
+    let Some(pod) = req.object.as_ref() else {
+        return (resp, "ignored");
+    };
+    let change = match (
+        &req.operation,
+        req.old_object.as_ref(),
+        req.sub_resource.as_deref(),
+    ) {
+        (Operation::Create, _, None) => guard::Change::Create,
+        (Operation::Update, Some(old), Some("ephemeralcontainers")) => {
+            guard::Change::EphemeralContainers { old }
+        }
+        (Operation::Update, Some(old), None) => guard::Change::Update { old },
+        _ => return (resp, "ignored"),
+    };
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let labels = match state.lookup.namespace_labels(&namespace).await {
+        Ok(l) => l,
+        Err(e) => return (resp.deny(format!("streamgate: {e}")), "error"),
+    };
+    if !guard::governed(&namespace, &labels, &state.settings) {
+        return (resp, "not_governed");
+    }
+    let masking_secrets = match state.lookup.masking_secrets(&namespace).await {
+        Ok(s) => s,
+        Err(e) => return (resp.deny(format!("streamgate: {e}")), "error"),
+    };
+    let refusals = guard::review(
+        &guard::GuardInput {
+            change,
+            pod,
+            namespace: &namespace,
+            namespace_labels: &labels,
+            masking_secrets: &masking_secrets,
+        },
+        &state.settings,
+    );
+    if refusals.is_empty() {
+        return (resp, "allowed");
+    }
+    let user = user_of(req);
+    tracing::warn!(
+        namespace,
+        user = user.username,
+        pod = pod.metadata.name.as_deref().or(pod.metadata.generate_name.as_deref()),
+        refusals = ?refusals,
+        "pod refused by the streamgate guard"
+    );
+    (
+        resp.deny(format!("streamgate: {}", refusals.join("; "))),
+        "refused",
+    )
 }
 
 /// AccessApproval CREATE/UPDATE, mutating: stamp `spec.decidedBy` from `userInfo`.

@@ -23,6 +23,7 @@ use super::lookup::ClusterLookup;
 pub const PATH_INJECT: &str = "/inject-pod";
 pub const PATH_STAMP_APPROVAL: &str = "/mutate-accessapproval";
 pub const PATH_VALIDATE_APPROVAL: &str = "/validate-accessapproval";
+pub const PATH_GUARD_POD: &str = "/validate-pod";
 
 /// The admission routes.
 pub fn router<L: ClusterLookup>(state: Arc<WebhookState<L>>) -> Router {
@@ -31,6 +32,12 @@ pub fn router<L: ClusterLookup>(state: Arc<WebhookState<L>>) -> Router {
             PATH_INJECT,
             post(|State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<Pod>>| async move {
                 Json(handlers::to_wire(handlers::mutate_pod(&s, r).await))
+            }),
+        )
+        .route(
+            PATH_GUARD_POD,
+            post(|State(s): State<Arc<WebhookState<L>>>, Json(r): Json<AdmissionReview<Pod>>| async move {
+                Json(handlers::to_wire(handlers::validate_pod(&s, r).await))
             }),
         )
         .route(
