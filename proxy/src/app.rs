@@ -1,14 +1,22 @@
 //! The composition root: `streamgate-proxy run`'s flags become the running
-//! sidecar. [`App::build`] assembles the pieces in dependency order and binds
-//! the listeners; [`App::run`] serves until the shutdown future completes,
-//! then drains. Tests build and run an `App` in-process with their own
-//! [`Environment`] (the pod identity that the binary reads from env vars).
+//! sidecar. [`App::build`] assembles the pieces in dependency order — flags
+//! checked → audit trail (SidecarStart) → policy source → approvals → gate →
+//! masking → metrics → data path → listeners — each handed what it needs when
+//! it is made, so nothing is attached later. [`App::run`] serves until the
+//! shutdown future completes, then drains: the connection tasks are tracked
+//! and waited for, up to the grace period. Tests build and run an `App`
+//! in-process with their own [`Environment`] (the pod identity the binary
+//! reads from env vars).
 
 use crate::identity::workload::{ENV_POD_NAMESPACE, Workload};
+use crate::policy::conn::GateShared;
+use crate::policy::handle::PolicyHandle;
 use crate::policy::{policy_channel, source_dir, source_kube};
 use crate::run::addresses::AddressPlan;
+use crate::run::masking_state::MaskingState;
+use crate::run::metrics::Metrics;
 use crate::run::session::Target;
-use crate::run::state::{self, Proxy};
+use crate::run::state::{self, Parts, Proxy};
 use crate::run::upstream::{self, Credentials, UpstreamConfig};
 use crate::run::{RunArgs, admin, apis, audit_trail, config, policy_reloads};
 use anyhow::Context;
@@ -68,15 +76,35 @@ pub struct App {
 }
 
 impl App {
-    /// Validate the flags, start policy and audit, bind the listeners.
+    /// Check the flags, start every piece in dependency order, bind the listeners.
     pub async fn build(args: &RunArgs, env: Environment) -> anyhow::Result<Self> {
-        let (gate, policy_source) = policy_setup(args, env).await?;
-        let proxy = Arc::new(build_proxy(args, gate)?);
-        // audit: start the trail (SidecarStart) before the first client is accepted.
-        let audit = start_audit(&proxy, &args.audit).await?;
-        if let Some(approvals) = proxy.gate.approvals.get() {
-            approvals.attach_audit(Arc::clone(&audit));
-        }
+        // Everything the flags alone decide, before anything starts.
+        let (plan, upstream) = data_path_config(args)?;
+        // audit: the trail starts (SidecarStart) before anything it records.
+        let audit = crate::audit::Audit::start(&args.audit.audit).await?;
+        let (policy, policy_source) = policy_source(args, &env).await?;
+        let approvals = approval_sink(args).await?.map(|sink| {
+            let requester = crate::approval::ApprovalRequester::new(
+                sink,
+                env.namespace.clone(),
+                env.workload.as_ref(),
+                crate::approval::DedupConfig::default(),
+            );
+            requester.attach_audit(Arc::clone(&audit));
+            requester
+        });
+        let trail = audit_trail::AuditTrail::new(Arc::clone(&audit), &args.audit)
+            .with_policy(policy.clone());
+        policy_reloads::spawn(Arc::clone(&audit), &policy).await;
+        tracing::info!(dir = %args.audit.audit.audit_dir.display(), failure_mode = ?args.audit.failure_mode, payload = ?args.audit.payload, "audit trail started");
+        let proxy = Arc::new(Proxy::new(Parts {
+            plan,
+            upstream,
+            gate: GateShared::new(policy, env.workload, approvals),
+            audit: Some(trail),
+            masking: MaskingState::new(args.secret_dir.clone()),
+            metrics: Metrics::new(Some(Arc::clone(audit.health()))),
+        }));
         let bootstrap =
             state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;
         let admin = TcpListener::bind(args.admin)
@@ -129,12 +157,12 @@ impl App {
             "shutting down: no new connections, draining in-flight requests"
         );
         proxy.shutdown.cancel();
-        let deadline = tokio::time::Instant::now() + grace;
-        while proxy.active_connections() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = proxy.active_connections();
-        if left > 0 {
+        proxy.connections.close();
+        if tokio::time::timeout(grace, proxy.connections.wait())
+            .await
+            .is_err()
+        {
+            let left = proxy.connections.len();
             tracing::warn!(connections = left, "grace period over; closing the rest");
         }
         // audit: SidecarStop, flush, let the shippers deliver what they can.
@@ -166,22 +194,19 @@ impl Drop for PolicySourceGuard {
     }
 }
 
-/// Identity and policy: who the pod is, where its policy comes from. With no
-/// source, or before the first good load, every governed request is denied.
-async fn policy_setup(
+/// Where the pod's policy comes from. With no source, or before the first
+/// good load, every governed request is denied.
+async fn policy_source(
     args: &RunArgs,
-    env: Environment,
-) -> anyhow::Result<(Arc<crate::policy::conn::GateShared>, PolicySourceGuard)> {
-    let Environment {
-        workload,
-        namespace,
-    } = env;
-    let labels = workload
+    env: &Environment,
+) -> anyhow::Result<(PolicyHandle, PolicySourceGuard)> {
+    let labels = env
+        .workload
         .as_ref()
         .map(|w| w.labels.clone())
         .unwrap_or_default();
     let (publisher, handle) = policy_channel(labels);
-    let namespace_for_approvals = namespace.clone();
+    let namespace = env.namespace.clone();
     let guard = if let Some(dir) = &args.policy_dir {
         let (source, ok) = source_dir::spawn(dir.clone(), namespace, publisher)?;
         if !ok {
@@ -205,17 +230,7 @@ async fn policy_setup(
         );
         PolicySourceGuard::default()
     };
-    let shared = crate::policy::conn::GateShared::new(handle, workload);
-    if let Some(sink) = approval_sink(args).await? {
-        let requester = crate::approval::ApprovalRequester::new(
-            sink,
-            namespace_for_approvals,
-            shared.workload.as_ref(),
-            crate::approval::DedupConfig::default(),
-        );
-        let _ = shared.approvals.set(requester);
-    }
-    Ok((shared, guard))
+    Ok((handle, guard))
 }
 
 /// Where just-in-time approval requests go: the API server with
@@ -238,21 +253,6 @@ async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval:
     Ok(None)
 }
 
-/// Start the audit trail and hand it to the data path and /metrics.
-async fn start_audit(
-    proxy: &Arc<Proxy>,
-    flags: &audit_trail::AuditFlags,
-) -> anyhow::Result<Arc<crate::audit::Audit>> {
-    let audit = crate::audit::Audit::start(&flags.audit).await?;
-    proxy.metrics.attach_audit(Arc::clone(audit.health()));
-    let trail = audit_trail::AuditTrail::new(Arc::clone(&audit), flags)
-        .with_policy(proxy.gate.policy.clone());
-    let _ = proxy.audit.set(Arc::new(trail));
-    policy_reloads::spawn(Arc::clone(&audit), &proxy.gate.policy).await;
-    tracing::info!(dir = %flags.audit.audit_dir.display(), failure_mode = ?flags.failure_mode, payload = ?flags.payload, "audit trail started");
-    Ok(audit)
-}
-
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -262,11 +262,9 @@ fn init_logging() {
         .try_init();
 }
 
-/// Validate the flags and build the shared state.
-fn build_proxy(
-    args: &RunArgs,
-    gate: Arc<crate::policy::conn::GateShared>,
-) -> anyhow::Result<Proxy> {
+/// The data path's settings, checked: loopback listeners, the node range,
+/// the upstream (TLS material and the broker credential read now).
+fn data_path_config(args: &RunArgs) -> anyhow::Result<(AddressPlan, UpstreamConfig)> {
     config::check_loopback(args.listen, args.allow_non_loopback)?;
     config::check_loopback(args.admin, args.allow_non_loopback)?;
     config::check_node_range(args.node_id_min, args.node_id_max, args.listen.port())?;
@@ -299,11 +297,7 @@ fn build_proxy(
         connect_timeout: args.connect_timeout,
         max_frame: args.max_frame_bytes,
     };
-    let proxy = Proxy::new(plan, upstream, gate);
-    if let Some(dir) = &args.secret_dir {
-        proxy.masking.set_secret_dir(dir.clone());
-    }
-    Ok(proxy)
+    Ok((plan, upstream))
 }
 
 /// Ask the upstream for ApiVersions and Metadata: readiness, and the broker

@@ -91,8 +91,8 @@ pub struct GateShared {
     pub workload: Option<Workload>,
     /// Topic-id → name map learned from Metadata responses.
     pub topic_names: Arc<TopicIdMap>,
-    /// Asks for AccessApprovals on `NeedsApproval` (set once at startup).
-    pub approvals: std::sync::OnceLock<Arc<crate::approval::ApprovalRequester>>,
+    /// Asks for AccessApprovals on `NeedsApproval` (none: nowhere to ask).
+    approvals: Option<Arc<crate::approval::ApprovalRequester>>,
     issuers: Mutex<IssuerSet>,
 }
 
@@ -105,12 +105,16 @@ impl std::fmt::Debug for GateShared {
 }
 
 impl GateShared {
-    pub fn new(policy: PolicyHandle, workload: Option<Workload>) -> Arc<Self> {
+    pub fn new(
+        policy: PolicyHandle,
+        workload: Option<Workload>,
+        approvals: Option<Arc<crate::approval::ApprovalRequester>>,
+    ) -> Arc<Self> {
         Arc::new(GateShared {
             policy,
             workload,
             topic_names: Arc::default(),
-            approvals: std::sync::OnceLock::new(),
+            approvals,
             issuers: Mutex::new(IssuerSet::default()),
         })
     }
@@ -359,7 +363,7 @@ impl ConnGate {
             gate.check_key(raw_key)
         };
         self.decisions = checked.decisions;
-        if let Some(approvals) = self.shared.approvals.get() {
+        if let Some(approvals) = &self.shared.approvals {
             approvals.on_decisions(&policy, principal.as_ref(), &self.decisions);
         }
         Ok(match checked.enforcement {

@@ -5,7 +5,7 @@
 //! Compile errors (bad path, missing key) are logged once per reload; the
 //! failing rule is blocked in the set, so its topics never pass unmasked.
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::masking::MaskingSet;
 use crate::policy::decide::CompiledPolicy;
@@ -14,16 +14,19 @@ use crate::policy::handle::PolicyHandle;
 /// Shared by every connection (see `Proxy::masking`).
 #[derive(Debug, Default)]
 pub struct MaskingState {
-    /// `DIR/<secret name>/<key>` (the Secret volume the operator mounts).
-    secret_dir: OnceLock<PathBuf>,
+    /// `DIR/<secret name>/<key>` (the Secret volume the operator mounts);
+    /// without it, rules with a hash key are blocked.
+    secret_dir: Option<PathBuf>,
     /// The policy the set was compiled from (compared by pointer) and the set.
     cache: Mutex<Option<(Arc<CompiledPolicy>, Arc<MaskingSet>)>>,
 }
 
 impl MaskingState {
-    /// Set once at startup; without it, rules with a hash key are blocked.
-    pub fn set_secret_dir(&self, dir: PathBuf) {
-        let _ = self.secret_dir.set(dir);
+    pub fn new(secret_dir: Option<PathBuf>) -> Self {
+        Self {
+            secret_dir,
+            cache: Mutex::default(),
+        }
     }
 
     /// The set for the policy currently in force (recompiled after a reload).
@@ -53,7 +56,7 @@ impl MaskingState {
         let Some(namespace) = docs.first().map(|d| d.namespace.clone()) else {
             return MaskingSet::default();
         };
-        let dir = self.secret_dir.get().cloned().unwrap_or_default();
+        let dir = self.secret_dir.clone().unwrap_or_default();
         let (set, errors) = MaskingSet::from_docs(&namespace, docs, &dir);
         for error in &errors {
             // Never carries key bytes.

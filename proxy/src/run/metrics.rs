@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabel {
@@ -39,20 +39,17 @@ pub struct Metrics {
     pub bytes_out: Counter,
     per_api: HashMap<i16, ApiMetrics>,
     unknown: ApiMetrics,
-    /// audit: spool health, exported as `streamgate_audit_*` once the trail has started.
+    /// audit: spool health, exported as `streamgate_audit_*`.
     audit_registry: Registry,
-    audit: Arc<OnceLock<Arc<SpoolHealth>>>,
 }
 
 /// Reads the spool's own counters at scrape time (the spool writer owns them).
 #[derive(Debug)]
-struct AuditCollector(Arc<OnceLock<Arc<SpoolHealth>>>);
+struct AuditCollector(Arc<SpoolHealth>);
 
 impl Collector for AuditCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(health) = self.0.get() else {
-            return Ok(());
-        };
+        let health = &self.0;
         let counters = [
             (
                 "records",
@@ -89,7 +86,8 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `audit`: the spool whose health is exported (none: no `streamgate_audit_*`).
+    pub fn new(audit: Option<Arc<SpoolHealth>>) -> Self {
         let mut registry = Registry::with_prefix("streamgate_proxy");
         let connections_total = Counter::default();
         let connections_active = Gauge::default();
@@ -142,12 +140,12 @@ impl Metrics {
             .map(|k| (k as i16, handle(format!("{k:?}"))))
             .collect();
         let unknown = handle("unknown".into());
-        let audit = Arc::new(OnceLock::new());
         let mut audit_registry = Registry::with_prefix("streamgate_audit");
-        audit_registry.register_collector(Box::new(AuditCollector(Arc::clone(&audit))));
+        if let Some(health) = audit {
+            audit_registry.register_collector(Box::new(AuditCollector(health)));
+        }
         Self {
             audit_registry,
-            audit,
             registry,
             connections_total,
             connections_active,
@@ -163,11 +161,6 @@ impl Metrics {
         self.per_api.get(&key).unwrap_or(&self.unknown)
     }
 
-    /// Export this spool's health (`streamgate_audit_*`).
-    pub fn attach_audit(&self, health: Arc<SpoolHealth>) {
-        let _ = self.audit.set(health);
-    }
-
     /// OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         use prometheus_client::encoding::text;
@@ -179,19 +172,13 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn per_api_series_show_up_in_the_exposition() {
-        let m = Metrics::new();
+        let m = Metrics::new(None);
         m.api(ApiKey::Produce as i16).requests.inc();
         m.api(ApiKey::Produce as i16).latency.observe(0.002);
         m.api(-5).errors.inc();
@@ -212,16 +199,18 @@ mod tests {
 
     #[tokio::test]
     async fn audit_spool_health_is_exported() {
-        let m = Metrics::new();
         assert!(
-            !m.encode().unwrap().contains("streamgate_audit"),
-            "nothing before the trail starts"
+            !Metrics::new(None)
+                .encode()
+                .unwrap()
+                .contains("streamgate_audit"),
+            "nothing without a trail"
         );
         let base = tempfile::tempdir().unwrap();
         let dir = base.path().join("file");
         std::fs::write(&dir, b"x").unwrap();
         let audit = crate::audit::Audit::with_spool(crate::audit::SpoolConfig::new(&dir));
-        m.attach_audit(Arc::clone(audit.health()));
+        let m = Metrics::new(Some(Arc::clone(audit.health())));
         audit
             .record(crate::audit::AuditRecord::event(
                 crate::audit::RecordKind::SidecarStart,

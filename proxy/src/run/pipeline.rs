@@ -129,14 +129,14 @@ impl<'a> Pipeline<'a> {
                 }
                 // audit: a refusal by policy is a record too.
                 let report = self.gate_report();
-                if let Some(trail) = proxy.audit.get() {
+                if let Some(trail) = proxy.audit.as_ref() {
                     trail.on_refusal(&self.session, &meta, report).await;
                 }
                 return Ok((meta, Step::Answer(reply)));
             }
             FrameAction::AnswerThenClose(reply) => {
                 // audit: failed authentication.
-                if let Some(trail) = proxy.audit.get() {
+                if let Some(trail) = proxy.audit.as_ref() {
                     let reason = "SASL authentication failed; connection closed";
                     trail.on_auth_failure(&self.session, reason).await;
                 }
@@ -172,7 +172,7 @@ impl<'a> Pipeline<'a> {
         };
         // audit: summarise the request; a refusal is answered here, not forwarded.
         let report = self.gate_report();
-        let audit = match proxy.audit.get() {
+        let audit = match proxy.audit.as_ref() {
             None => None,
             Some(trail) => match trail
                 .on_request(&self.session, &mut request, expect_response, &names, report)
@@ -201,7 +201,7 @@ impl<'a> Pipeline<'a> {
     /// (empty when no audit trail runs, so the gate's work is not cloned for nothing).
     fn gate_report(&mut self) -> GateReport {
         let decisions = self.gate.take_decisions();
-        if self.proxy.audit.get().is_none() {
+        if self.proxy.audit.as_ref().is_none() {
             return GateReport::default();
         }
         GateReport {
@@ -244,7 +244,7 @@ pub async fn response(
     proxy.learn(&learned);
     masked.extend(learned.masking);
     // audit: finish the record; in Closed mode this waits until it is durable.
-    if let (Some(inflight), Some(trail)) = (audit, proxy.audit.get()) {
+    if let (Some(inflight), Some(trail)) = (audit, proxy.audit.as_ref()) {
         trail
             .on_response(*inflight, &mut response, &names, &masked)
             .await;

@@ -6,7 +6,9 @@
 
 use super::addresses::AddressPlan;
 use super::apis::Learned;
+use super::audit_trail::AuditTrail;
 use super::connection;
+use super::masking_state::MaskingState;
 use super::metrics::Metrics;
 use super::session::Target;
 use super::upstream::UpstreamConfig;
@@ -14,10 +16,11 @@ use crate::policy::conn::GateShared;
 use crate::policy::enforce::TopicNames;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug)]
 pub struct Proxy {
@@ -29,29 +32,49 @@ pub struct Proxy {
     pub shutdown: CancellationToken,
     /// Identity and policy, shared by every connection.
     pub gate: Arc<GateShared>,
-    /// The audit trail (set once at startup; absent in unit tests).
-    pub audit: std::sync::OnceLock<Arc<super::audit_trail::AuditTrail>>,
+    /// The audit trail (none: nothing is recorded).
+    pub audit: Option<AuditTrail>,
     /// The MaskingRules in force (recompiled on policy reload).
-    pub masking: super::masking_state::MaskingState,
+    pub masking: MaskingState,
+    /// Every connection task: shutdown waits for them (with a deadline).
+    pub connections: TaskTracker,
     brokers: RwLock<HashMap<i32, String>>,
     listening: Mutex<HashSet<i32>>,
-    active: AtomicUsize,
+}
+
+/// What the data path is built from, each piece made before it (see `crate::app`).
+#[derive(Debug)]
+pub struct Parts {
+    pub plan: AddressPlan,
+    pub upstream: UpstreamConfig,
+    pub gate: Arc<GateShared>,
+    pub audit: Option<AuditTrail>,
+    pub masking: MaskingState,
+    pub metrics: Metrics,
 }
 
 impl Proxy {
-    pub fn new(plan: AddressPlan, upstream: UpstreamConfig, gate: Arc<GateShared>) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            plan,
+            upstream,
+            gate,
+            audit,
+            masking,
+            metrics,
+        } = parts;
         Self {
             plan,
             upstream,
-            metrics: Metrics::new(),
+            metrics,
             ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             gate,
-            audit: std::sync::OnceLock::new(),
-            masking: super::masking_state::MaskingState::default(),
+            audit,
+            masking,
+            connections: TaskTracker::new(),
             brokers: RwLock::default(),
             listening: Mutex::default(),
-            active: AtomicUsize::new(0),
         }
     }
 
@@ -64,11 +87,6 @@ impl Proxy {
     /// ids): the one map, which the policy gate reads too.
     pub fn topic_name_of(&self, id: &uuid::Uuid) -> Option<String> {
         self.gate.topic_names.topic_name(id)
-    }
-
-    /// Connections still open.
-    pub fn active_connections(&self) -> usize {
-        self.active.load(Ordering::Acquire)
     }
 
     /// Record what a response taught us and make sure every broker it points
@@ -139,11 +157,9 @@ impl Proxy {
                     let _ = socket.set_nodelay(true);
                     self.metrics.connections_total.inc();
                     self.metrics.connections_active.inc();
-                    self.active.fetch_add(1, Ordering::AcqRel);
                     let proxy = Arc::clone(&self);
-                    tokio::spawn(async move {
+                    self.connections.spawn(async move {
                         connection::serve(Arc::clone(&proxy), socket, peer, target).await;
-                        proxy.active.fetch_sub(1, Ordering::AcqRel);
                         proxy.metrics.connections_active.dec();
                     });
                 }
