@@ -4,7 +4,10 @@
 //! burst of events compiles once) recompiles from the three caches; nothing
 //! is published until all three have listed once, so a sidecar never acts on
 //! half a namespace. Watch errors are retried with kube's default backoff and
-//! the last good policy stays in force meanwhile.
+//! the last good policy stays in force meanwhile. A watch the API server
+//! expires (410 Gone, "too old resource version": after an API server
+//! restart, or etcd compaction) is routine — the watcher re-lists by itself —
+//! and is no failed reload: it is neither logged nor audited as one.
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -49,6 +52,19 @@ pub fn inputs_from(
     }
 }
 
+/// What one watcher event means for the policy: `None` for a routine
+/// resync (see the module docs), else changed (`Ok`) or failed (`Err`).
+pub fn watch_outcome<T>(event: Result<T, watcher::Error>) -> Option<Result<(), String>> {
+    match event {
+        Ok(_) => Some(Ok(())),
+        Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+            tracing::debug!(reason = %status.message, "watch expired; re-listing");
+            None
+        }
+        Err(e) => Some(Err(e.to_string())),
+    }
+}
+
 /// Watch the namespace until the task is dropped.
 pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) {
     let (sp_store, sp_writer) = reflector::store::<StreamPolicy>();
@@ -63,7 +79,7 @@ pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) 
         ),
     )
     .default_backoff()
-    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    .filter_map(|r| futures::future::ready(watch_outcome(r)))
     .boxed();
     let mr = reflector::reflector(
         mr_writer,
@@ -73,14 +89,14 @@ pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) 
         ),
     )
     .default_backoff()
-    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    .filter_map(|r| futures::future::ready(watch_outcome(r)))
     .boxed();
     let aa = reflector::reflector(
         aa_writer,
         watcher(Api::<AccessApproval>::namespaced(client, &namespace), cfg()),
     )
     .default_backoff()
-    .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    .filter_map(|r| futures::future::ready(watch_outcome(r)))
     .boxed();
     let mut events = futures::stream::select_all([sp, mr, aa]);
     let source = format!("kube:{namespace}");
@@ -117,6 +133,18 @@ fn all_ready(a: &Store<StreamPolicy>, b: &Store<MaskingRule>, c: &Store<AccessAp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expired_watch_is_a_resync_not_a_failed_reload() {
+        let gone = kube::core::Status::failure("too old resource version: 247 (268)", "Expired")
+            .with_code(410);
+        let expired: Result<(), _> = Err(watcher::Error::WatchError(Box::new(gone)));
+        assert_eq!(watch_outcome(expired), None);
+        let forbidden = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
+        let refused: Result<(), _> = Err(watcher::Error::WatchError(Box::new(forbidden)));
+        assert!(matches!(watch_outcome(refused), Some(Err(e)) if e.contains("forbidden")));
+        assert_eq!(watch_outcome(Ok::<_, watcher::Error>(7)), Some(Ok(())));
+    }
 
     #[test]
     fn caches_become_policy_inputs() {
