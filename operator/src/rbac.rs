@@ -23,6 +23,17 @@ pub fn desired(pods: &[std::sync::Arc<Pod>]) -> BTreeMap<String, BTreeSet<String
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        // The `injected` label is the pod author's to set: only a pod that
+        // carries the sidecar container earns its ServiceAccount the role.
+        let has_sidecar = pod.spec.as_ref().is_some_and(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .any(|c| c.name == crate::config::SIDECAR_NAME)
+        });
+        if !has_sidecar {
+            continue;
+        }
         let Some(ns) = pod.metadata.namespace.clone() else {
             continue;
         };
@@ -68,12 +79,37 @@ pub fn role_binding(namespace: &str, service_accounts: &BTreeSet<String>) -> Rol
 }
 
 /// Converge the cluster's streamgate RoleBindings to `desired`.
+/// Ours: our label *and* the sidecar ClusterRole — a label alone is
+/// anyone's to set, so it never makes a binding ours to rewrite or delete.
+fn owned(rb: &RoleBinding) -> bool {
+    let labelled = rb
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .map(String::as_str)
+        == Some(MANAGED_BY.1);
+    labelled && rb.role_ref.kind == "ClusterRole" && rb.role_ref.name == SIDECAR_ROLE
+}
+
 pub async fn sync(
     client: Client,
     desired: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<(), kube::Error> {
     for (ns, sas) in desired {
         let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+        // Never take over a binding of that name someone else made: forcing
+        // our apply onto it would rewrite a binding we do not own.
+        if let Some(existing) = api.get_opt(SIDECAR_ROLE).await? {
+            if !owned(&existing) {
+                tracing::warn!(
+                    namespace = ns,
+                    "a RoleBinding {SIDECAR_ROLE} not managed by streamgate exists; leaving it alone \
+                     (sidecars in this namespace get no API rights until it is removed)"
+                );
+                continue;
+            }
+        }
         let rb = role_binding(ns, sas);
         let mut body = serde_json::to_value(&rb).map_err(kube::Error::SerdeError)?;
         body["apiVersion"] = "rbac.authorization.k8s.io/v1".into();
@@ -93,7 +129,10 @@ pub async fn sync(
         let Some(ns) = rb.metadata.namespace.clone() else {
             continue;
         };
-        if rb.metadata.name.as_deref() == Some(SIDECAR_ROLE) && !desired.contains_key(&ns) {
+        if rb.metadata.name.as_deref() == Some(SIDECAR_ROLE)
+            && owned(&rb)
+            && !desired.contains_key(&ns)
+        {
             tracing::info!(
                 namespace = ns,
                 "no injected pods left: removing the sidecar RoleBinding"
@@ -111,7 +150,8 @@ mod tests {
     use std::sync::Arc;
 
     fn pod(ns: &str, sa: Option<&str>, deleting: bool) -> Arc<Pod> {
-        let mut v = serde_json::json!({"metadata": {"namespace": ns, "name": "p"}, "spec": {"containers": []}});
+        let mut v = serde_json::json!({"metadata": {"namespace": ns, "name": "p"},
+            "spec": {"containers": [{"name": "streamgate-proxy"}, {"name": "app"}]}});
         if let Some(sa) = sa {
             v["spec"]["serviceAccountName"] = sa.into();
         }
@@ -119,6 +159,26 @@ mod tests {
             v["metadata"]["deletionTimestamp"] = "2026-11-27T05:00:00Z".into();
         }
         Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn a_pod_labelled_injected_without_the_sidecar_earns_nothing() {
+        let mut v = serde_json::to_value(&*pod("clinical", Some("intruder"), false)).unwrap();
+        v["spec"]["containers"] = serde_json::json!([{"name": "app"}]);
+        let labelled_only: Arc<Pod> = Arc::new(serde_json::from_value(v).unwrap());
+        assert!(desired(&[labelled_only]).is_empty());
+    }
+
+    #[test]
+    fn only_our_label_with_our_role_is_ours() {
+        let ours = role_binding("clinical", &BTreeSet::from(["a".to_string()]));
+        assert!(owned(&ours));
+        let mut relabelled = ours.clone();
+        relabelled.role_ref.name = "admin".into();
+        assert!(!owned(&relabelled), "a binding to another role is never ours, label or not");
+        let mut unlabelled = ours;
+        unlabelled.metadata.labels = None;
+        assert!(!owned(&unlabelled));
     }
 
     #[test]
