@@ -3,23 +3,25 @@
 //!
 //! Module map (one concern each; the pure cores have no IO):
 //! - `app`      — the composition root: flags → the running sidecar → drain
-//! - `approval` — just-in-time AccessApproval requests (builder, dedup, sinks)
-//! - `audit`    — the audit record, the hash chain, the spool, shippers, CLI
-//! - `masking`  — the masking engine (pure) and record-batch rewriting
+//! - `datapath` — sockets, listeners, the connection loop, the pipeline of concerns
+//! - `kafka`    — protocol plumbing: framing, wire primitives, the record-batch header
 //! - `identity` — SASL/OAUTHBEARER termination, JWT validation, workload identity
-//! - `kafka`    — protocol plumbing: wire primitives, the record-batch header
 //! - `policy`   — compiled StreamPolicy decisions (pure), policy sources, enforcement
-//! - `run`      — the data path: listener, codec, addresses, upstream, admin
+//! - `approval` — just-in-time AccessApproval requests (builder, dedup, sinks)
+//! - `masking`  — the masking engine (pure), record-batch rewriting, the rules in force
+//! - `audit`    — the audit record, the hash chain, the spool, shippers, CLI, the data-path stage
+//!
+//! See `proxy/README.md` for where each concern lives and the pipeline's order.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod approval;
 pub mod audit;
+pub mod datapath;
 pub mod identity;
 pub mod kafka;
 pub mod masking;
 pub mod policy;
-pub mod run;
 
+pub use app::RunArgs;
 pub use app::{App, Environment};
-pub use run::RunArgs;

@@ -14,10 +14,10 @@ use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared, Response
 #[path = "support/gate.rs"]
 mod gate;
 use gate::on_frame;
+use streamgate_proxy::datapath::exchange::Response;
+use streamgate_proxy::kafka::codec::RequestMeta;
 use streamgate_proxy::policy::decide::PolicyDoc;
 use streamgate_proxy::policy::{PolicyInputs, PolicyPublisher, policy_channel};
-use streamgate_proxy::run::codec::RequestMeta;
-use streamgate_proxy::run::exchange::Response;
 
 fn spec(workload_identity: bool, topic: &str) -> StreamPolicySpec {
     serde_yaml::from_str(&format!(

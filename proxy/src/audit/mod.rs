@@ -9,6 +9,9 @@
 //! - `otlp`     — OTLP logs sink (opentelemetry-otlp)
 //! - `events`   — Kubernetes Events sink (kube-runtime's Recorder), per-minute aggregation
 //! - `verify`, `export`, `cli` — `streamgate-proxy audit verify|export`
+//! - `stage`    — the data path's audit stage: one record per governed request (failureMode)
+//! - `summary`  — what a Produce/Fetch carried, from the batch headers (pure)
+//! - `policy_reloads` — policy reloads (applied, rejected, in force at start) as records
 //!
 //! The data path uses [`Audit`]: construct it with [`Audit::start`] from [`AuditArgs`]
 //! (flattened into the run command), then for each governed request build an
@@ -23,10 +26,13 @@ pub mod cli;
 pub mod events;
 pub mod export;
 pub mod otlp;
+pub mod policy_reloads;
 pub mod record;
 pub mod segment;
 pub mod shipper;
 pub mod spool;
+pub mod stage;
+pub mod summary;
 pub mod verify;
 
 use std::path::PathBuf;

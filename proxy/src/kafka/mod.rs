@@ -1,6 +1,8 @@
 //! Kafka protocol plumbing shared by every concern, with no policy in it:
-//! wire primitives (`wire`) and the record-batch header (`record_batch`).
-//! One copy of each helper lives here.
+//! framing and header peeking (`codec`), wire primitives and the lenient
+//! Fetch decoder (`wire`), the record-batch header (`record_batch`). One copy
+//! of each helper lives here.
 
+pub mod codec;
 pub mod record_batch;
 pub mod wire;

@@ -1,7 +1,7 @@
 //! Wire primitives read by hand where kafka-protocol cannot be used: peeking
 //! past a field without decoding a message, and the one lenient Fetch decoder.
 
-use crate::run::codec::FrameError;
+use super::codec::FrameError;
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;

@@ -66,6 +66,7 @@ pub mod json;
 pub mod key;
 pub mod path;
 pub mod plan;
+pub mod state;
 pub mod strategy;
 pub mod wire;
 

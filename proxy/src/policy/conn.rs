@@ -28,11 +28,11 @@ use uuid::Uuid;
 use super::decide::CompiledPolicy;
 use super::enforce::{Enforcement, Fixup, Gate, TopicDecision, TopicNames, needs_decoding};
 use super::handle::PolicyHandle;
+use crate::datapath::exchange::{Request, Response};
 use crate::identity::jwt::{IssuerSet, OidcConfig};
 use crate::identity::sasl::SaslServer;
 use crate::identity::workload::Workload;
-use crate::run::codec::{FrameError, RequestMeta};
-use crate::run::exchange::{Request, Response};
+use crate::kafka::codec::{FrameError, RequestMeta};
 use kafka_protocol::ResponseError;
 
 static NOBODY_POLICY: LazyLock<CompiledPolicy> = LazyLock::new(CompiledPolicy::empty);

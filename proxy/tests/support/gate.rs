@@ -1,9 +1,9 @@
 //! The connection gate driven frame by frame, as the pipeline drives it.
 
 use bytes::Bytes;
+use streamgate_proxy::datapath::exchange::Request;
+use streamgate_proxy::kafka::codec::RequestMeta;
 use streamgate_proxy::policy::conn::{ConnGate, FrameAction};
-use streamgate_proxy::run::codec::RequestMeta;
-use streamgate_proxy::run::exchange::Request;
 
 /// One client frame through the gate: what it decided, and the request as
 /// it would go upstream (trimmed where policy trimmed it).

@@ -7,7 +7,7 @@ pub mod credentials;
 pub mod scram;
 pub mod tls;
 
-use crate::run::codec::{
+use crate::kafka::codec::{
     FrameCodec, FrameError, RequestMeta, decode_body, encode_request, length_prefix, split_response,
 };
 use bytes::Bytes;

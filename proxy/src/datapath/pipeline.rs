@@ -17,11 +17,11 @@
 //! [`Carry`]s; it knows nothing of the stages.
 
 use super::apis::{self, MaskingContext, RequestAction};
-use super::audit_trail::{GateReport, InFlight, OnRequest};
-use super::codec::{FrameError, RequestMeta, peek_client_id};
 use super::exchange::{Request, Response};
 use super::session::{Session, Target};
 use super::state::Proxy;
+use crate::audit::stage::{GateReport, InFlight, OnRequest};
+use crate::kafka::codec::{FrameError, RequestMeta, peek_client_id};
 use crate::masking::wire::TopicMasking;
 use crate::policy::conn::{ConnGate, FrameAction, GateError, ResponseFixup};
 use bytes::Bytes;

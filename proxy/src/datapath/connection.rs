@@ -5,11 +5,11 @@
 //! version, for decoding), and carries locally made answers in their place.
 //! What happens to a frame on its way is [`super::pipeline`]'s business.
 
-use super::codec::{FrameCodec, FrameError, RequestMeta, length_prefix};
 use super::pipeline::{self, Carry, Pipeline, StageError, Step};
 use super::session::Target;
 use super::state::Proxy;
 use super::upstream::UpstreamError;
+use crate::kafka::codec::{FrameCodec, FrameError, RequestMeta, length_prefix};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The data path's audit trail: one record per governed request, built from what the
-//! request and its response carried ([`super::audit_summary`]), spooled by
+//! request and its response carried ([`super::summary`]), spooled by
 //! [`crate::audit::Audit`].
 //!
 //! - Produce: `Write`, resources with the offsets the broker assigned (from the response).
@@ -13,12 +13,12 @@
 //! records; Produce: POLICY_VIOLATION per partition with a message) and the refusal is
 //! logged — never the payload. `Open`: traffic continues, the failure is logged and counted.
 
-use super::audit_summary as summary;
-use super::codec::{RequestMeta, encode_response};
-use super::exchange::{Request, Response};
-use super::session::Session;
+use super::summary;
 use crate::audit::record::PayloadHasher;
 use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
+use crate::datapath::exchange::{Request, Response};
+use crate::datapath::session::Session;
+use crate::kafka::codec::{RequestMeta, encode_response};
 use crate::policy::apis::operation_of;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -570,7 +570,7 @@ fn metadata_topics(request: &mut Request) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::audit::Operation;
-    use crate::run::codec::{decode_body, split_response};
+    use crate::kafka::codec::{decode_body, split_response};
     use kafka_protocol::messages::{FetchResponse, ProduceRequest, ProduceResponse};
 
     /// The response through the audit stage, as the pipeline runs it.
@@ -586,8 +586,8 @@ mod tests {
             .await;
         response.into_frame().unwrap()
     }
-    use crate::run::apis::test_support::{meta, request_frame, response_frame, session};
-    use crate::run::audit_summary::tests::batch;
+    use crate::audit::summary::tests::batch;
+    use crate::datapath::apis::test_support::{meta, request_frame, response_frame, session};
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::protocol::StrBytes;

@@ -8,18 +8,22 @@
 //! in-process with their own [`Environment`] (the pod identity the binary
 //! reads from env vars).
 
+mod args;
+
+use crate::audit::{policy_reloads, stage as audit_trail};
+use crate::datapath::addresses::AddressPlan;
+use crate::datapath::metrics::Metrics;
+use crate::datapath::session::Target;
+use crate::datapath::state::{self, Parts, Proxy};
+use crate::datapath::upstream::{self, Credentials, UpstreamConfig};
+use crate::datapath::{admin, apis, config};
 use crate::identity::workload::{ENV_POD_NAMESPACE, Workload};
+use crate::masking::state::MaskingState;
 use crate::policy::conn::GateShared;
 use crate::policy::handle::PolicyHandle;
 use crate::policy::{policy_channel, source_dir, source_kube};
-use crate::run::addresses::AddressPlan;
-use crate::run::masking_state::MaskingState;
-use crate::run::metrics::Metrics;
-use crate::run::session::Target;
-use crate::run::state::{self, Parts, Proxy};
-use crate::run::upstream::{self, Credentials, UpstreamConfig};
-use crate::run::{RunArgs, admin, apis, audit_trail, config, policy_reloads};
 use anyhow::Context;
+pub use args::RunArgs;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
 };

@@ -3,7 +3,7 @@
 //! encoded at most once (only when a stage changed it). A frame no stage
 //! touched is forwarded as the original bytes.
 
-use super::codec::{FrameError, RequestMeta, split_request, split_response};
+use crate::kafka::codec::{FrameError, RequestMeta, split_request, split_response};
 use crate::kafka::wire::decode_fetch_lenient;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;

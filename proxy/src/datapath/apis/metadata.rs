@@ -2,9 +2,9 @@
 //! learned so Fetch/Produce requests that carry ids can be named.
 
 use super::{Learned, rewrite_endpoints};
-use crate::run::addresses::AddressPlan;
-use crate::run::codec::FrameError;
-use crate::run::exchange::Response;
+use crate::datapath::addresses::AddressPlan;
+use crate::datapath::exchange::Response;
+use crate::kafka::codec::FrameError;
 use kafka_protocol::messages::{MetadataResponse, ResponseKind};
 
 pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
@@ -36,7 +36,7 @@ pub fn rewrite(plan: &AddressPlan, response: &mut MetadataResponse, out: &mut Le
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::apis::test_support::*;
+    use crate::datapath::apis::test_support::*;
     use kafka_protocol::messages::metadata_response::{
         MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
     };

@@ -1,9 +1,9 @@
 //! DescribeCluster (admin clients): brokers rewritten to loopback ports.
 
 use super::{Learned, rewrite_endpoints};
-use crate::run::addresses::AddressPlan;
-use crate::run::codec::FrameError;
-use crate::run::exchange::Response;
+use crate::datapath::addresses::AddressPlan;
+use crate::datapath::exchange::Response;
+use crate::kafka::codec::FrameError;
 use kafka_protocol::messages::ResponseKind;
 
 pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
@@ -23,7 +23,7 @@ pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learne
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::apis::test_support::*;
+    use crate::datapath::apis::test_support::*;
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
     use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterResponse};
     use kafka_protocol::protocol::{Message, StrBytes};

@@ -14,11 +14,11 @@
 //! does not decode closes the connection — it is never forwarded unmasked.
 
 use super::{Learned, MaskingContext, masking_principal, rewrite_endpoints};
+use crate::datapath::addresses::AddressPlan;
+use crate::datapath::exchange::Response;
+use crate::datapath::session::Session;
+use crate::kafka::codec::FrameError;
 use crate::masking::mask_fetch_response;
-use crate::run::addresses::AddressPlan;
-use crate::run::codec::FrameError;
-use crate::run::exchange::Response;
-use crate::run::session::Session;
 use kafka_protocol::messages::{FetchResponse, ResponseKind};
 use streamgate_crds::ApplyTo;
 
@@ -106,8 +106,8 @@ pub fn rewrite(plan: &AddressPlan, response: &mut FetchResponse, out: &mut Learn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::apis::test_support::*;
-    use crate::run::codec::RequestMeta;
+    use crate::datapath::apis::test_support::*;
+    use crate::kafka::codec::RequestMeta;
     use bytes::Bytes;
     use kafka_protocol::messages::fetch_response::{
         FetchableTopicResponse, NodeEndpoint, PartitionData,

@@ -6,12 +6,12 @@
 
 use super::addresses::AddressPlan;
 use super::apis::Learned;
-use super::audit_trail::AuditTrail;
 use super::connection;
-use super::masking_state::MaskingState;
 use super::metrics::Metrics;
 use super::session::Target;
 use super::upstream::UpstreamConfig;
+use crate::audit::stage::AuditTrail;
+use crate::masking::state::MaskingState;
 use crate::policy::conn::GateShared;
 use crate::policy::enforce::TopicNames;
 use std::collections::{HashMap, HashSet};

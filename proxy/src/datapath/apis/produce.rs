@@ -3,13 +3,13 @@
 //! that must be rewritten.
 
 use super::{Learned, MaskingContext, RequestAction, masking_principal, rewrite_endpoints};
+use crate::datapath::addresses::AddressPlan;
+use crate::datapath::exchange::{Request, Response};
+use crate::datapath::session::Session;
+use crate::kafka::codec::{FrameError, RequestMeta, encode_response, split_request};
 use crate::kafka::wire::skip_nullable_string;
 use crate::masking::wire::TopicMasking;
 use crate::masking::{PartitionFailure, mask_produce_request};
-use crate::run::addresses::AddressPlan;
-use crate::run::codec::{FrameError, RequestMeta, encode_response, split_request};
-use crate::run::exchange::{Request, Response};
-use crate::run::session::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -182,7 +182,7 @@ pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learne
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::apis::test_support::*;
+    use crate::datapath::apis::test_support::*;
     use kafka_protocol::messages::produce_response::NodeEndpoint;
     use kafka_protocol::messages::{ApiKey, BrokerId};
     use kafka_protocol::protocol::Message;

@@ -56,12 +56,6 @@ impl AddressPlan {
         u16::try_from(port).map_err(|_| AddressError::PortOverflow { node_id, port })
     }
 
-    /// The node id a local broker port stands for (inverse of `local_port`).
-    pub fn node_for_port(&self, port: u16) -> Option<i32> {
-        let node = i32::from(port) - i32::from(self.listen_port) - 1;
-        (node >= self.node_id_min && node <= self.node_id_max).then_some(node)
-    }
-
     /// The host string written into rewritten responses.
     pub fn local_host(&self) -> StrBytes {
         StrBytes::from_string(self.listen_ip.to_string())
@@ -110,8 +104,6 @@ mod tests {
         let plan = plan();
         assert_eq!(plan.local_port(0).unwrap(), 9093);
         assert_eq!(plan.local_port(111).unwrap(), 9204);
-        assert_eq!(plan.node_for_port(9204), Some(111));
-        assert_eq!(plan.node_for_port(9092), None);
     }
 
     #[test]

@@ -1,44 +1,13 @@
-//! `streamgate-proxy run`: the data path.
-//!
-//! Layout (one concern per module; `codec`, `addresses`, `apis`, `config` and
-//! `upstream::scram` are pure and tested without sockets):
-//! - `codec`      — length-prefixed frames on `Bytes`, header peeking
-//! - `addresses`  — node id → loopback port plan
-//! - `apis`       — one file per decoded Kafka API (the `// gate:` call sites)
-//! - `session`    — per-connection state the governance layers read
-//! - `pipeline`   — the order of concerns on the way in and out (the stages)
-//! - `exchange`   — a response decoded at most once, encoded at most once
-//! - `connection` — the pipelined per-connection forwarding loop
-//! - `state`      — shared cluster knowledge, per-broker listeners
-//! - `upstream`   — broker connections: TLS (rustls/ring), SASL PLAIN/SCRAM
-//! - `admin`, `metrics` — /healthz, /readyz, /metrics
-//!
-//! Dependencies used here and why: kafka-protocol (message codecs), bytes
-//! (zero-copy frames), tokio-util (framing, cancellation), rustls/tokio-rustls
-//! (upstream TLS), hmac/sha2/pbkdf2/base64/rand (SCRAM), axum (admin HTTP),
-//! prometheus-client (metrics), uuid (topic ids in Metadata/Fetch).
+//! The flags of `streamgate-proxy run`, each also readable from its
+//! `STREAMGATE_*` variable (the names the injector sets, from
+//! `streamgate_crds::contract`).
 
-pub mod addresses;
-pub mod admin;
-pub mod apis;
-pub mod audit_summary;
-pub mod audit_trail;
-pub mod codec;
-pub mod config;
-pub mod connection;
-pub mod exchange;
-pub mod masking_state;
-pub mod metrics;
-pub mod pipeline;
-pub mod policy_reloads;
-pub mod session;
-pub mod state;
-pub mod upstream;
-
+use crate::audit::stage::AuditFlags;
+use crate::datapath::upstream::SaslMechanism;
+use crate::kafka::codec;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use upstream::SaslMechanism;
 
 /// Flags for `streamgate-proxy run` (each also readable from `STREAMGATE_*`).
 #[derive(Debug, clap::Args)]
@@ -98,7 +67,7 @@ pub struct RunArgs {
     #[arg(long, env = streamgate_crds::contract::ENV_POLICY_KUBE)]
     pub policy_kube: bool,
     #[command(flatten)]
-    pub audit: audit_trail::AuditFlags,
+    pub audit: AuditFlags,
     /// Where AccessApproval requests are written in directory mode (default:
     /// the policy directory itself, so the directory source sees the decision).
     #[arg(long, env = streamgate_crds::contract::ENV_APPROVALS_DIR)]

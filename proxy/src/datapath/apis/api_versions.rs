@@ -4,8 +4,8 @@
 //! (response header v0, body v0) — clients then retry with v0, as they do
 //! against a real broker.
 
-use crate::run::codec::{FrameError, RequestMeta, encode_response};
-use crate::run::exchange::Response;
+use crate::datapath::exchange::Response;
+use crate::kafka::codec::{FrameError, RequestMeta, encode_response};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -82,7 +82,7 @@ pub fn intersect(response: &mut ApiVersionsResponse) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::apis::test_support::*;
+    use crate::datapath::apis::test_support::*;
     use kafka_protocol::messages::ApiVersionsRequest;
 
     fn broker_offer() -> ApiVersionsResponse {

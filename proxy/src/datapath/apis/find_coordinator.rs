@@ -2,9 +2,9 @@
 //! (one per key). Both are rewritten to loopback ports.
 
 use super::Learned;
-use crate::run::addresses::AddressPlan;
-use crate::run::codec::FrameError;
-use crate::run::exchange::Response;
+use crate::datapath::addresses::AddressPlan;
+use crate::datapath::exchange::Response;
+use crate::kafka::codec::FrameError;
 use kafka_protocol::messages::{FindCoordinatorResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
@@ -76,7 +76,7 @@ fn rewrite_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::apis::test_support::*;
+    use crate::datapath::apis::test_support::*;
     use kafka_protocol::messages::find_coordinator_response::Coordinator;
     use kafka_protocol::messages::{ApiKey, BrokerId};
     use kafka_protocol::protocol::Message;

@@ -10,9 +10,9 @@ pub mod metadata;
 pub mod produce;
 
 use super::addresses::{AddressPlan, UpstreamBroker};
-use super::codec::FrameError;
 use super::exchange::{Request, Response};
 use super::session::Session;
+use crate::kafka::codec::FrameError;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, TopicName};
 
@@ -138,8 +138,8 @@ pub(crate) fn rewrite_endpoints<T>(
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
-    use crate::run::codec::RequestMeta;
-    use crate::run::codec::{encode_request, encode_response};
+    use crate::kafka::codec::RequestMeta;
+    use crate::kafka::codec::{encode_request, encode_response};
     use kafka_protocol::messages::RequestHeader;
     use kafka_protocol::protocol::{Decodable, Encodable};
     use std::net::SocketAddr;
@@ -246,7 +246,7 @@ pub(crate) mod test_support {
     /// Decode a response frame back into (correlation id, message).
     pub fn decode_response<M: Decodable>(meta: &RequestMeta, frame: &Bytes) -> (i32, M) {
         let (header, body) =
-            crate::run::codec::split_response(frame, meta.response_header_version()).unwrap();
+            crate::kafka::codec::split_response(frame, meta.response_header_version()).unwrap();
         let mut body = body;
         let msg = M::decode(&mut body, meta.api_version).unwrap();
         assert!(body.is_empty(), "nothing left over after the body");
