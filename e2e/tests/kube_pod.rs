@@ -352,6 +352,36 @@ fn injected_sidecar_enforces_the_policy_from_the_api_server_and_survives_its_out
         &pod,
         ok,
     );
+    // What happened while the API server was away reaches `kubectl get
+    // events` once it is back: the Events queued during the outage (the
+    // rejected reloads among them) are published — after one warning in the
+    // sidecar's log, not one per batch of records.
+    cp.eventually(
+        "the Events queued during the outage",
+        Duration::from_secs(90),
+        || {
+            let out = cp.kubectl_ok("admin", &["get", "events", "-n", NS, "-o", "json"]);
+            let list: Value = serde_json::from_str(&out).unwrap();
+            list["items"]
+                .as_array()?
+                .iter()
+                .any(|e| {
+                    e["involvedObject"]["name"] == "billing-reader"
+                        && e["reason"] == "PolicyReload"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("the previous policy stays in force"))
+                })
+                .then_some(())
+        },
+    );
+    let warnings = pod
+        .output()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("audit events: publishing failed"))
+        .count();
+    assert_eq!(warnings, 1, "one warning per outage:\n{}", pod.output());
+
     // The restart expired the sidecar's watches (410 Gone, "too old resource
     // version"): routine, kube's watcher re-lists by itself, so neither the
     // trail nor the log reports a failed reload for it.

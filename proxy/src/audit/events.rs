@@ -18,6 +18,17 @@ use super::shipper::Sink;
 
 /// Unsent signals kept while the API server is unreachable; older ones are dropped.
 const MAX_PENDING: usize = 1000;
+/// The longest wait between attempts to reach an unreachable API server.
+const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long to wait before the next attempt after `failures` failed ones in a
+/// row: 1 s, doubling, at most [`MAX_RETRY_DELAY`]. Without it every batch of
+/// records (many a second under traffic) retried at once — a warning and a
+/// connection attempt each, for as long as the API server was away.
+pub fn retry_delay(failures: u32) -> std::time::Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    std::time::Duration::from_secs(1u64 << exp).min(MAX_RETRY_DELAY)
+}
 
 /// One aggregation window's identity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -286,6 +297,11 @@ pub struct EventsSink {
     regarding: ObjectReference,
     aggregator: Aggregator,
     pending: VecDeque<Signal>,
+    /// Failed attempts in a row, and when the next one may be made.
+    failures: u32,
+    retry_at: Option<std::time::Instant>,
+    /// Events dropped from the full queue since the API server was last reached.
+    dropped: u64,
 }
 
 impl std::fmt::Debug for EventsSink {
@@ -309,6 +325,9 @@ impl EventsSink {
             regarding: pod_reference(pod, pod_uid),
             aggregator: Aggregator::new(),
             pending: VecDeque::new(),
+            failures: 0,
+            retry_at: None,
+            dropped: 0,
         }
     }
 
@@ -329,17 +348,47 @@ impl EventsSink {
         self.pending.extend(signals);
         while self.pending.len() > MAX_PENDING {
             if let Some(dropped) = self.pending.pop_front() {
-                tracing::warn!(
-                    seq = dropped.seq(),
-                    "audit events: API server unreachable, dropping an Event (the spool keeps the record)"
-                );
+                self.dropped += 1;
+                if self.dropped == 1 {
+                    tracing::warn!(
+                        seq = dropped.seq(),
+                        "audit events: API server unreachable and {MAX_PENDING} Events queued: dropping the oldest (the spool keeps the records)"
+                    );
+                }
             }
         }
     }
 
+    /// Publish what is queued, unless backing off after failures: one warning
+    /// when the API server becomes unreachable, one note when it is back.
     async fn publish_logged(&mut self) {
-        if let Err(e) = self.publish_pending().await {
-            tracing::warn!(error = %e, pending = self.pending.len(), "audit events: publishing failed, will retry");
+        let now = std::time::Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) || self.pending.is_empty() {
+            return;
+        }
+        match self.publish_pending().await {
+            Ok(()) => {
+                if self.failures > 0 {
+                    tracing::info!(
+                        failed_attempts = self.failures,
+                        dropped = self.dropped,
+                        "audit events: the API server is reachable again; queued Events published"
+                    );
+                }
+                self.failures = 0;
+                self.retry_at = None;
+                self.dropped = 0;
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = retry_delay(self.failures);
+                self.retry_at = Some(now + delay);
+                if self.failures == 1 {
+                    tracing::warn!(error = %e, pending = self.pending.len(), "audit events: publishing failed; retrying with backoff (up to every {MAX_RETRY_DELAY:?})");
+                } else {
+                    tracing::debug!(error = %e, pending = self.pending.len(), ?delay, "audit events: publishing failed again");
+                }
+            }
         }
     }
 }
@@ -363,6 +412,10 @@ impl Sink for EventsSink {
         let now = chrono::Utc::now().timestamp().div_euclid(60);
         let ready = self.aggregator.take(if last { None } else { Some(now) });
         self.enqueue(ready);
+        if last {
+            // Shutting down: one last attempt, backoff or not.
+            self.retry_at = None;
+        }
         self.publish_logged().await;
     }
 
@@ -382,6 +435,86 @@ mod tests {
     use super::*;
     use crate::audit::record::{ResourceAccess, Subject};
     use chrono::{DateTime, Utc};
+
+    #[test]
+    fn retries_back_off_to_a_minute() {
+        let secs: Vec<u64> = [1, 2, 3, 4, 7, 8, 100]
+            .iter()
+            .map(|f| retry_delay(*f).as_secs())
+            .collect();
+        assert_eq!(secs, [1, 2, 4, 8, 60, 60, 60]);
+    }
+
+    /// A mock API server answering `500` to the first request and `201` after,
+    /// counting the requests.
+    fn flaky_api() -> (kube::Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let body = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .unwrap_or_default();
+                let (status, answer) = if n == 0 {
+                    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "message": "unavailable", "reason": "ServiceUnavailable", "code": 503});
+                    (503, serde_json::to_vec(&status).unwrap())
+                } else {
+                    (201, body.to_vec())
+                };
+                send.send_response(
+                    http::Response::builder()
+                        .status(status)
+                        .body(kube::client::Body::from(answer))
+                        .unwrap(),
+                );
+            }
+        });
+        (kube::Client::new(service, "clinical"), seen)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_server_is_retried_with_backoff_not_per_batch() {
+        use std::sync::atomic::Ordering;
+        let (client, seen) = flaky_api();
+        let pod = PodIdentity {
+            pod: Some("intake-0".into()),
+            namespace: Some("clinical".into()),
+            ..PodIdentity::default()
+        };
+        let mut sink = EventsSink::new(client, &pod, None);
+        let reload = |seq: u64| {
+            let mut r = AuditRecord::event(RecordKind::PolicyReload, "applied");
+            r.seq = seq;
+            serde_json::to_value(r).unwrap()
+        };
+        sink.deliver(&[reload(1)]).await.unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the first attempt fails");
+        // More batches while backing off: queued, no new attempt.
+        sink.deliver(&[reload(2)]).await.unwrap();
+        sink.idle(false).await;
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "no attempt during the backoff"
+        );
+        assert_eq!(sink.pending.len(), 2);
+        assert_eq!(sink.ack_floor(2), 0, "queued signals hold the cursor");
+        // The backoff over: everything queued goes out, in order.
+        sink.retry_at = Some(std::time::Instant::now());
+        sink.idle(false).await;
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        assert!(sink.pending.is_empty());
+        assert_eq!((sink.failures, sink.retry_at), (0, None));
+    }
 
     fn at(t: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(t).unwrap().into()
