@@ -190,4 +190,23 @@ pub struct StreamPolicyStatus {
     /// Injected pods this policy currently governs.
     #[serde(default)]
     pub workloads: i64,
+    /// `Enforced` when the operator checks rule topics against the cluster
+    /// admin's per-namespace topic grants (operator `--topic-grants`);
+    /// absent when no grants are configured. Sidecars read it to fail closed:
+    /// while enforced and `observedGeneration` is behind `metadata.generation`,
+    /// no Allow rule of the policy is enforced (none has been checked yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_grants: Option<TopicGrantsMode>,
+    /// Allow rules naming a topic glob outside the namespace's grant (as of
+    /// `observedGeneration`): sidecars do not enforce them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub ungranted_rules: Vec<String>,
+}
+
+/// Whether topic grants are checked for a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum TopicGrantsMode {
+    /// Allow rules are checked against the namespace's topic grants.
+    Enforced,
 }

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use kube::Client;
 use streamgate_operator::config::{InjectorSettings, SidecarMode};
+use streamgate_operator::controller::topic_grants::TopicGrants;
 use streamgate_operator::controller::{Context, run};
 use streamgate_operator::leader::{self, LeaseConfig};
 use streamgate_operator::metrics::{self, Metrics};
@@ -146,6 +147,35 @@ struct Args {
         default_value = ""
     )]
     approver_oidc_groups_prefix: String,
+    /// A YAML file `namespace: [topic glob, ...]` naming the topics each
+    /// namespace's StreamPolicies may allow (Kafka topics are cluster-wide,
+    /// policies are not). When set (here or by --topic-grants-yaml), an Allow
+    /// rule naming a topic outside its namespace's grant makes the policy
+    /// Ready=False (TopicsNotGranted) and sidecars do not enforce it; an
+    /// unlisted namespace is granted nothing. Unset: not checked, as before.
+    /// Enabling it is a cluster-admin decision.
+    #[arg(long, env = "STREAMGATE_TOPIC_GRANTS")]
+    topic_grants: Option<PathBuf>,
+    /// The same grants inline (YAML or JSON; the chart's `topicGrants`).
+    #[arg(
+        long,
+        env = "STREAMGATE_TOPIC_GRANTS_YAML",
+        conflicts_with = "topic_grants"
+    )]
+    topic_grants_yaml: Option<String>,
+}
+
+/// The cluster admin's topic grants, if configured; malformed grants stop the start.
+fn load_topic_grants(args: &Args) -> anyhow::Result<Option<TopicGrants>> {
+    let text = match (&args.topic_grants, &args.topic_grants_yaml) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading --topic-grants {}", path.display()))?,
+        (None, Some(inline)) => inline.clone(),
+        (None, None) => return Ok(None),
+    };
+    let grants = TopicGrants::parse(&text).map_err(anyhow::Error::msg)?;
+    tracing::warn!(grants = ?grants, "topic grants enforced: StreamPolicy Allow rules are limited to their namespace's granted topics");
+    Ok(Some(grants))
 }
 
 #[tokio::main]
@@ -157,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let topic_grants = load_topic_grants(&args)?;
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -221,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
         leading.changed().await?;
     }
     tracing::info!(identity = args.pod_name, "leading: starting controllers");
-    let singletons = run_singletons(&args, client.clone(), metrics.clone());
+    let singletons = run_singletons(&args, client.clone(), metrics.clone(), topic_grants);
     tokio::select! {
         _ = singletons => anyhow::bail!("controllers stopped"),
         r = webhook => anyhow::bail!("webhook server stopped: {r:?}"),
@@ -232,16 +263,25 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run_singletons(args: &Args, client: Client, metrics: Arc<Metrics>) {
+async fn run_singletons(
+    args: &Args,
+    client: Client,
+    metrics: Arc<Metrics>,
+    topic_grants: Option<TopicGrants>,
+) {
     let (pods, pod_driver) = run::pod_reflector(client.clone());
     tokio::spawn(pod_driver);
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         metrics,
         pods.clone(),
         Some(args.pod_name.clone()),
         Arc::new(chrono::Utc::now),
-    ));
+    );
+    if let Some(grants) = topic_grants {
+        ctx = ctx.with_topic_grants(grants);
+    }
+    let ctx = Arc::new(ctx);
     // RBAC for injected pods: converge every 15 s from the pod store.
     let rbac_client = client.clone();
     let rbac_pods = pods.clone();

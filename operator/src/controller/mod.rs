@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod masking_rule;
 pub mod run;
 pub mod stream_policy;
+pub mod topic_grants;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,8 @@ pub struct Context {
     /// Injected pods (label `streamgate.dev/injected=true`), kept by a reflector.
     pub pods: Store<Pod>,
     pub clock: Clock,
+    /// Per-namespace topic grants (`--topic-grants`); `None`: not checked.
+    pub topic_grants: Option<Arc<topic_grants::TopicGrants>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -82,8 +85,15 @@ impl Context {
             metrics,
             pods,
             clock,
+            topic_grants: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Check StreamPolicy Allow rules against these per-namespace topic grants.
+    pub fn with_topic_grants(mut self, grants: topic_grants::TopicGrants) -> Self {
+        self.topic_grants = Some(Arc::new(grants));
+        self
     }
 
     pub fn now(&self) -> DateTime<Utc> {

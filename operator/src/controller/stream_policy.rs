@@ -5,11 +5,13 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use streamgate_crds::{StreamPolicy, StreamPolicyStatus, WorkloadSelector};
+use streamgate_crds::{StreamPolicy, StreamPolicyStatus, TopicGrantsMode, WorkloadSelector};
 
-use super::{Context, Error, RESYNC, conditions, name_ns};
+use super::{Context, Error, RESYNC, conditions, name_ns, topic_grants};
 
 pub const CONTROLLER: &str = "streampolicy";
+/// Ready reason: an Allow rule names topics outside the namespace's grant.
+pub const TOPICS_NOT_GRANTED: &str = "TopicsNotGranted";
 
 /// Does a policy's selector pick this pod? No selector = every pod of the namespace.
 pub fn selects(
@@ -51,7 +53,32 @@ pub fn desired_status(sp: &StreamPolicy, workloads: i64, ctx: &Context) -> Strea
     let previous = sp.status.clone().unwrap_or_default();
     let problems = crate::validation::stream_policy(&sp.spec);
     let generation = sp.metadata.generation;
-    let condition = if problems.is_empty() {
+    let namespace = sp.metadata.namespace.as_deref().unwrap_or_default();
+    let ungranted = ctx
+        .topic_grants
+        .as_ref()
+        .map(|g| g.ungranted(namespace, &sp.spec))
+        .unwrap_or_default();
+    let condition = if !problems.is_empty() {
+        let message = format!("fix the spec: {}", problems.join("; "));
+        conditions::ready(
+            false,
+            "Invalid",
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
+    } else if let (Some(grants), false) = (ctx.topic_grants.as_ref(), ungranted.is_empty()) {
+        conditions::ready(
+            false,
+            TOPICS_NOT_GRANTED,
+            topic_grants::message(namespace, grants, &ungranted),
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        )
+    } else {
         let message = if workloads == 0 {
             format!(
                 "valid ({} rules); no injected pod matches its workloadSelector yet",
@@ -71,21 +98,13 @@ pub fn desired_status(sp: &StreamPolicy, workloads: i64, ctx: &Context) -> Strea
             &previous.conditions,
             ctx.now(),
         )
-    } else {
-        let message = format!("fix the spec: {}", problems.join("; "));
-        conditions::ready(
-            false,
-            "Invalid",
-            message,
-            generation,
-            &previous.conditions,
-            ctx.now(),
-        )
     };
     StreamPolicyStatus {
         observed_generation: generation,
         conditions: vec![condition],
         workloads,
+        topic_grants: ctx.topic_grants.as_ref().map(|_| TopicGrantsMode::Enforced),
+        ungranted_rules: ungranted.into_iter().map(|u| u.rule).collect(),
     }
 }
 

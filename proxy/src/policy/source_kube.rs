@@ -14,7 +14,9 @@ use futures::StreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use streamgate_crds::{AccessApproval, MaskingRule, StreamPolicy};
+use streamgate_crds::{
+    AccessApproval, Effect, MaskingRule, StreamPolicy, StreamPolicySpec, TopicGrantsMode,
+};
 
 use super::decide::{Grant, MaskingDoc, PolicyDoc};
 use super::handle::{PolicyInputs, PolicyPublisher};
@@ -26,6 +28,11 @@ pub fn inputs_from(
     masking: &[Arc<MaskingRule>],
     approvals: &[Arc<AccessApproval>],
 ) -> PolicyInputs {
+    // The operator's topic grants are one cluster-wide switch: one policy of
+    // the namespace marked `Enforced` means every policy here is checked.
+    let grants_enforced = policies
+        .iter()
+        .any(|p| p.status.as_ref().and_then(|s| s.topic_grants) == Some(TopicGrantsMode::Enforced));
     PolicyInputs {
         policies: policies
             .iter()
@@ -33,7 +40,7 @@ pub fn inputs_from(
                 name: p.metadata.name.clone().unwrap_or_default(),
                 namespace: p.metadata.namespace.clone().unwrap_or_default(),
                 generation: p.metadata.generation,
-                spec: p.spec.clone(),
+                spec: granted_spec(p, grants_enforced),
             })
             .collect(),
         masking: masking
@@ -63,6 +70,25 @@ pub fn watch_outcome<T>(event: Result<T, watcher::Error>) -> Option<Result<(), S
         }
         Err(e) => Some(Err(e.to_string())),
     }
+}
+
+/// The part of a policy's spec the sidecar enforces under the operator's
+/// topic grants: Allow rules the operator found outside the namespace's grant
+/// (`status.ungrantedRules`) are dropped; and while grants are enforced but
+/// the operator has not checked this generation yet (`observedGeneration`
+/// behind `metadata.generation`, or no status), every Allow rule is dropped —
+/// none is known to be granted. Deny rules always stay (they only narrow).
+/// Without grants (no policy of the namespace says `Enforced`) the spec is
+/// enforced as written.
+fn granted_spec(p: &StreamPolicy, grants_enforced: bool) -> StreamPolicySpec {
+    let status = p.status.as_ref();
+    let checked = status.is_some_and(|s| s.observed_generation == p.metadata.generation);
+    let ungranted: &[String] = status.map(|s| s.ungranted_rules.as_slice()).unwrap_or(&[]);
+    let mut spec = p.spec.clone();
+    spec.rules.retain(|r| {
+        r.effect == Effect::Deny || (!ungranted.contains(&r.name) && (checked || !grants_enforced))
+    });
+    spec
 }
 
 /// Watch the namespace until the task is dropped.
@@ -144,6 +170,87 @@ mod tests {
         let refused: Result<(), _> = Err(watcher::Error::WatchError(Box::new(forbidden)));
         assert!(matches!(watch_outcome(refused), Some(Err(e)) if e.contains("forbidden")));
         assert_eq!(watch_outcome(Ok::<_, watcher::Error>(7)), Some(Ok(())));
+    }
+
+    fn policy_with_status(generation: i64, status: &str) -> Arc<StreamPolicy> {
+        Arc::new(
+            serde_yaml::from_str(&format!(
+                "apiVersion: streamgate.dev/v1alpha1\nkind: StreamPolicy\n\
+                 metadata: {{name: p, namespace: clinical, generation: {generation}}}\n\
+                 spec:\n  identity: {{workloadIdentity: true}}\n  rules:\n\
+                 \x20 - {{name: own, subjects: [{{kind: ServiceAccount, name: app}}], topics: [patient-events], operations: [Read]}}\n\
+                 \x20 - {{name: grab-all, subjects: [{{kind: ServiceAccount, name: app}}], topics: [\"**\"], operations: [Read]}}\n\
+                 \x20 - {{name: no-billing, subjects: [{{kind: ServiceAccount, name: app}}], topics: [billing.secret], operations: [Read], effect: Deny}}\n\
+                 {status}"
+            ))
+            .unwrap(),
+        )
+    }
+
+    fn compiled(policies: &[Arc<StreamPolicy>]) -> super::super::decide::CompiledPolicy {
+        let inputs = inputs_from(policies, &[], &[]);
+        super::super::decide::CompiledPolicy::compile(
+            inputs.policies,
+            inputs.masking,
+            inputs.grants,
+            &Default::default(),
+        )
+    }
+
+    /// Can the pod's ServiceAccount read `topic`?
+    fn reads(policy: &super::super::decide::CompiledPolicy, topic: &str) -> bool {
+        let app = streamgate_crds::matching::Principal {
+            kind: streamgate_crds::SubjectKind::ServiceAccount,
+            name: "app".into(),
+            namespace: Some("clinical".into()),
+            groups: vec![],
+        };
+        policy
+            .decide(&app, streamgate_crds::Operation::Read, topic)
+            .is_allow()
+    }
+
+    #[test]
+    fn ungranted_allow_rules_are_not_enforced() {
+        // The operator checked generation 2: "grab-all" names topics outside
+        // the namespace's grant.
+        let checked = policy_with_status(
+            2,
+            "status: {observedGeneration: 2, topicGrants: Enforced, ungrantedRules: [grab-all]}",
+        );
+        let policy = compiled(&[checked]);
+        assert!(reads(&policy, "patient-events"), "the granted rule holds");
+        assert!(
+            !reads(&policy, "billing.claims"),
+            "another namespace's topic, reachable only through the ungranted rule"
+        );
+        assert!(!reads(&policy, "billing.secret"));
+
+        // Without grants the policy is enforced as written (today's behaviour).
+        let unchecked = policy_with_status(2, "status: {observedGeneration: 2}");
+        assert!(reads(&compiled(&[unchecked]), "billing.claims"));
+
+        // Fail closed: an edit the operator has not checked yet enforces no
+        // Allow rule at all, the Deny rules still.
+        let behind = policy_with_status(
+            3,
+            "status: {observedGeneration: 2, topicGrants: Enforced, ungrantedRules: []}",
+        );
+        let policy = compiled(&[behind]);
+        assert!(!reads(&policy, "patient-events"));
+        assert!(!reads(&policy, "billing.claims"));
+
+        // A new policy (no status yet) in a namespace whose other policies
+        // say grants are enforced: not enforced until checked.
+        let mut fresh = (*policy_with_status(1, "")).clone();
+        fresh.metadata.name = Some("fresh".into());
+        let other = policy_with_status(
+            2,
+            "status: {observedGeneration: 2, topicGrants: Enforced, ungrantedRules: [grab-all]}",
+        );
+        let policy = compiled(&[Arc::new(fresh), other]);
+        assert!(reads(&policy, "patient-events"), "from the checked policy");
+        assert!(!reads(&policy, "billing.claims"));
     }
 
     #[test]
