@@ -134,6 +134,22 @@ fn fetch_answer(value: &str) -> FetchResponse {
     ])
 }
 
+/// One ListOffsets through the proxy, answered by the broker: the client's correlation id back.
+async fn round_trip(client: &mut Client, broker: &ScriptedBroker, id: i32) -> i32 {
+    client
+        .send(ApiKey::ListOffsets, LIST_OFFSETS, id, &list_offsets())
+        .await;
+    broker
+        .recv()
+        .await
+        .reply(&ListOffsetsResponse::default())
+        .await;
+    let (got, _) = client
+        .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
+        .await;
+    got
+}
+
 #[tokio::test]
 async fn pipelined_requests_all_reach_the_broker_before_it_answers_any() {
     let broker = ScriptedBroker::start().await;
@@ -184,17 +200,7 @@ async fn a_brokers_answer_to_an_acks_0_produce_is_dropped() {
         .recv::<ProduceResponse>(ApiKey::Produce, PRODUCE)
         .await;
     assert_eq!(id, 2, "only the acks=1 request is answered");
-    client
-        .send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets())
-        .await;
-    broker
-        .recv()
-        .await
-        .reply(&ListOffsetsResponse::default())
-        .await;
-    let (id, _) = client
-        .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
-        .await;
+    let id = round_trip(&mut client, &broker, 3).await;
     assert_eq!(id, 3, "the connection carries on");
 }
 
@@ -246,17 +252,7 @@ async fn a_broker_restart_closes_the_client_which_reconnects() {
     assert!(waiting.closed().await);
     // The next connection reaches the broker again.
     let mut again = sidecar.client().await;
-    again
-        .send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets())
-        .await;
-    broker
-        .recv()
-        .await
-        .reply(&ListOffsetsResponse::default())
-        .await;
-    let (id, _) = again
-        .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
-        .await;
+    let id = round_trip(&mut again, &broker, 3).await;
     assert_eq!(id, 3);
 }
 

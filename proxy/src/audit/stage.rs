@@ -573,6 +573,19 @@ mod tests {
     use crate::kafka::codec::{decode_body, split_response};
     use kafka_protocol::messages::{FetchResponse, ProduceRequest, ProduceResponse};
 
+    /// A Fetch through the audit stage's request side: the record awaiting its response.
+    async fn awaiting_fetch(trail: &AuditTrail, m: &RequestMeta) -> Box<InFlight> {
+        let mut request = Request::new(m.clone(), Bytes::new());
+        let report = GateReport::default();
+        match trail
+            .on_request(&session(), &mut request, true, &|_| None, report)
+            .await
+        {
+            OnRequest::Await(inflight) => inflight,
+            other => panic!("a Fetch awaits its response, not {other:?}"),
+        }
+    }
+
     /// The response through the audit stage, as the pipeline runs it.
     async fn respond(
         trail: &AuditTrail,
@@ -628,19 +641,7 @@ mod tests {
         let f = flags(dir.path(), FailureMode::Closed);
         let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
         let m = meta(ApiKey::Fetch, 12);
-        let s = session();
-        let OnRequest::Await(inflight) = trail
-            .on_request(
-                &s,
-                &mut Request::new(m.clone(), Bytes::new()),
-                true,
-                &|_| None,
-                GateReport::default(),
-            )
-            .await
-        else {
-            panic!("fetch awaits its response")
-        };
+        let inflight = awaiting_fetch(&trail, &m).await;
         let frame = fetch_frame(&m);
         let out = respond(&trail, *inflight, &m, frame.clone()).await;
         assert_eq!(out, frame, "released unchanged once durable");
@@ -673,18 +674,7 @@ mod tests {
         let f = flags(&dir, FailureMode::Closed);
         let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
         let m = meta(ApiKey::Fetch, 12);
-        let OnRequest::Await(inflight) = trail
-            .on_request(
-                &session(),
-                &mut Request::new(m.clone(), Bytes::new()),
-                true,
-                &|_| None,
-                GateReport::default(),
-            )
-            .await
-        else {
-            panic!()
-        };
+        let inflight = awaiting_fetch(&trail, &m).await;
         let out = respond(&trail, *inflight, &m, fetch_frame(&m)).await;
         let (_, body) = split_response(&out, m.response_header_version()).unwrap();
         let got: FetchResponse = decode_body(body, 12, "t").unwrap();
@@ -733,18 +723,7 @@ mod tests {
             },
             policy: None,
         };
-        let OnRequest::Await(inflight) = open
-            .on_request(
-                &session(),
-                &mut Request::new(m.clone(), Bytes::new()),
-                true,
-                &|_| None,
-                GateReport::default(),
-            )
-            .await
-        else {
-            panic!()
-        };
+        let inflight = awaiting_fetch(&open, &m).await;
         let frame = fetch_frame(&m);
         assert_eq!(respond(&open, *inflight, &m, frame.clone()).await, frame);
         trail.audit().shutdown(Duration::from_secs(1)).await;
