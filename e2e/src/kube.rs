@@ -513,6 +513,18 @@ impl Operator {
         webhook_port: u16,
         default_upstream: &str,
     ) -> Operator {
+        Operator::start_with_env(cp, name, webhook_port, default_upstream, &[])
+    }
+
+    /// [`Operator::start`] with more environment (operator flags), e.g.
+    /// `STREAMGATE_TOPIC_GRANTS_YAML`.
+    pub fn start_with_env(
+        cp: &ControlPlane,
+        name: &str,
+        webhook_port: u16,
+        default_upstream: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Operator {
         let kubeconfig = cp.service_account_kubeconfig(
             "streamgate-system",
             "streamgate",
@@ -538,6 +550,9 @@ impl Operator {
                 "STREAMGATE_PROXY_IMAGE",
                 "ghcr.io/streamgate/streamgate-proxy:0.1.0",
             );
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
         let log = cp.dir.path().join(format!("operator-{name}.log"));
         let proc = Proc::spawn(&format!("operator {name}"), cmd, log).unwrap();
         Operator {
@@ -565,6 +580,15 @@ pub struct Installed {
 }
 
 pub fn install_product(replicas: usize, default_upstream: &str) -> Installed {
+    install_product_with(replicas, default_upstream, &[])
+}
+
+/// [`install_product`] with more operator environment (its flags).
+pub fn install_product_with(
+    replicas: usize,
+    default_upstream: &str,
+    operator_env: &[(&str, &str)],
+) -> Installed {
     let cp = ControlPlane::start();
     install_crds(&cp);
     cp.namespace("streamgate-system", &[]);
@@ -574,7 +598,15 @@ pub fn install_product(replicas: usize, default_upstream: &str) -> Installed {
     let operators = ports
         .iter()
         .enumerate()
-        .map(|(i, port)| Operator::start(&cp, &format!("operator-{i}"), *port, default_upstream))
+        .map(|(i, port)| {
+            Operator::start_with_env(
+                &cp,
+                &format!("operator-{i}"),
+                *port,
+                default_upstream,
+                operator_env,
+            )
+        })
         .collect();
     let installed = Installed {
         cp,
