@@ -100,15 +100,17 @@ pub async fn sync(
         let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
         // Never take over a binding of that name someone else made: forcing
         // our apply onto it would rewrite a binding we do not own.
-        if let Some(existing) = api.get_opt(SIDECAR_ROLE).await? {
-            if !owned(&existing) {
-                tracing::warn!(
-                    namespace = ns,
-                    "a RoleBinding {SIDECAR_ROLE} not managed by streamgate exists; leaving it alone \
-                     (sidecars in this namespace get no API rights until it is removed)"
-                );
-                continue;
-            }
+        if api
+            .get_opt(SIDECAR_ROLE)
+            .await?
+            .is_some_and(|existing| !owned(&existing))
+        {
+            tracing::warn!(
+                namespace = ns,
+                "a RoleBinding {SIDECAR_ROLE} not managed by streamgate exists; leaving it alone \
+                 (sidecars in this namespace get no API rights until it is removed)"
+            );
+            continue;
         }
         let rb = role_binding(ns, sas);
         let mut body = serde_json::to_value(&rb).map_err(kube::Error::SerdeError)?;
@@ -175,7 +177,10 @@ mod tests {
         assert!(owned(&ours));
         let mut relabelled = ours.clone();
         relabelled.role_ref.name = "admin".into();
-        assert!(!owned(&relabelled), "a binding to another role is never ours, label or not");
+        assert!(
+            !owned(&relabelled),
+            "a binding to another role is never ours, label or not"
+        );
         let mut unlabelled = ours;
         unlabelled.metadata.labels = None;
         assert!(!owned(&unlabelled));
