@@ -71,6 +71,9 @@ fn start_pod(product: &Installed, broker: &Broker, name: &str, sa: &str, app: &s
     let cp = &product.cp;
     cp.apply_ok("admin", &pod_yaml(name, sa, app, &broker.addr()));
     // The operator binds the sidecar ClusterRole to the pod's ServiceAccount.
+    // A kubelet would not wait for that (the sidecar's watches retry with
+    // backoff until the binding exists); the tests do, so that what they time
+    // is the policy path, not RBAC propagation.
     let sa_kubeconfig = cp.service_account_kubeconfig(NS, sa, Duration::from_secs(600));
     cp.eventually(
         "the operator's streamgate-sidecar RoleBinding for the pod's ServiceAccount",
