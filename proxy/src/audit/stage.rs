@@ -679,7 +679,7 @@ mod tests {
         let (_, body) = split_response(&out, m.response_header_version()).unwrap();
         let got: FetchResponse = decode_body(body, 12, "t").unwrap();
         let p = &got.responses[0].partitions[0];
-        assert_eq!(p.error_code, summary::UNKNOWN_SERVER_ERROR);
+        assert_eq!(p.error_code, crate::kafka::refusal::UNKNOWN_SERVER_ERROR);
         assert!(
             p.records.as_ref().is_none_or(|r| r.is_empty()),
             "no PHI released"
@@ -712,7 +712,7 @@ mod tests {
         let (_, body) = split_response(&frame, pm.response_header_version()).unwrap();
         let got: ProduceResponse = decode_body(body, 9, "t").unwrap();
         let p = &got.responses[0].partition_responses[0];
-        assert_eq!(p.error_code, summary::POLICY_VIOLATION);
+        assert_eq!(p.error_code, crate::kafka::refusal::POLICY_VIOLATION);
         assert_eq!(p.error_message.as_deref(), Some(REFUSAL));
         // Open: traffic flows.
         let open = AuditTrail {

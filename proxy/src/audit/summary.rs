@@ -10,10 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::kafka::record_batch::{HEADER_LEN, Header};
-/// Fetch: the partition's records are withheld.
-pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-/// Produce: refused by the gate's policy (the audit trail is part of it).
-pub const POLICY_VIOLATION: i16 = 44;
+use crate::kafka::refusal::{POLICY_VIOLATION, UNKNOWN_SERVER_ERROR, refuse_produce};
 
 /// The sum of the complete record batches in one partition's `records` field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -215,31 +212,7 @@ pub fn refuse_produce_response(response: &mut ProduceResponse, message: &str) {
 
 /// A refusal for every partition of a Produce request that is not forwarded.
 pub fn refuse_produce_request(request: &ProduceRequest, message: &str) -> ProduceResponse {
-    use kafka_protocol::messages::produce_response::{
-        PartitionProduceResponse, TopicProduceResponse,
-    };
-    let topics = request
-        .topic_data
-        .iter()
-        .map(|t| {
-            TopicProduceResponse::default()
-                .with_name(t.name.clone())
-                .with_topic_id(t.topic_id)
-                .with_partition_responses(
-                    t.partition_data
-                        .iter()
-                        .map(|p| {
-                            PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_error_code(POLICY_VIOLATION)
-                                .with_base_offset(-1)
-                                .with_error_message(Some(StrBytes::from_string(message.to_owned())))
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    ProduceResponse::default().with_responses(topics)
+    refuse_produce(request, message, |_, _| POLICY_VIOLATION)
 }
 
 #[cfg(test)]

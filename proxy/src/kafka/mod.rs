@@ -1,8 +1,10 @@
 //! Kafka protocol plumbing shared by every concern, with no policy in it:
 //! framing and header peeking (`codec`), wire primitives and the lenient
-//! Fetch decoder (`wire`), the record-batch header (`record_batch`). One copy
+//! Fetch decoder (`wire`), the record-batch header (`record_batch`), refusal codes and the Produce
+//! refusal (`refusal`). One copy
 //! of each helper lives here.
 
 pub mod codec;
 pub mod record_batch;
+pub mod refusal;
 pub mod wire;

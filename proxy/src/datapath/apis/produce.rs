@@ -7,14 +7,13 @@ use crate::datapath::addresses::AddressPlan;
 use crate::datapath::exchange::{Request, Response};
 use crate::datapath::session::Session;
 use crate::kafka::codec::{FrameError, RequestMeta, encode_response, split_request};
+use crate::kafka::refusal::{POLICY_VIOLATION, refuse_produce};
 use crate::kafka::wire::skip_nullable_string;
 use crate::masking::wire::TopicMasking;
 use crate::masking::{PartitionFailure, mask_produce_request};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::TopicProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestKind, ResponseKind};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::buf::ByteBuf;
 use streamgate_crds::ApplyTo;
 
@@ -108,41 +107,20 @@ fn mask_request(
     }
 }
 
-/// Kafka's POLICY_VIOLATION: a partition refused because another one of the
-/// same request could not be masked (the request is refused as a whole).
-const POLICY_VIOLATION: i16 = 44;
-
-/// A ProduceResponse answering every partition of `request`: the failing
-/// ones with their codes, the others with POLICY_VIOLATION.
+/// Every partition of `request` answered: the failing ones with their codes,
+/// the others with POLICY_VIOLATION (the request is refused as a whole).
 fn refusal(request: &ProduceRequest, failures: &[PartitionFailure]) -> ProduceResponse {
-    let responses = request
-        .topic_data
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partition_data
-                .iter()
-                .map(|p| {
-                    let failed = failures.iter().find(|f| {
-                        f.partition == p.index
-                            && f.topic.as_deref().is_none_or(|n| n == t.name.0.as_str())
-                    });
-                    PartitionProduceResponse::default()
-                        .with_index(p.index)
-                        .with_error_code(failed.map_or(POLICY_VIOLATION, |f| f.error_code))
-                        .with_base_offset(-1)
-                        .with_error_message(Some(StrBytes::from_static_str(
-                            "streamgate: records cannot be masked (MaskingRule applyTo Produce); nothing was written",
-                        )))
-                })
-                .collect();
-            TopicProduceResponse::default()
-                .with_name(t.name.clone())
-                .with_topic_id(t.topic_id)
-                .with_partition_responses(partitions)
-        })
-        .collect();
-    ProduceResponse::default().with_responses(responses)
+    let message =
+        "streamgate: records cannot be masked (MaskingRule applyTo Produce); nothing was written";
+    refuse_produce(request, message, |t, partition| {
+        failures
+            .iter()
+            .find(|f| {
+                f.partition == partition
+                    && f.topic.as_deref().is_none_or(|n| n == t.name.0.as_str())
+            })
+            .map_or(POLICY_VIOLATION, |f| f.error_code)
+    })
 }
 
 /// Read `acks` without decoding the records: v3+ put a nullable
@@ -186,6 +164,7 @@ mod tests {
     use kafka_protocol::messages::produce_response::NodeEndpoint;
     use kafka_protocol::messages::{ApiKey, BrokerId};
     use kafka_protocol::protocol::Message;
+    use kafka_protocol::protocol::StrBytes;
 
     #[test]
     fn acks_are_read_at_every_version_with_and_without_transactional_id() {
