@@ -8,3 +8,17 @@ pub mod jwt;
 pub mod oauthbearer;
 pub mod sasl;
 pub mod workload;
+
+use streamgate_crds::matching::Principal;
+
+/// The caller before identity is established: a nameless user that no named
+/// subject matches (policy then checks against an empty policy; masking
+/// exempts nobody).
+pub fn nobody() -> Principal {
+    Principal {
+        kind: streamgate_crds::SubjectKind::User,
+        name: String::new(),
+        namespace: None,
+        groups: Vec::new(),
+    }
+}

@@ -30,6 +30,7 @@ use super::enforce::{Enforcement, Fixup, Gate, TopicDecision, TopicNames, needs_
 use super::handle::PolicyHandle;
 use crate::datapath::exchange::{Request, Response};
 use crate::identity::jwt::{IssuerSet, OidcConfig};
+use crate::identity::nobody;
 use crate::identity::sasl::SaslServer;
 use crate::identity::workload::Workload;
 use crate::kafka::codec::{FrameError, RequestMeta};
@@ -209,15 +210,6 @@ fn advertise_sasl(response: &mut ApiVersionsResponse) {
                 .with_min_version(0)
                 .with_max_version(max),
         );
-    }
-}
-
-fn nobody() -> Principal {
-    Principal {
-        kind: streamgate_crds::SubjectKind::User,
-        name: String::new(),
-        namespace: None,
-        groups: Vec::new(),
     }
 }
 

@@ -69,12 +69,7 @@ pub(crate) fn masking_principal(session: &Session) -> streamgate_crds::matching:
     session
         .subject
         .clone()
-        .unwrap_or(streamgate_crds::matching::Principal {
-            kind: streamgate_crds::SubjectKind::User,
-            name: String::new(),
-            namespace: None,
-            groups: Vec::new(),
-        })
+        .unwrap_or_else(crate::identity::nobody)
 }
 
 /// Handle one request from the client.
