@@ -498,7 +498,7 @@ rules:
             ..Default::default()
         },
     );
-    let shared = GateShared::new(handle, None, None);
+    let shared = GateShared::new(handle, None);
     let frame = |key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| {
         let mut out = BytesMut::new();
         RequestHeader::default()

@@ -104,7 +104,8 @@ impl App {
         let proxy = Arc::new(Proxy::new(Parts {
             plan,
             upstream,
-            gate: GateShared::new(policy, env.workload, approvals),
+            gate: GateShared::new(policy, env.workload),
+            approvals,
             audit: Some(trail),
             masking: MaskingState::new(args.secret_dir.clone()),
             metrics: Metrics::new(Some(Arc::clone(audit.health()))),

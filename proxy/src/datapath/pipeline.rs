@@ -3,7 +3,7 @@
 //! On the way in, each client frame meets, in order:
 //! 1. identity — SASL answered here, the caller named (workload identity or token);
 //! 2. policy — refused topics trimmed or the request refused, the merge kept for the response;
-//! 3. approvals — a `NeedsApproval` decision asks for an AccessApproval (inside the gate, after policy);
+//! 3. approvals — a `NeedsApproval` decision asks for an AccessApproval;
 //! 4. masking — Produce records masked (`applyTo: Produce`);
 //! 5. audit — the record started; failureMode `Closed` may refuse here.
 //!
@@ -120,7 +120,14 @@ impl<'a> Pipeline<'a> {
         let mut request = Request::new(meta.clone(), frame);
         // identity, policy, approvals: SASL and refusals are answered here,
         // allowed requests continue (perhaps trimmed).
-        let fixup = match self.gate.on_request(&mut request).await? {
+        let action = self.gate.on_request(&mut request).await?;
+        // approvals: a NeedsApproval decision asks for an AccessApproval.
+        if let Some(approvals) = &proxy.approvals {
+            let policy = proxy.gate.policy.current();
+            let principal = self.gate.principal(&policy);
+            approvals.on_decisions(&policy, principal.as_ref(), self.gate.decisions());
+        }
+        let fixup = match action {
             FrameAction::Forward { fixup } => fixup,
             FrameAction::Answer(reply) => {
                 let principal = self.gate.sasl().session().map(|s| s.principal.name.clone());

@@ -10,6 +10,7 @@ use super::connection;
 use super::metrics::Metrics;
 use super::session::Target;
 use super::upstream::UpstreamConfig;
+use crate::approval::ApprovalRequester;
 use crate::audit::stage::AuditTrail;
 use crate::masking::state::MaskingState;
 use crate::policy::conn::GateShared;
@@ -32,6 +33,8 @@ pub struct Proxy {
     pub shutdown: CancellationToken,
     /// Identity and policy, shared by every connection.
     pub gate: Arc<GateShared>,
+    /// Asks for AccessApprovals on `NeedsApproval` (none: nowhere to ask).
+    pub approvals: Option<Arc<ApprovalRequester>>,
     /// The audit trail (none: nothing is recorded).
     pub audit: Option<AuditTrail>,
     /// The MaskingRules in force (recompiled on policy reload).
@@ -48,6 +51,7 @@ pub struct Parts {
     pub plan: AddressPlan,
     pub upstream: UpstreamConfig,
     pub gate: Arc<GateShared>,
+    pub approvals: Option<Arc<ApprovalRequester>>,
     pub audit: Option<AuditTrail>,
     pub masking: MaskingState,
     pub metrics: Metrics,
@@ -59,6 +63,7 @@ impl Proxy {
             plan,
             upstream,
             gate,
+            approvals,
             audit,
             masking,
             metrics,
@@ -70,6 +75,7 @@ impl Proxy {
             ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             gate,
+            approvals,
             audit,
             masking,
             connections: TaskTracker::new(),

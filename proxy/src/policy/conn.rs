@@ -92,8 +92,6 @@ pub struct GateShared {
     pub workload: Option<Workload>,
     /// Topic-id → name map learned from Metadata responses.
     pub topic_names: Arc<TopicIdMap>,
-    /// Asks for AccessApprovals on `NeedsApproval` (none: nowhere to ask).
-    approvals: Option<Arc<crate::approval::ApprovalRequester>>,
     issuers: Mutex<IssuerSet>,
 }
 
@@ -106,16 +104,11 @@ impl std::fmt::Debug for GateShared {
 }
 
 impl GateShared {
-    pub fn new(
-        policy: PolicyHandle,
-        workload: Option<Workload>,
-        approvals: Option<Arc<crate::approval::ApprovalRequester>>,
-    ) -> Arc<Self> {
+    pub fn new(policy: PolicyHandle, workload: Option<Workload>) -> Arc<Self> {
         Arc::new(GateShared {
             policy,
             workload,
             topic_names: Arc::default(),
-            approvals,
             issuers: Mutex::new(IssuerSet::default()),
         })
     }
@@ -257,7 +250,12 @@ impl ConnGate {
         }
     }
 
-    /// The per-topic decisions of the last request (for audit / approvals).
+    /// The per-topic decisions of the last request (for approvals).
+    pub fn decisions(&self) -> &[TopicDecision] {
+        &self.decisions
+    }
+
+    /// The per-topic decisions of the last request (for audit).
     pub fn take_decisions(&mut self) -> Vec<TopicDecision> {
         std::mem::take(&mut self.decisions)
     }
@@ -287,6 +285,9 @@ impl ConnGate {
             correlation_id,
         } = *request.meta();
         let raw_key = api_key as i16;
+        // Decisions are per request: a request answered before the policy
+        // check (SASL, a closed connection) has none.
+        self.decisions.clear();
         let is_sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
         if !is_sasl && self.sasl.session_expired(SystemTime::now()) {
             return Ok(FrameAction::Close(
@@ -355,9 +356,6 @@ impl ConnGate {
             gate.check_key(raw_key)
         };
         self.decisions = checked.decisions;
-        if let Some(approvals) = &self.shared.approvals {
-            approvals.on_decisions(&policy, principal.as_ref(), &self.decisions);
-        }
         Ok(match checked.enforcement {
             Enforcement::Forward(fixup) => {
                 if fixup.request_changed() {
