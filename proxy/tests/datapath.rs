@@ -231,15 +231,7 @@ async fn a_broker_restart_closes_the_client_which_reconnects() {
     let sidecar = Sidecar::start(&broker, Options::default()).await;
     // Idle when the broker goes: closed at once, not at the next request.
     let mut idle = sidecar.client().await;
-    idle.send(ApiKey::ListOffsets, LIST_OFFSETS, 1, &list_offsets())
-        .await;
-    broker
-        .recv()
-        .await
-        .reply(&ListOffsetsResponse::default())
-        .await;
-    idle.recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
-        .await;
+    assert_eq!(round_trip(&mut idle, &broker, 1).await, 1);
     broker.restart().await;
     assert!(idle.closed().await);
     // Waiting for an answer when the broker goes.
