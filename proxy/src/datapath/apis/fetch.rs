@@ -9,9 +9,10 @@
 //! connection's principal (names from `topic` before v13, from the topic-id
 //! map after); a partition that cannot be masked is answered with its error
 //! and no records. tansu 0.6 puts v16's `node_endpoints` tag into v12-15
-//! responses (kafka-python fetches at v12): such a response is decoded field
-//! by field without the foreign tag and re-encoded conforming; one that still
-//! does not decode closes the connection — it is never forwarded unmasked.
+//! responses (kafka-python fetches at v12): the exchange decodes such a
+//! response without the foreign tag (`kafka::wire::decode_fetch_lenient`),
+//! and under masking it is re-encoded conforming; one that still does not
+//! decode closes the connection — it is never forwarded unmasked.
 
 use super::{Learned, MaskingContext, masking_principal, rewrite_endpoints};
 use crate::datapath::addresses::AddressPlan;

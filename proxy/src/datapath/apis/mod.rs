@@ -1,6 +1,11 @@
-//! One file per Kafka API the gate decodes. Everything else is forwarded as
-//! bytes. Each file has one `on_request` / `on_response` entry point: that is
-//! where policy, masking and audit plug in (marked `// gate:`).
+//! The data path's own per-API work, one file per API that needs any:
+//! broker endpoints rewritten to the loopback stand-ins (Metadata,
+//! FindCoordinator, DescribeCluster, Produce v10+, Fetch v16), ApiVersions
+//! narrowed to what the proxy parses, and the masking hooks (Produce
+//! requests, Fetch responses). Each works on the pipeline's exchange and asks
+//! for the body only when its version needs it; everything else passes as
+//! the original bytes. Policy and audit are stages of their own
+//! (see `super::pipeline`).
 
 pub mod api_versions;
 pub mod describe_cluster;

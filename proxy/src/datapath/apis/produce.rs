@@ -1,6 +1,7 @@
-//! Produce: the request is only peeked (acks), never copied; the response is
-//! decoded only at v10+, where it can carry `node_endpoints` (new leaders)
-//! that must be rewritten.
+//! Produce: `acks` is peeked from the bytes unless the body is decoded
+//! already (policy decodes it to check topics; masking with `applyTo:
+//! Produce` masks it in place); the response is decoded here only at v10+,
+//! where it can carry `node_endpoints` (new leaders) that must be rewritten.
 
 use super::{Learned, MaskingContext, RequestAction, masking_principal, rewrite_endpoints};
 use crate::datapath::addresses::AddressPlan;
