@@ -500,6 +500,11 @@ mod tests {
         )
     }
 
+    /// The native sidecar (first init container) of an injected pod.
+    fn sidecar_mut(pod: &mut Pod) -> &mut Container {
+        &mut pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0]
+    }
+
     fn app() -> Value {
         json!({"name": "app", "image": "app:1"})
     }
@@ -594,26 +599,14 @@ mod tests {
     fn an_extra_field_on_the_sidecar_is_caught_but_server_defaults_are_not() {
         let genuine = injected(json!({"containers": [app()]}));
         let mut defaulted = genuine.clone();
-        let c = &mut defaulted
-            .spec
-            .as_mut()
-            .unwrap()
-            .init_containers
-            .as_mut()
-            .unwrap()[0];
+        let c = sidecar_mut(&mut defaulted);
         c.termination_message_path = Some("/dev/termination-log".into());
         assert!(
             check(Change::Create, &defaulted).is_empty(),
             "server defaults are not the author's"
         );
         let mut tampered = genuine.clone();
-        let c = &mut tampered
-            .spec
-            .as_mut()
-            .unwrap()
-            .init_containers
-            .as_mut()
-            .unwrap()[0];
+        let c = sidecar_mut(&mut tampered);
         c.command = Some(vec!["sh".into(), "-c".into(), "exec nc -l 9092".into()]);
         let refusals = check(Change::Create, &tampered);
         assert!(

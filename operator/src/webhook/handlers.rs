@@ -43,6 +43,20 @@ pub async fn mutate_pod<L: ClusterLookup>(
     state: &WebhookState<L>,
     review: AdmissionReview<Pod>,
 ) -> AdmissionReview<DynamicObject> {
+    observed(state, "inject", review, async |req| {
+        mutate_pod_request(state, req).await
+    })
+    .await
+}
+
+/// Unwraps the review, answers its request with `handle` and records the
+/// outcome and latency under `webhook`.
+async fn observed<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    webhook: &'static str,
+    review: AdmissionReview<Pod>,
+    handle: impl AsyncFnOnce(&AdmissionRequest<Pod>) -> (AdmissionResponse, &'static str),
+) -> AdmissionReview<DynamicObject> {
     let started = Instant::now();
     let req: AdmissionRequest<Pod> = match review.try_into() {
         Ok(r) => r,
@@ -50,10 +64,10 @@ pub async fn mutate_pod<L: ClusterLookup>(
             return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
         }
     };
-    let (resp, outcome) = mutate_pod_request(state, &req).await;
+    let (resp, outcome) = handle(&req).await;
     state
         .metrics
-        .webhook_observed("inject", outcome, started.elapsed());
+        .webhook_observed(webhook, outcome, started.elapsed());
     resp.into_review()
 }
 
@@ -118,18 +132,10 @@ pub async fn validate_pod<L: ClusterLookup>(
     state: &WebhookState<L>,
     review: AdmissionReview<Pod>,
 ) -> AdmissionReview<DynamicObject> {
-    let started = Instant::now();
-    let req: AdmissionRequest<Pod> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
-        }
-    };
-    let (resp, outcome) = validate_pod_request(state, &req).await;
-    state
-        .metrics
-        .webhook_observed("pod-guard", outcome, started.elapsed());
-    resp.into_review()
+    observed(state, "pod-guard", review, async |req| {
+        validate_pod_request(state, req).await
+    })
+    .await
 }
 
 async fn validate_pod_request<L: ClusterLookup>(
