@@ -7,7 +7,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::client::Body;
 use serde_json::Value;
 use streamgate_proxy::audit::chain::Chain;
-use streamgate_proxy::audit::events::EventsSink;
+use streamgate_proxy::audit::events::{EventsSink, retry_delay};
 use streamgate_proxy::audit::record::CheckpointRef;
 use streamgate_proxy::audit::shipper::Sink;
 use streamgate_proxy::audit::{
@@ -231,6 +231,11 @@ async fn a_failed_publish_is_retried_and_holds_the_cursor() {
         "the cursor stays before the unpublished aggregate (seq 1)"
     );
 
+    // Within the backoff nothing is tried again (no attempt per batch)…
+    sink.idle(false).await;
+    assert!(published.try_recv().is_err(), "no retry during the backoff");
+    // …after it, everything held goes out in order.
+    tokio::time::sleep(retry_delay(1) + std::time::Duration::from_millis(100)).await;
     sink.idle(false).await;
     let mut reasons = Vec::new();
     while let Ok((_, _, e)) = published.try_recv() {
