@@ -105,6 +105,21 @@ async fn sidecar_role_bindings_are_applied_and_stale_ones_removed() {
         BTreeSet::from(["billing-app".to_string(), "intake".to_string()]),
     )]);
     let task = tokio::spawn(async move { rbac::sync(client, &desired).await });
+    // First: is there a binding of that name we do not own? (None here.)
+    let get = next(
+        &mut handle,
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "NotFound", "code": 404}),
+    )
+    .await;
+    assert_eq!(
+        (get.method.as_str(), get.path.as_str()),
+        (
+            "GET",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/clinical/rolebindings/streamgate-sidecar"
+        )
+    );
     let apply = next(&mut handle, 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "streamgate-sidecar", "namespace": "clinical"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "streamgate-sidecar"}}))
@@ -135,9 +150,11 @@ async fn sidecar_role_bindings_are_applied_and_stale_ones_removed() {
 
     let list = next(&mut handle, 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBindingList", "metadata": {},
         "items": [
-            {"metadata": {"name": "streamgate-sidecar", "namespace": "clinical"},
+            {"metadata": {"name": "streamgate-sidecar", "namespace": "clinical",
+                          "labels": {"app.kubernetes.io/managed-by": "streamgate-operator"}},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "streamgate-sidecar"}},
-            {"metadata": {"name": "streamgate-sidecar", "namespace": "billing"},
+            {"metadata": {"name": "streamgate-sidecar", "namespace": "billing",
+                          "labels": {"app.kubernetes.io/managed-by": "streamgate-operator"}},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "streamgate-sidecar"}}]}))
     .await;
     assert_eq!(
@@ -161,6 +178,37 @@ async fn sidecar_role_bindings_are_applied_and_stale_ones_removed() {
     assert_eq!(
         delete.path,
         "/apis/rbac.authorization.k8s.io/v1/namespaces/billing/rolebindings/streamgate-sidecar"
+    );
+    task.await.unwrap().unwrap();
+}
+
+/// A `streamgate-sidecar` binding someone else made (to another role) is
+/// neither rewritten by our forced apply nor deleted.
+#[tokio::test]
+async fn a_planted_binding_of_our_name_is_left_alone() {
+    let (client, mut handle) = mock();
+    let desired: BTreeMap<String, BTreeSet<String>> = BTreeMap::from([(
+        "clinical".to_string(),
+        BTreeSet::from(["intake".to_string()]),
+    )]);
+    let task = tokio::spawn(async move { rbac::sync(client, &desired).await });
+    let planted = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "streamgate-sidecar", "namespace": "clinical",
+                     "labels": {"app.kubernetes.io/managed-by": "streamgate-operator"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"}});
+    let get = next(&mut handle, 200, planted.clone()).await;
+    assert_eq!(get.method, "GET");
+    // No PATCH follows: the next request is already the list of our bindings.
+    let list = next(
+        &mut handle,
+        200,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBindingList", "metadata": {}, "items": [planted]}),
+    )
+    .await;
+    assert_eq!(
+        (list.method.as_str(), list.path.as_str()),
+        ("GET", "/apis/rbac.authorization.k8s.io/v1/rolebindings")
     );
     task.await.unwrap().unwrap();
 }
