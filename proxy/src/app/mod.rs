@@ -213,6 +213,7 @@ async fn policy_source(
     let (publisher, handle) = policy_channel(labels);
     let namespace = env.namespace.clone();
     let guard = if let Some(dir) = &args.policy_dir {
+        publisher.ready_without_first_load();
         let (source, ok) = source_dir::spawn(dir.clone(), namespace, publisher)?;
         if !ok {
             tracing::error!(dir = %dir.display(), "the policy directory did not load: denying everything until it does");
@@ -230,6 +231,7 @@ async fn policy_source(
             kube: Some(tokio::spawn(source_kube::run(client, namespace, publisher))),
         }
     } else {
+        publisher.ready_without_first_load();
         tracing::warn!(
             "no policy source (--policy-dir or --policy-kube): every governed request is denied"
         );

@@ -1,5 +1,6 @@
 //! The loopback admin port: `/healthz` (the process runs), `/readyz` (the
-//! upstream answered ApiVersions + Metadata), `/metrics` (Prometheus). axum is
+//! first policy is in and the upstream answered ApiVersions + Metadata),
+//! `/metrics` (Prometheus). axum is
 //! the workspace's HTTP server (the operator's webhooks use it too).
 
 use super::state::Proxy;
@@ -22,6 +23,11 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
 async fn readyz(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     if proxy.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if !proxy.gate.policy.loaded() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "policy not loaded yet from the API server\n",
+        )
     } else if proxy.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {

@@ -8,6 +8,7 @@
 //! announced as a [`PolicyReload`] event (for the audit trail).
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{broadcast, watch};
 
@@ -38,6 +39,7 @@ pub enum PolicyReload {
 pub struct PolicyHandle {
     current: watch::Receiver<Arc<CompiledPolicy>>,
     events: broadcast::Sender<PolicyReload>,
+    loaded: Arc<AtomicBool>,
 }
 
 impl PolicyHandle {
@@ -49,6 +51,14 @@ impl PolicyHandle {
     /// Wait until the policy changes (for readiness or re-checks).
     pub async fn changed(&mut self) -> bool {
         self.current.changed().await.is_ok()
+    }
+
+    /// Has the source delivered its first policy (or does it not need to)?
+    /// `/readyz` waits for it, so an injected sidecar's `wait-ready` hook does
+    /// not release the app while every request would still be denied for want
+    /// of a policy that is on its way from the API server.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// Receive every reload from now on.
@@ -63,21 +73,25 @@ pub struct PolicyPublisher {
     tx: watch::Sender<Arc<CompiledPolicy>>,
     events: broadcast::Sender<PolicyReload>,
     pod_labels: BTreeMap<String, String>,
+    loaded: Arc<AtomicBool>,
 }
 
 /// A handle starting with no policy (everything denied) and its publisher.
 pub fn policy_channel(pod_labels: BTreeMap<String, String>) -> (PolicyPublisher, PolicyHandle) {
     let (tx, rx) = watch::channel(Arc::new(CompiledPolicy::empty()));
     let (events, _) = broadcast::channel(64);
+    let loaded = Arc::new(AtomicBool::new(false));
     (
         PolicyPublisher {
             tx,
             events: events.clone(),
             pod_labels,
+            loaded: Arc::clone(&loaded),
         },
         PolicyHandle {
             current: rx,
             events,
+            loaded,
         },
     )
 }
@@ -104,6 +118,7 @@ impl PolicyPublisher {
             tracing::info!(source, ?policies, "policy applied");
         }
         self.tx.send_replace(Arc::new(compiled));
+        self.loaded.store(true, Ordering::Release);
         // No listener is fine: audit may not be running (yet).
         let _ = self.events.send(PolicyReload::Applied {
             source: source.to_string(),
@@ -125,6 +140,37 @@ impl PolicyPublisher {
         PolicyHandle {
             current: self.tx.subscribe(),
             events: self.events.clone(),
+            loaded: Arc::clone(&self.loaded),
         }
+    }
+
+    /// Readiness need not wait for this source's first load: a policy
+    /// directory is read before the listeners start, and with no source at
+    /// all nothing is coming (everything stays denied).
+    pub fn ready_without_first_load(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_is_loaded_once_its_source_published_or_waived_the_wait() {
+        let (publisher, handle) = policy_channel(BTreeMap::new());
+        assert!(!handle.loaded(), "nothing published yet: /readyz must wait");
+        publisher.publish(
+            "test",
+            PolicyInputs {
+                policies: Vec::new(),
+                masking: Vec::new(),
+                grants: Vec::new(),
+            },
+        );
+        assert!(handle.loaded() && publisher.handle().loaded());
+        let (publisher, handle) = policy_channel(BTreeMap::new());
+        publisher.ready_without_first_load();
+        assert!(handle.loaded());
     }
 }
