@@ -1,4 +1,4 @@
-//! The audit trail (see ../shared/design/audit.md): every governed request recorded,
+//! The audit trail: every governed request recorded,
 //! durable, tamper-evident, shipped as OTLP logs and Kubernetes Events.
 //!
 //! - `record`   — the record type and its builder (what the data path fills in)

@@ -1,4 +1,4 @@
-//! The audit record (../shared/design/audit.md, "One record per governed request").
+//! The audit record: one record per governed request.
 //!
 //! One type serves every kind of event: a governed Kafka request (`kind: Request`) and the
 //! non-request events (authentication failures, policy reloads, approvals, sidecar start/stop,
