@@ -51,14 +51,14 @@ pub async fn mutate_pod<L: ClusterLookup>(
 
 /// Unwraps the review, answers its request with `handle` and records the
 /// outcome and latency under `webhook`.
-async fn observed<L: ClusterLookup>(
+async fn observed<L: ClusterLookup, T: kube::Resource>(
     state: &WebhookState<L>,
     webhook: &'static str,
-    review: AdmissionReview<Pod>,
-    handle: impl AsyncFnOnce(&AdmissionRequest<Pod>) -> (AdmissionResponse, &'static str),
+    review: AdmissionReview<T>,
+    handle: impl AsyncFnOnce(&AdmissionRequest<T>) -> (AdmissionResponse, &'static str),
 ) -> AdmissionReview<DynamicObject> {
     let started = Instant::now();
-    let req: AdmissionRequest<Pod> = match review.try_into() {
+    let req: AdmissionRequest<T> = match review.try_into() {
         Ok(r) => r,
         Err(_) => {
             return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
@@ -206,17 +206,14 @@ pub async fn mutate_approval<L: ClusterLookup>(
     state: &WebhookState<L>,
     review: AdmissionReview<AccessApproval>,
 ) -> AdmissionReview<DynamicObject> {
-    let started = Instant::now();
-    let req: AdmissionRequest<AccessApproval> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            return AdmissionResponse::invalid("AdmissionReview without a request").into_review();
-        }
-    };
-    let resp = AdmissionResponse::from(&req);
-    let (resp, outcome) = match (&req.operation, req.object.as_ref()) {
+    observed(state, "approval-stamp", review, async |req| stamp(req)).await
+}
+
+fn stamp(req: &AdmissionRequest<AccessApproval>) -> (AdmissionResponse, &'static str) {
+    let resp = AdmissionResponse::from(req);
+    match (&req.operation, req.object.as_ref()) {
         (Operation::Update, Some(new)) => {
-            match approval::stamp_decided_by(req.old_object.as_ref(), new, &user_of(&req)) {
+            match approval::stamp_decided_by(req.old_object.as_ref(), new, &user_of(req)) {
                 Some(patch) => match resp.clone().with_patch(patch) {
                     Ok(r) => (r, "stamped"),
                     Err(e) => (
@@ -228,11 +225,7 @@ pub async fn mutate_approval<L: ClusterLookup>(
             }
         }
         _ => (resp, "ignored"),
-    };
-    state
-        .metrics
-        .webhook_observed("approval-stamp", outcome, started.elapsed());
-    resp.into_review()
+    }
 }
 
 /// AccessApproval CREATE/UPDATE, validating: who may decide, and decisions are final.
