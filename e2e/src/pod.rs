@@ -582,6 +582,20 @@ fn publish_root_ca(cp: &ControlPlane, namespace: &str) {
     cp.apply_ok("admin", &cm.to_string());
 }
 
+/// Downward-API volume items as the kubelet writes them: each field of the
+/// stored pod in its file, with the item's mode or the volume's default.
+fn write_downward_api(dir: &Path, pod: &Value, items: &[Value], mode: Option<u32>) {
+    for item in items {
+        let path = item["fieldRef"]["fieldPath"].as_str().unwrap_or_default();
+        write_file(
+            dir,
+            item["path"].as_str().unwrap_or_default(),
+            field_ref(pod, path).as_bytes(),
+            mode_of(&item["mode"]).or(mode),
+        );
+    }
+}
+
 fn write_file(dir: &Path, rel: &str, bytes: &[u8], mode: Option<u32>) {
     use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join(rel);
@@ -657,15 +671,7 @@ fn materialize_volumes(cp: &ControlPlane, pod: &Value, container: &Value, root: 
         }
         if let Some(items) = vol["downwardAPI"]["items"].as_array() {
             let mode = mode_of(&vol["downwardAPI"]["defaultMode"]);
-            for item in items {
-                let path = item["fieldRef"]["fieldPath"].as_str().unwrap_or_default();
-                write_file(
-                    &dir,
-                    item["path"].as_str().unwrap_or_default(),
-                    field_ref(pod, path).as_bytes(),
-                    mode_of(&item["mode"]).or(mode),
-                );
-            }
+            write_downward_api(&dir, pod, items, mode);
             continue;
         }
         if vol["secret"].is_object() {
@@ -725,15 +731,7 @@ fn materialize_volumes(cp: &ControlPlane, pod: &Value, container: &Value, root: 
                         ),
                     }
                 } else if let Some(items) = src["downwardAPI"]["items"].as_array() {
-                    for item in items {
-                        let path = item["fieldRef"]["fieldPath"].as_str().unwrap_or_default();
-                        write_file(
-                            &dir,
-                            item["path"].as_str().unwrap_or_default(),
-                            field_ref(pod, path).as_bytes(),
-                            mode_of(&item["mode"]).or(mode),
-                        );
-                    }
+                    write_downward_api(&dir, pod, items, mode);
                 } else {
                     panic!("pod emulation: projected source {src} is not supported");
                 }
