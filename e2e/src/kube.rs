@@ -182,6 +182,16 @@ impl ControlPlane {
             if out.status.success() {
                 break;
             }
+            // The free port was taken between choosing it and binding (tests
+            // start in parallel): choose another, as a fresh start would.
+            let exited = self.apiserver.as_mut().is_some_and(|p| !p.is_running());
+            if exited && self.apiserver_output().contains("address already in use") {
+                self.api_port = free_port();
+                for (user, _) in USERS {
+                    self.write_kubeconfig(user, &format!("{user}-token"));
+                }
+                return self.start_apiserver();
+            }
             if Instant::now() > deadline {
                 panic!(
                     "kube-apiserver not ready after 90 s:\n{}",
