@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
 
+step "disk and memory (a full disk shows up as a linker crash)"
+df -h . "${CARGO_TARGET_DIR:-target}" 2>/dev/null || df -h .
+free -g || true
+
 step "installing peers"
 .ci/install-peers.sh
 # shellcheck disable=SC1091
