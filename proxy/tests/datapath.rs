@@ -417,3 +417,60 @@ async fn shutdown_drains_a_request_in_flight_and_refuses_new_connections() {
         "stop recorded"
     );
 }
+
+/// Issue: a 14-byte request aborted the whole sidecar (kafka-protocol
+/// reserved `0x7fffffff` topics before reading one). Now that connection is
+/// closed and every other one carries on.
+#[tokio::test]
+async fn a_request_with_a_huge_array_count_closes_only_its_connection() {
+    let broker = ScriptedBroker::start().await;
+    let sidecar = Sidecar::start(&broker, Options::default()).await;
+    let mut bystander = sidecar.client().await;
+    assert_eq!(round_trip(&mut bystander, &broker, 1).await, 1);
+    let mut attacker = sidecar.client().await;
+    attacker
+        .write(b"\x00\x00\x00\x0e\x00\x03\x00\x01\x00\x00\x00\x01\xff\xff\x7f\xff\xff\xff")
+        .await;
+    assert!(
+        attacker.closed().await,
+        "the malformed frame closes its connection"
+    );
+    assert_eq!(
+        round_trip(&mut bystander, &broker, 2).await,
+        2,
+        "the process and the other connection live on"
+    );
+}
+
+/// The same from the broker's side: a FindCoordinator answer (always
+/// decoded: the proxy rewrites the coordinator's address) claiming 2^32-2
+/// coordinators.
+#[tokio::test]
+async fn a_broker_answer_with_a_huge_array_count_closes_only_that_client() {
+    let broker = ScriptedBroker::start().await;
+    let sidecar = Sidecar::start(&broker, Options::default()).await;
+    let mut victim = sidecar.client().await;
+    let find = FindCoordinatorRequest::default()
+        .with_coordinator_keys(vec![StrBytes::from_static_str("billing")]);
+    victim.send(ApiKey::FindCoordinator, 4, 1, &find).await;
+    let request = broker.recv().await;
+    // FindCoordinator v4 answer: correlation id, no tags, throttle time,
+    // then a compact-array count of 0xffffffff (a five-byte varint).
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&14i32.to_be_bytes());
+    raw.extend_from_slice(&1i32.to_be_bytes());
+    raw.push(0);
+    raw.extend_from_slice(&0i32.to_be_bytes());
+    raw.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    request.conn.write_raw(&raw).await;
+    assert!(
+        victim.closed().await,
+        "an undecodable answer closes the client"
+    );
+    let mut other = sidecar.client().await;
+    assert_eq!(
+        round_trip(&mut other, &broker, 2).await,
+        2,
+        "the process lives on"
+    );
+}

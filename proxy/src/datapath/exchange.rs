@@ -4,6 +4,7 @@
 //! touched is forwarded as the original bytes.
 
 use crate::kafka::codec::{FrameError, RequestMeta, split_request, split_response};
+use crate::kafka::guard;
 use crate::kafka::wire::decode_fetch_lenient;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
@@ -50,11 +51,7 @@ impl Request {
             Some(decoded) => decoded,
             None => {
                 let (header, mut body) = split_request(&self.frame, &self.meta)?;
-                let kind = RequestKind::decode(self.meta.api_key, &mut body, self.meta.api_version)
-                    .map_err(|source| FrameError::Malformed {
-                        what: "request body",
-                        source,
-                    })?;
+                let kind = guard::request(self.meta.api_key, &mut body, self.meta.api_version)?;
                 (header, kind)
             }
         };
@@ -178,11 +175,7 @@ impl Response {
             // the v0 layout; error_code is the first field in every version.
             self.body_version = 0;
         }
-        let malformed = |source| FrameError::Malformed {
-            what: "response body",
-            source,
-        };
-        match ResponseKind::decode(meta.api_key, &mut body.clone(), self.body_version) {
+        match guard::response(meta.api_key, &mut body.clone(), self.body_version) {
             Ok(kind) => Ok((header, kind)),
             Err(error)
                 if meta.api_key == ApiKey::Fetch && LENIENT_FETCH.contains(&meta.api_version) =>
@@ -192,7 +185,7 @@ impl Response {
                 self.lenient = true;
                 Ok((header, ResponseKind::Fetch(fetch)))
             }
-            Err(error) => Err(malformed(error)),
+            Err(error) => Err(error),
         }
     }
 }

@@ -130,12 +130,7 @@ pub fn split_request(
     meta: &RequestMeta,
 ) -> Result<(kafka_protocol::messages::RequestHeader, Bytes), FrameError> {
     let mut buf = frame.clone();
-    let header =
-        kafka_protocol::messages::RequestHeader::decode(&mut buf, meta.request_header_version())
-            .map_err(|source| FrameError::Malformed {
-                what: "request header",
-                source,
-            })?;
+    let header = super::guard::decode(&mut buf, meta.request_header_version(), "request header")?;
     Ok((header, buf))
 }
 
@@ -145,12 +140,7 @@ pub fn split_response(
     header_version: i16,
 ) -> Result<(ResponseHeader, Bytes), FrameError> {
     let mut buf = frame.clone();
-    let header = ResponseHeader::decode(&mut buf, header_version).map_err(|source| {
-        FrameError::Malformed {
-            what: "response header",
-            source,
-        }
-    })?;
+    let header = super::guard::decode(&mut buf, header_version, "response header")?;
     Ok((header, buf))
 }
 
@@ -201,13 +191,13 @@ pub fn encode_request<M: Encodable>(
     Ok(out.freeze())
 }
 
-/// Decode a message body at a version, turning the crate's error into ours.
+/// Decode a message body at a version (guarded: see [`super::guard`]).
 pub fn decode_body<M: Decodable>(
     mut body: Bytes,
     version: i16,
     what: &'static str,
 ) -> Result<M, FrameError> {
-    M::decode(&mut body, version).map_err(|source| FrameError::Malformed { what, source })
+    super::guard::decode(&mut body, version, what)
 }
 
 /// Write a frame with its length prefix into a buffer (used by tests and local answers).

@@ -5,7 +5,6 @@ use super::codec::FrameError;
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-use kafka_protocol::protocol::Decodable;
 use kafka_protocol::protocol::buf::ByteBuf;
 
 /// An unsigned varint (compact lengths, tag counts and sizes).
@@ -60,8 +59,11 @@ pub fn decode_fetch_lenient(mut body: Bytes, version: i16) -> Result<FetchRespon
     let count = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
     let mut responses = Vec::new();
     for _ in 1..count {
-        responses
-            .push(FetchableTopicResponse::decode(&mut body, version).map_err(|e| malformed(&e))?);
+        responses.push(super::guard::decode::<FetchableTopicResponse>(
+            &mut body,
+            version,
+            "Fetch response topic",
+        )?);
     }
     let tags = read_unsigned_varint(&mut body).map_err(|e| malformed(&e))?;
     for _ in 0..tags {

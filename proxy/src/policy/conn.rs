@@ -10,9 +10,9 @@
 //!
 //! Identity per request: the SASL session's principal when the client
 //! authenticated; otherwise the pod's ServiceAccount when the policy in force
-//! allows workload identity; otherwise the caller is *unauthenticated* and
-//! every governed request is refused with its authorization error (checked
-//! against an empty policy, so not even a wildcard rule can match).
+//! allows workload identity; otherwise the caller is *unauthenticated*: it
+//! may send ApiVersions and SASL only, and any other request closes the
+//! connection before its body is decoded (as a broker's SASL listener does).
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
@@ -339,6 +339,13 @@ impl ConnGate {
         }
         let policy = self.shared.policy.current();
         let principal = self.principal(&policy);
+        if principal.is_none() && api_key != ApiKey::ApiVersions {
+            // As a SASL listener of a broker does: before authentication only
+            // ApiVersions and SASL are spoken, and nothing else is decoded.
+            return Ok(FrameAction::Close(format!(
+                "{api_key:?} before authentication (only ApiVersions and SASL are accepted until then)"
+            )));
+        }
         let nobody = nobody();
         let gate = Gate {
             policy: if principal.is_some() {

@@ -90,6 +90,13 @@ impl Conn {
         }
     }
 
+    /// Write raw bytes (a hostile or broken broker).
+    pub async fn write_raw(&self, bytes: &[u8]) {
+        if let Some(w) = self.writer.lock().await.as_mut() {
+            let _ = w.write_all(bytes).await;
+        }
+    }
+
     /// Close the connection (a broker going away mid-stream).
     pub async fn close(&self) {
         if let Some(mut w) = self.writer.lock().await.take() {
