@@ -40,36 +40,88 @@ pub fn check_topic_glob(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Iterative glob matcher with backtracking on the last star (linear for
-/// typical patterns, no recursion, no allocation).
-fn glob_match(pat: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    // (pattern index after the star, text index the star resumes at, crosses dots)
-    let mut star: Option<(usize, usize, bool)> = None;
-    while t < text.len() {
-        if p < pat.len() && pat[p] == b'*' {
-            let double = pat.get(p + 1) == Some(&b'*');
-            p += if double { 2 } else { 1 };
-            star = Some((p, t, double));
-            continue;
-        }
-        if p < pat.len() && pat[p] == text[t] {
-            p += 1;
-            t += 1;
-            continue;
-        }
-        match star {
-            // The star swallows one more character, unless it is a dot and
-            // the star is a single one.
-            Some((sp, st, double)) if double || text[st] != b'.' => {
-                p = sp;
-                t = st + 1;
-                star = Some((sp, st + 1, double));
-            }
-            _ => return false,
+/// One element of a topic glob.
+#[derive(Clone, Copy, Debug)]
+enum Token {
+    /// A character that matches itself.
+    Literal(u8),
+    /// `*`: any run of characters except `.`.
+    Star,
+    /// `**`: any run of characters, `.` included.
+    DoubleStar,
+}
+
+/// Splits a glob into tokens, reading `**` before `*` left to right (so
+/// `***` is `**` then `*`; both match any run, as `**` alone does).
+fn tokenize(pat: &[u8]) -> Vec<Token> {
+    let mut tokens = Vec::with_capacity(pat.len());
+    let mut i = 0;
+    while let Some(&c) = pat.get(i) {
+        if c != b'*' {
+            tokens.push(Token::Literal(c));
+            i += 1;
+        } else if pat.get(i + 1) == Some(&b'*') {
+            tokens.push(Token::DoubleStar);
+            i += 2;
+        } else {
+            tokens.push(Token::Star);
+            i += 1;
         }
     }
-    pat[p..].iter().all(|&c| c == b'*')
+    tokens
+}
+
+/// Glob matcher by NFA simulation: `live[k]` says whether the first `k`
+/// tokens can match the text read so far. Every text byte updates every
+/// token once, so a match costs O(pattern × text) time, O(pattern) space,
+/// and never backtracks: correct for any mix of `*` and `**` by
+/// construction (the old last-star backtracking missed `**.phi-*` against
+/// `us.phi-east.phi-records`).
+fn glob_match(pat: &[u8], text: &[u8]) -> bool {
+    if !pat.contains(&b'*') {
+        return pat == text;
+    }
+    let tokens = tokenize(pat);
+    let mut live = vec![false; tokens.len() + 1];
+    live[0] = true;
+    skip_stars(&tokens, &mut live);
+    for &c in text {
+        // All tokens consumed: nothing is left to match `c`.
+        live[tokens.len()] = false;
+        let mut any = false;
+        // Descending, so `live[k]` still holds the state before `c` when
+        // token `k` is read, while `live[k + 1]` already holds the one after.
+        for (k, &token) in tokens.iter().enumerate().rev() {
+            if !live[k] {
+                continue;
+            }
+            let (stays, advances) = match token {
+                Token::Literal(l) => (false, l == c),
+                Token::Star => (c != b'.', false),
+                Token::DoubleStar => (true, false),
+            };
+            if advances {
+                live[k + 1] = true;
+            }
+            live[k] = stays;
+            any |= stays || advances;
+        }
+        if !any {
+            return false;
+        }
+        skip_stars(&tokens, &mut live);
+    }
+    live[tokens.len()]
+}
+
+/// A star may match the empty run: wherever a star token is reached, the
+/// token after it is reached too.
+fn skip_stars(tokens: &[Token], live: &mut [bool]) {
+    for (k, token) in tokens.iter().enumerate() {
+        if live[k] && !matches!(token, Token::Literal(_)) {
+            live[k + 1] = true;
+        }
+    }
 }
 
 /// The authenticated caller of a connection.
@@ -146,9 +198,156 @@ mod tests {
             ("a*b*c", "axxbyy", false),
             ("", "", true),
             ("", "a", false),
+            // A `*` after a `**` must not cut the `**`'s backtracking short.
+            ("**.phi-*", "us.phi-east.phi-records", true),
+            ("**.phi-*", "phi-records", false),
+            ("**.phi-*", "us.phi-east.phi-records.x", false),
+            ("**.patient-*", "x.patient-a.patient-b", true),
+            ("**-*", "a-b.c-d", true),
+            ("**-*", "a-b.cd", false),
+            ("*.**.*", "a.b", false),
+            ("*.**.*", "a..b", true),
+            ("*.**.*", "a.b.c.d", true),
+            ("*.**.*", "a", false),
+            ("a**b*c", "a.b.bc", true),
+            ("a**b*c", "a.b.b.c", false),
+            ("*-**", "a.b-c", false),
+            ("**.*.x", "a.b.x", true),
+            ("**.*.x", "a.b.c.y.x", true),
+            ("**.*.x", "a.x", false),
         ];
         for (pat, topic, want) in cases {
             assert_eq!(topic_matches(pat, topic), want, "{pat} vs {topic}");
+        }
+    }
+
+    /// Issue 12: only the last star backtracked, so a `*` after a `**` made
+    /// the `**` give up too early. A Deny rule or MaskingRule on such a glob
+    /// failed open.
+    #[test]
+    fn issue_12_double_star_then_star_phi() {
+        assert!(topic_matches("**.phi-*", "us.phi-east.phi-records"));
+    }
+
+    #[test]
+    fn issue_12_double_star_then_star_patient() {
+        assert!(topic_matches("**.patient-*", "x.patient-a.patient-b"));
+    }
+
+    /// Many stars against a long name that almost matches: quadratic at
+    /// worst, never exponential.
+    #[test]
+    fn many_stars_stay_fast() {
+        let name = format!("{}b", "a.".repeat(124));
+        let pattern = "**a*".repeat(60);
+        assert!(!topic_matches(&format!("{pattern}c"), &name));
+        assert!(!topic_matches(&format!("{pattern}b"), &name));
+        assert!(topic_matches(&format!("{pattern}.b"), &name));
+    }
+
+    /// Differential tests against an independent reference: the glob turned
+    /// into an anchored regex (`**` → `.*`, `*` → `[^.]*`, anything else
+    /// escaped), as the module docs define it.
+    mod reference {
+        use super::super::topic_matches;
+        use proptest::prelude::*;
+        use regex::Regex;
+
+        fn reference_regex(pattern: &str) -> Regex {
+            let mut re = String::from("^(?s:");
+            let mut rest = pattern;
+            while let Some(c) = rest.chars().next() {
+                if let Some(after) = rest.strip_prefix("**") {
+                    re.push_str(".*");
+                    rest = after;
+                } else if let Some(after) = rest.strip_prefix('*') {
+                    re.push_str("[^.]*");
+                    rest = after;
+                } else {
+                    re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4])));
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+            re.push_str(")$");
+            Regex::new(&re).unwrap()
+        }
+
+        /// Pieces of patterns: literals, `.`, `-` and both wildcards. Adjacent
+        /// stars also produce `***` and longer runs.
+        fn pattern_piece() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["a", "b", ".", "-", "*", "**"])
+        }
+
+        fn name_piece() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["a", "b", ".", "-"])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(6000))]
+
+            /// Random patterns against random names (mostly non-matches).
+            #[test]
+            fn agrees_with_reference_on_random_names(
+                pattern in prop::collection::vec(pattern_piece(), 0..10),
+                name in prop::collection::vec(name_piece(), 0..14),
+            ) {
+                let (pattern, name) = (pattern.concat(), name.concat());
+                prop_assert_eq!(
+                    topic_matches(&pattern, &name),
+                    reference_regex(&pattern).is_match(&name),
+                    "{} vs {}", pattern, name
+                );
+            }
+
+            /// Names made from the pattern, each wildcard replaced by a random
+            /// run that may contain a dot (so many match, and many only just
+            /// fail because a `*` met a dot).
+            #[test]
+            fn agrees_with_reference_on_near_matches(
+                pattern in prop::collection::vec(pattern_piece(), 0..10),
+                fills in prop::collection::vec("[-ab.]{0,4}", 10),
+            ) {
+                let name: String = pattern
+                    .iter()
+                    .zip(&fills)
+                    .map(|(piece, fill)| if piece.starts_with('*') { fill.as_str() } else { piece })
+                    .collect();
+                let pattern = pattern.concat();
+                prop_assert_eq!(
+                    topic_matches(&pattern, &name),
+                    reference_regex(&pattern).is_match(&name),
+                    "{} vs {}", pattern, name
+                );
+            }
+        }
+
+        /// Every pattern over `a . - *` up to 5 characters against every
+        /// name over `a b . -` up to 4 characters.
+        #[test]
+        fn agrees_with_reference_exhaustively() {
+            fn all(alphabet: &[char], max_len: usize) -> Vec<String> {
+                let mut out = vec![String::new()];
+                let mut last = vec![String::new()];
+                for _ in 0..max_len {
+                    last = last
+                        .iter()
+                        .flat_map(|s| alphabet.iter().map(move |&c| format!("{s}{c}")))
+                        .collect();
+                    out.extend(last.iter().cloned());
+                }
+                out
+            }
+            let names = all(&['a', 'b', '.', '-'], 4);
+            for pattern in all(&['a', '.', '-', '*'], 5) {
+                let re = reference_regex(&pattern);
+                for name in &names {
+                    assert_eq!(
+                        topic_matches(&pattern, name),
+                        re.is_match(name),
+                        "{pattern} vs {name}"
+                    );
+                }
+            }
         }
     }
 

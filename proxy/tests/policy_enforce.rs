@@ -850,3 +850,128 @@ fn deny_rule_beats_allow_on_the_wire() {
         matches!(&checked.decisions[0].decision, PolicyDecision::Deny { rule: Some(r), .. } if r == "no-internal")
     );
 }
+
+/// Every API key kafka-protocol knows has a deliberate row; the ones the
+/// gate cannot govern are refused even to the most privileged caller; the
+/// ones judged by key alone are refused to a caller with no rights.
+#[test]
+fn every_api_key_is_governed() {
+    use streamgate_proxy::policy::apis::{ApiScope, api_scope};
+    use streamgate_proxy::policy::decide::DenyReason;
+    use streamgate_proxy::policy::enforce::needs_decoding;
+    let pol = policy();
+    let ids = HashMap::new();
+    let ops = user(&["ops", "clinicians", "analysts"]);
+    let nobody = user(&[]);
+    let privileged = Gate {
+        policy: &pol,
+        principal: &ops,
+        topic_names: &ids,
+    };
+    let unprivileged = Gate {
+        policy: &pol,
+        principal: &nobody,
+        topic_names: &ids,
+    };
+    let mut walked = 0;
+    for raw in 0..=i16::MAX {
+        let Ok(key) = ApiKey::try_from(raw) else {
+            continue;
+        };
+        walked += 1;
+        let scope = api_scope(raw);
+        assert_ne!(scope, ApiScope::Unknown, "{key:?} has no row");
+        match scope {
+            ApiScope::Refused(reason) => {
+                let Enforcement::Close(why) = privileged.check_key(raw).enforcement else {
+                    panic!("{key:?} is refused even to ops")
+                };
+                assert_eq!(why, reason, "{key:?}");
+            }
+            ApiScope::Topics(_) => assert!(needs_decoding(raw), "{key:?} is judged per topic"),
+            ApiScope::Always => assert!(matches!(
+                unprivileged.check_key(raw).enforcement,
+                Enforcement::Forward(_)
+            )),
+            ApiScope::Group | ApiScope::Transaction | ApiScope::Cluster(_) => {
+                if !needs_decoding(raw) {
+                    assert!(
+                        !matches!(
+                            unprivileged.check_key(raw).enforcement,
+                            Enforcement::Forward(_)
+                        ),
+                        "{key:?} is refused to a caller with no rights"
+                    );
+                }
+            }
+            ApiScope::Unknown => unreachable!(),
+        }
+    }
+    assert!(walked >= 87, "walked {walked} API keys");
+    for (key, reason) in [
+        (ApiKey::ShareFetch, DenyReason::ShareGroups),
+        (ApiKey::ShareAcknowledge, DenyReason::ShareGroups),
+        (ApiKey::ShareGroupHeartbeat, DenyReason::ShareGroups),
+        (ApiKey::CreateDelegationToken, DenyReason::DelegationTokens),
+        (
+            ApiKey::DescribeDelegationToken,
+            DenyReason::DelegationTokens,
+        ),
+    ] {
+        assert_eq!(api_scope(key as i16), ApiScope::Refused(reason), "{key:?}");
+    }
+}
+
+/// DescribeTopicPartitions with no topic named asks for every topic: the
+/// answer shows only what the caller may describe.
+#[test]
+fn describe_topic_partitions_for_all_topics_shows_only_describable_ones() {
+    let pol = policy();
+    let who = user(&["analysts"]);
+    let ids = HashMap::new();
+    let gate = Gate {
+        policy: &pol,
+        principal: &who,
+        topic_names: &ids,
+    };
+    let mut req = wire_request(
+        ApiKey::DescribeTopicPartitions,
+        0,
+        &DescribeTopicPartitionsRequest::default(),
+    );
+    let Enforcement::Forward(fixup) = gate
+        .check(ApiKey::DescribeTopicPartitions, 0, &mut req)
+        .enforcement
+    else {
+        panic!("forwarded")
+    };
+    assert!(fixup.needs_response_work(), "the answer is filtered");
+    let mut resp = ResponseKind::DescribeTopicPartitions(
+        DescribeTopicPartitionsResponse::default().with_topics(
+            [
+                "claims.2026",
+                "claims.internal",
+                "patient-records",
+                "secret",
+            ]
+            .iter()
+            .map(|n| {
+                describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(t(n)))
+            })
+            .collect(),
+        ),
+    );
+    fixup.apply(&gate, &mut resp);
+    let ResponseKind::DescribeTopicPartitions(got) =
+        wire_response(ApiKey::DescribeTopicPartitions, 0, &resp)
+    else {
+        unreachable!()
+    };
+    let names: Vec<String> = got
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().0.to_string())
+        .collect();
+    assert_eq!(names, vec!["claims.2026"]);
+}

@@ -8,9 +8,17 @@
 //! - ApiVersions, SaslHandshake, SaslAuthenticate are always allowed (a
 //!   client must negotiate and authenticate before it can be anyone), as are
 //!   the KIP-714 telemetry APIs, which carry client metrics, never records;
-//! - an API key the proxy does not know is refused.
+//! - APIs the proxy cannot govern are refused whatever the policy says:
+//!   share groups (KIP-932: their records would pass unmasked), delegation
+//!   tokens (a token would be minted for the gateway's own broker user), the
+//!   broker-to-broker and controller APIs;
+//! - a raw key kafka-protocol does not know is refused. The match below
+//!   has no catch-all: an API a kafka-protocol upgrade adds does not
+//!   compile until it is given a row.
 use kafka_protocol::messages::ApiKey;
 use streamgate_crds::{BlockedOperation, Operation};
+
+use super::decide::DenyReason;
 
 /// How a request of an API is authorized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +35,9 @@ pub enum ApiScope {
     Transaction,
     /// Cluster-wide: needs the operation on every topic (a rule over `**`).
     Cluster(Operation),
-    /// Not an API the proxy governs: refused.
+    /// An API the proxy knows and refuses whatever the policy says, for this reason.
+    Refused(DenyReason),
+    /// Not an API the proxy knows: refused.
     Unknown,
 }
 
@@ -39,8 +49,13 @@ impl ApiScope {
             ApiScope::Topics(op) | ApiScope::Cluster(op) => Some(op),
             ApiScope::Group => Some(Operation::Read),
             ApiScope::Transaction => Some(Operation::Write),
-            ApiScope::Always | ApiScope::Unknown => None,
+            ApiScope::Always | ApiScope::Refused(_) | ApiScope::Unknown => None,
         }
+    }
+
+    /// Refused before any policy is consulted (and not offered in ApiVersions).
+    pub fn is_refused(self) -> bool {
+        matches!(self, ApiScope::Refused(_) | ApiScope::Unknown)
     }
 }
 
@@ -100,9 +115,28 @@ pub fn api_scope(api_key: i16) -> ApiScope {
         | DescribeUserScramCredentials
         | DescribeTransactions
         | ListTransactions
-        | DescribeDelegationToken
         | DescribeQuorum
         | ListConfigResources => ApiScope::Cluster(Describe),
+        CreateAcls
+        | DeleteAcls
+        | AlterReplicaLogDirs
+        | ElectLeaders
+        | AlterPartitionReassignments
+        | AlterClientQuotas
+        | AlterUserScramCredentials
+        | UpdateFeatures
+        | DeleteGroups => ApiScope::Cluster(Admin),
+        ShareGroupHeartbeat
+        | ShareGroupDescribe
+        | ShareFetch
+        | ShareAcknowledge
+        | DescribeShareGroupOffsets
+        | AlterShareGroupOffsets
+        | DeleteShareGroupOffsets => ApiScope::Refused(DenyReason::ShareGroups),
+        CreateDelegationToken
+        | RenewDelegationToken
+        | ExpireDelegationToken
+        | DescribeDelegationToken => ApiScope::Refused(DenyReason::DelegationTokens),
         // Broker-to-broker and controller APIs are never a client's business.
         WriteTxnMarkers
         | Vote
@@ -124,8 +158,7 @@ pub fn api_scope(api_key: i16) -> ApiScope {
         | ReadShareGroupState
         | WriteShareGroupState
         | DeleteShareGroupState
-        | ReadShareGroupStateSummary => ApiScope::Unknown,
-        _ => ApiScope::Cluster(Admin),
+        | ReadShareGroupStateSummary => ApiScope::Refused(DenyReason::BrokerInternal),
     }
 }
 
@@ -182,8 +215,17 @@ mod tests {
             (SaslAuthenticate, ApiScope::Always),
             (InitProducerId, ApiScope::Transaction),
             (EndTxn, ApiScope::Transaction),
-            (WriteTxnMarkers, ApiScope::Unknown),
-            (Vote, ApiScope::Unknown),
+            (
+                WriteTxnMarkers,
+                ApiScope::Refused(DenyReason::BrokerInternal),
+            ),
+            (Vote, ApiScope::Refused(DenyReason::BrokerInternal)),
+            (ShareFetch, ApiScope::Refused(DenyReason::ShareGroups)),
+            (ShareAcknowledge, ApiScope::Refused(DenyReason::ShareGroups)),
+            (
+                CreateDelegationToken,
+                ApiScope::Refused(DenyReason::DelegationTokens),
+            ),
         ];
         for (key, want) in cases {
             assert_eq!(api_scope(key as i16), want, "{key:?}");
@@ -219,7 +261,6 @@ mod tests {
             (DescribeGroups, Operation::Read),
             (ListGroups, Operation::Read),
             (CreateAcls, Operation::Admin),
-            (CreateDelegationToken, Operation::Admin),
             (TxnOffsetCommit, Operation::Read),
         ] {
             assert_eq!(operation_of(key), op, "{key:?}");

@@ -25,6 +25,7 @@ use kafka_protocol::protocol::Encodable;
 use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
+use super::apis::api_scope;
 use super::decide::CompiledPolicy;
 use super::enforce::{Enforcement, Fixup, Gate, TopicDecision, TopicNames, needs_decoding};
 use super::handle::PolicyHandle;
@@ -191,10 +192,13 @@ impl ResponseFixup {
 }
 
 /// The sidecar answers SaslHandshake and SaslAuthenticate itself, so it
-/// offers them whatever the broker does (KIP-368 needs SaslAuthenticate v1+).
+/// offers them whatever the broker does (KIP-368 needs SaslAuthenticate v1+);
+/// APIs it refuses whatever the policy says are not offered at all.
 fn advertise_sasl(response: &mut ApiVersionsResponse) {
     response.api_keys.retain(|k| {
-        k.api_key != ApiKey::SaslHandshake as i16 && k.api_key != ApiKey::SaslAuthenticate as i16
+        k.api_key != ApiKey::SaslHandshake as i16
+            && k.api_key != ApiKey::SaslAuthenticate as i16
+            && !api_scope(k.api_key).is_refused()
     });
     for (key, max) in [(ApiKey::SaslHandshake, 1), (ApiKey::SaslAuthenticate, 2)] {
         response.api_keys.push(

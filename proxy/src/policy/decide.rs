@@ -121,6 +121,12 @@ pub enum DenyReason {
     Blocked,
     /// The API is not one the proxy knows how to govern.
     UnknownApi,
+    /// Share-group APIs (KIP-932): their records are not masked yet.
+    ShareGroups,
+    /// Delegation tokens would be issued to the gateway's own broker user.
+    DelegationTokens,
+    /// Broker-to-broker and controller APIs.
+    BrokerInternal,
     /// The caller has no identity the policy accepts (e.g. workload identity off).
     Unauthenticated,
 }
@@ -134,6 +140,13 @@ impl DenyReason {
             DenyReason::DeniedByRule => "denied by rule",
             DenyReason::Blocked => "operation blocked by policy",
             DenyReason::UnknownApi => "API not governed by streamgate",
+            DenyReason::ShareGroups => {
+                "share groups are refused: their records cannot be masked yet"
+            }
+            DenyReason::DelegationTokens => {
+                "delegation tokens are refused: one would be issued to the gateway's broker user"
+            }
+            DenyReason::BrokerInternal => "a broker-to-broker API, never a client's",
             DenyReason::Unauthenticated => "caller not authenticated",
         }
     }

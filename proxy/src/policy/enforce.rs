@@ -133,7 +133,9 @@ impl Fixup {
     /// Metadata/OffsetFetch answers to filter.)
     pub fn needs_response_work(&self) -> bool {
         match &self.0 {
-            FixupKind::Metadata(_) | FixupKind::OffsetFetch(_) => true,
+            FixupKind::Metadata(_)
+            | FixupKind::OffsetFetch(_)
+            | FixupKind::DescribeTopicPartitions(_) => true,
             FixupKind::Nothing => false,
             _ => !self.refused_topics().is_empty(),
         }
@@ -249,6 +251,7 @@ impl Gate<'_> {
                 ctx.done(Enforcement::Forward(Fixup::default()))
             }
             ApiScope::Unknown => ctx.done(Enforcement::Close(DenyReason::UnknownApi)),
+            ApiScope::Refused(reason) => ctx.done(Enforcement::Close(reason)),
             // Topic APIs cannot be judged without their topics; refusals that
             // need no request data are answered, the rest close.
             _ => {
@@ -270,8 +273,10 @@ impl Gate<'_> {
 
     /// Unknown or blocked APIs, before anything else.
     fn key_refusal(&self, api_key: i16) -> Option<Enforcement> {
-        if api_scope(api_key) == ApiScope::Unknown {
-            return Some(Enforcement::Close(DenyReason::UnknownApi));
+        match api_scope(api_key) {
+            ApiScope::Unknown => return Some(Enforcement::Close(DenyReason::UnknownApi)),
+            ApiScope::Refused(reason) => return Some(Enforcement::Close(reason)),
+            _ => {}
         }
         let key = ApiKey::try_from(api_key).ok()?;
         if !self.is_blocked(key) {
@@ -1213,6 +1218,21 @@ impl Fixup {
                                     .decide(gate.principal, Operation::Describe, &n)
                                     .is_allow()
                             }))
+                });
+            }
+            (
+                FixupKind::DescribeTopicPartitions(_),
+                ResponseKind::DescribeTopicPartitions(resp),
+            ) => {
+                // An empty topic list asks for every topic: hide what the
+                // caller may not describe (refused names were re-added above).
+                resp.topics.retain(|t| {
+                    t.error_code == TOPIC_AUTH
+                        || t.name.as_ref().is_some_and(|n| {
+                            gate.policy
+                                .decide(gate.principal, Operation::Describe, n)
+                                .is_allow()
+                        })
                 });
             }
             (FixupKind::OffsetFetch(requested), ResponseKind::OffsetFetch(resp)) => {
