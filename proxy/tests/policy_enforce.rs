@@ -975,3 +975,59 @@ fn describe_topic_partitions_for_all_topics_shows_only_describable_ones() {
         .collect();
     assert_eq!(names, vec!["claims.2026"]);
 }
+
+/// KIP-227: an incremental fetch lists only what changed, and the broker's
+/// session keeps sending the rest. After a grant ends the client must not
+/// keep receiving the topic: every fetch goes upstream sessionless and full,
+/// and whatever the broker answers is cut to what the caller may read now.
+#[test]
+fn fetch_sessions_cannot_carry_a_topic_past_its_grant() {
+    let pol = policy();
+    let who = user(&["analysts"]);
+    let ids = HashMap::new();
+    let gate = Gate {
+        policy: &pol,
+        principal: &who,
+        topic_names: &ids,
+    };
+    // An incremental fetch (session 77, epoch 5) that lists only claims.2026
+    // and forgets nothing.
+    let incremental = fetch_request(&[("claims.2026", Uuid::nil())])
+        .with_session_id(77)
+        .with_session_epoch(5);
+    let mut req = wire_request(ApiKey::Fetch, 12, &incremental);
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::Fetch, 12, &mut req).enforcement else {
+        panic!("forwarded")
+    };
+    assert!(fixup.request_changed(), "re-encoded without the session");
+    let RequestKind::Fetch(fwd) = &req else {
+        unreachable!()
+    };
+    assert_eq!(
+        (fwd.session_id, fwd.session_epoch),
+        (0, -1),
+        "sessionless: the broker keeps no partition for this client"
+    );
+    // The broker (a session created elsewhere) still sends patient-records.
+    let data = |name: &'static str| {
+        fetch_response::FetchableTopicResponse::default()
+            .with_topic(t(name))
+            .with_partitions(vec![
+                fetch_response::PartitionData::default()
+                    .with_partition_index(0)
+                    .with_records(Some(Bytes::from_static(b"PHI"))),
+            ])
+    };
+    let mut resp = ResponseKind::Fetch(
+        FetchResponse::default()
+            .with_session_id(77)
+            .with_responses(vec![data("claims.2026"), data("patient-records")]),
+    );
+    fixup.apply(&gate, &mut resp);
+    let ResponseKind::Fetch(got) = wire_response(ApiKey::Fetch, 12, &resp) else {
+        unreachable!()
+    };
+    let names: Vec<&str> = got.responses.iter().map(|t| t.topic.0.as_str()).collect();
+    assert_eq!(names, vec!["claims.2026"], "nothing the caller may not read");
+    assert_eq!(got.session_id, 0, "the client never gets a session to reuse");
+}

@@ -135,7 +135,8 @@ impl Fixup {
         match &self.0 {
             FixupKind::Metadata(_)
             | FixupKind::OffsetFetch(_)
-            | FixupKind::DescribeTopicPartitions(_) => true,
+            | FixupKind::DescribeTopicPartitions(_)
+            | FixupKind::Fetch(_) => true,
             FixupKind::Nothing => false,
             _ => !self.refused_topics().is_empty(),
         }
@@ -146,7 +147,7 @@ impl Fixup {
     /// frame can go upstream as it came.
     pub fn request_changed(&self) -> bool {
         match &self.0 {
-            FixupKind::Metadata(_) => true,
+            FixupKind::Metadata(_) | FixupKind::Fetch(_) => true,
             FixupKind::Nothing | FixupKind::OffsetFetch(_) => false,
             _ => !self.refused_topics().is_empty(),
         }
@@ -311,6 +312,16 @@ impl Gate<'_> {
         let enforcement = match request {
             RequestKind::Produce(req) => check_produce(&mut ctx, req),
             RequestKind::Fetch(req) => {
+                // KIP-227 fetch sessions would let the broker keep sending a
+                // partition the request no longer lists (after a grant
+                // expired or a rule was deleted), and a session id is not
+                // tied to the caller. Every fetch goes upstream sessionless
+                // and full: the broker answers with session id 0, so the
+                // client never sends an incremental fetch, and each request
+                // lists — and is checked for — every partition it reads.
+                req.session_id = 0;
+                req.session_epoch = -1;
+                req.forgotten_topics_data.clear();
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Read, &t.topic, &t.topic_id);
                     (
@@ -1218,6 +1229,33 @@ impl Fixup {
                                     .decide(gate.principal, Operation::Describe, &n)
                                     .is_allow()
                             }))
+                });
+            }
+            (FixupKind::Fetch(denied), ResponseKind::Fetch(resp)) => {
+                // Whatever the broker sends, the client gets only partitions
+                // it may read now (and the refusals re-added above).
+                resp.session_id = 0;
+                resp.responses.retain(|t| {
+                    let refused = denied.iter().any(|d| {
+                        if d.id.is_nil() {
+                            d.name == t.topic
+                        } else {
+                            d.id == t.topic_id
+                        }
+                    });
+                    let name = if t.topic_id.is_nil() {
+                        Some(t.topic.clone())
+                    } else {
+                        gate.topic_names
+                            .topic_name(&t.topic_id)
+                            .map(|n| TopicName(StrBytes::from_string(n)))
+                    };
+                    refused
+                        || name.is_some_and(|n| {
+                            gate.policy
+                                .decide(gate.principal, Operation::Read, &n)
+                                .is_allow()
+                        })
                 });
             }
             (
