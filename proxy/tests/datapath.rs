@@ -474,3 +474,60 @@ async fn a_broker_answer_with_a_huge_array_count_closes_only_that_client() {
         "the process lives on"
     );
 }
+
+/// Only `patient-events` may be read here.
+const READ_EVENTS_ONLY: &str = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: events-only}
+spec:
+  identity: {workloadIdentity: true}
+  rules:
+    - name: events
+      subjects: [{kind: ServiceAccount, name: "*"}]
+      topics: [patient-events]
+      operations: [Read, Describe]
+  audit: {payload: Digest, failureMode: Closed}
+"#;
+
+/// KIP-227 against a broker that keeps fetch sessions (Apache Kafka does;
+/// tansu answers every fetch with session id 0, so this cannot be shown on
+/// it): a client's incremental fetch names only what changed and the
+/// broker's session sends the rest — here `patient-records`, which the
+/// caller may no longer read. The session never reaches the broker, and what
+/// the broker sends anyway never reaches the client.
+#[tokio::test]
+async fn a_fetch_session_cannot_deliver_a_topic_the_caller_may_not_read() {
+    let broker = ScriptedBroker::start().await;
+    let options = Options {
+        manifests: Some(READ_EVENTS_ONLY),
+        ..Options::default()
+    };
+    let sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    let incremental = fetch().with_session_id(77).with_session_epoch(5);
+    client.send(ApiKey::Fetch, FETCH, 1, &incremental).await;
+    let upstream = broker.recv().await;
+    let sent: FetchRequest = upstream.frame.decode();
+    assert_eq!(
+        (sent.session_id, sent.session_epoch),
+        (0, -1),
+        "sessionless upstream"
+    );
+    let mut answer = fetch_answer("lab value");
+    answer.session_id = 77;
+    answer.responses.push(
+        FetchableTopicResponse::default()
+            .with_topic(name("patient-records"))
+            .with_partitions(vec![
+                PartitionData::default()
+                    .with_high_watermark(1)
+                    .with_records(Some(batch(r#"{"ssn":"123-45-6789"}"#))),
+            ]),
+    );
+    upstream.reply(&answer).await;
+    let (_, got) = client.recv::<FetchResponse>(ApiKey::Fetch, FETCH).await;
+    let topics: Vec<&str> = got.responses.iter().map(|t| t.topic.0.as_str()).collect();
+    assert_eq!(topics, vec![TOPIC], "nothing the caller may not read");
+    assert_eq!(got.session_id, 0, "no session id to reuse");
+}
