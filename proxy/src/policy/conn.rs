@@ -185,8 +185,9 @@ impl ResponseFixup {
             principal,
             topic_names: self.topic_names.as_ref(),
         };
-        self.fixup.apply(&gate, body);
-        response.changed();
+        if self.fixup.apply(&gate, body) {
+            response.changed();
+        }
         Ok(())
     }
 }

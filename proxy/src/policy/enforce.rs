@@ -1210,12 +1210,16 @@ fn partition_error_fetch(p: i32, code: i16) -> fetch_response::PartitionData {
 
 impl Fixup {
     /// Add the refusals to a response from the broker (or to an empty local one).
-    pub fn apply(&self, gate: &Gate<'_>, response: &mut ResponseKind) {
+    /// Returns whether the response changed (an unchanged one is forwarded
+    /// as the broker's bytes, not re-encoded).
+    pub fn apply(&self, gate: &Gate<'_>, response: &mut ResponseKind) -> bool {
+        let mut changed = !self.refused_topics().is_empty();
         self.apply_pure(response, None);
         match (&self.0, response) {
             (FixupKind::Metadata(_), ResponseKind::Metadata(resp)) => {
                 // Hide what the caller may not describe; explicitly requested
                 // refused topics were re-added with their error above.
+                let before = resp.topics.len();
                 resp.topics.retain(|t| {
                     t.error_code == TOPIC_AUTH
                         || t.name.as_ref().is_some_and(|n| {
@@ -1230,11 +1234,14 @@ impl Fixup {
                                     .is_allow()
                             }))
                 });
+                changed |= resp.topics.len() != before;
             }
             (FixupKind::Fetch(denied), ResponseKind::Fetch(resp)) => {
                 // Whatever the broker sends, the client gets only partitions
                 // it may read now (and the refusals re-added above).
+                changed |= resp.session_id != 0;
                 resp.session_id = 0;
+                let before = resp.responses.len();
                 resp.responses.retain(|t| {
                     let refused = denied.iter().any(|d| {
                         if d.id.is_nil() {
@@ -1257,6 +1264,7 @@ impl Fixup {
                                 .is_allow()
                         })
                 });
+                changed |= resp.responses.len() != before;
             }
             (
                 FixupKind::DescribeTopicPartitions(_),
@@ -1264,6 +1272,7 @@ impl Fixup {
             ) => {
                 // An empty topic list asks for every topic: hide what the
                 // caller may not describe (refused names were re-added above).
+                let before = resp.topics.len();
                 resp.topics.retain(|t| {
                     t.error_code == TOPIC_AUTH
                         || t.name.as_ref().is_some_and(|n| {
@@ -1272,8 +1281,10 @@ impl Fixup {
                                 .is_allow()
                         })
                 });
+                changed |= resp.topics.len() != before;
             }
             (FixupKind::OffsetFetch(requested), ResponseKind::OffsetFetch(resp)) => {
+                changed = true;
                 let allowed = |name: &TopicName| {
                     gate.policy
                         .decide(gate.principal, Operation::Read, name)
@@ -1303,6 +1314,7 @@ impl Fixup {
             }
             _ => {}
         }
+        changed
     }
 
     fn apply_with_code(&self, _gate: &Gate<'_>, response: &mut ResponseKind, code: i16) {
