@@ -531,3 +531,87 @@ async fn a_fetch_session_cannot_deliver_a_topic_the_caller_may_not_read() {
     assert_eq!(topics, vec![TOPIC], "nothing the caller may not read");
     assert_eq!(got.session_id, 0, "no session id to reuse");
 }
+
+/// `--max-connections`: beyond it a new connection is closed at accept; the
+/// ones being served carry on, and a slot freed is reused.
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_at_accept() {
+    let broker = ScriptedBroker::start().await;
+    let options = Options {
+        args: vec!["--max-connections=1".into()],
+        ..Options::default()
+    };
+    let sidecar = Sidecar::start(&broker, options).await;
+    let mut first = sidecar.client().await;
+    assert_eq!(round_trip(&mut first, &broker, 1).await, 1);
+    let mut second = sidecar.client().await;
+    assert!(second.closed().await, "over the limit: closed");
+    assert_eq!(
+        round_trip(&mut first, &broker, 2).await,
+        2,
+        "the first carries on"
+    );
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut third = sidecar.client().await;
+        third
+            .send(ApiKey::ListOffsets, LIST_OFFSETS, 3, &list_offsets())
+            .await;
+        if let Some(request) = broker.try_recv(Duration::from_millis(200)).await {
+            request.reply(&ListOffsetsResponse::default()).await;
+            let (id, _) = third
+                .recv::<ListOffsetsResponse>(ApiKey::ListOffsets, LIST_OFFSETS)
+                .await;
+            assert_eq!(id, 3);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed slot is reused"
+        );
+    }
+}
+
+/// `--idle-timeout`: a connection with no request for that long is closed.
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let broker = ScriptedBroker::start().await;
+    let options = Options {
+        args: vec!["--idle-timeout=300ms".into()],
+        ..Options::default()
+    };
+    let sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    assert_eq!(round_trip(&mut client, &broker, 1).await, 1);
+    assert!(
+        client.closed().await,
+        "closed after 300 ms without a request"
+    );
+}
+
+/// Without workload identity a caller must authenticate: one that does not
+/// within `--auth-timeout` is closed, and before it has, a frame over
+/// `--pre-auth-max-frame-bytes` closes the connection unread.
+#[tokio::test]
+async fn an_unauthenticated_connection_is_bounded_in_time_and_frame_size() {
+    let broker = ScriptedBroker::start().await;
+    let no_workload_identity =
+        ALLOW_ALL.replace("workloadIdentity: true", "workloadIdentity: false");
+    let options = Options {
+        manifests: Some(&no_workload_identity),
+        args: vec![
+            "--auth-timeout=300ms".into(),
+            "--pre-auth-max-frame-bytes=1024".into(),
+        ],
+        ..Options::default()
+    };
+    let sidecar = Sidecar::start(&broker, options).await;
+    let mut silent = sidecar.client().await;
+    assert!(silent.closed().await, "closed after 300 ms unauthenticated");
+    let mut big = sidecar.client().await;
+    let mut frame = vec![0u8; 4 + 2048];
+    frame[..4].copy_from_slice(&2048i32.to_be_bytes());
+    big.write(&frame[..4]).await;
+    assert!(big.closed().await, "a 2 KiB frame before authentication");
+}

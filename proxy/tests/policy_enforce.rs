@@ -1028,6 +1028,13 @@ fn fetch_sessions_cannot_carry_a_topic_past_its_grant() {
         unreachable!()
     };
     let names: Vec<&str> = got.responses.iter().map(|t| t.topic.0.as_str()).collect();
-    assert_eq!(names, vec!["claims.2026"], "nothing the caller may not read");
-    assert_eq!(got.session_id, 0, "the client never gets a session to reuse");
+    assert_eq!(
+        names,
+        vec!["claims.2026"],
+        "nothing the caller may not read"
+    );
+    assert_eq!(
+        got.session_id, 0,
+        "the client never gets a session to reuse"
+    );
 }

@@ -3,6 +3,7 @@
 //! `streamgate_crds::contract`).
 
 use crate::audit::stage::AuditFlags;
+use crate::datapath::limits::ConnLimits;
 use crate::datapath::upstream::SaslMechanism;
 use crate::kafka::codec;
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct RunArgs {
     /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
     #[arg(long, env = streamgate_crds::contract::ENV_POLICY_KUBE)]
     pub policy_kube: bool,
+    #[command(flatten)]
+    pub limits: ConnLimits,
     #[command(flatten)]
     pub audit: AuditFlags,
     /// Where AccessApproval requests are written in directory mode (default:

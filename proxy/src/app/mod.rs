@@ -109,6 +109,7 @@ impl App {
             audit: Some(trail),
             masking: MaskingState::new(args.secret_dir.clone()),
             metrics: Metrics::new(Some(Arc::clone(audit.health()))),
+            limits: args.limits.clone(),
         }));
         let bootstrap =
             state::bind(args.listen).with_context(|| format!("listen on {}", args.listen))?;

@@ -162,10 +162,29 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let limits = &proxy.limits;
+    let mut authenticated = pipeline.is_authenticated();
+    let frame_cap = |authenticated: bool| {
+        if authenticated {
+            proxy.upstream.max_frame
+        } else {
+            limits
+                .pre_auth_max_frame_bytes
+                .min(proxy.upstream.max_frame)
+        }
+    };
     let mut reader =
-        FramedRead::with_capacity(client, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
+        FramedRead::with_capacity(client, FrameCodec::new(frame_cap(authenticated)), IO_BUFFER);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, broker);
+    let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
     loop {
+        let idle = tokio::time::sleep(limits.idle_timeout);
+        let unauthenticated_until = async {
+            if authenticated {
+                std::future::pending::<()>().await
+            }
+            tokio::time::sleep_until(auth_deadline).await
+        };
         let next = tokio::select! {
             biased;
             () = proxy.shutdown.cancelled() => {
@@ -173,6 +192,12 @@ where
                 return Ok(Ended::Shutdown);
             }
             next = reader.next() => next,
+            () = idle => return Err(ConnError::Refused(format!(
+                "no request for {}", humantime::format_duration(limits.idle_timeout)
+            ))),
+            () = unauthenticated_until => return Err(ConnError::Refused(format!(
+                "not authenticated within {}", humantime::format_duration(limits.auth_timeout)
+            ))),
         };
         let Some(frame) = next else {
             return Ok(Ended::ClientClosed);
@@ -184,6 +209,10 @@ where
         let started = Instant::now();
         proxy.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
         let (meta, step) = pipeline.request(frame).await?;
+        if !authenticated && pipeline.is_authenticated() {
+            authenticated = true;
+            reader.decoder_mut().set_max_frame(frame_cap(true));
+        }
         let entry = match step {
             Step::Forward { frame, carry } => {
                 let entry = match carry {

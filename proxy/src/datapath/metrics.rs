@@ -35,6 +35,8 @@ pub struct Metrics {
     registry: Registry,
     pub connections_total: Counter,
     pub connections_active: Gauge,
+    /// Closed at accept: the connection limit was reached.
+    pub connections_refused: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     per_api: HashMap<i16, ApiMetrics>,
@@ -91,6 +93,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("streamgate_proxy");
         let connections_total = Counter::default();
         let connections_active = Gauge::default();
+        let connections_refused = Counter::default();
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
         let requests = Family::<ApiLabel, Counter>::default();
@@ -105,6 +108,11 @@ impl Metrics {
             "client_connections_active",
             "Client connections open now",
             connections_active.clone(),
+        );
+        registry.register(
+            "client_connections_refused",
+            "Client connections closed at accept because the connection limit was reached",
+            connections_refused.clone(),
         );
         registry.register(
             "client_bytes_in",
@@ -149,6 +157,7 @@ impl Metrics {
             registry,
             connections_total,
             connections_active,
+            connections_refused,
             bytes_in,
             bytes_out,
             per_api,

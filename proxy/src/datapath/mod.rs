@@ -15,6 +15,7 @@
 //! - `upstream`   — broker connections: TLS (rustls/ring), SASL PLAIN/SCRAM
 //! - `admin`, `metrics` — /healthz, /readyz, /metrics
 //! - `config`     — checks on the data path's flags
+//! - `limits`     — connections, idle and authentication time, pre-auth frame size
 //!
 //! Dependencies used here and why: kafka-protocol (message codecs), bytes
 //! (zero-copy frames), tokio-util (framing, cancellation, task tracking),
@@ -27,6 +28,7 @@ pub(crate) mod apis;
 pub(crate) mod config;
 mod connection;
 pub mod exchange;
+pub mod limits;
 pub(crate) mod metrics;
 mod pipeline;
 pub(crate) mod session;

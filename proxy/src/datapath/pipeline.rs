@@ -88,6 +88,11 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Whether the caller has proved who it is (see [`ConnGate::is_authenticated`]).
+    pub fn is_authenticated(&self) -> bool {
+        self.gate.is_authenticated()
+    }
+
     /// One client frame (size prefix removed), through every stage in order.
     pub async fn request(&mut self, frame: Bytes) -> Result<(RequestMeta, Step), StageError> {
         let proxy = self.proxy;

@@ -7,6 +7,7 @@
 use super::addresses::AddressPlan;
 use super::apis::Learned;
 use super::connection;
+use super::limits::ConnLimits;
 use super::metrics::Metrics;
 use super::session::Target;
 use super::upstream::UpstreamConfig;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,6 +43,10 @@ pub struct Proxy {
     pub masking: MaskingState,
     /// Every connection task: shutdown waits for them (with a deadline).
     pub connections: TaskTracker,
+    /// Connection, time and pre-authentication limits.
+    pub limits: ConnLimits,
+    /// One permit per client connection served ([`ConnLimits::max_connections`]).
+    slots: Arc<Semaphore>,
     brokers: RwLock<HashMap<i32, String>>,
     listening: Mutex<HashSet<i32>>,
 }
@@ -55,6 +61,7 @@ pub struct Parts {
     pub audit: Option<AuditTrail>,
     pub masking: MaskingState,
     pub metrics: Metrics,
+    pub limits: ConnLimits,
 }
 
 impl Proxy {
@@ -67,6 +74,7 @@ impl Proxy {
             audit,
             masking,
             metrics,
+            limits,
         } = parts;
         Self {
             plan,
@@ -79,6 +87,8 @@ impl Proxy {
             audit,
             masking,
             connections: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
             brokers: RwLock::default(),
             listening: Mutex::default(),
         }
@@ -160,6 +170,14 @@ impl Proxy {
             };
             match accepted {
                 Ok((socket, peer)) => {
+                    let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                        // Closed at once: the app sees a reset and retries,
+                        // and no broker connection or buffer is spent on it.
+                        self.metrics.connections_refused.inc();
+                        tracing::warn!(%peer, max = self.limits.max_connections, "connection limit reached; closing the new connection");
+                        drop(socket);
+                        continue;
+                    };
                     let _ = socket.set_nodelay(true);
                     self.metrics.connections_total.inc();
                     self.metrics.connections_active.inc();
@@ -167,6 +185,7 @@ impl Proxy {
                     self.connections.spawn(async move {
                         connection::serve(Arc::clone(&proxy), socket, peer, target).await;
                         proxy.metrics.connections_active.dec();
+                        drop(slot);
                     });
                 }
                 Err(error) => {

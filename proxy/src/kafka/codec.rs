@@ -44,7 +44,16 @@ impl FrameCodec {
     pub fn new(max_frame: usize) -> Self {
         Self { max_frame }
     }
+
+    /// Change the cap (tighter before authentication, the full one after).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
 }
+
+/// Buffer space reserved ahead of the bytes that arrived: a length prefix
+/// alone must not make the proxy reserve the whole frame it announces.
+const RESERVE_AHEAD: usize = 64 * 1024;
 
 impl Decoder for FrameCodec {
     type Item = Bytes;
@@ -63,8 +72,9 @@ impl Decoder for FrameCodec {
             });
         }
         if src.len() < 4 + size {
-            // Reserve once for the whole frame so a large fetch is not grown piecemeal.
-            src.reserve(4 + size - src.len());
+            // Grow with what arrives (amortized doubling by BytesMut), never
+            // by what the prefix only claims.
+            src.reserve((4 + size - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         src.advance(4);
@@ -236,6 +246,18 @@ mod tests {
         partial.unsplit(wire);
         assert_eq!(codec.decode(&mut partial).unwrap().unwrap(), b);
         assert!(partial.is_empty());
+    }
+
+    #[test]
+    fn a_length_prefix_alone_does_not_reserve_the_frame_it_announces() {
+        let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME);
+        let mut wire = BytesMut::from(&[0x05u8, 0xff, 0xff, 0xff][..]);
+        assert!(codec.decode(&mut wire).unwrap().is_none());
+        assert!(
+            wire.capacity() <= 2 * RESERVE_AHEAD,
+            "reserved {} bytes for a frame that has not arrived",
+            wire.capacity()
+        );
     }
 
     #[test]

@@ -255,6 +255,12 @@ impl ConnGate {
         }
     }
 
+    /// Whether the caller is someone now (SASL session, or workload identity
+    /// the policy in force accepts).
+    pub fn is_authenticated(&self) -> bool {
+        self.principal(&self.shared.policy.current()).is_some()
+    }
+
     /// The per-topic decisions of the last request (for approvals).
     pub fn decisions(&self) -> &[TopicDecision] {
         &self.decisions

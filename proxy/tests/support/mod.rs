@@ -56,6 +56,8 @@ pub struct Options<'a> {
     pub manifests: Option<&'a str>,
     /// Point the audit spool at a file, so no record can be made durable.
     pub broken_audit: bool,
+    /// More `run` flags (e.g. limits).
+    pub args: Vec<String>,
 }
 
 impl Sidecar {
@@ -73,7 +75,7 @@ impl Sidecar {
             std::fs::write(&audit_dir, b"not a directory").unwrap();
         }
         let listen = SocketAddr::from(([127, 0, 0, 1], free_proxy_port()));
-        let cli = Cli::try_parse_from([
+        let base = [
             "streamgate-proxy".to_string(),
             format!("--listen={listen}"),
             format!("--upstream={}", broker.addr()),
@@ -85,8 +87,8 @@ impl Sidecar {
             format!("--audit-dir={}", audit_dir.display()),
             "--audit-otlp=false".into(),
             "--audit-events=false".into(),
-        ])
-        .unwrap();
+        ];
+        let cli = Cli::try_parse_from(base.into_iter().chain(options.args)).unwrap();
         let app = App::build(&cli.run, Environment::with_workload(workload()))
             .await
             .unwrap();

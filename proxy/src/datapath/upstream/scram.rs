@@ -21,11 +21,18 @@ pub enum ScramError {
     NonceMismatch,
     #[error("server sent an invalid {0}")]
     Invalid(&'static str),
+    #[error("server asks for {0} PBKDF2 iterations, more than the {MAX_ITERATIONS} accepted")]
+    TooManyIterations(u32),
     #[error("server rejected the credential: {0}")]
     ServerError(String),
     #[error("server signature does not match: the broker did not prove it knows the credential")]
     BadServerSignature,
 }
+
+/// The most PBKDF2 iterations a broker may ask for. Kafka's own ceiling is
+/// 16384; a broker (or someone in its place) asking for billions would pin a
+/// core for minutes on every connection.
+pub const MAX_ITERATIONS: u32 = 100_000;
 
 /// One SCRAM exchange in progress. `Debug` never shows the password.
 pub struct ScramClient {
@@ -97,6 +104,9 @@ impl ScramClient {
             .map_err(|_| ScramError::Invalid("iteration count"))?;
         if iterations == 0 {
             return Err(ScramError::Invalid("iteration count"));
+        }
+        if iterations > MAX_ITERATIONS {
+            return Err(ScramError::TooManyIterations(iterations));
         }
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!(
@@ -223,6 +233,16 @@ mod tests {
             !format!("{c:?}").contains("pw"),
             "Debug never shows the password"
         );
+    }
+
+    #[test]
+    fn an_iteration_count_that_would_pin_a_core_is_refused() {
+        let c = ScramClient::new(ScramHash::Sha256, "gw", "pw", "abc");
+        assert_eq!(
+            c.client_final("r=abcdef,s=AAAA,i=4294967295"),
+            Err(ScramError::TooManyIterations(u32::MAX))
+        );
+        assert!(c.client_final("r=abcdef,s=AAAA,i=4096").is_ok());
     }
 
     #[test]
