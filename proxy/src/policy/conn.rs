@@ -233,6 +233,8 @@ pub struct ConnGate {
     shared: Arc<GateShared>,
     sasl: SaslServer,
     decisions: Vec<TopicDecision>,
+    /// The caller had an identity on this connection at some point.
+    was_authenticated: bool,
 }
 
 impl ConnGate {
@@ -241,6 +243,7 @@ impl ConnGate {
             shared,
             sasl: SaslServer::new(),
             decisions: Vec::new(),
+            was_authenticated: false,
         }
     }
 
@@ -350,9 +353,14 @@ impl ConnGate {
         }
         let policy = self.shared.policy.current();
         let principal = self.principal(&policy);
-        if principal.is_none() && api_key != ApiKey::ApiVersions {
+        if principal.is_some() {
+            self.was_authenticated = true;
+        } else if api_key != ApiKey::ApiVersions && !self.was_authenticated {
             // As a SASL listener of a broker does: before authentication only
             // ApiVersions and SASL are spoken, and nothing else is decoded.
+            // (A connection that had an identity and lost it — workload
+            // identity switched off — gets authorization errors instead, so
+            // its app sees why.)
             return Ok(FrameAction::Close(format!(
                 "{api_key:?} before authentication (only ApiVersions and SASL are accepted until then)"
             )));
