@@ -134,6 +134,20 @@ pub struct PolicyRule {
     /// Just-in-time: allowed only under an approved AccessApproval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRequirement>,
+    /// Consumer group ids (globs, like topics) the subjects may join, commit
+    /// to, describe and delete under this rule, when it gives `Read`.
+    /// Empty: only groups named after the caller — its name, or its name
+    /// followed by `-`, `.`, `_` or `:` — so one tenant cannot join, read or
+    /// reset another's group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 249)))]
+    pub groups: Vec<String>,
+    /// Transactional ids (globs) the subjects may use under this rule, when
+    /// it gives `Write`. Empty: only ids named after the caller, as for
+    /// groups — so no app can fence another's producer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 249)))]
+    pub transactional_ids: Vec<String>,
 }
 
 /// Who may approve, and for how long at most.

@@ -169,6 +169,16 @@ pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationE
         }
         p.subjects(&format!("{at}.subjects"), &rule.subjects, true);
         p.topics(&format!("{at}.topics"), &rule.topics);
+        for (list, globs) in [
+            ("groups", &rule.groups),
+            ("transactionalIds", &rule.transactional_ids),
+        ] {
+            for (j, glob) in globs.iter().enumerate() {
+                if let Err(reason) = check_topic_glob(glob) {
+                    p.add(format!("{at}.{list}[{j}]"), reason);
+                }
+            }
+        }
         if rule.operations.is_empty() {
             p.add(
                 format!("{at}.operations"),

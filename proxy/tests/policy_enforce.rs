@@ -1038,3 +1038,153 @@ fn fetch_sessions_cannot_carry_a_topic_past_its_grant() {
         "the client never gets a session to reuse"
     );
 }
+
+/// Groups and transactional ids are scoped: a caller allowed to read some
+/// topic cannot join, describe, reset or delete another tenant's group, nor
+/// fence another app's producer through its transactional id.
+#[test]
+fn groups_and_transactional_ids_are_scoped_to_their_owner() {
+    let pol = policy();
+    let ids = HashMap::new();
+    let analyst = Principal {
+        name: "claims-etl".into(),
+        ..user(&["analysts", "clinicians"])
+    };
+    let gate = Gate {
+        policy: &pol,
+        principal: &analyst,
+        topic_names: &ids,
+    };
+    let g = |s: &'static str| GroupId(StrBytes::from_static_str(s));
+    // Its own group (named after it): forwarded. Another's: refused.
+    let mut own = wire_request(
+        ApiKey::JoinGroup,
+        7,
+        &JoinGroupRequest::default().with_group_id(g("claims-etl-consumers")),
+    );
+    assert!(matches!(
+        gate.check(ApiKey::JoinGroup, 7, &mut own).enforcement,
+        Enforcement::Forward(_)
+    ));
+    for (key, version, request) in [
+        (
+            ApiKey::JoinGroup,
+            7,
+            wire_request(
+                ApiKey::JoinGroup,
+                7,
+                &JoinGroupRequest::default().with_group_id(g("billing")),
+            ),
+        ),
+        (
+            ApiKey::OffsetDelete,
+            0,
+            wire_request(
+                ApiKey::OffsetDelete,
+                0,
+                &OffsetDeleteRequest::default().with_group_id(g("billing")),
+            ),
+        ),
+        (
+            ApiKey::Heartbeat,
+            4,
+            wire_request(
+                ApiKey::Heartbeat,
+                4,
+                &HeartbeatRequest::default().with_group_id(g("billing")),
+            ),
+        ),
+    ] {
+        let mut request = request;
+        let Enforcement::Respond(resp) = gate.check(key, version, &mut request).enforcement else {
+            panic!("{key:?} on another tenant's group is answered locally")
+        };
+        let code = match wire_response(key, version, &resp) {
+            ResponseKind::JoinGroup(r) => r.error_code,
+            ResponseKind::OffsetDelete(r) => r.error_code,
+            ResponseKind::Heartbeat(r) => r.error_code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code, GROUP_AUTH, "{key:?}");
+    }
+    // Fencing another app's producer: InitProducerId with its transactional id.
+    let t = |s: &'static str| TransactionalId(StrBytes::from_static_str(s));
+    let mut fence = wire_request(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default().with_transactional_id(Some(t("billing-tx-1"))),
+    );
+    let Enforcement::Respond(resp) = gate
+        .check(ApiKey::InitProducerId, 4, &mut fence)
+        .enforcement
+    else {
+        panic!("refused")
+    };
+    let ResponseKind::InitProducerId(got) = wire_response(ApiKey::InitProducerId, 4, &resp) else {
+        unreachable!()
+    };
+    assert_eq!(got.error_code, TXN_AUTH);
+    let mut mine = wire_request(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default().with_transactional_id(Some(t("claims-etl.tx"))),
+    );
+    assert!(matches!(
+        gate.check(ApiKey::InitProducerId, 4, &mut mine).enforcement,
+        Enforcement::Forward(_)
+    ));
+    // DescribeGroups: the other tenant's group is answered refused, the own
+    // one goes to the broker.
+    let mut describe = wire_request(
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![g("claims-etl"), g("billing")]),
+    );
+    let Enforcement::Forward(fixup) = gate
+        .check(ApiKey::DescribeGroups, 5, &mut describe)
+        .enforcement
+    else {
+        panic!("forwarded")
+    };
+    let RequestKind::DescribeGroups(fwd) = &describe else {
+        unreachable!()
+    };
+    assert_eq!(fwd.groups, vec![g("claims-etl")]);
+    let mut resp =
+        ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(vec![
+            describe_groups_response::DescribedGroup::default().with_group_id(g("claims-etl")),
+        ]));
+    assert!(fixup.apply(&gate, &mut resp));
+    let ResponseKind::DescribeGroups(got) = wire_response(ApiKey::DescribeGroups, 5, &resp) else {
+        unreachable!()
+    };
+    let got: Vec<(String, i16)> = got
+        .groups
+        .iter()
+        .map(|d| (d.group_id.to_string(), d.error_code))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("claims-etl".into(), 0), ("billing".into(), GROUP_AUTH)]
+    );
+    // ListGroups: only the caller's groups come back.
+    let mut list = wire_request(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+    let Enforcement::Forward(fixup) = gate.check(ApiKey::ListGroups, 4, &mut list).enforcement
+    else {
+        panic!("forwarded")
+    };
+    let mut resp = ResponseKind::ListGroups(
+        ListGroupsResponse::default().with_groups(
+            ["claims-etl-consumers", "billing", "claims-etlx"]
+                .iter()
+                .map(|n| list_groups_response::ListedGroup::default().with_group_id(g(n)))
+                .collect(),
+        ),
+    );
+    assert!(fixup.apply(&gate, &mut resp));
+    let ResponseKind::ListGroups(got) = wire_response(ApiKey::ListGroups, 4, &resp) else {
+        unreachable!()
+    };
+    let names: Vec<String> = got.groups.iter().map(|g| g.group_id.to_string()).collect();
+    assert_eq!(names, vec!["claims-etl-consumers"]);
+}

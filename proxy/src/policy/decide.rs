@@ -303,15 +303,22 @@ impl CompiledPolicy {
     pub fn may_any(&self, principal: &Principal, op: Operation) -> bool {
         self.matching_rules(principal, op, |_| true)
             .any(|(_, r)| r.effect == Effect::Allow && r.approval.is_none())
-            || self.grants.iter().any(|g| {
-                g.requester_kind == principal.kind
-                    && g.requester_name == principal.name
-                    && g.operations.contains(&op)
-                    && Utc::now() < g.expires_at
-            })
+            || self.has_live_grant(principal, op)
     }
 
-    fn matching_rules<'a>(
+    /// Does an approved, unexpired AccessApproval give `principal` `op`?
+    pub(crate) fn has_live_grant(&self, principal: &Principal, op: Operation) -> bool {
+        self.grants.iter().any(|g| {
+            g.requester_kind == principal.kind
+                && g.requester_name == principal.name
+                && g.operations.contains(&op)
+                && Utc::now() < g.expires_at
+        })
+    }
+
+    /// The rules giving `principal` the operation `op` where `topic_ok` holds
+    /// (Allow and Deny alike; callers weigh them).
+    pub(crate) fn matching_rules<'a>(
         &'a self,
         principal: &'a Principal,
         op: Operation,

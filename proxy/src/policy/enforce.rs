@@ -32,6 +32,7 @@ use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
 use super::apis::{ApiScope, api_scope, blocked_as};
+use super::coordination::{self, Coordination};
 use super::decide::{CompiledPolicy, DenyReason, PolicyDecision};
 
 const TOPIC_AUTH: i16 = ResponseError::TopicAuthorizationFailed.code();
@@ -121,6 +122,10 @@ enum FixupKind {
     Metadata(Vec<Denied>),
     /// Names the request asked for explicitly (others are filtered silently).
     OffsetFetch(HashSet<String>),
+    /// Groups removed from the request, answered GROUP_AUTHORIZATION_FAILED.
+    DescribeGroups(Vec<GroupId>),
+    /// The answer keeps only groups the caller may use.
+    ListGroups,
 }
 
 impl Fixup {
@@ -136,7 +141,9 @@ impl Fixup {
             FixupKind::Metadata(_)
             | FixupKind::OffsetFetch(_)
             | FixupKind::DescribeTopicPartitions(_)
-            | FixupKind::Fetch(_) => true,
+            | FixupKind::Fetch(_)
+            | FixupKind::ListGroups => true,
+            FixupKind::DescribeGroups(refused) => !refused.is_empty(),
             FixupKind::Nothing => false,
             _ => !self.refused_topics().is_empty(),
         }
@@ -148,7 +155,8 @@ impl Fixup {
     pub fn request_changed(&self) -> bool {
         match &self.0 {
             FixupKind::Metadata(_) | FixupKind::Fetch(_) => true,
-            FixupKind::Nothing | FixupKind::OffsetFetch(_) => false,
+            FixupKind::DescribeGroups(refused) => !refused.is_empty(),
+            FixupKind::Nothing | FixupKind::OffsetFetch(_) | FixupKind::ListGroups => false,
             _ => !self.refused_topics().is_empty(),
         }
     }
@@ -309,6 +317,18 @@ impl Gate<'_> {
                     .decide_cluster(self.principal, Operation::Admin)
                     .is_allow()
         };
+        // Groups and transactional ids first: a request naming one the
+        // caller may not use is refused whole (DescribeGroups and ListGroups
+        // are filtered instead, below).
+        if !matches!(request, RequestKind::DescribeGroups(_)) {
+            let named = coordination::named(request);
+            if let Some((kind, id)) =
+                coordination::first_refused(self.policy, self.principal, &named)
+            {
+                tracing::debug!(?kind, id, api = ?api_key, "coordination id refused");
+                return ctx.done(coordination_refusal(self, api_key, version, request, kind));
+            }
+        }
         let enforcement = match request {
             RequestKind::Produce(req) => check_produce(&mut ctx, req),
             RequestKind::Fetch(req) => {
@@ -680,7 +700,14 @@ impl Gate<'_> {
             }
             RequestKind::DescribeGroups(req) => {
                 if self.policy.may_any(self.principal, Operation::Read) {
-                    Enforcement::Forward(Fixup::default())
+                    let refused = split(&mut req.groups, |g| {
+                        self.policy.may_use(self.principal, Coordination::Group, g)
+                    });
+                    forward_or_local(
+                        req.groups.is_empty() && !refused.is_empty(),
+                        FixupKind::DescribeGroups(refused),
+                        ResponseKind::DescribeGroups(DescribeGroupsResponse::default()),
+                    )
                 } else {
                     let groups = req
                         .groups
@@ -694,6 +721,16 @@ impl Gate<'_> {
                     Enforcement::Respond(ResponseKind::DescribeGroups(
                         DescribeGroupsResponse::default().with_groups(groups),
                     ))
+                }
+            }
+            RequestKind::ListGroups(_) => {
+                if self.policy.may_any(self.principal, Operation::Read) {
+                    Enforcement::Forward(Fixup(FixupKind::ListGroups))
+                } else {
+                    match top_level_error(api_key, GROUP_AUTH) {
+                        Some(r) => Enforcement::Respond(r),
+                        None => Enforcement::Close(DenyReason::NoMatchingRule),
+                    }
                 }
             }
             RequestKind::ConsumerGroupDescribe(req) => {
@@ -858,6 +895,137 @@ fn split_resources<T>(
 
 /// Forward with a fixup, or — when the request has nothing left — answer
 /// locally with the fixup applied to an empty response.
+/// The answer to a request naming a group or transactional id the caller
+/// may not use: the API's own authorization error, where the protocol puts it.
+fn coordination_refusal(
+    gate: &Gate<'_>,
+    api_key: ApiKey,
+    version: i16,
+    request: &mut RequestKind,
+    kind: Coordination,
+) -> Enforcement {
+    let code = match kind {
+        Coordination::Group => GROUP_AUTH,
+        Coordination::TransactionalId => TXN_AUTH,
+    };
+    let every = |items: &mut Vec<Denied>| std::mem::take(items);
+    let resp = match request {
+        RequestKind::FindCoordinator(req) => find_coordinator_refusal(version, req, code),
+        RequestKind::OffsetFetch(req) => offset_fetch_group_refusal(version, req),
+        RequestKind::OffsetCommit(req) => {
+            let mut all: Vec<Denied> = req
+                .topics
+                .iter()
+                .map(|t| Denied {
+                    name: t.name.clone(),
+                    id: t.topic_id,
+                    partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
+                })
+                .collect();
+            let mut resp = ResponseKind::OffsetCommit(OffsetCommitResponse::default());
+            Fixup(FixupKind::OffsetCommit(every(&mut all))).apply_with_code(gate, &mut resp, code);
+            resp
+        }
+        RequestKind::TxnOffsetCommit(req) => {
+            let mut all: Vec<Denied> = req
+                .topics
+                .iter()
+                .map(|t| Denied {
+                    name: t.name.clone(),
+                    id: Uuid::nil(),
+                    partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
+                })
+                .collect();
+            let mut resp = ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default());
+            Fixup(FixupKind::TxnOffsetCommit(every(&mut all)))
+                .apply_with_code(gate, &mut resp, code);
+            resp
+        }
+        RequestKind::Produce(req) => {
+            if req.acks == 0 {
+                return Enforcement::NoResponse;
+            }
+            let mut all: Vec<Denied> = req
+                .topic_data
+                .iter()
+                .map(|t| Denied {
+                    name: t.name.clone(),
+                    id: t.topic_id,
+                    partitions: t.partition_data.iter().map(|p| p.index).collect(),
+                })
+                .collect();
+            let mut resp = ResponseKind::Produce(ProduceResponse::default());
+            Fixup(FixupKind::Produce(every(&mut all))).apply_with_code(gate, &mut resp, code);
+            resp
+        }
+        RequestKind::DeleteGroups(req) => ResponseKind::DeleteGroups(
+            DeleteGroupsResponse::default().with_results(
+                req.groups_names
+                    .iter()
+                    .map(|g| {
+                        delete_groups_response::DeletableGroupResult::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::ConsumerGroupDescribe(req) => ResponseKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeResponse::default().with_groups(
+                req.group_ids
+                    .iter()
+                    .map(|g| {
+                        consumer_group_describe_response::DescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::AddPartitionsToTxn(req) => {
+            let results = |topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]| {
+                topics
+                    .iter()
+                    .map(|t| {
+                        add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_results_by_partition(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                            .with_partition_index(*p)
+                                            .with_partition_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect()
+            };
+            ResponseKind::AddPartitionsToTxn(
+                AddPartitionsToTxnResponse::default()
+                    .with_error_code(if version >= 4 { code } else { 0 })
+                    .with_results_by_topic_v3_and_below(results(&req.v3_and_below_topics))
+                    .with_results_by_transaction(
+                        req.transactions
+                            .iter()
+                            .map(|t| {
+                                add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
+                                    .with_transactional_id(t.transactional_id.clone())
+                                    .with_topic_results(results(&t.topics))
+                            })
+                            .collect(),
+                    ),
+            )
+        }
+        _ => match top_level_error(api_key, code) {
+            Some(resp) => resp,
+            None => return Enforcement::Close(DenyReason::NoMatchingRule),
+        },
+    };
+    Enforcement::Respond(resp)
+}
+
 fn forward_or_local(nothing_left: bool, kind: FixupKind, empty: ResponseKind) -> Enforcement {
     let fixup = Fixup(kind);
     if nothing_left {
@@ -1174,6 +1342,15 @@ pub fn needs_decoding(api_key: i16) -> bool {
                 || matches!(
                     k,
                     K::FindCoordinator
+                        | K::JoinGroup
+                        | K::SyncGroup
+                        | K::Heartbeat
+                        | K::LeaveGroup
+                        | K::OffsetDelete
+                        | K::ListGroups
+                        | K::ConsumerGroupHeartbeat
+                        | K::AddOffsetsToTxn
+                        | K::EndTxn
                         | K::InitProducerId
                         | K::DescribeGroups
                         | K::ConsumerGroupDescribe
@@ -1282,6 +1459,17 @@ impl Fixup {
                         })
                 });
                 changed |= resp.topics.len() != before;
+            }
+            (FixupKind::ListGroups, ResponseKind::ListGroups(resp)) => {
+                let before = resp.groups.len();
+                resp.groups.retain(|g| {
+                    gate.policy
+                        .may_use(gate.principal, Coordination::Group, &g.group_id)
+                });
+                changed |= resp.groups.len() != before;
+            }
+            (FixupKind::DescribeGroups(refused), ResponseKind::DescribeGroups(_)) => {
+                changed |= !refused.is_empty();
             }
             (FixupKind::OffsetFetch(requested), ResponseKind::OffsetFetch(resp)) => {
                 changed = true;
@@ -1401,6 +1589,9 @@ impl Fixup {
             (FixupKind::IncrementalAlterConfigs(d), ResponseKind::IncrementalAlterConfigs(r)) => r.responses.extend(d.iter().map(|x| {
                 incremental_alter_configs_response::AlterConfigsResourceResponse::default().with_resource_type(x.resource_type).with_resource_name(x.name.clone()).with_error_code(x.code).with_error_message(msg())
             })),
+            (FixupKind::DescribeGroups(d), ResponseKind::DescribeGroups(r)) => r.groups.extend(d.iter().map(|g| {
+                describe_groups_response::DescribedGroup::default().with_group_id(g.clone()).with_error_code(GROUP_AUTH)
+            })),
             (FixupKind::Metadata(d), ResponseKind::Metadata(r)) => r.topics.extend(d.iter().map(|t| {
                 metadata_response::MetadataResponseTopic::default()
                     .with_name(Some(t.name.clone()).filter(|n| !n.0.is_empty()))
@@ -1432,7 +1623,10 @@ impl Fixup {
             | FixupKind::IncrementalAlterConfigs(d) => {
                 d.iter().map(|x| x.name.to_string()).collect()
             }
-            FixupKind::Nothing | FixupKind::OffsetFetch(_) => Vec::new(),
+            FixupKind::Nothing
+            | FixupKind::OffsetFetch(_)
+            | FixupKind::DescribeGroups(_)
+            | FixupKind::ListGroups => Vec::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! enforcement built on it (pure), and the sources that feed it
 //! (`--policy-dir` files, or Kubernetes reflectors) through one [`PolicyHandle`].
 pub mod apis;
+pub mod coordination;
 pub mod decide;
 pub mod enforce;
 pub mod handle;
