@@ -175,6 +175,7 @@ spec:
       subjects: [{{kind: ServiceAccount, name: audit-e2e}}]
       topics: ["{topics}"]
       operations: [Write, Read, Describe, Create, Admin]
+      groups: ["**"]
 "#
     );
     std::fs::write(dir.join("policy.yaml"), policy).unwrap();

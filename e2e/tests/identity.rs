@@ -26,6 +26,7 @@ spec:
       subjects: [{{kind: Group, name: clinicians}}]
       topics: ["patient-*"]
       operations: [Write, Read, Describe]
+      groups: ["g-patient-*"]
     - name: no-restricted
       subjects: [{{kind: Group, name: clinicians}}]
       topics: ["patient-restricted"]

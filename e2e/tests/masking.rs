@@ -28,6 +28,7 @@ spec:
       subjects: [{kind: ServiceAccount, name: analytics}, {kind: ServiceAccount, name: auditor}]
       topics: [patient-events, claims, patient-intake]
       operations: [Read, Write, Describe]
+      groups: ["**"]
 "#;
 
 /// Produce-side masking for the intake topic.

@@ -72,6 +72,8 @@ spec:
       subjects: [{kind: ServiceAccount, name: datapath-e2e}]
       topics: ["**"]
       operations: [Write, Read, Describe, Create, Admin]
+      groups: ["**"]
+      transactionalIds: ["**"]
 "#;
 
 /// The proxy, running as a workload whose policy allows everything (without
