@@ -531,7 +531,7 @@ fn group_apis_need_read_somewhere() {
     let ids = HashMap::new();
     let find = FindCoordinatorRequest::default()
         .with_key_type(0)
-        .with_coordinator_keys(vec![s("g1")]);
+        .with_coordinator_keys(vec![s("u-g1")]);
     let analyst = user(&["analysts"]);
     let gate = Gate {
         policy: &pol,
@@ -558,7 +558,7 @@ fn group_apis_need_read_somewhere() {
         let find = if version >= 4 {
             find.clone()
         } else {
-            FindCoordinatorRequest::default().with_key(s("g1"))
+            FindCoordinatorRequest::default().with_key(s("u-g1"))
         };
         let mut r = wire_request(ApiKey::FindCoordinator, version, &find);
         let Enforcement::Respond(resp) = gate
@@ -629,7 +629,7 @@ fn offset_commit_and_fetch_per_topic() {
         topic_names: &ids,
     };
     let commit = OffsetCommitRequest::default()
-        .with_group_id(GroupId(s("g")))
+        .with_group_id(GroupId(s("u-g")))
         .with_topics(
             ["claims.2026", "patient-records"]
                 .iter()
@@ -663,7 +663,7 @@ fn offset_commit_and_fetch_per_topic() {
     );
     // OffsetFetch for all topics of a group: unreadable topics are hidden.
     let fetch = OffsetFetchRequest::default()
-        .with_group_id(GroupId(s("g")))
+        .with_group_id(GroupId(s("u-g")))
         .with_topics(None);
     let mut r = wire_request(ApiKey::OffsetFetch, 7, &fetch);
     let Enforcement::Forward(fixup) = gate.check(ApiKey::OffsetFetch, 7, &mut r).enforcement else {
@@ -711,7 +711,7 @@ fn offset_commit_and_fetch_per_topic() {
     };
     assert_eq!(got.error_code, GROUP_AUTH);
     let v8 = OffsetFetchRequest::default().with_groups(vec![
-        offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))),
+        offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("u-g"))),
     ]);
     let mut r = wire_request(ApiKey::OffsetFetch, 8, &v8);
     let Enforcement::Respond(resp) = gate.check(ApiKey::OffsetFetch, 8, &mut r).enforcement else {
@@ -722,7 +722,7 @@ fn offset_commit_and_fetch_per_topic() {
     };
     assert_eq!(
         (got.groups[0].group_id.0.as_str(), got.groups[0].error_code),
-        ("g", GROUP_AUTH)
+        ("u-g", GROUP_AUTH)
     );
 }
 
@@ -1187,4 +1187,63 @@ fn groups_and_transactional_ids_are_scoped_to_their_owner() {
     };
     let names: Vec<String> = got.groups.iter().map(|g| g.group_id.to_string()).collect();
     assert_eq!(names, vec!["claims-etl-consumers"]);
+}
+
+/// Metadata v0–v3 cannot say "do not auto-create": a caller who may only
+/// describe a topic must not create it by naming it. The request goes
+/// upstream as "all topics" and the answer is cut back to what was asked.
+#[test]
+fn legacy_metadata_never_auto_creates_for_callers_without_create() {
+    let pol = policy();
+    let who = user(&["analysts"]);
+    let ids = HashMap::new();
+    let gate = Gate {
+        policy: &pol,
+        principal: &who,
+        topic_names: &ids,
+    };
+    for version in [0, 1, 3] {
+        let asked = ["claims.2026", "claims.new"]
+            .iter()
+            .map(|n| metadata_request::MetadataRequestTopic::default().with_name(Some(t(n))))
+            .collect();
+        let mut req = wire_request(
+            ApiKey::Metadata,
+            version,
+            &MetadataRequest::default().with_topics(Some(asked)),
+        );
+        let Enforcement::Forward(fixup) =
+            gate.check(ApiKey::Metadata, version, &mut req).enforcement
+        else {
+            panic!("forwarded")
+        };
+        let RequestKind::Metadata(fwd) = &req else {
+            unreachable!()
+        };
+        assert!(
+            fwd.topics.as_ref().is_none_or(|t| t.is_empty()),
+            "v{version}: no topic named upstream, so none is auto-created"
+        );
+        let mut resp = metadata_response(&["claims.2026", "claims.other", "patient-events"]);
+        assert!(fixup.apply(&gate, &mut resp));
+        let ResponseKind::Metadata(got) = wire_response(ApiKey::Metadata, version, &resp) else {
+            unreachable!()
+        };
+        let got: Vec<(String, i16)> = got
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().unwrap().0.to_string(), t.error_code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("claims.2026".into(), 0),
+                (
+                    "claims.new".into(),
+                    ResponseError::UnknownTopicOrPartition.code()
+                )
+            ],
+            "v{version}"
+        );
+    }
 }

@@ -40,6 +40,7 @@ const GROUP_AUTH: i16 = ResponseError::GroupAuthorizationFailed.code();
 const CLUSTER_AUTH: i16 = ResponseError::ClusterAuthorizationFailed.code();
 const TXN_AUTH: i16 = ResponseError::TransactionalIdAuthorizationFailed.code();
 const NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
+const UNKNOWN_TOPIC: i16 = ResponseError::UnknownTopicOrPartition.code();
 
 /// Config resource types (DescribeConfigs / AlterConfigs).
 const RESOURCE_TOPIC: i8 = 2;
@@ -119,7 +120,11 @@ enum FixupKind {
     AlterConfigs(Vec<DeniedResource>),
     IncrementalAlterConfigs(Vec<DeniedResource>),
     /// Explicitly requested topics that were removed; the rest is filtered.
-    Metadata(Vec<Denied>),
+    /// With `Some(asked)`, a Metadata v0–v3 request for named topics was
+    /// sent upstream as "all topics" (those versions cannot say "do not
+    /// auto-create"): the answer is cut back to `asked`, and an asked topic
+    /// the broker does not have is answered UNKNOWN_TOPIC_OR_PARTITION.
+    Metadata(Vec<Denied>, Option<Vec<TopicName>>),
     /// Names the request asked for explicitly (others are filtered silently).
     OffsetFetch(HashSet<String>),
     /// Groups removed from the request, answered GROUP_AUTHORIZATION_FAILED.
@@ -138,7 +143,7 @@ impl Fixup {
     /// Metadata/OffsetFetch answers to filter.)
     pub fn needs_response_work(&self) -> bool {
         match &self.0 {
-            FixupKind::Metadata(_)
+            FixupKind::Metadata(..)
             | FixupKind::OffsetFetch(_)
             | FixupKind::DescribeTopicPartitions(_)
             | FixupKind::Fetch(_)
@@ -154,7 +159,7 @@ impl Fixup {
     /// frame can go upstream as it came.
     pub fn request_changed(&self) -> bool {
         match &self.0 {
-            FixupKind::Metadata(_) | FixupKind::Fetch(_) => true,
+            FixupKind::Metadata(..) | FixupKind::Fetch(_) => true,
             FixupKind::DescribeGroups(refused) => !refused.is_empty(),
             FixupKind::Nothing | FixupKind::OffsetFetch(_) | FixupKind::ListGroups => false,
             _ => !self.refused_topics().is_empty(),
@@ -377,7 +382,7 @@ impl Gate<'_> {
                     ResponseKind::ListOffsets(ListOffsetsResponse::default()),
                 )
             }
-            RequestKind::Metadata(req) => check_metadata(&mut ctx, req),
+            RequestKind::Metadata(req) => check_metadata(&mut ctx, version, req),
             RequestKind::OffsetForLeaderEpoch(req) => {
                 let denied = split_topics(&mut req.topics, |t| {
                     let ok = ctx.allow(Operation::Describe, &t.topic, &Uuid::nil());
@@ -1087,7 +1092,7 @@ fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Enforcement
 /// auto-created) and answered with TOPIC_AUTHORIZATION_FAILED; the response
 /// filter in [`Fixup::apply`] hides every other topic the caller may not
 /// describe — also for "all topics" requests (null list, or empty at v0).
-fn check_metadata(ctx: &mut Ctx<'_, '_>, req: &mut MetadataRequest) -> Enforcement {
+fn check_metadata(ctx: &mut Ctx<'_, '_>, version: i16, req: &mut MetadataRequest) -> Enforcement {
     let mut denied = Vec::new();
     let mut all_creatable = true;
     if let Some(topics) = req.topics.as_mut() {
@@ -1115,10 +1120,25 @@ fn check_metadata(ctx: &mut Ctx<'_, '_>, req: &mut MetadataRequest) -> Enforceme
         all_creatable = false;
     }
     // Auto-creation only for callers allowed to create every named topic.
+    let mut asked = None;
     if !all_creatable {
         req.allow_auto_topic_creation = false;
+        // v0–v3 have no such flag and a broker with auto-creation on would
+        // create every named topic: ask for all topics instead (v0: empty
+        // list, v1–v3: null) and cut the answer back to the names asked.
+        if version < 4
+            && let Some(topics) = req.topics.as_mut()
+            && !topics.is_empty()
+        {
+            asked = Some(topics.iter().filter_map(|t| t.name.clone()).collect());
+            if version == 0 {
+                topics.clear();
+            } else {
+                req.topics = None;
+            }
+        }
     }
-    Enforcement::Forward(Fixup(FixupKind::Metadata(denied)))
+    Enforcement::Forward(Fixup(FixupKind::Metadata(denied, asked)))
 }
 
 /// A topic of AddPartitionsToTxn: name, partitions, allowed.
@@ -1393,10 +1413,26 @@ impl Fixup {
         let mut changed = !self.refused_topics().is_empty();
         self.apply_pure(response, None);
         match (&self.0, response) {
-            (FixupKind::Metadata(_), ResponseKind::Metadata(resp)) => {
+            (FixupKind::Metadata(_, asked), ResponseKind::Metadata(resp)) => {
+                let before = resp.topics.len();
+                if let Some(asked) = asked {
+                    changed = true;
+                    resp.topics.retain(|t| {
+                        t.error_code == TOPIC_AUTH
+                            || t.name.as_ref().is_some_and(|n| asked.contains(n))
+                    });
+                    for name in asked {
+                        if !resp.topics.iter().any(|t| t.name.as_ref() == Some(name)) {
+                            resp.topics.push(
+                                metadata_response::MetadataResponseTopic::default()
+                                    .with_name(Some(name.clone()))
+                                    .with_error_code(UNKNOWN_TOPIC),
+                            );
+                        }
+                    }
+                }
                 // Hide what the caller may not describe; explicitly requested
                 // refused topics were re-added with their error above.
-                let before = resp.topics.len();
                 resp.topics.retain(|t| {
                     t.error_code == TOPIC_AUTH
                         || t.name.as_ref().is_some_and(|n| {
@@ -1592,7 +1628,7 @@ impl Fixup {
             (FixupKind::DescribeGroups(d), ResponseKind::DescribeGroups(r)) => r.groups.extend(d.iter().map(|g| {
                 describe_groups_response::DescribedGroup::default().with_group_id(g.clone()).with_error_code(GROUP_AUTH)
             })),
-            (FixupKind::Metadata(d), ResponseKind::Metadata(r)) => r.topics.extend(d.iter().map(|t| {
+            (FixupKind::Metadata(d, _), ResponseKind::Metadata(r)) => r.topics.extend(d.iter().map(|t| {
                 metadata_response::MetadataResponseTopic::default()
                     .with_name(Some(t.name.clone()).filter(|n| !n.0.is_empty()))
                     .with_topic_id(t.id)
@@ -1617,7 +1653,7 @@ impl Fixup {
             | FixupKind::DescribeProducers(d)
             | FixupKind::OffsetForLeaderEpoch(d)
             | FixupKind::DescribeTopicPartitions(d)
-            | FixupKind::Metadata(d) => denied_names(d),
+            | FixupKind::Metadata(d, _) => denied_names(d),
             FixupKind::DescribeConfigs(d)
             | FixupKind::AlterConfigs(d)
             | FixupKind::IncrementalAlterConfigs(d) => {

@@ -31,6 +31,8 @@ spec:
       subjects: [{kind: ServiceAccount, name: "*"}]
       topics: ["**"]
       operations: [Write, Read, Describe, Create, Admin]
+      groups: ["**"]
+      transactionalIds: ["**"]
   audit: {payload: Digest, failureMode: Closed}
 "#;
 
