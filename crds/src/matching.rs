@@ -125,6 +125,10 @@ fn skip_stars(tokens: &[Token], live: &mut [bool]) {
 }
 
 /// The authenticated caller of a connection.
+///
+/// An OIDC user is the pair (issuer, subject): two issuers may each mint a
+/// token for a user called `alice`, and they are two people. Policy
+/// matching ([`Subject::matches_from_issuer`]) compares both.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Principal {
     /// `User` (OIDC) or `ServiceAccount` (workload identity). Never `Group`.
@@ -135,6 +139,10 @@ pub struct Principal {
     pub namespace: Option<String>,
     /// OIDC groups (empty for ServiceAccounts).
     pub groups: Vec<String>,
+    /// The issuer (`iss`) of the validated token a User authenticated with;
+    /// `None` for ServiceAccounts (Kubernetes names them, no token issuer
+    /// does) and for the nameless caller before authentication.
+    pub issuer: Option<String>,
 }
 
 /// The subject name that matches every principal of its kind.
@@ -170,6 +178,28 @@ impl Subject {
                     && principal.namespace.as_deref() == Some(ns)
             }
         }
+    }
+
+    /// [`Subject::matches`] for a subject of an object that trusts the OIDC
+    /// issuer `issuer` (a StreamPolicy's `identity.oidc.issuer`; `None`: the
+    /// object trusts no issuer). User and Group subjects name users *of that
+    /// issuer*: a principal from another issuer — or from none — is someone
+    /// else, whatever its name or groups, so an issuer cannot mint a token
+    /// for another issuer's user and get their rights. ServiceAccount
+    /// subjects are named by Kubernetes and do not depend on the issuer.
+    pub fn matches_from_issuer(
+        &self,
+        principal: &Principal,
+        object_namespace: &str,
+        issuer: Option<&str>,
+    ) -> bool {
+        let same_issuer = match self.kind {
+            SubjectKind::User | SubjectKind::Group => {
+                issuer.is_some() && principal.issuer.as_deref() == issuer
+            }
+            SubjectKind::ServiceAccount => true,
+        };
+        same_issuer && self.matches(principal, object_namespace)
     }
 }
 
@@ -351,12 +381,15 @@ mod tests {
         }
     }
 
+    const IDP: &str = "https://idp.example.com";
+
     fn user(name: &str, groups: &[&str]) -> Principal {
         Principal {
             kind: SubjectKind::User,
             name: name.into(),
             namespace: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            issuer: Some(IDP.into()),
         }
     }
 
@@ -367,6 +400,7 @@ mod tests {
             name: "billing-app".into(),
             namespace: Some("clinical".into()),
             groups: vec![],
+            issuer: None,
         };
         let s = |kind, name: &str, ns: Option<&str>| Subject {
             kind,
@@ -391,6 +425,52 @@ mod tests {
         );
     }
 
+    /// Issue 12 item 7: User and Group subjects of a policy name users of
+    /// the issuer that policy trusts; ServiceAccounts need no issuer.
+    #[test]
+    fn subjects_from_an_issuer_match_only_its_users() {
+        let other = |name: &str, groups: &[&str]| Principal {
+            issuer: Some("https://other-idp.example.com".into()),
+            ..user(name, groups)
+        };
+        let s = |kind, name: &str| Subject {
+            kind,
+            name: name.into(),
+            namespace: None,
+        };
+        let sa = Principal {
+            kind: SubjectKind::ServiceAccount,
+            name: "billing-app".into(),
+            namespace: Some("clinical".into()),
+            groups: vec![],
+            issuer: None,
+        };
+        let alice = s(SubjectKind::User, "alice");
+        let clinicians = s(SubjectKind::Group, "clinicians");
+        let anyone = s(SubjectKind::User, ANY_NAME);
+        let trusted = Some(IDP);
+        assert!(alice.matches_from_issuer(&user("alice", &[]), "clinical", trusted));
+        assert!(!alice.matches_from_issuer(&other("alice", &[]), "clinical", trusted));
+        assert!(clinicians.matches_from_issuer(&user("bob", &["clinicians"]), "x", trusted));
+        assert!(!clinicians.matches_from_issuer(&other("bob", &["clinicians"]), "x", trusted));
+        assert!(anyone.matches_from_issuer(&user("eve", &[]), "clinical", trusted));
+        assert!(!anyone.matches_from_issuer(&other("eve", &[]), "clinical", trusted));
+        // An object that trusts no issuer names no OIDC user.
+        assert!(!alice.matches_from_issuer(&user("alice", &[]), "clinical", None));
+        assert!(!anyone.matches_from_issuer(&user("alice", &[]), "clinical", None));
+        // A user without an issuer (the caller before authentication) is nobody's.
+        let no_issuer = Principal {
+            issuer: None,
+            ..user("alice", &[])
+        };
+        assert!(!alice.matches_from_issuer(&no_issuer, "clinical", trusted));
+        // ServiceAccounts are Kubernetes' names, with or without an issuer.
+        let app = s(SubjectKind::ServiceAccount, "billing-app");
+        assert!(app.matches_from_issuer(&sa, "clinical", None));
+        assert!(app.matches_from_issuer(&sa, "clinical", trusted));
+        assert!(!app.matches_from_issuer(&user("billing-app", &[]), "clinical", trusted));
+    }
+
     #[test]
     fn wildcard_subjects() {
         let sa = |name: &str, ns: &str| Principal {
@@ -398,6 +478,7 @@ mod tests {
             name: name.into(),
             namespace: Some(ns.into()),
             groups: vec![],
+            issuer: None,
         };
         let any = |kind, ns: Option<&str>| Subject {
             kind,

@@ -120,12 +120,14 @@ fn allow_all_lets_any_user_and_any_service_account_do_anything() {
             name: "anyone@example.com".into(),
             namespace: None,
             groups: vec![],
+            issuer: Some("https://idp.example.com".into()),
         },
         Principal {
             kind: SubjectKind::ServiceAccount,
             name: "e2e-client".into(),
             namespace: Some("streamgate-test".into()),
             groups: vec![],
+            issuer: None,
         },
     ];
     for principal in &principals {

@@ -14,6 +14,7 @@ fn alice() -> ApprovalRequest {
             name: "alice@example.com".into(),
             namespace: None,
             groups: vec!["clinicians".into()],
+            issuer: Some("https://idp.example.com".into()),
         },
         pod: Some("intake-5d8f7-abcde".into()),
         service_account: Some("intake".into()),
@@ -58,7 +59,10 @@ fn same_request_same_name_different_request_different_name() {
     other_user.principal.name = "bob@example.com".into();
     let mut sa = alice();
     sa.principal.kind = SubjectKind::ServiceAccount;
-    for changed in [other_topic, other_op, other_user, sa] {
+    // Issue 12 item 7: the same name from another issuer is another requester.
+    let mut other_issuer = alice();
+    other_issuer.principal.issuer = Some("https://other-idp.example.com".into());
+    for changed in [other_topic, other_op, other_user, sa, other_issuer] {
         assert_ne!(build_access_approval(changed).unwrap().metadata.name, a);
     }
 }
@@ -102,6 +106,14 @@ fn the_same_requester_shares_a_requester_hash_across_rules() {
     let lb = b.metadata.labels.unwrap();
     assert_eq!(la[LABEL_REQUESTER_HASH], lb[LABEL_REQUESTER_HASH]);
     assert_ne!(la[LABEL_RULE], lb[LABEL_RULE]);
+    let mut other_issuer = alice();
+    other_issuer.principal.issuer = Some("https://other-idp.example.com".into());
+    let lc = build_access_approval(other_issuer)
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap();
+    assert_ne!(la[LABEL_REQUESTER_HASH], lc[LABEL_REQUESTER_HASH]);
 }
 
 #[test]

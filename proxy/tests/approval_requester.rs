@@ -25,6 +25,8 @@ apiVersion: streamgate.dev/v1alpha1
 kind: StreamPolicy
 metadata: {name: phi-access, namespace: clinical}
 spec:
+  identity:
+    oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
   rules:
     - name: write-patient-records
       subjects: [{kind: Group, name: clinicians}]
@@ -42,6 +44,7 @@ fn alice() -> Principal {
         name: "alice@example.com".into(),
         namespace: None,
         groups: vec!["clinicians".into()],
+        issuer: Some("https://idp.example.com".into()),
     }
 }
 
@@ -446,6 +449,7 @@ fn approval_events_become_audit_records_naming_the_access_approval() {
         name: "intake".into(),
         namespace: Some("clinical".into()),
         groups: vec![],
+        issuer: None,
     };
     assert_eq!(
         audit_subject(&sa).name,

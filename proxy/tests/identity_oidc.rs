@@ -591,3 +591,115 @@ rules:
         FrameAction::Close(_)
     ));
 }
+
+/// Issue 12 item 7: a principal is (issuer, subject). Two policies trust two
+/// issuers; issuer B mints a token whose `sub` is the name issuer A's user
+/// has. A's rule (User `intake-app` may write) must not apply to it.
+#[tokio::test]
+async fn a_same_named_user_of_another_issuer_does_not_get_its_rights() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Encodable;
+    use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
+    use streamgate_proxy::policy::decide::PolicyDoc;
+    use streamgate_proxy::policy::{PolicyInputs, policy_channel};
+
+    let a = Idp::start(free_port(), 300, None).await;
+    let b = Idp::start(free_port(), 300, None).await;
+    let policy = |name: &str, issuer: &str, user: &str| {
+        PolicyDoc {
+        name: name.into(),
+        namespace: "ns".into(),
+        generation: None,
+        spec: serde_yaml::from_str(&format!(
+            r#"
+identity: {{oidc: {{issuer: "{issuer}", audiences: ["{AUDIENCE}"]}}}}
+rules:
+  - {{name: writers, subjects: [{{kind: User, name: {user}}}], topics: ["patient-records"], operations: [Write]}}
+"#
+        ))
+        .unwrap(),
+    }
+    };
+    let (publisher, handle) = policy_channel(BTreeMap::new());
+    publisher.publish(
+        "test",
+        PolicyInputs {
+            policies: vec![
+                policy("trusts-a", &a.issuer(), "intake-app"),
+                policy("trusts-b", &b.issuer(), "billing-app"),
+            ],
+            ..Default::default()
+        },
+    );
+    let shared = GateShared::new(handle, None);
+    let frame = |key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| {
+        let mut out = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(1)
+            .encode(&mut out, key.request_header_version(version))
+            .unwrap();
+        body(&mut out);
+        out.freeze()
+    };
+    let produce = frame(ApiKey::Produce, 9, &|out| {
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("patient-records")))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_records(Some(Bytes::new())),
+                    ]),
+            ])
+            .encode(out, 9)
+            .unwrap()
+    });
+    let handshake = frame(ApiKey::SaslHandshake, 1, &|out| {
+        SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str("OAUTHBEARER"))
+            .encode(out, 1)
+            .unwrap()
+    });
+    // Authenticates a new connection with `token`; what the Produce gets.
+    let produce_as = async |token: String| {
+        let mut conn = ConnGate::new(Arc::clone(&shared));
+        on_frame(&mut conn, handshake.clone()).await;
+        let auth = frame(ApiKey::SaslAuthenticate, 2, &|out| {
+            SaslAuthenticateRequest::default()
+                .with_auth_bytes(Bytes::from(format!("n,,\x01auth=Bearer {token}\x01\x01")))
+                .encode(out, 2)
+                .unwrap()
+        });
+        assert!(matches!(
+            on_frame(&mut conn, auth).await.0,
+            FrameAction::Answer(_)
+        ));
+        assert_eq!(
+            conn.sasl().session().unwrap().principal.name,
+            "intake-app",
+            "both issuers name the client intake-app"
+        );
+        on_frame(&mut conn, produce.clone()).await.0
+    };
+    assert!(
+        matches!(
+            produce_as(a.token("intake-app").await).await,
+            FrameAction::Forward { .. }
+        ),
+        "issuer A's intake-app may write"
+    );
+    assert!(
+        matches!(
+            produce_as(b.token("intake-app").await).await,
+            FrameAction::Answer(_)
+        ),
+        "issuer B's intake-app is someone else: refused"
+    );
+}

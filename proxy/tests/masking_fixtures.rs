@@ -40,6 +40,7 @@ fn reader() -> Principal {
         name: "billing-app".into(),
         namespace: None,
         groups: vec!["billing-analysts".into()],
+        issuer: None,
     }
 }
 
@@ -238,6 +239,7 @@ fn exempt_readers_get_no_plan() {
         name: "dr".into(),
         namespace: None,
         groups: vec!["treating-clinicians".into()],
+        issuer: None,
     };
     assert!(
         set.plan_for("patient-events", &clinician, ApplyTo::Fetch)

@@ -51,6 +51,8 @@ audit: {payload: Digest, failureMode: Open}
 "#;
 
 const OPS_WIDE: &str = r#"
+identity:
+  oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
 rules:
   - name: ops-everything
     subjects: [{kind: Group, name: ops}]
@@ -82,12 +84,20 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+const IDP: &str = "https://idp.example.com";
+
+/// A user of the issuer both policies trust.
 fn user(name: &str, groups: &[&str]) -> Principal {
+    user_of(IDP, name, groups)
+}
+
+fn user_of(issuer: &str, name: &str, groups: &[&str]) -> Principal {
     Principal {
         kind: SubjectKind::User,
         name: name.into(),
         namespace: None,
         groups: groups.iter().map(|g| g.to_string()).collect(),
+        issuer: Some(issuer.into()),
     }
 }
 
@@ -97,6 +107,7 @@ fn sa(name: &str, ns: &str) -> Principal {
         name: name.into(),
         namespace: Some(ns.into()),
         groups: vec![],
+        issuer: None,
     }
 }
 
@@ -380,6 +391,7 @@ fn grant(requester: &str, expires_in: Duration, now: chrono::DateTime<Utc>) -> G
         rule: "write-patient-records".into(),
         requester_kind: SubjectKind::User,
         requester_name: requester.into(),
+        requester_issuer: None,
         namespace: "clinical".into(),
         topics: vec!["patient-records".into()],
         operations: vec![Operation::Write],
@@ -515,4 +527,134 @@ fn cluster_scope_needs_a_rule_over_every_topic() {
     // An approval-gated rule alone gives no coordination rights.
     assert!(!p.may_any(&user("cleo", &["clinicians"]), Operation::Write));
     assert!(!p.may_any(&user("ozzy", &[]), Operation::Read));
+}
+
+/// Two policies, each trusting its own issuer, each naming `alice`.
+fn two_issuers() -> CompiledPolicy {
+    let trusts = |issuer: &str, topic: &str| {
+        format!(
+            r#"
+identity:
+  oidc: {{issuer: "{issuer}", audiences: [kafka]}}
+rules:
+  - {{name: alice-reads, subjects: [{{kind: User, name: alice}}], topics: ["{topic}"], operations: [Read]}}
+  - {{name: staff-describe, subjects: [{{kind: Group, name: staff}}], topics: ["{topic}"], operations: [Describe]}}
+"#
+        )
+    };
+    CompiledPolicy::compile(
+        vec![
+            doc("trusts-a", &trusts("https://a.example.com", "a-records")),
+            doc("trusts-b", &trusts("https://b.example.com", "b-records")),
+        ],
+        vec![],
+        vec![],
+        &labels(&[]),
+    )
+}
+
+/// Issue 12 item 7: a principal is (issuer, subject). Issuer B's `alice`
+/// (or B's `staff` group) gets nothing from the rules of the policy that
+/// trusts issuer A, and the other way round.
+#[test]
+fn a_same_named_user_of_another_issuer_does_not_get_its_rights() {
+    let p = two_issuers();
+    let a_alice = user_of("https://a.example.com", "alice", &["staff"]);
+    let b_alice = user_of("https://b.example.com", "alice", &["staff"]);
+    assert_eq!(
+        short(&p.decide(&a_alice, Operation::Read, "a-records")),
+        Want::Allow("alice-reads")
+    );
+    assert_eq!(
+        short(&p.decide(&b_alice, Operation::Read, "a-records")),
+        Want::Deny(DenyReason::NoMatchingRule)
+    );
+    assert_eq!(
+        short(&p.decide(&b_alice, Operation::Read, "b-records")),
+        Want::Allow("alice-reads")
+    );
+    assert_eq!(
+        short(&p.decide(&a_alice, Operation::Read, "b-records")),
+        Want::Deny(DenyReason::NoMatchingRule)
+    );
+    // Groups too: B's staff are not A's staff.
+    assert_eq!(
+        short(&p.decide(&b_alice, Operation::Describe, "a-records")),
+        Want::Deny(DenyReason::NoMatchingRule)
+    );
+    // An issuer no policy trusts, or none at all, gets nothing.
+    for stranger in [
+        user_of("https://c.example.com", "alice", &["staff"]),
+        Principal {
+            issuer: None,
+            ..a_alice.clone()
+        },
+    ] {
+        assert_eq!(
+            short(&p.decide(&stranger, Operation::Read, "a-records")),
+            Want::Deny(DenyReason::NoMatchingRule)
+        );
+    }
+}
+
+/// A policy without an oidc block names no OIDC user in its Allow rules,
+/// but its Deny rules still take rights away from every issuer's users.
+#[test]
+fn allow_rules_need_the_policys_issuer_deny_rules_do_not() {
+    let no_oidc = r#"
+rules:
+  - {name: anyone, subjects: [{kind: User, name: "*"}], topics: ["**"], operations: [Write]}
+  - {name: not-secret, subjects: [{kind: Group, name: staff}], topics: ["a-secret"], operations: [Read]}
+    "#
+    .replace("operations: [Read]}", "operations: [Read], effect: Deny}");
+    let mut policies = vec![doc("no-oidc", &no_oidc)];
+    let p = CompiledPolicy::compile(policies.clone(), vec![], vec![], &labels(&[]));
+    let alice = user_of("https://a.example.com", "alice", &["staff"]);
+    assert_eq!(
+        short(&p.decide(&alice, Operation::Write, "anything")),
+        Want::Deny(DenyReason::NoMatchingRule)
+    );
+    let wide = r#"
+identity:
+  oidc: {issuer: "https://a.example.com", audiences: [kafka]}
+rules:
+  - {name: staff-read, subjects: [{kind: Group, name: staff}], topics: ["a-*"], operations: [Read]}
+"#;
+    policies.push(doc("trusts-a", wide));
+    let p = CompiledPolicy::compile(policies, vec![], vec![], &labels(&[]));
+    assert_eq!(
+        short(&p.decide(&alice, Operation::Read, "a-records")),
+        Want::Allow("staff-read")
+    );
+    assert_eq!(
+        short(&p.decide(&alice, Operation::Read, "a-secret")),
+        Want::Deny(DenyReason::DeniedByRule)
+    );
+}
+
+/// A grant recorded for issuer A's cleo is not B's cleo's, not even for
+/// the coordination check (`may_any`) that looks at grants alone.
+#[test]
+fn a_grant_is_for_the_requesters_issuer() {
+    let now = Utc::now();
+    let mut g = grant("cleo", Duration::minutes(30), now);
+    g.requester_issuer = Some(IDP.into());
+    let p = CompiledPolicy::compile(
+        vec![doc("phi-access", PHI_ACCESS)],
+        vec![],
+        vec![g],
+        &labels(&[("app", "billing")]),
+    );
+    let cleo = user("cleo", &["clinicians"]);
+    assert!(p.may_any(&cleo, Operation::Write));
+    assert!(
+        p.decide(&cleo, Operation::Write, "patient-records")
+            .is_allow()
+    );
+    let other_cleo = user_of("https://other.example.com", "cleo", &["clinicians"]);
+    assert!(!p.may_any(&other_cleo, Operation::Write));
+    assert!(
+        !p.decide(&other_cleo, Operation::Write, "patient-records")
+            .is_allow()
+    );
 }

@@ -15,6 +15,8 @@ use streamgate_proxy::policy::enforce::{Enforcement, Gate};
 use uuid::Uuid;
 
 const POLICY: &str = r#"
+identity:
+  oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
 rules:
   - name: clinicians-write
     subjects: [{kind: Group, name: clinicians}]
@@ -62,6 +64,7 @@ fn user(groups: &[&str]) -> Principal {
         name: "u".into(),
         namespace: None,
         groups: groups.iter().map(|g| g.to_string()).collect(),
+        issuer: Some("https://idp.example.com".into()),
     }
 }
 

@@ -16,6 +16,8 @@ apiVersion: streamgate.dev/v1alpha1
 kind: StreamPolicy
 metadata: {{name: p, namespace: clinical}}
 spec:
+  identity:
+    oidc: {{issuer: "https://idp.example.com", audiences: [kafka]}}
   rules:
     - name: r
       subjects: [{{kind: Group, name: analysts}}]
@@ -43,6 +45,7 @@ fn analyst() -> Principal {
         name: "ann".into(),
         namespace: None,
         groups: vec!["analysts".into()],
+        issuer: Some("https://idp.example.com".into()),
     }
 }
 

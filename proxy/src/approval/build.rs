@@ -52,27 +52,33 @@ impl ApprovalRequest {
         self
     }
 
-    /// Hash of who asks (kind, name, and namespace for ServiceAccounts).
-    pub fn requester_hash(&self) -> String {
+    /// Who asks: kind, name, namespace for ServiceAccounts, and the issuer
+    /// for users (a same-named user of another issuer is someone else, and
+    /// gets an AccessApproval of their own). A principal without an issuer
+    /// hashes as before issuers were recorded.
+    fn requester_parts(&self) -> Vec<&str> {
         let p = &self.principal;
-        short_hash(&[
+        let mut parts = vec![
             kind_str(&p.kind),
-            &p.name,
+            p.name.as_str(),
             p.namespace.as_deref().unwrap_or(""),
-        ])
+        ];
+        if let Some(issuer) = &p.issuer {
+            parts.extend(["issuer", issuer.as_str()]);
+        }
+        parts
+    }
+
+    /// Hash of who asks (see `requester_parts`).
+    pub fn requester_hash(&self) -> String {
+        short_hash(&self.requester_parts())
     }
 
     /// Hash of the whole request: requester + policy + rule + topics + operations.
     pub fn request_hash(&self) -> String {
         let ops: Vec<String> = self.operations.iter().map(|o| format!("{o:?}")).collect();
-        let mut parts: Vec<&str> = vec![
-            kind_str(&self.principal.kind),
-            &self.principal.name,
-            self.principal.namespace.as_deref().unwrap_or(""),
-            &self.policy,
-            &self.rule,
-            "topics",
-        ];
+        let mut parts: Vec<&str> = self.requester_parts();
+        parts.extend([self.policy.as_str(), self.rule.as_str(), "topics"]);
         parts.extend(self.topics.iter().map(String::as_str));
         parts.push("ops");
         parts.extend(ops.iter().map(String::as_str));
@@ -197,6 +203,7 @@ mod tests {
                 name: "alice@example.com".into(),
                 namespace: None,
                 groups: vec!["clinicians".into()],
+                issuer: Some("https://idp.example.com".into()),
             },
             pod: Some("intake-5d8f7-abcde".into()),
             service_account: Some("intake".into()),

@@ -124,23 +124,23 @@ pub fn record_approval_event(
     }
 }
 
-/// Which issuer and claim an OIDC principal's name came from: the governing
-/// policies' `identity.oidc`, when they name exactly one issuer (with several,
-/// the token's issuer is not known here and nothing is recorded).
+/// Which issuer and claim an OIDC principal's name came from: the token's
+/// issuer (the principal carries it), and the username claim of the first
+/// governing policy trusting that issuer — the configuration the token was
+/// validated with (the sidecar's issuer set is built in the same order).
 pub fn requester_oidc(policy: &CompiledPolicy, principal: &Principal) -> Option<RequesterOidc> {
     if principal.kind != SubjectKind::User {
         return None;
     }
-    match policy.oidc().as_slice() {
-        [only] => Some(RequesterOidc {
-            issuer: only.issuer.clone(),
-            username_claim: only
-                .username_claim
-                .clone()
-                .unwrap_or_else(|| "sub".to_string()),
-        }),
-        _ => None,
-    }
+    let issuer = principal.issuer.as_deref()?;
+    let oidc = policy.oidc().into_iter().find(|o| o.issuer == issuer)?;
+    Some(RequesterOidc {
+        issuer: oidc.issuer.clone(),
+        username_claim: oidc
+            .username_claim
+            .clone()
+            .unwrap_or_else(|| "sub".to_string()),
+    })
 }
 
 /// Asks for AccessApprovals on behalf of the sidecar's callers.

@@ -273,6 +273,8 @@ fn principal_from_claims(
             name,
             namespace: None,
             groups,
+            // `verify_with_jwk` checked `iss` against exactly this issuer.
+            issuer: Some(cfg.issuer.clone()),
         },
         expires_at,
     })
@@ -532,6 +534,8 @@ mod tests {
         assert_eq!(t.principal.name, "intake-app");
         assert_eq!(t.principal.groups, vec!["clinicians", "staff"]);
         assert_eq!(t.principal.kind, SubjectKind::User);
+        // The principal is (issuer, subject).
+        assert_eq!(t.principal.issuer.as_deref(), Some("http://idp"));
         assert_eq!(
             t.session_lifetime_ms(UNIX_EPOCH + Duration::from_secs(1_999_999_990)),
             10_000

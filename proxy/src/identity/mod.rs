@@ -20,5 +20,6 @@ pub fn nobody() -> Principal {
         name: String::new(),
         namespace: None,
         groups: Vec::new(),
+        issuer: None,
     }
 }

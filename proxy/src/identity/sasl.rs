@@ -169,9 +169,12 @@ impl SaslServer {
     ) -> Result<&SaslSession, SaslError> {
         let msg = parse_client_response(bytes)?;
         let token = verifier.verify(&msg.token).await?;
+        // The same principal is the same (issuer, kind, name): a same-named
+        // user of another issuer is someone else.
         if let Some(old) = &self.session
             && (old.principal.kind != token.principal.kind
-                || old.principal.name != token.principal.name)
+                || old.principal.name != token.principal.name
+                || old.principal.issuer != token.principal.issuer)
         {
             return Err(SaslError::PrincipalChanged(old.principal.name.clone()));
         }
@@ -227,20 +230,27 @@ mod tests {
 
     use super::*;
 
-    /// Accepts tokens `good-<name>` (expiring at 2_000_000_000), refuses the rest as expired.
+    /// Accepts tokens `good-<name>` from issuer `https://a` and
+    /// `other-<name>` from `https://b` (expiring at 2_000_000_000), refuses
+    /// the rest as expired.
     struct Fixed;
     impl TokenVerifier for Fixed {
         fn verify(
             &self,
             token: &str,
         ) -> impl Future<Output = Result<ValidatedToken, JwtError>> + Send {
-            let r = match token.strip_prefix("good-") {
-                Some(name) => Ok(ValidatedToken {
+            let issued = token
+                .strip_prefix("good-")
+                .map(|name| (name, "https://a"))
+                .or_else(|| token.strip_prefix("other-").map(|name| (name, "https://b")));
+            let r = match issued {
+                Some((name, issuer)) => Ok(ValidatedToken {
                     principal: Principal {
                         kind: SubjectKind::User,
                         name: name.into(),
                         namespace: None,
                         groups: vec!["g".into()],
+                        issuer: Some(issuer.into()),
                     },
                     expires_at: 2_000_000_000,
                 }),
@@ -374,5 +384,22 @@ mod tests {
             ResponseError::SaslAuthenticationFailed.code()
         );
         assert_eq!(s2.session().unwrap().principal.name, "alice");
+    }
+
+    /// Issue 12 item 7: re-authenticating as the same name from another
+    /// issuer is a different principal, refused like a different name.
+    #[tokio::test]
+    async fn reauthentication_keeps_the_issuer() {
+        let mut s = SaslServer::new();
+        s.handshake(1, &hs("OAUTHBEARER"));
+        s.authenticate(&Fixed, &auth("good-alice"), at(0)).await;
+        s.handshake(1, &hs("OAUTHBEARER"));
+        let out = s.authenticate(&Fixed, &auth("other-alice"), at(0)).await;
+        assert_eq!(
+            out.response.error_code,
+            ResponseError::SaslAuthenticationFailed.code()
+        );
+        let session = s.session().unwrap();
+        assert_eq!(session.principal.issuer.as_deref(), Some("https://a"));
     }
 }

@@ -74,6 +74,8 @@ impl Workload {
             name: self.service_account.clone(),
             namespace: Some(self.namespace.clone()),
             groups: Vec::new(),
+            // Kubernetes names a ServiceAccount; no token issuer does.
+            issuer: None,
         }
     }
 }

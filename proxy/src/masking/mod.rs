@@ -248,6 +248,7 @@ mod tests {
             name: "alice".into(),
             namespace: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            issuer: None,
         }
     }
 

@@ -247,6 +247,7 @@ pub(crate) mod tests {
             name: "u".into(),
             namespace: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            issuer: None,
         }
     }
 

@@ -208,10 +208,13 @@ mod tests {
             name: name.into(),
             namespace: None,
             groups: vec!["readers".into()],
+            issuer: Some("https://idp.example.com".into()),
         }
     }
 
     const POLICY: &str = r#"
+identity:
+  oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
 rules:
   - name: read-claims
     subjects: [{kind: Group, name: readers}]

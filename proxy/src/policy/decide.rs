@@ -5,6 +5,11 @@
 //! answering without IO. Semantics (api.md):
 //! - only policies whose `workloadSelector.matchLabels` are all present on the
 //!   pod govern it (no selector = every pod of the namespace);
+//! - a principal is (issuer, subject): an `Allow` rule's User and Group
+//!   subjects match only users whose token came from the issuer of *that*
+//!   policy's `identity.oidc` (none without an oidc block), so a same-named
+//!   user of another trusted issuer gets nothing from it; a `Deny` rule's
+//!   subjects match by name whatever the issuer (refusing more is safe);
 //! - a matching `Deny` rule beats every `Allow`, in any policy;
 //! - a matching `Allow` without `approval` allows;
 //! - a matching `Allow` with `approval` allows only under a live grant
@@ -55,6 +60,9 @@ pub struct Grant {
     pub rule: String,
     pub requester_kind: SubjectKind,
     pub requester_name: String,
+    /// The OIDC issuer the requester's name came from
+    /// (`spec.requester.oidc.issuer`), when the request recorded it.
+    pub requester_issuer: Option<String>,
     /// Namespace of the AccessApproval (the ServiceAccount namespace for SA requesters).
     pub namespace: String,
     pub topics: Vec<String>,
@@ -80,11 +88,28 @@ impl Grant {
             rule: aa.spec.rule.clone(),
             requester_kind: aa.spec.requester.kind.clone(),
             requester_name: aa.spec.requester.name.clone(),
+            requester_issuer: aa.spec.requester.oidc.as_ref().map(|o| o.issuer.clone()),
             namespace: aa.metadata.namespace.clone().unwrap_or_default(),
             topics: aa.spec.topics.clone(),
             operations: aa.spec.operations.clone(),
             expires_at,
         })
+    }
+
+    /// Was this grant asked for by `principal`? Same kind and name, the same
+    /// namespace for a ServiceAccount, and the same issuer when the request
+    /// recorded one (a same-named user of another issuer is someone else;
+    /// requests of older sidecars name no issuer, and are still bound to it
+    /// through the rule, whose subjects match only its policy's issuer).
+    pub fn is_for(&self, principal: &Principal) -> bool {
+        self.requester_kind == principal.kind
+            && self.requester_name == principal.name
+            && (principal.kind != SubjectKind::ServiceAccount
+                || principal.namespace.as_deref() == Some(&self.namespace))
+            && self
+                .requester_issuer
+                .as_ref()
+                .is_none_or(|issuer| principal.issuer.as_ref() == Some(issuer))
     }
 
     fn covers(
@@ -96,11 +121,8 @@ impl Grant {
         topic: &str,
         now: DateTime<Utc>,
     ) -> bool {
-        let who = self.requester_kind == principal.kind
-            && self.requester_name == principal.name
-            && (principal.kind != SubjectKind::ServiceAccount
-                || principal.namespace.as_deref() == Some(&self.namespace));
-        who && self.policy == policy
+        self.is_for(principal)
+            && self.policy == policy
             && self.rule == rule
             && self.operations.contains(&op)
             && self.topics.iter().any(|t| topic_matches(t, topic))
@@ -308,12 +330,9 @@ impl CompiledPolicy {
 
     /// Does an approved, unexpired AccessApproval give `principal` `op`?
     pub(crate) fn has_live_grant(&self, principal: &Principal, op: Operation) -> bool {
-        self.grants.iter().any(|g| {
-            g.requester_kind == principal.kind
-                && g.requester_name == principal.name
-                && g.operations.contains(&op)
-                && Utc::now() < g.expires_at
-        })
+        self.grants
+            .iter()
+            .any(|g| g.is_for(principal) && g.operations.contains(&op) && Utc::now() < g.expires_at)
     }
 
     /// The rules giving `principal` the operation `op` where `topic_ok` holds
@@ -328,11 +347,19 @@ impl CompiledPolicy {
             .iter()
             .flat_map(move |p| p.spec.rules.iter().map(move |r| (p, r)))
             .filter(move |(p, r)| {
+                let issuer = p.spec.identity.oidc.as_ref().map(|o| o.issuer.as_str());
                 r.operations.contains(&op)
                     && topic_ok(r)
-                    && r.subjects
-                        .iter()
-                        .any(|s| s.matches(principal, &p.namespace))
+                    && r.subjects.iter().any(|s| match r.effect {
+                        // A principal is (issuer, subject): an Allow's User and
+                        // Group subjects name users of the issuer this policy
+                        // trusts, so another issuer cannot mint their rights.
+                        Effect::Allow => s.matches_from_issuer(principal, &p.namespace, issuer),
+                        // A Deny only narrows: it holds for the name whatever
+                        // the issuer, so a policy without an oidc block (or
+                        // naming another issuer) still takes rights away.
+                        Effect::Deny => s.matches(principal, &p.namespace),
+                    })
             })
     }
 

@@ -204,6 +204,7 @@ mod tests {
             name: "app".into(),
             namespace: Some("clinical".into()),
             groups: vec![],
+            issuer: None,
         };
         policy
             .decide(&app, streamgate_crds::Operation::Read, topic)
