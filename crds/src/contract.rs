@@ -30,6 +30,8 @@ pub const ENV_MAX_CONNECTIONS: &str = "STREAMGATE_MAX_CONNECTIONS";
 pub const ENV_IDLE_TIMEOUT: &str = "STREAMGATE_IDLE_TIMEOUT";
 pub const ENV_AUTH_TIMEOUT: &str = "STREAMGATE_AUTH_TIMEOUT";
 pub const ENV_PRE_AUTH_MAX_FRAME_BYTES: &str = "STREAMGATE_PRE_AUTH_MAX_FRAME_BYTES";
+/// Most bytes of records one batch may hold, decompressed, to be masked.
+pub const ENV_MASKING_MAX_BATCH_BYTES: &str = "STREAMGATE_MASKING_MAX_BATCH_BYTES";
 
 // === environment: policy, approvals, secrets ===
 
@@ -109,6 +111,7 @@ pub const ALL_ENV: &[&str] = &[
     ENV_IDLE_TIMEOUT,
     ENV_AUTH_TIMEOUT,
     ENV_PRE_AUTH_MAX_FRAME_BYTES,
+    ENV_MASKING_MAX_BATCH_BYTES,
     ENV_POLICY_DIR,
     ENV_POLICY_KUBE,
     ENV_APPROVALS_DIR,

@@ -615,3 +615,162 @@ async fn an_unauthenticated_connection_is_bounded_in_time_and_frame_size() {
     big.write(&frame[..4]).await;
     assert!(big.closed().await, "a 2 KiB frame before authentication");
 }
+
+const MASK_SSN_BOTH_WAYS: &str = r#"
+---
+apiVersion: streamgate.dev/v1alpha1
+kind: MaskingRule
+metadata: {name: patient-phi}
+spec:
+  topics: [patient-events]
+  format: Json
+  fields:
+    - {path: "$.patient.ssn", strategy: Redact}
+  applyTo: [Fetch, Produce]
+"#;
+const CORRUPT_MESSAGE: i16 = 2;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const BOMB_SSN: &str = "123-45-6789";
+
+/// A JSON value of `size` bytes with an SSN at its start: mostly padding,
+/// so compressed it is a few kilobytes.
+fn padded(size: usize) -> String {
+    let head = format!(r#"{{"patient":{{"ssn":"{BOMB_SSN}"}},"pad":""#);
+    format!("{head}{}\"}}", "0".repeat(size - head.len() - 2))
+}
+
+fn compressed_batch(value: &str, compression: Compression) -> Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        sequence: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        timestamp: 1,
+        key: None,
+        value: Some(Bytes::from(value.to_string())),
+        headers: Default::default(),
+    };
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut out, [&record], &options).unwrap();
+    out.freeze()
+}
+
+fn fetch_answer_of(records: Bytes) -> FetchResponse {
+    let mut answer = fetch_answer("{}");
+    answer.responses[0].partitions[0].records = Some(records);
+    answer
+}
+
+/// One Fetch through the proxy, the broker answering with `records`.
+async fn fetch_through(
+    client: &mut Client,
+    broker: &ScriptedBroker,
+    id: i32,
+    records: Bytes,
+) -> PartitionData {
+    client.send(ApiKey::Fetch, FETCH, id, &fetch()).await;
+    broker.recv().await.reply(&fetch_answer_of(records)).await;
+    let (got, mut response) = client.recv::<FetchResponse>(ApiKey::Fetch, FETCH).await;
+    assert_eq!(got, id);
+    response.responses[0].partitions.remove(0)
+}
+
+/// A producer's batch that decompresses past the masking budget (a
+/// compression bomb) reaches masked readers as an error with no records —
+/// never unmasked, and the sidecar keeps serving; a large batch within the
+/// budget is masked (off the async workers).
+#[tokio::test]
+async fn a_compressed_bomb_is_answered_with_an_error_and_no_records() {
+    let broker = ScriptedBroker::start().await;
+    let manifests = format!("{ALLOW_ALL}{MASK_SSN}");
+    let options = Options {
+        manifests: Some(&manifests),
+        ..Options::default()
+    };
+    let mut sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    // 9 MiB of records, past the default 8 MiB budget, in a few KiB of zstd.
+    let bomb = compressed_batch(&padded(9 << 20), Compression::Zstd);
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    let p = fetch_through(&mut client, &broker, 1, bomb).await;
+    assert_eq!(p.error_code, CORRUPT_MESSAGE);
+    assert!(p.records.as_ref().is_none_or(Bytes::is_empty), "no records");
+
+    let large = compressed_batch(&padded(2 << 20), Compression::Zstd);
+    let p = fetch_through(&mut client, &broker, 2, large).await;
+    assert_eq!(p.error_code, 0);
+    let delivered = values(p.records.as_ref().unwrap());
+    assert_eq!(delivered.len(), 1);
+    assert!(!delivered[0].contains(BOMB_SSN));
+    assert!(delivered[0].starts_with(r#"{"patient":{"ssn":"[REDACTED]"},"pad":"000"#));
+    sidecar.stopped().await;
+    let audit = sidecar.audit_records();
+    let fetches = records_of(&audit, "Fetch");
+    assert_eq!(fetches.len(), 2);
+    assert_ne!(fetches[0]["decision"], "Masked", "nothing was delivered");
+    assert_eq!(fetches[1]["decision"], "Masked");
+}
+
+/// `--masking-max-batch-bytes` sets the budget: over it a Fetch partition is
+/// answered with an error and a Produce refused with MESSAGE_TOO_LARGE
+/// (nothing reaches the broker); under it both are masked.
+#[tokio::test]
+async fn the_masking_budget_flag_is_honoured() {
+    let broker = ScriptedBroker::start().await;
+    let manifests = format!("{ALLOW_ALL}{MASK_SSN_BOTH_WAYS}");
+    let options = Options {
+        manifests: Some(&manifests),
+        args: vec!["--masking-max-batch-bytes=65536".into()],
+        ..Options::default()
+    };
+    let sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    for compression in [Compression::None, Compression::Gzip] {
+        let over = compressed_batch(&padded(100 << 10), compression);
+        let p = fetch_through(&mut client, &broker, 1, over.clone()).await;
+        assert_eq!(p.error_code, CORRUPT_MESSAGE, "{compression:?}");
+        assert!(p.records.as_ref().is_none_or(Bytes::is_empty));
+
+        let under = compressed_batch(&padded(32 << 10), compression);
+        let p = fetch_through(&mut client, &broker, 2, under.clone()).await;
+        assert_eq!(p.error_code, 0);
+        assert!(!values(p.records.as_ref().unwrap())[0].contains(BOMB_SSN));
+
+        let mut request = produce(-1, &[TOPIC]);
+        request.topic_data[0].partition_data[0].records = Some(over);
+        client.send(ApiKey::Produce, PRODUCE, 3, &request).await;
+        let (id, response) = client
+            .recv::<ProduceResponse>(ApiKey::Produce, PRODUCE)
+            .await;
+        assert_eq!(id, 3);
+        assert_eq!(
+            response.responses[0].partition_responses[0].error_code,
+            MESSAGE_TOO_LARGE
+        );
+        assert!(
+            broker.try_recv(Duration::from_millis(100)).await.is_none(),
+            "the Produce never reached the broker"
+        );
+
+        request.topic_data[0].partition_data[0].records = Some(under);
+        client.send(ApiKey::Produce, PRODUCE, 4, &request).await;
+        let written = broker.recv().await;
+        let got: ProduceRequest = written.frame.decode();
+        let records = got.topic_data[0].partition_data[0].records.clone().unwrap();
+        assert!(!values(&records)[0].contains(BOMB_SSN));
+        written.reply(&produce_ack(&[TOPIC.to_string()])).await;
+        let (id, _) = client
+            .recv::<ProduceResponse>(ApiKey::Produce, PRODUCE)
+            .await;
+        assert_eq!(id, 4);
+    }
+}

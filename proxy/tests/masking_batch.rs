@@ -5,10 +5,11 @@
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use streamgate_crds::{Detector, FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec};
+use streamgate_proxy::masking::batch::estimated_work;
 use streamgate_proxy::masking::codec::Codec;
 use streamgate_proxy::masking::{
-    HashKey, MaskError, MaskPlan, RulePlan, Trailing, mask_produce_records, mask_record_set,
-    mask_records,
+    DEFAULT_MAX_BATCH_BYTES, HashKey, MaskError, MaskPlan, RulePlan, Trailing,
+    mask_produce_records, mask_record_set, mask_records,
 };
 
 const CODECS: [Codec; 5] = [
@@ -469,5 +470,87 @@ fn produce_batches_keep_idempotence_fields() {
         &out[43..57],
         &input[43..57],
         "producer id, epoch and base sequence"
+    );
+}
+
+/// A value that compresses to almost nothing and decompresses to `size` bytes,
+/// with an SSN at its start (what must never be forwarded).
+fn bomb_value(size: usize) -> String {
+    let head = r#"{"ssn":"838-39-8865","pad":""#;
+    let mut v = String::with_capacity(size + 2);
+    v.push_str(head);
+    v.extend(std::iter::repeat_n(
+        '0',
+        size.saturating_sub(head.len() + 2),
+    ));
+    v.push_str("\"}");
+    v
+}
+
+#[test]
+fn a_compression_bomb_is_refused_at_the_default_budget_for_every_codec() {
+    let size = DEFAULT_MAX_BATCH_BYTES + (1 << 20);
+    let value = bomb_value(size);
+    for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+        let batch = build_batch(&header(0, codec_bits(codec), 0), &[rec(0, Some(&value))]);
+        assert!(batch.len() < size / 10, "{codec:?}: {} bytes", batch.len());
+        let batch = Bytes::from(batch);
+        for result in [
+            mask_record_set(&plan(), &batch),
+            mask_produce_records(&plan(), &batch),
+        ] {
+            match result {
+                Err(MaskError::TooLarge { limit, .. }) => {
+                    assert_eq!(limit, DEFAULT_MAX_BATCH_BYTES, "{codec:?}")
+                }
+                other => panic!("{codec:?}: {:?}", other.map(|(b, _)| b.len())),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_budget_is_the_plans_and_holds_for_uncompressed_batches_too() {
+    let value = bomb_value(100 << 10);
+    for codec in CODECS {
+        let batch = Bytes::from(build_batch(
+            &header(0, codec_bits(codec), 0),
+            &[rec(0, Some(&value))],
+        ));
+        let small = plan().with_max_batch_bytes(64 << 10);
+        let err = mask_record_set(&small, &batch).unwrap_err();
+        assert!(
+            matches!(err, MaskError::TooLarge { limit, .. } if limit == 64 << 10),
+            "{codec:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains("--masking-max-batch-bytes"),
+            "{err}"
+        );
+        // Within a larger budget the same batch is masked.
+        let (out, counts) = mask_record_set(&plan().with_max_batch_bytes(1 << 20), &batch).unwrap();
+        assert_no_phi(&out);
+        assert_eq!(counts.masked_records, 1, "{codec:?}");
+    }
+}
+
+#[test]
+fn work_is_estimated_from_the_headers_within_the_budget() {
+    let value = bomb_value(100 << 10);
+    let plain = build_batch(&header(0, 0, 0), &[rec(0, Some(&value))]);
+    assert_eq!(estimated_work(&plain, usize::MAX), plain.len());
+    let zstd = build_batch(
+        &header(0, codec_bits(Codec::Zstd), 0),
+        &[rec(0, Some(&value))],
+    );
+    assert!(estimated_work(&zstd, usize::MAX) > zstd.len());
+    // Capped at the budget per batch: no batch is worked past it.
+    let two = [plain.clone(), plain.clone()].concat();
+    assert_eq!(estimated_work(&two, 1000), 2000);
+    assert_eq!(estimated_work(&[], 1000), 0);
+    assert_eq!(
+        estimated_work(&plain[..30], 1000),
+        0,
+        "shorter than a header"
     );
 }

@@ -79,4 +79,21 @@ pub struct RunArgs {
     /// Without it, rules that hash are blocked (their topics never pass unmasked).
     #[arg(long, env = streamgate_crds::contract::ENV_SECRET_DIR)]
     pub secret_dir: Option<PathBuf>,
+    /// Most bytes of records one batch may hold, decompressed, to be masked;
+    /// a larger batch is refused (Fetch: partition error, no records; Produce:
+    /// MESSAGE_TOO_LARGE), never forwarded unmasked. Keep it far below the
+    /// sidecar's memory limit (at most 64 MiB).
+    #[arg(long, env = streamgate_crds::contract::ENV_MASKING_MAX_BATCH_BYTES, default_value_t = crate::masking::DEFAULT_MAX_BATCH_BYTES, value_parser = masking_budget)]
+    pub masking_max_batch_bytes: usize,
+}
+
+/// `--masking-max-batch-bytes`: a byte count from 1 up to what decompression
+/// ever allows.
+fn masking_budget(s: &str) -> Result<usize, String> {
+    let max = crate::masking::codec::MAX_DECOMPRESSED;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} is not between 1 and {max}")),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -107,7 +107,8 @@ impl App {
             gate: GateShared::new(policy, env.workload),
             approvals,
             audit: Some(trail),
-            masking: MaskingState::new(args.secret_dir.clone()),
+            masking: MaskingState::new(args.secret_dir.clone())
+                .with_max_batch_bytes(args.masking_max_batch_bytes),
             metrics: Metrics::new(Some(Arc::clone(audit.health()))),
             limits: args.limits.clone(),
         }));

@@ -170,8 +170,9 @@ impl<'a> Pipeline<'a> {
             set: proxy.masking.current(&proxy.gate.policy),
             topic_name: &names,
         };
-        let action =
-            apis::on_request(&self.session, &mut request, Some(&masking)).map_err(|e| {
+        let action = apis::on_request(&self.session, &mut request, Some(&masking))
+            .await
+            .map_err(|e| {
                 api.errors.inc();
                 StageError::Client(e)
             })?;
@@ -247,8 +248,9 @@ pub async fn response(
         set: proxy.masking.current(&proxy.gate.policy),
         topic_name: &names,
     };
-    let learned =
-        apis::on_response(&session, &proxy.plan, &mut response, Some(&masking)).map_err(|e| {
+    let learned = apis::on_response(&session, &proxy.plan, &mut response, Some(&masking))
+        .await
+        .map_err(|e| {
             proxy.metrics.api(meta.api_key as i16).errors.inc();
             StageError::Broker(e)
         })?;

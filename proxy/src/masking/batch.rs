@@ -16,10 +16,12 @@
 //!
 //! Never passed through unmasked: a truncated trailing batch (Fetch responses
 //! may end with one) is dropped; a batch with a bad CRC, an unknown codec,
-//! a malformed record, or the legacy v0/v1 message format is an error.
+//! a malformed record, the legacy v0/v1 message format, or records larger
+//! than the plan's budget ([`MaskPlan::max_batch_bytes`], checked while
+//! decompressing) is an error.
 use bytes::{Bytes, BytesMut};
 
-use super::codec::Codec;
+use super::codec::{Codec, CodecError};
 use super::plan::{MaskCounts, MaskPlan};
 
 /// Length of a RecordBatch v2 header (through the record count).
@@ -60,6 +62,17 @@ pub enum MaskError {
         base_offset: i64,
         codec: &'static str,
         reason: String,
+    },
+    /// The batch's records are larger than the masking budget
+    /// (`--masking-max-batch-bytes`) once decompressed: refused, not masked.
+    #[error(
+        "batch at base offset {base_offset} holds more than {limit} bytes of records \
+         ({codec}; the masking budget, --masking-max-batch-bytes)"
+    )]
+    TooLarge {
+        base_offset: i64,
+        codec: &'static str,
+        limit: usize,
     },
 }
 
@@ -188,9 +201,21 @@ fn mask_batch(
         codec: codec.name(),
         reason,
     };
-    let section = codec
-        .decompress(batch.slice(HEADER_LEN..))
-        .map_err(codec_err)?;
+    let limit = plan.max_batch_bytes();
+    let too_large = MaskError::TooLarge {
+        base_offset,
+        codec: codec.name(),
+        limit,
+    };
+    // An uncompressed batch is held to the same budget: masking copies it.
+    if codec == Codec::None && batch.len() - HEADER_LEN > limit {
+        return Err(too_large);
+    }
+    let section = match codec.decompress_limited(batch.slice(HEADER_LEN..), limit) {
+        Ok(section) => section,
+        Err(CodecError::TooLarge { .. }) => return Err(too_large),
+        Err(CodecError::Failed(reason)) => return Err(codec_err(reason)),
+    };
     let Some(new_section) =
         mask_records_section(plan, &section, count as usize, counts).map_err(corrupt)?
     else {
@@ -206,6 +231,36 @@ fn mask_batch(
     let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(Some(out))
+}
+
+/// How many compressed bytes count as one byte of work in [`estimated_work`]:
+/// the true ratio is unknown until decompressed (and an attacker picks it),
+/// so a compressed batch is assumed to expand this much, up to the budget.
+const ASSUMED_EXPANSION: usize = 32;
+
+/// About how many bytes masking `records` will decompress and rewrite, from
+/// the batch headers only (no decompression): an uncompressed batch counts
+/// its size, a compressed one [`ASSUMED_EXPANSION`] times its size, each at
+/// most `limit` (the budget: no batch is worked past it). Used to decide
+/// whether masking may run on an async worker or goes to the blocking pool.
+pub fn estimated_work(records: &[u8], limit: usize) -> usize {
+    let mut work = 0usize;
+    let mut at = 0usize;
+    while let Some(rest) = records.get(at..).filter(|r| r.len() >= HEADER_LEN) {
+        let Ok(len) = usize::try_from(be_i32(rest, LENGTH_AT)) else {
+            break;
+        };
+        let total = (LENGTH_AT + 4).saturating_add(len);
+        let attributes = i16::from_be_bytes([rest[ATTRIBUTES_AT], rest[ATTRIBUTES_AT + 1]]);
+        let size = total.min(rest.len());
+        let expanded = match Codec::from_attributes(attributes) {
+            Ok(Codec::None) => size,
+            _ => size.saturating_mul(ASSUMED_EXPANSION),
+        };
+        work = work.saturating_add(expanded.min(limit));
+        at = at.saturating_add(total);
+    }
+    work
 }
 
 /// Rewrites the (uncompressed) records section; `None` when nothing changed.

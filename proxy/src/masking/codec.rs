@@ -1,5 +1,7 @@
-//! Record-batch compression codecs. Every decompression is capped at
-//! [`MAX_DECOMPRESSED`] (checked while reading, before memory is spent).
+//! Record-batch compression codecs. Every decompression is capped (checked
+//! while reading, before memory is spent): at the caller's limit — the
+//! masking budget, `--masking-max-batch-bytes` — and never above
+//! [`MAX_DECOMPRESSED`].
 //!
 //! - gzip: flate2, written at level 1 (fast); reading accepts concatenated
 //!   gzip members, like Java;
@@ -24,8 +26,52 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use kafka_protocol::compression::{Compressor, Decompressor, Snappy};
 
-/// The largest records section a batch may decompress to.
+/// The largest records section a batch may decompress to, whatever limit a
+/// caller asks for.
 pub const MAX_DECOMPRESSED: usize = 64 << 20;
+
+/// How much is read from a decompressor at a time: the output grows by at
+/// most this much past what it holds, so a batch never costs much more than
+/// its limit (`read_to_end` doubles its buffer and could reach twice it).
+const READ_CHUNK: usize = 64 << 10;
+
+/// Why a records section cannot be decompressed.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The section would decompress past the limit (a compression bomb, or a
+    /// batch larger than the masking budget): nothing past the limit was
+    /// allocated.
+    #[error("decompresses to more than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The compressed bytes are malformed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Reads all of `r`, refusing more than `limit` bytes; the buffer is grown
+/// in steps of at most [`READ_CHUNK`] past its contents, never past `limit + 1`.
+fn read_capped(r: &mut dyn Read, hint: usize, limit: usize) -> Result<Bytes, CodecError> {
+    let mut out = Vec::with_capacity(hint.min(limit));
+    let mut chunk = vec![0u8; READ_CHUNK.min(limit + 1)];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CodecError::Failed(e.to_string())),
+        };
+        if out.len() + n > limit {
+            return Err(CodecError::TooLarge { limit });
+        }
+        if out.capacity() - out.len() < n {
+            // Double while small, but never reserve past the limit.
+            let want = out.capacity().max(READ_CHUNK).min(limit - out.len());
+            out.reserve_exact(want.max(n));
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Bytes::from(out))
+}
 
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
@@ -134,32 +180,37 @@ impl Codec {
     /// Decompresses a batch's records section, refusing more than
     /// [`MAX_DECOMPRESSED`] bytes (a compression bomb must not exhaust the
     /// sidecar's memory).
-    pub fn decompress(self, data: Bytes) -> Result<Bytes, String> {
+    pub fn decompress(self, data: Bytes) -> Result<Bytes, CodecError> {
         self.decompress_limited(data, MAX_DECOMPRESSED)
     }
 
-    /// [`Codec::decompress`] with an explicit limit.
-    pub fn decompress_limited(self, data: Bytes, limit: usize) -> Result<Bytes, String> {
-        let read_all = |r: &mut dyn Read| -> Result<Bytes, String> {
-            let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
-            r.take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| e.to_string())?;
-            if out.len() > limit {
-                return Err(format!("decompresses to more than {limit} bytes"));
-            }
-            Ok(Bytes::from(out))
-        };
+    /// [`Codec::decompress`] with an explicit limit (capped at
+    /// [`MAX_DECOMPRESSED`]). An uncompressed section is returned as is: its
+    /// size is the caller's to check.
+    pub fn decompress_limited(self, data: Bytes, limit: usize) -> Result<Bytes, CodecError> {
+        let limit = limit.min(MAX_DECOMPRESSED);
+        let failed = |e: std::io::Error| CodecError::Failed(e.to_string());
+        let hint = data.len().saturating_mul(4);
         match self {
             Self::None => Ok(data),
-            Self::Gzip => read_all(&mut flate2::read::MultiGzDecoder::new(&data[..])),
-            Self::Lz4 => read_all(&mut lz4::Decoder::new(&data[..]).map_err(|e| e.to_string())?),
-            Self::Zstd => read_all(
-                &mut zstd::stream::read::Decoder::new(&data[..]).map_err(|e| e.to_string())?,
+            Self::Gzip => read_capped(
+                &mut flate2::read::MultiGzDecoder::new(&data[..]),
+                hint,
+                limit,
+            ),
+            Self::Lz4 => read_capped(
+                &mut lz4::Decoder::new(&data[..]).map_err(failed)?,
+                hint,
+                limit,
+            ),
+            Self::Zstd => read_capped(
+                &mut zstd::stream::read::Decoder::new(&data[..]).map_err(failed)?,
+                hint,
+                limit,
             ),
             Self::Snappy => {
-                if snappy_len(&data)? > limit {
-                    return Err(format!("decompresses to more than {limit} bytes"));
+                if snappy_len(&data).map_err(CodecError::Failed)? > limit {
+                    return Err(CodecError::TooLarge { limit });
                 }
                 Self::decompress_snappy(data)
             }
@@ -167,9 +218,9 @@ impl Codec {
     }
 
     /// Snappy through kafka-protocol (it reads both xerial and raw framing).
-    fn decompress_snappy(mut data: Bytes) -> Result<Bytes, String> {
+    fn decompress_snappy(mut data: Bytes) -> Result<Bytes, CodecError> {
         Snappy::decompress(&mut data, |b: &mut Bytes| Ok(std::mem::take(b)))
-            .map_err(|e| format!("{e:#}"))
+            .map_err(|e| CodecError::Failed(format!("{e:#}")))
     }
 
     /// Compresses a records section.
@@ -229,8 +280,20 @@ mod tests {
             let z = c.compress(&zeros).unwrap();
             assert!(z.len() < zeros.len() / 10, "{}", c.name());
             let e = c.decompress_limited(z.clone(), 64 << 10).unwrap_err();
-            assert!(e.contains("more than"), "{}: {e}", c.name());
-            assert_eq!(c.decompress_limited(z, 1 << 20).unwrap().len(), zeros.len());
+            assert!(
+                matches!(e, CodecError::TooLarge { limit } if limit == 64 << 10),
+                "{}: {e}",
+                c.name()
+            );
+            assert_eq!(
+                c.decompress_limited(z.clone(), 1 << 20).unwrap().len(),
+                zeros.len()
+            );
+            // One byte short of the size is refused too.
+            assert!(matches!(
+                c.decompress_limited(z, (1 << 20) - 1),
+                Err(CodecError::TooLarge { .. })
+            ));
         }
     }
 

@@ -26,6 +26,13 @@
 //! // and `mask_produce_records` (a truncated batch is an error there).
 //! ```
 //!
+//! Memory: no batch is decompressed (or copied) past the set's budget,
+//! `--masking-max-batch-bytes` ([`DEFAULT_MAX_BATCH_BYTES`]); a larger batch
+//! is refused like any other that cannot be masked (`MaskError::TooLarge`),
+//! never forwarded unmasked. The connection code moves masking whose
+//! [`wire::fetch_work`]/[`wire::produce_work`] exceeds
+//! [`wire::INLINE_MAX_WORK`] to the blocking pool.
+//!
 //! `plan_for` returns `None` when no rule covers the topic for that
 //! direction, or the principal is exempt from every rule that does
 //! (`exemptSubjects`): the records pass byte-identical. A `MaskPlan` is
@@ -76,6 +83,13 @@ pub use plan::{CompileError, MaskCounts, MaskPlan, RulePlan};
 pub use strategy::HashKey;
 pub use wire::{Masked, PartitionFailure, TopicMasking, mask_fetch_response, mask_produce_request};
 
+/// The default per-batch budget: how many bytes of records one batch may
+/// hold once decompressed. Masking holds a batch's records and their masked
+/// copy at once, per connection, so this is kept far below the sidecar's
+/// memory limit (256 MiB): 8 MiB is eight times Kafka's default
+/// `max.message.bytes`.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
+
 /// One compiled MaskingRule with its scope.
 #[derive(Debug)]
 struct ScopedRule {
@@ -86,13 +100,36 @@ struct ScopedRule {
 }
 
 /// The compiled MaskingRules of one namespace.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MaskingSet {
     namespace: String,
     rules: Vec<ScopedRule>,
+    /// Handed to every plan (see [`DEFAULT_MAX_BATCH_BYTES`]).
+    max_batch_bytes: usize,
+}
+
+impl Default for MaskingSet {
+    fn default() -> Self {
+        Self {
+            namespace: String::new(),
+            rules: Vec::new(),
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
 }
 
 impl MaskingSet {
+    /// The same set with another per-batch budget (`--masking-max-batch-bytes`).
+    pub fn with_max_batch_bytes(mut self, max_batch_bytes: usize) -> Self {
+        self.max_batch_bytes = max_batch_bytes;
+        self
+    }
+
+    /// The per-batch budget its plans get.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_batch_bytes
+    }
+
     /// Compiles `rules` (name, spec) of `namespace`; `key_for` loads the HMAC
     /// key of a rule's `hashKeySecretRef`. Rules that fail to compile are
     /// returned as errors and fail closed in the set.
@@ -133,6 +170,7 @@ impl MaskingSet {
             Self {
                 namespace: namespace.to_string(),
                 rules: compiled,
+                ..Self::default()
             },
             errors,
         )
@@ -192,7 +230,7 @@ impl MaskingSet {
         if rules.is_empty() {
             None
         } else {
-            Some(MaskPlan::new(rules))
+            Some(MaskPlan::new(rules).with_max_batch_bytes(self.max_batch_bytes))
         }
     }
 

@@ -197,18 +197,33 @@ impl RulePlan {
 #[derive(Debug, Clone)]
 pub struct MaskPlan {
     rules: Vec<Arc<RulePlan>>,
+    /// The most bytes of records one batch may hold once decompressed;
+    /// larger batches are refused (see [`super::DEFAULT_MAX_BATCH_BYTES`]).
+    max_batch_bytes: usize,
 }
 
 impl MaskPlan {
     pub fn new(rules: Vec<Arc<RulePlan>>) -> Self {
-        Self { rules }
+        Self {
+            rules,
+            max_batch_bytes: super::DEFAULT_MAX_BATCH_BYTES,
+        }
     }
 
     /// A plan with one rule.
     pub fn single(rule: RulePlan) -> Self {
-        Self {
-            rules: vec![Arc::new(rule)],
-        }
+        Self::new(vec![Arc::new(rule)])
+    }
+
+    /// The same plan with another per-batch budget (`--masking-max-batch-bytes`).
+    pub fn with_max_batch_bytes(mut self, max_batch_bytes: usize) -> Self {
+        self.max_batch_bytes = max_batch_bytes;
+        self
+    }
+
+    /// The most bytes of records one batch may hold once decompressed.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_batch_bytes
     }
 
     /// The names of the rules applied (for the audit record).

@@ -7,26 +7,42 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::masking::MaskingSet;
+use crate::masking::{DEFAULT_MAX_BATCH_BYTES, MaskingSet};
 use crate::policy::decide::CompiledPolicy;
 use crate::policy::handle::PolicyHandle;
 
 /// Shared by every connection (see `Proxy::masking`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MaskingState {
     /// `DIR/<secret name>/<key>` (the Secret volume the operator mounts);
     /// without it, rules with a hash key are blocked.
     secret_dir: Option<PathBuf>,
+    /// `--masking-max-batch-bytes`, handed to every compiled set.
+    max_batch_bytes: usize,
     /// The policy the set was compiled from (compared by pointer) and the set.
     cache: Mutex<Option<(Arc<CompiledPolicy>, Arc<MaskingSet>)>>,
+}
+
+impl Default for MaskingState {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl MaskingState {
     pub fn new(secret_dir: Option<PathBuf>) -> Self {
         Self {
             secret_dir,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             cache: Mutex::default(),
         }
+    }
+
+    /// The per-batch budget (`--masking-max-batch-bytes`): no batch is
+    /// decompressed past it; larger ones are refused, never forwarded unmasked.
+    pub fn with_max_batch_bytes(mut self, max_batch_bytes: usize) -> Self {
+        self.max_batch_bytes = max_batch_bytes;
+        self
     }
 
     /// The set for the policy currently in force (recompiled after a reload).
@@ -58,6 +74,7 @@ impl MaskingState {
         };
         let dir = self.secret_dir.clone().unwrap_or_default();
         let (set, errors) = MaskingSet::from_docs(&namespace, docs, &dir);
+        let set = set.with_max_batch_bytes(self.max_batch_bytes);
         for error in &errors {
             // Never carries key bytes.
             tracing::error!(%error, "MaskingRule fails closed: its topics are blocked");

@@ -3,10 +3,17 @@
 //!
 //! A partition that cannot be masked is never forwarded as it was: in a
 //! Fetch response its records are emptied and its error code set (legacy
-//! v0/v1 message format → UNSUPPORTED_FOR_MESSAGE_FORMAT, anything else →
-//! CORRUPT_MESSAGE; a topic whose name cannot be resolved while masking
-//! rules exist → UNKNOWN_TOPIC_ID). A Produce request with such a partition
-//! must be refused as a whole (the caller answers each listed partition).
+//! v0/v1 message format → UNSUPPORTED_FOR_MESSAGE_FORMAT, anything else —
+//! a batch over the masking budget included → CORRUPT_MESSAGE; a topic whose
+//! name cannot be resolved while masking rules exist → UNKNOWN_TOPIC_ID). A
+//! Produce request with such a partition must be refused as a whole (the
+//! caller answers each listed partition; a batch over the budget gets
+//! MESSAGE_TOO_LARGE there, on which the Java producer splits the batch and
+//! tries again).
+//!
+//! [`fetch_work`]/[`produce_work`] estimate, from the batch headers, how much
+//! masking a message will cost; above [`INLINE_MAX_WORK`] the connection
+//! code runs the masking on the blocking pool, not on an async worker.
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::produce_request::TopicProduceData;
@@ -15,20 +22,86 @@ use streamgate_crds::ApplyTo;
 use streamgate_crds::matching::Principal;
 
 use super::MaskingSet;
-use super::batch::{MaskError, mask_produce_records, mask_record_set};
+use super::batch::{MaskError, estimated_work, mask_produce_records, mask_record_set};
 use super::plan::MaskCounts;
 
 /// Kafka error codes used for partitions that cannot be masked.
 pub const CORRUPT_MESSAGE: i16 = 2;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
 pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 
-/// The error code a partition gets when its records cannot be masked.
+/// Masking estimated (by [`fetch_work`]/[`produce_work`]) to touch more
+/// bytes than this runs on the blocking pool: tens of microseconds of
+/// hand-off against milliseconds that would stall every connection sharing
+/// the async worker.
+pub const INLINE_MAX_WORK: usize = 256 << 10;
+
+/// The error code a Fetch partition gets when its records cannot be masked.
 pub fn error_code(e: &MaskError) -> i16 {
     match e {
         MaskError::LegacyFormat { .. } => UNSUPPORTED_FOR_MESSAGE_FORMAT,
         _ => CORRUPT_MESSAGE,
     }
+}
+
+/// The error code a Produce partition gets when its records cannot be
+/// masked: as for Fetch, but a batch over the budget is MESSAGE_TOO_LARGE
+/// (the producer may split it and retry; CORRUPT_MESSAGE would only repeat).
+pub fn produce_error_code(e: &MaskError) -> i16 {
+    match e {
+        MaskError::TooLarge { .. } => MESSAGE_TOO_LARGE,
+        other => error_code(other),
+    }
+}
+
+/// About how many bytes masking `response` for `principal` will decompress
+/// and rewrite (see [`estimated_work`]); 0 when nothing is masked.
+pub fn fetch_work(
+    set: &MaskingSet,
+    principal: &Principal,
+    response: &FetchResponse,
+    topic_name: impl Fn(&FetchableTopicResponse) -> Option<String>,
+) -> usize {
+    if !set.has_rules_for(ApplyTo::Fetch) {
+        return 0;
+    }
+    let limit = set.max_batch_bytes();
+    response
+        .responses
+        .iter()
+        .filter(|t| {
+            topic_name(t).is_some_and(|n| set.plan_for(&n, principal, ApplyTo::Fetch).is_some())
+        })
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_deref())
+        .fold(0usize, |sum, r| {
+            sum.saturating_add(estimated_work(r, limit))
+        })
+}
+
+/// [`fetch_work`] for a Produce request (`applyTo: Produce`).
+pub fn produce_work(
+    set: &MaskingSet,
+    principal: &Principal,
+    request: &ProduceRequest,
+    topic_name: impl Fn(&TopicProduceData) -> Option<String>,
+) -> usize {
+    if !set.has_rules_for(ApplyTo::Produce) {
+        return 0;
+    }
+    let limit = set.max_batch_bytes();
+    request
+        .topic_data
+        .iter()
+        .filter(|t| {
+            topic_name(t).is_some_and(|n| set.plan_for(&n, principal, ApplyTo::Produce).is_some())
+        })
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_deref())
+        .fold(0usize, |sum, r| {
+            sum.saturating_add(estimated_work(r, limit))
+        })
 }
 
 /// What masking did to one topic (for the audit record).
@@ -177,7 +250,7 @@ pub fn mask_produce_request(
                 Err(e) => out.failures.push(PartitionFailure {
                     topic: Some(name.clone()),
                     partition: p.index,
-                    error_code: error_code(&e),
+                    error_code: produce_error_code(&e),
                     error: Some(e),
                 }),
             }
@@ -409,5 +482,66 @@ pub(crate) mod tests {
             mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name)
                 .unwrap_err();
         assert_eq!(failures[0].error_code, CORRUPT_MESSAGE);
+    }
+
+    /// A value of `size` bytes with an SSN at its start, compressing to little.
+    pub(crate) fn bomb(size: usize) -> String {
+        let head = r#"{"ssn":"838-39-8865","pad":""#;
+        format!("{head}{}\"}}", "0".repeat(size - head.len() - 2))
+    }
+
+    #[test]
+    fn a_batch_over_the_budget_is_refused_in_fetch_and_produce() {
+        let set = set(vec![ApplyTo::Fetch, ApplyTo::Produce]).with_max_batch_bytes(64 << 10);
+        let records = batch(&bomb(100 << 10), Compression::Zstd);
+        assert!(records.len() < 4 << 10);
+        let mut resp = FetchResponse::default()
+            .with_responses(vec![topic("patient-events", vec![records.clone()])]);
+        let out = mask_fetch_response(&set, &user(&[]), &mut resp, by_name);
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, CORRUPT_MESSAGE);
+        assert_eq!(
+            p.records.as_deref(),
+            Some(&[][..]),
+            "no records, no unmasked bytes"
+        );
+        assert!(out.changed);
+        assert!(matches!(
+            out.failures[..],
+            [PartitionFailure {
+                error: Some(MaskError::TooLarge { limit: 65536, .. }),
+                ..
+            }]
+        ));
+
+        let mut req = ProduceRequest::default().with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("patient-intake")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(3)
+                        .with_records(Some(records.clone())),
+                ]),
+        ]);
+        let failures =
+            mask_produce_request(&set, &user(&[]), &mut req, |t| Some(t.name.0.to_string()))
+                .unwrap_err();
+        assert_eq!(failures[0].error_code, MESSAGE_TOO_LARGE);
+        assert_eq!(failures[0].partition, 3);
+    }
+
+    #[test]
+    fn work_counts_only_what_the_principal_gets_masked() {
+        let set = set(vec![ApplyTo::Fetch]);
+        let records = batch(&bomb(100 << 10), Compression::None);
+        let resp = FetchResponse::default().with_responses(vec![
+            topic("patient-events", vec![records.clone()]),
+            topic("claims", vec![records.clone()]),
+        ]);
+        let work = fetch_work(&set, &user(&[]), &resp, by_name);
+        assert_eq!(work, records.len());
+        assert_eq!(fetch_work(&set, &user(&["clinicians"]), &resp, by_name), 0);
+        let req = ProduceRequest::default();
+        assert_eq!(produce_work(&set, &user(&[]), &req, |_| None), 0);
     }
 }

@@ -19,8 +19,12 @@ use crate::datapath::addresses::AddressPlan;
 use crate::datapath::exchange::Response;
 use crate::datapath::session::Session;
 use crate::kafka::codec::FrameError;
-use crate::masking::mask_fetch_response;
+use crate::masking::wire::{INLINE_MAX_WORK, fetch_work};
+use crate::masking::{Masked, mask_fetch_response};
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::{FetchResponse, ResponseKind};
+use std::collections::HashMap;
+use std::sync::Arc;
 use streamgate_crds::ApplyTo;
 
 const PREFERRED_READ_REPLICA_SINCE: i16 = 11;
@@ -28,7 +32,7 @@ const NODE_ENDPOINTS_SINCE: i16 = 16;
 /// From v13 topics are named by id.
 const TOPIC_IDS_SINCE: i16 = 13;
 
-pub fn on_response(
+pub async fn on_response(
     session: &Session,
     plan: &AddressPlan,
     response: &mut Response,
@@ -55,15 +59,7 @@ pub fn on_response(
     };
     let mut changed = rewrite(plan, fetched, &mut out);
     if let Some(ctx) = masking {
-        let principal = masking_principal(session);
-        let by_id = version >= TOPIC_IDS_SINCE;
-        let masked = mask_fetch_response(&ctx.set, &principal, fetched, |t| {
-            if by_id {
-                (ctx.topic_name)(&t.topic_id)
-            } else {
-                Some(t.topic.0.to_string())
-            }
-        });
+        let masked = mask(session, ctx, version >= TOPIC_IDS_SINCE, fetched).await?;
         for f in &masked.failures {
             // The error is about the record layout; it never quotes values.
             tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "partition not maskable: answered with an error, no records");
@@ -77,6 +73,53 @@ pub fn on_response(
         response.changed();
     }
     Ok(out)
+}
+
+/// Mask `fetched` in place: on this worker when the work is small, else on
+/// the blocking pool (decompressing and rewriting megabytes would stall
+/// every connection sharing the worker). The topic names are looked up
+/// first: the blocking task cannot borrow the topic-id map.
+async fn mask(
+    session: &Session,
+    ctx: &MaskingContext<'_>,
+    by_id: bool,
+    fetched: &mut FetchResponse,
+) -> Result<Masked, FrameError> {
+    let principal = masking_principal(session);
+    let ids: HashMap<uuid::Uuid, String> = if by_id {
+        fetched
+            .responses
+            .iter()
+            .filter_map(|t| (ctx.topic_name)(&t.topic_id).map(|n| (t.topic_id, n)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let name = move |t: &FetchableTopicResponse| {
+        if by_id {
+            ids.get(&t.topic_id).cloned()
+        } else {
+            Some(t.topic.0.to_string())
+        }
+    };
+    if fetch_work(&ctx.set, &principal, fetched, &name) <= INLINE_MAX_WORK {
+        return Ok(mask_fetch_response(&ctx.set, &principal, fetched, name));
+    }
+    let set = Arc::clone(&ctx.set);
+    let mut body = std::mem::take(fetched);
+    let (body, masked) = tokio::task::spawn_blocking(move || {
+        let masked = mask_fetch_response(&set, &principal, &mut body, name);
+        (body, masked)
+    })
+    .await
+    // The response was moved into the task: with it gone (a panic), nothing
+    // is forwarded, the connection closes.
+    .map_err(|e| FrameError::Malformed {
+        what: "Fetch response (masking did not finish)",
+        source: anyhow::anyhow!("{e}"),
+    })?;
+    *fetched = body;
+    Ok(masked)
 }
 
 /// Clear follower fetching and rewrite endpoints; true when anything changed.
@@ -147,7 +190,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, version);
             let input = golden(version, 3);
             let out = through(&meta, response_frame(&meta, &input), |r| {
-                on_response(&session(), &plan(), r, None)
+                block_on(on_response(&session(), &plan(), r, None))
             })
             .unwrap();
             let (corr, got): (i32, FetchResponse) = decode_response(&meta, &out.frame);
@@ -171,7 +214,7 @@ mod tests {
         frame.extend_from_slice(&[1, 0, 1, 1]); // one tag: 0, size 1, empty compact array
         let frame = Bytes::from(frame);
         let out = through(&meta, frame.clone(), |r| {
-            on_response(&session(), &plan(), r, None)
+            block_on(on_response(&session(), &plan(), r, None))
         })
         .unwrap();
         assert_eq!(out.frame, frame);
@@ -183,7 +226,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, version);
             let frame = response_frame(&meta, &golden(version, -1));
             let out = through(&meta, frame.clone(), |r| {
-                on_response(&session(), &plan(), r, None)
+                block_on(on_response(&session(), &plan(), r, None))
             })
             .unwrap();
             assert_eq!(out.frame, frame, "v{version}");
@@ -231,7 +274,7 @@ mod tests {
                     &with_records(version, batch(PHI, Compression::Snappy)),
                 );
                 let out = through(&meta, frame, |r| {
-                    on_response(&session(), &plan(), r, Some(&ctx))
+                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
                 })
                 .unwrap();
                 let got = fetched(&out.frame, &meta);
@@ -250,7 +293,7 @@ mod tests {
         fn rewrites_response_for(meta: &RequestMeta, ctx: &MaskingContext<'_>) -> bool {
             let records = with_records(meta.api_version, batch(PHI, Compression::None));
             let mut response = Response::new(meta.clone(), response_frame(meta, &records));
-            on_response(&session(), &plan(), &mut response, Some(ctx)).unwrap();
+            block_on(on_response(&session(), &plan(), &mut response, Some(ctx))).unwrap();
             response.is_decoded()
         }
 
@@ -261,7 +304,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, 13);
             let frame = response_frame(&meta, &with_records(13, batch(PHI, Compression::None)));
             let out = through(&meta, frame, |r| {
-                on_response(&session(), &plan(), r, Some(&ctx))
+                block_on(on_response(&session(), &plan(), r, Some(&ctx)))
             })
             .unwrap();
             let got = fetched(&out.frame, &meta);
@@ -289,7 +332,7 @@ mod tests {
                 let meta = meta(ApiKey::Fetch, version);
                 let frame = with_foreign_endpoints_tag(version, batch(PHI, Compression::Lz4));
                 let out = through(&meta, frame, |r| {
-                    on_response(&session(), &plan(), r, Some(&ctx))
+                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
                 })
                 .unwrap();
                 let got = fetched(&out.frame, &meta);
@@ -323,7 +366,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, 12);
             let frame = v12_with_foreign_tag(batch(PHI, Compression::Gzip));
             let out = through(&meta, frame.clone(), |r| {
-                on_response(&session(), &plan(), r, Some(&ctx))
+                block_on(on_response(&session(), &plan(), r, Some(&ctx)))
             })
             .unwrap();
             let got = fetched(&out.frame, &meta);
@@ -331,7 +374,7 @@ mod tests {
             assert_eq!(values(&records), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
             // Without masking the frame passes as the broker sent it.
             let out = through(&meta, frame.clone(), |r| {
-                on_response(&session(), &plan(), r, None)
+                block_on(on_response(&session(), &plan(), r, None))
             })
             .unwrap();
             assert_eq!(out.frame, frame);
@@ -345,14 +388,55 @@ mod tests {
             let frame = v12_with_foreign_tag(batch(PHI, Compression::None));
             let cut = frame.slice(..frame.len() - 2);
             assert!(
-                through(&meta, cut, |r| on_response(
+                through(&meta, cut, |r| block_on(on_response(
                     &session(),
                     &plan(),
                     r,
                     Some(&ctx)
-                ))
+                )))
                 .is_err()
             );
+        }
+
+        #[test]
+        fn large_records_are_masked_off_the_async_workers_and_bombs_refused() {
+            use crate::masking::wire::{CORRUPT_MESSAGE, INLINE_MAX_WORK, tests::bomb};
+            let names = |_: &uuid::Uuid| Some("patient-events".to_string());
+            let ctx = ctx(vec![ApplyTo::Fetch], &names);
+            for version in [12, 13] {
+                let meta = meta(ApiKey::Fetch, version);
+                // Over the inline threshold, under the budget: masked on the blocking pool.
+                let large = bomb(INLINE_MAX_WORK + (64 << 10));
+                let frame = response_frame(
+                    &meta,
+                    &with_records(version, batch(&large, Compression::None)),
+                );
+                let out = through(&meta, frame, |r| {
+                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                })
+                .unwrap();
+                let got = fetched(&out.frame, &meta);
+                let delivered = values(got.responses[0].partitions[0].records.as_ref().unwrap());
+                assert!(
+                    delivered[0].starts_with(r#"{"ssn":"[REDACTED]","pad":"000"#),
+                    "v{version}"
+                );
+                assert_eq!(out.masking[0].counts.fields.get("$.ssn"), Some(&1));
+                // Over the budget: an error and no records.
+                let over = bomb(crate::masking::DEFAULT_MAX_BATCH_BYTES + 1);
+                let frame = response_frame(
+                    &meta,
+                    &with_records(version, batch(&over, Compression::Zstd)),
+                );
+                let out = through(&meta, frame, |r| {
+                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                })
+                .unwrap();
+                let got = fetched(&out.frame, &meta);
+                let p = &got.responses[0].partitions[0];
+                assert_eq!(p.error_code, CORRUPT_MESSAGE, "v{version}");
+                assert_eq!(p.records.as_deref(), Some(&[][..]));
+            }
         }
 
         #[test]
@@ -363,7 +447,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, 11);
             let frame = response_frame(&meta, &with_records(11, batch(PHI, Compression::None)));
             let out = through(&meta, frame.clone(), |r| {
-                on_response(&session(), &plan(), r, Some(&ctx))
+                block_on(on_response(&session(), &plan(), r, Some(&ctx)))
             })
             .unwrap();
             assert_eq!(out.frame, frame);

@@ -77,15 +77,16 @@ pub(crate) fn masking_principal(session: &Session) -> streamgate_crds::matching:
         .unwrap_or_else(crate::identity::nobody)
 }
 
-/// Handle one request from the client.
-pub fn on_request(
+/// Handle one request from the client (async: masking a large Produce runs
+/// on the blocking pool).
+pub async fn on_request(
     session: &Session,
     request: &mut Request,
     masking: Option<&MaskingContext<'_>>,
 ) -> Result<RequestAction, FrameError> {
     match request.meta().api_key {
         ApiKey::ApiVersions => Ok(api_versions::on_request(request.meta())),
-        ApiKey::Produce => produce::on_request(session, request, masking),
+        ApiKey::Produce => produce::on_request(session, request, masking).await,
         _ => Ok(RequestAction::Forward {
             expect_response: true,
             masked: Vec::new(),
@@ -94,8 +95,9 @@ pub fn on_request(
 }
 
 /// Handle one response from the broker: endpoints rewritten (and learned),
-/// Fetch records masked. Each API decodes the body only when it must.
-pub fn on_response(
+/// Fetch records masked (a large Fetch on the blocking pool). Each API
+/// decodes the body only when it must.
+pub async fn on_response(
     session: &Session,
     plan: &AddressPlan,
     response: &mut Response,
@@ -107,7 +109,7 @@ pub fn on_response(
         ApiKey::FindCoordinator => find_coordinator::on_response(plan, response),
         ApiKey::DescribeCluster => describe_cluster::on_response(plan, response),
         ApiKey::Produce => produce::on_response(plan, response),
-        ApiKey::Fetch => fetch::on_response(session, plan, response, masking),
+        ApiKey::Fetch => fetch::on_response(session, plan, response, masking).await,
         _ => Ok(Learned::default()),
     }
 }
@@ -200,6 +202,16 @@ pub(crate) mod test_support {
         Answer(Bytes),
     }
 
+    /// Runs a stage's future to completion in a plain `#[test]` (a runtime
+    /// with a blocking pool, as masking large records needs).
+    pub fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime")
+            .block_on(future)
+    }
+
     /// A request frame through [`super::on_request`], as the pipeline runs it.
     pub fn request_through(
         session: &Session,
@@ -208,7 +220,8 @@ pub(crate) mod test_support {
         masking: Option<&MaskingContext<'_>>,
     ) -> Result<Requested, FrameError> {
         let mut request = Request::new(meta.clone(), frame);
-        Ok(match on_request(session, &mut request, masking)? {
+        let action = block_on(on_request(session, &mut request, masking))?;
+        Ok(match action {
             RequestAction::Forward {
                 expect_response, ..
             } => Requested::Forward {

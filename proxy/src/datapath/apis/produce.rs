@@ -10,12 +10,14 @@ use crate::datapath::session::Session;
 use crate::kafka::codec::{FrameError, RequestMeta, encode_response, split_request};
 use crate::kafka::refusal::{POLICY_VIOLATION, refuse_produce};
 use crate::kafka::wire::skip_nullable_string;
-use crate::masking::wire::TopicMasking;
-use crate::masking::{PartitionFailure, mask_produce_request};
+use crate::masking::wire::{INLINE_MAX_WORK, TopicMasking, produce_work};
+use crate::masking::{Masked, PartitionFailure, mask_produce_request};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestKind, ResponseKind};
 use kafka_protocol::protocol::buf::ByteBuf;
+use std::collections::HashMap;
+use std::sync::Arc;
 use streamgate_crds::ApplyTo;
 
 /// First Produce version whose response may carry `node_endpoints`.
@@ -23,7 +25,7 @@ const NODE_ENDPOINTS_SINCE: i16 = 10;
 /// Produce v13 names topics by id.
 const TOPIC_IDS_SINCE: i16 = 13;
 
-pub fn on_request(
+pub async fn on_request(
     session: &Session,
     request: &mut Request,
     masking: Option<&MaskingContext<'_>>,
@@ -36,7 +38,7 @@ pub fn on_request(
         false => peek_acks(request.frame(), request.meta())?,
     };
     let masked = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
-        Some(ctx) => match mask_request(session, request, ctx)? {
+        Some(ctx) => match mask_request(session, request, ctx).await? {
             MaskedRequest::Masked(topics) => topics,
             MaskedRequest::Unchanged => Vec::new(),
             MaskedRequest::Refused(answer) if acks != 0 => {
@@ -69,7 +71,7 @@ enum MaskedRequest {
 }
 
 /// Mask the records of a Produce request where a rule has `applyTo: Produce`.
-fn mask_request(
+async fn mask_request(
     session: &Session,
     request: &mut Request,
     ctx: &MaskingContext<'_>,
@@ -79,15 +81,7 @@ fn mask_request(
         return Ok(MaskedRequest::Unchanged);
     };
     let by_id = meta.api_version >= TOPIC_IDS_SINCE;
-    let principal = masking_principal(session);
-    let name = |t: &TopicProduceData| {
-        if by_id {
-            (ctx.topic_name)(&t.topic_id)
-        } else {
-            Some(t.name.0.to_string())
-        }
-    };
-    match mask_produce_request(&ctx.set, &principal, produce, name) {
+    match mask(session, ctx, by_id, produce).await? {
         Ok(masked) if masked.changed => {
             request.changed();
             Ok(MaskedRequest::Masked(masked.topics))
@@ -97,7 +91,11 @@ fn mask_request(
             for f in &failures {
                 tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "Produce refused: records cannot be masked");
             }
-            let response = refusal(produce, &failures);
+            let name = |t: &TopicProduceData| match by_id {
+                true => (ctx.topic_name)(&t.topic_id),
+                false => Some(t.name.0.to_string()),
+            };
+            let response = refusal(produce, &failures, name);
             Ok(MaskedRequest::Refused(encode_response(
                 meta.correlation_id,
                 meta.response_header_version(),
@@ -108,18 +106,67 @@ fn mask_request(
     }
 }
 
+/// Mask `produce` in place: on this worker when the work is small, else on
+/// the blocking pool (see `fetch::mask`). The topic names are looked up
+/// first: the blocking task cannot borrow the topic-id map.
+async fn mask(
+    session: &Session,
+    ctx: &MaskingContext<'_>,
+    by_id: bool,
+    produce: &mut ProduceRequest,
+) -> Result<Result<Masked, Vec<PartitionFailure>>, FrameError> {
+    let principal = masking_principal(session);
+    let ids: HashMap<uuid::Uuid, String> = if by_id {
+        produce
+            .topic_data
+            .iter()
+            .filter_map(|t| (ctx.topic_name)(&t.topic_id).map(|n| (t.topic_id, n)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let name = move |t: &TopicProduceData| {
+        if by_id {
+            ids.get(&t.topic_id).cloned()
+        } else {
+            Some(t.name.0.to_string())
+        }
+    };
+    if produce_work(&ctx.set, &principal, produce, &name) <= INLINE_MAX_WORK {
+        return Ok(mask_produce_request(&ctx.set, &principal, produce, name));
+    }
+    let set = Arc::clone(&ctx.set);
+    let mut body = std::mem::take(produce);
+    let (body, masked) = tokio::task::spawn_blocking(move || {
+        let masked = mask_produce_request(&set, &principal, &mut body, name);
+        (body, masked)
+    })
+    .await
+    // The request was moved into the task: with it gone (a panic), nothing
+    // is forwarded, the connection closes.
+    .map_err(|e| FrameError::Malformed {
+        what: "Produce request (masking did not finish)",
+        source: anyhow::anyhow!("{e}"),
+    })?;
+    *produce = body;
+    Ok(masked)
+}
+
 /// Every partition of `request` answered: the failing ones with their codes,
 /// the others with POLICY_VIOLATION (the request is refused as a whole).
-fn refusal(request: &ProduceRequest, failures: &[PartitionFailure]) -> ProduceResponse {
+/// `name` resolves a topic as masking did (v13 names topics by id only).
+fn refusal(
+    request: &ProduceRequest,
+    failures: &[PartitionFailure],
+    name: impl Fn(&TopicProduceData) -> Option<String>,
+) -> ProduceResponse {
     let message =
         "streamgate: records cannot be masked (MaskingRule applyTo Produce); nothing was written";
     refuse_produce(request, message, |t, partition| {
+        let topic = name(t);
         failures
             .iter()
-            .find(|f| {
-                f.partition == partition
-                    && f.topic.as_deref().is_none_or(|n| n == t.name.0.as_str())
-            })
+            .find(|f| f.partition == partition && f.topic == topic)
             .map_or(POLICY_VIOLATION, |f| f.error_code)
     })
 }
@@ -276,6 +323,42 @@ mod tests {
                     vec![r#"{"ssn":"[REDACTED]","ok":1}"#],
                     "v{version}"
                 );
+            }
+        }
+
+        #[test]
+        fn large_records_are_masked_off_the_async_workers_and_bombs_refused() {
+            use crate::masking::wire::{INLINE_MAX_WORK, MESSAGE_TOO_LARGE, tests::bomb};
+            let names = |_: &uuid::Uuid| Some("patient-intake".to_string());
+            let ctx = MaskingContext {
+                set: Arc::new(set(vec![ApplyTo::Produce])),
+                topic_name: &names,
+            };
+            for version in [9, 13] {
+                let meta = meta(ApiKey::Produce, version);
+                let large = bomb(INLINE_MAX_WORK + (64 << 10));
+                let frame =
+                    request_frame(&meta, &request(version, batch(&large, Compression::None)));
+                let Requested::Forward { frame: out, .. } =
+                    request_through(&session(), &meta, frame, Some(&ctx)).unwrap()
+                else {
+                    panic!("v{version}: masked and forwarded")
+                };
+                let (_, req) = decoded(&meta, &out);
+                let records = req.topic_data[0].partition_data[0].records.clone().unwrap();
+                assert!(values(&records)[0].starts_with(r#"{"ssn":"[REDACTED]","pad":"000"#));
+
+                let over = bomb(crate::masking::DEFAULT_MAX_BATCH_BYTES + 1);
+                let frame =
+                    request_frame(&meta, &request(version, batch(&over, Compression::Zstd)));
+                let Requested::Answer(answer) =
+                    request_through(&session(), &meta, frame, Some(&ctx)).unwrap()
+                else {
+                    panic!("v{version}: refused locally")
+                };
+                let (_, resp): (i32, ProduceResponse) = decode_response(&meta, &answer);
+                let p = &resp.responses[0].partition_responses[0];
+                assert_eq!(p.error_code, MESSAGE_TOO_LARGE, "v{version}");
             }
         }
 
