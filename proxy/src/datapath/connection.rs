@@ -108,6 +108,18 @@ enum Ended {
 }
 
 pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, target: Target) {
+    // No broker connection for a client that has sent nothing: connecting
+    // and going quiet must not cost the broker (or the gateway's credential)
+    // a connection each.
+    let first_bytes = proxy.limits.auth_timeout.min(proxy.limits.idle_timeout);
+    tokio::select! {
+        ready = client.readable() => if ready.is_err() { return },
+        () = tokio::time::sleep(first_bytes) => {
+            tracing::debug!(%peer, "no request within {}; closing", humantime::format_duration(first_bytes));
+            return;
+        }
+        () = proxy.shutdown.cancelled() => return,
+    }
     let upstream = match target {
         Target::Bootstrap => proxy.upstream.connect_bootstrap().await,
         Target::Broker(node_id) => match proxy.broker_addr(node_id) {
