@@ -774,3 +774,32 @@ async fn the_masking_budget_flag_is_honoured() {
         assert_eq!(id, 4);
     }
 }
+
+/// A client that connects and says nothing costs the broker no connection
+/// (each would also spend the gateway's credential on a SASL exchange).
+#[tokio::test]
+async fn a_silent_client_opens_no_broker_connection() {
+    let broker = ScriptedBroker::start().await;
+    let sidecar = Sidecar::start(&broker, Options::default()).await;
+    // The readiness probe's own connection comes first (then every 15 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while broker.connections() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = broker.connections();
+    let silent: Vec<Client> = futures::future::join_all((0..5).map(|_| sidecar.client())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        broker.connections(),
+        before,
+        "no broker connection for silent clients"
+    );
+    let mut talker = sidecar.client().await;
+    assert_eq!(round_trip(&mut talker, &broker, 1).await, 1);
+    assert_eq!(
+        broker.connections(),
+        before + 1,
+        "one for the client that spoke"
+    );
+    drop(silent);
+}

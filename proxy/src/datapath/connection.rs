@@ -112,8 +112,13 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, targe
     // and going quiet must not cost the broker (or the gateway's credential)
     // a connection each.
     let first_bytes = proxy.limits.auth_timeout.min(proxy.limits.idle_timeout);
+    let mut first = [0u8; 1];
     tokio::select! {
-        ready = client.readable() => if ready.is_err() { return },
+        // `peek`, not `readable`: readiness may be reported before a byte is there.
+        peeked = client.peek(&mut first) => match peeked {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        },
         () = tokio::time::sleep(first_bytes) => {
             tracing::debug!(%peer, "no request within {}; closing", humantime::format_duration(first_bytes));
             return;

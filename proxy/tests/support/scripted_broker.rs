@@ -182,6 +182,11 @@ impl ScriptedBroker {
             .flatten()
     }
 
+    /// How many connections the proxy has opened to this broker.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.lock().expect("conns").len()
+    }
+
     /// Every frame received so far, in order, on all connections.
     pub fn frames(&self) -> Vec<Frame> {
         self.shared.frames.lock().expect("frames").clone()
