@@ -21,13 +21,20 @@ use anyhow::{Context, Result, bail};
 
 use crate::{Proc, free_port, repo_root};
 
-/// The four users of the static token file, and their groups.
+/// The users of the static token file, and their groups. `oidc:alice@…` is
+/// the name the API server's OIDC authenticator would give the clinician
+/// `alice@example.com` (`--oidc-username-claim=email --oidc-username-prefix=oidc:`),
+/// here also a compliance officer.
 pub const USERS: &[(&str, &str)] = &[
     ("admin", "system:masters"),
     ("alice", "compliance-officers"),
     ("bob", "clinicians"),
     ("mallory", ""),
+    (OIDC_ALICE, "compliance-officers"),
 ];
+
+/// `alice@example.com` as the API server's OIDC authenticator names her.
+pub const OIDC_ALICE: &str = "oidc:alice@example.com";
 
 /// Where the control-plane peers are (from `peers.env`); panics naming the
 /// installer when one is missing — a live-cluster test never skips.

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use streamgate_e2e::kube::{Installed, install_product};
+use streamgate_e2e::kube::{Installed, OIDC_ALICE, install_product_with};
 
 const NS: &str = "governed";
 
@@ -199,11 +199,65 @@ fn changing_the_sidecar_after_admission_is_refused(inst: &Installed) {
     assert_ne!(stored["spec"]["containers"][0]["image"], "attacker/proxy:1");
 }
 
+/// The requester `alice@example.com` is also a compliance officer, and the
+/// API server knows her as `oidc:alice@example.com` (OIDC, email claim,
+/// `oidc:` prefix — the operator is told the same). Under that name she
+/// cannot approve her own request; the unrelated Kubernetes user `alice` can.
+fn nobody_approves_their_own_request_under_their_oidc_name(inst: &Installed) {
+    let cp = &inst.cp;
+    cp.namespace("clinical", &[]);
+    cp.bind_approvers("clinical", &["group:compliance-officers"]);
+    let root = streamgate_e2e::repo_root().join("examples");
+    for f in ["streampolicy.yaml", "accessapproval.yaml"] {
+        cp.apply_ok("admin", &std::fs::read_to_string(root.join(f)).unwrap());
+    }
+    let approve = |who: &str| {
+        cp.kubectl(
+            who,
+            &[
+                "patch",
+                "aa",
+                "write-patient-records-alice-7f3c9",
+                "-n",
+                "clinical",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"decision":"Approved"}}"#,
+            ],
+        )
+    };
+    let out = approve(OIDC_ALICE);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "self-approval admitted");
+    assert!(
+        stderr.contains("cannot decide their own request"),
+        "the reason names it: {stderr}"
+    );
+    let out = approve("alice");
+    assert!(
+        out.status.success(),
+        "another approver: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let aa = cp
+        .get_json("aa", "clinical", "write-patient-records-alice-7f3c9")
+        .unwrap();
+    assert_eq!(aa["spec"]["decidedBy"], "alice", "{aa}");
+}
+
 /// One control plane for every attack (each a named step with its own
 /// assertions): starting one per attack would cost ~20 s of a 2-core CI each.
 #[test]
 fn pod_authors_cannot_get_around_the_gate() {
-    let inst = install_product(1, "kafka.kafka.svc:9092");
+    let inst = install_product_with(
+        1,
+        "kafka.kafka.svc:9092",
+        &[
+            ("STREAMGATE_APPROVER_OIDC_USERNAME_CLAIM", "email"),
+            ("STREAMGATE_APPROVER_OIDC_USERNAME_PREFIX", "oidc:"),
+        ],
+    );
     inst.cp
         .namespace(NS, &[("streamgate.dev/inject", "enabled")]);
     inst.cp.namespace("sandbox", &[]);
@@ -215,4 +269,5 @@ fn pod_authors_cannot_get_around_the_gate() {
     an_app_mounting_the_sidecar_volume_or_its_secret_is_refused(&inst);
     sharing_the_process_namespace_is_refused(&inst);
     changing_the_sidecar_after_admission_is_refused(&inst);
+    nobody_approves_their_own_request_under_their_oidc_name(&inst);
 }
