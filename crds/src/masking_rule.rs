@@ -59,9 +59,17 @@ pub struct MaskingRuleSpec {
     /// Topic globs this rule applies to.
     #[schemars(length(max = 64), inner(length(max = 249)))]
     pub topics: Vec<String>,
-    /// How record values are read.
+    /// How record values are read (and keys and header values, when targeted).
     #[serde(default)]
     pub format: MaskFormat,
+    /// Which parts of each record are masked and scanned (default `[Value]`).
+    /// `Key` reads the record key, `Headers` each header value (header names
+    /// are kept), both in `format` like the value: under `Json`, a key or
+    /// header that is not JSON is replaced by a marker. For plain-string keys
+    /// or headers, target them from a second rule with format `Text`.
+    #[serde(default = "default_targets")]
+    #[schemars(length(min = 1, max = 3))]
+    pub targets: Vec<MaskTarget>,
     /// Field paths: `$.a.b`, `$.a[*].b`, `$..b`.
     #[serde(default)]
     #[schemars(length(max = 256))]
@@ -88,6 +96,21 @@ pub struct MaskingRuleSpec {
 
 fn default_apply_to() -> Vec<ApplyTo> {
     vec![ApplyTo::Fetch]
+}
+
+fn default_targets() -> Vec<MaskTarget> {
+    vec![MaskTarget::Value]
+}
+
+/// A part of a record that a rule masks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum MaskTarget {
+    /// The record value.
+    Value,
+    /// The record key.
+    Key,
+    /// Every header value (names are kept).
+    Headers,
 }
 
 /// Record value format.

@@ -301,6 +301,12 @@ pub fn validate_masking_rule(spec: &MaskingRuleSpec) -> Result<(), ValidationErr
     if spec.apply_to.is_empty() {
         p.add("spec.applyTo", "is empty; list Fetch, Produce, or both");
     }
+    if spec.targets.is_empty() {
+        p.add(
+            "spec.targets",
+            "is empty; list Value, Key, Headers, or leave it out for [Value]",
+        );
+    }
     p.finish()
 }
 
@@ -545,6 +551,18 @@ mod tests {
         let nothing = masking(json!({"topics": ["t"]}));
         let err = validate_masking_rule(&nothing).unwrap_err().to_string();
         assert!(err.contains("spec: masks nothing"), "{err}");
+    }
+
+    #[test]
+    fn targets_default_to_the_value_and_cannot_be_empty() {
+        let spec = masking(json!({"topics": ["t"], "detectors": ["SSN"]}));
+        assert_eq!(spec.targets, vec![crate::MaskTarget::Value]);
+        let spec = masking(json!({"topics": ["t"], "detectors": ["SSN"],
+            "targets": ["Value", "Key", "Headers"]}));
+        assert_eq!(validate_masking_rule(&spec), Ok(()));
+        let none = masking(json!({"topics": ["t"], "detectors": ["SSN"], "targets": []}));
+        let err = validate_masking_rule(&none).unwrap_err().to_string();
+        assert!(err.contains("spec.targets: is empty"), "{err}");
     }
 
     #[test]

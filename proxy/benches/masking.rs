@@ -52,6 +52,7 @@ fn spec(detectors: Vec<Detector>) -> MaskingRuleSpec {
     MaskingRuleSpec {
         topics: vec!["patient-*".into()],
         format: MaskFormat::Json,
+        targets: vec![streamgate_crds::MaskTarget::Value],
         fields: vec![
             FieldMask {
                 path: "$.patient.ssn".into(),

@@ -803,3 +803,172 @@ async fn a_silent_client_opens_no_broker_connection() {
     );
     drop(silent);
 }
+
+/// A Json rule for values and a Text rule for keys and header values.
+const MASK_AROUND_THE_VALUE: &str = r#"
+---
+apiVersion: streamgate.dev/v1alpha1
+kind: MaskingRule
+metadata: {name: patient-values}
+spec:
+  topics: [patient-events]
+  format: Json
+  detectors: [SSN, Phone]
+---
+apiVersion: streamgate.dev/v1alpha1
+kind: MaskingRule
+metadata: {name: patient-keys-and-headers}
+spec:
+  topics: [patient-events]
+  format: Text
+  detectors: [SSN, Email]
+  targets: [Key, Headers]
+"#;
+
+/// Record keys and header values reach a masked reader masked when a rule
+/// targets them; SSNs and phone numbers stored as JSON numbers or written in
+/// full-width digits are found.
+#[tokio::test]
+async fn keys_headers_numbers_and_full_width_digits_are_masked() {
+    let broker = ScriptedBroker::start().await;
+    let manifests = format!("{ALLOW_ALL}{MASK_AROUND_THE_VALUE}");
+    let options = Options {
+        manifests: Some(&manifests),
+        ..Options::default()
+    };
+    let sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    let mut headers = kafka_protocol::indexmap::IndexMap::new();
+    headers.insert(
+        StrBytes::from_static_str("contact"),
+        Some(Bytes::from_static(b"james.silva0@example.org")),
+    );
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        sequence: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        timestamp: 1,
+        key: Some(Bytes::from_static(b"patient-838-39-8865")),
+        value: Some(Bytes::from(
+            r#"{"ssn":838398865,"phone":3515550121,"note":"ＳＳＮ ０４２－８９－４６９５"}"#,
+        )),
+        headers,
+    };
+    let mut records = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::Lz4,
+    };
+    RecordBatchEncoder::encode(&mut records, [&record], &options).unwrap();
+    let p = fetch_through(&mut client, &broker, 1, records.freeze()).await;
+    assert_eq!(p.error_code, 0);
+    let got = RecordBatchDecoder::decode_all(&mut p.records.unwrap())
+        .unwrap()
+        .remove(0)
+        .records
+        .remove(0);
+    assert_eq!(got.key.as_deref(), Some(b"patient-[SSN]".as_slice()));
+    assert_eq!(
+        got.headers
+            .get(&StrBytes::from_static_str("contact"))
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some(b"[EMAIL]".as_slice())
+    );
+    assert_eq!(
+        got.value.as_deref(),
+        Some(r#"{"ssn":"[SSN]","phone":"[PHONE]","note":"ＳＳＮ [SSN]"}"#.as_bytes())
+    );
+}
+
+/// Reads `patient-events`; nothing else. DeleteTopics is blocked.
+const READ_EVENTS_BLOCKED: &str = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: events-only}
+spec:
+  identity: {workloadIdentity: true}
+  rules:
+    - name: events
+      subjects: [{kind: ServiceAccount, name: "*"}]
+      topics: [patient-events]
+      operations: [Read, Describe]
+  blockedOperations: [DeleteTopics]
+  audit: {payload: Digest, failureMode: Closed}
+"#;
+
+/// Every refusal is a record — answered with an error, unanswered (acks=0)
+/// or closing the connection — each with a reason.
+#[tokio::test]
+async fn every_kind_of_refusal_leaves_an_audit_record() {
+    let broker = ScriptedBroker::start().await;
+    let options = Options {
+        manifests: Some(READ_EVENTS_BLOCKED),
+        ..Options::default()
+    };
+    let mut sidecar = Sidecar::start(&broker, options).await;
+    let mut client = sidecar.client().await;
+    // A cluster API without the right: answered with its error.
+    client
+        .send(
+            ApiKey::DescribeCluster,
+            0,
+            1,
+            &DescribeClusterRequest::default(),
+        )
+        .await;
+    client.next_frame().await.expect("answered");
+    // Another tenant's consumer group: answered with GROUP_AUTHORIZATION_FAILED.
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+        .with_protocol_type(StrBytes::from_static_str("consumer"));
+    client.send(ApiKey::JoinGroup, 7, 2, &join).await;
+    client.next_frame().await.expect("answered");
+    // A blocked API.
+    let delete = DeleteTopicsRequest::default().with_topic_names(vec![name(TOPIC)]);
+    client.send(ApiKey::DeleteTopics, 4, 3, &delete).await;
+    client.next_frame().await.expect("answered");
+    // acks=0 Produce without Write: no answer, but a record.
+    client
+        .send(ApiKey::Produce, PRODUCE, 4, &produce(0, &[TOPIC]))
+        .await;
+    // A broker-to-broker API: the connection closes.
+    client
+        .send(
+            ApiKey::WriteTxnMarkers,
+            1,
+            5,
+            &WriteTxnMarkersRequest::default(),
+        )
+        .await;
+    assert!(client.closed().await);
+    assert!(
+        broker.try_recv(Duration::from_millis(100)).await.is_none(),
+        "nothing refused reached the broker"
+    );
+    sidecar.stopped().await;
+    let audit = sidecar.audit_records();
+    for api in [
+        "DescribeCluster",
+        "JoinGroup",
+        "DeleteTopics",
+        "Produce",
+        "WriteTxnMarkers",
+    ] {
+        let records = records_of(&audit, api);
+        assert_eq!(records.len(), 1, "{api}: {audit:#?}");
+        assert_eq!(records[0]["decision"], "Deny", "{api}: {:#}", records[0]);
+        assert!(
+            records[0]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{api} says why: {:#}",
+            records[0]
+        );
+    }
+}

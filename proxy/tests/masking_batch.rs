@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use streamgate_crds::{Detector, FieldMask, MaskFormat, MaskStrategy, MaskingRuleSpec};
+use std::sync::Arc;
+use streamgate_crds::{Detector, FieldMask, MaskFormat, MaskStrategy, MaskTarget, MaskingRuleSpec};
 use streamgate_proxy::masking::batch::estimated_work;
 use streamgate_proxy::masking::codec::Codec;
 use streamgate_proxy::masking::{
@@ -228,9 +229,16 @@ fn split_batches(set: &[u8]) -> Vec<(Vec<u8>, Vec<Rec>)> {
 }
 
 fn plan() -> MaskPlan {
+    MaskPlan::single(json_rule("r", vec![MaskTarget::Value]))
+}
+
+/// The Json rule of [`plan`] (`$.ssn` Partial, `$.name` Hash, Email and SSN
+/// detectors), masking `targets`.
+fn json_rule(name: &str, targets: Vec<MaskTarget>) -> RulePlan {
     let spec = MaskingRuleSpec {
         topics: vec!["patient-*".into()],
         format: MaskFormat::Json,
+        targets,
         fields: vec![
             FieldMask {
                 path: "$.ssn".into(),
@@ -249,7 +257,23 @@ fn plan() -> MaskPlan {
         exempt_subjects: vec![],
         apply_to: vec![],
     };
-    MaskPlan::single(RulePlan::compile("r", &spec, HashKey::new(b"k".to_vec())).unwrap())
+    RulePlan::compile(name, &spec, HashKey::new(b"k".to_vec())).unwrap()
+}
+
+/// A Text rule with the SSN and Email detectors, masking `targets`.
+fn text_rule(name: &str, targets: Vec<MaskTarget>) -> RulePlan {
+    let spec = MaskingRuleSpec {
+        topics: vec!["patient-*".into()],
+        format: MaskFormat::Text,
+        targets,
+        fields: vec![],
+        detectors: vec![Detector::Email, Detector::SSN],
+        mrn_pattern: None,
+        hash_key_secret_ref: None,
+        exempt_subjects: vec![],
+        apply_to: vec![],
+    };
+    RulePlan::compile(name, &spec, None).unwrap()
 }
 
 const PHI: &str =
@@ -553,4 +577,133 @@ fn work_is_estimated_from_the_headers_within_the_budget() {
         0,
         "shorter than a header"
     );
+}
+
+/// A record with PHI in its key and header values (a null header too).
+fn rec_with_phi_around(offset_delta: i64, value: Option<&str>) -> Rec {
+    Rec {
+        key: Some(b"patient 838-39-8865".to_vec()),
+        headers: vec![
+            (
+                b"contact".to_vec(),
+                Some(b"mail james.silva0@example.org".to_vec()),
+            ),
+            (b"trace".to_vec(), Some(b"abc".to_vec())),
+            (b"838-39-8865".to_vec(), None),
+        ],
+        ..rec(offset_delta, value)
+    }
+}
+
+#[test]
+fn keys_and_header_values_are_masked_when_targeted() {
+    // A Json rule for values, a Text rule for keys and headers.
+    let plan = MaskPlan::new(vec![
+        Arc::new(json_rule("a-values", vec![MaskTarget::Value])),
+        Arc::new(text_rule(
+            "b-around",
+            vec![MaskTarget::Key, MaskTarget::Headers],
+        )),
+    ]);
+    for codec in CODECS {
+        let recs = [
+            rec_with_phi_around(0, Some(PHI)),
+            rec_with_phi_around(1, None), // a tombstone: its key still counts
+        ];
+        let input = Bytes::from(build_batch(&header(0, codec_bits(codec), 1), &recs));
+        let (out, counts) = mask_record_set(&plan, &input).unwrap();
+        let after = &split_batches(&out)[0].1;
+        for (i, r) in after.iter().enumerate() {
+            assert_eq!(
+                r.key.as_deref(),
+                Some(b"patient [SSN]".as_slice()),
+                "{codec:?}"
+            );
+            assert_eq!(
+                r.headers,
+                vec![
+                    (b"contact".to_vec(), Some(b"mail [EMAIL]".to_vec())),
+                    (b"trace".to_vec(), Some(b"abc".to_vec())),
+                    // Header names are names, not data: kept.
+                    (b"838-39-8865".to_vec(), None),
+                ],
+                "{codec:?} record {i}"
+            );
+            assert_eq!(
+                (r.ts_delta, r.offset_delta),
+                (recs[i].ts_delta, recs[i].offset_delta)
+            );
+        }
+        assert_eq!(after[1].value, None, "a tombstone stays one");
+        let value = String::from_utf8(after[0].value.clone().unwrap()).unwrap();
+        assert!(value.starts_with(r#"{"ssn":"***-**-8865""#), "{value}");
+        assert_eq!((counts.records, counts.masked_records), (2, 2), "{codec:?}");
+        assert_eq!(counts.detectors.get("[SSN]"), Some(&2));
+        assert_eq!(counts.detectors.get("[EMAIL]"), Some(&3));
+    }
+}
+
+#[test]
+fn keys_and_headers_are_untouched_by_default() {
+    for codec in CODECS {
+        let recs = [
+            rec_with_phi_around(0, Some(CLEAN)),
+            rec_with_phi_around(1, Some(PHI)),
+        ];
+        let input = Bytes::from(build_batch(&header(0, codec_bits(codec), 1), &recs));
+        let (out, _) = mask_record_set(&plan(), &input).unwrap();
+        let after = &split_batches(&out)[0].1;
+        for (a, b) in recs.iter().zip(after) {
+            assert_eq!((&a.key, &a.headers), (&b.key, &b.headers), "{codec:?}");
+        }
+    }
+}
+
+#[test]
+fn json_keys_take_field_masks_and_other_keys_become_markers() {
+    let plan = MaskPlan::single(json_rule("r", vec![MaskTarget::Key]));
+    let keyed = |key: &str| Rec {
+        key: Some(key.as_bytes().to_vec()),
+        ..rec(0, Some(PHI))
+    };
+    let input = Bytes::from(build_batch(
+        &header(0, codec_bits(Codec::Gzip), 1),
+        &[
+            keyed(r#"{"ssn":"838-39-8865","id":7}"#),
+            keyed("838-39-8865"),
+        ],
+    ));
+    let (out, counts) = mask_record_set(&plan, &input).unwrap();
+    let after = &split_batches(&out)[0].1;
+    assert_eq!(
+        after[0].key.as_deref(),
+        Some(br#"{"ssn":"***-**-8865","id":7}"#.as_slice())
+    );
+    assert_eq!(
+        after[1].key.as_deref(),
+        Some(br#"{"streamgate":"unparseable"}"#.as_slice())
+    );
+    // The rule targets keys only: values pass as they were.
+    assert_eq!(after[0].value.as_deref(), Some(PHI.as_bytes()));
+    assert_eq!(counts.unparseable, 1);
+    assert_eq!(counts.fields.get("$.ssn"), Some(&1));
+}
+
+#[test]
+fn a_blocked_rule_blocks_the_parts_it_targets() {
+    let plan = MaskPlan::single(RulePlan::blocked("broken", &[MaskTarget::Key]));
+    let input = Bytes::from(build_batch(
+        &header(0, 0, 0),
+        &[rec_with_phi_around(0, Some(PHI))],
+    ));
+    let (out, counts) = mask_record_set(&plan, &input).unwrap();
+    let r = &split_batches(&out)[0].1[0];
+    let blocked = br#"{"streamgate":"masking-rule-invalid"}"#.as_slice();
+    assert_eq!(r.key.as_deref(), Some(blocked));
+    assert_eq!(r.value.as_deref(), Some(blocked));
+    assert_eq!(
+        r.headers[0].1.as_deref(),
+        Some(b"mail james.silva0@example.org".as_slice())
+    );
+    assert_eq!(counts.blocked, 2);
 }

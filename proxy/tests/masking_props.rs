@@ -41,6 +41,7 @@ fn compile(strategy: MaskStrategy) -> MaskPlan {
     let spec = MaskingRuleSpec {
         topics: vec!["t".into()],
         format: MaskFormat::Json,
+        targets: vec![streamgate_crds::MaskTarget::Value],
         fields: vec![
             FieldMask {
                 path: "$.secret".into(),
@@ -173,6 +174,35 @@ proptest! {
         }
         prop_assert_eq!(counts.unparseable, 0);
         let _ = parsed;
+    }
+
+    #[test]
+    fn planted_phi_in_other_scripts_digits_never_survives(
+        i in 0..PLANTED.len(),
+        script in 0..4usize,
+        pre in "[a-zé ü]{0,6}",
+        post in "[a-zà ß]{0,6}",
+    ) {
+        // Full-width (with full-width hyphens and parentheses), Arabic-Indic,
+        // Devanagari digits; or ASCII digits in accented text.
+        let zero = [0xFF10u32, 0x0660, 0x0966, 0x30][script];
+        let planted: String = PLANTED[i]
+            .chars()
+            .map(|c| match c {
+                '0'..='9' => char::from_u32(zero + (c as u32 - 0x30)).unwrap(),
+                '-' if script == 0 => '－',
+                '(' if script == 0 => '（',
+                ')' if script == 0 => '）',
+                c => c,
+            })
+            .collect();
+        let text = serde_json::json!({"free": format!("{pre} {planted} {post}")}).to_string();
+        let mut counts = MaskCounts::default();
+        let out = plan(MaskStrategy::Redact).mask_value(text.as_bytes(), &mut counts);
+        let out = String::from_utf8(out.unwrap_or_default()).unwrap();
+        prop_assert!(!out.is_empty(), "not masked: {text}");
+        prop_assert!(!out.contains(&planted), "{planted} leaked: {out}");
+        serde_json::from_str::<Value>(&out).unwrap();
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Record-batch rewriting: the `records` bytes of a Fetch response partition
 //! (or a Produce request partition) in, the same batches out with only the
-//! record values masked.
+//! record values masked — and the keys and header values where a rule
+//! targets them (`targets: [Key, Headers]`; header names are kept).
 //!
 //! Kept exactly as received: every header field of each RecordBatch v2 —
 //! base offset, partition leader epoch, magic, attributes (codec, timestamp
 //! type incl. LogAppendTime, transactional, control), lastOffsetDelta (also
 //! when compaction left gaps), first/max timestamps, producer id/epoch, base
 //! sequence, record count — and each record's attributes, timestamp and
-//! offset deltas, key and headers (byte for byte, duplicate keys included).
+//! offset deltas, key and headers (byte for byte, duplicate keys included,
+//! unless targeted).
 //! Recomputed: the batch length, the CRC32C, each record's length varint.
 //! Values are recompressed with the batch's own codec.
 //!
@@ -23,6 +25,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::codec::{Codec, CodecError};
 use super::plan::{MaskCounts, MaskPlan};
+use streamgate_crds::MaskTarget;
 
 /// Length of a RecordBatch v2 header (through the record count).
 pub use crate::kafka::record_batch::HEADER_LEN;
@@ -283,31 +286,9 @@ fn mask_records_section(
             .filter(|&e| e <= data.len())
             .ok_or("record length out of bounds")?;
         let body = &data[body_start..body_end];
-        let mut p = 1; // attributes
-        read_varint(body, &mut p)?; // timestamp delta
-        read_varint(body, &mut p)?; // offset delta
-        skip_bytes(body, &mut p)?; // key
-        let value_len_at = p;
-        let value_len = read_varint(body, &mut p)?;
-        if value_len < 0 {
-            check_headers(body, p)?;
-            pos = body_end;
-            continue; // null value (tombstone): untouched
-        }
-        let value_end = p
-            .checked_add(value_len as usize)
-            .filter(|&e| e <= body.len())
-            .ok_or("value out of bounds")?;
-        check_headers(body, value_end)?;
-        let value = &body[p..value_end];
-        if let Some(masked) = plan.mask_value(value, counts) {
+        if let Some(new_body) = mask_record(plan, body, counts)? {
             let o = out.get_or_insert_with(|| Vec::with_capacity(data.len() + 64));
             o.extend_from_slice(&data[copied..rec_start]);
-            let mut new_body = Vec::with_capacity(body.len() + masked.len());
-            new_body.extend_from_slice(&body[..value_len_at]);
-            write_varint(&mut new_body, masked.len() as i64);
-            new_body.extend_from_slice(&masked);
-            new_body.extend_from_slice(&body[value_end..]);
             write_varint(o, new_body.len() as i64);
             o.extend_from_slice(&new_body);
             copied = body_end;
@@ -323,39 +304,88 @@ fn mask_records_section(
     }))
 }
 
-/// Validates the headers section so a malformed record is never forwarded.
-fn check_headers(body: &[u8], mut p: usize) -> Result<(), &'static str> {
+/// One record body (after its length): the value, and the key and header
+/// values where the plan targets them, masked; the whole record validated
+/// so a malformed one is never forwarded. `None` when nothing changed.
+fn mask_record(
+    plan: &MaskPlan,
+    body: &[u8],
+    counts: &mut MaskCounts,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    let (keys, headers) = (plan.masks(MaskTarget::Key), plan.masks(MaskTarget::Headers));
+    // (field start incl. its length varint, field end, masked bytes)
+    let mut splices: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    let mut examined = false;
+    let mut p = 1; // attributes
+    read_varint(body, &mut p)?; // timestamp delta
+    read_varint(body, &mut p)?; // offset delta
+    let mut part = |target, at: usize, range: Option<(usize, usize)>, counts: &mut MaskCounts| {
+        let Some((from, to)) = range else {
+            return; // null: nothing to hide
+        };
+        examined = true;
+        if let Some(masked) = plan.mask_part(target, &body[from..to], counts) {
+            splices.push((at, to, masked));
+        }
+    };
+    let key_at = p;
+    let key = read_field(body, &mut p)?;
+    if keys {
+        part(MaskTarget::Key, key_at, key, counts);
+    }
+    let value_at = p;
+    let value = read_field(body, &mut p)?;
+    part(MaskTarget::Value, value_at, value, counts);
     let n = read_varint(body, &mut p)?;
     if n < 0 {
         return Err("negative header count");
     }
     for _ in 0..n {
-        let key_len = read_varint(body, &mut p)?;
-        if key_len < 0 {
+        if read_field(body, &mut p)?.is_none() {
             return Err("null header key");
         }
-        p = p
-            .checked_add(key_len as usize)
-            .filter(|&e| e <= body.len())
-            .ok_or("header key out of bounds")?;
-        skip_bytes(body, &mut p)?;
+        let header_at = p;
+        let header = read_field(body, &mut p)?;
+        if headers {
+            part(MaskTarget::Headers, header_at, header, counts);
+        }
     }
     if p != body.len() {
-        Err("bytes after the record headers")
-    } else {
-        Ok(())
+        return Err("bytes after the record headers");
     }
+    counts.records += u64::from(examined);
+    if splices.is_empty() {
+        return Ok(None);
+    }
+    counts.masked_records += 1;
+    let grown: usize = splices.iter().map(|(_, _, m)| m.len() + 10).sum();
+    let mut new_body = Vec::with_capacity(body.len() + grown);
+    let mut from = 0;
+    for (at, to, masked) in splices {
+        new_body.extend_from_slice(&body[from..at]);
+        write_varint(&mut new_body, masked.len() as i64);
+        new_body.extend_from_slice(&masked);
+        from = to;
+    }
+    new_body.extend_from_slice(&body[from..]);
+    Ok(Some(new_body))
 }
 
-fn skip_bytes(b: &[u8], p: &mut usize) -> Result<(), &'static str> {
+/// A varint-length-prefixed bytes field at `p` (moved past it): the byte
+/// range of its data, `None` for null (length -1).
+fn read_field(b: &[u8], p: &mut usize) -> Result<Option<(usize, usize)>, &'static str> {
     let len = read_varint(b, p)?;
-    if len >= 0 {
-        *p = p
-            .checked_add(len as usize)
-            .filter(|&e| e <= b.len())
-            .ok_or("field out of bounds")?;
+    if len < 0 {
+        return Ok(None);
     }
-    Ok(())
+    let start = *p;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| start.checked_add(l))
+        .filter(|&e| e <= b.len())
+        .ok_or("field out of bounds")?;
+    *p = end;
+    Ok(Some((start, end)))
 }
 
 /// A zig-zag varint (Kafka's varint and varlong share the encoding).

@@ -1,6 +1,12 @@
 //! A streaming JSON rewriter: validates the document and copies it through
 //! byte for byte, except the spans it masks (masked fields, removed members,
-//! strings in which a detector found PHI).
+//! strings and numbers in which a detector found PHI).
+//!
+//! Detectors scan every string and member name, and numbers where the
+//! member name says what they hold (`{"phone": 3515550121}` becomes
+//! `{"phone":"[PHONE]"}`: a finding is always written as a string; see
+//! [`Named`]). A string or number under a member whose name says SSN is an
+//! SSN also as 9 bare digits (`{"ssn": 838398865}`).
 //!
 //! Why not `serde_json::Value`: a round trip through `Value` reorders keys
 //! (no `preserve_order`), turns big integers into floats and re-spaces the
@@ -11,7 +17,7 @@ use std::borrow::Cow;
 
 use streamgate_crds::MaskStrategy;
 
-use super::detect::Detectors;
+use super::detect::{Detectors, Named};
 use super::path::{FieldPath, Seg};
 use super::plan::MaskCounts;
 use super::strategy::{HashKey, REDACTED, partial, pseudonym};
@@ -141,12 +147,37 @@ impl<'s> Rewriter<'s, '_> {
             b'"' => {
                 let (start, end, text) = self.string()?;
                 if self.skipping == 0 {
-                    self.detect(start, end, &text);
+                    let named = self.named();
+                    self.detect(start, end, &text, named, false);
                 }
             }
-            _ => self.scalar()?,
+            _ => {
+                let start = self.i;
+                let number = self.scalar()?;
+                if number && self.skipping == 0 {
+                    let (src, end) = (self.s, self.i);
+                    let named = self.named();
+                    self.detect(start, end, &src[start..end], named, true);
+                }
+            }
         }
         Ok(Fate::Keep)
+    }
+
+    /// What the innermost member name around the current value says it
+    /// holds (array elements take the name of the array's member).
+    fn named(&self) -> Named {
+        if self.detectors.is_empty() {
+            return Named::default();
+        }
+        self.path
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Seg::Key(k) => Some(Named::of(k)),
+                Seg::Index => None,
+            })
+            .unwrap_or_default()
     }
 
     fn masked_value(&mut self, r: usize) -> R<Fate> {
@@ -194,13 +225,19 @@ impl<'s> Rewriter<'s, '_> {
         Ok(Fate::Keep)
     }
 
-    /// Runs the detectors over a string token and replaces it if PHI was found.
-    fn detect(&mut self, start: usize, end: usize, text: &str) {
+    /// Runs the detectors over a string (its decoded text) or a number
+    /// token under a member `named` so, and replaces the token, as a string,
+    /// if PHI was found.
+    fn detect(&mut self, start: usize, end: usize, text: &str, named: Named, number: bool) {
         if self.detectors.is_empty() {
             return;
         }
         let counts = &mut *self.counts;
-        let scanned = self.detectors.scan(text, |d| counts.found(d));
+        let scanned = if number {
+            self.detectors.scan_number(text, named, |d| counts.found(d))
+        } else {
+            self.detectors.scan_in(text, named, |d| counts.found(d))
+        };
         if let Cow::Owned(masked) = scanned {
             let encoded = json_string(&masked);
             self.replace(start, end, encoded.as_bytes());
@@ -244,7 +281,7 @@ impl<'s> Rewriter<'s, '_> {
             let rule = self.rule_here();
             let removing = rule.is_some_and(|r| self.fields[r].strategy == MaskStrategy::Remove);
             if tracking && !removing {
-                self.detect(kstart, kend, &key);
+                self.detect(kstart, kend, &key, Named::default(), false);
             }
             let fate = self.value(rule);
             if tracking {
@@ -388,12 +425,13 @@ impl<'s> Rewriter<'s, '_> {
         Ok((start, end, Cow::Owned(decoded)))
     }
 
-    /// A number or `true`/`false`/`null`, validated by the JSON grammar.
-    fn scalar(&mut self) -> R<()> {
+    /// A number or `true`/`false`/`null`, validated by the JSON grammar;
+    /// `true` when it was a number.
+    fn scalar(&mut self) -> R<bool> {
         for lit in [b"true".as_slice(), b"false", b"null"] {
             if self.b[self.i..].starts_with(lit) {
                 self.i += lit.len();
-                return Ok(());
+                return Ok(false);
             }
         }
         let digits = |rw: &mut Self| {
@@ -428,7 +466,7 @@ impl<'s> Rewriter<'s, '_> {
                 return Err(Invalid);
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -563,6 +601,62 @@ mod tests {
         // A planted value spelled with escapes is found too.
         let out = masked(r#"{"x":"\u0038\u00338-39-8865"}"#, &[], &[Detector::SSN]);
         assert_eq!(out, r#"{"x":"[SSN]"}"#);
+    }
+
+    #[test]
+    fn detectors_see_numbers_and_ssns_named_as_such() {
+        let all = [
+            Detector::SSN,
+            Detector::Phone,
+            Detector::CreditCard,
+            Detector::NPI,
+        ];
+        let (out, counts) = run(
+            r#"{"ssn":838398865,"phone":3515550121,"card":4708073826424685,"npi":1702309729,"n":838398865,"x":1.5}"#,
+            &[],
+            &all,
+        );
+        assert_eq!(
+            out.unwrap().unwrap(),
+            r#"{"ssn":"[SSN]","phone":"[PHONE]","card":"[CARD]","npi":"[NPI]","n":838398865,"x":1.5}"#
+        );
+        assert_eq!(counts.detectors.get("[SSN]"), Some(&1));
+        // Named SSN: strings without separators, nested names, array elements.
+        let out = masked(
+            r#"{"patient":{"patientSSN":"838398865","ids":{"ssns":[838398865,"042894695"]}},"order":"838398865"}"#,
+            &[],
+            &[Detector::SSN],
+        );
+        assert_eq!(
+            out,
+            r#"{"patient":{"patientSSN":"[SSN]","ids":{"ssns":["[SSN]","[SSN]"]}},"order":"838398865"}"#
+        );
+        // A number the SSA rules refuse stays a number; unnamed ones are
+        // not PHI (ids, timestamps: this one passes Luhn).
+        let src = r#"{"ssn":900398865,"ts":1764220000004,"tel":-3515550121}"#;
+        assert_eq!(
+            masked(src, &[], &all),
+            r#"{"ssn":900398865,"ts":1764220000004,"tel":"-[PHONE]"}"#
+        );
+        // Inside a masked span nothing is scanned twice.
+        let fields = [rule("$.a", MaskStrategy::Redact)];
+        assert_eq!(
+            masked(r#"{"a":{"ssn":838398865}}"#, &fields, &[Detector::SSN]),
+            r#"{"a":"[REDACTED]"}"#
+        );
+    }
+
+    #[test]
+    fn non_ascii_strings_are_scanned() {
+        let out = masked(
+            r#"{"note":"Séverine Müller, ＳＳＮ ８３８－３９－８８６５","mail":"josé@bücher.de"}"#,
+            &[],
+            &[Detector::SSN, Detector::Email],
+        );
+        assert_eq!(
+            out,
+            r#"{"note":"Séverine Müller, ＳＳＮ [SSN]","mail":"[EMAIL]"}"#
+        );
     }
 
     #[test]

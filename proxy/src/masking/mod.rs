@@ -40,11 +40,14 @@
 //!
 //! # Layout (pure cores, IO only in `key`)
 //! - `path`     — field path parser/matcher (`$.a.b`, `$.a[*].b`, `$..b`)
-//! - `detect`   — PHI detectors (SSN, Email, Phone, CreditCard, NPI, MRN)
+//! - `detect`   — PHI detectors (SSN, Email, Phone, CreditCard, NPI, MRN);
+//!   non-ASCII text scanned through a folded copy (Unicode digits, dashes,
+//!   full-width forms), JSON numbers where the member name says what they hold
 //! - `strategy` — Redact, Partial, Hash (HMAC-SHA256), and the `HashKey`
 //! - `json`     — streaming JSON rewriter (masks in place, keeps other bytes)
 //! - `plan`     — compiled rules, `MaskPlan::mask_value`, `MaskCounts`
-//! - `batch`    — RecordBatch v2 rewriting (headers kept, CRC recomputed)
+//! - `batch`    — RecordBatch v2 rewriting (values masked; keys and header
+//!   values too where a rule's `targets` name them; CRC recomputed)
 //! - `codec`    — gzip/snappy/lz4/zstd via kafka-protocol's compression module
 //! - `key`      — IO edge: the HMAC key from `--secret-dir DIR/<name>/<key>`
 //!
@@ -55,9 +58,11 @@
 //! all already in the tree through kafka-protocol), `serde_json` (decoding
 //! escaped JSON strings).
 //!
-//! Several rules covering the same topic all apply, in rule-name order.
-//! A rule that fails to compile (bad path, missing key, bad `mrnPattern`)
-//! fails closed: every value of its topics is replaced by a marker.
+//! Several rules covering the same topic all apply, in rule-name order,
+//! each to the parts of a record its `targets` name (value by default; key,
+//! header values). A rule that fails to compile (bad path, missing key, bad
+//! `mrnPattern`, no targets) fails closed: every value of its topics — and
+//! every key and header value it targets — is replaced by a marker.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -157,7 +162,7 @@ impl MaskingSet {
                 .and_then(|k| RulePlan::compile(name, spec, k))
                 .unwrap_or_else(|e| {
                     errors.push(e);
-                    RulePlan::blocked(name)
+                    RulePlan::blocked(name, &spec.targets)
                 });
             compiled.push(ScopedRule {
                 topics: spec.topics.clone(),
@@ -256,6 +261,7 @@ mod tests {
         MaskingRuleSpec {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             format: MaskFormat::Json,
+            targets: vec![streamgate_crds::MaskTarget::Value],
             fields: vec![FieldMask {
                 path: "$.ssn".into(),
                 strategy: if hash {

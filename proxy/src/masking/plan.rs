@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use streamgate_crds::{Detector, MaskFormat, MaskStrategy, MaskingRuleSpec};
+use streamgate_crds::{Detector, MaskFormat, MaskStrategy, MaskTarget, MaskingRuleSpec};
 
 use super::detect::{DetectorError, Detectors, tag};
 use super::json::{self, FieldRule};
@@ -34,6 +34,8 @@ pub enum CompileError {
     HashKey { rule: String, reason: String },
     #[error("MaskingRule {rule}: format Text takes detectors only, not fields")]
     FieldsWithText { rule: String },
+    #[error("MaskingRule {rule}: spec.targets is empty")]
+    NoTargets { rule: String },
 }
 
 /// Masking counters for the audit record: how many values were masked per
@@ -41,9 +43,10 @@ pub enum CompileError {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MaskCounts {
-    /// Record values examined (null values excluded).
+    /// Records examined: with a value, or a key or header value a rule
+    /// targets (null ones excluded).
     pub records: u64,
-    /// Record values that were changed.
+    /// Records changed (value, key or any header value).
     pub masked_records: u64,
     /// Per field path as written in the rule, e.g. `$.patient.ssn`.
     pub fields: BTreeMap<String, u64>,
@@ -88,6 +91,8 @@ pub struct RulePlan {
     fields: Vec<FieldRule>,
     detectors: Detectors,
     key: Option<HashKey>,
+    /// The parts of a record the rule masks (`spec.targets`).
+    targets: Vec<MaskTarget>,
     /// The rule did not compile: every value is replaced (fail closed).
     blocked: bool,
 }
@@ -103,6 +108,9 @@ impl RulePlan {
         let rule = || name.to_string();
         if spec.format == MaskFormat::Text && !spec.fields.is_empty() {
             return Err(CompileError::FieldsWithText { rule: rule() });
+        }
+        if spec.targets.is_empty() {
+            return Err(CompileError::NoTargets { rule: rule() });
         }
         let mut fields = Vec::with_capacity(spec.fields.len());
         for f in &spec.fields {
@@ -136,27 +144,38 @@ impl RulePlan {
             fields,
             detectors,
             key,
+            targets: spec.targets.clone(),
             blocked: false,
         })
     }
 
-    /// A plan for a rule that failed to compile: it hides every value.
-    pub fn blocked(name: &str) -> Self {
+    /// A plan for a rule that failed to compile: it hides every value, and
+    /// every key and header value its `targets` name.
+    pub fn blocked(name: &str, targets: &[MaskTarget]) -> Self {
+        let mut all = vec![MaskTarget::Value];
+        all.extend(targets.iter().filter(|t| **t != MaskTarget::Value));
         Self {
             name: name.to_string(),
             format: MaskFormat::Text,
             fields: Vec::new(),
             detectors: Detectors::default(),
             key: None,
+            targets: all,
             blocked: true,
         }
+    }
+
+    /// Does the rule mask this part of a record?
+    pub fn targets(&self, target: MaskTarget) -> bool {
+        self.targets.contains(&target)
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Masks one record value. `None`: unchanged.
+    /// Masks one record value (or a key or header value, read the same
+    /// way). `None`: unchanged.
     fn mask(&self, value: &[u8], counts: &mut MaskCounts) -> Option<Vec<u8>> {
         if self.blocked {
             counts.blocked += 1;
@@ -197,6 +216,10 @@ impl RulePlan {
 #[derive(Debug, Clone)]
 pub struct MaskPlan {
     rules: Vec<Arc<RulePlan>>,
+    /// Does any rule target keys / header values? (Most plans mask values
+    /// only: the batch rewriter then leaves keys and headers unread.)
+    keys: bool,
+    headers: bool,
     /// The most bytes of records one batch may hold once decompressed;
     /// larger batches are refused (see [`super::DEFAULT_MAX_BATCH_BYTES`]).
     max_batch_bytes: usize,
@@ -205,6 +228,8 @@ pub struct MaskPlan {
 impl MaskPlan {
     pub fn new(rules: Vec<Arc<RulePlan>>) -> Self {
         Self {
+            keys: rules.iter().any(|r| r.targets(MaskTarget::Key)),
+            headers: rules.iter().any(|r| r.targets(MaskTarget::Headers)),
             rules,
             max_batch_bytes: super::DEFAULT_MAX_BATCH_BYTES,
         }
@@ -231,18 +256,41 @@ impl MaskPlan {
         self.rules.iter().map(|r| r.name())
     }
 
-    /// Masks one record value; `None` when the value passes unchanged.
+    /// Does any rule mask this part of a record?
+    pub fn masks(&self, target: MaskTarget) -> bool {
+        match target {
+            MaskTarget::Value => self.rules.iter().any(|r| r.targets(target)),
+            MaskTarget::Key => self.keys,
+            MaskTarget::Headers => self.headers,
+        }
+    }
+
+    /// Masks one record value (counted as one record examined); `None` when
+    /// the value passes unchanged.
     pub fn mask_value(&self, value: &[u8], counts: &mut MaskCounts) -> Option<Vec<u8>> {
         counts.records += 1;
+        let out = self.mask_part(MaskTarget::Value, value, counts);
+        if out.is_some() {
+            counts.masked_records += 1;
+        }
+        out
+    }
+
+    /// Masks one part of a record — the value, the key or a header value —
+    /// with the rules that target it, in order; `None` when it passes
+    /// unchanged. Record counts are the caller's.
+    pub fn mask_part(
+        &self,
+        target: MaskTarget,
+        bytes: &[u8],
+        counts: &mut MaskCounts,
+    ) -> Option<Vec<u8>> {
         let mut current: Option<Vec<u8>> = None;
-        for rule in &self.rules {
-            let input = current.as_deref().unwrap_or(value);
+        for rule in self.rules.iter().filter(|r| r.targets(target)) {
+            let input = current.as_deref().unwrap_or(bytes);
             if let Some(next) = rule.mask(input, counts) {
                 current = Some(next);
             }
-        }
-        if current.is_some() {
-            counts.masked_records += 1;
         }
         current
     }
@@ -261,6 +309,7 @@ mod tests {
         MaskingRuleSpec {
             topics: vec!["patient-*".into()],
             format,
+            targets: vec![MaskTarget::Value],
             fields: fields
                 .iter()
                 .map(|(p, s)| FieldMask {
@@ -343,7 +392,7 @@ mod tests {
 
     #[test]
     fn blocked_rule_hides_everything() {
-        let plan = MaskPlan::single(RulePlan::blocked("broken"));
+        let plan = MaskPlan::single(RulePlan::blocked("broken", &[]));
         let mut c = MaskCounts::default();
         assert_eq!(plan.mask_value(b"{\"ok\":1}", &mut c).unwrap(), BLOCKED);
         assert_eq!(c.blocked, 1);

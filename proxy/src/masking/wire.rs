@@ -291,6 +291,7 @@ pub(crate) mod tests {
         let spec = MaskingRuleSpec {
             topics: vec!["patient-*".into()],
             format: MaskFormat::Json,
+            targets: vec![streamgate_crds::MaskTarget::Value],
             fields: vec![FieldMask {
                 path: "$.ssn".into(),
                 strategy: MaskStrategy::Redact,
