@@ -53,7 +53,8 @@ say "starting the sidecar on 127.0.0.1"
 listen_port=$(free_port); admin_port=$(free_port)
 STREAMGATE_POD_NAMESPACE=clinical STREAMGATE_POD_NAME=demo-pod RUST_LOG=warn "$proxy_bin" run \
   --listen "127.0.0.1:$listen_port" --upstream "127.0.0.1:$broker_port" --admin "127.0.0.1:$admin_port" \
-  --policy-dir "$work/policy" --audit-dir "$work/audit" --secret-dir "$work/secrets" >"$work/proxy.log" 2>&1 &
+  --policy-dir "$work/policy" --audit-dir "$work/audit" --secret-dir "$work/secrets" \
+  --allow-insecure-issuers >"$work/proxy.log" 2>&1 &   # the local IdP serves plain http
 pids+=($!)
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null || { cat "$work/proxy.log"; exit 1; }

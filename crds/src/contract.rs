@@ -42,6 +42,9 @@ pub const ENV_POLICY_KUBE: &str = "STREAMGATE_POLICY_KUBE";
 pub const ENV_APPROVALS_DIR: &str = "STREAMGATE_APPROVALS_DIR";
 /// Mounted Secrets, laid out `DIR/<secret name>/<key>`.
 pub const ENV_SECRET_DIR: &str = "STREAMGATE_SECRET_DIR";
+/// `true`: trust OIDC issuers (and their `jwks_uri`) over plain `http://`.
+/// Only for a local test IdP; the injector never sets it.
+pub const ENV_ALLOW_INSECURE_ISSUERS: &str = "STREAMGATE_ALLOW_INSECURE_ISSUERS";
 
 // === environment: the pod's identity (downward API) ===
 
@@ -116,6 +119,7 @@ pub const ALL_ENV: &[&str] = &[
     ENV_POLICY_KUBE,
     ENV_APPROVALS_DIR,
     ENV_SECRET_DIR,
+    ENV_ALLOW_INSECURE_ISSUERS,
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
     ENV_POD_UID,

@@ -362,6 +362,8 @@ impl Proxy {
             broker.addr(),
             "--admin".into(),
             format!("127.0.0.1:{admin_port}"),
+            // The test IdP (`Idp`) serves plain http; a real issuer is https.
+            "--allow-insecure-issuers".into(),
         ];
         args.extend(opts.args.iter().cloned());
         let proc = Self::spawn_proc(&args, &opts.envs, dir.path(), 0);

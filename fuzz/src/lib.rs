@@ -203,7 +203,7 @@ fn gate_fixture(policy: &str) -> GateFixture {
             ..Default::default()
         },
     );
-    let shared = GateShared::new(handle, Some(workload()));
+    let shared = GateShared::new(handle, Some(workload()), false);
     shared.topic_names.learn(
         uuid::Uuid::from_bytes(PATIENT_EVENTS_ID),
         "patient-events".into(),
@@ -261,6 +261,8 @@ pub fn oidc_config() -> OidcConfig {
         groups_claim: "groups".into(),
         leeway: Duration::from_secs(30),
         min_refresh_interval: Duration::from_secs(10),
+        // `verify_with_keys` fetches nothing, so the transport is never checked.
+        allow_insecure: false,
     }
 }
 

@@ -158,6 +158,8 @@ fn config(issuer: &str) -> OidcConfig {
         groups_claim: "groups".into(),
         leeway: Duration::from_secs(30),
         min_refresh_interval: Duration::from_secs(10),
+        // The test IdP serves plain http.
+        allow_insecure: true,
     }
 }
 
@@ -498,7 +500,8 @@ rules:
             ..Default::default()
         },
     );
-    let shared = GateShared::new(handle, None);
+    // The test IdP serves plain http.
+    let shared = GateShared::new(handle, None, true);
     let frame = |key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| {
         let mut out = BytesMut::new();
         RequestHeader::default()
@@ -635,7 +638,8 @@ rules:
             ..Default::default()
         },
     );
-    let shared = GateShared::new(handle, None);
+    // The test IdP serves plain http.
+    let shared = GateShared::new(handle, None, true);
     let frame = |key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| {
         let mut out = BytesMut::new();
         RequestHeader::default()
@@ -702,4 +706,117 @@ rules:
         ),
         "issuer B's intake-app is someone else: refused"
     );
+}
+
+/// Issue 12 item 7: a plain-http issuer (discovery and keys fetched without
+/// TLS, so anyone on the path can swap the keys and mint tokens) is refused
+/// as a policy writes it, with an error naming the flag that allows it.
+#[tokio::test]
+async fn an_http_issuer_is_refused_unless_the_sidecar_allows_insecure_issuers() {
+    let idp = Idp::start(free_port(), 300, None).await;
+    let token = idp.token("intake-app").await;
+    let as_written = OidcConfig::from(&streamgate_crds::OidcIdentity {
+        issuer: idp.issuer(),
+        audiences: vec![AUDIENCE.into()],
+        username_claim: None,
+        groups_claim: None,
+    });
+    let err = IssuerSet::new(vec![as_written])
+        .validate(&token)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&idp.issuer()) && msg.contains("--allow-insecure-issuers"),
+        "{msg}"
+    );
+    // Accepted once the sidecar allows it.
+    let allowed = OidcConfig {
+        allow_insecure: true,
+        ..OidcConfig::from(&streamgate_crds::OidcIdentity {
+            issuer: idp.issuer(),
+            audiences: vec![AUDIENCE.into()],
+            username_claim: None,
+            groups_claim: None,
+        })
+    };
+    let tok = IssuerSet::new(vec![allowed])
+        .validate(&token)
+        .await
+        .unwrap();
+    assert_eq!(tok.principal.name, "intake-app");
+
+    // The same through the connection gate, as `run` builds it: SASL fails
+    // with the reason without the flag, succeeds with it.
+    use std::collections::BTreeMap;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
+    use streamgate_proxy::policy::decide::PolicyDoc;
+    use streamgate_proxy::policy::{PolicyInputs, policy_channel};
+    let spec = serde_yaml::from_str(&format!(
+        "identity: {{oidc: {{issuer: \"{}\", audiences: [\"{AUDIENCE}\"]}}}}\nrules: []\n",
+        idp.issuer()
+    ))
+    .unwrap();
+    let (publisher, handle) = policy_channel(BTreeMap::new());
+    publisher.publish(
+        "test",
+        PolicyInputs {
+            policies: vec![PolicyDoc {
+                name: "p".into(),
+                namespace: "ns".into(),
+                generation: None,
+                spec,
+            }],
+            ..Default::default()
+        },
+    );
+    let frame = |key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| {
+        let mut out = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(1)
+            .encode(&mut out, key.request_header_version(version))
+            .unwrap();
+        body(&mut out);
+        out.freeze()
+    };
+    for allow in [false, true] {
+        let mut conn = ConnGate::new(GateShared::new(handle.clone(), None, allow));
+        on_frame(
+            &mut conn,
+            frame(ApiKey::SaslHandshake, 1, &|out| {
+                SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str("OAUTHBEARER"))
+                    .encode(out, 1)
+                    .unwrap()
+            }),
+        )
+        .await;
+        let auth = frame(ApiKey::SaslAuthenticate, 2, &|out| {
+            SaslAuthenticateRequest::default()
+                .with_auth_bytes(Bytes::from(format!("n,,\x01auth=Bearer {token}\x01\x01")))
+                .encode(out, 2)
+                .unwrap()
+        });
+        let (FrameAction::Answer(mut a) | FrameAction::AnswerThenClose(mut a)) =
+            on_frame(&mut conn, auth).await.0
+        else {
+            panic!("SaslAuthenticate is answered")
+        };
+        ResponseHeader::decode(&mut a, ApiKey::SaslAuthenticate.response_header_version(2))
+            .unwrap();
+        let r = SaslAuthenticateResponse::decode(&mut a, 2).unwrap();
+        if allow {
+            assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        } else {
+            assert_eq!(r.error_code, ResponseError::SaslAuthenticationFailed.code());
+            let msg = r.error_message.unwrap().to_string();
+            assert!(msg.contains("--allow-insecure-issuers"), "{msg}");
+        }
+    }
 }

@@ -61,7 +61,7 @@ fn shared(workload_identity: bool) -> (PolicyPublisher, Arc<GateShared>) {
         namespace: "clinical".into(),
         labels: BTreeMap::new(),
     };
-    (publisher, GateShared::new(handle, Some(workload)))
+    (publisher, GateShared::new(handle, Some(workload), false))
 }
 
 fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, req: &R) -> Bytes {

@@ -84,6 +84,11 @@ impl App {
     pub async fn build(args: &RunArgs, env: Environment) -> anyhow::Result<Self> {
         // Everything the flags alone decide, before anything starts.
         let (plan, upstream) = data_path_config(args)?;
+        if args.allow_insecure_issuers {
+            tracing::warn!(
+                "--allow-insecure-issuers: OIDC issuers over plain http:// are trusted; whoever is on the path to one can mint tokens (test IdPs only)"
+            );
+        }
         // audit: the trail starts (SidecarStart) before anything it records.
         let audit = crate::audit::Audit::start(&args.audit.audit).await?;
         let (policy, policy_source) = policy_source(args, &env).await?;
@@ -104,7 +109,7 @@ impl App {
         let proxy = Arc::new(Proxy::new(Parts {
             plan,
             upstream,
-            gate: GateShared::new(policy, env.workload),
+            gate: GateShared::new(policy, env.workload, args.allow_insecure_issuers),
             approvals,
             audit: Some(trail),
             masking: MaskingState::new(args.secret_dir.clone())

@@ -11,6 +11,12 @@
 //! `min_refresh_interval`) → the key's own `alg`, if it states one, must equal
 //! the token's → signature → `iss` exact → `aud` any-of → `exp`/`nbf` with
 //! `leeway` → username and groups claims.
+//!
+//! Transport: an issuer's discovery document and keys are fetched over
+//! `https://` only. Over plain http anyone on the network path could serve
+//! their own keys and mint any token, so an `http://` issuer (or `jwks_uri`)
+//! is refused — with [`JwtError::InsecureIssuer`], naming the flag — unless
+//! the sidecar runs with `--allow-insecure-issuers` (a local test IdP).
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +54,9 @@ pub struct OidcConfig {
     pub leeway: Duration,
     /// An unknown `kid` refetches the JWKS at most this often.
     pub min_refresh_interval: Duration,
+    /// Trust an `http://` issuer and `jwks_uri` (`--allow-insecure-issuers`);
+    /// otherwise only `https://` ones are fetched.
+    pub allow_insecure: bool,
 }
 
 impl From<&OidcIdentity> for OidcConfig {
@@ -59,6 +68,26 @@ impl From<&OidcIdentity> for OidcConfig {
             groups_claim: o.groups_claim.clone().unwrap_or_else(|| "groups".into()),
             leeway: Duration::from_secs(30),
             min_refresh_interval: Duration::from_secs(10),
+            allow_insecure: false,
+        }
+    }
+}
+
+/// The flag (and variable) that lets the sidecar trust plain-http issuers.
+pub const ALLOW_INSECURE_FLAG: &str = "--allow-insecure-issuers";
+
+/// Is `url` fetched over TLS? (Parsed, so the scheme's case does not matter.)
+fn is_https(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "https")
+}
+
+impl OidcConfig {
+    /// May this issuer be used? `https://`, or anything with `allow_insecure`.
+    pub fn check_transport(&self) -> Result<(), JwtError> {
+        if self.allow_insecure || is_https(&self.issuer) {
+            Ok(())
+        } else {
+            Err(JwtError::InsecureIssuer(self.issuer.clone()))
         }
     }
 }
@@ -92,6 +121,11 @@ pub enum JwtError {
     KeysUnavailable(String),
     #[error("no OIDC issuer is configured for this workload")]
     NoIssuer,
+    #[error(
+        "OIDC issuer {0:?} is not an https:// URL: its keys would be fetched without TLS, so it is not trusted (a sidecar started with {ALLOW_INSECURE_FLAG}, or {env}=true, accepts it, for a local test IdP only)",
+        env = streamgate_crds::contract::ENV_ALLOW_INSECURE_ISSUERS
+    )]
+    InsecureIssuer(String),
 }
 
 /// A token that passed every check.
@@ -309,6 +343,11 @@ pub struct JwtValidator {
 
 impl JwtValidator {
     pub fn new(cfg: OidcConfig) -> Self {
+        // Said once per issuer configuration (validators are reused across
+        // reloads), so the log explains every refused token of it.
+        if let Err(e) = cfg.check_transport() {
+            tracing::error!(issuer = %cfg.issuer, error = %e, "OIDC issuer refused");
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -327,6 +366,7 @@ impl JwtValidator {
     /// Validate `token`: cached keys first; an unknown `kid` refreshes the
     /// key set (rate-limited) and retries once.
     pub async fn validate(&self, token: &str) -> Result<ValidatedToken, JwtError> {
+        self.cfg.check_transport()?;
         let (alg_name, kid) = peek_header(token)?;
         allowed_algorithm(&alg_name)?;
         let keys = self.keys(false).await?;
@@ -394,6 +434,13 @@ impl JwtValidator {
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or_else(|| JwtError::KeysUnavailable(format!("{discovery} has no jwks_uri")))?;
+        // An https issuer pointing at plain-http keys is as forgeable as an
+        // http issuer.
+        if !self.cfg.allow_insecure && !is_https(jwks_uri) {
+            return Err(JwtError::KeysUnavailable(format!(
+                "{discovery} names jwks_uri {jwks_uri:?}, which is not https:// ({ALLOW_INSECURE_FLAG} allows it)"
+            )));
+        }
         let jwks: Value = self
             .http
             .get(jwks_uri)
@@ -479,6 +526,50 @@ mod tests {
             username_claim: None,
             groups_claim: None,
         })
+    }
+
+    /// An http issuer is refused before anything is fetched, unless allowed;
+    /// https passes, whatever the scheme's case.
+    #[tokio::test]
+    async fn http_issuers_need_the_insecure_flag() {
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(&serde_json::json!({"alg": "RS256", "kid": "k"})),
+            b64(&serde_json::json!({"iss": "http://idp"}))
+        );
+        // Nothing listens at http://idp: a refusal without a fetch.
+        let v = JwtValidator::new(cfg());
+        assert_eq!(
+            v.validate(&token).await,
+            Err(JwtError::InsecureIssuer("http://idp".into()))
+        );
+        let set = IssuerSet::new(vec![cfg()]);
+        assert_eq!(
+            set.validate(&token).await,
+            Err(JwtError::InsecureIssuer("http://idp".into()))
+        );
+        let allowed = OidcConfig {
+            allow_insecure: true,
+            ..cfg()
+        };
+        assert_eq!(allowed.check_transport(), Ok(()));
+        for https in [
+            "https://idp.example.com",
+            "HTTPS://idp.example.com/realms/x",
+        ] {
+            let c = OidcConfig {
+                issuer: https.into(),
+                ..cfg()
+            };
+            assert_eq!(c.check_transport(), Ok(()), "{https}");
+        }
+        for bad in ["idp.example.com", "ftp://idp", ""] {
+            let c = OidcConfig {
+                issuer: bad.into(),
+                ..cfg()
+            };
+            assert!(c.check_transport().is_err(), "{bad}");
+        }
     }
 
     #[test]

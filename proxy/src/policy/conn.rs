@@ -94,6 +94,8 @@ pub struct GateShared {
     /// Topic-id → name map learned from Metadata responses.
     pub topic_names: Arc<TopicIdMap>,
     issuers: Mutex<IssuerSet>,
+    /// `--allow-insecure-issuers`: http:// issuers are trusted too.
+    allow_insecure_issuers: bool,
 }
 
 impl std::fmt::Debug for GateShared {
@@ -105,19 +107,33 @@ impl std::fmt::Debug for GateShared {
 }
 
 impl GateShared {
-    pub fn new(policy: PolicyHandle, workload: Option<Workload>) -> Arc<Self> {
+    /// `allow_insecure_issuers`: trust `http://` OIDC issuers
+    /// (`--allow-insecure-issuers`); otherwise only `https://` ones.
+    pub fn new(
+        policy: PolicyHandle,
+        workload: Option<Workload>,
+        allow_insecure_issuers: bool,
+    ) -> Arc<Self> {
         Arc::new(GateShared {
             policy,
             workload,
             topic_names: Arc::default(),
             issuers: Mutex::new(IssuerSet::default()),
+            allow_insecure_issuers,
         })
     }
 
     /// The validators for the issuers the current policy accepts; key caches
     /// survive policy reloads that keep an issuer.
     fn issuers(&self, policy: &CompiledPolicy) -> IssuerSet {
-        let configs: Vec<OidcConfig> = policy.oidc().into_iter().map(OidcConfig::from).collect();
+        let configs: Vec<OidcConfig> = policy
+            .oidc()
+            .into_iter()
+            .map(|o| OidcConfig {
+                allow_insecure: self.allow_insecure_issuers,
+                ..OidcConfig::from(o)
+            })
+            .collect();
         let mut guard = self
             .issuers
             .lock()

@@ -89,6 +89,8 @@ impl Sidecar {
             format!("--audit-dir={}", audit_dir.display()),
             "--audit-otlp=false".into(),
             "--audit-events=false".into(),
+            // As the e2e harness: a test IdP serves plain http.
+            "--allow-insecure-issuers".into(),
         ];
         let cli = Cli::try_parse_from(base.into_iter().chain(options.args)).unwrap();
         let app = App::build(&cli.run, Environment::with_workload(workload()))
