@@ -71,6 +71,9 @@
 //! - **`format: Text` takes detectors, not fields**: a plain string has no
 //!   fields to address.
 //! - **An `approval` only on Allow rules**: a Deny cannot be approved away.
+//! - **AccessApproval `topics` are names, not globs**
+//!   ([`matching::check_topic_name`]): a grant covers exactly the topics it
+//!   names, so a wildcard a client put in its request cannot widen it.
 #![forbid(unsafe_code)]
 
 pub mod access_approval;

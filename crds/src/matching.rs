@@ -40,6 +40,27 @@ pub fn check_topic_glob(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Is `name` a Kafka topic name — a literal, no glob? (1 to 249 of
+/// letters, digits, `.`, `_`, `-`; not `.` or `..`, as Kafka requires.)
+/// An AccessApproval grants named topics: a client chooses the names of its
+/// request, and a `*` copied from one would turn into a glob once approved.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    const ALLOWED: &str =
+        "a Kafka topic name has 1 to 249 letters, digits, '.', '_', '-', and no wildcards";
+    let legal = !name.is_empty()
+        && name.len() <= MAX_TOPIC_LEN
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if legal {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a Kafka topic name: {ALLOWED}"))
+    }
+}
+
 /// One element of a topic glob.
 #[derive(Clone, Copy, Debug)]
 enum Token {
@@ -563,6 +584,32 @@ mod tests {
                 want,
                 "case {i}: {subject:?} vs {principal:?} in {ns}"
             );
+        }
+    }
+
+    #[test]
+    fn topic_names_are_literal() {
+        for ok in [
+            "patient-records",
+            "claims.2026",
+            "a_b-c.D9",
+            &"a".repeat(249),
+        ] {
+            assert_eq!(check_topic_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "patients.**",
+            "patients.*",
+            "*",
+            "",
+            ".",
+            "..",
+            "a b",
+            "a/b",
+            &"a".repeat(250),
+        ] {
+            let err = check_topic_name(bad).unwrap_err();
+            assert!(err.contains("not a Kafka topic name"), "{bad}: {err}");
         }
     }
 

@@ -13,7 +13,7 @@ use crate::common::{Subject, SubjectKind};
 use crate::duration::parse_grant_duration;
 use crate::field_path::FieldPath;
 use crate::masking_rule::{Detector, MaskFormat, MaskStrategy, MaskingRuleSpec};
-use crate::matching::check_topic_glob;
+use crate::matching::{check_topic_glob, check_topic_name};
 use crate::stream_policy::{Effect, StreamPolicySpec};
 
 /// One thing wrong with a spec.
@@ -80,6 +80,20 @@ impl Problems {
         }
         for (i, topic) in topics.iter().enumerate() {
             if let Err(reason) = check_topic_glob(topic) {
+                self.add(format!("{field}[{i}]"), reason);
+            }
+        }
+    }
+
+    /// Topic *names*, not globs: an AccessApproval grants exactly the topics
+    /// it names (a wildcard copied from a client's request would otherwise
+    /// widen the grant once approved).
+    fn topic_names(&mut self, field: &str, topics: &[String]) {
+        if topics.is_empty() {
+            self.add(field, "is empty; name at least one topic");
+        }
+        for (i, topic) in topics.iter().enumerate() {
+            if let Err(reason) = check_topic_name(topic) {
                 self.add(format!("{field}[{i}]"), reason);
             }
         }
@@ -343,7 +357,7 @@ pub fn validate_access_approval(spec: &AccessApprovalSpec) -> Result<(), Validat
             "is empty; name the rule with approval that matched",
         );
     }
-    p.topics("spec.topics", &spec.topics);
+    p.topic_names("spec.topics", &spec.topics);
     if spec.operations.is_empty() {
         p.add(
             "spec.operations",
@@ -595,5 +609,37 @@ mod tests {
         for (got, want) in got.iter().zip(want) {
             assert!(got.starts_with(want), "{got:?} should start with {want:?}");
         }
+    }
+
+    /// Issue 12 item 7: an AccessApproval names topics, never globs (a
+    /// client's `patients.**` copied into a request would grant them all).
+    #[test]
+    fn access_approval_topics_are_names_not_globs() {
+        let with_topics = |topics: serde_json::Value| -> AccessApprovalSpec {
+            serde_json::from_value(json!({
+                "requester": {"kind": "User", "name": "alice@example.com"},
+                "policy": "phi-access", "rule": "write", "topics": topics,
+                "operations": ["Write"], "duration": "1h"
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            validate_access_approval(&with_topics(json!(["patients.billing"]))),
+            Ok(())
+        );
+        let got = messages(
+            validate_access_approval(&with_topics(json!([
+                "patients.billing",
+                "patients.**",
+                "*"
+            ])))
+            .unwrap_err(),
+        );
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].starts_with("spec.topics[1]: \"patients.**\" is not a Kafka topic name"),
+            "{got:?}"
+        );
+        assert!(got[1].starts_with("spec.topics[2]: \"*\""), "{got:?}");
     }
 }

@@ -141,3 +141,20 @@ fn invalid_requests_are_refused_with_the_operator_validation() {
     no_topics.topics.clear();
     assert!(build_access_approval(no_topics).is_err());
 }
+
+/// Issue 12 item 7: a client names the topics of its request, and the
+/// AccessApproval copied them; `patients.**` asked for literally would, once
+/// approved, have been read as a glob over every patients topic. A request
+/// names Kafka topic names only: one with a wildcard is never filed.
+#[test]
+fn a_requested_topic_with_a_wildcard_is_not_filed() {
+    for topic in ["patients.**", "patients.*", "*", "patient records"] {
+        let mut r = alice();
+        r.topics = vec!["patient-records".into(), topic.into()];
+        let err = build_access_approval(r).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.topics[") && err.contains("not a Kafka topic name"),
+            "{topic}: {err}"
+        );
+    }
+}

@@ -466,3 +466,40 @@ fn approval_events_become_audit_records_naming_the_access_approval() {
     assert_eq!(used.kind, RecordKind::ApprovalUsed);
     assert!(used.reason.unwrap().contains("patient-records"));
 }
+
+/// Issue 12 item 7: the topic names a client sent are asked for only when
+/// they are Kafka topic names; `patients.**` (which an approver would have
+/// granted as a glob) is left out, the real topic still asked for.
+#[tokio::test]
+async fn topics_with_wildcards_are_not_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    let policy = compiled(dir.path());
+    let requester = ApprovalRequester::new(
+        ApprovalSink::Dir(dir.path().to_path_buf()),
+        "clinical".into(),
+        None,
+        DedupConfig::default(),
+    );
+    let needs = |topic: &str| TopicDecision {
+        topic: topic.into(),
+        operation: Operation::Write,
+        decision: PolicyDecision::NeedsApproval {
+            policy: "phi-access".into(),
+            rule: "write-patient-records".into(),
+        },
+    };
+    let requests = requester.requests_for(
+        &policy,
+        &alice(),
+        &[needs("patients.**"), needs("patient-records"), needs("*")],
+    );
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].topics, vec!["patient-records".to_string()]);
+    // Nothing but wildcards: nothing to ask for.
+    assert!(
+        requester
+            .requests_for(&policy, &alice(), &[needs("patients.**")])
+            .is_empty()
+    );
+}

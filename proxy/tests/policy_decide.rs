@@ -658,3 +658,49 @@ fn a_grant_is_for_the_requesters_issuer() {
             .is_allow()
     );
 }
+
+/// Issue 12 item 7: a grant's topics are names, matched exactly. An
+/// AccessApproval for the topic `patients.*` (a name a client sent, which a
+/// rule over `patients.*` matched) is not a grant over every patients topic.
+#[test]
+fn grant_topics_are_matched_literally() {
+    let jit = r#"
+identity:
+  oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
+rules:
+  - name: write-patients
+    subjects: [{kind: Group, name: clinicians}]
+    topics: ["patients.**"]
+    operations: [Write]
+    approval:
+      approvers: [{kind: User, name: dr.house@example.com}]
+      maxDuration: 1h
+"#;
+    let now = Utc::now();
+    let with_topics = |topics: &[&str]| {
+        let mut g = grant("cleo", Duration::minutes(30), now);
+        g.policy = "jit".into();
+        g.rule = "write-patients".into();
+        g.topics = topics.iter().map(|t| t.to_string()).collect();
+        CompiledPolicy::compile(vec![doc("jit", jit)], vec![], vec![g], &labels(&[]))
+    };
+    let cleo = user("cleo", &["clinicians"]);
+    let p = with_topics(&["patients.**"]);
+    assert_eq!(
+        short(&p.decide(&cleo, Operation::Write, "patients.billing")),
+        Want::Needs("write-patients")
+    );
+    assert_eq!(
+        short(&p.decide(&cleo, Operation::Write, "patients.a.b")),
+        Want::Needs("write-patients")
+    );
+    let p = with_topics(&["patients.billing"]);
+    assert!(
+        p.decide(&cleo, Operation::Write, "patients.billing")
+            .is_allow()
+    );
+    assert_eq!(
+        short(&p.decide(&cleo, Operation::Write, "patients.billing2")),
+        Want::Needs("write-patients")
+    );
+}

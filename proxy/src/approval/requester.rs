@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use streamgate_crds::access_approval::RequesterOidc;
-use streamgate_crds::matching::Principal;
+use streamgate_crds::matching::{Principal, check_topic_name};
 use streamgate_crds::{Operation, SubjectKind};
 
 use super::build::{ApprovalRequest, build_access_approval_with};
@@ -194,6 +194,12 @@ impl ApprovalRequester {
             BTreeMap::new();
         for d in decisions {
             if let PolicyDecision::NeedsApproval { policy, rule } = &d.decision {
+                // A client names the topics of its request: only Kafka topic
+                // names are asked for, never a `*` an approver might grant.
+                if let Err(reason) = check_topic_name(&d.topic) {
+                    tracing::debug!(%reason, %rule, "no approval asked for this topic");
+                    continue;
+                }
                 let entry = by_rule.entry((policy.clone(), rule.clone())).or_default();
                 entry.0.push(d.topic.clone());
                 entry.1.push(d.operation);

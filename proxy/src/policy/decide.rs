@@ -14,7 +14,8 @@
 //! - a matching `Allow` without `approval` allows;
 //! - a matching `Allow` with `approval` allows only under a live grant
 //!   (an approved, unexpired AccessApproval for that requester, rule, topic
-//!   and operation), else the answer is `NeedsApproval`;
+//!   — named exactly, never a glob — and operation), else the answer is
+//!   `NeedsApproval`;
 //! - nothing matches, or no policy governs the pod → deny.
 //!
 //! When several policies govern one pod their settings combine towards the
@@ -125,7 +126,9 @@ impl Grant {
             && self.policy == policy
             && self.rule == rule
             && self.operations.contains(&op)
-            && self.topics.iter().any(|t| topic_matches(t, topic))
+            // Names, compared exactly: never read as globs. An approved
+            // request for the "topic" `patients.**` grants that name only.
+            && self.topics.iter().any(|t| t == topic)
             && now < self.expires_at
     }
 }
