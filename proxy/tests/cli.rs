@@ -114,7 +114,7 @@ async fn get(url: &str) -> Option<(u16, String)> {
 #[tokio::test]
 async fn admin_reports_health_but_not_readiness_without_an_upstream_and_sigterm_stops_it() {
     let (listen, admin, dead_upstream) = (free_port(), free_port(), free_port());
-    let mut child = proxy()
+    let child = proxy()
         .args([
             "run",
             "--listen",
@@ -128,9 +128,19 @@ async fn admin_reports_health_but_not_readiness_without_an_upstream_and_sigterm_
             "--shutdown-grace",
             "2s",
         ])
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // A failed assertion must not leave the proxy running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{admin}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
@@ -156,18 +166,28 @@ async fn admin_reports_health_but_not_readiness_without_an_upstream_and_sigterm_
         metrics.1
     );
 
-    // A client connecting now is closed cleanly (no broker to forward to), and the proxy lives on.
+    // A client sending a request now is closed cleanly (no broker to forward
+    // to; none is dialled before the client speaks), and the proxy lives on.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", listen)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // ApiVersions v0, correlation id 1, null client id.
+    std::io::Write::write_all(
+        &mut s,
+        b"\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x01\xff\xff",
+    )
+    .unwrap();
     let mut buf = [0u8; 4];
+    // Closed with the request unread: a FIN, or a reset for the unread bytes.
+    let read = std::io::Read::read(&mut s, &mut buf);
     assert!(
-        matches!(std::io::Read::read(&mut s, &mut buf), Ok(0)),
-        "connection closed without a reply"
+        matches!(&read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "connection closed without a reply: {read:?}"
     );
     assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
 
     let started = Instant::now();
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -176,7 +196,7 @@ async fn admin_reports_health_but_not_readiness_without_an_upstream_and_sigterm_
             .success()
     );
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(

@@ -122,12 +122,14 @@ impl Chain {
         }
     }
 
-    /// Continue after the record (`last_seq`, `last_hash`).
-    pub fn resume(last_seq: u64, last_hash: String) -> Self {
-        Self {
-            next_seq: last_seq + 1,
+    /// Continue after the record (`last_seq`, `last_hash`); `None` when no
+    /// seq is left after it (a spool whose head claims `u64::MAX` — no real
+    /// chain gets there, a planted record does).
+    pub fn resume(last_seq: u64, last_hash: String) -> Option<Self> {
+        Some(Self {
+            next_seq: last_seq.checked_add(1)?,
             head_hash: last_hash,
-        }
+        })
     }
 
     /// The seq the next record gets.
@@ -472,7 +474,12 @@ mod tests {
     fn resumed_chain_continues_verifiably() {
         let mut records = chain_of(3);
         let last = &records[2];
-        let mut chain = Chain::resume(3, last["hash"].as_str().unwrap().to_owned());
+        assert_eq!(
+            Chain::resume(u64::MAX, "h".into()),
+            None,
+            "no seq after u64::MAX"
+        );
+        let mut chain = Chain::resume(3, last["hash"].as_str().unwrap().to_owned()).unwrap();
         let mut rec = AuditRecord::event(crate::audit::record::RecordKind::SidecarStart, "restart");
         let line = chain.link(&mut rec).unwrap();
         chain.commit(&rec);

@@ -331,7 +331,12 @@ impl Writer {
             );
         }
         let chain = match recovery.head {
-            Some((seq, hash)) => Chain::resume(seq, hash),
+            Some((seq, hash)) => Chain::resume(seq, hash).ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "the spool's last record claims seq {seq}: the chain cannot continue \
+                     (no real chain gets there; move the spool aside and verify it)"
+                ))
+            })?,
             None => Chain::start(new_genesis()),
         };
         let segment = match recovery.segment {

@@ -93,6 +93,10 @@ pub struct AuditTrail {
 pub struct GateReport {
     pub principal: Option<Principal>,
     pub decisions: Vec<TopicDecision>,
+    /// Why the request was refused when no per-topic decision says it (a
+    /// cluster, group or transaction refusal, a blocked or unknown API, a
+    /// request before authentication).
+    pub refusal: Option<String>,
 }
 
 /// A request whose record is finished when its response arrives.
@@ -207,11 +211,20 @@ impl AuditTrail {
 
     /// A request the gate refused (answered locally): a `Deny`/`PendingApproval` record.
     /// Requests with no decision (the SASL exchange) are not governed requests.
+    /// Every refusal is a record: with per-topic decisions the deciding one
+    /// names policy and rule; without, `report.refusal` says why.
     pub async fn on_refusal(&self, session: &Session, meta: &RequestMeta, report: GateReport) {
-        if report.decisions.is_empty() || !is_governed(meta.api_key) {
+        if !is_governed(meta.api_key) {
             return;
         }
-        let record = self.base(session, meta, &report);
+        let mut record = self.base(session, meta, &report);
+        if report.decisions.is_empty() {
+            let why = report
+                .refusal
+                .clone()
+                .unwrap_or_else(|| "refused by policy".to_string());
+            record = record.decision(crate::audit::Decision::Deny, why);
+        }
         self.audit.record(record).await;
     }
 

@@ -106,7 +106,14 @@ impl<'a> Pipeline<'a> {
             };
             let step = match self.gate.on_raw_token(&frame).await {
                 FrameAction::Answer(reply) => Step::Answer(reply),
-                other => Step::Close(format!("{other:?}")),
+                other => {
+                    // audit: a failed SASL v0 token.
+                    if let Some(trail) = proxy.audit.as_ref() {
+                        let reason = "SASL (v0 token) authentication failed; connection closed";
+                        trail.on_auth_failure(&self.session, reason).await;
+                    }
+                    Step::Close(format!("{other:?}"))
+                }
             };
             return Ok((meta, step));
         }
@@ -154,8 +161,14 @@ impl<'a> Pipeline<'a> {
                 }
                 return Ok((meta, Step::AnswerThenClose(reply)));
             }
-            FrameAction::Silent => return Ok((meta, Step::Drop)),
-            FrameAction::Close(reason) => return Ok((meta, Step::Close(reason))),
+            FrameAction::Silent => {
+                self.record_refusal(&meta).await;
+                return Ok((meta, Step::Drop));
+            }
+            FrameAction::Close(reason) => {
+                self.record_refusal(&meta).await;
+                return Ok((meta, Step::Close(reason)));
+            }
         };
         if matches!(meta.api_key, ApiKey::Produce | ApiKey::Fetch) {
             // masking: exemptions follow the authenticated principal.
@@ -181,7 +194,19 @@ impl<'a> Pipeline<'a> {
                 expect_response,
                 masked,
             } => (expect_response, masked),
-            RequestAction::Answer(reply) => return Ok((meta, Step::Answer(reply))),
+            RequestAction::Answer(reply) => {
+                // audit: refused because its records cannot be masked.
+                let mut report = self.gate_report();
+                report.decisions.clear();
+                report.refusal = Some(format!(
+                    "{:?} refused: its records cannot be masked",
+                    meta.api_key
+                ));
+                if let Some(trail) = proxy.audit.as_ref() {
+                    trail.on_refusal(&self.session, &meta, report).await;
+                }
+                return Ok((meta, Step::Answer(reply)));
+            }
         };
         // audit: summarise the request; a refusal is answered here, not forwarded.
         let report = self.gate_report();
@@ -214,12 +239,22 @@ impl<'a> Pipeline<'a> {
     /// (empty when no audit trail runs, so the gate's work is not cloned for nothing).
     fn gate_report(&mut self) -> GateReport {
         let decisions = self.gate.take_decisions();
+        let refusal = self.gate.take_refusal();
         if self.proxy.audit.as_ref().is_none() {
             return GateReport::default();
         }
         GateReport {
             principal: self.gate.principal(&self.proxy.gate.policy.current()),
             decisions,
+            refusal,
+        }
+    }
+
+    /// Record a refusal that is not answered (silent, or the connection closes).
+    async fn record_refusal(&mut self, meta: &RequestMeta) {
+        let report = self.gate_report();
+        if let Some(trail) = self.proxy.audit.as_ref() {
+            trail.on_refusal(&self.session, meta, report).await;
         }
     }
 }

@@ -26,7 +26,7 @@ use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
 use super::apis::api_scope;
-use super::decide::CompiledPolicy;
+use super::decide::{CompiledPolicy, DenyReason};
 use super::enforce::{Enforcement, Fixup, Gate, TopicDecision, TopicNames, needs_decoding};
 use super::handle::PolicyHandle;
 use crate::datapath::exchange::{Request, Response};
@@ -251,6 +251,8 @@ pub struct ConnGate {
     decisions: Vec<TopicDecision>,
     /// The caller had an identity on this connection at some point.
     was_authenticated: bool,
+    /// Why the last request was refused, for its audit record.
+    refusal: Option<String>,
 }
 
 impl ConnGate {
@@ -260,6 +262,7 @@ impl ConnGate {
             sasl: SaslServer::new(),
             decisions: Vec::new(),
             was_authenticated: false,
+            refusal: None,
         }
     }
 
@@ -283,6 +286,11 @@ impl ConnGate {
     /// The per-topic decisions of the last request (for approvals).
     pub fn decisions(&self) -> &[TopicDecision] {
         &self.decisions
+    }
+
+    /// Why the last request was refused, when it was (for audit).
+    pub fn take_refusal(&mut self) -> Option<String> {
+        self.refusal.take()
     }
 
     /// The per-topic decisions of the last request (for audit).
@@ -318,11 +326,12 @@ impl ConnGate {
         // Decisions are per request: a request answered before the policy
         // check (SASL, a closed connection) has none.
         self.decisions.clear();
+        self.refusal = None;
         let is_sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
         if !is_sasl && self.sasl.session_expired(SystemTime::now()) {
-            return Ok(FrameAction::Close(
-                "SASL session expired without re-authentication (KIP-368)".into(),
-            ));
+            let why = "SASL session expired without re-authentication (KIP-368)".to_string();
+            self.refusal = Some(format!("{why}; connection closed"));
+            return Ok(FrameAction::Close(why));
         }
         if !is_sasl && self.sasl.in_progress() {
             return Ok(FrameAction::Close(format!(
@@ -377,9 +386,14 @@ impl ConnGate {
             // (A connection that had an identity and lost it — workload
             // identity switched off — gets authorization errors instead, so
             // its app sees why.)
-            return Ok(FrameAction::Close(format!(
+            let why = format!(
                 "{api_key:?} before authentication (only ApiVersions and SASL are accepted until then)"
-            )));
+            );
+            self.refusal = Some(format!(
+                "{}: {why}; connection closed",
+                DenyReason::Unauthenticated.as_str()
+            ));
+            return Ok(FrameAction::Close(why));
         }
         let nobody = nobody();
         let gate = Gate {
@@ -413,10 +427,20 @@ impl ConnGate {
                 });
                 FrameAction::Forward { fixup }
             }
-            Enforcement::Respond(resp) => FrameAction::Answer(answer(resp)?),
-            Enforcement::NoResponse => FrameAction::Silent,
+            Enforcement::Respond(resp) => {
+                self.refusal = Some(format!(
+                    "{api_key:?} refused: answered with its authorization error"
+                ));
+                FrameAction::Answer(answer(resp)?)
+            }
+            Enforcement::NoResponse => {
+                self.refusal = Some(format!("{api_key:?} refused (acks=0: no answer)"));
+                FrameAction::Silent
+            }
             Enforcement::Close(reason) => {
-                FrameAction::Close(format!("{api_key:?}: {}", reason.as_str()))
+                let why = format!("{api_key:?}: {}", reason.as_str());
+                self.refusal = Some(format!("{why}; connection closed"));
+                FrameAction::Close(why)
             }
         })
     }
