@@ -151,3 +151,116 @@ async fn a_broken_directory_at_start_denies_everything() {
     std::fs::write(dir.path().join("p.yaml"), policy("claims.*", "Allow")).unwrap();
     eventually("fix", || allowed(&handle, "claims.1")).await;
 }
+
+/// Issue 12 item 7: the sidecar runs the validation the API server and the
+/// operator's webhook run, so an object they would refuse is never enforced
+/// as written from a policy directory: an invalid StreamPolicy keeps only
+/// what narrows (Deny rules), an invalid MaskingRule blocks its topics for
+/// everyone, an invalid AccessApproval grants nothing.
+#[test]
+fn objects_the_api_server_would_refuse_are_not_enforced_as_written() {
+    use streamgate_crds::ApplyTo;
+    use streamgate_proxy::masking::MaskingSet;
+    use streamgate_proxy::policy::decide::CompiledPolicy;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Invalid: "bad topic" is no topic glob. As written, analysts would read claims.*.
+    let invalid_policy = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: sloppy, namespace: clinical}
+spec:
+  identity:
+    oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
+  rules:
+    - {name: read, subjects: [{kind: Group, name: analysts}], topics: ["claims.*", "bad topic"], operations: [Read]}
+    - {name: no-secret, subjects: [{kind: Group, name: analysts}], topics: ["secret"], operations: [Read], effect: Deny}
+"#;
+    // Valid: analysts may read secret and everything under open.*.
+    let valid_policy = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: sound, namespace: clinical}
+spec:
+  identity:
+    oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
+  rules:
+    - {name: read, subjects: [{kind: Group, name: analysts}], topics: ["open.*", "secret"], operations: [Read]}
+    - name: write-records
+      subjects: [{kind: Group, name: analysts}]
+      topics: ["patient-records", "patient-notes"]
+      operations: [Write]
+      approval:
+        approvers: [{kind: User, name: dr.house@example.com}]
+        maxDuration: 1h
+"#;
+    // Invalid: a wildcard exemption (everyone would see clear text).
+    let invalid_masking = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: MaskingRule
+metadata: {name: exempts-everyone, namespace: clinical}
+spec:
+  topics: ["patient-*"]
+  fields: [{path: "$.ssn", strategy: Redact}]
+  exemptSubjects: [{kind: Group, name: "*"}]
+"#;
+    // Invalid: a wildcard topic next to a real one, approved by a listed approver.
+    let invalid_approval = r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: AccessApproval
+metadata: {name: ann-writes, namespace: clinical}
+spec:
+  requester: {kind: User, name: ann, groups: [analysts]}
+  policy: sound
+  rule: write-records
+  topics: [patient-records, "patient-*"]
+  operations: [Write]
+  duration: 1h
+  decision: Approved
+  decidedBy: dr.house@example.com
+status: {decidedAt: "2020-01-01T00:00:00Z"}
+"#;
+    let valid_approval = invalid_approval
+        .replace("name: ann-writes", "name: ann-writes-notes")
+        .replace("[patient-records, \"patient-*\"]", "[patient-notes]");
+    let now = chrono::Utc::now().to_rfc3339();
+    for (file, text) in [
+        ("invalid-policy.yaml", invalid_policy.to_string()),
+        ("valid-policy.yaml", valid_policy.to_string()),
+        ("invalid-masking.yaml", invalid_masking.to_string()),
+        (
+            "invalid-approval.yaml",
+            invalid_approval.replace("2020-01-01T00:00:00Z", &now),
+        ),
+        (
+            "valid-approval.yaml",
+            valid_approval.replace("2020-01-01T00:00:00Z", &now),
+        ),
+    ] {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let inputs = load_dir(dir.path(), "clinical").unwrap();
+    let masking = inputs.masking.clone();
+    let policy = CompiledPolicy::compile(
+        inputs.policies,
+        inputs.masking,
+        inputs.grants,
+        &BTreeMap::new(),
+    );
+    let ann = analyst();
+    let ann = Principal {
+        name: "ann".into(),
+        ..ann
+    };
+    let may = |op: Operation, topic: &str| policy.decide(&ann, op, topic).is_allow();
+    // The invalid policy's Allow rule is not enforced; its Deny rule is.
+    assert!(!may(Operation::Read, "claims.2026"));
+    assert!(!may(Operation::Read, "secret"), "the Deny still narrows");
+    assert!(may(Operation::Read, "open.data"), "the valid policy holds");
+    // The invalid approval grants nothing, the valid one its topic.
+    assert!(!may(Operation::Write, "patient-records"));
+    assert!(may(Operation::Write, "patient-notes"));
+    // The invalid MaskingRule exempts nobody: its topics are blocked.
+    let (set, _errors) = MaskingSet::from_docs("clinical", &masking, dir.path());
+    assert!(!set.sees_clear_text("patient-events", &ann, ApplyTo::Fetch));
+}

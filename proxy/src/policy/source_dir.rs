@@ -28,6 +28,14 @@
 //!
 //! A file that fails a check grants nothing and is logged with the reason;
 //! the rest of the directory still loads.
+//!
+//! ## Validation
+//!
+//! No admission webhook sees these files: every object is checked with the
+//! same validation as the operator's webhook and enforced only as far as it
+//! passes ([`super::admit`]: an invalid StreamPolicy keeps only its Deny
+//! rules, an invalid MaskingRule blocks its topics, an invalid
+//! AccessApproval grants nothing), with a log line naming every problem.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,6 +50,7 @@ use streamgate_crds::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::admit::{admit_approval, admit_masking, admit_policy};
 use super::decide::{Grant, MaskingDoc, PolicyDoc};
 use super::handle::{PolicyInputs, PolicyPublisher};
 
@@ -190,6 +199,9 @@ struct ApprovalFile {
 fn admit_approvals(files: Vec<ApprovalFile>, namespace: &str, into: &mut PolicyInputs) {
     let now = Utc::now();
     for ApprovalFile { path, aa } in files {
+        if !admit_approval(&aa) {
+            continue;
+        }
         match file_grant(&aa, namespace, &into.policies, now) {
             Ok(Some(grant)) => into.grants.push(grant),
             Ok(None) => {}
@@ -272,12 +284,12 @@ fn parse_file(
                     )));
                 }
                 if ns == namespace {
-                    into.policies.push(PolicyDoc {
+                    into.policies.push(admit_policy(PolicyDoc {
                         name,
                         namespace: ns,
                         generation: sp.metadata.generation,
                         spec: sp.spec,
-                    });
+                    }));
                 }
             }
             "MaskingRule" => {
@@ -285,12 +297,12 @@ fn parse_file(
                     serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
                 let (name, ns) = (name_of(&mr.metadata)?, ns_of(&mr.metadata));
                 if ns == namespace {
-                    into.masking.push(MaskingDoc {
+                    into.masking.push(admit_masking(MaskingDoc {
                         name,
                         namespace: ns,
                         generation: mr.metadata.generation,
                         spec: mr.spec,
-                    });
+                    }));
                 }
             }
             "AccessApproval" => {

@@ -18,6 +18,7 @@ use streamgate_crds::{
     AccessApproval, Effect, MaskingRule, StreamPolicy, StreamPolicySpec, TopicGrantsMode,
 };
 
+use super::admit::{admit_approval, admit_masking, admit_policy};
 use super::decide::{Grant, MaskingDoc, PolicyDoc};
 use super::handle::{PolicyInputs, PolicyPublisher};
 use super::source_dir::DEBOUNCE;
@@ -34,26 +35,38 @@ pub fn inputs_from(
         .iter()
         .any(|p| p.status.as_ref().and_then(|s| s.topic_grants) == Some(TopicGrantsMode::Enforced));
     PolicyInputs {
+        // Validated as the operator's webhook would (an object may predate a
+        // rule, or have been written while the webhook was down): see `admit`.
+        // The validation looks at the spec as written, before topic grants.
         policies: policies
             .iter()
-            .map(|p| PolicyDoc {
-                name: p.metadata.name.clone().unwrap_or_default(),
-                namespace: p.metadata.namespace.clone().unwrap_or_default(),
-                generation: p.metadata.generation,
-                spec: granted_spec(p, grants_enforced),
+            .map(|p| {
+                let admitted = admit_policy(PolicyDoc {
+                    name: p.metadata.name.clone().unwrap_or_default(),
+                    namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                    generation: p.metadata.generation,
+                    spec: p.spec.clone(),
+                });
+                PolicyDoc {
+                    spec: granted_spec(&admitted.spec, p, grants_enforced),
+                    ..admitted
+                }
             })
             .collect(),
         masking: masking
             .iter()
-            .map(|m| MaskingDoc {
-                name: m.metadata.name.clone().unwrap_or_default(),
-                namespace: m.metadata.namespace.clone().unwrap_or_default(),
-                generation: m.metadata.generation,
-                spec: m.spec.clone(),
+            .map(|m| {
+                admit_masking(MaskingDoc {
+                    name: m.metadata.name.clone().unwrap_or_default(),
+                    namespace: m.metadata.namespace.clone().unwrap_or_default(),
+                    generation: m.metadata.generation,
+                    spec: m.spec.clone(),
+                })
             })
             .collect(),
         grants: approvals
             .iter()
+            .filter(|a| admit_approval(a))
             .filter_map(|a| Grant::from_approval(a))
             .collect(),
     }
@@ -80,11 +93,15 @@ pub fn watch_outcome<T>(event: Result<T, watcher::Error>) -> Option<Result<(), S
 /// none is known to be granted. Deny rules always stay (they only narrow).
 /// Without grants (no policy of the namespace says `Enforced`) the spec is
 /// enforced as written.
-fn granted_spec(p: &StreamPolicy, grants_enforced: bool) -> StreamPolicySpec {
+fn granted_spec(
+    spec: &StreamPolicySpec,
+    p: &StreamPolicy,
+    grants_enforced: bool,
+) -> StreamPolicySpec {
     let status = p.status.as_ref();
     let checked = status.is_some_and(|s| s.observed_generation == p.metadata.generation);
     let ungranted: &[String] = status.map(|s| s.ungranted_rules.as_slice()).unwrap_or(&[]);
-    let mut spec = p.spec.clone();
+    let mut spec = spec.clone();
     spec.rules.retain(|r| {
         r.effect == Effect::Deny || (!ungranted.contains(&r.name) && (checked || !grants_enforced))
     });
@@ -277,5 +294,39 @@ mod tests {
         assert_eq!(inputs.policies[0].generation, Some(4));
         assert_eq!(inputs.policies[0].namespace, "clinical");
         assert_eq!(inputs.grants.len(), 1, "only the approved grant counts");
+    }
+
+    /// Issue 12 item 7: objects the API server would refuse today (stored
+    /// before a rule tightened, or while the webhook was down) are not
+    /// enforced as written from the cluster either.
+    #[test]
+    fn invalid_objects_are_not_enforced_as_written() {
+        let sp: StreamPolicy = serde_yaml::from_str(
+            "apiVersion: streamgate.dev/v1alpha1\nkind: StreamPolicy\n\
+             metadata: {name: p, namespace: clinical, generation: 1}\n\
+             spec:\n  identity: {workloadIdentity: true}\n  rules:\n\
+             \x20 - {name: own, subjects: [{kind: ServiceAccount, name: app}], topics: [patient-events, \"bad topic\"], operations: [Read]}\n",
+        )
+        .unwrap();
+        let mr: MaskingRule = serde_yaml::from_str(
+            "apiVersion: streamgate.dev/v1alpha1\nkind: MaskingRule\nmetadata: {name: m, namespace: clinical}\n\
+             spec: {topics: [patient-events], fields: [{path: $.ssn, strategy: Redact}], exemptSubjects: [{kind: ServiceAccount, name: \"*\"}]}\n",
+        )
+        .unwrap();
+        let aa: AccessApproval = serde_yaml::from_str(
+            "apiVersion: streamgate.dev/v1alpha1\nkind: AccessApproval\nmetadata: {name: a, namespace: clinical}\n\
+             spec: {requester: {kind: User, name: cleo}, policy: p, rule: r, topics: [\"patient-*\"], operations: [Write],\n\
+             duration: 1h, decision: Approved}\nstatus: {phase: Approved, expiresAt: \"2030-01-01T00:00:00Z\"}\n",
+        )
+        .unwrap();
+        let inputs = inputs_from(&[Arc::new(sp)], &[Arc::new(mr)], &[Arc::new(aa)]);
+        assert!(inputs.policies[0].spec.rules.is_empty(), "no Allow rule");
+        assert!(!inputs.policies[0].spec.identity.workload_identity);
+        assert!(inputs.masking[0].spec.exempt_subjects.is_empty());
+        assert_eq!(
+            inputs.masking[0].spec.fields[0].path,
+            crate::policy::admit::REFUSED_RULE_PATH
+        );
+        assert!(inputs.grants.is_empty());
     }
 }
