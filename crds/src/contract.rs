@@ -39,6 +39,10 @@ pub const ENV_POLICY_DIR: &str = "STREAMGATE_POLICY_DIR";
 /// `true`: watch the pod's namespace for StreamPolicy/MaskingRule/AccessApproval
 /// with the in-cluster client; approvals are filed as AccessApprovals there.
 pub const ENV_POLICY_KUBE: &str = "STREAMGATE_POLICY_KUBE";
+/// `true`: the operator enforces topic grants, so the sidecar enforces no
+/// Allow rule of a policy the operator has not checked — the namespace's
+/// first one included.
+pub const ENV_TOPIC_GRANTS_ENFORCED: &str = "STREAMGATE_TOPIC_GRANTS_ENFORCED";
 pub const ENV_APPROVALS_DIR: &str = "STREAMGATE_APPROVALS_DIR";
 /// Mounted Secrets, laid out `DIR/<secret name>/<key>`.
 pub const ENV_SECRET_DIR: &str = "STREAMGATE_SECRET_DIR";
@@ -117,6 +121,7 @@ pub const ALL_ENV: &[&str] = &[
     ENV_MASKING_MAX_BATCH_BYTES,
     ENV_POLICY_DIR,
     ENV_POLICY_KUBE,
+    ENV_TOPIC_GRANTS_ENFORCED,
     ENV_APPROVALS_DIR,
     ENV_SECRET_DIR,
     ENV_ALLOW_INSECURE_ISSUERS,

@@ -89,6 +89,9 @@ pub struct InjectorSettings {
     /// How Kubernetes usernames and groups relate to the OIDC identities
     /// requesters are named by (the approval webhook's self-approval check).
     pub approver_identity: IdentityMapping,
+    /// The operator enforces topic grants: injected sidecars are told, so
+    /// they enforce no Allow rule the operator has not checked.
+    pub topic_grants_enforced: bool,
 }
 
 pub use streamgate_crds::approver::IdentityMapping;
@@ -109,6 +112,7 @@ impl Default for InjectorSettings {
             sidecar_mode: SidecarMode::Native,
             exempt_namespaces: std::collections::BTreeSet::new(),
             approver_identity: IdentityMapping::default(),
+            topic_grants_enforced: false,
         }
     }
 }

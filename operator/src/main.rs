@@ -225,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             username_prefix: args.approver_oidc_username_prefix.clone(),
             groups_prefix: args.approver_oidc_groups_prefix.clone(),
         },
+        topic_grants_enforced: topic_grants.is_some(),
         ..Default::default()
     };
     let state = Arc::new(WebhookState {

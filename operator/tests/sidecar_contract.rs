@@ -13,6 +13,13 @@ use streamgate_operator::config::{InjectorSettings, SidecarMode};
 use streamgate_operator::webhook::inject::{InjectionInput, Outcome, plan};
 
 fn injected_pod(mode: SidecarMode) -> Pod {
+    injected_pod_with(InjectorSettings {
+        sidecar_mode: mode,
+        ..Default::default()
+    })
+}
+
+fn injected_pod_with(settings: InjectorSettings) -> Pod {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "billing-app", "annotations": {
             "streamgate.dev/inject": "true",
@@ -23,10 +30,6 @@ fn injected_pod(mode: SidecarMode) -> Pod {
         "spec": {"serviceAccountName": "billing", "containers": [{"name": "app", "image": "app:1"}]}
     }))
     .unwrap();
-    let settings = InjectorSettings {
-        sidecar_mode: mode,
-        ..Default::default()
-    };
     let labels = BTreeMap::new();
     let secrets = BTreeSet::from(["masking-key".to_string()]);
     let outcome = plan(
@@ -229,4 +232,24 @@ fn the_injected_env_gives_the_proxy_its_workload_identity() {
         workload.labels.get("app").map(String::as_str),
         Some("billing")
     );
+}
+
+/// With topic grants on, the injected sidecar is told so (and the proxy
+/// reads the variable), so even a namespace's first policy waits for the
+/// operator's check; without, nothing is set.
+#[test]
+fn the_sidecar_is_told_when_topic_grants_are_enforced() {
+    let told = |enforced: bool| {
+        let pod = injected_pod_with(InjectorSettings {
+            sidecar_mode: SidecarMode::Native,
+            topic_grants_enforced: enforced,
+            ..Default::default()
+        });
+        let c = sidecar(&pod, SidecarMode::Native);
+        c.env.unwrap_or_default().iter().any(|e| {
+            e.name == contract::ENV_TOPIC_GRANTS_ENFORCED && e.value.as_deref() == Some("true")
+        })
+    };
+    assert!(told(true));
+    assert!(!told(false));
 }

@@ -525,6 +525,9 @@ fn sidecar_container(
         env(c::ENV_POLICY_KUBE, "true".to_string()),
         env(c::ENV_AUDIT_EVENTS, "true".to_string()),
     ];
+    if settings.topic_grants_enforced {
+        envs.push(env(c::ENV_TOPIC_GRANTS_ENFORCED, "true".to_string()));
+    }
     if let Some(secret) = &upstream.secret {
         envs.push(env(
             c::ENV_UPSTREAM_CREDENTIALS,

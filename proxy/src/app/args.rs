@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
     #[arg(long, env = streamgate_crds::contract::ENV_POLICY_KUBE)]
     pub policy_kube: bool,
+    /// The operator enforces topic grants (set by the injector): with
+    /// --policy-kube, no Allow rule is enforced before the operator checked it.
+    #[arg(long, env = streamgate_crds::contract::ENV_TOPIC_GRANTS_ENFORCED)]
+    pub topic_grants_enforced: bool,
     /// Trust OIDC issuers over plain http:// (keys fetched without TLS can be
     /// swapped on the way, and any token forged): for a local test IdP only.
     #[arg(long, env = streamgate_crds::contract::ENV_ALLOW_INSECURE_ISSUERS)]

@@ -235,7 +235,12 @@ async fn policy_source(
             .context("Kubernetes client for --policy-kube")?;
         PolicySourceGuard {
             _dir: None,
-            kube: Some(tokio::spawn(source_kube::run(client, namespace, publisher))),
+            kube: Some(tokio::spawn(source_kube::run(
+                client,
+                namespace,
+                publisher,
+                args.topic_grants_enforced,
+            ))),
         }
     } else {
         publisher.ready_without_first_load();

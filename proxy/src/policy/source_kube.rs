@@ -23,17 +23,22 @@ use super::decide::{Grant, MaskingDoc, PolicyDoc};
 use super::handle::{PolicyInputs, PolicyPublisher};
 use super::source_dir::DEBOUNCE;
 
-/// Snapshot the three caches.
+/// Snapshot the three caches. `grants_on`: the injector said the operator
+/// enforces topic grants (`STREAMGATE_TOPIC_GRANTS_ENFORCED`), so even the
+/// namespace's very first policy waits for the operator's check.
 pub fn inputs_from(
     policies: &[Arc<StreamPolicy>],
     masking: &[Arc<MaskingRule>],
     approvals: &[Arc<AccessApproval>],
+    grants_on: bool,
 ) -> PolicyInputs {
-    // The operator's topic grants are one cluster-wide switch: one policy of
-    // the namespace marked `Enforced` means every policy here is checked.
-    let grants_enforced = policies
-        .iter()
-        .any(|p| p.status.as_ref().and_then(|s| s.topic_grants) == Some(TopicGrantsMode::Enforced));
+    // The operator's topic grants are one cluster-wide switch: the injector
+    // says so, or one policy of the namespace marked `Enforced` means every
+    // policy here is checked.
+    let grants_enforced = grants_on
+        || policies.iter().any(|p| {
+            p.status.as_ref().and_then(|s| s.topic_grants) == Some(TopicGrantsMode::Enforced)
+        });
     PolicyInputs {
         // Validated as the operator's webhook would (an object may predate a
         // rule, or have been written while the webhook was down): see `admit`.
@@ -109,7 +114,7 @@ fn granted_spec(
 }
 
 /// Watch the namespace until the task is dropped.
-pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) {
+pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher, grants_on: bool) {
     let (sp_store, sp_writer) = reflector::store::<StreamPolicy>();
     let (mr_store, mr_writer) = reflector::store::<MaskingRule>();
     let (aa_store, aa_writer) = reflector::store::<AccessApproval>();
@@ -157,7 +162,12 @@ pub async fn run(client: Client, namespace: String, publisher: PolicyPublisher) 
         if all_ready(&sp_store, &mr_store, &aa_store) {
             publisher.publish(
                 &source,
-                inputs_from(&sp_store.state(), &mr_store.state(), &aa_store.state()),
+                inputs_from(
+                    &sp_store.state(),
+                    &mr_store.state(),
+                    &aa_store.state(),
+                    grants_on,
+                ),
             );
         }
     }
@@ -205,7 +215,7 @@ mod tests {
     }
 
     fn compiled(policies: &[Arc<StreamPolicy>]) -> super::super::decide::CompiledPolicy {
-        let inputs = inputs_from(policies, &[], &[]);
+        let inputs = inputs_from(policies, &[], &[], false);
         super::super::decide::CompiledPolicy::compile(
             inputs.policies,
             inputs.masking,
@@ -271,6 +281,34 @@ mod tests {
         assert!(!reads(&policy, "billing.claims"));
     }
 
+    /// The namespace's very first policy, read before the operator checked
+    /// it: with no other policy to say grants are on, only the injector's
+    /// word keeps its Allow rules out until then.
+    #[test]
+    fn the_first_policy_waits_for_the_operator_when_the_injector_says_grants_are_on() {
+        let first = policy_with_status(1, "");
+        let as_written = inputs_from(&[Arc::clone(&first)], &[], &[], false);
+        let waiting = inputs_from(&[first], &[], &[], true);
+        let compile = |i: PolicyInputs| {
+            super::super::decide::CompiledPolicy::compile(
+                i.policies,
+                i.masking,
+                i.grants,
+                &Default::default(),
+            )
+        };
+        assert!(
+            reads(&compile(as_written), "billing.claims"),
+            "unknown: as written"
+        );
+        let waiting = compile(waiting);
+        assert!(
+            !reads(&waiting, "billing.claims"),
+            "no Allow rule before the check"
+        );
+        assert!(!reads(&waiting, "patient-events"));
+    }
+
     #[test]
     fn caches_become_policy_inputs() {
         let sp: StreamPolicy = serde_yaml::from_str(
@@ -290,6 +328,7 @@ mod tests {
             &[Arc::new(sp)],
             &[],
             &[Arc::new(approved), Arc::new(pending)],
+            false,
         );
         assert_eq!(inputs.policies[0].generation, Some(4));
         assert_eq!(inputs.policies[0].namespace, "clinical");
@@ -319,7 +358,7 @@ mod tests {
              duration: 1h, decision: Approved}\nstatus: {phase: Approved, expiresAt: \"2030-01-01T00:00:00Z\"}\n",
         )
         .unwrap();
-        let inputs = inputs_from(&[Arc::new(sp)], &[Arc::new(mr)], &[Arc::new(aa)]);
+        let inputs = inputs_from(&[Arc::new(sp)], &[Arc::new(mr)], &[Arc::new(aa)], false);
         assert!(inputs.policies[0].spec.rules.is_empty(), "no Allow rule");
         assert!(!inputs.policies[0].spec.identity.workload_identity);
         assert!(inputs.masking[0].spec.exempt_subjects.is_empty());
