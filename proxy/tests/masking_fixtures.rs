@@ -34,13 +34,16 @@ fn key(_: &SecretKeyRef) -> Result<HashKey, KeyError> {
     Ok(HashKey::new(b"fixture-key".to_vec()).unwrap())
 }
 
+/// The one issuer the fixtures' policies trust.
+const ISSUER: &str = "https://idp.example.com";
+
 fn reader() -> Principal {
     Principal {
         kind: SubjectKind::User,
         name: "billing-app".into(),
         namespace: None,
         groups: vec!["billing-analysts".into()],
-        issuer: None,
+        issuer: Some(ISSUER.into()),
     }
 }
 
@@ -71,6 +74,7 @@ fn lines(file: &str) -> Vec<String> {
 
 fn check(topic: &str, file: &str, must_keep: &[&str]) {
     let (set, errors) = MaskingSet::compile("clinical", &rules(), key);
+    let set = set.with_exempt_issuer(Some(ISSUER.into()));
     assert!(errors.is_empty(), "{errors:?}");
     let plan = set
         .plan_for(topic, &reader(), ApplyTo::Fetch)
@@ -234,12 +238,13 @@ fn claims_leak_no_planted_phi() {
 #[test]
 fn exempt_readers_get_no_plan() {
     let (set, _) = MaskingSet::compile("clinical", &rules(), key);
+    let set = set.with_exempt_issuer(Some(ISSUER.into()));
     let clinician = Principal {
         kind: SubjectKind::User,
         name: "dr".into(),
         namespace: None,
         groups: vec!["treating-clinicians".into()],
-        issuer: None,
+        issuer: Some(ISSUER.into()),
     };
     assert!(
         set.plan_for("patient-events", &clinician, ApplyTo::Fetch)
@@ -252,6 +257,7 @@ fn exempt_readers_get_no_plan() {
 #[test]
 fn hashed_mrn_joins_across_topics() {
     let (set, _) = MaskingSet::compile("clinical", &rules(), key);
+    let set = set.with_exempt_issuer(Some(ISSUER.into()));
     let mut c = MaskCounts::default();
     let ev = set
         .plan_for("patient-events", &reader(), ApplyTo::Fetch)

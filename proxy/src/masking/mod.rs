@@ -111,6 +111,11 @@ pub struct MaskingSet {
     rules: Vec<ScopedRule>,
     /// Handed to every plan (see [`DEFAULT_MAX_BATCH_BYTES`]).
     max_batch_bytes: usize,
+    /// The one OIDC issuer the pod's policies trust, if exactly one: User
+    /// and Group exemptions name users of it. With several, a name does not
+    /// say whose user is meant, so no User/Group exemption applies (masked:
+    /// fail closed); ServiceAccount exemptions are unaffected.
+    exempt_issuer: Option<String>,
 }
 
 impl Default for MaskingSet {
@@ -119,6 +124,7 @@ impl Default for MaskingSet {
             namespace: String::new(),
             rules: Vec::new(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            exempt_issuer: None,
         }
     }
 }
@@ -127,6 +133,12 @@ impl MaskingSet {
     /// The same set with another per-batch budget (`--masking-max-batch-bytes`).
     pub fn with_max_batch_bytes(mut self, max_batch_bytes: usize) -> Self {
         self.max_batch_bytes = max_batch_bytes;
+        self
+    }
+
+    /// The issuer whose users User/Group exemptions name (see the field).
+    pub fn with_exempt_issuer(mut self, issuer: Option<String>) -> Self {
+        self.exempt_issuer = issuer;
         self
     }
 
@@ -226,9 +238,9 @@ impl MaskingSet {
             .filter(|r| r.apply_to.contains(&direction))
             .filter(|r| r.topics.iter().any(|t| topic_matches(t, topic)))
             .filter(|r| {
-                !r.exempt
-                    .iter()
-                    .any(|s| s.matches(principal, &self.namespace))
+                !r.exempt.iter().any(|s| {
+                    s.matches_from_issuer(principal, &self.namespace, self.exempt_issuer.as_deref())
+                })
             })
             .map(|r| Arc::clone(&r.plan))
             .collect();
@@ -292,7 +304,7 @@ mod tests {
             name: "alice".into(),
             namespace: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            issuer: None,
+            issuer: Some("https://idp.example.com".into()),
         }
     }
 
@@ -311,6 +323,17 @@ mod tests {
             no_key,
         );
         assert!(errors.is_empty());
+        // With several trusted issuers (none set) a name does not say whose
+        // user is meant: no User/Group exemption applies (fail closed).
+        assert!(
+            set.plan_for(
+                "patient-events",
+                &user(&["treating-clinicians"]),
+                ApplyTo::Fetch
+            )
+            .is_some()
+        );
+        let set = set.with_exempt_issuer(Some("https://idp.example.com".into()));
         let reader = user(&["billing"]);
         assert!(
             set.plan_for("patient-events", &reader, ApplyTo::Fetch)

@@ -74,7 +74,15 @@ impl MaskingState {
         };
         let dir = self.secret_dir.clone().unwrap_or_default();
         let (set, errors) = MaskingSet::from_docs(&namespace, docs, &dir);
-        let set = set.with_max_batch_bytes(self.max_batch_bytes);
+        let issuers: std::collections::BTreeSet<&str> =
+            policy.oidc().iter().map(|o| o.issuer.as_str()).collect();
+        let exempt_issuer = match issuers.len() {
+            1 => issuers.first().map(|i| i.to_string()),
+            _ => None,
+        };
+        let set = set
+            .with_max_batch_bytes(self.max_batch_bytes)
+            .with_exempt_issuer(exempt_issuer);
         for error in &errors {
             // Never carries key bytes.
             tracing::error!(%error, "MaskingRule fails closed: its topics are blocked");

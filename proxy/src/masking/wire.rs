@@ -312,8 +312,11 @@ pub(crate) mod tests {
         };
         let (set, errors) = MaskingSet::compile("clinical", &[("r".into(), spec)], no_key);
         assert!(errors.is_empty());
-        set
+        set.with_exempt_issuer(Some(ISSUER.into()))
     }
+
+    /// The one issuer the tests' policies trust.
+    pub(crate) const ISSUER: &str = "https://idp.example.com";
 
     pub(crate) fn user(groups: &[&str]) -> Principal {
         Principal {
@@ -321,7 +324,7 @@ pub(crate) mod tests {
             name: "u".into(),
             namespace: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            issuer: None,
+            issuer: Some(ISSUER.into()),
         }
     }
 
