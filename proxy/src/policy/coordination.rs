@@ -55,10 +55,19 @@ impl CompiledPolicy {
     /// May `principal` use the group or transactional id `id`?
     pub fn may_use(&self, principal: &Principal, kind: Coordination, id: &str) -> bool {
         let op = kind.operation();
+        // "Named after the caller" is only unambiguous when one issuer's
+        // users can hold that name: with several trusted issuers, issuer A's
+        // `alice` and issuer B's `alice` would share `alice-*`, so OIDC
+        // users then need ids their rules list.
+        let issuers: std::collections::BTreeSet<&str> =
+            self.oidc().iter().map(|o| o.issuer.as_str()).collect();
+        let owns = |id: &str| {
+            owned_by(principal, id) && (principal.issuer.is_none() || issuers.len() == 1)
+        };
         let covers = |rule: &PolicyRule| {
             let globs = kind.globs(rule);
             if globs.is_empty() {
-                owned_by(principal, id)
+                owns(id)
             } else {
                 globs.iter().any(|g| topic_matches(g, id))
             }
@@ -77,7 +86,7 @@ impl CompiledPolicy {
             }
         }
         // An approved AccessApproval gives its requester its own ids.
-        allowed || (self.has_live_grant(principal, op) && owned_by(principal, id))
+        allowed || (self.has_live_grant(principal, op) && owns(id))
     }
 }
 
@@ -257,6 +266,46 @@ rules:
                 "txn {id:?}"
             );
         }
+    }
+
+    /// With two trusted issuers, A's `alice` and B's `alice` are different
+    /// people: neither gets `alice-*` by name; listed globs still apply.
+    #[test]
+    fn ids_named_after_the_caller_need_a_single_issuer() {
+        let spec = |issuer: &str, groups: &str| -> StreamPolicySpec {
+            serde_yaml::from_str(&format!(
+                "identity: {{oidc: {{issuer: \"{issuer}\", audiences: [kafka]}}}}\n\
+                 rules:\n  - {{name: r, subjects: [{{kind: Group, name: readers}}], topics: [\"claims.*\"], operations: [Read]{groups}}}\n"
+            ))
+            .unwrap()
+        };
+        let doc = |name: &str, spec: StreamPolicySpec| PolicyDoc {
+            name: name.into(),
+            namespace: "clinical".into(),
+            generation: None,
+            spec,
+        };
+        let two = CompiledPolicy::compile(
+            vec![
+                doc("a", spec("https://idp.example.com", "")),
+                doc(
+                    "b",
+                    spec("https://other.example.org", ", groups: [\"shared-*\"]"),
+                ),
+            ],
+            vec![],
+            vec![],
+            &BTreeMap::new(),
+        );
+        let alice = user("alice");
+        assert!(!two.may_use(&alice, Coordination::Group, "alice-consumers"));
+        let mut other_alice = user("alice");
+        other_alice.issuer = Some("https://other.example.org".into());
+        assert!(!two.may_use(&other_alice, Coordination::Group, "alice-consumers"));
+        assert!(two.may_use(&other_alice, Coordination::Group, "shared-reports"));
+        // One issuer: the name is unambiguous.
+        let one = policy(POLICY);
+        assert!(one.may_use(&alice, Coordination::Group, "alice-consumers"));
     }
 
     #[test]
