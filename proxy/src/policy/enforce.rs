@@ -242,6 +242,11 @@ fn split<T>(items: &mut Vec<T>, mut keep: impl FnMut(&T) -> bool) -> Vec<T> {
 }
 
 impl Gate<'_> {
+    /// May the caller do `op` on `topic` now? (The response filters' one question.)
+    fn may(&self, op: Operation, topic: &str) -> bool {
+        self.policy.decide(self.principal, op, topic).is_allow()
+    }
+
     /// The enforcement for a request forwarded without decoding (by API key
     /// only). APIs that need their topics checked are refused here unless
     /// decoded: use [`needs_decoding`] to know which.
@@ -1435,17 +1440,14 @@ impl Fixup {
                 // refused topics were re-added with their error above.
                 resp.topics.retain(|t| {
                     t.error_code == TOPIC_AUTH
-                        || t.name.as_ref().is_some_and(|n| {
-                            gate.policy
-                                .decide(gate.principal, Operation::Describe, n)
-                                .is_allow()
-                        })
+                        || t.name
+                            .as_ref()
+                            .is_some_and(|n| gate.may(Operation::Describe, n))
                         || (t.name.is_none()
-                            && gate.topic_names.topic_name(&t.topic_id).is_some_and(|n| {
-                                gate.policy
-                                    .decide(gate.principal, Operation::Describe, &n)
-                                    .is_allow()
-                            }))
+                            && gate
+                                .topic_names
+                                .topic_name(&t.topic_id)
+                                .is_some_and(|n| gate.may(Operation::Describe, &n)))
                 });
                 changed |= resp.topics.len() != before;
             }
@@ -1463,19 +1465,15 @@ impl Fixup {
                             d.id == t.topic_id
                         }
                     });
-                    let name = if t.topic_id.is_nil() {
-                        Some(t.topic.clone())
-                    } else {
-                        gate.topic_names
-                            .topic_name(&t.topic_id)
-                            .map(|n| TopicName(StrBytes::from_string(n)))
-                    };
+                    // Checked without copying a name the response already holds.
                     refused
-                        || name.is_some_and(|n| {
-                            gate.policy
-                                .decide(gate.principal, Operation::Read, &n)
-                                .is_allow()
-                        })
+                        || if t.topic_id.is_nil() {
+                            gate.may(Operation::Read, &t.topic)
+                        } else {
+                            gate.topic_names
+                                .topic_name(&t.topic_id)
+                                .is_some_and(|n| gate.may(Operation::Read, &n))
+                        }
                 });
                 changed |= resp.responses.len() != before;
             }
@@ -1488,11 +1486,9 @@ impl Fixup {
                 let before = resp.topics.len();
                 resp.topics.retain(|t| {
                     t.error_code == TOPIC_AUTH
-                        || t.name.as_ref().is_some_and(|n| {
-                            gate.policy
-                                .decide(gate.principal, Operation::Describe, n)
-                                .is_allow()
-                        })
+                        || t.name
+                            .as_ref()
+                            .is_some_and(|n| gate.may(Operation::Describe, n))
                 });
                 changed |= resp.topics.len() != before;
             }
@@ -1509,11 +1505,7 @@ impl Fixup {
             }
             (FixupKind::OffsetFetch(requested), ResponseKind::OffsetFetch(resp)) => {
                 changed = true;
-                let allowed = |name: &TopicName| {
-                    gate.policy
-                        .decide(gate.principal, Operation::Read, name)
-                        .is_allow()
-                };
+                let allowed = |name: &TopicName| gate.may(Operation::Read, name);
                 resp.topics
                     .retain(|t| allowed(&t.name) || requested.contains(t.name.as_str()));
                 for t in &mut resp.topics {
