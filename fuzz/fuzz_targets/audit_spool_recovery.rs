@@ -77,7 +77,7 @@ fn first_seq(segment: &[u8], i: usize) -> u64 {
 }
 
 fn verdict(dir: &Path) -> Option<Verdict> {
-    let v = verify_dir(dir, 1000, |_| {}).ok()?;
+    let v = verify_dir(dir, None, 1000, |_| {}).ok()?;
     let _ = summary(&v);
     Some(v)
 }
@@ -132,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The writer resumes the chain and appends one record.
     let chain = match recovery.head.clone() {
-        Some((seq, hash)) => Chain::resume(seq, hash),
+        Some((seq, hash)) => Chain::resume(seq, hash, recovery.genesis.clone()),
         None => Chain::start(GENESIS.into()),
     };
     let mut record = AuditRecord::event(RecordKind::SidecarStart, "fuzz");

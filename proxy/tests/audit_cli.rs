@@ -272,3 +272,168 @@ fn export_warns_when_the_chain_is_broken() {
     assert_eq!(stdout.lines().count(), 49);
     assert!(stderr.contains("BROKEN at seq 10"), "{stderr}");
 }
+
+// ------------------------------------------------ anchors: evidence outside the pod
+
+/// What the collector holds of a spool: every record, once or twice (at-least-once).
+fn collector_copy(spool: &Path, into: &Path) -> PathBuf {
+    let lines: Vec<String> = load(spool).into_iter().flat_map(|(_, l)| l).collect();
+    let path = into.join("collector.jsonl");
+    let mut text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    text.push_str(&format!("{}\n", lines[3])); // a record shipped twice
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn verify_anchored(dir: &Path, anchors: &Path) -> (i32, String) {
+    let (code, stdout, stderr) = run(&[
+        "verify",
+        dir.to_str().unwrap(),
+        "--anchors",
+        anchors.to_str().unwrap(),
+    ]);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// Re-link every line from seq 1 with fresh hashes after `edit`: a rewrite
+/// the spool alone cannot show.
+fn rewritten(src: &Path, edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
+    tampered(src, |lines| {
+        let mut prev: Option<String> = None;
+        for (_, line) in lines.iter_mut() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            edit(&mut v);
+            let p = prev
+                .clone()
+                .unwrap_or_else(|| v["genesis"].as_str().unwrap().to_owned());
+            v["prevHash"] = p.clone().into();
+            v["hash"] = record_hash(&p, &v).into();
+            prev = v["hash"].as_str().map(str::to_owned);
+            *line = v.to_string();
+        }
+    })
+}
+
+#[test]
+fn a_spool_agreeing_with_its_anchors_verifies() {
+    let (dir, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    generate(dir.path());
+    let copy = collector_copy(dir.path(), scratch.path());
+    let (code, out) = verify_anchored(dir.path(), &copy);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(", OK"), "{out}");
+}
+
+#[test]
+fn attacks_the_spool_alone_cannot_show_fail_against_the_anchors() {
+    let (dir, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    generate(dir.path());
+    let copy = collector_copy(dir.path(), scratch.path());
+
+    // Truncation at a line boundary: the spool alone still verifies.
+    let cut = tampered(dir.path(), |l| l.truncate(l.len() - 3));
+    assert_eq!(run(&["verify", cut.path().to_str().unwrap()]).0, 0);
+    let (code, out) = verify_anchored(cut.path(), &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ends at seq 47 but the anchors witnessed seq 50"),
+        "{out}"
+    );
+
+    // The last segment deleted.
+    let files = load(dir.path());
+    let in_last = files.last().unwrap().1.len();
+    let gone = tampered(dir.path(), |_| {});
+    std::fs::remove_file(
+        gone.path()
+            .join(files.last().unwrap().0.file_name().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(run(&["verify", gone.path().to_str().unwrap()]).0, 0);
+    let (code, out) = verify_anchored(gone.path(), &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("ends at seq {}", 50 - in_last)),
+        "{out}"
+    );
+
+    // Every record rewritten and re-linked from the same genesis.
+    let forged = rewritten(dir.path(), |v| {
+        if v.get("subject").is_some() {
+            v["subject"]["name"] = "mallory".into();
+        }
+    });
+    assert_eq!(run(&["verify", forged.path().to_str().unwrap()]).0, 0);
+    let (code, out) = verify_anchored(forged.path(), &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("seq 1 has hash"), "{out}");
+
+    // The spool deleted and a fresh one started in its place.
+    let fresh = tempfile::tempdir().unwrap();
+    generate(fresh.path());
+    assert_eq!(run(&["verify", fresh.path().to_str().unwrap()]).0, 0);
+    let (code, out) = verify_anchored(fresh.path(), &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("a fresh genesis"), "{out}");
+}
+
+#[test]
+fn a_torn_tail_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path());
+    let last = load(dir.path()).last().unwrap().0.clone();
+    std::fs::write(
+        format!("{}.1764000000000.torn", last.display()),
+        "{\"seq\":51,\"ti",
+    )
+    .unwrap();
+    let (code, stdout, _) = run(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("TORN:"), "{stdout}");
+}
+
+#[test]
+fn the_collector_copy_verifies_on_its_own_in_otlp_json_and_shows_gaps() {
+    let (dir, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    generate(dir.path());
+    let lines: Vec<String> = load(dir.path()).into_iter().flat_map(|(_, l)| l).collect();
+    // As a collector's file exporter writes it: one ExportLogsServiceRequest per line.
+    let otlp = |lines: &[String]| -> String {
+        lines
+            .chunks(7)
+            .map(|chunk| {
+                let logs: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .map(|l| serde_json::json!({"timeUnixNano": "1", "body": {"stringValue": l}}))
+                    .collect();
+                serde_json::json!({"resourceLogs": [{"resource": {"attributes": []},
+                    "scopeLogs": [{"scope": {}, "logRecords": logs}]}]})
+                .to_string()
+                    + "\n"
+            })
+            .collect()
+    };
+    let whole = scratch.path().join("whole.jsonl");
+    std::fs::write(&whole, otlp(&lines)).unwrap();
+    let (code, stdout, stderr) = run(&["verify", whole.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("seq 1..50 linked"), "{stdout}");
+    let (code, out) = verify_anchored(dir.path(), &whole);
+    assert_eq!(code, 0, "{out}");
+
+    let mut holed = lines.clone();
+    holed.drain(20..25);
+    let gap = scratch.path().join("gap.jsonl");
+    std::fs::write(&gap, otlp(&holed)).unwrap();
+    let (code, stdout, _) = run(&["verify", gap.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("GAP"), "{stdout}");
+
+    let mut edited = lines.clone();
+    edited[10] = edited[10].replace("\"records\":10", "\"records\":1");
+    let bad = scratch.path().join("edited.jsonl");
+    std::fs::write(&bad, otlp(&edited)).unwrap();
+    let (code, _, stderr) = run(&["verify", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("the copy was edited"), "{stderr}");
+}

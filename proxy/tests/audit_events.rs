@@ -127,6 +127,7 @@ fn records() -> Vec<Value> {
     cp.checkpoint = Some(CheckpointRef {
         seq: 6,
         hash: "sha256:00ff".into(),
+        genesis: None,
     });
     recs.push(cp);
     recs.push(AuditRecord::event(

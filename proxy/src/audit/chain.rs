@@ -111,6 +111,9 @@ pub fn new_genesis() -> String {
 pub struct Chain {
     next_seq: u64,
     head_hash: String,
+    /// The value seq 1 was linked from: names this chain in its checkpoints,
+    /// so an anchor held outside the pod says which chain it witnesses.
+    genesis: Option<String>,
 }
 
 impl Chain {
@@ -118,18 +121,26 @@ impl Chain {
     pub fn start(genesis: String) -> Self {
         Self {
             next_seq: 1,
-            head_hash: genesis,
+            head_hash: genesis.clone(),
+            genesis: Some(genesis),
         }
     }
 
     /// Continue after the record (`last_seq`, `last_hash`); `None` when no
     /// seq is left after it (a spool whose head claims `u64::MAX` — no real
     /// chain gets there, a planted record does).
-    pub fn resume(last_seq: u64, last_hash: String) -> Option<Self> {
+    /// `genesis` is the chain's first record's, when the spool still has it.
+    pub fn resume(last_seq: u64, last_hash: String, genesis: Option<String>) -> Option<Self> {
         Some(Self {
             next_seq: last_seq.checked_add(1)?,
             head_hash: last_hash,
+            genesis,
         })
+    }
+
+    /// The genesis value this chain started from, if known.
+    pub fn genesis(&self) -> Option<&str> {
+        self.genesis.as_deref()
     }
 
     /// The seq the next record gets.
@@ -475,11 +486,11 @@ mod tests {
         let mut records = chain_of(3);
         let last = &records[2];
         assert_eq!(
-            Chain::resume(u64::MAX, "h".into()),
+            Chain::resume(u64::MAX, "h".into(), None),
             None,
             "no seq after u64::MAX"
         );
-        let mut chain = Chain::resume(3, last["hash"].as_str().unwrap().to_owned()).unwrap();
+        let mut chain = Chain::resume(3, last["hash"].as_str().unwrap().to_owned(), None).unwrap();
         let mut rec = AuditRecord::event(crate::audit::record::RecordKind::SidecarStart, "restart");
         let line = chain.link(&mut rec).unwrap();
         chain.commit(&rec);

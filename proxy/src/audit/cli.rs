@@ -1,7 +1,9 @@
 //! `streamgate-proxy audit …`: verify and export a spool.
 //!
-//! Exit codes: 0 success; 1 the chain is broken (verify) ; 2 the spool or arguments could
-//! not be used. Results go to stdout, progress and warnings to stderr.
+//! Exit codes: 0 success; 1 the evidence does not hold (a broken chain, a spool
+//! that disagrees with its anchors, a torn tail, a copy with gaps); 2 the spool
+//! or arguments could not be used. Results go to stdout, progress and warnings
+//! to stderr.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
+use super::anchors::{CopyReport, Witnessed, records_in_copy};
 use super::chain::Verifier;
 use super::export::{Exporter, Filter, Format};
 use super::segment;
@@ -21,9 +24,19 @@ const PROGRESS_EVERY: u64 = 100_000;
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain of a spool; name the first broken seq (exit 1) or print OK.
+    ///
+    /// Given a file instead of a directory, verify an auditor's copy (the
+    /// collector's OTLP JSON lines, or `audit export` JSON lines): every chain
+    /// in it must link from its genesis, with no record edited and none missing.
     Verify {
-        /// The spool directory (the sidecar's --audit-dir).
+        /// The spool directory (the sidecar's --audit-dir), or a copy file.
         dir: PathBuf,
+        /// Anchors witnessed outside the pod — the collector's copy (OTLP JSON
+        /// lines) or exported records: the spool must start from a witnessed
+        /// genesis, agree with every witnessed record and checkpoint, and reach
+        /// the last witnessed seq.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<PathBuf>,
     },
     /// Export records in a time window as JSON lines or CSV.
     Export {
@@ -58,7 +71,10 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 /// Run an audit subcommand; returns the process exit code.
 pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
     let result = match cmd {
-        AuditCommand::Verify { dir } => verify(&dir),
+        AuditCommand::Verify { dir, anchors } if dir.is_file() && anchors.is_none() => {
+            verify_copy(&dir)
+        }
+        AuditCommand::Verify { dir, anchors } => verify(&dir, anchors.as_deref()),
         AuditCommand::Export {
             dir,
             since,
@@ -88,21 +104,62 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
     }
 }
 
-fn verify(dir: &std::path::Path) -> anyhow::Result<i32> {
-    let verdict = verify_dir(dir, PROGRESS_EVERY, |n| {
+/// The chains of an auditor's copy.
+fn witnessed(path: &std::path::Path) -> anyhow::Result<Witnessed> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let records = records_in_copy(&text).with_context(|| path.display().to_string())?;
+    Witnessed::from_records(&records).with_context(|| path.display().to_string())
+}
+
+fn verify(dir: &std::path::Path, anchors: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let anchors = anchors.map(witnessed).transpose()?;
+    let verdict = verify_dir(dir, anchors.as_ref(), PROGRESS_EVERY, |n| {
         eprintln!("audit verify: {n} records verified…")
     })?;
-    for torn in torn_files(dir).unwrap_or_default() {
-        eprintln!(
-            "note: {} holds bytes moved aside after a crash (see the SpoolRecovered record)",
-            torn.display()
+    println!("{}", summary(&verdict));
+    // A torn tail is bytes the chain does not cover: evidence that a write was
+    // cut off, or that someone appended by hand. An auditor must look.
+    let torn = torn_files(dir).unwrap_or_default();
+    for t in &torn {
+        println!(
+            "TORN: {} holds bytes moved aside on recovery, outside the chain (see the SpoolRecovered record)",
+            t.display()
         );
     }
-    println!("{}", summary(&verdict));
     Ok(match verdict {
-        Verdict::Intact(_) => 0,
-        Verdict::Broken { .. } => 1,
+        Verdict::Intact(_) if torn.is_empty() => 0,
+        _ => 1,
     })
+}
+
+fn verify_copy(path: &std::path::Path) -> anyhow::Result<i32> {
+    let report = CopyReport::of(&witnessed(path)?);
+    for (genesis, linked, last) in &report.chains {
+        println!(
+            "chain {genesis}: seq 1..{linked} linked from its genesis, last witnessed seq {last}"
+        );
+    }
+    for (genesis, from) in &report.gaps {
+        println!("GAP: chain {genesis}: records from seq {from} are missing from the copy");
+    }
+    if report.unlinked > 0 {
+        println!(
+            "GAP: {} record(s) link to no genesis in the copy (their predecessors are missing)",
+            report.unlinked
+        );
+    }
+    if report.chains.is_empty() {
+        println!("no chain in the copy: it holds no genesis record or checkpoint");
+    }
+    println!(
+        "{}",
+        if report.is_complete() {
+            "OK"
+        } else {
+            "INCOMPLETE"
+        }
+    );
+    Ok(if report.is_complete() { 0 } else { 1 })
 }
 
 fn export(

@@ -615,6 +615,7 @@ mod tests {
         cp.checkpoint = Some(crate::audit::record::CheckpointRef {
             seq: 10,
             hash: "sha256:ab".into(),
+            genesis: None,
         });
         agg.observe(&cp);
         let mut reload = AuditRecord::event(RecordKind::PolicyReload, "phi-access generation 4");

@@ -21,6 +21,7 @@
 //! (RFC 3339 times), `base64` (Full-mode payloads), `opentelemetry*` (OTLP logs), `kube`
 //! + `k8s-openapi` (Events), `tokio-util` (cancellation of shippers), `humantime` (flags).
 
+pub mod anchors;
 pub mod chain;
 pub mod cli;
 pub mod events;

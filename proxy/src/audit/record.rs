@@ -168,6 +168,11 @@ pub struct MaskingSummary {
 pub struct CheckpointRef {
     pub seq: u64,
     pub hash: String,
+    /// The genesis value of the chain witnessed: an anchor copied out of the
+    /// pod (the collector's copy) names its chain even when the records
+    /// around it were never shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis: Option<String>,
 }
 
 /// One line of the audit spool.

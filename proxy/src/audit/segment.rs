@@ -95,6 +95,8 @@ pub struct Recovery {
     pub segment: Option<(Segment, u64)>,
     /// A torn tail that was moved aside.
     pub torn: Option<TornTail>,
+    /// The genesis value on the first record of the first segment.
+    pub genesis: Option<String>,
 }
 
 /// Bytes cut from the end of the last segment.
@@ -128,7 +130,19 @@ pub fn recover(dir: &Path) -> io::Result<Recovery> {
             break;
         }
     }
+    if let Some(first) = segments.first() {
+        recovery.genesis = first_genesis(&first.path)?;
+    }
     Ok(recovery)
+}
+
+/// The `genesis` field of a segment's first line, if it has one.
+fn first_genesis(path: &Path) -> io::Result<Option<String>> {
+    let mut line = String::new();
+    BufReader::new(File::open(path)?).read_line(&mut line)?;
+    Ok(serde_json::from_str::<Value>(&line)
+        .ok()
+        .and_then(|v| v.get("genesis")?.as_str().map(str::to_owned)))
 }
 
 fn move_aside(segment: &Segment, tail: &[u8]) -> io::Result<TornTail> {

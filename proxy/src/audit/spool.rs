@@ -331,12 +331,14 @@ impl Writer {
             );
         }
         let chain = match recovery.head {
-            Some((seq, hash)) => Chain::resume(seq, hash).ok_or_else(|| {
-                std::io::Error::other(format!(
-                    "the spool's last record claims seq {seq}: the chain cannot continue \
+            Some((seq, hash)) => {
+                Chain::resume(seq, hash, recovery.genesis.clone()).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "the spool's last record claims seq {seq}: the chain cannot continue \
                      (no real chain gets there; move the spool aside and verify it)"
-                ))
-            })?,
+                    ))
+                })?
+            }
             None => Chain::start(new_genesis()),
         };
         let segment = match recovery.segment {
@@ -446,6 +448,11 @@ impl Writer {
         }
         let mut buf = Vec::with_capacity(batch.len() * 512);
         for (rec, _) in batch.iter_mut() {
+            if rec.kind == RecordKind::SidecarStop {
+                // The stop record witnesses the final head, so an anchor
+                // outside the pod shows where the chain ended.
+                rec.checkpoint = Some(head_of(&chain));
+            }
             let line = chain.link(rec).map_err(std::io::Error::other)?;
             chain.commit(rec);
             buf.extend_from_slice(line.as_bytes());
@@ -509,10 +516,7 @@ impl Writer {
         let Some(chain) = self.chain.as_ref().filter(|_| due) else {
             return;
         };
-        let head = CheckpointRef {
-            seq: chain.next_seq() - 1,
-            hash: chain.head_hash().to_owned(),
-        };
+        let head = head_of(chain);
         let mut rec = AuditRecord::event(
             RecordKind::Checkpoint,
             format!("chain head seq {}", head.seq),
@@ -524,6 +528,15 @@ impl Writer {
         self.write_batch(vec![(rec, None)]);
         // The checkpoint itself is not counted towards the next one.
         self.since_checkpoint = 0;
+    }
+}
+
+/// The head of `chain` as a checkpoint names it.
+fn head_of(chain: &Chain) -> CheckpointRef {
+    CheckpointRef {
+        seq: chain.next_seq().saturating_sub(1),
+        hash: chain.head_hash().to_owned(),
+        genesis: chain.genesis().map(str::to_owned),
     }
 }
 

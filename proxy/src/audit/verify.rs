@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
+use super::anchors::{AnchorBreak, AnchorCheck, Witnessed};
 use super::chain::{ChainBreak, Verifier, VerifyReport};
 use super::segment::{self, list_segments};
 
@@ -17,7 +20,15 @@ pub struct BreakAt {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Intact(VerifyReport),
-    Broken { report: VerifyReport, at: BreakAt },
+    Broken {
+        report: VerifyReport,
+        at: BreakAt,
+    },
+    /// Consistent in itself, but not with what was witnessed outside the pod.
+    Unanchored {
+        report: VerifyReport,
+        why: AnchorBreak,
+    },
 }
 
 /// A spool that cannot be read at all.
@@ -29,10 +40,12 @@ pub enum VerifyError {
     Empty(String),
 }
 
-/// Recompute the chain of the spool in `dir`. `progress` is called with the number of
-/// records verified so far, every `every` records.
+/// Recompute the chain of the spool in `dir` and, given `anchors`, check it
+/// against them. `progress` is called with the number of records verified so
+/// far, every `every` records.
 pub fn verify_dir(
     dir: &Path,
+    anchors: Option<&Witnessed>,
     every: u64,
     mut progress: impl FnMut(u64),
 ) -> Result<Verdict, VerifyError> {
@@ -44,9 +57,15 @@ pub fn verify_dir(
         return Err(VerifyError::Empty(dir.display().to_string()));
     }
     let mut verifier = Verifier::new();
+    let mut anchored = anchors.map(AnchorCheck::new);
     for line in segment::read_lines(dir).map_err(io)? {
         let (path, line_no, text) = line.map_err(io)?;
-        if let Err(chain) = verifier.push_line(&text) {
+        let value = serde_json::from_str::<Value>(&text);
+        let pushed = match &value {
+            Ok(v) => verifier.push(v),
+            Err(_) => verifier.push_line(&text),
+        };
+        if let Err(chain) = pushed {
             let report = verifier.finish();
             return Ok(Verdict::Broken {
                 report,
@@ -57,12 +76,22 @@ pub fn verify_dir(
                 },
             });
         }
+        if let (Some(check), Ok(v)) = (anchored.as_mut(), &value)
+            && let Err(why) = check.push(v)
+        {
+            let report = verifier.finish();
+            return Ok(Verdict::Unanchored { report, why });
+        }
         let n = verifier.report().records;
         if every > 0 && n.is_multiple_of(every) {
             progress(n);
         }
     }
-    Ok(Verdict::Intact(verifier.finish()))
+    let report = verifier.finish();
+    match anchored.map(AnchorCheck::finish) {
+        Some(Err(why)) => Ok(Verdict::Unanchored { report, why }),
+        _ => Ok(Verdict::Intact(report)),
+    }
 }
 
 /// Files holding bytes moved aside by recovery (worth an auditor's look).
@@ -94,6 +123,10 @@ pub fn summary(verdict: &Verdict) -> String {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             at.line,
+            report.records
+        ),
+        Verdict::Unanchored { report, why } => format!(
+            "NOT ANCHORED: {why} ({} records verified in the spool)",
             report.records
         ),
     }
