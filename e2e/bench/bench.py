@@ -131,17 +131,43 @@ class Procs:
 # ---------------------------------------------------------------- the peers
 
 
-def start_tansu(procs, tansu):
-    """Returns (port, pid)."""
+def start_tansu(procs, tansu, name="tansu", advertised_port=None):
+    """Returns (port, pid). With `advertised_port` the broker tells clients to
+    reach it there (the relay's port) instead of its own listener."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     p = procs.start(
-        "tansu",
-        [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+        name,
+        [tansu, "broker", "--listener-url", url, "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
     )
     if not wait_port(port, 60, p):
-        sys.exit(f"tansu did not start:\n{procs.tail('tansu')}")
+        sys.exit(f"{name} did not start:\n{procs.tail(name)}")
     return port, p.pid
+
+
+HAPROXY_CFG = """global
+    maxconn 1024
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 5m
+    timeout server 5m
+listen kafka
+    bind 127.0.0.1:{listen}
+    server broker 127.0.0.1:{broker}
+"""
+
+
+def start_relay(procs, haproxy, workdir, listen, broker_port):
+    """HAProxy as a plain TCP relay in front of `broker_port`: the byte-copy
+    baseline (it parses nothing, so its cost is copies, syscalls and wake-ups)."""
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(listen=listen, broker=broker_port))
+    p = procs.start("haproxy", [haproxy, "-db", "-f", str(cfg)])
+    if not wait_port(listen, 30, p):
+        sys.exit(f"haproxy did not start:\n{procs.tail('haproxy')}")
+    return p
 
 
 def create_topic(tansu, broker_port, name):
@@ -382,12 +408,13 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def phase(kind, side, fn, proxy_pid):
-    """Run one measured phase; for the proxied side, the sidecar's CPU ticks."""
+def phase(kind, side, fn, middle_pid):
+    """Run one measured phase; for a side with a process in the middle (the
+    sidecar or the relay), that process's CPU ticks over the phase."""
     load = loadavg()
-    before = proc_cpu_ticks(proxy_pid) if side == "proxy" else None
+    before = proc_cpu_ticks(middle_pid) if middle_pid else None
     msgs, nbytes, secs, wall = fn()
-    cpu_ms = (proc_cpu_ticks(proxy_pid) - before) * 1000.0 / CLK_TCK if side == "proxy" else None
+    cpu_ms = (proc_cpu_ticks(middle_pid) - before) * 1000.0 / CLK_TCK if middle_pid else None
     r = {
         "kind": kind,
         "side": side,
@@ -400,23 +427,31 @@ def phase(kind, side, fn, proxy_pid):
         "load1": load,
     }
     if cpu_ms is not None:
-        r["proxy_cpu_ms"] = round(cpu_ms, 1)
-        r["proxy_cpu_ms_per_mb"] = round(cpu_ms / (nbytes / MB), 3)
+        r["cpu_ms"] = round(cpu_ms, 1)
+        r["cpu_ms_per_mb"] = round(cpu_ms / (nbytes / MB), 3)
     log(
         f"{kind:8} {side:6} {msgs} msgs {r['msgs_per_s']:>8} msgs/s {r['mb_per_s']:>7} MB/s"
-        + (f"  sidecar {cpu_ms:.0f} ms CPU = {r['proxy_cpu_ms_per_mb']} ms/MB" if cpu_ms is not None else "")
+        + (f"  {side} {cpu_ms:.0f} ms CPU = {r['cpu_ms_per_mb']} ms/MB" if cpu_ms is not None else "")
         + f"  (load {load})"
     )
     return r
 
 
+def rounds_order(sides, rnd):
+    """Round r runs the sides rotated by r, so every side is first, middle and
+    last equally often and the pairs compared see the same background load."""
+    k = rnd % len(sides)
+    return sides[k:] + sides[:k]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["pass", "audit", "mask"], default="pass")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating direct/proxy rounds (>= 3)")
-    ap.add_argument("--records", type=int, default=200_000, help="records per phase (>= 200000)")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (>= 3; ratios are reported over >= 7)")
+    ap.add_argument("--records", type=int, default=300_000, help="records per phase (>= 200000)")
     ap.add_argument("--size", type=int, default=1024, help="record size in bytes")
     ap.add_argument("--proxy-bin", required=True)
+    ap.add_argument("--no-relay", action="store_true", help="leave out the HAProxy byte-relay baseline")
     ap.add_argument("--results", default=str(HERE / "results.jsonl"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (logs, audit spool)")
     ap.add_argument("--perf", metavar="FILE", help="record a `perf record -g` profile of the sidecar into FILE")
@@ -427,25 +462,46 @@ def main():
     tansu = os.environ["STREAMGATE_TANSU"]
     perf = os.environ["STREAMGATE_RDKAFKA_PERF"]
     py = os.environ["STREAMGATE_PYTHON"]
+    # The relay baseline moves the same produce/consume load; mask mode reads
+    # one pre-filled topic and has no relay counterpart.
+    relay = not a.no_relay and a.mode != "mask"
+    haproxy = shutil.which("haproxy") if relay else None
+    if relay and not haproxy:
+        sys.exit("haproxy is not installed (apt-get install haproxy, or .ci/install-peers.sh); "
+                 "pass --no-relay to measure without the byte-relay baseline")
     flags = proxy_flags(a.proxy_bin)
     check_mode(a.mode, flags)
     workdir = Path(tempfile.mkdtemp(prefix=f"streamgate-bench-{a.mode}-"))
     extra_args, extra_env = mode_setup(a.mode, flags, workdir)
     procs = Procs(workdir)
+    relay_proc = None
     try:
         broker, broker_pid = start_tansu(procs, tansu)
         direct_addr = f"127.0.0.1:{broker}"
         proxy, listen = start_proxy(procs, a.proxy_bin, broker, extra_args, extra_env)
         proxy_addr = f"127.0.0.1:{listen}"
+        # The relay has its own broker (same binary, same memory storage): a
+        # broker advertises one address, and the relay's must advertise the
+        # relay's, or clients would connect past it after bootstrap.
+        if relay:
+            relay_listen = free_port()
+            relay_broker, _ = start_tansu(procs, tansu, name="tansu-relay", advertised_port=relay_listen)
+            relay_proc = start_relay(procs, haproxy, workdir, relay_listen, relay_broker)
+            relay_addr = f"127.0.0.1:{relay_listen}"
         time.sleep(1.0)  # let the sidecar settle before the idle reading
         rss_idle = proc_status_kib(proxy.pid, "VmRSS")
-        log(f"tansu on {direct_addr} (memory storage), sidecar pid {proxy.pid} on {proxy_addr}, idle RSS {rss_idle} KiB")
+        relay_rss_idle = proc_status_kib(relay_proc.pid, "VmRSS") if relay_proc else None
+        log(f"tansu on {direct_addr} (memory storage), sidecar pid {proxy.pid} on {proxy_addr}, idle RSS {rss_idle} KiB"
+            + (f"; haproxy on {relay_addr} -> tansu {relay_broker}, idle RSS {relay_rss_idle} KiB" if relay_proc else ""))
 
         if a.perf:
             # The sidecar idles during direct phases, so the samples are its proxied work.
             procs.start("perf", ["perf", "record", "-F", "499", "-g", "-o", str(Path(a.perf).resolve()), "-p", str(proxy.pid)])
             time.sleep(1.0)
         phases = []
+        sides = {"direct": (direct_addr, broker, None), "proxy": (proxy_addr, broker, proxy.pid)}
+        if relay_proc:
+            sides["relay"] = (relay_addr, relay_broker, relay_proc.pid)
         if a.mode == "mask":
             topic = "bench-phi-0"
             create_topic(tansu, broker, topic)
@@ -458,21 +514,20 @@ def main():
                 sys.exit(f"masking is not in effect through the sidecar (clear values seen: {leaks[:5]}); not measuring")
             log(f"masking in effect: {clear[0]['ssn']} -> {masked[0].get('ssn')}, {clear[0]['email']} -> {masked[0].get('email')}")
             for rnd in range(a.rounds):
-                order = ("direct", "proxy") if rnd % 2 == 0 else ("proxy", "direct")
-                for side in order:
-                    addr = direct_addr if side == "direct" else proxy_addr
-                    phases.append(phase("consume", side, lambda addr=addr: consume_perf(perf, addr, topic, a.records), proxy.pid))
+                for side in rounds_order(list(sides), rnd):
+                    addr, _, pid = sides[side]
+                    phases.append(phase("consume", side, lambda addr=addr: consume_perf(perf, addr, topic, a.records), pid))
         else:
             for rnd in range(a.rounds):
-                order = ("direct", "proxy") if rnd % 2 == 0 else ("proxy", "direct")
-                for side in order:
-                    addr = direct_addr if side == "direct" else proxy_addr
+                for side in rounds_order(list(sides), rnd):
+                    addr, bport, pid = sides[side]
                     topic = f"bench-{rnd}-{side}"
-                    create_topic(tansu, broker, topic)
-                    phases.append(phase("produce", side, lambda: produce_perf(perf, addr, topic, a.records, a.size), proxy.pid))
-                    phases.append(phase("consume", side, lambda: consume_perf(perf, addr, topic, a.records), proxy.pid))
-                    delete_topic(tansu, broker, topic)
+                    create_topic(tansu, bport, topic)
+                    phases.append(phase("produce", side, lambda: produce_perf(perf, addr, topic, a.records, a.size), pid))
+                    phases.append(phase("consume", side, lambda: consume_perf(perf, addr, topic, a.records), pid))
+                    delete_topic(tansu, bport, topic)
         rss_peak = proc_status_kib(proxy.pid, "VmHWM")
+        relay_rss_peak = proc_status_kib(relay_proc.pid, "VmHWM") if relay_proc else None
         broker_peak = proc_status_kib(broker_pid, "VmHWM")
         if proxy.poll() is not None:
             sys.exit(f"the proxy exited during the run:\n{procs.tail('proxy')}")
@@ -481,6 +536,9 @@ def main():
 
     summary = summarize(a, phases, rss_idle, rss_peak, extra_args)
     summary["broker_rss_peak_kib"] = broker_peak
+    if relay_proc:
+        summary["relay"] = {"rss_idle_kib": relay_rss_idle, "rss_peak_kib": relay_rss_peak,
+                            "version": subprocess.run([haproxy, "-v"], capture_output=True, text=True).stdout.split("\n")[0]}
     print_table(summary)
     with open(a.results, "a") as f:
         f.write(json.dumps(summary, separators=(",", ":")) + "\n")
@@ -491,10 +549,13 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+MIDDLES = ("proxy", "relay")
+
+
 def summarize(a, phases, rss_idle, rss_peak, extra_args):
     med = {}
     for kind in ("produce", "consume"):
-        for side in ("direct", "proxy"):
+        for side in ("direct", *MIDDLES):
             ps = [p for p in phases if p["kind"] == kind and p["side"] == side]
             if not ps:
                 continue
@@ -503,20 +564,26 @@ def summarize(a, phases, rss_idle, rss_peak, extra_args):
                 "mb_per_s": median([p["mb_per_s"] for p in ps]),
                 "load1": median([p["load1"] for p in ps]),
             }
-            if side == "proxy":
-                m["proxy_cpu_ms_per_mb"] = median([p["proxy_cpu_ms_per_mb"] for p in ps])
+            if side != "direct":
+                m["cpu_ms_per_mb"] = median([p["cpu_ms_per_mb"] for p in ps])
             med[f"{kind}_{side}"] = m
     ratios = {}
     for kind in ("produce", "consume"):
-        d, p = med.get(f"{kind}_direct"), med.get(f"{kind}_proxy")
-        if d and p:
-            # Ratio of medians, and the median of per-round ratios (pairs
-            # measured back to back see the same background load).
-            rounds = []
-            ds = [x for x in phases if x["kind"] == kind and x["side"] == "direct"]
-            xs = [x for x in phases if x["kind"] == kind and x["side"] == "proxy"]
+        d = med.get(f"{kind}_direct")
+        ds = [x for x in phases if x["kind"] == kind and x["side"] == "direct"]
+        for side in MIDDLES:
+            p = med.get(f"{kind}_{side}")
+            if not (d and p):
+                continue
+            # Ratio of medians, and the median of per-round ratios (each round
+            # measures every side back to back under the same background load).
+            xs = [x for x in phases if x["kind"] == kind and x["side"] == side]
             rounds = [px["msgs_per_s"] / dx["msgs_per_s"] for dx, px in zip(ds, xs)]
-            ratios[kind] = {"of_medians": round(p["msgs_per_s"] / d["msgs_per_s"], 3), "median_per_round": round(median(rounds), 3)}
+            ratios[f"{kind}_{side}"] = {
+                "of_medians": round(p["msgs_per_s"] / d["msgs_per_s"], 3),
+                "median_per_round": round(median(rounds), 3),
+                "per_round": [round(r, 3) for r in rounds],
+            }
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -538,17 +605,22 @@ def summarize(a, phases, rss_idle, rss_peak, extra_args):
 def print_table(s):
     print(f"\nstreamgate bench — mode {s['mode']}, {s['rounds']} rounds × {s['records']} records × {s['size']} B, "
           f"commit {s['commit']}, {s['machine']['cpus']} cores, tansu memory storage")
-    print(f"{'phase':10}{'direct msgs/s':>15}{'proxy msgs/s':>14}{'direct MB/s':>13}{'proxy MB/s':>12}"
+    print(f"{'phase':9}{'via':7}{'direct msgs/s':>15}{'via msgs/s':>12}{'direct MB/s':>13}{'via MB/s':>10}"
           f"{'ratio':>8}{'per-round':>11}{'CPU ms/MB':>11}{'load1':>7}")
     for kind in ("produce", "consume"):
-        d, p = s["medians"].get(f"{kind}_direct"), s["medians"].get(f"{kind}_proxy")
-        if not (d and p):
-            continue
-        r = s["ratios"][kind]
-        print(f"{kind:10}{d['msgs_per_s']:>15.0f}{p['msgs_per_s']:>14.0f}{d['mb_per_s']:>13.1f}{p['mb_per_s']:>12.1f}"
-              f"{r['of_medians']:>8.3f}{r['median_per_round']:>11.3f}{p['proxy_cpu_ms_per_mb']:>11.2f}"
-              f"{max(d['load1'], p['load1']):>7.1f}")
+        d = s["medians"].get(f"{kind}_direct")
+        for side in MIDDLES:
+            p = s["medians"].get(f"{kind}_{side}")
+            if not (d and p):
+                continue
+            r = s["ratios"][f"{kind}_{side}"]
+            print(f"{kind:9}{side:7}{d['msgs_per_s']:>15.0f}{p['msgs_per_s']:>12.0f}{d['mb_per_s']:>13.1f}{p['mb_per_s']:>10.1f}"
+                  f"{r['of_medians']:>8.3f}{r['median_per_round']:>11.3f}{p['cpu_ms_per_mb']:>11.2f}"
+                  f"{max(d['load1'], p['load1']):>7.1f}")
     print(f"sidecar RSS: idle {s['proxy_rss_idle_kib'] / 1024:.1f} MiB, peak (VmHWM) {s['proxy_rss_peak_kib'] / 1024:.1f} MiB")
+    if s.get("relay"):
+        r = s["relay"]
+        print(f"relay ({r['version']}) RSS: idle {r['rss_idle_kib'] / 1024:.1f} MiB, peak {r['rss_peak_kib'] / 1024:.1f} MiB")
     if s.get("broker_rss_peak_kib"):
         print(f"(tansu broker peak RSS {s['broker_rss_peak_kib'] / 1024:.0f} MiB)")
 

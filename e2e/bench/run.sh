@@ -19,6 +19,13 @@ until [ -x "$STREAMGATE_TANSU" ]; do
   echo "waiting for the tansu build ($STREAMGATE_TANSU; $(tail -1 "$CACHE/tansu-build.log" 2>/dev/null))" >&2
   sleep 30; waited=$((waited + 30))
 done
+# The byte-relay baseline: Debian's HAProxy (not needed by the tests, so not in
+# .ci/install-peers.sh). bench.py stops with a clear message if it is missing.
+if ! command -v haproxy >/dev/null && [[ " $* " != *" --no-relay "* ]]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  echo "installing haproxy (the relay baseline) with apt-get" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq haproxy >&2 || true
+fi
 for peer in "$STREAMGATE_RDKAFKA_PERF" "$STREAMGATE_PYTHON"; do
   [ -x "$peer" ] || { echo "missing peer $peer: run .ci/install-peers.sh" >&2; exit 1; }
 done
