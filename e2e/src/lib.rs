@@ -570,19 +570,57 @@ impl Collector {
         }
     }
 
+    /// A collector that keeps what it receives where the pod cannot reach
+    /// it: each batch of logs as OTLP JSON in `topic` on `broker` (rotel's
+    /// Kafka exporter) — the auditor's copy.
+    pub fn start_exporting_to(broker: &Broker, topic: &str) -> Collector {
+        let dir = tempfile::tempdir().unwrap();
+        let (grpc_port, http_port) = (free_port(), free_port());
+        let exporter = vec![
+            "--exporter".to_string(),
+            "kafka".into(),
+            "--kafka-exporter-brokers".into(),
+            broker.addr(),
+            "--kafka-exporter-logs-topic".into(),
+            topic.into(),
+            "--kafka-exporter-format".into(),
+            "json".into(),
+        ];
+        let proc = Self::spawn_with(&dir, grpc_port, http_port, 0, &exporter);
+        Collector {
+            grpc_port,
+            http_port,
+            dir,
+            proc,
+            generation: 0,
+        }
+    }
+
     fn spawn(dir: &tempfile::TempDir, grpc: u16, http: u16, generation: u32) -> Proc {
+        let debug = [
+            "--exporter",
+            "blackhole",
+            "--debug-log",
+            "logs",
+            "--debug-log-verbosity",
+            "detailed",
+        ]
+        .map(String::from);
+        Self::spawn_with(dir, grpc, http, generation, &debug)
+    }
+
+    fn spawn_with(
+        dir: &tempfile::TempDir,
+        grpc: u16,
+        http: u16,
+        generation: u32,
+        exporter: &[String],
+    ) -> Proc {
         let mut cmd = Command::new(&peers().rotel);
         cmd.arg("start")
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args([
-                "--exporter",
-                "blackhole",
-                "--debug-log",
-                "logs",
-                "--debug-log-verbosity",
-                "detailed",
-            ]);
+            .args(exporter);
         let proc = Proc::spawn(
             "rotel",
             cmd,

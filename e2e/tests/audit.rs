@@ -535,6 +535,128 @@ fn the_records_reach_a_real_otlp_collector() {
     }
 }
 
+/// The collector's copy, as an auditor reads it off the topic the collector
+/// writes to: one OTLP JSON batch per line.
+fn read_copy(broker: &Broker, topic: &str, into: &Path) -> String {
+    let out = kcat(
+        &[
+            "-b",
+            &broker.addr(),
+            "-t",
+            topic,
+            "-C",
+            "-e",
+            "-o",
+            "beginning",
+            "-q",
+            "-f",
+            "%s\n",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::fs::write(into, &text).unwrap();
+    text
+}
+
+#[test]
+fn the_collectors_copy_outlives_the_pod_and_anchors_its_spool() {
+    let broker = Broker::start(Storage::Memory);
+    let copy_topic = "audit-copy";
+    broker.create_topic(copy_topic, 1);
+    let collector = Collector::start_exporting_to(&broker, copy_topic);
+    let topic = "audit-anchored";
+    broker.create_topic(topic, PARTITIONS);
+    let mut proxy = Proxy::start(
+        &broker,
+        governed(
+            "Closed",
+            vec![],
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    collector.grpc_endpoint(),
+                ),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+            ],
+        ),
+    );
+    let (input, n) = input_file(proxy.dir.path(), 1);
+    let (acked, out) = produce(&proxy.addr(), topic, &input);
+    check(&out, "produce");
+    assert_eq!(acked.len(), n);
+    let (got, _) = consume(&proxy.addr(), topic, n, 60);
+    assert_eq!(got.len(), n);
+    // The pod goes away: SIGTERM, its last records (SidecarStop with the
+    // final head) shipped within the grace period.
+    assert_eq!(proxy.proc.terminate(Duration::from_secs(30)), Some(0));
+
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("collector-copy.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !read_copy(&broker, copy_topic, &copy).contains("SidecarStop") {
+        assert!(
+            Instant::now() < deadline,
+            "SidecarStop never reached the collector's copy:\n{}",
+            proxy.output()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // What the auditor holds verifies on its own, to the final head…
+    let out = audit_cli(&["verify", copy.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
+    // …and anchors the spool: intact, it agrees;
+    let spool = spool_dir(&proxy);
+    let out = audit_cli(&[
+        "verify",
+        spool.to_str().unwrap(),
+        "--anchors",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // with its tail cut at a line boundary (which `verify` alone accepts), it does not.
+    let last = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .max()
+        .unwrap();
+    let text = std::fs::read_to_string(&last).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    let cut: String = kept[..kept.len() - 1]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&last, cut).unwrap();
+    let out = audit_cli(&["verify", spool.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a cut tail passes the spool's own check"
+    );
+    let out = audit_cli(&[
+        "verify",
+        spool.to_str().unwrap(),
+        "--anchors",
+        copy.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("cut from the end"), "{stdout}");
+}
+
 #[test]
 fn a_refusal_by_policy_is_a_record_too() {
     let broker = Broker::start(Storage::Memory);

@@ -8,9 +8,10 @@
 //! its chain by genesis. Those are the anchors.
 //!
 //! This module is pure: it reads an auditor's copy (OTLP JSON as a collector's
-//! file exporter writes it — one `ExportLogsServiceRequest` per line — or plain
-//! JSON lines of records, as `audit export` writes them), links the chains in
-//! it, and checks a spool's records against them.
+//! file exporter writes it — one `ExportLogsServiceRequest` per line, or the
+//! bare ResourceLogs array a Kafka exporter writes per message — or plain JSON
+//! lines of records, as `audit export` writes them), links the chains in it,
+//! and checks a spool's records against them.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,7 +48,13 @@ pub fn records_in_copy(text: &str) -> Result<Vec<Value>, CopyError> {
         let unreadable = |why: String| CopyError::Unreadable { line: line_no, why };
         let value: Value =
             serde_json::from_str(line).map_err(|e| unreadable(format!("not JSON: {e}")))?;
-        if let Some(resource_logs) = value.get("resourceLogs") {
+        // `{"resourceLogs": [...]}` is what a collector's file exporter
+        // writes; a bare `[...]` of ResourceLogs is what rotel's Kafka
+        // exporter (format json) puts in each message.
+        let resource_logs = value
+            .get("resourceLogs")
+            .or(value.is_array().then_some(&value));
+        if let Some(resource_logs) = resource_logs {
             for body in otlp_bodies(resource_logs) {
                 let record: Value = serde_json::from_str(body)
                     .map_err(|e| unreadable(format!("a log body is not an audit record: {e}")))?;
