@@ -70,6 +70,8 @@ pub const ENV_AUDIT_OTLP: &str = "STREAMGATE_AUDIT_OTLP";
 pub const ENV_AUDIT_EVENTS: &str = "STREAMGATE_AUDIT_EVENTS";
 pub const ENV_AUDIT_FAILURE_MODE: &str = "STREAMGATE_AUDIT_FAILURE_MODE";
 pub const ENV_AUDIT_PAYLOAD: &str = "STREAMGATE_AUDIT_PAYLOAD";
+/// How far OTLP shipping may lag before failureMode Closed refuses PHI requests.
+pub const ENV_AUDIT_MAX_SHIP_LAG: &str = "STREAMGATE_AUDIT_MAX_SHIP_LAG";
 
 // === what the app containers get ===
 
@@ -138,4 +140,5 @@ pub const ALL_ENV: &[&str] = &[
     ENV_AUDIT_EVENTS,
     ENV_AUDIT_FAILURE_MODE,
     ENV_AUDIT_PAYLOAD,
+    ENV_AUDIT_MAX_SHIP_LAG,
 ];

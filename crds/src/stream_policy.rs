@@ -189,6 +189,29 @@ pub struct AuditSpec {
     pub payload: PayloadMode,
     #[serde(default)]
     pub failure_mode: FailureMode,
+    /// How far shipping to the collector (the record of evidence) may fall
+    /// behind, e.g. `60s` (the default). Past it, `failureMode: Closed`
+    /// refuses PHI requests until the collector catches up; `Open` carries on
+    /// and records the lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ship_lag: Option<String>,
+}
+
+/// The default `audit.maxShipLag`.
+pub const DEFAULT_MAX_SHIP_LAG: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl AuditSpec {
+    /// The parsed `maxShipLag` (the default when absent).
+    pub fn max_ship_lag(&self) -> Result<std::time::Duration, String> {
+        match &self.max_ship_lag {
+            None => Ok(DEFAULT_MAX_SHIP_LAG),
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if d.is_zero() => Err(format!("{text:?}: must be longer than zero")),
+                Ok(d) => Ok(d),
+                Err(e) => Err(format!("{text:?}: {e} (e.g. 60s, 5m)")),
+            },
+        }
+    }
 }
 
 /// Observed state of a StreamPolicy.

@@ -143,6 +143,10 @@ impl Problems {
 pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationErrors> {
     let mut p = Problems::default();
 
+    if let Err(why) = spec.audit.max_ship_lag() {
+        p.add("spec.audit.maxShipLag", why);
+    }
+
     if let Some(oidc) = &spec.identity.oidc {
         if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://")) {
             p.add(

@@ -657,6 +657,104 @@ fn the_collectors_copy_outlives_the_pod_and_anchors_its_spool() {
     assert!(stdout.contains("cut from the end"), "{stdout}");
 }
 
+/// The same governed options with the policy's `audit.maxShipLag` set.
+fn with_max_ship_lag(opts: ProxyOptions, lag: &str) -> ProxyOptions {
+    let at = opts.args.iter().position(|a| a == "--policy-dir").unwrap();
+    let file = Path::new(&opts.args[at + 1]).join("policy.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(
+        "audit: {payload: Digest, ",
+        &format!("audit: {{maxShipLag: {lag}, payload: Digest, "),
+    );
+    std::fs::write(&file, text).unwrap();
+    opts
+}
+
+#[test]
+fn past_max_ship_lag_closed_refuses_and_open_carries_on_and_records_the_lag() {
+    let broker = Broker::start(Storage::Memory);
+    let mut collector = Collector::start();
+    let base = tempfile::tempdir().unwrap();
+    let (input, n) = input_file(base.path(), 1);
+    for t in ["lag-closed", "lag-open"] {
+        broker.create_topic(t, PARTITIONS);
+    }
+    let otel = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+            collector.grpc_endpoint(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL".to_string(),
+            "grpc".to_string(),
+        ),
+    ];
+    let closed = Proxy::start(
+        &broker,
+        with_max_ship_lag(governed("Closed", vec![], otel.clone()), "2s"),
+    );
+    let open = Proxy::start(
+        &broker,
+        with_max_ship_lag(governed("Open", vec![], otel), "2s"),
+    );
+    for (proxy, topic) in [(&closed, "lag-closed"), (&open, "lag-open")] {
+        let (acked, out) = produce(&proxy.addr(), topic, &input);
+        check(&out, "produce while the collector is up");
+        assert_eq!(acked.len(), n);
+    }
+
+    // The collector goes down; records pile up unshipped past maxShipLag.
+    collector.stop();
+    for (proxy, topic) in [(&closed, "lag-closed"), (&open, "lag-open")] {
+        let (acked, out) = produce(&proxy.addr(), topic, &input);
+        check(
+            &out,
+            "produce just after the collector went down (within maxShipLag)",
+        );
+        assert_eq!(acked.len(), n);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+
+    let (acked, out) = produce(&closed.addr(), "lag-closed", &input);
+    assert!(
+        acked.is_empty(),
+        "Closed: nothing acknowledged past maxShipLag"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("POLICY_VIOLATION") || stderr.contains("olicy violation"),
+        "the producer is told:\n{stderr}"
+    );
+    assert!(closed.output().contains("lags"), "{}", closed.output());
+
+    let (acked, out) = produce(&open.addr(), "lag-open", &input);
+    check(&out, "Open carries on past maxShipLag");
+    assert_eq!(acked.len(), n);
+    let lag_records: Vec<Value> = export(&spool_dir(&open))
+        .into_iter()
+        .filter(|r| {
+            r["kind"] == "SpoolFailure" && r["reason"].as_str().is_some_and(|s| s.contains("lags"))
+        })
+        .collect();
+    assert_eq!(lag_records.len(), 1, "Open records the crossing once");
+
+    // The collector comes back: once it caught up, Closed accepts writes again.
+    collector.start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (acked, _) = produce(&closed.addr(), "lag-closed", &input);
+        if acked.len() == n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Closed never recovered after the collector came back:\n{}",
+            closed.output()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn a_refusal_by_policy_is_a_record_too() {
     let broker = Broker::start(Storage::Memory);

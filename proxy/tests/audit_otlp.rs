@@ -174,6 +174,7 @@ fn shipper_config() -> ShipperConfig {
         poll: Duration::from_millis(100),
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
+        progress: None,
     }
 }
 

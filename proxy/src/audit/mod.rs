@@ -130,11 +130,21 @@ impl AuditArgs {
     }
 }
 
-/// Why a record could not be made durable: the caller refuses the request (failureMode
+/// Why a record does not count as durable: the caller refuses the request (failureMode
 /// Closed). The message is safe to show a client.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("audit record could not be made durable: {0}")]
-pub struct AuditError(#[from] pub SpoolError);
+pub enum AuditError {
+    #[error("audit record could not be made durable: {0}")]
+    Spool(#[from] SpoolError),
+    /// The record is on the local disk, but the record of evidence — the
+    /// collector — is further behind than the policy allows.
+    #[error(
+        "audit shipping to the collector lags {}s behind (maxShipLag {}s): PHI requests are refused until it catches up",
+        lag.as_secs(),
+        max.as_secs()
+    )]
+    ShipLag { lag: Duration, max: Duration },
+}
 
 /// The audit trail of one sidecar. Cheap to share (`Arc<Audit>`); all methods take `&self`.
 #[derive(Debug)]
@@ -143,6 +153,11 @@ pub struct Audit {
     pod: PodIdentity,
     shutdown: CancellationToken,
     shippers: Mutex<Vec<JoinHandle<()>>>,
+    /// The shipper to the record of evidence (OTLP), when one runs.
+    evidence: std::sync::OnceLock<Arc<shipper::ShipProgress>>,
+    /// Whether the current lag past `maxShipLag` has been recorded (Open mode
+    /// records each crossing, not each request).
+    lag_recorded: std::sync::atomic::AtomicBool,
 }
 
 impl Audit {
@@ -156,7 +171,11 @@ impl Audit {
             let exporter = otlp::exporter_from_env(&audit.pod)
                 .map_err(|e| anyhow::anyhow!("OTLP exporter: {e}"))?;
             audit
-                .spawn_shipper("otlp", otlp::OtlpSink::new(exporter))
+                .spawn_evidence_shipper(
+                    "otlp",
+                    otlp::OtlpSink::new(exporter),
+                    shipper::ShipperConfig::default(),
+                )
                 .await;
         }
         let want_events = args
@@ -195,7 +214,53 @@ impl Audit {
             pod,
             shutdown: CancellationToken::new(),
             shippers: Mutex::new(Vec::new()),
+            evidence: std::sync::OnceLock::new(),
+            lag_recorded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ship to the record of evidence through `sink`, tracking its lag for `maxShipLag`.
+    pub async fn spawn_evidence_shipper<S: shipper::Sink + 'static>(
+        &self,
+        name: &'static str,
+        sink: S,
+        mut config: shipper::ShipperConfig,
+    ) {
+        let progress = self.evidence.get_or_init(Default::default).clone();
+        config.progress = Some(progress);
+        self.spawn_shipper_with(name, sink, config).await;
+    }
+
+    /// How far the evidence shipper is behind; `None` without one.
+    pub fn ship_lag(&self) -> Option<Duration> {
+        self.evidence.get().map(|p| p.lag())
+    }
+
+    /// Is shipping further behind than `max`? Each crossing of the bound (and
+    /// each recovery) is itself a record, so an Open-mode sidecar that carried
+    /// on leaves the evidence of how long it ran unshipped.
+    pub async fn check_ship_lag(&self, max: Duration) -> Result<(), AuditError> {
+        use std::sync::atomic::Ordering;
+        let lag = self.ship_lag().unwrap_or_default();
+        let over = lag > max;
+        if over != self.lag_recorded.swap(over, Ordering::Relaxed) {
+            let reason = if over {
+                format!(
+                    "audit shipping lags {}s behind the collector (maxShipLag {}s)",
+                    lag.as_secs(),
+                    max.as_secs()
+                )
+            } else {
+                format!("audit shipping caught up (maxShipLag {}s)", max.as_secs())
+            };
+            tracing::warn!("{reason}");
+            self.record(AuditRecord::event(RecordKind::SpoolFailure, reason))
+                .await;
+        }
+        if over {
+            return Err(AuditError::ShipLag { lag, max });
+        }
+        Ok(())
     }
 
     /// Run a shipper over this spool until shutdown.
@@ -245,15 +310,22 @@ impl Audit {
 
     /// Record per the policy's failure mode: `Closed` waits for durability and returns the
     /// error to turn into a refusal; `Open` queues the record and always returns `Ok`.
+    /// `Closed` also needs the collector within `max_ship_lag`; `Open` only
+    /// records a crossing of it.
     pub async fn record_with(
         &self,
         mode: FailureMode,
+        max_ship_lag: Duration,
         record: AuditRecord,
     ) -> Result<(), AuditError> {
         match mode {
-            FailureMode::Closed => self.record_durable(record).await.map(|_| ()),
+            FailureMode::Closed => {
+                self.record_durable(record).await?;
+                self.check_ship_lag(max_ship_lag).await
+            }
             FailureMode::Open => {
                 self.record(record).await;
+                let _ = self.check_ship_lag(max_ship_lag).await;
                 Ok(())
             }
         }
@@ -313,7 +385,7 @@ mod tests {
         let audit = Audit::with_spool(SpoolConfig::new(&dir));
         let rec = || AuditRecord::request("Fetch", 13, Operation::Read);
         let err = audit
-            .record_with(FailureMode::Closed, rec())
+            .record_with(FailureMode::Closed, Duration::from_secs(60), rec())
             .await
             .unwrap_err();
         assert!(
@@ -321,7 +393,10 @@ mod tests {
                 .starts_with("audit record could not be made durable: audit spool"),
             "{err}"
         );
-        audit.record_with(FailureMode::Open, rec()).await.unwrap();
+        audit
+            .record_with(FailureMode::Open, Duration::from_secs(60), rec())
+            .await
+            .unwrap();
         audit.shutdown(Duration::from_secs(1)).await;
         assert!(!audit.health().is_healthy());
         assert!(audit.health().failed_records() >= 2);

@@ -10,7 +10,9 @@
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -44,6 +46,9 @@ pub struct ShipperConfig {
     pub poll: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Where this shipper reports how far behind it is (the evidence shipper
+    /// does: failureMode Closed depends on it).
+    pub progress: Option<Arc<ShipProgress>>,
 }
 
 impl Default for ShipperConfig {
@@ -53,8 +58,50 @@ impl Default for ShipperConfig {
             poll: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            progress: None,
         }
     }
+}
+
+/// How far a shipper is behind the spool: the time of the oldest durable
+/// record it has not delivered yet. Lock-free, read on every PHI request.
+#[derive(Debug, Default)]
+pub struct ShipProgress {
+    /// Milliseconds since the epoch of the oldest undelivered record; 0 when
+    /// everything durable was delivered.
+    oldest_undelivered_ms: AtomicU64,
+}
+
+impl ShipProgress {
+    /// `record` is the oldest the shipper holds undelivered.
+    fn behind_since(&self, record: &Value) {
+        let ms = record
+            .get("time")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+            .unwrap_or_else(now_ms)
+            .max(1);
+        self.oldest_undelivered_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn caught_up(&self) {
+        self.oldest_undelivered_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the oldest undelivered record has waited (zero when caught up).
+    pub fn lag(&self) -> Duration {
+        match self.oldest_undelivered_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(now_ms().saturating_sub(since)),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why a shipper stopped.
@@ -145,6 +192,12 @@ pub async fn run<S: Sink>(
                     dir: dir.display().to_string(),
                     source,
                 })?;
+        }
+        if let Some(progress) = &config.progress {
+            match pending.first() {
+                Some(oldest) => progress.behind_since(oldest),
+                None => progress.caught_up(),
+            }
         }
         if pending.is_empty() {
             sink.idle(draining).await;

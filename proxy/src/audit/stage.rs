@@ -46,6 +46,10 @@ pub struct AuditFlags {
     /// `None`, `Digest` (SHA-256 of the batches as delivered) or `Full` (the batches: PHI).
     #[arg(long = "audit-payload", env = streamgate_crds::contract::ENV_AUDIT_PAYLOAD, default_value = "Digest", value_parser = parse_payload_mode)]
     pub payload: PayloadMode,
+    /// How far OTLP shipping may lag (e.g. `60s`) until a policy's
+    /// `audit.maxShipLag` says otherwise: past it, `Closed` refuses PHI requests.
+    #[arg(long = "audit-max-ship-lag", env = streamgate_crds::contract::ENV_AUDIT_MAX_SHIP_LAG, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_ship_lag: std::time::Duration,
 }
 
 fn parse_failure_mode(s: &str) -> Result<FailureMode, String> {
@@ -73,6 +77,8 @@ pub type TopicNames<'a> = &'a (dyn Fn(&Uuid) -> Option<String> + Sync);
 pub struct Settings {
     pub failure_mode: FailureMode,
     pub payload: PayloadMode,
+    /// How far the collector may lag before Closed refuses PHI requests.
+    pub max_ship_lag: std::time::Duration,
 }
 
 /// What the client is told when its records cannot be audited (no PHI in it).
@@ -198,6 +204,7 @@ impl AuditTrail {
             defaults: Settings {
                 failure_mode: flags.failure_mode,
                 payload: flags.payload,
+                max_ship_lag: flags.max_ship_lag,
             },
             policy: None,
         }
@@ -251,6 +258,7 @@ impl AuditTrail {
                     return Settings {
                         failure_mode: a.failure_mode,
                         payload: a.payload,
+                        max_ship_lag: a.max_ship_lag,
                     };
                 }
                 self.defaults
@@ -326,12 +334,24 @@ impl AuditTrail {
             return OnRequest::Done;
         };
         let (parts, bytes) = summary::produce_request(request, names);
-        if settings.failure_mode == FailureMode::Closed && !self.audit.health().is_healthy() {
+        let unaccountable = match settings.failure_mode {
+            FailureMode::Closed if !self.audit.health().is_healthy() => {
+                Some("audit spool unavailable (failureMode Closed)".to_owned())
+            }
+            FailureMode::Closed => self
+                .audit
+                .check_ship_lag(settings.max_ship_lag)
+                .await
+                .err()
+                .map(|e| format!("{e} (failureMode Closed)")),
+            FailureMode::Open => None,
+        };
+        if let Some(why) = unaccountable {
             // Writing PHI that cannot be accounted for: refuse before the broker has it.
             tracing::error!(
                 api = "Produce",
                 partitions = parts.len(),
-                "audit spool unhealthy: Produce refused (failureMode Closed)"
+                "{why}: Produce refused"
             );
             let denied = record
                 .resources(
@@ -343,10 +363,7 @@ impl AuditTrail {
                             r
                         }),
                 )
-                .decision(
-                    crate::audit::Decision::Deny,
-                    "audit spool unavailable (failureMode Closed)",
-                );
+                .decision(crate::audit::Decision::Deny, why);
             self.audit.record(denied).await;
             if !expect_response {
                 return OnRequest::Refuse(Bytes::new());
@@ -461,7 +478,11 @@ impl AuditTrail {
 
     /// Record per the failure mode. `false` only in Closed mode when the record is not durable.
     async fn record_or_log(&self, settings: Settings, record: AuditRecord) -> bool {
-        match self.audit.record_with(settings.failure_mode, record).await {
+        match self
+            .audit
+            .record_with(settings.failure_mode, settings.max_ship_lag, record)
+            .await
+        {
             Ok(()) => true,
             Err(error) => {
                 tracing::error!(%error, "audit record could not be made durable");
@@ -625,6 +646,7 @@ mod tests {
             audit: AuditArgs::new(dir),
             failure_mode: mode,
             payload: PayloadMode::Digest,
+            max_ship_lag: Duration::from_secs(60),
         }
     }
 
@@ -733,6 +755,7 @@ mod tests {
             defaults: Settings {
                 failure_mode: FailureMode::Open,
                 payload: PayloadMode::Digest,
+                max_ship_lag: Duration::from_secs(60),
             },
             policy: None,
         };

@@ -206,6 +206,7 @@ impl PolicyDecision {
 pub struct AuditSettings {
     pub payload: PayloadMode,
     pub failure_mode: FailureMode,
+    pub max_ship_lag: std::time::Duration,
 }
 
 /// Everything the sidecar enforces, compiled for one pod. Cheap to share (`Arc`).
@@ -463,13 +464,22 @@ impl CompiledPolicy {
             return AuditSettings {
                 payload: PayloadMode::default(),
                 failure_mode: FailureMode::Closed,
+                max_ship_lag: streamgate_crds::stream_policy::DEFAULT_MAX_SHIP_LAG,
             };
+        };
+        // An unparseable maxShipLag never reaches here (admission keeps it out);
+        // should one, the default holds.
+        let lag = |a: &streamgate_crds::AuditSpec| {
+            a.max_ship_lag()
+                .unwrap_or(streamgate_crds::stream_policy::DEFAULT_MAX_SHIP_LAG)
         };
         let mut out = AuditSettings {
             payload: first.payload,
             failure_mode: first.failure_mode,
+            max_ship_lag: lag(first),
         };
         for a in it {
+            out.max_ship_lag = out.max_ship_lag.min(lag(a));
             if payload_rank(a.payload) > payload_rank(out.payload) {
                 out.payload = a.payload;
             }
