@@ -72,6 +72,14 @@ pub const ENV_AUDIT_FAILURE_MODE: &str = "STREAMGATE_AUDIT_FAILURE_MODE";
 pub const ENV_AUDIT_PAYLOAD: &str = "STREAMGATE_AUDIT_PAYLOAD";
 /// How far OTLP shipping may lag before failureMode Closed refuses PHI requests.
 pub const ENV_AUDIT_MAX_SHIP_LAG: &str = "STREAMGATE_AUDIT_MAX_SHIP_LAG";
+/// How many newest segments stay on the pod after shipping.
+pub const ENV_AUDIT_KEEP_SEGMENTS: &str = "STREAMGATE_AUDIT_KEEP_SEGMENTS";
+/// The spool's budget in bytes (below the spool volume's size limit).
+pub const ENV_AUDIT_MAX_SPOOL_BYTES: &str = "STREAMGATE_AUDIT_MAX_SPOOL_BYTES";
+/// The spool volume's size limit the injector sets, and the sidecar's default
+/// budget under it (room left for the segment being written and the markers).
+pub const SPOOL_VOLUME_LIMIT: &str = "256Mi";
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 192 * 1024 * 1024;
 
 // === what the app containers get ===
 
@@ -141,4 +149,6 @@ pub const ALL_ENV: &[&str] = &[
     ENV_AUDIT_FAILURE_MODE,
     ENV_AUDIT_PAYLOAD,
     ENV_AUDIT_MAX_SHIP_LAG,
+    ENV_AUDIT_KEEP_SEGMENTS,
+    ENV_AUDIT_MAX_SPOOL_BYTES,
 ];

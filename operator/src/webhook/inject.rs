@@ -420,7 +420,7 @@ fn sidecar_volumes(
         Volume {
             name: VOL_SPOOL.to_string(),
             empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity("256Mi".to_string())),
+                size_limit: Some(Quantity(c::SPOOL_VOLUME_LIMIT.to_string())),
                 ..Default::default()
             }),
             ..Default::default()

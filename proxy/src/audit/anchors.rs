@@ -281,23 +281,40 @@ impl<'a> AnchorCheck<'a> {
 
     /// One spool record (already verified by the chain [`super::chain::Verifier`]).
     pub fn push(&mut self, record: &Value) -> Result<(), AnchorBreak> {
-        let seq = seq_of(record);
         if self.chain.is_none() {
-            let genesis = record
-                .get("genesis")
-                .and_then(Value::as_str)
-                .ok_or(AnchorBreak::NoGenesis)?;
-            self.chain = Some(self.witnessed.chains.get(genesis).ok_or_else(|| {
-                AnchorBreak::UnknownGenesis {
-                    genesis: short(genesis),
-                }
-            })?);
+            self.select(record.get("genesis").and_then(Value::as_str))?;
         }
+        self.point(seq_of(record), hash_of(record))
+    }
+
+    /// The spool was pruned after shipping: it continues the chain named
+    /// `genesis` after the record (`seq`, `hash`), which the anchors must know.
+    pub fn pruned_up_to(
+        &mut self,
+        genesis: Option<&str>,
+        seq: u64,
+        hash: &str,
+    ) -> Result<(), AnchorBreak> {
+        self.select(genesis)?;
+        self.point(seq, hash)
+    }
+
+    fn select(&mut self, genesis: Option<&str>) -> Result<(), AnchorBreak> {
+        let genesis = genesis.ok_or(AnchorBreak::NoGenesis)?;
+        self.chain = Some(self.witnessed.chains.get(genesis).ok_or_else(|| {
+            AnchorBreak::UnknownGenesis {
+                genesis: short(genesis),
+            }
+        })?);
+        Ok(())
+    }
+
+    fn point(&mut self, seq: u64, hash: &str) -> Result<(), AnchorBreak> {
         if let Some(anchor) = self.chain.and_then(|c| c.points.get(&seq)) {
-            if anchor != hash_of(record) {
+            if anchor != hash {
                 return Err(AnchorBreak::Rewritten {
                     seq,
-                    spool: short(hash_of(record)),
+                    spool: short(hash),
                     anchor: short(anchor),
                 });
             }

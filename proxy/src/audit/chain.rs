@@ -238,6 +238,15 @@ impl Verifier {
         Self::default()
     }
 
+    /// Continue a chain whose records up to `seq` (with hash `hash`) were
+    /// pruned from the spool after shipping.
+    pub fn after(seq: u64, hash: String) -> Self {
+        Self {
+            prev: Some((seq, hash)),
+            report: VerifyReport::default(),
+        }
+    }
+
     /// The seq the next record must have.
     fn expected_seq(&self) -> u64 {
         self.prev.as_ref().map_or(1, |(seq, _)| seq + 1)

@@ -28,6 +28,7 @@ pub mod events;
 pub mod export;
 pub mod otlp;
 pub mod policy_reloads;
+pub mod prune;
 pub mod record;
 pub mod segment;
 pub mod shipper;
@@ -61,9 +62,20 @@ pub struct AuditArgs {
         default_value = "/var/run/streamgate/audit"
     )]
     pub audit_dir: PathBuf,
-    /// Start a new spool segment once the current one reaches this many bytes.
-    #[arg(long = "audit-segment-bytes", env = streamgate_crds::contract::ENV_AUDIT_SEGMENT_BYTES, default_value_t = 64 * 1024 * 1024)]
+    /// Start a new spool segment once the current one reaches this many bytes
+    /// (also the unit of pruning).
+    #[arg(long = "audit-segment-bytes", env = streamgate_crds::contract::ENV_AUDIT_SEGMENT_BYTES, default_value_t = 16 * 1024 * 1024)]
     pub audit_segment_bytes: u64,
+    /// Keep this many newest segments on the pod once shipped; older shipped
+    /// ones are pruned (never an unshipped record).
+    #[arg(long = "audit-keep-segments", env = streamgate_crds::contract::ENV_AUDIT_KEEP_SEGMENTS, default_value_t = 4)]
+    pub audit_keep_segments: usize,
+    /// The spool's budget in bytes: past it, appends fail until shipped
+    /// segments are pruned (Closed refuses PHI; Open carries on and records
+    /// how many records it could not keep). Stays under the volume's limit so
+    /// a full spool never gets the pod evicted.
+    #[arg(long = "audit-max-spool-bytes", env = streamgate_crds::contract::ENV_AUDIT_MAX_SPOOL_BYTES, default_value_t = streamgate_crds::contract::DEFAULT_MAX_SPOOL_BYTES)]
+    pub audit_max_spool_bytes: u64,
     /// Write a checkpoint record (seq, hash of the head) after this many records…
     #[arg(
         long = "audit-checkpoint-every",
@@ -99,7 +111,9 @@ impl AuditArgs {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             audit_dir: dir.into(),
-            audit_segment_bytes: 64 * 1024 * 1024,
+            audit_segment_bytes: 16 * 1024 * 1024,
+            audit_keep_segments: 4,
+            audit_max_spool_bytes: streamgate_crds::contract::DEFAULT_MAX_SPOOL_BYTES,
             audit_checkpoint_every: 10_000,
             audit_checkpoint_interval: Duration::from_secs(60),
             audit_otlp: Some(false),
@@ -125,6 +139,8 @@ impl AuditArgs {
             checkpoint_every: self.audit_checkpoint_every.max(1),
             checkpoint_interval: self.audit_checkpoint_interval,
             pod: self.pod(),
+            keep_segments: self.audit_keep_segments,
+            max_bytes: self.audit_max_spool_bytes,
             ..SpoolConfig::new(&self.audit_dir)
         }
     }

@@ -133,11 +133,15 @@ pub fn recover(dir: &Path) -> io::Result<Recovery> {
     if let Some(first) = segments.first() {
         recovery.genesis = first_genesis(&first.path)?;
     }
+    if recovery.genesis.is_none() {
+        // The first segment was pruned after shipping: its marker names the chain.
+        recovery.genesis = super::prune::read_marker(dir)?.and_then(|m| m.genesis);
+    }
     Ok(recovery)
 }
 
 /// The `genesis` field of a segment's first line, if it has one.
-fn first_genesis(path: &Path) -> io::Result<Option<String>> {
+pub(super) fn first_genesis(path: &Path) -> io::Result<Option<String>> {
     let mut line = String::new();
     BufReader::new(File::open(path)?).read_line(&mut line)?;
     Ok(serde_json::from_str::<Value>(&line)
@@ -257,6 +261,17 @@ impl Tail {
     fn open_segment(&mut self) -> io::Result<bool> {
         let segments = list_segments(&self.dir)?;
         let Some(segment) = segments.iter().rev().find(|s| s.first_seq <= self.next_seq) else {
+            // Pruned before this reader got to them (a shipper added later):
+            // go on from the oldest record still here rather than wait forever.
+            if let Some(first) = segments.first().filter(|s| s.first_seq > self.next_seq) {
+                tracing::warn!(
+                    from = self.next_seq,
+                    to = first.first_seq,
+                    "audit tail: records were pruned before this shipper read them"
+                );
+                self.next_seq = first.first_seq;
+                return self.open_segment();
+            }
             return Ok(false);
         };
         let file = File::open(&segment.path)?;

@@ -41,6 +41,12 @@ pub struct SpoolConfig {
     pub checkpoint_interval: Duration,
     /// Stamped on records the spool writes itself.
     pub pod: PodIdentity,
+    /// Shipped segments are pruned down to this many newest ones (the local tail).
+    pub keep_segments: usize,
+    /// The spool's budget on disk: past it, appends fail (Closed refuses PHI,
+    /// Open counts what it could not keep) until shipped segments are pruned.
+    /// Below the volume's own limit, so a full spool never evicts the pod.
+    pub max_bytes: u64,
 }
 
 impl SpoolConfig {
@@ -52,6 +58,8 @@ impl SpoolConfig {
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             pod: PodIdentity::default(),
+            keep_segments: 4,
+            max_bytes: u64::MAX,
         }
     }
 }
@@ -230,6 +238,8 @@ struct Writer {
     own: Vec<AuditRecord>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// Bytes the segments hold (kept up to date: checked on every batch).
+    bytes: u64,
 }
 
 type Batch = Vec<(
@@ -249,6 +259,7 @@ impl Writer {
             own: Vec::new(),
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            bytes: 0,
         }
     }
 
@@ -308,10 +319,28 @@ impl Writer {
         });
     }
 
+    /// Remove segments every shipper has delivered (beyond the local tail).
+    fn prune_shipped(&mut self) {
+        let dir = &self.config.dir;
+        let pruned = super::prune::shipped_by_all(dir).and_then(|floor| match floor {
+            Some(shipped) => super::prune::prune(dir, self.config.keep_segments, shipped),
+            None => Ok(0),
+        });
+        match pruned {
+            Ok(0) => {}
+            Ok(freed) => {
+                self.bytes = self.bytes.saturating_sub(freed);
+                tracing::debug!(freed, "audit spool: shipped segments pruned");
+            }
+            Err(e) => tracing::warn!(error = %e, "audit spool: pruning shipped segments failed"),
+        }
+    }
+
     /// Recover the directory and open the segment to append to.
     fn open(&mut self) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.config.dir)?;
         let recovery = segment::recover(&self.config.dir)?;
+        self.bytes = super::prune::spool_bytes(&self.config.dir)?;
         if let Some(torn) = &recovery.torn {
             tracing::warn!(
                 segment = %torn.segment.display(), bytes = torn.bytes, moved_to = %torn.moved_to.display(),
@@ -445,6 +474,8 @@ impl Writer {
             .is_some_and(|s| s.len >= self.config.segment_bytes && s.first_seq < chain.next_seq())
         {
             self.segment = Some(self.create_segment(chain.next_seq())?);
+            // A segment just completed: the shippers may be past it.
+            self.prune_shipped();
         }
         let mut buf = Vec::with_capacity(batch.len() * 512);
         for (rec, _) in batch.iter_mut() {
@@ -457,6 +488,15 @@ impl Writer {
             chain.commit(rec);
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
+        }
+        if self.bytes + buf.len() as u64 > self.config.max_bytes {
+            self.prune_shipped();
+            if self.bytes + buf.len() as u64 > self.config.max_bytes {
+                return Err(std::io::Error::other(format!(
+                    "the spool is full ({} of {} bytes, records not yet shipped)",
+                    self.bytes, self.config.max_bytes
+                )));
+            }
         }
         let segment = self
             .segment
@@ -473,6 +513,7 @@ impl Writer {
             return Err(e);
         }
         segment.len += buf.len() as u64;
+        self.bytes += buf.len() as u64;
         let last = chain.next_seq() - 1;
         self.chain = Some(chain);
         Ok(last)
