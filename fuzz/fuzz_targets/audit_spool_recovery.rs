@@ -132,7 +132,11 @@ fuzz_target!(|data: &[u8]| {
 
     // The writer resumes the chain and appends one record.
     let chain = match recovery.head.clone() {
-        Some((seq, hash)) => Chain::resume(seq, hash, recovery.genesis.clone()),
+        // A planted head at u64::MAX cannot continue: the writer refuses to open.
+        Some((seq, hash)) => match Chain::resume(seq, hash, recovery.genesis.clone()) {
+            Some(chain) => chain,
+            None => return,
+        },
         None => Chain::start(GENESIS.into()),
     };
     let mut record = AuditRecord::event(RecordKind::SidecarStart, "fuzz");
