@@ -81,6 +81,10 @@ pub struct Settings {
     pub max_ship_lag: std::time::Duration,
 }
 
+/// Why a response was withheld whole (the connection closes).
+const NOT_DURABLE: &str =
+    "undecodable response whose audit record is not durable (failureMode Closed)";
+
 /// What the client is told when its records cannot be audited (no PHI in it).
 pub const REFUSAL: &str =
     "streamgate: the audit trail is unavailable (failureMode Closed); the request is refused";
@@ -384,8 +388,12 @@ impl AuditTrail {
         }
         let payload = Payload::of(settings.payload, &bytes);
         if !expect_response {
+            // acks=0: no answer to hold back, so under Closed the request
+            // itself waits for its durable record before the broker gets it.
             let rec = payload.apply(record.resources(summary::produce_unacknowledged(&parts)));
-            self.audit.record(rec).await;
+            if !self.record_or_log(settings, rec).await {
+                return OnRequest::Refuse(Bytes::new());
+            }
             return OnRequest::Done;
         }
         OnRequest::Await(Box::new(InFlight::Produce {
@@ -415,11 +423,18 @@ impl AuditTrail {
                 payload,
             } => {
                 let Ok(ResponseKind::Produce(produced)) = response.body() else {
-                    self.record_or_log(
-                        settings,
-                        payload.apply(record.resources(summary::produce_unacknowledged(&parts))),
-                    )
-                    .await;
+                    let durable = self
+                        .record_or_log(
+                            settings,
+                            payload
+                                .apply(record.resources(summary::produce_unacknowledged(&parts))),
+                        )
+                        .await;
+                    if !durable {
+                        // An acknowledgement that cannot be rewritten into a
+                        // refusal is not passed on unaudited.
+                        response.withhold(NOT_DURABLE);
+                    }
                     return;
                 };
                 let resources = summary::produce_resources(&parts, produced, names);
@@ -445,7 +460,11 @@ impl AuditTrail {
                         )
                         // Not summarisable: at least the digest of the whole response.
                         .payload_digest_of(response.frame());
-                    self.record_or_log(settings, digest).await;
+                    if !self.record_or_log(settings, digest).await {
+                        // Records cannot be withheld from a response that
+                        // cannot be taken apart: none of it is released.
+                        response.withhold(NOT_DURABLE);
+                    }
                     return;
                 };
                 let (resources, empty, bytes) = summary::fetch_resources(fetched, names);
@@ -764,6 +783,110 @@ mod tests {
         assert_eq!(respond(&open, *inflight, &m, frame.clone()).await, frame);
         trail.audit().shutdown(Duration::from_secs(1)).await;
         assert!(trail.audit().health().failed_records() >= 2);
+    }
+
+    /// A v1 (pre-KIP-98) message set holding one message: no record count,
+    /// but PHI all the same.
+    fn legacy_message_set(value: &[u8]) -> Bytes {
+        let mut message = vec![0u8; 4]; // crc (not checked here)
+        message.extend_from_slice(&[1, 0]); // magic 1, attributes
+        message.extend_from_slice(&0i64.to_be_bytes()); // timestamp
+        message.extend_from_slice(&(-1i32).to_be_bytes()); // null key
+        message.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        message.extend_from_slice(value);
+        let mut set = 0i64.to_be_bytes().to_vec();
+        set.extend_from_slice(&(message.len() as i32).to_be_bytes());
+        set.extend_from_slice(&message);
+        Bytes::from(set)
+    }
+
+    #[tokio::test]
+    async fn closed_never_releases_unaudited_legacy_batches_undecodable_answers_or_acks0_writes() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("not-a-dir");
+        std::fs::write(&dir, b"file").unwrap();
+        let f = flags(&dir, FailureMode::Closed);
+        let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
+
+        // A legacy message set counts no records yet is a disclosure: withheld.
+        let m = meta(ApiKey::Fetch, 4);
+        let legacy = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("patient-events")))
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_records(Some(legacy_message_set(b"{\"mrn\":\"MRN-1\"}"))),
+                ]),
+        ]);
+        let inflight = awaiting_fetch(&trail, &m).await;
+        let out = respond(&trail, *inflight, &m, response_frame(&m, &legacy)).await;
+        let (_, body) = split_response(&out, m.response_header_version()).unwrap();
+        let got: FetchResponse = decode_body(body, 4, "t").unwrap();
+        let p = &got.responses[0].partitions[0];
+        assert_eq!(p.error_code, crate::kafka::refusal::UNKNOWN_SERVER_ERROR);
+        assert!(
+            p.records.as_ref().is_none_or(|r| r.is_empty()),
+            "no PHI released"
+        );
+
+        // An answer that cannot be taken apart is not released at all.
+        let m = meta(ApiKey::Fetch, 12);
+        let inflight = awaiting_fetch(&trail, &m).await;
+        let mut garbled = Response::new(m.clone(), Bytes::from_static(&[0, 0, 0, 7, 0xff, 0xff]));
+        trail
+            .on_response(*inflight, &mut garbled, &|_| None, &[])
+            .await;
+        assert!(matches!(
+            garbled.into_frame(),
+            Err(crate::kafka::codec::FrameError::Withheld(_))
+        ));
+
+        trail.audit().shutdown(Duration::from_secs(1)).await;
+
+        // acks=0: nothing to hold back, so the write itself waits for its
+        // durable record. A spool healthy until this very record (its budget
+        // holds exactly one start record) must keep the write from the broker.
+        let start = || AuditRecord::event(crate::audit::RecordKind::SidecarStart, "start");
+        let probe = tempfile::tempdir().unwrap();
+        let sized = Audit::with_spool(
+            flags(probe.path(), FailureMode::Closed)
+                .audit
+                .spool_config(),
+        );
+        sized.record_durable(start()).await.unwrap();
+        let one_record = crate::audit::prune::spool_bytes(probe.path()).unwrap();
+        let mut tight = flags(&base.path().join("tight"), FailureMode::Closed);
+        tight.audit.audit_max_spool_bytes = one_record + 16;
+        let trail = AuditTrail::new(
+            Arc::new(Audit::with_spool(tight.audit.spool_config())),
+            &tight,
+        );
+        trail.audit().record_durable(start()).await.unwrap();
+        assert!(trail.audit().health().is_healthy());
+        let pm = meta(ApiKey::Produce, 9);
+        let req = ProduceRequest::default().with_acks(0).with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("patient-events")))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_records(Some(batch(0, 2, Compression::None))),
+                ]),
+        ]);
+        let mut request = Request::new(pm.clone(), request_frame(&pm, &req));
+        let outcome = trail
+            .on_request(
+                &session(),
+                &mut request,
+                false,
+                &|_| None,
+                GateReport::default(),
+            )
+            .await;
+        assert!(
+            matches!(outcome, OnRequest::Refuse(ref f) if f.is_empty()),
+            "an acks=0 write without a durable record is dropped, not forwarded: {outcome:?}"
+        );
+        trail.audit().shutdown(Duration::from_secs(1)).await;
     }
 
     #[test]

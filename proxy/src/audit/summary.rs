@@ -159,10 +159,13 @@ pub fn fetch_resources<'a>(
         let before = with_records.len();
         for p in &topic.partitions {
             let bytes = p.records.as_deref().unwrap_or_default();
-            let b = scan_batches(bytes);
-            if b.records == 0 {
+            // Any bytes are a disclosure: legacy (v0/v1) message sets and
+            // control batches count no records but still reach the client,
+            // so they are digested and held for a durable record too.
+            if bytes.is_empty() {
                 continue;
             }
+            let b = scan_batches(bytes);
             payload.push(bytes);
             with_records.push(ResourceAccess::partition(
                 &name,

@@ -98,6 +98,7 @@ pub struct Response {
     body_version: i16,
     changed: bool,
     lenient: bool,
+    withheld: Option<&'static str>,
 }
 
 impl Response {
@@ -110,7 +111,14 @@ impl Response {
             body_version,
             changed: false,
             lenient: false,
+            withheld: None,
         }
+    }
+
+    /// This response must not reach the client, and it cannot be taken apart
+    /// to withhold only part of it: the connection closes instead.
+    pub fn withhold(&mut self, why: &'static str) {
+        self.withheld = Some(why);
     }
 
     /// The request this answers.
@@ -151,6 +159,12 @@ impl Response {
 
     /// The frame for the client: the original bytes, or the body encoded once.
     pub fn into_frame(self) -> Result<Bytes, FrameError> {
+        if let Some(why) = self.withheld {
+            return Err(FrameError::Withheld(why));
+        }
+        if let Some(why) = self.withheld {
+            return Err(FrameError::Withheld(why));
+        }
         let (true, Some((header, body))) = (self.changed, self.decoded) else {
             return Ok(self.frame);
         };

@@ -30,6 +30,11 @@ pub enum FrameError {
         #[source]
         source: anyhow::Error,
     },
+    /// A stage refused to let the frame reach the client (failureMode Closed
+    /// with no durable record of a response it could not take apart): the
+    /// connection closes instead.
+    #[error("response withheld: {0}")]
+    Withheld(&'static str),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
