@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use super::anchors::{CopyReport, Witnessed, records_in_copy};
 use super::chain::Verifier;
 use super::export::{Exporter, Filter, Format};
+use super::record::AuditRecord;
+use super::replay::{accesses, text_line};
 use super::segment;
 use super::verify::{Verdict, summary, torn_files, verify_dir};
 
@@ -37,6 +39,32 @@ pub enum AuditCommand {
         /// the last witnessed seq.
         #[arg(long, value_name = "FILE")]
         anchors: Option<PathBuf>,
+    },
+    /// What one principal read and wrote: topic/partition/offset ranges with
+    /// the decision and the rule or approval behind each, from a spool or the
+    /// collector's copy (verified first: exit 1 when it does not verify).
+    Replay {
+        /// The spool directory, or a copy file (OTLP JSON lines or exported records).
+        path: PathBuf,
+        /// The principal: a user's name or a ServiceAccount's.
+        #[arg(long)]
+        subject: String,
+        /// Accesses at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Accesses before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print the record values as delivered where the policy kept payloads
+        /// (`Full`): PHI on your terminal.
+        #[arg(long)]
+        payloads: bool,
+        /// One JSON object per access instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Export records in a time window as JSON lines or CSV.
     Export {
@@ -75,6 +103,25 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
             verify_copy(&dir)
         }
         AuditCommand::Verify { dir, anchors } => verify(&dir, anchors.as_deref()),
+        AuditCommand::Replay {
+            path,
+            subject,
+            since,
+            until,
+            topic,
+            payloads,
+            json,
+        } => replay(
+            &path,
+            &Filter {
+                since,
+                until,
+                topic,
+                subject: Some(subject),
+            },
+            payloads,
+            json,
+        ),
         AuditCommand::Export {
             dir,
             since,
@@ -160,6 +207,66 @@ fn verify_copy(path: &std::path::Path) -> anyhow::Result<i32> {
         }
     );
     Ok(if report.is_complete() { 0 } else { 1 })
+}
+
+/// The records at `path` (a spool or a copy), and whether they verify.
+fn trail(path: &std::path::Path) -> anyhow::Result<(Vec<AuditRecord>, Option<String>)> {
+    let (values, problem) = if path.is_file() {
+        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        let values = records_in_copy(&text).with_context(|| path.display().to_string())?;
+        let report = CopyReport::of(
+            &Witnessed::from_records(&values).with_context(|| path.display().to_string())?,
+        );
+        let problem = (!report.is_complete())
+            .then(|| "the copy has gaps (run `audit verify` on it)".to_owned());
+        (values, problem)
+    } else {
+        let verdict = verify_dir(path, None, 0, |_| {})?;
+        let problem = match &verdict {
+            Verdict::Intact(_) => None,
+            other => Some(summary(other)),
+        };
+        let mut values = Vec::new();
+        for line in segment::read_lines(path)? {
+            let (_, _, text) = line?;
+            if let Ok(v) = serde_json::from_str(&text) {
+                values.push(v);
+            }
+        }
+        (values, problem)
+    };
+    let records = values
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    Ok((records, problem))
+}
+
+fn replay(
+    path: &std::path::Path,
+    filter: &Filter,
+    payloads: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let (records, problem) = trail(path)?;
+    let found = accesses(&records, filter, payloads);
+    let mut out = std::io::stdout().lock();
+    for a in &found {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(a)?)?;
+            continue;
+        }
+        writeln!(out, "{}", text_line(a))?;
+        for value in a.delivered.iter().flatten() {
+            writeln!(out, "    {value}")?;
+        }
+    }
+    eprintln!("audit replay: {} access(es) found", found.len());
+    if let Some(problem) = problem {
+        eprintln!("error: the trail does not verify, so this list cannot be trusted: {problem}");
+        return Ok(1);
+    }
+    Ok(0)
 }
 
 fn export(

@@ -30,6 +30,7 @@ pub mod otlp;
 pub mod policy_reloads;
 pub mod prune;
 pub mod record;
+pub mod replay;
 pub mod segment;
 pub mod shipper;
 pub mod spool;
