@@ -209,10 +209,12 @@ fn signed_assertion(
     inspected: &Inspected,
     cfg: &SamlConfig,
 ) -> Result<Assertion, SamlError> {
-    let root = libxml::parser::Parser::default()
+    // The document must outlive its nodes (they point into it).
+    let doc = libxml::parser::Parser::default()
         .parse_string(signed)
-        .ok()
-        .and_then(|d| d.get_root_element())
+        .map_err(|_| SamlError::Malformed("the signed content is not XML"))?;
+    let root = doc
+        .get_root_element()
         .ok_or(SamlError::Malformed("the signed content is not XML"))?;
     let signed_id = root.get_attribute("ID");
     if is_el(&root, NS_ASSERTION, "Assertion") {
