@@ -214,6 +214,11 @@ fn saml_assertions_are_verified_like_oidc_tokens() {
         &broker,
         ProxyOptions {
             args: vec!["--policy-dir".into(), policies.display().to_string()],
+            // The policy governs pods of its namespace.
+            envs: vec![
+                ("STREAMGATE_POD_NAME".into(), "intake-0".into()),
+                ("STREAMGATE_POD_NAMESPACE".into(), "clinical".into()),
+            ],
             ..ProxyOptions::default()
         },
     );
