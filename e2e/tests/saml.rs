@@ -255,6 +255,7 @@ fn saml_assertions_are_verified_like_oidc_tokens() {
         ("not_yet_valid", "not valid yet"),
         ("wrong_audience", "audience"),
         ("wrong_issuer", "issuer"),
+        ("sha1", "signature"),
         ("xsw1", "signature wrapping"),
         ("xsw2", "signature wrapping"),
         ("xsw3", "signature wrapping"),

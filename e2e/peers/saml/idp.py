@@ -10,7 +10,7 @@ with the xmlsec1 CLI, from its own keys and metadata.
 Cases: the valid ones (a signed Assertion; a Response with a signed
 Assertion; a signed Response), and every way to be refused: unsigned,
 signed by another key, expired, not yet valid, wrong audience, wrong
-issuer, and the eight XML signature-wrapping attacks of the literature
+issuer, SHA-1, and the eight XML signature-wrapping attacks of the literature
 (Somorovsky et al., "On Breaking SAML", 2012): XSW1–XSW8, each built from a
 genuinely signed document plus an unsigned assertion for another subject.
 The wrapped documents are edited as text so the signed bytes stay exactly
@@ -36,6 +36,10 @@ from saml2.config import IdPConfig
 from saml2.saml import NAMEID_FORMAT_UNSPECIFIED, NameID
 from saml2.server import Server
 
+ALGORITHMS = {
+    "sha256": ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", "http://www.w3.org/2001/04/xmlenc#sha256"),
+    "sha1": ("http://www.w3.org/2000/09/xmldsig#rsa-sha1", "http://www.w3.org/2000/09/xmldsig#sha1"),
+}
 NS_MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 NS_DS = "http://www.w3.org/2000/09/xmldsig#"
 
@@ -103,7 +107,7 @@ def sp_metadata(d, sp):
     return path
 
 
-def server(d, entity, key, sps, lifetime_minutes=15):
+def server(d, entity, key, sps, lifetime_minutes=15, digest="sha256"):
     xmlsec = os.environ.get("STREAMGATE_XMLSEC1") or shutil.which("xmlsec1")
     conf = IdPConfig()
     conf.load(
@@ -117,8 +121,8 @@ def server(d, entity, key, sps, lifetime_minutes=15):
                     "policy": {"default": {"lifetime": {"minutes": lifetime_minutes}}},
                     "name_id_format": [NAMEID_FORMAT_UNSPECIFIED],
                     # pysaml2 defaults to SHA-1, which the gate refuses.
-                    "signing_algorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
-                    "digest_algorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
+                    "signing_algorithm": ALGORITHMS[digest][0],
+                    "digest_algorithm": ALGORITHMS[digest][1],
                 }
             },
             "key_file": os.path.join(d, f"{key}.key"),
@@ -216,6 +220,9 @@ def tokens(d, entity, sp, user, groups, key):
     finally:
         saml_assertion.instant = real_instant
     out["not_yet_valid"] = b64(standalone(a, ns))
+    sha1 = server(d, entity, key, [sp], digest="sha1")
+    _, _, _, a, ns = parts(response(sha1, sp, user, groups))
+    out["sha1"] = b64(standalone(a, ns))
     _, _, _, a, ns = parts(response(main, "urn:streamgate:someone-else", user, groups))
     out["wrong_audience"] = b64(standalone(a, ns))
     impostor = server(d, entity.rstrip("/") + "/impostor", key, [sp])

@@ -427,3 +427,53 @@ async fn one_time_use_refuses_a_replay_and_rotation_follows_the_metadata_file() 
     let inspected = verify::inspect(&by_new2).unwrap();
     assert!(verify_inspected(&inspected, &certs(&new), &cfg(), now()).is_ok());
 }
+
+/// A SAML user is a principal of the IdP the policy names, as an OIDC user
+/// is of its issuer: Allow rules match only that IdP's users, the IdP counts
+/// as a trusted issuer, and approval requests record it.
+#[test]
+fn saml_principals_flow_through_policy_like_oidc_ones() {
+    use crate::policy::decide::{CompiledPolicy, PolicyDoc};
+    use streamgate_crds::{Operation, StreamPolicySpec};
+    let spec: StreamPolicySpec = serde_yaml::from_str(&format!(
+        "identity: {{saml: {{issuer: \"{IDP}\", audience: \"{AUD}\", metadata: {{file: /m.xml}}}}}}\n\
+         rules:\n  - {{name: r, subjects: [{{kind: Group, name: nurses}}], topics: [\"patient-*\"], operations: [Read]}}\n"
+    ))
+    .unwrap();
+    let policy = CompiledPolicy::compile(
+        vec![PolicyDoc {
+            name: "p".into(),
+            namespace: "clinical".into(),
+            generation: None,
+            spec,
+        }],
+        Vec::new(),
+        Vec::new(),
+        &std::collections::BTreeMap::new(),
+    );
+    let k = key();
+    let mut principal = check(&signed_assertion(&Spec::default(), &k), &k)
+        .unwrap()
+        .principal;
+    assert!(
+        policy
+            .decide(&principal, Operation::Read, "patient-a")
+            .is_allow()
+    );
+    assert_eq!(
+        policy.token_issuers().into_iter().collect::<Vec<_>>(),
+        vec![IDP]
+    );
+    let requester = crate::approval::requester_oidc(&policy, &principal).unwrap();
+    assert_eq!(
+        (requester.issuer.as_str(), requester.username_claim.as_str()),
+        (IDP, "NameID")
+    );
+    // The same name and groups from another issuer get nothing.
+    principal.issuer = Some("https://other-idp/".into());
+    assert!(
+        !policy
+            .decide(&principal, Operation::Read, "patient-a")
+            .is_allow()
+    );
+}
