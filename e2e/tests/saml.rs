@@ -24,13 +24,12 @@ const SP: &str = "urn:streamgate:gate:clinical";
 /// Kafka's TOPIC_AUTHORIZATION_FAILED.
 const TOPIC_AUTH: i64 = 29;
 
+/// The IdP script of this checkout (pysaml2 from the peers' venv runs it).
 fn idp_script() -> String {
-    std::env::var("STREAMGATE_SAML_IDP").unwrap_or_else(|_| {
-        streamgate_e2e::repo_root()
-            .join("e2e/peers/saml/idp.py")
-            .display()
-            .to_string()
-    })
+    streamgate_e2e::repo_root()
+        .join("e2e/peers/saml/idp.py")
+        .display()
+        .to_string()
 }
 
 fn idp(args: &[&str]) -> String {
