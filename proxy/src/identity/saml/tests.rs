@@ -477,3 +477,37 @@ fn saml_principals_flow_through_policy_like_oidc_ones() {
             .is_allow()
     );
 }
+
+/// Tokens are routed by shape: a JWT to the OIDC issuers, base64 XML to the
+/// SAML IdPs; each is refused by its own rules.
+#[tokio::test]
+async fn verifiers_route_jwts_and_assertions() {
+    use crate::identity::sasl::TokenVerifier;
+    let k = key();
+    let token = b64(&signed_assertion(&Spec::default(), &k));
+    let none = Verifiers::default();
+    // No SAML IdP configured: everything goes to OIDC, which has no issuer.
+    assert_eq!(none.verify(&token).await, Err(JwtError::NoIssuer));
+    let saml = Verifiers {
+        oidc: IssuerSet::default(),
+        saml: SamlSet::default().reconcile(vec![cfg()]),
+    };
+    assert_eq!(saml.verify("a.b.c").await, Err(JwtError::NoIssuer));
+    // The configured metadata file does not exist: refused, saying why.
+    assert!(matches!(
+        saml.verify(&token).await,
+        Err(JwtError::Saml(SamlError::MetadataUnavailable(_)))
+    ));
+    // An assertion of an IdP no policy trusts.
+    let other = b64(&signed_assertion(
+        &Spec {
+            issuer: "https://elsewhere/",
+            ..Spec::default()
+        },
+        &k,
+    ));
+    assert_eq!(
+        saml.verify(&other).await,
+        Err(JwtError::Saml(SamlError::WrongIssuer))
+    );
+}
