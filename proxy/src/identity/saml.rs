@@ -101,7 +101,8 @@ impl From<&SamlIdentity> for SamlConfig {
                 .groups_attribute
                 .clone()
                 .unwrap_or_else(|| "groups".into()),
-            clock_skew: Duration::from_secs(u64::from(s.clock_skew_seconds.unwrap_or(30))),
+            // Validation caps it at 600; clamped here too, whatever the source.
+            clock_skew: Duration::from_secs(u64::from(s.clock_skew_seconds.unwrap_or(30).min(600))),
             one_time_use: s.one_time_use,
             metadata,
             allow_insecure: false,
