@@ -10,9 +10,11 @@ mkdir -p "$CACHE"
 log() { printf '[peers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 
-# --- Debian packages: kcat (CLI), librdkafka-dev (rdkafka_performance source), libpython (rotel) ---
+# --- Debian packages: kcat (CLI), librdkafka-dev (rdkafka_performance source), libpython (rotel);
+#     the SAML peer and build: xmlsec1 (the CLI pysaml2 signs with), and what the proxy's
+#     samael crate links and binds (libxml2, xmlsec1, OpenSSL headers; libclang for bindgen) ---
 need_apt=()
-for p in kcat librdkafka-dev libpython3.11; do dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p"); done
+for p in kcat librdkafka-dev libpython3.11 xmlsec1 libxmlsec1-dev libxml2-dev libssl-dev libclang-dev pkg-config; do dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p"); done
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -23,7 +25,7 @@ fi
 # --- Python clients, codecs, collector, chart tooling in one venv ---
 VENV=$CACHE/venv
 PIP_PKGS=(confluent-kafka==2.16.* kafka-python==3.0.* aiokafka==0.14.* lz4 zstandard python-snappy cramjam
-          rotel helm-python-sdk kubernetes-validate pyyaml)
+          rotel helm-python-sdk kubernetes-validate pyyaml pysaml2==7.*)
 stamp="$VENV/.streamgate-$(printf '%s ' "${PIP_PKGS[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   log "creating venv $VENV"
@@ -33,7 +35,11 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 PY=$VENV/bin/python
-"$PY" -c 'import confluent_kafka, kafka, aiokafka, lz4, zstandard, snappy, yaml' || die "python clients incomplete"
+"$PY" -c 'import confluent_kafka, kafka, aiokafka, lz4, zstandard, snappy, yaml, saml2' || die "python clients incomplete"
+# --- the SAML IdP (pysaml2 signs through the xmlsec1 CLI) ---
+XMLSEC1=$(command -v xmlsec1) || die "xmlsec1 missing"
+"$XMLSEC1" --version >/dev/null 2>&1 || die "xmlsec1 does not run"
+pkg-config --exists xmlsec1 libxml-2.0 || die "libxmlsec1-dev/libxml2-dev missing (the proxy's samael links them)"
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ROTEL=$SITE/rotel/rotel-agent
 [ -x "$ROTEL" ] || die "rotel-agent missing at $ROTEL"
@@ -96,6 +102,7 @@ export STREAMGATE_KCAT="$CACHE/bin/kcat"
 export STREAMGATE_RDKAFKA_PERF="$PERF"
 export STREAMGATE_NODE="$NODE"
 export STREAMGATE_IDP="$IDP/idp.mjs"
+export STREAMGATE_XMLSEC1="$XMLSEC1"
 export STREAMGATE_ROTEL="$ROTEL"
 export STREAMGATE_KUBE_APISERVER="$KUBE_APISERVER"
 export STREAMGATE_ETCD="$ETCD"

@@ -85,6 +85,11 @@ pub struct IdentitySpec {
     /// SASL/OAUTHBEARER bearer tokens from the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcIdentity>,
+    /// SASL/OAUTHBEARER tokens that are signed SAML 2.0 assertions (or
+    /// signed Responses), base64-encoded. A policy trusts one token issuer:
+    /// `oidc` or `saml`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml: Option<SamlIdentity>,
     /// A connection without SASL is the pod's ServiceAccount.
     #[serde(default)]
     pub workload_identity: bool,
@@ -105,6 +110,61 @@ pub struct OidcIdentity {
     /// Claim holding the groups (default `groups`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups_claim: Option<String>,
+}
+
+impl IdentitySpec {
+    /// The token issuer this policy trusts: the OIDC issuer URL or the SAML
+    /// IdP's entity id. Allow rules of the policy match only its users.
+    pub fn token_issuer(&self) -> Option<&str> {
+        match (&self.oidc, &self.saml) {
+            (Some(o), _) => Some(o.issuer.as_str()),
+            (None, Some(s)) => Some(s.issuer.as_str()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A SAML 2.0 identity provider whose signed assertions the sidecar accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SamlIdentity {
+    /// The IdP's entity id: the assertion's `Issuer` must equal it, and so
+    /// must the metadata's `entityID` (a metadata file swapped for another
+    /// IdP's is refused rather than trusted).
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: String,
+    /// Where the IdP's metadata (its signing certificates) is read.
+    pub metadata: SamlMetadataSource,
+    /// The gate's SP entity id: an `AudienceRestriction` must name it.
+    #[schemars(length(min = 1, max = 1024))]
+    pub audience: String,
+    /// Attribute naming the user; omitted = the `Subject`'s `NameID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_attribute: Option<String>,
+    /// Attribute carrying the groups (default `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_attribute: Option<String>,
+    /// Clock skew tolerated on `NotBefore`/`NotOnOrAfter` (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 600))]
+    pub clock_skew_seconds: Option<u32>,
+    /// Accept each assertion ID once within its validity (a replayed
+    /// assertion is refused). Clients then fetch a fresh assertion for every
+    /// connection and re-authentication.
+    #[serde(default)]
+    pub one_time_use: bool,
+}
+
+/// The IdP metadata document: a file in the sidecar (e.g. a mounted
+/// ConfigMap; re-read when it changes, so certificates rotate with it) or an
+/// `https://` URL (refetched periodically). Exactly one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SamlMetadataSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Allow or Deny.

@@ -139,6 +139,53 @@ impl Problems {
     }
 }
 
+fn validate_saml(saml: &crate::SamlIdentity, p: &mut Problems) {
+    if saml.issuer.trim().is_empty() {
+        p.add(
+            "spec.identity.saml.issuer",
+            "is empty; name the IdP's entity id",
+        );
+    }
+    if saml.audience.trim().is_empty() {
+        p.add(
+            "spec.identity.saml.audience",
+            "is empty; name the gate's SP entity id (the assertions' AudienceRestriction)",
+        );
+    }
+    match (&saml.metadata.file, &saml.metadata.url) {
+        (Some(_), Some(_)) | (None, None) => p.add(
+            "spec.identity.saml.metadata",
+            "needs exactly one of file and url",
+        ),
+        (Some(f), None) if !f.starts_with('/') => p.add(
+            "spec.identity.saml.metadata.file",
+            format!("{f:?} is not an absolute path"),
+        ),
+        (None, Some(u)) if !(u.starts_with("https://") || u.starts_with("http://")) => p.add(
+            "spec.identity.saml.metadata.url",
+            format!("{u:?} is not an http(s) URL"),
+        ),
+        _ => {}
+    }
+    for (field, value) in [
+        ("subjectAttribute", &saml.subject_attribute),
+        ("groupsAttribute", &saml.groups_attribute),
+    ] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            p.add(
+                format!("spec.identity.saml.{field}"),
+                "is empty; omit it for the default",
+            );
+        }
+    }
+    if saml.clock_skew_seconds.is_some_and(|s| s > 600) {
+        p.add(
+            "spec.identity.saml.clockSkewSeconds",
+            "is over 600; a skew that large accepts long-expired assertions",
+        );
+    }
+}
+
 /// Validate a StreamPolicy spec.
 pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationErrors> {
     let mut p = Problems::default();
@@ -158,6 +205,16 @@ pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationE
             p.add(
                 "spec.identity.oidc.audiences",
                 "is empty; list the token audiences (aud) the sidecar accepts, e.g. [kafka]",
+            );
+        }
+    }
+
+    if let Some(saml) = &spec.identity.saml {
+        validate_saml(saml, &mut p);
+        if spec.identity.oidc.is_some() {
+            p.add(
+                "spec.identity",
+                "names both oidc and saml; a policy trusts one token issuer (write one policy per issuer)",
             );
         }
     }
@@ -412,6 +469,46 @@ mod tests {
             ]
         }));
         assert_eq!(validate_stream_policy(&spec), Ok(()));
+    }
+
+    #[test]
+    fn saml_identity_is_checked() {
+        let ok = policy(json!({
+            "identity": {"saml": {"issuer": "https://idp", "audience": "urn:gate",
+                                   "metadata": {"file": "/etc/idp.xml"}}},
+            "rules": []
+        }));
+        assert_eq!(validate_stream_policy(&ok), Ok(()));
+        assert_eq!(ok.identity.token_issuer(), Some("https://idp"));
+        let bad = policy(json!({
+            "identity": {"oidc": {"issuer": "https://idp.example.com", "audiences": ["kafka"]},
+                         "saml": {"issuer": " ", "audience": "", "metadata": {},
+                                  "groupsAttribute": "", "clockSkewSeconds": 3600}},
+            "rules": []
+        }));
+        let got = messages(validate_stream_policy(&bad).unwrap_err());
+        let want = [
+            "spec.identity.saml.issuer: is empty",
+            "spec.identity.saml.audience: is empty",
+            "spec.identity.saml.metadata: needs exactly one",
+            "spec.identity.saml.groupsAttribute: is empty",
+            "spec.identity.saml.clockSkewSeconds: is over 600",
+            "spec.identity: names both oidc and saml",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (got, want) in got.iter().zip(want) {
+            assert!(got.starts_with(want), "{got} / {want}");
+        }
+        let rel = policy(json!({
+            "identity": {"saml": {"issuer": "i", "audience": "a",
+                                   "metadata": {"file": "idp.xml"}}},
+            "rules": []
+        }));
+        let got = messages(validate_stream_policy(&rel).unwrap_err());
+        assert!(
+            got[0].starts_with("spec.identity.saml.metadata.file"),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -133,13 +133,25 @@ pub fn requester_oidc(policy: &CompiledPolicy, principal: &Principal) -> Option<
         return None;
     }
     let issuer = principal.issuer.as_deref()?;
-    let oidc = policy.oidc().into_iter().find(|o| o.issuer == issuer)?;
+    if let Some(oidc) = policy.oidc().into_iter().find(|o| o.issuer == issuer) {
+        return Some(RequesterOidc {
+            issuer: oidc.issuer.clone(),
+            username_claim: oidc
+                .username_claim
+                .clone()
+                .unwrap_or_else(|| "sub".to_string()),
+        });
+    }
+    // A SAML user: the IdP entity id and the attribute (or NameID) that named
+    // them, so a grant is bound to that IdP's user as an OIDC one is to its
+    // issuer's (the approval webhook then maps the name the same way).
+    let saml = policy.saml().into_iter().find(|s| s.issuer == issuer)?;
     Some(RequesterOidc {
-        issuer: oidc.issuer.clone(),
-        username_claim: oidc
-            .username_claim
+        issuer: saml.issuer.clone(),
+        username_claim: saml
+            .subject_attribute
             .clone()
-            .unwrap_or_else(|| "sub".to_string()),
+            .unwrap_or_else(|| "NameID".to_string()),
     })
 }
 

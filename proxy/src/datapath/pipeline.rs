@@ -156,8 +156,11 @@ impl<'a> Pipeline<'a> {
             FrameAction::AnswerThenClose(reply) => {
                 // audit: failed authentication.
                 if let Some(trail) = proxy.audit.as_ref() {
-                    let reason = "SASL authentication failed; connection closed";
-                    trail.on_auth_failure(&self.session, reason).await;
+                    let reason = match self.gate.take_refusal() {
+                        Some(why) => format!("SASL {why}; connection closed"),
+                        None => "SASL authentication failed; connection closed".to_string(),
+                    };
+                    trail.on_auth_failure(&self.session, &reason).await;
                 }
                 return Ok((meta, Step::AnswerThenClose(reply)));
             }

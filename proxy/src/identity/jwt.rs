@@ -126,6 +126,9 @@ pub enum JwtError {
         env = streamgate_crds::contract::ENV_ALLOW_INSECURE_ISSUERS
     )]
     InsecureIssuer(String),
+    /// The token was a SAML assertion (see `identity::saml`).
+    #[error("{0}")]
+    Saml(#[from] super::saml::SamlError),
 }
 
 /// A token that passed every check.

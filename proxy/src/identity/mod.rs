@@ -2,10 +2,12 @@
 //!
 //! - `oauthbearer` — RFC 7628 client message parsing (pure)
 //! - `jwt`         — bearer-token validation against an OIDC issuer's JWKS
+//! - `saml`        — SAML 2.0 assertions as bearer tokens (samael/xmlsec1)
 //! - `sasl`        — the per-connection SASL server state machine (KIP-368 aware)
 //! - `workload`    — the pod's ServiceAccount, for connections without SASL
 pub mod jwt;
 pub mod oauthbearer;
+pub mod saml;
 pub mod sasl;
 pub mod workload;
 

@@ -74,8 +74,7 @@ impl MaskingState {
         };
         let dir = self.secret_dir.clone().unwrap_or_default();
         let (set, errors) = MaskingSet::from_docs(&namespace, docs, &dir);
-        let issuers: std::collections::BTreeSet<&str> =
-            policy.oidc().iter().map(|o| o.issuer.as_str()).collect();
+        let issuers = policy.token_issuers();
         let exempt_issuer = match issuers.len() {
             1 => issuers.first().map(|i| i.to_string()),
             _ => None,

@@ -32,6 +32,7 @@ use super::handle::PolicyHandle;
 use crate::datapath::exchange::{Request, Response};
 use crate::identity::jwt::{IssuerSet, OidcConfig};
 use crate::identity::nobody;
+use crate::identity::saml::{SamlConfig, SamlSet, Verifiers};
 use crate::identity::sasl::SaslServer;
 use crate::identity::workload::Workload;
 use crate::kafka::codec::{FrameError, RequestMeta};
@@ -94,6 +95,8 @@ pub struct GateShared {
     /// Topic-id → name map learned from Metadata responses.
     pub topic_names: Arc<TopicIdMap>,
     issuers: Mutex<IssuerSet>,
+    /// SAML IdPs (issue 16), beside the OIDC issuers.
+    saml_idps: Mutex<SamlSet>,
     /// `--allow-insecure-issuers`: http:// issuers are trusted too.
     allow_insecure_issuers: bool,
 }
@@ -119,13 +122,38 @@ impl GateShared {
             workload,
             topic_names: Arc::default(),
             issuers: Mutex::new(IssuerSet::default()),
+            saml_idps: Mutex::new(SamlSet::default()),
             allow_insecure_issuers,
         })
     }
 
-    /// The validators for the issuers the current policy accepts; key caches
-    /// survive policy reloads that keep an issuer.
-    fn issuers(&self, policy: &CompiledPolicy) -> IssuerSet {
+    /// The verifiers for the issuers and SAML IdPs the current policy
+    /// accepts; key caches survive policy reloads that keep one.
+    fn issuers(&self, policy: &CompiledPolicy) -> Verifiers {
+        Verifiers {
+            oidc: self.oidc_issuers(policy),
+            saml: self.saml_idps(policy),
+        }
+    }
+
+    fn saml_idps(&self, policy: &CompiledPolicy) -> SamlSet {
+        let configs: Vec<SamlConfig> = policy
+            .saml()
+            .into_iter()
+            .map(|s| SamlConfig {
+                allow_insecure: self.allow_insecure_issuers,
+                ..SamlConfig::from(s)
+            })
+            .collect();
+        let mut guard = self
+            .saml_idps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = guard.reconcile(configs);
+        guard.clone()
+    }
+
+    fn oidc_issuers(&self, policy: &CompiledPolicy) -> IssuerSet {
         let configs: Vec<OidcConfig> = policy
             .oidc()
             .into_iter()
@@ -367,6 +395,11 @@ impl ConnGate {
                     .sasl
                     .authenticate(&issuers, req, SystemTime::now())
                     .await;
+                if out.close {
+                    // The audit record's reason: what the client is told
+                    // (which check failed; never the token).
+                    self.refusal = out.response.error_message.as_ref().map(|m| m.to_string());
+                }
                 let frame = answer(ResponseKind::SaslAuthenticate(out.response))?;
                 return Ok(if out.close {
                     FrameAction::AnswerThenClose(frame)

@@ -59,8 +59,7 @@ impl CompiledPolicy {
         // users can hold that name: with several trusted issuers, issuer A's
         // `alice` and issuer B's `alice` would share `alice-*`, so OIDC
         // users then need ids their rules list.
-        let issuers: std::collections::BTreeSet<&str> =
-            self.oidc().iter().map(|o| o.issuer.as_str()).collect();
+        let issuers = self.token_issuers();
         let owns = |id: &str| {
             owned_by(principal, id) && (principal.issuer.is_none() || issuers.len() == 1)
         };

@@ -7,7 +7,8 @@
 //!   pod govern it (no selector = every pod of the namespace);
 //! - a principal is (issuer, subject): an `Allow` rule's User and Group
 //!   subjects match only users whose token came from the issuer of *that*
-//!   policy's `identity.oidc` (none without an oidc block), so a same-named
+//!   policy's `identity.oidc` issuer or `identity.saml` IdP (none without
+//!   either), so a same-named
 //!   user of another trusted issuer gets nothing from it; a `Deny` rule's
 //!   subjects match by name whatever the issuer (refusing more is safe);
 //! - a matching `Deny` rule beats every `Allow`, in any policy;
@@ -351,7 +352,7 @@ impl CompiledPolicy {
             .iter()
             .flat_map(move |p| p.spec.rules.iter().map(move |r| (p, r)))
             .filter(move |(p, r)| {
-                let issuer = p.spec.identity.oidc.as_ref().map(|o| o.issuer.as_str());
+                let issuer = p.spec.identity.token_issuer();
                 r.operations.contains(&op)
                     && topic_ok(r)
                     && r.subjects.iter().any(|s| match r.effect {
@@ -451,6 +452,31 @@ impl CompiledPolicy {
         {
             if !out.contains(&o) {
                 out.push(o);
+            }
+        }
+        out
+    }
+
+    /// Every token issuer the governing policies trust: OIDC issuers and
+    /// SAML IdP entity ids (deduplicated). "One trusted issuer" questions
+    /// (ids named after the caller, masking exemptions) count them all.
+    pub fn token_issuers(&self) -> std::collections::BTreeSet<&str> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.spec.identity.token_issuer())
+            .collect()
+    }
+
+    /// The SAML IdPs the governing policies trust (deduplicated).
+    pub fn saml(&self) -> Vec<&streamgate_crds::SamlIdentity> {
+        let mut out: Vec<&streamgate_crds::SamlIdentity> = Vec::new();
+        for s in self
+            .policies
+            .iter()
+            .filter_map(|p| p.spec.identity.saml.as_ref())
+        {
+            if !out.contains(&s) {
+                out.push(s);
             }
         }
         out
