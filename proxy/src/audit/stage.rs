@@ -26,7 +26,7 @@ use std::sync::Arc;
 use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
 
-use crate::audit::Decision as AuditDecision;
+use crate::audit::AuditDecision;
 use crate::masking::TopicMasking;
 use crate::policy::decide::{CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;
@@ -223,7 +223,7 @@ impl AuditTrail {
                 .refusal
                 .clone()
                 .unwrap_or_else(|| "refused by policy".to_string());
-            record = record.decision(crate::audit::Decision::Deny, why);
+            record = record.decision(AuditDecision::Deny, why);
         }
         self.audit.record(record).await;
     }
@@ -319,7 +319,7 @@ impl AuditTrail {
             // The broker will judge the frame; say that it passed, without detail.
             self.audit
                 .record(record.decision(
-                    crate::audit::Decision::Allow,
+                    AuditDecision::Allow,
                     "forwarded; request not decodable for audit",
                 ))
                 .await;
@@ -344,7 +344,7 @@ impl AuditTrail {
                         }),
                 )
                 .decision(
-                    crate::audit::Decision::Deny,
+                    AuditDecision::Deny,
                     "audit spool unavailable (failureMode Closed)",
                 );
             self.audit.record(denied).await;
@@ -423,7 +423,7 @@ impl AuditTrail {
                 let Ok(ResponseKind::Fetch(fetched)) = response.body() else {
                     let digest = record
                         .decision(
-                            crate::audit::Decision::Allow,
+                            AuditDecision::Allow,
                             "forwarded; response not decodable for audit",
                         )
                         // Not summarisable: at least the digest of the whole response.

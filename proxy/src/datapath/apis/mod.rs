@@ -46,6 +46,20 @@ pub struct Learned {
     pub masking: Vec<crate::masking::TopicMasking>,
 }
 
+impl Learned {
+    /// The brokers of `entries`, rewritten to their loopback stand-ins (see
+    /// [`rewrite_endpoints`]).
+    fn brokers<T>(
+        plan: &AddressPlan,
+        entries: &mut Vec<T>,
+        fields: impl Fn(&mut T) -> (i32, &mut kafka_protocol::protocol::StrBytes, &mut i32),
+    ) -> Self {
+        let mut out = Learned::default();
+        rewrite_endpoints(plan, entries, fields, &mut out.brokers);
+        out
+    }
+}
+
 /// What the masking step needs: the rules in force and the topic-id map
 /// (Fetch v13+ and Produce v13 name topics by id).
 pub struct MaskingContext<'a> {
@@ -100,7 +114,7 @@ pub async fn on_response(
         ApiKey::FindCoordinator => find_coordinator::on_response(plan, response),
         ApiKey::DescribeCluster => describe_cluster::on_response(plan, response),
         ApiKey::Produce => produce::on_response(plan, response),
-        ApiKey::Fetch => fetch::on_response(caller, plan, response, masking).await,
+        ApiKey::Fetch => fetch::on_response(plan, response, masking.map(|m| (caller, m))).await,
         _ => Ok(Learned::default()),
     }
 }

@@ -3,7 +3,7 @@
 //! Produce` masks it in place); the response is decoded here only at v10+,
 //! where it can carry `node_endpoints` (new leaders) that must be rewritten.
 
-use super::{Learned, MaskingContext, RequestAction, rewrite_endpoints};
+use super::{Learned, MaskingContext, RequestAction};
 use crate::datapath::addresses::AddressPlan;
 use crate::datapath::exchange::{Request, Response};
 use crate::identity::caller::Caller;
@@ -187,22 +187,19 @@ pub fn peek_acks(frame: &Bytes, meta: &RequestMeta) -> Result<i16, FrameError> {
 
 /// Only v10+ responses may carry `node_endpoints`; older ones are not decoded.
 pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
-    let mut out = Learned::default();
     if response.meta().api_version < NODE_ENDPOINTS_SINCE {
-        return Ok(out);
+        return Ok(Learned::default());
     }
-    if let ResponseKind::Produce(produced) = response.body()?
-        && !produced.node_endpoints.is_empty()
-    {
-        rewrite_endpoints(
-            plan,
-            &mut produced.node_endpoints,
-            |n| (n.node_id.0, &mut n.host, &mut n.port),
-            &mut out.brokers,
-        );
-        response.changed();
+    match response.body()? {
+        ResponseKind::Produce(produced) if !produced.node_endpoints.is_empty() => {
+            let out = Learned::brokers(plan, &mut produced.node_endpoints, |n| {
+                (n.node_id.0, &mut n.host, &mut n.port)
+            });
+            response.changed();
+            Ok(out)
+        }
+        _ => Ok(Learned::default()),
     }
-    Ok(out)
 }
 
 #[cfg(test)]
