@@ -58,3 +58,19 @@ impl Caller {
 pub(super) fn expiry_of(expires_at: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(expires_at)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_identity_masking_exempts_nobody_and_the_client_id_is_kept() {
+        let mut caller = Caller::new(SocketAddr::from(([127, 0, 0, 1], 1)));
+        assert_eq!(caller.masking_subject(), crate::identity::nobody());
+        caller.observe_client_id(Some("app"));
+        caller.observe_client_id(Some("app"));
+        assert_eq!(caller.client_id.as_deref(), Some("app"));
+        caller.observe_client_id(None);
+        assert_eq!(caller.client_id, None);
+    }
+}

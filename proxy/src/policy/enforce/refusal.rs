@@ -197,3 +197,59 @@ pub fn top_level_error(api_key: ApiKey, code: i16) -> Option<ResponseKind> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{offset_commit_request, produce_request};
+
+    fn name(s: &'static str) -> TopicName {
+        TopicName(StrBytes::from_static_str(s))
+    }
+
+    #[test]
+    fn a_request_refused_whole_answers_every_partition_with_the_code() {
+        let topics = vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("a"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0),
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(3),
+                ]),
+        ];
+        let ResponseKind::OffsetCommit(r) = refuse_every(&topics, 30) else {
+            panic!("an OffsetCommit answer")
+        };
+        assert_eq!(r.topics.len(), 1);
+        let codes: Vec<(i32, i16)> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.error_code))
+            .collect();
+        assert_eq!(codes, vec![(0, 30), (3, 30)]);
+    }
+
+    #[test]
+    fn refusals_merge_into_the_brokers_answer_and_not_into_another_apis() {
+        let denied = vec![Denied {
+            name: name("secret"),
+            id: Uuid::nil(),
+            partitions: vec![1],
+        }];
+        let mut produce = ResponseKind::Produce(Default::default());
+        merge::<produce_request::TopicProduceData>(&mut produce, &denied, 29);
+        let ResponseKind::Produce(r) = &produce else {
+            panic!("a Produce answer")
+        };
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 29);
+        assert_eq!(r.responses[0].partition_responses[0].base_offset, -1);
+        let mut fetch = ResponseKind::Fetch(Default::default());
+        merge::<produce_request::TopicProduceData>(&mut fetch, &denied, 29);
+        let ResponseKind::Fetch(f) = &fetch else {
+            panic!("a Fetch answer")
+        };
+        assert!(f.responses.is_empty());
+    }
+}
