@@ -1,14 +1,14 @@
 //! Reading records and offsets: Fetch (`Read`), ListOffsets and
 //! OffsetForLeaderEpoch (`Describe`).
 use kafka_protocol::messages::{
-    FetchRequest, FetchResponse, ListOffsetsResponse, OffsetForLeaderEpochResponse, ResponseKind,
-    TopicName, fetch_request, fetch_response, list_offsets_request, list_offsets_response,
-    offset_for_leader_epoch_request, offset_for_leader_epoch_response,
+    FetchRequest, FetchResponse, ResponseKind, TopicName, fetch_request, fetch_response,
+    list_offsets_request, list_offsets_response, offset_for_leader_epoch_request,
+    offset_for_leader_epoch_response,
 };
 use streamgate_crds::Operation;
 use uuid::Uuid;
 
-use super::refusal::{Denied, TopicEntry};
+use super::refusal::{Denied, TopicEntry, answer_list};
 use super::{Ctx, Enforcement, FixupKind, Gate, conclude};
 
 pub(super) fn check_fetch(ctx: &mut Ctx<'_, '_>, req: &mut FetchRequest) -> Enforcement {
@@ -84,15 +84,7 @@ impl TopicEntry for fetch_request::FetchTopic {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::Fetch(r) => Some(&mut r.responses),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::Fetch(FetchResponse::default())
-    }
+    answer_list!(Fetch, responses);
 }
 
 impl TopicEntry for list_offsets_request::ListOffsetsTopic {
@@ -120,15 +112,7 @@ impl TopicEntry for list_offsets_request::ListOffsetsTopic {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::ListOffsets(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::ListOffsets(ListOffsetsResponse::default())
-    }
+    answer_list!(ListOffsets, topics);
 }
 
 impl TopicEntry for offset_for_leader_epoch_request::OffsetForLeaderTopic {
@@ -155,13 +139,5 @@ impl TopicEntry for offset_for_leader_epoch_request::OffsetForLeaderTopic {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::OffsetForLeaderEpoch(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default())
-    }
+    answer_list!(OffsetForLeaderEpoch, topics);
 }

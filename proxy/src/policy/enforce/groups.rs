@@ -7,16 +7,15 @@ use std::collections::HashSet;
 use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest,
     DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ResponseKind, TopicName,
-    consumer_group_describe_response, delete_groups_response, describe_groups_response,
-    find_coordinator_response, offset_commit_request, offset_commit_response,
-    offset_fetch_response,
+    FindCoordinatorResponse, GroupId, ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetFetchResponse, ResponseKind, TopicName, consumer_group_describe_response,
+    delete_groups_response, describe_groups_response, find_coordinator_response,
+    offset_commit_request, offset_commit_response, offset_fetch_response,
 };
 use streamgate_crds::Operation;
 use uuid::Uuid;
 
-use super::refusal::{Denied, TopicEntry, message, refuse_every, top_level};
+use super::refusal::{Denied, TopicEntry, answer_list, message, refuse_every, top_level};
 use super::{Ctx, Enforcement, Fixup, FixupKind, GROUP_AUTH, Gate, TOPIC_AUTH, TXN_AUTH, split};
 use crate::policy::coordination::Coordination;
 use crate::policy::decide::DenyReason;
@@ -307,13 +306,5 @@ impl TopicEntry for offset_commit_request::OffsetCommitRequestTopic {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::OffsetCommit(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::OffsetCommit(OffsetCommitResponse::default())
-    }
+    answer_list!(OffsetCommit, topics);
 }

@@ -10,7 +10,7 @@ use streamgate_crds::Operation;
 use uuid::Uuid;
 
 use super::fixup::Refusals;
-use super::refusal::{Denied, TopicEntry, merge};
+use super::refusal::{Denied, TopicEntry, answer_list, merge};
 use super::{Ctx, Enforcement, Fixup, FixupKind, Gate, TOPIC_AUTH, conclude};
 
 const UNKNOWN_TOPIC: i16 = ResponseError::UnknownTopicOrPartition.code();
@@ -148,15 +148,7 @@ impl TopicEntry for metadata_request::MetadataRequestTopic {
             .with_topic_id(d.id)
             .with_error_code(code)
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::Metadata(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::Metadata(MetadataResponse::default())
-    }
+    answer_list!(Metadata, topics);
 }
 
 impl TopicEntry for describe_topic_partitions_request::TopicRequest {
@@ -169,13 +161,5 @@ impl TopicEntry for describe_topic_partitions_request::TopicRequest {
             .with_name(Some(d.name.clone()))
             .with_error_code(code)
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::DescribeTopicPartitions(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::DescribeTopicPartitions(DescribeTopicPartitionsResponse::default())
-    }
+    answer_list!(DescribeTopicPartitions, topics);
 }

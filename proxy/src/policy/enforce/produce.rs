@@ -1,12 +1,12 @@
 //! Produce: each topic needs `Write`; a transactional Produce also needs the
 //! caller to write somewhere (its transactional id was checked before).
 use kafka_protocol::messages::{
-    ProduceRequest, ProduceResponse, ResponseKind, TopicName, produce_request, produce_response,
+    ProduceRequest, ResponseKind, TopicName, produce_request, produce_response,
 };
 use streamgate_crds::Operation;
 use uuid::Uuid;
 
-use super::refusal::{Denied, TopicEntry, message, refuse_every};
+use super::refusal::{Denied, TopicEntry, answer_list, message, refuse_every};
 use super::{Ctx, Enforcement, FixupKind, TXN_AUTH, conclude};
 
 pub(super) fn check_produce(ctx: &mut Ctx<'_, '_>, req: &mut ProduceRequest) -> Enforcement {
@@ -55,13 +55,5 @@ impl TopicEntry for produce_request::TopicProduceData {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::Produce(r) => Some(&mut r.responses),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::Produce(ProduceResponse::default())
-    }
+    answer_list!(Produce, responses);
 }

@@ -59,6 +59,23 @@ pub(super) trait TopicEntry {
     }
 }
 
+/// The `answers` and `empty` of an entry whose refusals go in the list
+/// `$list` of a `ResponseKind::$kind` answer.
+macro_rules! answer_list {
+    ($kind:ident, $list:ident) => {
+        fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
+            match response {
+                ResponseKind::$kind(r) => Some(&mut r.$list),
+                _ => None,
+            }
+        }
+        fn empty() -> ResponseKind {
+            ResponseKind::$kind(Default::default())
+        }
+    };
+}
+pub(super) use answer_list;
+
 /// A config resource of a request (DescribeConfigs, AlterConfigs, …).
 pub(super) trait ConfigEntry {
     type Refused;

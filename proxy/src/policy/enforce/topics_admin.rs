@@ -3,21 +3,19 @@
 //! the config APIs (DescribeConfigs `Describe`, AlterConfigs and
 //! IncrementalAlterConfigs `Admin`), whose resources are topics or brokers.
 use kafka_protocol::messages::{
-    AlterConfigsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteRecordsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsResponse,
-    IncrementalAlterConfigsResponse, ResponseKind, TopicName, alter_configs_request,
-    alter_configs_response, create_partitions_request, create_partitions_response,
-    create_topics_request, create_topics_response, delete_records_request, delete_records_response,
-    delete_topics_request, delete_topics_response, describe_configs_request,
-    describe_configs_response, incremental_alter_configs_request,
-    incremental_alter_configs_response,
+    DeleteTopicsRequest, ResponseKind, TopicName, alter_configs_request, alter_configs_response,
+    create_partitions_request, create_partitions_response, create_topics_request,
+    create_topics_response, delete_records_request, delete_records_response, delete_topics_request,
+    delete_topics_response, describe_configs_request, describe_configs_response,
+    incremental_alter_configs_request, incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use streamgate_crds::Operation;
 use uuid::Uuid;
 
 use super::refusal::{
-    ConfigEntry, Denied, DeniedResource, TopicEntry, answer_resources, merge_resources, message,
+    ConfigEntry, Denied, DeniedResource, TopicEntry, answer_list, answer_resources,
+    merge_resources, message,
 };
 use super::{CLUSTER_AUTH, Ctx, Enforcement, Fixup, FixupKind, TOPIC_AUTH, conclude};
 
@@ -72,7 +70,7 @@ pub(super) fn configs<T: ConfigEntry>(
 
 /// The three config APIs answer a resource alike, in three types.
 macro_rules! config_entry {
-    ($req:ty, $resp:ty, $kind:ident, $list:ident, $empty:ty) => {
+    ($req:ty, $resp:ty, $kind:ident, $list:ident) => {
         impl ConfigEntry for $req {
             type Refused = $resp;
             fn key(&self) -> (i8, &StrBytes) {
@@ -85,15 +83,7 @@ macro_rules! config_entry {
                     .with_error_code(d.code)
                     .with_error_message(message())
             }
-            fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-                match response {
-                    ResponseKind::$kind(r) => Some(&mut r.$list),
-                    _ => None,
-                }
-            }
-            fn empty() -> ResponseKind {
-                ResponseKind::$kind(<$empty>::default())
-            }
+            answer_list!($kind, $list);
         }
     };
 }
@@ -102,22 +92,19 @@ config_entry!(
     describe_configs_request::DescribeConfigsResource,
     describe_configs_response::DescribeConfigsResult,
     DescribeConfigs,
-    results,
-    DescribeConfigsResponse
+    results
 );
 config_entry!(
     alter_configs_request::AlterConfigsResource,
     alter_configs_response::AlterConfigsResourceResponse,
     AlterConfigs,
-    responses,
-    AlterConfigsResponse
+    responses
 );
 config_entry!(
     incremental_alter_configs_request::AlterConfigsResource,
     incremental_alter_configs_response::AlterConfigsResourceResponse,
     IncrementalAlterConfigs,
-    responses,
-    IncrementalAlterConfigsResponse
+    responses
 );
 
 impl TopicEntry for delete_records_request::DeleteRecordsTopic {
@@ -143,15 +130,7 @@ impl TopicEntry for delete_records_request::DeleteRecordsTopic {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::DeleteRecords(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::DeleteRecords(DeleteRecordsResponse::default())
-    }
+    answer_list!(DeleteRecords, topics);
 }
 
 impl TopicEntry for create_topics_request::CreatableTopic {
@@ -167,15 +146,7 @@ impl TopicEntry for create_topics_request::CreatableTopic {
             .with_num_partitions(-1)
             .with_replication_factor(-1)
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::CreateTopics(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::CreateTopics(CreateTopicsResponse::default())
-    }
+    answer_list!(CreateTopics, topics);
 }
 
 impl TopicEntry for create_partitions_request::CreatePartitionsTopic {
@@ -189,15 +160,7 @@ impl TopicEntry for create_partitions_request::CreatePartitionsTopic {
             .with_error_code(code)
             .with_error_message(message())
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::CreatePartitions(r) => Some(&mut r.results),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::CreatePartitions(CreatePartitionsResponse::default())
-    }
+    answer_list!(CreatePartitions, results);
 }
 
 /// DeleteTopics v0–5 name topics in a plain list.
@@ -209,12 +172,7 @@ impl TopicEntry for TopicName {
     fn refused(d: &Denied, code: i16) -> Self::Refused {
         delete_topics_request::DeleteTopicState::refused(d, code)
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        delete_topics_request::DeleteTopicState::answers(response)
-    }
-    fn empty() -> ResponseKind {
-        delete_topics_request::DeleteTopicState::empty()
-    }
+    answer_list!(DeleteTopics, responses);
 }
 
 impl TopicEntry for delete_topics_request::DeleteTopicState {
@@ -232,13 +190,5 @@ impl TopicEntry for delete_topics_request::DeleteTopicState {
             .with_error_code(code)
             .with_error_message(message())
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::DeleteTopics(r) => Some(&mut r.responses),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::DeleteTopics(DeleteTopicsResponse::default())
-    }
+    answer_list!(DeleteTopics, responses);
 }

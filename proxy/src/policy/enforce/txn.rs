@@ -4,15 +4,14 @@
 //! checked before (`policy::coordination`).
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeProducersResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ResponseKind, TopicName, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse, add_partitions_to_txn_request, add_partitions_to_txn_response,
-    describe_producers_request, describe_producers_response, txn_offset_commit_request,
-    txn_offset_commit_response,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ResponseKind, TopicName, TxnOffsetCommitRequest,
+    add_partitions_to_txn_request, add_partitions_to_txn_response, describe_producers_request,
+    describe_producers_response, txn_offset_commit_request, txn_offset_commit_response,
 };
 use streamgate_crds::Operation;
 
-use super::refusal::{Denied, TopicEntry, message, refuse_every};
+use super::refusal::{Denied, TopicEntry, answer_list, message, refuse_every};
 use super::{CLUSTER_AUTH, Ctx, Enforcement, Fixup, TOPIC_AUTH, TXN_AUTH};
 
 const NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
@@ -157,15 +156,7 @@ impl TopicEntry for txn_offset_commit_request::TxnOffsetCommitRequestTopic {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::TxnOffsetCommit(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default())
-    }
+    answer_list!(TxnOffsetCommit, topics);
 }
 
 impl TopicEntry for describe_producers_request::TopicRequest {
@@ -191,13 +182,5 @@ impl TopicEntry for describe_producers_request::TopicRequest {
                     .collect(),
             )
     }
-    fn answers(response: &mut ResponseKind) -> Option<&mut Vec<Self::Refused>> {
-        match response {
-            ResponseKind::DescribeProducers(r) => Some(&mut r.topics),
-            _ => None,
-        }
-    }
-    fn empty() -> ResponseKind {
-        ResponseKind::DescribeProducers(DescribeProducersResponse::default())
-    }
+    answer_list!(DescribeProducers, topics);
 }
