@@ -276,19 +276,56 @@ use kafka_protocol::messages::{ApiKey, RequestKind, SaslHandshakeRequest};
 use kafka_protocol::protocol::Decodable;
 use streamgate_crds::ApplyTo;
 use streamgate_proxy::datapath::exchange::Request;
-use streamgate_proxy::identity::nobody;
 use streamgate_proxy::kafka::codec::{RequestMeta, encode_response, split_request, split_response};
 use streamgate_proxy::kafka::guard;
 use streamgate_proxy::kafka::refusal::refuse_produce;
 use streamgate_proxy::masking::mask_produce_request;
+use streamgate_proxy::identity::stage::{Admission, Identity};
 use streamgate_proxy::policy::conn::{ConnGate, FrameAction};
+
+/// One connection's request side before masking: the identity stage, then
+/// the policy gate with the caller it named.
+struct Conn {
+    identity: Identity,
+    gate: ConnGate,
+}
+
+impl Conn {
+    fn new(shared: &Arc<GateShared>) -> Self {
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 50000));
+        Conn {
+            identity: Identity::new(Arc::clone(&shared.identity), peer),
+            gate: ConnGate::new(Arc::clone(shared)),
+        }
+    }
+
+    /// Identity, then policy: `Err(Some(answer))` answered by identity,
+    /// `Err(None)` closed there.
+    async fn on_request(
+        &mut self,
+        shared: &GateShared,
+        request: &mut Request,
+    ) -> Result<FrameAction, Option<Bytes>> {
+        let policy = shared.policy.current();
+        match self.identity.on_request(&policy, request).await {
+            Ok(Admission::Proceed) => {}
+            Ok(Admission::Answer(a) | Admission::AnswerThenClose(a)) => return Err(Some(a)),
+            Ok(Admission::Close { .. }) | Err(_) => return Err(None),
+        }
+        let caller = Arc::clone(self.identity.caller());
+        self.gate
+            .on_request(&caller, &policy, request)
+            .map_err(|_| None)
+    }
+}
 
 /// At most this many frames per input (a SASL exchange is two or three).
 const MAX_FRAMES: usize = 4;
 
-/// One fuzz input through the request side of the pipeline: identity and
-/// policy (`ConnGate::on_request`), then the Produce masking stage, then the
-/// frame as it would go upstream (`Request::into_frame`).
+/// One fuzz input through the request side of the pipeline: identity
+/// (`Identity::on_request`) and policy (`ConnGate::on_request`), then the
+/// Produce masking stage, then the frame as it would go upstream
+/// (`Request::into_frame`).
 ///
 /// The input is one client frame without its length prefix. The bytes after
 /// a SaslHandshake request's body are the *next* frame on the connection (a
@@ -300,11 +337,12 @@ const MAX_FRAMES: usize = 4;
 pub fn gate_input(fixture: &GateFixture, data: &[u8]) {
     let mut frame = Bytes::copy_from_slice(data);
     runtime().block_on(async {
-        let mut conn = ConnGate::new(Arc::clone(&fixture.shared));
+        let mut conn = Conn::new(&fixture.shared);
         for _ in 0..MAX_FRAMES {
-            if conn.sasl().expects_raw_token() {
+            if conn.identity.expects_raw_token() {
                 // After SaslHandshake v0 the token comes as a bare frame.
-                let _ = conn.on_raw_token(&frame).await;
+                let policy = fixture.shared.policy.current();
+                let _ = conn.identity.on_raw_token(&policy, &frame).await;
                 return;
             }
             let Some(next) = gate_frame(fixture, &mut conn, frame).await else {
@@ -316,13 +354,20 @@ pub fn gate_input(fixture: &GateFixture, data: &[u8]) {
 }
 
 /// One frame through the gate; `Some(rest)`: the bytes after a SaslHandshake body.
-async fn gate_frame(fixture: &GateFixture, conn: &mut ConnGate, frame: Bytes) -> Option<Bytes> {
+async fn gate_frame(fixture: &GateFixture, conn: &mut Conn, frame: Bytes) -> Option<Bytes> {
     let meta = RequestMeta::peek(&frame).ok()?;
     let next = (meta.api_key == ApiKey::SaslHandshake)
         .then(|| trailing_after_handshake(&frame, &meta))
         .flatten();
     let mut request = Request::new(meta.clone(), frame.clone());
-    let action = conn.on_request(&mut request).await.ok()?;
+    let action = match conn.on_request(&fixture.shared, &mut request).await {
+        Ok(action) => action,
+        Err(Some(answer)) => {
+            check_answer(&meta, &answer);
+            return next.filter(|n| !n.is_empty());
+        }
+        Err(None) => return None,
+    };
     match action {
         FrameAction::Forward { fixup: _ } => {
             if meta.api_key == ApiKey::Produce {
@@ -337,7 +382,7 @@ async fn gate_frame(fixture: &GateFixture, conn: &mut ConnGate, frame: Bytes) ->
                 }
             }
         }
-        FrameAction::Answer(answer) | FrameAction::AnswerThenClose(answer) => {
+        FrameAction::Answer(answer) => {
             check_answer(&meta, &answer);
         }
         FrameAction::Silent | FrameAction::Close(_) => return None,
@@ -353,14 +398,14 @@ fn trailing_after_handshake(frame: &Bytes, meta: &RequestMeta) -> Option<Bytes> 
 
 /// The pipeline's masking stage for a forwarded Produce (`applyTo: Produce`):
 /// records masked in place, or the whole request refused (`Some(answer)`).
-fn mask_produce(fixture: &GateFixture, conn: &ConnGate, request: &mut Request) -> Option<Bytes> {
+fn mask_produce(fixture: &GateFixture, conn: &Conn, request: &mut Request) -> Option<Bytes> {
     let policy = fixture.shared.policy.current();
     let set = fixture.masking.for_policy(&policy);
     if !set.has_rules_for(ApplyTo::Produce) {
         return None;
     }
     let meta = request.meta().clone();
-    let principal = conn.principal(&policy).unwrap_or_else(nobody);
+    let principal = conn.identity.caller().masking_subject();
     let RequestKind::Produce(produce) = request.body().ok()? else {
         return None;
     };
@@ -540,11 +585,11 @@ pub const PHI_VALUES: &[&str] = &[
 pub fn fixup_for(frame: Bytes) -> Option<ResponseFixup> {
     let fixture = authed();
     runtime().block_on(async {
-        let mut conn = ConnGate::new(Arc::clone(&fixture.shared));
+        let mut conn = Conn::new(&fixture.shared);
         let meta = RequestMeta::peek(&frame).ok()?;
         let mut request = Request::new(meta, frame);
-        match conn.on_request(&mut request).await.ok()? {
-            FrameAction::Forward { fixup } => fixup,
+        match conn.on_request(&fixture.shared, &mut request).await {
+            Ok(FrameAction::Forward { fixup }) => fixup,
             _ => None,
         }
     })

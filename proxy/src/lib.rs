@@ -5,8 +5,8 @@
 //! - `app`      — the composition root: flags → the running sidecar → drain
 //! - `datapath` — sockets, listeners, the connection loop, the pipeline of concerns
 //! - `kafka`    — protocol plumbing: framing, wire primitives, the record-batch header
-//! - `identity` — SASL/OAUTHBEARER termination, JWT validation, SAML 2.0
-//!   assertions, workload identity
+//! - `identity` — the identity stage and its `Caller`, SASL/OAUTHBEARER, JWT validation,
+//!   SAML 2.0 assertions, workload identity
 //! - `policy`   — compiled StreamPolicy decisions (pure), policy sources, enforcement
 //! - `approval` — just-in-time AccessApproval requests (builder, dedup, sinks)
 //! - `masking`  — the masking engine (pure), record-batch rewriting, the rules in force

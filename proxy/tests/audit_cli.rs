@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use streamgate_proxy::audit::chain::record_hash;
-use streamgate_proxy::audit::record::{AuditRecord, Decision, Operation, ResourceAccess, Subject};
+use streamgate_proxy::audit::record::{
+    AuditDecision, AuditRecord, Operation, ResourceAccess, Subject,
+};
 use streamgate_proxy::audit::spool::{SpoolConfig, SpoolHandle};
 
 const N: usize = 50;
@@ -52,7 +54,7 @@ fn generate(dir: &Path) {
                     1000,
                 ))
                 .resource(ResourceAccess::partition(topic, 1, Some((0, 4)), 5, 500))
-                .decision(Decision::Allow, "rule read")
+                .decision(AuditDecision::Allow, "rule read")
                 .policy("phi-access", 3);
             spool.append(rec).await.unwrap().await.unwrap();
         }

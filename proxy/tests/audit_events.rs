@@ -11,7 +11,7 @@ use streamgate_proxy::audit::events::{EventsSink, retry_delay};
 use streamgate_proxy::audit::record::CheckpointRef;
 use streamgate_proxy::audit::shipper::Sink;
 use streamgate_proxy::audit::{
-    AuditRecord, Decision, Operation, PodIdentity, RecordKind, ResourceAccess, Subject,
+    AuditDecision, AuditRecord, Operation, PodIdentity, RecordKind, ResourceAccess, Subject,
 };
 use tokio::sync::mpsc;
 
@@ -89,37 +89,37 @@ fn records() -> Vec<Value> {
         req(
             "alice@example.com",
             Operation::Read,
-            Decision::Allow,
+            AuditDecision::Allow,
             "2026-11-26T10:15:01Z",
         ),
         req(
             "alice@example.com",
             Operation::Read,
-            Decision::Allow,
+            AuditDecision::Allow,
             "2026-11-26T10:15:20Z",
         ),
         req(
             "mallory",
             Operation::Read,
-            Decision::Deny,
+            AuditDecision::Deny,
             "2026-11-26T10:15:21Z",
         ),
         req(
             "alice@example.com",
             Operation::Write,
-            Decision::Allow,
+            AuditDecision::Allow,
             "2026-11-26T10:15:40Z",
         ),
         req(
             "mallory",
             Operation::Read,
-            Decision::Deny,
+            AuditDecision::Deny,
             "2026-11-26T10:15:41Z",
         ),
         req(
             "alice@example.com",
             Operation::Read,
-            Decision::Allow,
+            AuditDecision::Allow,
             "2026-11-26T10:15:59Z",
         ),
     ];

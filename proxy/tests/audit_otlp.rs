@@ -14,7 +14,7 @@ use opentelemetry_sdk::logs::LogExporter as _;
 use streamgate_proxy::audit::otlp::{OtlpSink, resource};
 use streamgate_proxy::audit::shipper::{Cursor, ShipperConfig};
 use streamgate_proxy::audit::{
-    Audit, AuditRecord, Decision, Operation, PodIdentity, ResourceAccess, SpoolConfig, Subject,
+    Audit, AuditDecision, AuditRecord, Operation, PodIdentity, ResourceAccess, SpoolConfig, Subject,
 };
 
 const BATCH: usize = 25;
@@ -202,7 +202,7 @@ fn request(i: u64) -> AuditRecord {
             10,
             1000,
         ))
-        .decision(Decision::Allow, "rule read-records")
+        .decision(AuditDecision::Allow, "rule read-records")
 }
 
 async fn write(audit: &Audit, range: std::ops::RangeInclusive<u64>, pace: Duration) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamgate_proxy::audit::{
-    Audit, AuditRecord, Decision, Operation, ResourceAccess, SpoolConfig, Subject,
+    Audit, AuditDecision, AuditRecord, Operation, ResourceAccess, SpoolConfig, Subject,
 };
 
 /// Set in the child process: the spool directory it writes to until killed.
@@ -33,7 +33,7 @@ fn request(i: u64) -> AuditRecord {
             1,
             200,
         ))
-        .decision(Decision::Allow, "rule write-records")
+        .decision(AuditDecision::Allow, "rule write-records")
 }
 
 /// The child: 8 concurrent writers, each printing "seq hash" once a record is durable.

@@ -19,7 +19,7 @@ use streamgate_proxy::identity::sasl::SaslServer;
 
 #[path = "support/gate.rs"]
 mod gate;
-use gate::on_frame;
+use gate::{Conn, FrameAction, on_frame};
 
 const AUDIENCE: &str = "urn:kafka:proxy";
 
@@ -473,7 +473,7 @@ async fn connection_gate_authenticates_and_decides_by_token_groups() {
     use bytes::BytesMut;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::{Decodable, Encodable};
-    use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
+    use streamgate_proxy::policy::conn::GateShared;
     use streamgate_proxy::policy::decide::PolicyDoc;
     use streamgate_proxy::policy::{PolicyInputs, policy_channel};
 
@@ -538,7 +538,7 @@ rules:
     let client_msg = |tok: &str| Bytes::from(format!("n,,\x01auth=Bearer {tok}\x01\x01"));
 
     // v1: SaslAuthenticate; a clinician may write patient-records.
-    let mut conn = ConnGate::new(Arc::clone(&shared));
+    let mut conn = Conn::new(Arc::clone(&shared));
     assert!(matches!(
         on_frame(&mut conn, handshake(1)).await.0,
         FrameAction::Answer(_)
@@ -568,7 +568,7 @@ rules:
     ));
 
     // v0: the token comes as a raw frame; a billing analyst may not write.
-    let mut conn = ConnGate::new(Arc::clone(&shared));
+    let mut conn = Conn::new(Arc::clone(&shared));
     assert!(matches!(
         on_frame(&mut conn, handshake(0)).await.0,
         FrameAction::Answer(_)
@@ -587,7 +587,7 @@ rules:
     ));
 
     // v0 with a forged token: the connection is closed.
-    let mut conn = ConnGate::new(shared);
+    let mut conn = Conn::new(shared);
     on_frame(&mut conn, handshake(0)).await;
     assert!(matches!(
         on_frame(&mut conn, client_msg("a.b.c")).await.0,
@@ -606,7 +606,7 @@ async fn a_same_named_user_of_another_issuer_does_not_get_its_rights() {
     use bytes::BytesMut;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::Encodable;
-    use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
+    use streamgate_proxy::policy::conn::GateShared;
     use streamgate_proxy::policy::decide::PolicyDoc;
     use streamgate_proxy::policy::{PolicyInputs, policy_channel};
 
@@ -673,7 +673,7 @@ rules:
     });
     // Authenticates a new connection with `token`; what the Produce gets.
     let produce_as = async |token: String| {
-        let mut conn = ConnGate::new(Arc::clone(&shared));
+        let mut conn = Conn::new(Arc::clone(&shared));
         on_frame(&mut conn, handshake.clone()).await;
         let auth = frame(ApiKey::SaslAuthenticate, 2, &|out| {
             SaslAuthenticateRequest::default()
@@ -753,7 +753,7 @@ async fn an_http_issuer_is_refused_unless_the_sidecar_allows_insecure_issuers() 
     use bytes::BytesMut;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::{Decodable, Encodable};
-    use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared};
+    use streamgate_proxy::policy::conn::GateShared;
     use streamgate_proxy::policy::decide::PolicyDoc;
     use streamgate_proxy::policy::{PolicyInputs, policy_channel};
     let spec = serde_yaml::from_str(&format!(
@@ -786,7 +786,7 @@ async fn an_http_issuer_is_refused_unless_the_sidecar_allows_insecure_issuers() 
         out.freeze()
     };
     for allow in [false, true] {
-        let mut conn = ConnGate::new(GateShared::new(handle.clone(), None, allow));
+        let mut conn = Conn::new(GateShared::new(handle.clone(), None, allow));
         on_frame(
             &mut conn,
             frame(ApiKey::SaslHandshake, 1, &|out| {

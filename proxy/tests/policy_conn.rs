@@ -9,11 +9,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use streamgate_crds::StreamPolicySpec;
 use streamgate_proxy::identity::workload::Workload;
-use streamgate_proxy::policy::conn::{ConnGate, FrameAction, GateShared, ResponseFixup};
+use streamgate_proxy::policy::conn::{GateShared, ResponseFixup};
 
 #[path = "support/gate.rs"]
 mod gate;
-use gate::on_frame;
+use gate::{Conn, FrameAction, on_frame};
 use streamgate_proxy::datapath::exchange::Response;
 use streamgate_proxy::kafka::codec::RequestMeta;
 use streamgate_proxy::policy::decide::PolicyDoc;
@@ -113,7 +113,7 @@ fn produce(topic: &'static str) -> ProduceRequest {
 #[tokio::test]
 async fn workload_identity_when_the_policy_allows_it() {
     let (_p, shared) = shared(true);
-    let mut conn = ConnGate::new(shared);
+    let mut conn = Conn::new(shared);
     let f = frame(ApiKey::Produce, 9, 7, &produce("patient-records"));
     let f_copy = f.clone();
     let (FrameAction::Forward { fixup }, fwd) = on_frame(&mut conn, f).await else {
@@ -169,13 +169,13 @@ async fn without_workload_identity_an_unauthenticated_caller_may_only_negotiate_
             Bytes::from(f)
         }),
     ] {
-        let mut conn = ConnGate::new(Arc::clone(&shared));
+        let mut conn = Conn::new(Arc::clone(&shared));
         let FrameAction::Close(why) = on_frame(&mut conn, body).await.0 else {
             panic!("{key:?} v{version} closes the connection")
         };
         assert!(why.contains("before authentication"), "{why}");
     }
-    let mut conn = ConnGate::new(shared);
+    let mut conn = Conn::new(shared);
     // ApiVersions always passes, and the answer offers the SASL APIs the
     // sidecar terminates even when the broker has none.
     let FrameAction::Forward {
@@ -218,7 +218,7 @@ async fn without_workload_identity_an_unauthenticated_caller_may_only_negotiate_
 #[tokio::test]
 async fn policy_reload_applies_to_open_connections() {
     let (publisher, shared) = shared(true);
-    let mut conn = ConnGate::new(shared);
+    let mut conn = Conn::new(shared);
     assert!(matches!(
         on_frame(&mut conn, frame(ApiKey::Produce, 9, 1, &produce("claims")))
             .await
@@ -237,7 +237,7 @@ async fn policy_reload_applies_to_open_connections() {
 #[tokio::test]
 async fn sasl_mechanisms_and_unknown_apis() {
     let (_p, shared) = shared(true);
-    let mut conn = ConnGate::new(shared);
+    let mut conn = Conn::new(shared);
     let hs = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
     let FrameAction::Answer(a) = on_frame(&mut conn, frame(ApiKey::SaslHandshake, 1, 5, &hs))
         .await

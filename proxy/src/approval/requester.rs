@@ -14,7 +14,7 @@ use super::build::{ApprovalRequest, build_access_approval_with};
 use super::dedup::{Dedup, DedupConfig};
 use super::sink::{ApprovalSink, Created};
 use crate::audit::record::{AuditRecord, RecordKind};
-use crate::audit::{Audit, Decision as AuditDecision, Subject as AuditSubject};
+use crate::audit::{Audit, AuditDecision, Subject as AuditSubject};
 use crate::identity::workload::Workload;
 use crate::policy::decide::{CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;

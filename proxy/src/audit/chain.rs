@@ -333,7 +333,7 @@ pub fn verify<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{Decision, Operation, ResourceAccess, Subject};
+    use crate::audit::record::{AuditDecision, Operation, ResourceAccess, Subject};
 
     const N: u64 = 50;
 
@@ -354,7 +354,7 @@ mod tests {
                         10,
                         1000,
                     ))
-                    .decision(Decision::Allow, "rule r");
+                    .decision(AuditDecision::Allow, "rule r");
                 let line = chain.link(&mut rec).unwrap();
                 chain.commit(&rec);
                 serde_json::from_str(&line).unwrap()
@@ -380,7 +380,7 @@ mod tests {
     fn spool_lines_are_canonical_json() {
         let chain = Chain::start(new_genesis());
         let mut rec =
-            AuditRecord::request("Fetch", 13, Operation::Read).decision(Decision::Allow, "r");
+            AuditRecord::request("Fetch", 13, Operation::Read).decision(AuditDecision::Allow, "r");
         let line = chain.link(&mut rec).unwrap();
         let parsed: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(canonical_json(&parsed), line);

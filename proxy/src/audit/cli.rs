@@ -70,18 +70,8 @@ pub enum AuditCommand {
     Export {
         /// The spool directory (the sidecar's --audit-dir).
         dir: PathBuf,
-        /// Records at or after this time (RFC 3339, e.g. 2026-11-27T00:00:00Z).
-        #[arg(long, value_parser = parse_time)]
-        since: Option<DateTime<Utc>>,
-        /// Records before this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        until: Option<DateTime<Utc>>,
-        /// Only records touching this topic (CSV: only its rows).
-        #[arg(long)]
-        topic: Option<String>,
-        /// Only records of this subject (user or ServiceAccount name).
-        #[arg(long)]
-        subject: Option<String>,
+        #[command(flatten)]
+        filter: Filter,
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
         /// Write here instead of stdout.
@@ -90,7 +80,7 @@ pub enum AuditCommand {
     },
 }
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+pub(super) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{e}: expected RFC 3339, e.g. 2026-11-27T10:00:00Z"))
@@ -124,23 +114,10 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
         ),
         AuditCommand::Export {
             dir,
-            since,
-            until,
-            topic,
-            subject,
+            filter,
             format,
             output,
-        } => export(
-            &dir,
-            Filter {
-                since,
-                until,
-                topic,
-                subject,
-            },
-            format,
-            output,
-        ),
+        } => export(&dir, filter, format, output),
     };
     match result {
         Ok(code) => Ok(code),

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::Value;
 
-use super::record::{AuditRecord, Decision, Operation, PodIdentity, RecordKind};
+use super::record::{AuditDecision, AuditRecord, Operation, PodIdentity, RecordKind};
 use super::shipper::Sink;
 
 /// Unsent signals kept while the API server is unreachable; older ones are dropped.
@@ -37,7 +37,7 @@ pub struct AggregateKey {
     pub minute: i64,
     pub subject: String,
     pub topic: String,
-    pub decision: Decision,
+    pub decision: AuditDecision,
 }
 
 /// Requests of one subject on one topic with one decision within one minute.
@@ -190,10 +190,10 @@ pub fn to_event(signal: &Signal) -> Event {
     match signal {
         Signal::Aggregate(a) => {
             let (type_, reason) = match a.key.decision {
-                Decision::Allow => (EventType::Normal, "AccessAllowed"),
-                Decision::Masked => (EventType::Normal, "AccessMasked"),
-                Decision::PendingApproval => (EventType::Normal, "AccessPendingApproval"),
-                Decision::Deny => (EventType::Warning, "AccessDenied"),
+                AuditDecision::Allow => (EventType::Normal, "AccessAllowed"),
+                AuditDecision::Masked => (EventType::Normal, "AccessMasked"),
+                AuditDecision::PendingApproval => (EventType::Normal, "AccessPendingApproval"),
+                AuditDecision::Deny => (EventType::Warning, "AccessDenied"),
             };
             let ops: Vec<&str> = a
                 .operations
@@ -520,7 +520,14 @@ mod tests {
         DateTime::parse_from_rfc3339(t).unwrap().into()
     }
 
-    fn req(seq: u64, t: &str, who: &str, topic: &str, d: Decision, op: Operation) -> AuditRecord {
+    fn req(
+        seq: u64,
+        t: &str,
+        who: &str,
+        topic: &str,
+        d: AuditDecision,
+        op: Operation,
+    ) -> AuditRecord {
         let mut r = AuditRecord::request("Fetch", 13, op)
             .at(at(t))
             .subject(Subject::user(who, vec![], None))
@@ -543,7 +550,7 @@ mod tests {
             "2026-11-27T10:15:01Z",
             "alice",
             "patient-records",
-            Decision::Allow,
+            AuditDecision::Allow,
             Operation::Read,
         ));
         agg.observe(&req(
@@ -551,7 +558,7 @@ mod tests {
             "2026-11-27T10:15:30Z",
             "alice",
             "patient-records",
-            Decision::Allow,
+            AuditDecision::Allow,
             Operation::Write,
         ));
         agg.observe(&req(
@@ -559,7 +566,7 @@ mod tests {
             "2026-11-27T10:15:59Z",
             "alice",
             "patient-records",
-            Decision::Deny,
+            AuditDecision::Deny,
             Operation::Read,
         ));
         agg.observe(&req(
@@ -567,7 +574,7 @@ mod tests {
             "2026-11-27T10:15:10Z",
             "bob",
             "patient-records",
-            Decision::Allow,
+            AuditDecision::Allow,
             Operation::Read,
         ));
         agg.observe(&req(
@@ -575,7 +582,7 @@ mod tests {
             "2026-11-27T10:16:00Z",
             "alice",
             "patient-records",
-            Decision::Allow,
+            AuditDecision::Allow,
             Operation::Read,
         ));
 
@@ -595,7 +602,7 @@ mod tests {
         assert_eq!(aggs.len(), 3);
         let alice = aggs
             .iter()
-            .find(|a| a.key.subject == "alice" && a.key.decision == Decision::Allow)
+            .find(|a| a.key.subject == "alice" && a.key.decision == AuditDecision::Allow)
             .unwrap();
         assert_eq!((alice.requests, alice.records, alice.bytes), (2, 30, 300));
         assert_eq!(
@@ -643,7 +650,7 @@ mod tests {
             "2026-11-27T10:15:01Z",
             "mallory",
             "patient-records",
-            Decision::Deny,
+            AuditDecision::Deny,
             Operation::Read,
         ));
         let ev = to_event(&agg.take(None)[0]);

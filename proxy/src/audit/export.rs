@@ -9,15 +9,20 @@ use serde_json::Value;
 
 use super::record::AuditRecord;
 
-/// Which records to export.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Which records to export (also the `audit export` flags that say so).
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct Filter {
-    /// Inclusive.
+    /// Records at or after this time (RFC 3339, e.g. 2026-11-27T00:00:00Z).
+    #[arg(long, value_parser = super::cli::parse_time)]
     pub since: Option<DateTime<Utc>>,
-    /// Exclusive.
+    /// Records before this time (RFC 3339).
+    #[arg(long, value_parser = super::cli::parse_time)]
     pub until: Option<DateTime<Utc>>,
+    /// Only records touching this topic (CSV: only its rows).
+    #[arg(long)]
     pub topic: Option<String>,
-    /// Subject name (user or ServiceAccount).
+    /// Only records of this subject (user or ServiceAccount name).
+    #[arg(long)]
     pub subject: Option<String>,
 }
 
@@ -230,7 +235,7 @@ fn csv_cell(cell: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{Decision, Operation, ResourceAccess, Subject};
+    use crate::audit::record::{AuditDecision, Operation, ResourceAccess, Subject};
 
     fn at(t: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(t).unwrap().into()
@@ -246,7 +251,7 @@ mod tests {
                     .enumerate()
                     .map(|(p, t)| ResourceAccess::partition(*t, p as i32, Some((1, 2)), 2, 20)),
             )
-            .decision(Decision::Allow, "rule x, via \"approval\"")
+            .decision(AuditDecision::Allow, "rule x, via \"approval\"")
     }
 
     #[test]

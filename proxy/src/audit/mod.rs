@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use record::{
-    AuditRecord, Decision, MaskingSummary, Operation, PodIdentity, PolicyRef, RecordKind,
+    AuditDecision, AuditRecord, MaskingSummary, Operation, PodIdentity, PolicyRef, RecordKind,
     ResourceAccess, Subject,
 };
 pub use spool::{Durable, Receipt, SpoolConfig, SpoolError, SpoolHandle, SpoolHealth};
@@ -429,7 +429,7 @@ mod tests {
         let d = audit
             .record_durable(
                 AuditRecord::request("Produce", 9, Operation::Write)
-                    .decision(Decision::Allow, "rule w"),
+                    .decision(AuditDecision::Allow, "rule w"),
             )
             .await
             .unwrap();

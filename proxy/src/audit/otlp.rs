@@ -22,7 +22,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger, SdkLoggerProvider};
 use serde_json::Value;
 
-use super::record::{AuditRecord, Decision, Operation, PodIdentity, RecordKind};
+use super::record::{AuditDecision, AuditRecord, Operation, PodIdentity, RecordKind};
 use super::shipper::Sink;
 
 /// The service name on every log's resource.
@@ -133,9 +133,8 @@ fn to_log(logger: &SdkLogger, value: &Value) -> SdkLogRecord {
 fn severity(rec: &AuditRecord) -> (Severity, &'static str) {
     match (rec.kind, rec.decision) {
         (RecordKind::SpoolFailure, _) => (Severity::Error, "ERROR"),
-        (RecordKind::AuthFailure | RecordKind::SpoolRecovered, _) | (_, Some(Decision::Deny)) => {
-            (Severity::Warn, "WARN")
-        }
+        (RecordKind::AuthFailure | RecordKind::SpoolRecovered, _)
+        | (_, Some(AuditDecision::Deny)) => (Severity::Warn, "WARN"),
         _ => (Severity::Info, "INFO"),
     }
 }
@@ -284,7 +283,7 @@ pub fn attributes(rec: &AuditRecord) -> Vec<(&'static str, AnyValue)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{ResourceAccess, Subject};
+    use crate::audit::record::sample_fetch;
 
     fn get<'a>(attrs: &'a [(&'static str, AnyValue)], key: &str) -> Option<&'a AnyValue> {
         attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
@@ -292,21 +291,7 @@ mod tests {
 
     #[test]
     fn request_maps_to_semantic_names() {
-        let mut rec = AuditRecord::request("Fetch", 13, Operation::Read)
-            .subject(Subject::user(
-                "alice@example.com",
-                vec!["clinicians".into()],
-                None,
-            ))
-            .client(Some("billing-consumer".into()), "127.0.0.1:53422")
-            .resource(ResourceAccess::partition(
-                "patient-records",
-                2,
-                Some((100, 149)),
-                50,
-                51200,
-            ))
-            .decision(Decision::Deny, "no rule");
+        let mut rec = sample_fetch(2).decision(AuditDecision::Deny, "no rule");
         rec.seq = 7;
         let a = attributes(&rec);
         assert_eq!(get(&a, "messaging.system"), Some(&AnyValue::from("kafka")));

@@ -31,7 +31,7 @@ pub enum RecordKind {
 
 /// The outcome of a policy decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Decision {
+pub enum AuditDecision {
     Allow,
     Deny,
     PendingApproval,
@@ -39,14 +39,14 @@ pub enum Decision {
     Masked,
 }
 
-impl Decision {
+impl AuditDecision {
     /// The name used in JSON, CSV, OTLP attributes and Events.
     pub fn as_str(self) -> &'static str {
         match self {
-            Decision::Allow => "Allow",
-            Decision::Deny => "Deny",
-            Decision::PendingApproval => "PendingApproval",
-            Decision::Masked => "Masked",
+            AuditDecision::Allow => "Allow",
+            AuditDecision::Deny => "Deny",
+            AuditDecision::PendingApproval => "PendingApproval",
+            AuditDecision::Masked => "Masked",
         }
     }
 }
@@ -208,7 +208,7 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ResourceAccess>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<Decision>,
+    pub decision: Option<AuditDecision>,
     /// Which rule or approval decided; for lifecycle events, what happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -337,7 +337,7 @@ impl AuditRecord {
         self
     }
 
-    pub fn decision(mut self, decision: Decision, reason: impl Into<String>) -> Self {
+    pub fn decision(mut self, decision: AuditDecision, reason: impl Into<String>) -> Self {
         self.decision = Some(decision);
         self.reason = Some(reason.into());
         self
@@ -396,30 +396,37 @@ impl AuditRecord {
     }
 }
 
+/// A Fetch of 50 records of `patient-records` partition `partition` by
+/// alice (clinicians) — the record the audit tests describe.
+#[cfg(test)]
+pub(crate) fn sample_fetch(partition: i32) -> AuditRecord {
+    AuditRecord::request("Fetch", 13, Operation::Read)
+        .subject(Subject::user(
+            "alice@example.com",
+            vec!["clinicians".into()],
+            None,
+        ))
+        .client(Some("billing-consumer".into()), "127.0.0.1:53422")
+        .resource(ResourceAccess::partition(
+            "patient-records",
+            partition,
+            Some((100, 149)),
+            50,
+            51200,
+        ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn json_uses_camel_case_and_omits_unknowns() {
-        let rec = AuditRecord::request("Fetch", 13, Operation::Read)
+        let rec = sample_fetch(0)
             .at(DateTime::parse_from_rfc3339("2026-11-27T10:15:02.123456Z")
                 .unwrap()
                 .into())
-            .subject(Subject::user(
-                "alice@example.com",
-                vec!["clinicians".into()],
-                None,
-            ))
-            .client(Some("billing-consumer".into()), "127.0.0.1:53422")
-            .resource(ResourceAccess::partition(
-                "patient-records",
-                0,
-                Some((100, 149)),
-                50,
-                51200,
-            ))
-            .decision(Decision::Allow, "rule read-records")
+            .decision(AuditDecision::Allow, "rule read-records")
             .policy("phi-access", 3);
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(v["time"], "2026-11-27T10:15:02.123456Z");

@@ -144,7 +144,7 @@ pub fn text_line(a: &Access) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{Decision, Operation, ResourceAccess, Subject};
+    use crate::audit::record::{AuditDecision as Decision, Operation, ResourceAccess, Subject};
     use kafka_protocol::records::Compression;
 
     fn read(who: &str, seq: u64, first: i64) -> AuditRecord {

@@ -600,6 +600,24 @@ mod tests {
         }
     }
 
+    fn fetch() -> AuditRecord {
+        AuditRecord::request("Fetch", 13, Operation::Read)
+    }
+
+    /// Append `n` records made by `record`, each awaited until durable.
+    async fn append_durable(spool: &SpoolHandle, n: usize, record: impl Fn() -> AuditRecord) {
+        for _ in 0..n {
+            spool.append(record()).await.unwrap().await.unwrap();
+        }
+    }
+
+    fn records(dir: &Path) -> Vec<AuditRecord> {
+        segment::read_lines(dir)
+            .unwrap()
+            .map(|l| serde_json::from_str(&l.unwrap().2).unwrap())
+            .collect()
+    }
+
     fn verify_dir(dir: &Path) -> crate::audit::chain::VerifyReport {
         let mut v = Verifier::new();
         for line in segment::read_lines(dir).unwrap() {
@@ -610,14 +628,7 @@ mod tests {
     }
 
     fn kinds(dir: &Path) -> Vec<RecordKind> {
-        segment::read_lines(dir)
-            .unwrap()
-            .map(|l| {
-                serde_json::from_str::<AuditRecord>(&l.unwrap().2)
-                    .unwrap()
-                    .kind
-            })
-            .collect()
+        records(dir).into_iter().map(|r| r.kind).collect()
     }
 
     #[tokio::test]
@@ -626,12 +637,7 @@ mod tests {
         let spool = SpoolHandle::start(config(dir.path()));
         let mut receipts = Vec::new();
         for _ in 0..100 {
-            receipts.push(
-                spool
-                    .append(AuditRecord::request("Fetch", 13, Operation::Read))
-                    .await
-                    .unwrap(),
-            );
+            receipts.push(spool.append(fetch()).await.unwrap());
         }
         for (i, r) in receipts.into_iter().enumerate() {
             assert_eq!(r.await.unwrap().seq, i as u64 + 1);
@@ -649,14 +655,10 @@ mod tests {
             max_batch: 4,
             ..config(dir.path())
         });
-        for _ in 0..60 {
-            spool
-                .append(AuditRecord::request("Produce", 9, Operation::Write))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
+        append_durable(&spool, 60, || {
+            AuditRecord::request("Produce", 9, Operation::Write)
+        })
+        .await;
         spool.close().await;
         let segments = segment::list_segments(dir.path()).unwrap();
         assert!(segments.len() > 3, "{segments:?}");
@@ -669,14 +671,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..3 {
             let spool = SpoolHandle::start(config(dir.path()));
-            for _ in 0..5 {
-                spool
-                    .append(AuditRecord::request("Fetch", 13, Operation::Read))
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-            }
+            append_durable(&spool, 5, fetch).await;
             spool.close().await;
         }
         let report = verify_dir(dir.path());
@@ -687,14 +682,7 @@ mod tests {
     async fn durable_head_covers_records_of_an_earlier_run() {
         let dir = tempfile::tempdir().unwrap();
         let spool = SpoolHandle::start(config(dir.path()));
-        for _ in 0..5 {
-            spool
-                .append(AuditRecord::request("Fetch", 13, Operation::Read))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
+        append_durable(&spool, 5, fetch).await;
         spool.close().await;
         // A restarted sidecar: shippers must see the backlog before anything new is written.
         let spool = SpoolHandle::start(config(dir.path()));
@@ -710,14 +698,7 @@ mod tests {
     async fn torn_final_line_is_moved_aside_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         let spool = SpoolHandle::start(config(dir.path()));
-        for _ in 0..5 {
-            spool
-                .append(AuditRecord::request("Fetch", 13, Operation::Read))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
+        append_durable(&spool, 5, fetch).await;
         spool.close().await;
         // What a SIGKILL in the middle of a write leaves behind.
         let seg = &segment::list_segments(dir.path()).unwrap()[0];
@@ -755,23 +736,13 @@ mod tests {
         // A file where the directory should be: create_dir_all fails (even as root).
         std::fs::write(&dir, b"not a dir").unwrap();
         let spool = SpoolHandle::start(config(&dir));
-        let err = spool
-            .append(AuditRecord::request("Fetch", 13, Operation::Read))
-            .await
-            .unwrap()
-            .await
-            .unwrap_err();
+        let err = spool.append(fetch()).await.unwrap().await.unwrap_err();
         assert!(matches!(err, SpoolError::Io { .. }), "{err}");
         assert!(!spool.health().is_healthy());
         assert_eq!(spool.health().failed_records(), 1);
 
         std::fs::remove_file(&dir).unwrap();
-        let d = spool
-            .append(AuditRecord::request("Fetch", 13, Operation::Read))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let d = spool.append(fetch()).await.unwrap().await.unwrap();
         spool.close().await;
         assert!(spool.health().is_healthy());
         assert_eq!(d.seq, 2, "seq 1 reports the failure");
@@ -789,14 +760,7 @@ mod tests {
             checkpoint_interval: Duration::from_millis(200),
             ..config(dir.path())
         });
-        for _ in 0..3 {
-            spool
-                .append(AuditRecord::request("Fetch", 13, Operation::Read))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
+        append_durable(&spool, 3, fetch).await;
         let mut head = spool.durable_head();
         tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= 4))
             .await
@@ -805,10 +769,7 @@ mod tests {
         // Several intervals with nothing new: no further checkpoint.
         tokio::time::sleep(Duration::from_millis(700)).await;
         spool.close().await;
-        let records: Vec<AuditRecord> = segment::read_lines(dir.path())
-            .unwrap()
-            .map(|l| serde_json::from_str(&l.unwrap().2).unwrap())
-            .collect();
+        let records = records(dir.path());
         // On a slow machine the appends may straddle an interval, so a
         // checkpoint can fall between them; what must hold is: the last
         // record is a checkpoint of the last request, and no checkpoint
@@ -843,19 +804,9 @@ mod tests {
             max_batch: 1,
             ..config(dir.path())
         });
-        for _ in 0..25 {
-            spool
-                .append(AuditRecord::request("Fetch", 13, Operation::Read))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
+        append_durable(&spool, 25, fetch).await;
         spool.close().await;
-        let records: Vec<AuditRecord> = segment::read_lines(dir.path())
-            .unwrap()
-            .map(|l| serde_json::from_str(&l.unwrap().2).unwrap())
-            .collect();
+        let records = records(dir.path());
         let checkpoints: Vec<&AuditRecord> = records
             .iter()
             .filter(|r| r.kind == RecordKind::Checkpoint)

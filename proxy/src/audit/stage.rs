@@ -17,7 +17,7 @@ use super::summary;
 use crate::audit::record::PayloadHasher;
 use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
 use crate::datapath::exchange::{Request, Response};
-use crate::datapath::session::Session;
+use crate::identity::caller::Caller;
 use crate::kafka::codec::{RequestMeta, encode_response};
 use crate::policy::apis::operation_of;
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
 
-use crate::audit::Decision as AuditDecision;
+use crate::audit::AuditDecision;
 use crate::masking::TopicMasking;
 use crate::policy::decide::{CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;
@@ -166,9 +166,9 @@ pub enum OnRequest {
     Refuse(Bytes),
 }
 
-/// Who made the request: the identity layer's principal, else the SASL name on the
-/// session, else an unauthenticated caller named by its address.
-pub fn subject_of(session: &Session, principal: Option<&Principal>) -> crate::audit::Subject {
+/// Who made the request: the identity stage's principal, else the name the
+/// caller last authenticated as, else an unauthenticated caller named by its address.
+pub fn subject_of(caller: &Caller, principal: Option<&Principal>) -> crate::audit::Subject {
     use streamgate_crds::SubjectKind;
     if let Some(p) = principal {
         return match p.kind {
@@ -181,11 +181,11 @@ pub fn subject_of(session: &Session, principal: Option<&Principal>) -> crate::au
             _ => crate::audit::Subject::user(p.name.clone(), p.groups.clone(), None),
         };
     }
-    match &session.principal {
+    match &caller.sasl_name {
         Some(name) => crate::audit::Subject::user(name.clone(), Vec::new(), None),
         None => crate::audit::Subject {
             kind: "Anonymous".into(),
-            name: format!("unauthenticated@{}", session.peer),
+            name: format!("unauthenticated@{}", caller.peer),
             groups: Vec::new(),
             issuer: None,
         },
@@ -224,26 +224,26 @@ impl AuditTrail {
     /// Requests with no decision (the SASL exchange) are not governed requests.
     /// Every refusal is a record: with per-topic decisions the deciding one
     /// names policy and rule; without, `report.refusal` says why.
-    pub async fn on_refusal(&self, session: &Session, meta: &RequestMeta, report: GateReport) {
+    pub async fn on_refusal(&self, caller: &Caller, meta: &RequestMeta, report: GateReport) {
         if !is_governed(meta.api_key) {
             return;
         }
-        let mut record = self.base(session, meta, &report);
+        let mut record = self.base(caller, meta, &report);
         if report.decisions.is_empty() {
             let why = report
                 .refusal
                 .clone()
                 .unwrap_or_else(|| "refused by policy".to_string());
-            record = record.decision(crate::audit::Decision::Deny, why);
+            record = record.decision(AuditDecision::Deny, why);
         }
         self.audit.record(record).await;
     }
 
     /// Authentication failed and the connection closes.
-    pub async fn on_auth_failure(&self, session: &Session, reason: &str) {
+    pub async fn on_auth_failure(&self, caller: &Caller, reason: &str) {
         let record = AuditRecord::event(crate::audit::RecordKind::AuthFailure, reason)
-            .subject(subject_of(session, None))
-            .client(session.client_id.clone(), session.peer);
+            .subject(subject_of(caller, None))
+            .client(caller.client_id.clone(), caller.peer);
         self.audit.record(record).await;
     }
 
@@ -253,7 +253,7 @@ impl AuditTrail {
 
     /// The settings for a request. Until the policy layer hands over the policy's `audit`
     /// spec, the command-line defaults; this is the one lookup to switch.
-    pub fn settings_for(&self, _session: &Session) -> Settings {
+    pub fn settings_for(&self, _caller: &Caller) -> Settings {
         match &self.policy {
             Some(handle) => {
                 let policy = handle.current();
@@ -271,14 +271,14 @@ impl AuditTrail {
         }
     }
 
-    fn base(&self, session: &Session, meta: &RequestMeta, report: &GateReport) -> AuditRecord {
+    fn base(&self, caller: &Caller, meta: &RequestMeta, report: &GateReport) -> AuditRecord {
         let record = AuditRecord::request(
             format!("{:?}", meta.api_key),
             meta.api_version,
             operation_of(meta.api_key),
         )
-        .subject(subject_of(session, report.principal.as_ref()))
-        .client(session.client_id.clone(), session.peer);
+        .subject(subject_of(caller, report.principal.as_ref()))
+        .client(caller.client_id.clone(), caller.peer);
         let policy = self.policy.as_ref().map(PolicyHandle::current);
         decide(record, &report.decisions, policy.as_deref())
     }
@@ -286,7 +286,7 @@ impl AuditTrail {
     /// A request on its way upstream (`expect_response`: false for acks=0 Produce).
     pub async fn on_request(
         &self,
-        session: &Session,
+        caller: &Caller,
         request: &mut Request,
         expect_response: bool,
         names: TopicNames<'_>,
@@ -296,8 +296,8 @@ impl AuditTrail {
         if !is_governed(meta.api_key) {
             return OnRequest::Done;
         }
-        let settings = self.settings_for(session);
-        let record = self.base(session, meta, &report);
+        let settings = self.settings_for(caller);
+        let record = self.base(caller, meta, &report);
         match meta.api_key {
             ApiKey::Produce => {
                 self.on_produce(request, expect_response, names, record, settings)
@@ -331,7 +331,7 @@ impl AuditTrail {
             // The broker will judge the frame; say that it passed, without detail.
             self.audit
                 .record(record.decision(
-                    crate::audit::Decision::Allow,
+                    AuditDecision::Allow,
                     "forwarded; request not decodable for audit",
                 ))
                 .await;
@@ -367,7 +367,7 @@ impl AuditTrail {
                             r
                         }),
                 )
-                .decision(crate::audit::Decision::Deny, why);
+                .decision(AuditDecision::Deny, why);
             self.audit.record(denied).await;
             if !expect_response {
                 return OnRequest::Refuse(Bytes::new());
@@ -455,7 +455,7 @@ impl AuditTrail {
                 let Ok(ResponseKind::Fetch(fetched)) = response.body() else {
                     let digest = record
                         .decision(
-                            crate::audit::Decision::Allow,
+                            AuditDecision::Allow,
                             "forwarded; response not decodable for audit",
                         )
                         // Not summarisable: at least the digest of the whole response.
@@ -631,7 +631,7 @@ mod tests {
         let mut request = Request::new(m.clone(), Bytes::new());
         let report = GateReport::default();
         match trail
-            .on_request(&session(), &mut request, true, &|_| None, report)
+            .on_request(&caller(), &mut request, true, &|_| None, report)
             .await
         {
             OnRequest::Await(inflight) => inflight,
@@ -653,7 +653,7 @@ mod tests {
         response.into_frame().unwrap()
     }
     use crate::audit::summary::tests::batch;
-    use crate::datapath::apis::test_support::{meta, request_frame, response_frame, session};
+    use crate::datapath::apis::test_support::{caller, meta, request_frame, response_frame};
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::protocol::StrBytes;
@@ -753,7 +753,7 @@ mod tests {
             ]);
         let OnRequest::Refuse(frame) = trail
             .on_request(
-                &session(),
+                &caller(),
                 &mut Request::new(pm.clone(), request_frame(&pm, &req)),
                 true,
                 &|_| None,
@@ -875,7 +875,7 @@ mod tests {
         let mut request = Request::new(pm.clone(), request_frame(&pm, &req));
         let outcome = trail
             .on_request(
-                &session(),
+                &caller(),
                 &mut request,
                 false,
                 &|_| None,

@@ -6,8 +6,8 @@
 //! What happens to a frame on its way is [`super::pipeline`]'s business.
 
 use super::pipeline::{self, Carry, Pipeline, StageError, Step};
-use super::session::Target;
 use super::state::Proxy;
+use super::target::Target;
 use super::upstream::UpstreamError;
 use crate::kafka::codec::{FrameCodec, FrameError, RequestMeta, length_prefix};
 use bytes::Bytes;
@@ -145,13 +145,7 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, peer: SocketAddr, targe
     let (client_r, client_w) = client.into_split();
     let (broker_r, broker_w) = tokio::io::split(upstream);
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let requests = forward_requests(
-        &proxy,
-        Pipeline::new(&proxy, peer, target),
-        client_r,
-        broker_w,
-        tx,
-    );
+    let requests = forward_requests(&proxy, Pipeline::new(&proxy, peer), client_r, broker_w, tx);
     let responses = forward_responses(&proxy, broker_r, client_w, rx);
     tokio::pin!(requests, responses);
     let outcome = tokio::select! {

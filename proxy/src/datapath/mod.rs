@@ -31,8 +31,8 @@ pub mod exchange;
 pub mod limits;
 pub(crate) mod metrics;
 mod pipeline;
-pub(crate) mod session;
 pub(crate) mod state;
+pub(crate) mod target;
 pub(crate) mod upstream;
 
 pub use exchange::{Request, Response};

@@ -1,7 +1,8 @@
 //! The order of concerns, written down once.
 //!
 //! On the way in, each client frame meets, in order:
-//! 1. identity — SASL answered here, the caller named (workload identity or token);
+//! 1. identity — SASL answered here, KIP-368 expiry, only ApiVersions and
+//!    SASL before authentication; the [`Caller`] named (token or workload identity);
 //! 2. policy — refused topics trimmed or the request refused, the merge kept for the response;
 //! 3. approvals — a `NeedsApproval` decision asks for an AccessApproval;
 //! 4. masking — Produce records masked (`applyTo: Produce`);
@@ -18,9 +19,10 @@
 
 use super::apis::{self, MaskingContext, RequestAction};
 use super::exchange::{Request, Response};
-use super::session::{Session, Target};
 use super::state::Proxy;
 use crate::audit::stage::{GateReport, InFlight, OnRequest};
+use crate::identity::caller::Caller;
+use crate::identity::stage::{Admission, Identity, IdentityError};
 use crate::kafka::codec::{FrameError, RequestMeta, peek_client_id};
 use crate::masking::wire::TopicMasking;
 use crate::policy::conn::{ConnGate, FrameAction, GateError, ResponseFixup};
@@ -36,6 +38,8 @@ pub enum StageError {
     Client(FrameError),
     #[error("broker frame: {0}")]
     Broker(FrameError),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
     #[error("policy gate: {0}")]
     Gate(#[from] GateError),
 }
@@ -62,7 +66,8 @@ pub enum Step {
 /// What a forwarded request carries to its response.
 #[derive(Debug)]
 pub struct Carry {
-    session: Arc<Session>,
+    /// Who asked, as of the request (masking exemptions, audit).
+    caller: Arc<Caller>,
     /// policy: refusals to merge in, topics to hide.
     fixup: Option<ResponseFixup>,
     /// audit: the record to finish with the response.
@@ -75,28 +80,30 @@ pub struct Carry {
 #[derive(Debug)]
 pub struct Pipeline<'a> {
     proxy: &'a Proxy,
+    identity: Identity,
     gate: ConnGate,
-    session: Arc<Session>,
 }
 
 impl<'a> Pipeline<'a> {
-    pub fn new(proxy: &'a Proxy, peer: SocketAddr, target: Target) -> Self {
+    pub fn new(proxy: &'a Proxy, peer: SocketAddr) -> Self {
         Self {
             proxy,
+            identity: Identity::new(Arc::clone(&proxy.gate.identity), peer),
             gate: ConnGate::new(Arc::clone(&proxy.gate)),
-            session: Arc::new(Session::new(peer, target)),
         }
     }
 
-    /// Whether the caller has proved who it is (see [`ConnGate::is_authenticated`]).
+    /// Whether the caller has proved who it is (see [`Identity::is_authenticated`]).
     pub fn is_authenticated(&self) -> bool {
-        self.gate.is_authenticated()
+        self.identity
+            .is_authenticated(&self.proxy.gate.policy.current())
     }
 
     /// One client frame (size prefix removed), through every stage in order.
     pub async fn request(&mut self, frame: Bytes) -> Result<(RequestMeta, Step), StageError> {
         let proxy = self.proxy;
-        if self.gate.sasl().expects_raw_token() {
+        let policy = proxy.gate.policy.current();
+        if self.identity.expects_raw_token() {
             // identity: SaslHandshake v0 sends a bare token frame with no
             // Kafka header; the answer is an empty frame, or the connection closes.
             let meta = RequestMeta {
@@ -104,13 +111,13 @@ impl<'a> Pipeline<'a> {
                 api_version: 0,
                 correlation_id: -1,
             };
-            let step = match self.gate.on_raw_token(&frame).await {
-                FrameAction::Answer(reply) => Step::Answer(reply),
+            let step = match self.identity.on_raw_token(&policy, &frame).await {
+                Admission::Answer(reply) => Step::Answer(reply),
                 other => {
                     // audit: a failed SASL v0 token.
                     if let Some(trail) = proxy.audit.as_ref() {
                         let reason = "SASL (v0 token) authentication failed; connection closed";
-                        trail.on_auth_failure(&self.session, reason).await;
+                        trail.on_auth_failure(self.identity.caller(), reason).await;
                     }
                     Step::Close(format!("{other:?}"))
                 }
@@ -124,69 +131,68 @@ impl<'a> Pipeline<'a> {
         let api = proxy.metrics.api(meta.api_key as i16);
         api.requests.inc();
         if meta.request_header_version() >= 1 {
-            let client_id = peek_client_id(&frame);
-            if self.session.client_id.as_deref() != client_id {
-                Arc::make_mut(&mut self.session).observe_client_id(client_id);
-            }
+            self.identity.observe_client_id(peek_client_id(&frame));
         }
         let mut request = Request::new(meta.clone(), frame);
-        // identity, policy, approvals: SASL and refusals are answered here,
-        // allowed requests continue (perhaps trimmed).
-        let action = self.gate.on_request(&mut request).await?;
+        // identity: SASL answered here; expired sessions and requests before
+        // authentication close the connection.
+        match self.identity.on_request(&policy, &mut request).await? {
+            Admission::Proceed => {}
+            // The SASL exchange is not a governed request: nothing to audit.
+            Admission::Answer(reply) => return Ok((meta, Step::Answer(reply))),
+            Admission::AnswerThenClose {
+                frame: reply,
+                refusal,
+            } => {
+                // audit: failed authentication, with which check failed.
+                if let Some(trail) = proxy.audit.as_ref() {
+                    let reason = match refusal {
+                        Some(why) => format!("SASL {why}; connection closed"),
+                        None => "SASL authentication failed; connection closed".to_string(),
+                    };
+                    trail.on_auth_failure(self.identity.caller(), &reason).await;
+                }
+                return Ok((meta, Step::AnswerThenClose(reply)));
+            }
+            Admission::Close { why, refusal } => {
+                self.record_refusal(&meta, refusal).await;
+                return Ok((meta, Step::Close(why)));
+            }
+        }
+        let caller = Arc::clone(self.identity.caller());
+        // policy: refusals are answered here, allowed requests continue
+        // (perhaps trimmed).
+        let action = self.gate.on_request(&caller, &policy, &mut request)?;
         // approvals: a NeedsApproval decision asks for an AccessApproval.
         if let Some(approvals) = &proxy.approvals {
-            let policy = proxy.gate.policy.current();
-            let principal = self.gate.principal(&policy);
-            approvals.on_decisions(&policy, principal.as_ref(), self.gate.decisions());
+            approvals.on_decisions(&policy, caller.principal.as_ref(), self.gate.decisions());
         }
         let fixup = match action {
             FrameAction::Forward { fixup } => fixup,
             FrameAction::Answer(reply) => {
-                let principal = self.gate.sasl().session().map(|s| s.principal.name.clone());
-                if self.session.principal != principal {
-                    Arc::make_mut(&mut self.session).principal = principal;
-                }
                 // audit: a refusal by policy is a record too.
-                let report = self.gate_report();
-                if let Some(trail) = proxy.audit.as_ref() {
-                    trail.on_refusal(&self.session, &meta, report).await;
-                }
+                let refusal = self.gate.take_refusal();
+                self.record_refusal(&meta, refusal).await;
                 return Ok((meta, Step::Answer(reply)));
             }
-            FrameAction::AnswerThenClose(reply) => {
-                // audit: failed authentication.
-                if let Some(trail) = proxy.audit.as_ref() {
-                    let reason = match self.gate.take_refusal() {
-                        Some(why) => format!("SASL {why}; connection closed"),
-                        None => "SASL authentication failed; connection closed".to_string(),
-                    };
-                    trail.on_auth_failure(&self.session, &reason).await;
-                }
-                return Ok((meta, Step::AnswerThenClose(reply)));
-            }
             FrameAction::Silent => {
-                self.record_refusal(&meta).await;
+                let refusal = self.gate.take_refusal();
+                self.record_refusal(&meta, refusal).await;
                 return Ok((meta, Step::Drop));
             }
             FrameAction::Close(reason) => {
-                self.record_refusal(&meta).await;
+                let refusal = self.gate.take_refusal();
+                self.record_refusal(&meta, refusal).await;
                 return Ok((meta, Step::Close(reason)));
             }
         };
-        if matches!(meta.api_key, ApiKey::Produce | ApiKey::Fetch) {
-            // masking: exemptions follow the authenticated principal.
-            let subject = self.gate.principal(&proxy.gate.policy.current());
-            if self.session.subject != subject {
-                Arc::make_mut(&mut self.session).subject = subject;
-            }
-        }
-        // masking (Produce) and the acks=0 peek.
+        // masking (Produce) and the acks=0 peek; exemptions follow the caller.
         let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
         let masking = MaskingContext {
             set: proxy.masking.current(&proxy.gate.policy),
             topic_name: &names,
         };
-        let action = apis::on_request(&self.session, &mut request, Some(&masking))
+        let action = apis::on_request(&caller, &mut request, Some(&masking))
             .await
             .map_err(|e| {
                 api.errors.inc();
@@ -199,24 +205,21 @@ impl<'a> Pipeline<'a> {
             } => (expect_response, masked),
             RequestAction::Answer(reply) => {
                 // audit: refused because its records cannot be masked.
-                let mut report = self.gate_report();
-                report.decisions.clear();
-                report.refusal = Some(format!(
+                self.gate.take_decisions();
+                let refusal = Some(format!(
                     "{:?} refused: its records cannot be masked",
                     meta.api_key
                 ));
-                if let Some(trail) = proxy.audit.as_ref() {
-                    trail.on_refusal(&self.session, &meta, report).await;
-                }
+                self.record_refusal(&meta, refusal).await;
                 return Ok((meta, Step::Answer(reply)));
             }
         };
         // audit: summarise the request; a refusal is answered here, not forwarded.
-        let report = self.gate_report();
+        let report = self.gate_report(None);
         let audit = match proxy.audit.as_ref() {
             None => None,
             Some(trail) => match trail
-                .on_request(&self.session, &mut request, expect_response, &names, report)
+                .on_request(&caller, &mut request, expect_response, &names, report)
                 .await
             {
                 OnRequest::Done => None,
@@ -227,7 +230,7 @@ impl<'a> Pipeline<'a> {
         };
         let carry = expect_response.then(|| {
             Box::new(Carry {
-                session: Arc::clone(&self.session),
+                caller,
                 fixup,
                 audit,
                 masked,
@@ -238,26 +241,26 @@ impl<'a> Pipeline<'a> {
         Ok((meta, Step::Forward { frame, carry }))
     }
 
-    /// audit: who the gate saw and what it decided for the request just handled
-    /// (empty when no audit trail runs, so the gate's work is not cloned for nothing).
-    fn gate_report(&mut self) -> GateReport {
+    /// audit: who the caller is and what policy decided for the request just
+    /// handled (empty when no audit trail runs, so the decisions are not
+    /// cloned for nothing).
+    fn gate_report(&mut self, refusal: Option<String>) -> GateReport {
         let decisions = self.gate.take_decisions();
-        let refusal = self.gate.take_refusal();
         if self.proxy.audit.as_ref().is_none() {
             return GateReport::default();
         }
         GateReport {
-            principal: self.gate.principal(&self.proxy.gate.policy.current()),
+            principal: self.identity.caller().principal.clone(),
             decisions,
             refusal,
         }
     }
 
-    /// Record a refusal that is not answered (silent, or the connection closes).
-    async fn record_refusal(&mut self, meta: &RequestMeta) {
-        let report = self.gate_report();
+    /// Record a refused request (answered, silent, or the connection closes).
+    async fn record_refusal(&mut self, meta: &RequestMeta, refusal: Option<String>) {
+        let report = self.gate_report(refusal);
         if let Some(trail) = self.proxy.audit.as_ref() {
-            trail.on_refusal(&self.session, meta, report).await;
+            trail.on_refusal(self.identity.caller(), meta, report).await;
         }
     }
 }
@@ -270,7 +273,7 @@ pub async fn response(
     carry: Carry,
 ) -> Result<Bytes, StageError> {
     let Carry {
-        session,
+        caller,
         fixup,
         audit,
         mut masked,
@@ -286,7 +289,7 @@ pub async fn response(
         set: proxy.masking.current(&proxy.gate.policy),
         topic_name: &names,
     };
-    let learned = apis::on_response(&session, &proxy.plan, &mut response, Some(&masking))
+    let learned = apis::on_response(&caller, &proxy.plan, &mut response, Some(&masking))
         .await
         .map_err(|e| {
             proxy.metrics.api(meta.api_key as i16).errors.inc();

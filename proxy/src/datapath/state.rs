@@ -9,7 +9,7 @@ use super::apis::Learned;
 use super::connection;
 use super::limits::ConnLimits;
 use super::metrics::Metrics;
-use super::session::Target;
+use super::target::Target;
 use super::upstream::UpstreamConfig;
 use crate::approval::ApprovalRequester;
 use crate::audit::stage::AuditTrail;

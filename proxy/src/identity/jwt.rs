@@ -411,22 +411,26 @@ impl JwtValidator {
         Ok(Arc::clone(&cache.keys))
     }
 
-    async fn fetch_keys(&self) -> Result<Vec<Jwk>, JwtError> {
+    /// GET a JSON document (discovery, JWKS); any failure leaves the keys unavailable.
+    async fn get_json(&self, url: &str) -> Result<Value, JwtError> {
         let unavailable = |e: &dyn std::fmt::Display| JwtError::KeysUnavailable(e.to_string());
-        let discovery = format!(
-            "{}/.well-known/openid-configuration",
-            self.cfg.issuer.trim_end_matches('/')
-        );
-        let doc: Value = self
-            .http
-            .get(&discovery)
+        self.http
+            .get(url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| unavailable(&e))?
             .json()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable(&e))
+    }
+
+    async fn fetch_keys(&self) -> Result<Vec<Jwk>, JwtError> {
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            self.cfg.issuer.trim_end_matches('/')
+        );
+        let doc = self.get_json(&discovery).await?;
         // OpenID Connect Discovery §4.3: the document must name the same issuer.
         if doc.get("issuer").and_then(Value::as_str) != Some(self.cfg.issuer.as_str()) {
             return Err(JwtError::KeysUnavailable(format!(
@@ -444,16 +448,7 @@ impl JwtValidator {
                 "{discovery} names jwks_uri {jwks_uri:?}, which is not https:// ({ALLOW_INSECURE_FLAG} allows it)"
             )));
         }
-        let jwks: Value = self
-            .http
-            .get(jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| unavailable(&e))?
-            .json()
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let jwks = self.get_json(jwks_uri).await?;
         let keys = parse_jwks(&jwks);
         tracing::debug!(issuer = %self.cfg.issuer, keys = keys.len(), "fetched JWKS");
         Ok(keys)

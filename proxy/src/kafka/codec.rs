@@ -183,6 +183,28 @@ pub fn encode_response<M: Encodable>(
     Ok(out.freeze())
 }
 
+/// Encode an answer the sidecar makes itself to the request `meta` (at its
+/// version, with its correlation id).
+pub fn encode_local_response(
+    meta: &RequestMeta,
+    body: &kafka_protocol::messages::ResponseKind,
+) -> Result<Bytes, FrameError> {
+    let mut out = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(meta.correlation_id)
+        .encode(&mut out, meta.response_header_version())
+        .map_err(|source| FrameError::Malformed {
+            what: "local response header (encode)",
+            source,
+        })?;
+    body.encode(&mut out, meta.api_version)
+        .map_err(|source| FrameError::Malformed {
+            what: "local response (encode)",
+            source,
+        })?;
+    Ok(out.freeze())
+}
+
 /// Encode a request frame body (header + message, no length prefix).
 pub fn encode_request<M: Encodable>(
     header: &kafka_protocol::messages::RequestHeader,

@@ -253,13 +253,22 @@ impl<'s> Rewriter<'s, '_> {
         }
     }
 
-    fn object(&mut self) -> R<()> {
+    /// Step into a container at its opening bracket; true when it is empty
+    /// (and already left again).
+    fn open(&mut self, close: u8) -> R<bool> {
         self.enter()?;
-        self.i += 1; // '{'
+        self.i += 1;
         self.ws();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.i += 1;
             self.depth -= 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn object(&mut self) -> R<()> {
+        if self.open(b'}')? {
             return Ok(());
         }
         let mut kept_any = false;
@@ -287,23 +296,8 @@ impl<'s> Rewriter<'s, '_> {
             if tracking {
                 self.path.pop();
             }
-            let fate = fate?;
-            let value_end = self.i;
-            self.ws();
-            let next = self.peek()?;
-            self.settle(
-                fate,
-                member_start,
-                value_end,
-                next,
-                comma_before,
-                &mut kept_any,
-            );
-            self.i += 1;
-            match next {
-                b',' => comma_before = Some(self.i - 1),
-                b'}' => break,
-                _ => return Err(Invalid),
+            if self.after_value(fate?, member_start, &mut comma_before, &mut kept_any, b'}')? {
+                break;
             }
         }
         self.depth -= 1;
@@ -314,6 +308,31 @@ impl<'s> Rewriter<'s, '_> {
     /// the `,` or closing bracket at `self.i`): cut it out, with the comma
     /// that separated it, when its fate is Remove; otherwise note that an
     /// earlier sibling survives (so a later removal takes its leading comma).
+    /// After a member's or element's value: settle its fate, then step over
+    /// the `,` (another follows: false) or the `close` (the container ends: true).
+    fn after_value(
+        &mut self,
+        fate: Fate,
+        start: usize,
+        comma_before: &mut Option<usize>,
+        kept_any: &mut bool,
+        close: u8,
+    ) -> R<bool> {
+        let value_end = self.i;
+        self.ws();
+        let next = self.peek()?;
+        self.settle(fate, start, value_end, next, *comma_before, kept_any);
+        self.i += 1;
+        match next {
+            b',' => {
+                *comma_before = Some(self.i - 1);
+                Ok(false)
+            }
+            c if c == close => Ok(true),
+            _ => Err(Invalid),
+        }
+    }
+
     fn settle(
         &mut self,
         fate: Fate,
@@ -337,12 +356,7 @@ impl<'s> Rewriter<'s, '_> {
     }
 
     fn array(&mut self) -> R<()> {
-        self.enter()?;
-        self.i += 1; // '['
-        self.ws();
-        if self.peek()? == b']' {
-            self.i += 1;
-            self.depth -= 1;
+        if self.open(b']')? {
             return Ok(());
         }
         let mut kept_any = false;
@@ -359,23 +373,8 @@ impl<'s> Rewriter<'s, '_> {
             if tracking {
                 self.path.pop();
             }
-            let fate = fate?;
-            let value_end = self.i;
-            self.ws();
-            let next = self.peek()?;
-            self.settle(
-                fate,
-                element_start,
-                value_end,
-                next,
-                comma_before,
-                &mut kept_any,
-            );
-            self.i += 1;
-            match next {
-                b',' => comma_before = Some(self.i - 1),
-                b']' => break,
-                _ => return Err(Invalid),
+            if self.after_value(fate?, element_start, &mut comma_before, &mut kept_any, b']')? {
+                break;
             }
         }
         self.depth -= 1;

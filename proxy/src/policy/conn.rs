@@ -1,42 +1,33 @@
-//! The per-connection gate on raw frames: SASL termination, who the caller
-//! is, and policy enforcement — everything the connection loop needs from
-//! identity and policy, behind two calls:
+//! The per-connection policy gate, behind two calls:
 //!
-//! - [`ConnGate::on_request`] with each client frame (size prefix removed)
-//!   → a [`FrameAction`]: forward (maybe rewritten) with an optional
+//! - [`ConnGate::on_request`] with each client request and its [`Caller`]
+//!   (named by the identity stage, `crate::identity::stage`) → a
+//!   [`FrameAction`]: forward (maybe rewritten) with an optional
 //!   [`ResponseFixup`] to keep with the in-flight request, answer locally
-//!   (nothing forwarded), answer and close, say nothing, or close;
+//!   (nothing forwarded), say nothing, or close;
 //! - [`ResponseFixup::apply`] on the broker's response frame to that request.
 //!
-//! Identity per request: the SASL session's principal when the client
-//! authenticated; otherwise the pod's ServiceAccount when the policy in force
-//! allows workload identity; otherwise the caller is *unauthenticated*: it
-//! may send ApiVersions and SASL only, and any other request closes the
-//! connection before its body is decoded (as a broker's SASL listener does).
+//! An unauthenticated caller reaching policy (ApiVersions, or a connection
+//! that lost its workload identity) is checked against an empty policy.
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, LazyLock};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, RequestKind, ResponseHeader, ResponseKind, api_versions_response,
-};
-use kafka_protocol::protocol::Encodable;
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind, api_versions_response};
 use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
 use super::apis::api_scope;
-use super::decide::{CompiledPolicy, DenyReason};
+use super::decide::CompiledPolicy;
 use super::enforce::{Enforcement, Fixup, Gate, TopicDecision, TopicNames, needs_decoding};
 use super::handle::PolicyHandle;
 use crate::datapath::exchange::{Request, Response};
-use crate::identity::jwt::{IssuerSet, OidcConfig};
+use crate::identity::caller::Caller;
 use crate::identity::nobody;
-use crate::identity::saml::{SamlConfig, SamlSet, Verifiers};
-use crate::identity::sasl::SaslServer;
+use crate::identity::stage::IdentityShared;
 use crate::identity::workload::Workload;
-use crate::kafka::codec::{FrameError, RequestMeta};
-use kafka_protocol::ResponseError;
+use crate::kafka::codec::{FrameError, encode_local_response};
 
 static NOBODY_POLICY: LazyLock<CompiledPolicy> = LazyLock::new(CompiledPolicy::empty);
 
@@ -47,24 +38,10 @@ pub enum GateError {
     Malformed { what: &'static str, message: String },
 }
 
-fn malformed(what: &'static str) -> impl FnOnce(anyhow::Error) -> GateError {
-    move |e| GateError::Malformed {
-        what,
-        message: e.to_string(),
-    }
-}
-
 fn frame_error(e: FrameError) -> GateError {
     GateError::Malformed {
         what: "request",
         message: e.to_string(),
-    }
-}
-
-fn not_decoded(what: &'static str) -> GateError {
-    GateError::Malformed {
-        what,
-        message: "decoded as another API".into(),
     }
 }
 
@@ -87,24 +64,20 @@ impl TopicNames for TopicIdMap {
     }
 }
 
-/// State shared by every connection of the sidecar.
+/// State shared by every connection's request side: the policy in force,
+/// the topic names learned, and what the identity stage shares.
 pub struct GateShared {
     pub policy: PolicyHandle,
-    /// The pod's identity, when known (workload identity).
-    pub workload: Option<Workload>,
     /// Topic-id → name map learned from Metadata responses.
     pub topic_names: Arc<TopicIdMap>,
-    issuers: Mutex<IssuerSet>,
-    /// SAML IdPs (issue 16), beside the OIDC issuers.
-    saml_idps: Mutex<SamlSet>,
-    /// `--allow-insecure-issuers`: http:// issuers are trusted too.
-    allow_insecure_issuers: bool,
+    /// Workload identity and the OIDC validators.
+    pub identity: Arc<IdentityShared>,
 }
 
 impl std::fmt::Debug for GateShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GateShared")
-            .field("workload", &self.workload)
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }
@@ -119,55 +92,9 @@ impl GateShared {
     ) -> Arc<Self> {
         Arc::new(GateShared {
             policy,
-            workload,
             topic_names: Arc::default(),
-            issuers: Mutex::new(IssuerSet::default()),
-            saml_idps: Mutex::new(SamlSet::default()),
-            allow_insecure_issuers,
+            identity: Arc::new(IdentityShared::new(workload, allow_insecure_issuers)),
         })
-    }
-
-    /// The verifiers for the issuers and SAML IdPs the current policy
-    /// accepts; key caches survive policy reloads that keep one.
-    fn issuers(&self, policy: &CompiledPolicy) -> Verifiers {
-        Verifiers {
-            oidc: self.oidc_issuers(policy),
-            saml: self.saml_idps(policy),
-        }
-    }
-
-    fn saml_idps(&self, policy: &CompiledPolicy) -> SamlSet {
-        let configs: Vec<SamlConfig> = policy
-            .saml()
-            .into_iter()
-            .map(|s| SamlConfig {
-                allow_insecure: self.allow_insecure_issuers,
-                ..SamlConfig::from(s)
-            })
-            .collect();
-        let mut guard = self
-            .saml_idps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *guard = guard.reconcile(configs);
-        guard.clone()
-    }
-
-    fn oidc_issuers(&self, policy: &CompiledPolicy) -> IssuerSet {
-        let configs: Vec<OidcConfig> = policy
-            .oidc()
-            .into_iter()
-            .map(|o| OidcConfig {
-                allow_insecure: self.allow_insecure_issuers,
-                ..OidcConfig::from(o)
-            })
-            .collect();
-        let mut guard = self
-            .issuers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *guard = guard.reconcile(configs);
-        guard.clone()
     }
 }
 
@@ -181,11 +108,9 @@ pub enum FrameAction {
     Forward { fixup: Option<ResponseFixup> },
     /// Answer the client with this frame (correlation id included); forward nothing.
     Answer(Bytes),
-    /// Answer, then close the connection (failed authentication).
-    AnswerThenClose(Bytes),
     /// Forward nothing and answer nothing (an acks=0 Produce refused).
     Silent,
-    /// Close the connection (unknown API, broken SASL exchange, expired session).
+    /// Close the connection (an API the proxy does not know or refuses).
     Close(String),
 }
 
@@ -255,30 +180,11 @@ fn advertise_sasl(response: &mut ApiVersionsResponse) {
     }
 }
 
-fn encode_response(
-    correlation_id: i32,
-    header_version: i16,
-    version: i16,
-    body: &ResponseKind,
-) -> Result<Bytes, GateError> {
-    let mut out = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut out, header_version)
-        .map_err(malformed("local response header"))?;
-    body.encode(&mut out, version)
-        .map_err(malformed("local response"))?;
-    Ok(out.freeze())
-}
-
-/// Identity and policy state of one client connection.
+/// The policy state of one client connection.
 #[derive(Debug)]
 pub struct ConnGate {
     shared: Arc<GateShared>,
-    sasl: SaslServer,
     decisions: Vec<TopicDecision>,
-    /// The caller had an identity on this connection at some point.
-    was_authenticated: bool,
     /// Why the last request was refused, for its audit record.
     refusal: Option<String>,
 }
@@ -287,28 +193,9 @@ impl ConnGate {
     pub fn new(shared: Arc<GateShared>) -> Self {
         ConnGate {
             shared,
-            sasl: SaslServer::new(),
             decisions: Vec::new(),
-            was_authenticated: false,
             refusal: None,
         }
-    }
-
-    /// The caller of this connection right now (None: unauthenticated).
-    pub fn principal(&self, policy: &CompiledPolicy) -> Option<Principal> {
-        if let Some(s) = self.sasl.session() {
-            return Some(s.principal.clone());
-        }
-        match &self.shared.workload {
-            Some(w) if policy.workload_identity_allowed() => Some(w.principal()),
-            _ => None,
-        }
-    }
-
-    /// Whether the caller is someone now (SASL session, or workload identity
-    /// the policy in force accepts).
-    pub fn is_authenticated(&self) -> bool {
-        self.principal(&self.shared.policy.current()).is_some()
     }
 
     /// The per-topic decisions of the last request (for approvals).
@@ -326,121 +213,34 @@ impl ConnGate {
         std::mem::take(&mut self.decisions)
     }
 
-    /// The SASL state (KIP-368 session expiry, principal).
-    pub fn sasl(&self) -> &SaslServer {
-        &self.sasl
-    }
-
-    /// SaslHandshake v0: the frame after the handshake is the bare token,
-    /// with no Kafka header; the answer is an empty frame, or the connection closes.
-    pub async fn on_raw_token(&mut self, frame: &Bytes) -> FrameAction {
-        let policy = self.shared.policy.current();
-        let issuers = self.shared.issuers(&policy);
-        match self.sasl.raw_token(&issuers, frame).await {
-            Ok(_) => FrameAction::Answer(Bytes::new()),
-            Err(e) => FrameAction::Close(format!("SASL authentication failed: {e}")),
-        }
-    }
-
-    /// Handle one client request: SASL answered, policy enforced (the body
-    /// decoded only for APIs whose topics are checked, and trimmed in place).
-    pub async fn on_request(&mut self, request: &mut Request) -> Result<FrameAction, GateError> {
-        let RequestMeta {
-            api_key,
-            api_version: version,
-            correlation_id,
-        } = *request.meta();
+    /// Enforce `policy` on one request of `caller` (the body decoded only
+    /// for APIs whose topics are checked, and trimmed in place).
+    pub fn on_request(
+        &mut self,
+        caller: &Caller,
+        policy: &Arc<CompiledPolicy>,
+        request: &mut Request,
+    ) -> Result<FrameAction, GateError> {
+        let meta = request.meta().clone();
+        let api_key = meta.api_key;
         let raw_key = api_key as i16;
-        // Decisions are per request: a request answered before the policy
-        // check (SASL, a closed connection) has none.
+        // Decisions are per request.
         self.decisions.clear();
         self.refusal = None;
-        let is_sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
-        if !is_sasl && self.sasl.session_expired(SystemTime::now()) {
-            let why = "SASL session expired without re-authentication (KIP-368)".to_string();
-            self.refusal = Some(format!("{why}; connection closed"));
-            return Ok(FrameAction::Close(why));
-        }
-        if !is_sasl && self.sasl.in_progress() {
-            return Ok(FrameAction::Close(format!(
-                "{api_key:?} in the middle of a SASL exchange"
-            )));
-        }
-        let answer = |resp: ResponseKind| {
-            encode_response(
-                correlation_id,
-                api_key.response_header_version(version),
-                version,
-                &resp,
-            )
-        };
-        match api_key {
-            ApiKey::SaslHandshake => {
-                let RequestKind::SaslHandshake(req) = request.body().map_err(frame_error)? else {
-                    return Err(not_decoded("SaslHandshake"));
-                };
-                let resp = self.sasl.handshake(version, req);
-                return Ok(FrameAction::Answer(answer(ResponseKind::SaslHandshake(
-                    resp,
-                ))?));
-            }
-            ApiKey::SaslAuthenticate => {
-                let RequestKind::SaslAuthenticate(req) = request.body().map_err(frame_error)?
-                else {
-                    return Err(not_decoded("SaslAuthenticate"));
-                };
-                let policy = self.shared.policy.current();
-                let issuers = self.shared.issuers(&policy);
-                let out = self
-                    .sasl
-                    .authenticate(&issuers, req, SystemTime::now())
-                    .await;
-                if out.close {
-                    // The audit record's reason: what the client is told
-                    // (which check failed; never the token).
-                    self.refusal = out.response.error_message.as_ref().map(|m| m.to_string());
-                }
-                let frame = answer(ResponseKind::SaslAuthenticate(out.response))?;
-                return Ok(if out.close {
-                    FrameAction::AnswerThenClose(frame)
-                } else {
-                    FrameAction::Answer(frame)
-                });
-            }
-            _ => {}
-        }
-        let policy = self.shared.policy.current();
-        let principal = self.principal(&policy);
-        if principal.is_some() {
-            self.was_authenticated = true;
-        } else if api_key != ApiKey::ApiVersions && !self.was_authenticated {
-            // As a SASL listener of a broker does: before authentication only
-            // ApiVersions and SASL are spoken, and nothing else is decoded.
-            // (A connection that had an identity and lost it — workload
-            // identity switched off — gets authorization errors instead, so
-            // its app sees why.)
-            let why = format!(
-                "{api_key:?} before authentication (only ApiVersions and SASL are accepted until then)"
-            );
-            self.refusal = Some(format!(
-                "{}: {why}; connection closed",
-                DenyReason::Unauthenticated.as_str()
-            ));
-            return Ok(FrameAction::Close(why));
-        }
+        let principal = caller.principal.as_ref();
         let nobody = nobody();
         let gate = Gate {
             policy: if principal.is_some() {
-                &policy
+                policy
             } else {
                 &NOBODY_POLICY
             },
-            principal: principal.as_ref().unwrap_or(&nobody),
+            principal: principal.unwrap_or(&nobody),
             topic_names: self.shared.topic_names.as_ref(),
         };
         let checked = if needs_decoding(raw_key) {
             let body = request.body().map_err(frame_error)?;
-            gate.check(api_key, version, body)
+            gate.check(api_key, meta.api_version, body)
         } else {
             gate.check_key(raw_key)
         };
@@ -454,8 +254,8 @@ impl ConnGate {
                 let advertise = api_key == ApiKey::ApiVersions;
                 let fixup = (advertise || fixup.needs_response_work()).then(|| ResponseFixup {
                     fixup,
-                    policy: Arc::clone(&policy),
-                    principal: principal.clone(),
+                    policy: Arc::clone(policy),
+                    principal: principal.cloned(),
                     topic_names: Arc::clone(&self.shared.topic_names),
                 });
                 FrameAction::Forward { fixup }
@@ -464,7 +264,7 @@ impl ConnGate {
                 self.refusal = Some(format!(
                     "{api_key:?} refused: answered with its authorization error"
                 ));
-                FrameAction::Answer(answer(resp)?)
+                FrameAction::Answer(encode_local_response(&meta, &resp).map_err(frame_error)?)
             }
             Enforcement::NoResponse => {
                 self.refusal = Some(format!("{api_key:?} refused (acks=0: no answer)"));

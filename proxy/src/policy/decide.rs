@@ -34,24 +34,21 @@ use streamgate_crds::{
     PayloadMode, PolicyRule, StreamPolicySpec, SubjectKind,
 };
 
-/// One StreamPolicy as loaded from a source.
+/// One StreamPolicy or MaskingRule as loaded from a source.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PolicyDoc {
+pub struct Doc<S> {
     pub name: String,
     pub namespace: String,
     /// `metadata.generation` (absent for files).
     pub generation: Option<i64>,
-    pub spec: StreamPolicySpec,
+    pub spec: S,
 }
 
+/// One StreamPolicy as loaded from a source.
+pub type PolicyDoc = Doc<StreamPolicySpec>;
+
 /// One MaskingRule as loaded from a source (the masking module consumes these).
-#[derive(Clone, Debug, PartialEq)]
-pub struct MaskingDoc {
-    pub name: String,
-    pub namespace: String,
-    pub generation: Option<i64>,
-    pub spec: MaskingRuleSpec,
-}
+pub type MaskingDoc = Doc<MaskingRuleSpec>;
 
 /// A live just-in-time grant: an approved AccessApproval.
 #[derive(Clone, Debug, PartialEq)]

@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::admit::{admit_approval, admit_masking, admit_policy};
-use super::decide::{Grant, MaskingDoc, PolicyDoc};
+use super::decide::{Doc, Grant, PolicyDoc};
 use super::handle::{PolicyInputs, PolicyPublisher};
 
 /// How long the directory must be quiet before a reload.
@@ -277,33 +277,20 @@ fn parse_file(
             "StreamPolicy" => {
                 let sp: StreamPolicy =
                     serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
-                let (name, ns) = (name_of(&sp.metadata)?, ns_of(&sp.metadata));
+                let name = name_of(&sp.metadata)?;
                 if let Some(dup) = duplicate_rule(&sp) {
                     return Err(bad(format!(
                         "StreamPolicy {name}: rule name {dup:?} is used twice"
                     )));
                 }
-                if ns == namespace {
-                    into.policies.push(admit_policy(PolicyDoc {
-                        name,
-                        namespace: ns,
-                        generation: sp.metadata.generation,
-                        spec: sp.spec,
-                    }));
-                }
+                let doc = ours(&sp.metadata, name, sp.spec, namespace);
+                into.policies.extend(doc.map(admit_policy));
             }
             "MaskingRule" => {
                 let mr: MaskingRule =
                     serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))?;
-                let (name, ns) = (name_of(&mr.metadata)?, ns_of(&mr.metadata));
-                if ns == namespace {
-                    into.masking.push(admit_masking(MaskingDoc {
-                        name,
-                        namespace: ns,
-                        generation: mr.metadata.generation,
-                        spec: mr.spec,
-                    }));
-                }
+                let doc = ours(&mr.metadata, name_of(&mr.metadata)?, mr.spec, namespace);
+                into.masking.extend(doc.map(admit_masking));
             }
             "AccessApproval" => {
                 let aa: AccessApproval =
@@ -321,6 +308,17 @@ fn parse_file(
         }
     }
     Ok(())
+}
+
+/// An object of `namespace` as a doc (`None`: another namespace's, ignored).
+fn ours<S>(meta: &kube::api::ObjectMeta, name: String, spec: S, namespace: &str) -> Option<Doc<S>> {
+    let ns = meta.namespace.as_deref().unwrap_or(namespace);
+    (ns == namespace).then(|| Doc {
+        name,
+        namespace: namespace.to_string(),
+        generation: meta.generation,
+        spec,
+    })
 }
 
 fn duplicate_rule(sp: &StreamPolicy) -> Option<String> {

@@ -142,7 +142,7 @@ mod tests {
             },
             &ApiVersionsRequest::default(),
         );
-        let Requested::Answer(answer) = request_through(&session(), &meta, frame, None).unwrap()
+        let Requested::Answer(answer) = request_through(&caller(), &meta, frame, None).unwrap()
         else {
             panic!("expected a local answer")
         };
@@ -185,7 +185,7 @@ mod tests {
             frame: out,
             expect_response: true,
             ..
-        } = request_through(&session(), &meta, frame.clone(), None).unwrap()
+        } = request_through(&caller(), &meta, frame.clone(), None).unwrap()
         else {
             panic!("expected forward")
         };

@@ -1,22 +1,19 @@
 //! DescribeCluster (admin clients): brokers rewritten to loopback ports.
 
-use super::{Learned, rewrite_endpoints};
+use super::Learned;
 use crate::datapath::addresses::AddressPlan;
 use crate::datapath::exchange::Response;
 use crate::kafka::codec::FrameError;
 use kafka_protocol::messages::ResponseKind;
 
 pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
-    let mut out = Learned::default();
-    if let ResponseKind::DescribeCluster(cluster) = response.body()? {
-        rewrite_endpoints(
-            plan,
-            &mut cluster.brokers,
-            |b| (b.broker_id.0, &mut b.host, &mut b.port),
-            &mut out.brokers,
-        );
-        response.changed();
-    }
+    let ResponseKind::DescribeCluster(cluster) = response.body()? else {
+        return Ok(Learned::default());
+    };
+    let out = Learned::brokers(plan, &mut cluster.brokers, |b| {
+        (b.broker_id.0, &mut b.host, &mut b.port)
+    });
+    response.changed();
     Ok(out)
 }
 

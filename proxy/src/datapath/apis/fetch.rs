@@ -14,10 +14,10 @@
 //! and under masking it is re-encoded conforming; one that still does not
 //! decode closes the connection — it is never forwarded unmasked.
 
-use super::{Learned, MaskingContext, masking_principal, rewrite_endpoints};
+use super::{Learned, MaskingContext, rewrite_endpoints};
 use crate::datapath::addresses::AddressPlan;
 use crate::datapath::exchange::Response;
-use crate::datapath::session::Session;
+use crate::identity::caller::Caller;
 use crate::kafka::codec::FrameError;
 use crate::masking::wire::{INLINE_MAX_WORK, fetch_work};
 use crate::masking::{Masked, mask_fetch_response};
@@ -32,13 +32,13 @@ const NODE_ENDPOINTS_SINCE: i16 = 16;
 /// From v13 topics are named by id.
 const TOPIC_IDS_SINCE: i16 = 13;
 
+/// `masking`: the caller and the rules in force (exemptions follow the caller).
 pub async fn on_response(
-    session: &Session,
     plan: &AddressPlan,
     response: &mut Response,
-    masking: Option<&MaskingContext<'_>>,
+    masking: Option<(&Caller, &MaskingContext<'_>)>,
 ) -> Result<Learned, FrameError> {
-    let masking = masking.filter(|m| m.applies(ApplyTo::Fetch));
+    let masking = masking.filter(|(_, m)| m.applies(ApplyTo::Fetch));
     let version = response.meta().api_version;
     let mut out = Learned::default();
     if masking.is_none() && version < PREFERRED_READ_REPLICA_SINCE {
@@ -58,8 +58,8 @@ pub async fn on_response(
         Err(error) => return Err(error),
     };
     let mut changed = rewrite(plan, fetched, &mut out);
-    if let Some(ctx) = masking {
-        let masked = mask(session, ctx, version >= TOPIC_IDS_SINCE, fetched).await?;
+    if let Some((caller, ctx)) = masking {
+        let masked = mask(caller, ctx, version >= TOPIC_IDS_SINCE, fetched).await?;
         for f in &masked.failures {
             // The error is about the record layout; it never quotes values.
             tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "partition not maskable: answered with an error, no records");
@@ -80,12 +80,12 @@ pub async fn on_response(
 /// every connection sharing the worker). The topic names are looked up
 /// first: the blocking task cannot borrow the topic-id map.
 async fn mask(
-    session: &Session,
+    caller: &Caller,
     ctx: &MaskingContext<'_>,
     by_id: bool,
     fetched: &mut FetchResponse,
 ) -> Result<Masked, FrameError> {
-    let principal = masking_principal(session);
+    let principal = caller.masking_subject();
     let ids: HashMap<uuid::Uuid, String> = if by_id {
         fetched
             .responses
@@ -190,7 +190,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, version);
             let input = golden(version, 3);
             let out = through(&meta, response_frame(&meta, &input), |r| {
-                block_on(on_response(&session(), &plan(), r, None))
+                block_on(on_response(&plan(), r, None))
             })
             .unwrap();
             let (corr, got): (i32, FetchResponse) = decode_response(&meta, &out.frame);
@@ -214,7 +214,7 @@ mod tests {
         frame.extend_from_slice(&[1, 0, 1, 1]); // one tag: 0, size 1, empty compact array
         let frame = Bytes::from(frame);
         let out = through(&meta, frame.clone(), |r| {
-            block_on(on_response(&session(), &plan(), r, None))
+            block_on(on_response(&plan(), r, None))
         })
         .unwrap();
         assert_eq!(out.frame, frame);
@@ -226,7 +226,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, version);
             let frame = response_frame(&meta, &golden(version, -1));
             let out = through(&meta, frame.clone(), |r| {
-                block_on(on_response(&session(), &plan(), r, None))
+                block_on(on_response(&plan(), r, None))
             })
             .unwrap();
             assert_eq!(out.frame, frame, "v{version}");
@@ -274,7 +274,7 @@ mod tests {
                     &with_records(version, batch(PHI, Compression::Snappy)),
                 );
                 let out = through(&meta, frame, |r| {
-                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                    block_on(on_response(&plan(), r, Some((&caller(), &ctx))))
                 })
                 .unwrap();
                 let got = fetched(&out.frame, &meta);
@@ -293,7 +293,7 @@ mod tests {
         fn rewrites_response_for(meta: &RequestMeta, ctx: &MaskingContext<'_>) -> bool {
             let records = with_records(meta.api_version, batch(PHI, Compression::None));
             let mut response = Response::new(meta.clone(), response_frame(meta, &records));
-            block_on(on_response(&session(), &plan(), &mut response, Some(ctx))).unwrap();
+            block_on(on_response(&plan(), &mut response, Some((&caller(), ctx)))).unwrap();
             response.is_decoded()
         }
 
@@ -304,7 +304,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, 13);
             let frame = response_frame(&meta, &with_records(13, batch(PHI, Compression::None)));
             let out = through(&meta, frame, |r| {
-                block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                block_on(on_response(&plan(), r, Some((&caller(), &ctx))))
             })
             .unwrap();
             let got = fetched(&out.frame, &meta);
@@ -332,7 +332,7 @@ mod tests {
                 let meta = meta(ApiKey::Fetch, version);
                 let frame = with_foreign_endpoints_tag(version, batch(PHI, Compression::Lz4));
                 let out = through(&meta, frame, |r| {
-                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                    block_on(on_response(&plan(), r, Some((&caller(), &ctx))))
                 })
                 .unwrap();
                 let got = fetched(&out.frame, &meta);
@@ -366,7 +366,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, 12);
             let frame = v12_with_foreign_tag(batch(PHI, Compression::Gzip));
             let out = through(&meta, frame.clone(), |r| {
-                block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                block_on(on_response(&plan(), r, Some((&caller(), &ctx))))
             })
             .unwrap();
             let got = fetched(&out.frame, &meta);
@@ -374,7 +374,7 @@ mod tests {
             assert_eq!(values(&records), vec![r#"{"ssn":"[REDACTED]","ok":1}"#]);
             // Without masking the frame passes as the broker sent it.
             let out = through(&meta, frame.clone(), |r| {
-                block_on(on_response(&session(), &plan(), r, None))
+                block_on(on_response(&plan(), r, None))
             })
             .unwrap();
             assert_eq!(out.frame, frame);
@@ -389,10 +389,9 @@ mod tests {
             let cut = frame.slice(..frame.len() - 2);
             assert!(
                 through(&meta, cut, |r| block_on(on_response(
-                    &session(),
                     &plan(),
                     r,
-                    Some(&ctx)
+                    Some((&caller(), &ctx))
                 )))
                 .is_err()
             );
@@ -412,7 +411,7 @@ mod tests {
                     &with_records(version, batch(&large, Compression::None)),
                 );
                 let out = through(&meta, frame, |r| {
-                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                    block_on(on_response(&plan(), r, Some((&caller(), &ctx))))
                 })
                 .unwrap();
                 let got = fetched(&out.frame, &meta);
@@ -429,7 +428,7 @@ mod tests {
                     &with_records(version, batch(&over, Compression::Zstd)),
                 );
                 let out = through(&meta, frame, |r| {
-                    block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                    block_on(on_response(&plan(), r, Some((&caller(), &ctx))))
                 })
                 .unwrap();
                 let got = fetched(&out.frame, &meta);
@@ -447,7 +446,7 @@ mod tests {
             let meta = meta(ApiKey::Fetch, 11);
             let frame = response_frame(&meta, &with_records(11, batch(PHI, Compression::None)));
             let out = through(&meta, frame.clone(), |r| {
-                block_on(on_response(&session(), &plan(), r, Some(&ctx)))
+                block_on(on_response(&plan(), r, Some((&caller(), &ctx))))
             })
             .unwrap();
             assert_eq!(out.frame, frame);

@@ -16,7 +16,7 @@ pub mod produce;
 
 use super::addresses::{AddressPlan, UpstreamBroker};
 use super::exchange::{Request, Response};
-use super::session::Session;
+use crate::identity::caller::Caller;
 use crate::kafka::codec::FrameError;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, TopicName};
@@ -46,6 +46,20 @@ pub struct Learned {
     pub masking: Vec<crate::masking::TopicMasking>,
 }
 
+impl Learned {
+    /// The brokers of `entries`, rewritten to their loopback stand-ins (see
+    /// [`rewrite_endpoints`]).
+    fn brokers<T>(
+        plan: &AddressPlan,
+        entries: &mut Vec<T>,
+        fields: impl Fn(&mut T) -> (i32, &mut kafka_protocol::protocol::StrBytes, &mut i32),
+    ) -> Self {
+        let mut out = Learned::default();
+        rewrite_endpoints(plan, entries, fields, &mut out.brokers);
+        out
+    }
+}
+
 /// What the masking step needs: the rules in force and the topic-id map
 /// (Fetch v13+ and Produce v13 name topics by id).
 pub struct MaskingContext<'a> {
@@ -68,25 +82,16 @@ impl MaskingContext<'_> {
     }
 }
 
-/// The principal masking matches `exemptSubjects` against: before identity
-/// is established, a nameless user that no named subject exempts.
-pub(crate) fn masking_principal(session: &Session) -> streamgate_crds::matching::Principal {
-    session
-        .subject
-        .clone()
-        .unwrap_or_else(crate::identity::nobody)
-}
-
 /// Handle one request from the client (async: masking a large Produce runs
 /// on the blocking pool).
 pub async fn on_request(
-    session: &Session,
+    caller: &Caller,
     request: &mut Request,
     masking: Option<&MaskingContext<'_>>,
 ) -> Result<RequestAction, FrameError> {
     match request.meta().api_key {
         ApiKey::ApiVersions => Ok(api_versions::on_request(request.meta())),
-        ApiKey::Produce => produce::on_request(session, request, masking).await,
+        ApiKey::Produce => produce::on_request(caller, request, masking).await,
         _ => Ok(RequestAction::Forward {
             expect_response: true,
             masked: Vec::new(),
@@ -98,7 +103,7 @@ pub async fn on_request(
 /// Fetch records masked (a large Fetch on the blocking pool). Each API
 /// decodes the body only when it must.
 pub async fn on_response(
-    session: &Session,
+    caller: &Caller,
     plan: &AddressPlan,
     response: &mut Response,
     masking: Option<&MaskingContext<'_>>,
@@ -109,7 +114,7 @@ pub async fn on_response(
         ApiKey::FindCoordinator => find_coordinator::on_response(plan, response),
         ApiKey::DescribeCluster => describe_cluster::on_response(plan, response),
         ApiKey::Produce => produce::on_response(plan, response),
-        ApiKey::Fetch => fetch::on_response(session, plan, response, masking).await,
+        ApiKey::Fetch => fetch::on_response(plan, response, masking.map(|m| (caller, m))).await,
         _ => Ok(Learned::default()),
     }
 }
@@ -155,11 +160,8 @@ pub(crate) mod test_support {
         }
     }
 
-    pub fn session() -> Session {
-        Session::new(
-            SocketAddr::from(([127, 0, 0, 1], 50000)),
-            super::super::session::Target::Bootstrap,
-        )
+    pub fn caller() -> Caller {
+        Caller::new(SocketAddr::from(([127, 0, 0, 1], 50000)))
     }
 
     pub fn meta(api_key: ApiKey, api_version: i16) -> RequestMeta {
@@ -214,13 +216,13 @@ pub(crate) mod test_support {
 
     /// A request frame through [`super::on_request`], as the pipeline runs it.
     pub fn request_through(
-        session: &Session,
+        caller: &Caller,
         meta: &RequestMeta,
         frame: Bytes,
         masking: Option<&MaskingContext<'_>>,
     ) -> Result<Requested, FrameError> {
         let mut request = Request::new(meta.clone(), frame);
-        let action = block_on(on_request(session, &mut request, masking))?;
+        let action = block_on(on_request(caller, &mut request, masking))?;
         Ok(match action {
             RequestAction::Forward {
                 expect_response, ..

@@ -3,10 +3,10 @@
 //! Produce` masks it in place); the response is decoded here only at v10+,
 //! where it can carry `node_endpoints` (new leaders) that must be rewritten.
 
-use super::{Learned, MaskingContext, RequestAction, masking_principal, rewrite_endpoints};
+use super::{Learned, MaskingContext, RequestAction};
 use crate::datapath::addresses::AddressPlan;
 use crate::datapath::exchange::{Request, Response};
-use crate::datapath::session::Session;
+use crate::identity::caller::Caller;
 use crate::kafka::codec::{FrameError, RequestMeta, encode_response, split_request};
 use crate::kafka::refusal::{POLICY_VIOLATION, refuse_produce};
 use crate::kafka::wire::skip_nullable_string;
@@ -26,7 +26,7 @@ const NODE_ENDPOINTS_SINCE: i16 = 10;
 const TOPIC_IDS_SINCE: i16 = 13;
 
 pub async fn on_request(
-    session: &Session,
+    caller: &Caller,
     request: &mut Request,
     masking: Option<&MaskingContext<'_>>,
 ) -> Result<RequestAction, FrameError> {
@@ -38,7 +38,7 @@ pub async fn on_request(
         false => peek_acks(request.frame(), request.meta())?,
     };
     let masked = match masking.filter(|m| m.applies(ApplyTo::Produce)) {
-        Some(ctx) => match mask_request(session, request, ctx).await? {
+        Some(ctx) => match mask_request(caller, request, ctx).await? {
             MaskedRequest::Masked(topics) => topics,
             MaskedRequest::Unchanged => Vec::new(),
             MaskedRequest::Refused(answer) if acks != 0 => {
@@ -72,7 +72,7 @@ enum MaskedRequest {
 
 /// Mask the records of a Produce request where a rule has `applyTo: Produce`.
 async fn mask_request(
-    session: &Session,
+    caller: &Caller,
     request: &mut Request,
     ctx: &MaskingContext<'_>,
 ) -> Result<MaskedRequest, FrameError> {
@@ -81,7 +81,7 @@ async fn mask_request(
         return Ok(MaskedRequest::Unchanged);
     };
     let by_id = meta.api_version >= TOPIC_IDS_SINCE;
-    match mask(session, ctx, by_id, produce).await? {
+    match mask(caller, ctx, by_id, produce).await? {
         Ok(masked) if masked.changed => {
             request.changed();
             Ok(MaskedRequest::Masked(masked.topics))
@@ -110,12 +110,12 @@ async fn mask_request(
 /// the blocking pool (see `fetch::mask`). The topic names are looked up
 /// first: the blocking task cannot borrow the topic-id map.
 async fn mask(
-    session: &Session,
+    caller: &Caller,
     ctx: &MaskingContext<'_>,
     by_id: bool,
     produce: &mut ProduceRequest,
 ) -> Result<Result<Masked, Vec<PartitionFailure>>, FrameError> {
-    let principal = masking_principal(session);
+    let principal = caller.masking_subject();
     let ids: HashMap<uuid::Uuid, String> = if by_id {
         produce
             .topic_data
@@ -187,22 +187,19 @@ pub fn peek_acks(frame: &Bytes, meta: &RequestMeta) -> Result<i16, FrameError> {
 
 /// Only v10+ responses may carry `node_endpoints`; older ones are not decoded.
 pub fn on_response(plan: &AddressPlan, response: &mut Response) -> Result<Learned, FrameError> {
-    let mut out = Learned::default();
     if response.meta().api_version < NODE_ENDPOINTS_SINCE {
-        return Ok(out);
+        return Ok(Learned::default());
     }
-    if let ResponseKind::Produce(produced) = response.body()?
-        && !produced.node_endpoints.is_empty()
-    {
-        rewrite_endpoints(
-            plan,
-            &mut produced.node_endpoints,
-            |n| (n.node_id.0, &mut n.host, &mut n.port),
-            &mut out.brokers,
-        );
-        response.changed();
+    match response.body()? {
+        ResponseKind::Produce(produced) if !produced.node_endpoints.is_empty() => {
+            let out = Learned::brokers(plan, &mut produced.node_endpoints, |n| {
+                (n.node_id.0, &mut n.host, &mut n.port)
+            });
+            response.changed();
+            Ok(out)
+        }
+        _ => Ok(Learned::default()),
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -231,7 +228,7 @@ mod tests {
                     frame: out,
                     expect_response,
                     ..
-                } = request_through(&session(), &meta, frame.clone(), None).unwrap()
+                } = request_through(&caller(), &meta, frame.clone(), None).unwrap()
                 else {
                     panic!("produce is forwarded")
                 };
@@ -310,7 +307,7 @@ mod tests {
                 let meta = meta(ApiKey::Produce, version);
                 let frame = request_frame(&meta, &request(version, batch(PHI, Compression::Zstd)));
                 let Requested::Forward { frame: out, .. } =
-                    request_through(&session(), &meta, frame.clone(), Some(&ctx)).unwrap()
+                    request_through(&caller(), &meta, frame.clone(), Some(&ctx)).unwrap()
                 else {
                     panic!("a maskable request is forwarded")
                 };
@@ -340,7 +337,7 @@ mod tests {
                 let frame =
                     request_frame(&meta, &request(version, batch(&large, Compression::None)));
                 let Requested::Forward { frame: out, .. } =
-                    request_through(&session(), &meta, frame, Some(&ctx)).unwrap()
+                    request_through(&caller(), &meta, frame, Some(&ctx)).unwrap()
                 else {
                     panic!("v{version}: masked and forwarded")
                 };
@@ -352,7 +349,7 @@ mod tests {
                 let frame =
                     request_frame(&meta, &request(version, batch(&over, Compression::Zstd)));
                 let Requested::Answer(answer) =
-                    request_through(&session(), &meta, frame, Some(&ctx)).unwrap()
+                    request_through(&caller(), &meta, frame, Some(&ctx)).unwrap()
                 else {
                     panic!("v{version}: refused locally")
                 };
@@ -372,7 +369,7 @@ mod tests {
                 topic_name: &names,
             };
             let Requested::Forward { frame: out, .. } =
-                request_through(&session(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
+                request_through(&caller(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
             else {
                 panic!("forwarded")
             };
@@ -381,8 +378,8 @@ mod tests {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
             };
-            let mut exempt = session();
-            exempt.subject = Some(user(&["clinicians"]));
+            let mut exempt = caller();
+            exempt.principal = Some(user(&["clinicians"]));
             let Requested::Forward { frame: out, .. } =
                 request_through(&exempt, &meta, frame.clone(), Some(&produce)).unwrap()
             else {
@@ -409,7 +406,7 @@ mod tests {
                 };
                 let frame = request_frame(&meta, &request(version, records));
                 let Requested::Answer(answer) =
-                    request_through(&session(), &meta, frame, Some(&ctx)).unwrap()
+                    request_through(&caller(), &meta, frame, Some(&ctx)).unwrap()
                 else {
                     panic!("v{version}: refused locally")
                 };
@@ -430,7 +427,7 @@ mod tests {
                 &meta,
                 &request(9, full.slice(..full.len() - 1)).with_acks(0),
             );
-            assert!(request_through(&session(), &meta, frame, Some(&ctx)).is_err());
+            assert!(request_through(&caller(), &meta, frame, Some(&ctx)).is_err());
         }
     }
 }
