@@ -4,7 +4,8 @@
 //! - [`webhook::approval`]: who may decide an AccessApproval, and stamping `decidedBy`;
 //! - [`webhook::server`]: the HTTPS admission server (axum on a rustls listener);
 //! - [`controller`]: reconcilers for StreamPolicy, MaskingRule and AccessApproval;
-//! - [`rbac`]: the per-namespace RoleBinding for injected pods' ServiceAccounts;
+//! - [`rbac`]: the per-namespace `streamgate-sidecar` ServiceAccount and RoleBinding;
+//! - [`session`]: sidecar sessions (broker credential and API token for a verified sidecar);
 //! - [`tls`]: the self-managed webhook CA and serving certificate, hot-reloaded;
 //! - [`leader`]: Lease-based leader election for the singletons;
 //! - [`metrics`]: Prometheus metrics and the health endpoints.
@@ -57,6 +58,7 @@ pub mod controller;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
+pub mod session;
 pub mod tls;
 pub mod validation;
 pub mod webhook;

@@ -37,6 +37,26 @@ pub trait ClusterLookup: Send + Sync + 'static {
         ns: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<StreamPolicy>, LookupError>> + Send;
+    /// The ServiceAccount of pod `name`, if it exists with uid `uid`.
+    fn pod_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> impl Future<Output = Result<Option<String>, LookupError>> + Send;
+    /// OIDC issuers the namespace's StreamPolicies trust.
+    fn trusted_issuers(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<BTreeSet<String>, LookupError>> + Send;
+}
+
+fn issuers_of(policies: &[StreamPolicy]) -> BTreeSet<String> {
+    policies
+        .iter()
+        .filter_map(|p| p.spec.identity.oidc.as_ref())
+        .map(|o| o.issuer.clone())
+        .collect()
 }
 
 /// When a namespace's labels were read, and what they were.
@@ -115,6 +135,38 @@ impl ClusterLookup for KubeLookup {
             source,
         })
     }
+
+    async fn pod_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<Option<String>, LookupError> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
+        let pod = api.get_opt(name).await.map_err(|source| LookupError {
+            what: format!("pod {ns}/{name}"),
+            source,
+        })?;
+        Ok(pod
+            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
+            .map(|p| {
+                p.spec
+                    .and_then(|s| s.service_account_name)
+                    .unwrap_or_else(|| "default".to_string())
+            }))
+    }
+
+    async fn trusted_issuers(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
+        let api: Api<StreamPolicy> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| LookupError {
+                what: format!("StreamPolicies in {ns}"),
+                source,
+            })?;
+        Ok(issuers_of(&list.items))
+    }
 }
 
 /// A fixed view of the cluster (tests, and `--offline` dry runs).
@@ -123,6 +175,8 @@ pub struct StaticLookup {
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub masking_secrets: BTreeMap<String, BTreeSet<String>>,
     pub policies: Vec<StreamPolicy>,
+    /// (namespace, pod name, pod uid) → ServiceAccount.
+    pub pods: BTreeMap<(String, String, String), String>,
 }
 
 impl ClusterLookup for StaticLookup {
@@ -147,5 +201,27 @@ impl ClusterLookup for StaticLookup {
                     && p.metadata.name.as_deref() == Some(name)
             })
             .cloned())
+    }
+
+    async fn pod_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<Option<String>, LookupError> {
+        Ok(self
+            .pods
+            .get(&(ns.to_string(), name.to_string(), uid.to_string()))
+            .cloned())
+    }
+
+    async fn trusted_issuers(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
+        let in_ns: Vec<StreamPolicy> = self
+            .policies
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .cloned()
+            .collect();
+        Ok(issuers_of(&in_ns))
     }
 }
