@@ -9,6 +9,7 @@
 //! reads from env vars).
 
 mod args;
+pub mod session;
 
 use crate::audit::{policy_reloads, stage as audit_trail};
 use crate::datapath::addresses::AddressPlan;
@@ -77,22 +78,38 @@ pub struct App {
     admin: TcpListener,
     grace: Duration,
     _policy_source: PolicySourceGuard,
+    /// Keeps the API token renewing while the sidecar runs.
+    _session: Option<session::Session>,
 }
 
 impl App {
     /// Check the flags, start every piece in dependency order, bind the listeners.
     pub async fn build(args: &RunArgs, env: Environment) -> anyhow::Result<Self> {
+        // The operator session first: it holds the broker credential and the
+        // sidecar's API identity (in memory only).
+        let session = match (&args.operator_url, &args.sidecar_token_file) {
+            (Some(url), Some(token_file)) => Some(
+                session::open(session::SessionConfig {
+                    url: url.clone(),
+                    ca_pem: args.operator_ca.clone(),
+                    token_file: token_file.clone(),
+                })
+                .await?,
+            ),
+            _ => None,
+        };
         // Everything the flags alone decide, before anything starts.
-        let (plan, upstream) = data_path_config(args)?;
+        let (plan, upstream) = data_path_config(args, session.as_ref())?;
         if args.allow_insecure_issuers {
             tracing::warn!(
                 "--allow-insecure-issuers: OIDC issuers over plain http:// are trusted; whoever is on the path to one can mint tokens (test IdPs only)"
             );
         }
         // audit: the trail starts (SidecarStart) before anything it records.
-        let audit = crate::audit::Audit::start(&args.audit.audit).await?;
-        let (policy, policy_source) = policy_source(args, &env).await?;
-        let approvals = approval_sink(args).await?.map(|sink| {
+        let kube = session.as_ref().map(|s| s.kube.clone());
+        let audit = crate::audit::Audit::start_with(&args.audit.audit, kube.clone()).await?;
+        let (policy, policy_source) = policy_source(args, &env, kube.clone()).await?;
+        let approvals = approval_sink(args, kube).await?.map(|sink| {
             let requester = crate::approval::ApprovalRequester::new(
                 sink,
                 env.namespace.clone(),
@@ -130,6 +147,7 @@ impl App {
             admin,
             grace: args.shutdown_grace,
             _policy_source: policy_source,
+            _session: session,
         })
     }
 
@@ -148,6 +166,7 @@ impl App {
             admin,
             grace,
             _policy_source,
+            _session,
         } = self;
         tokio::spawn(Arc::clone(&proxy).accept_loop(bootstrap, Target::Bootstrap));
         let admin_proxy = Arc::clone(&proxy);
@@ -208,9 +227,21 @@ impl Drop for PolicySourceGuard {
 
 /// Where the pod's policy comes from. With no source, or before the first
 /// good load, every governed request is denied.
+/// The kube client: the session's (as `streamgate-sidecar`), else the
+/// in-cluster default (a sidecar run without an operator session).
+async fn kube_client(session: Option<kube::Client>, what: &str) -> anyhow::Result<kube::Client> {
+    match session {
+        Some(c) => Ok(c),
+        None => kube::Client::try_default()
+            .await
+            .with_context(|| format!("Kubernetes client for {what}")),
+    }
+}
+
 async fn policy_source(
     args: &RunArgs,
     env: &Environment,
+    kube: Option<kube::Client>,
 ) -> anyhow::Result<(PolicyHandle, PolicySourceGuard)> {
     let labels = env
         .workload
@@ -230,9 +261,7 @@ async fn policy_source(
             kube: None,
         }
     } else if args.policy_kube {
-        let client = kube::Client::try_default()
-            .await
-            .context("Kubernetes client for --policy-kube")?;
+        let client = kube_client(kube, "--policy-kube").await?;
         PolicySourceGuard {
             _dir: None,
             kube: Some(tokio::spawn(source_kube::run(
@@ -254,7 +283,10 @@ async fn policy_source(
 
 /// Where just-in-time approval requests go: the API server with
 /// `--policy-kube`, else `--approvals-dir` or the policy directory.
-async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
+async fn approval_sink(
+    args: &RunArgs,
+    kube: Option<kube::Client>,
+) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
     use crate::approval::ApprovalSink;
     if let Some(dir) = args
         .approvals_dir
@@ -264,9 +296,7 @@ async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval:
         return Ok(Some(ApprovalSink::Dir(dir)));
     }
     if args.policy_kube {
-        let client = kube::Client::try_default()
-            .await
-            .context("Kubernetes client for approval requests")?;
+        let client = kube_client(kube, "approval requests").await?;
         return Ok(Some(ApprovalSink::Kube(client)));
     }
     Ok(None)
@@ -283,7 +313,10 @@ fn init_logging() {
 
 /// The data path's settings, checked: loopback listeners, the node range,
 /// the upstream (TLS material and the broker credential read now).
-fn data_path_config(args: &RunArgs) -> anyhow::Result<(AddressPlan, UpstreamConfig)> {
+fn data_path_config(
+    args: &RunArgs,
+    session: Option<&session::Session>,
+) -> anyhow::Result<(AddressPlan, UpstreamConfig)> {
     config::check_loopback(args.listen, args.allow_non_loopback)?;
     config::check_loopback(args.admin, args.allow_non_loopback)?;
     config::check_node_range(args.node_id_min, args.node_id_max, args.listen.port())?;
@@ -298,9 +331,18 @@ fn data_path_config(args: &RunArgs) -> anyhow::Result<(AddressPlan, UpstreamConf
     } else {
         None
     };
-    let sasl = match (args.upstream_sasl_mechanism, &args.upstream_credentials) {
-        (None, None) => None,
-        (Some(m), Some(path)) => Some((m, Arc::new(Credentials::from_file(path)?))),
+    let from_session = session.and_then(|s| s.credentials.clone());
+    let sasl = match (
+        args.upstream_sasl_mechanism,
+        &args.upstream_credentials,
+        from_session,
+    ) {
+        (None, None, None) => None,
+        (Some(m), None, Some(c)) => Some((m, Arc::new(c))),
+        (Some(m), Some(path), None) => Some((m, Arc::new(Credentials::from_file(path)?))),
+        (_, Some(_), Some(_)) => {
+            anyhow::bail!("both --upstream-credentials and an operator session credential: use one")
+        }
         _ => return Err(config::ConfigError::HalfSasl.into()),
     };
     let plan = AddressPlan {
