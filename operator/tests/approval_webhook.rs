@@ -62,13 +62,11 @@ fn as_user(mut r: Value, username: &str, groups: &[&str]) -> Value {
     r
 }
 
-/// The namespace's `streamgate-sidecar` account, with a session token bound
-/// to the pod `intake-5d8f7-abcde` (ServiceAccount `intake`).
+/// The namespace's `streamgate-sidecar` account (a session token, not bound
+/// to a pod), filing for the workload `intake-5d8f7-abcde` (ServiceAccount `intake`).
 fn as_sidecar(mut r: Value) -> Value {
     r["request"]["userInfo"] = json!({"username": "system:serviceaccount:clinical:streamgate-sidecar",
-        "groups": ["system:serviceaccounts", "system:serviceaccounts:clinical"],
-        "extra": {"authentication.kubernetes.io/pod-name": ["intake-5d8f7-abcde"],
-                  "authentication.kubernetes.io/pod-uid": ["pod-uid-1"]}});
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:clinical"]});
     r
 }
 
@@ -350,15 +348,20 @@ async fn a_sidecar_files_only_for_its_pods_account_or_users_of_a_trusted_issuer(
 }
 
 #[tokio::test]
-async fn a_sidecar_token_bound_to_no_live_pod_files_nothing() {
+async fn a_sidecar_files_nothing_for_a_pod_that_is_not_there() {
     let mut r = as_sidecar(create_review());
-    r["request"]["userInfo"]["extra"] = json!({});
+    r["request"]["object"]["spec"]["workload"] = Value::Null;
     let (allowed, message, _) = validate_only(&state(true), r).await;
     assert!(!allowed);
-    assert!(message.contains("bound to no live pod"), "{message}");
-    // A token bound to a pod that was replaced (another uid).
+    assert!(message.contains("for no live injected pod"), "{message}");
     let mut r = as_sidecar(create_review());
-    r["request"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-uid"] = json!(["old-uid"]);
+    r["request"]["object"]["spec"]["workload"]["pod"] = json!("gone-0");
+    assert!(!validate_only(&state(true), r).await.0);
+    // A pod-bound token names its pod; a replaced pod (another uid) is not it.
+    let mut r = as_sidecar(create_review());
+    r["request"]["userInfo"]["extra"] = json!({
+        "authentication.kubernetes.io/pod-name": ["intake-5d8f7-abcde"],
+        "authentication.kubernetes.io/pod-uid": ["old-uid"]});
     assert!(!validate_only(&state(true), r).await.0);
 }
 

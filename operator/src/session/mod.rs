@@ -9,13 +9,16 @@
 //!    default token (audience: the API server) fails here;
 //! 2. takes the pod from the token's user info (`pod-name`/`pod-uid`
 //!    extras, set by the API server for tokens bound to a pod since 1.16);
-//! 3. reads that pod back and requires a governed namespace and the genuine
-//!    injected sidecar ([`verify::check_pod`], the pod guard's own check);
+//! 3. reads that pod back and requires the genuine injected sidecar in a
+//!    governed namespace ([`verify::check_pod`], the pod guard's own check);
+//!    a pod injected on request in a namespace that is not governed gets an
+//!    API token but never a credential (its author could have written the
+//!    "sidecar" themselves);
 //! 4. answers with the namespace's broker credential, read from a Secret in
-//!    the *operator's* namespace ([`credentials`]), and a token of the
-//!    per-namespace `streamgate-sidecar` ServiceAccount bound to the pod
-//!    (TokenRequest with `boundObjectRef`), so the app's ServiceAccount needs
-//!    no streamgate rights. The sidecar keeps both in memory and renews the
+//!    the *operator's* namespace ([`credentials`]), and a short-lived token
+//!    of the per-namespace `streamgate-sidecar` ServiceAccount (TokenRequest;
+//!    it cannot be bound to the pod, which runs as the app's account), so
+//!    the app's ServiceAccount needs no streamgate rights. The sidecar keeps both in memory and renews the
 //!    token before it expires by opening a new session.
 //!
 //! Refusals are 401 (the token proves nothing) or 403 (this pod may not),
@@ -30,7 +33,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use k8s_openapi::api::authentication::v1::{
-    BoundObjectReference, TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::PostParams;
@@ -158,11 +161,19 @@ async fn open_inner(
         .map_err(kube_err(format!("reading pod {ns}/{}", who.pod_name)))?;
     let labels = state.lookup.namespace_labels(&ns).await?;
     let masking = state.lookup.masking_secrets(&ns).await?;
-    verify::check_pod(&who, pod.as_ref(), &labels, &masking, &state.settings)?;
+    let secret_name = state.credentials.secret_for(&ns);
+    let trust = verify::check_pod(
+        &who,
+        pod.as_ref(),
+        &labels,
+        &masking,
+        &state.settings,
+        secret_name.is_some(),
+    )?;
 
-    let credentials = match state.credentials.secret_for(&ns) {
-        None => None,
-        Some(name) => {
+    let credentials = match (trust, secret_name) {
+        (verify::PodTrust::OptedIn, _) | (_, None) => None,
+        (verify::PodTrust::Genuine, Some(name)) => {
             let op_ns = &state.settings.operator_namespace;
             let secret = Api::<Secret>::namespaced(state.client.clone(), op_ns)
                 .get_opt(name)
@@ -192,12 +203,13 @@ async fn open_inner(
         spec: TokenRequestSpec {
             audiences: Vec::new(),
             expiration_seconds: Some(state.token_seconds.max(600)),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".to_string()),
-                kind: Some("Pod".to_string()),
-                name: Some(who.pod_name.clone()),
-                uid: Some(who.pod_uid.clone()),
-            }),
+            // Not bound to the pod: the API server binds a token only to a
+            // pod running as the token's own ServiceAccount ("cannot bind
+            // token … to pod running with different serviceaccount name"),
+            // and the pod runs as the app's. The token is short-lived
+            // instead (renewed by the sidecar through new sessions, which
+            // need the live pod), and exists only in the sidecar's memory.
+            bound_object_ref: None,
         },
         ..Default::default()
     };

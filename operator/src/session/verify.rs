@@ -57,7 +57,7 @@ pub enum SessionRefused {
         token_sa: String,
     },
     #[error(
-        "namespace {0} is not governed by streamgate (not labelled streamgate.dev/inject=enabled, or exempted): its pods get no sidecar session"
+        "namespace {0} has a broker credential configured but is not governed by streamgate (not labelled streamgate.dev/inject=enabled, or exempted): the credential is handed only to genuine sidecars of governed namespaces"
     )]
     NotGoverned(String),
     #[error("pod {namespace}/{name} carries no {SIDECAR_NAME} sidecar")]
@@ -127,16 +127,32 @@ pub fn identity(status: &TokenReviewStatus) -> Result<SidecarIdentity, SessionRe
     })
 }
 
+/// How far a pod is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodTrust {
+    /// A governed namespace and exactly the injected sidecar: may have the
+    /// namespace's broker credential.
+    Genuine,
+    /// A namespace that is not governed, its pod injected on request
+    /// (`streamgate.dev/inject: "true"`): nothing stops the author writing
+    /// the sidecar themselves, so it gets an API token (the sidecar role's
+    /// rights, requests checked by the approval webhook) but never a credential.
+    OptedIn,
+}
+
 /// May this pod (read back from the API server) have a session? It must be
-/// the very pod the token is bound to, in a governed namespace, and carry
-/// exactly the sidecar the injector builds for it (the pod guard's check).
+/// the very pod the token is bound to and carry a sidecar; in a governed
+/// namespace exactly the one the injector builds for it (the pod guard's
+/// check). `has_credential`: the operator's config names a broker credential
+/// for the namespace — then the namespace must be governed.
 pub fn check_pod(
     who: &SidecarIdentity,
     pod: Option<&Pod>,
     namespace_labels: &BTreeMap<String, String>,
     masking_secrets: &BTreeSet<String>,
     settings: &InjectorSettings,
-) -> Result<(), SessionRefused> {
+    has_credential: bool,
+) -> Result<PodTrust, SessionRefused> {
     let (namespace, name) = (who.namespace.clone(), who.pod_name.clone());
     let Some(pod) = pod.filter(|p| p.metadata.uid.as_deref() == Some(who.pod_uid.as_str())) else {
         return Err(SessionRefused::PodGone { namespace, name });
@@ -154,9 +170,6 @@ pub fn check_pod(
             token_sa: who.service_account.clone(),
         });
     }
-    if !guard::governed(&who.namespace, namespace_labels, settings) {
-        return Err(SessionRefused::NotGoverned(namespace));
-    }
     let has_sidecar = spec
         .containers
         .iter()
@@ -164,6 +177,12 @@ pub fn check_pod(
         .any(|c| c.name == SIDECAR_NAME);
     if !has_sidecar {
         return Err(SessionRefused::NotInjected { namespace, name });
+    }
+    if !guard::governed(&who.namespace, namespace_labels, settings) {
+        if has_credential {
+            return Err(SessionRefused::NotGoverned(namespace));
+        }
+        return Ok(PodTrust::OptedIn);
     }
     let refusals = guard::review(
         &guard::GuardInput {
@@ -182,7 +201,7 @@ pub fn check_pod(
             why: refusals.join("; "),
         });
     }
-    Ok(())
+    Ok(PodTrust::Genuine)
 }
 
 #[cfg(test)]
@@ -259,15 +278,14 @@ mod tests {
         .unwrap();
         let settings = InjectorSettings::default();
         let none = BTreeSet::new();
-        let e = check_pod(&who(), Some(&pod), &governed(), &none, &settings).unwrap_err();
+        let e = check_pod(&who(), Some(&pod), &governed(), &none, &settings, true).unwrap_err();
         assert!(matches!(e, SessionRefused::NotInjected { .. }), "{e}");
-        let e = check_pod(&who(), Some(&pod), &BTreeMap::new(), &none, &settings).unwrap_err();
-        assert!(matches!(e, SessionRefused::NotGoverned(_)), "{e}");
-        let e = check_pod(&who(), None, &governed(), &none, &settings).unwrap_err();
+        let e = check_pod(&who(), None, &governed(), &none, &settings, true).unwrap_err();
         assert!(matches!(e, SessionRefused::PodGone { .. }), "{e}");
         let mut replaced = pod.clone();
         replaced.metadata.uid = Some("u-2".into());
-        let e = check_pod(&who(), Some(&replaced), &governed(), &none, &settings).unwrap_err();
+        let e =
+            check_pod(&who(), Some(&replaced), &governed(), &none, &settings, true).unwrap_err();
         assert!(matches!(e, SessionRefused::PodGone { .. }), "{e}");
     }
 
@@ -281,8 +299,16 @@ mod tests {
             default_upstream: Some("kafka:9092".into()),
             ..Default::default()
         };
-        let e =
-            check_pod(&who(), Some(&pod), &governed(), &BTreeSet::new(), &settings).unwrap_err();
+        let none = BTreeSet::new();
+        let e = check_pod(&who(), Some(&pod), &governed(), &none, &settings, true).unwrap_err();
         assert!(matches!(e, SessionRefused::NotGenuine { .. }), "{e}");
+        // Outside a governed namespace: an API token, never a credential.
+        let ungoverned = BTreeMap::new();
+        assert_eq!(
+            check_pod(&who(), Some(&pod), &ungoverned, &none, &settings, false),
+            Ok(PodTrust::OptedIn)
+        );
+        let e = check_pod(&who(), Some(&pod), &ungoverned, &none, &settings, true).unwrap_err();
+        assert!(matches!(e, SessionRefused::NotGoverned(_)), "{e}");
     }
 }

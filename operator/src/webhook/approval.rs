@@ -240,9 +240,10 @@ pub fn validate_with_mapping(
 /// Who creates an AccessApproval, as far as the requester check cares.
 #[derive(Debug)]
 pub enum Creator<'a> {
-    /// The namespace's `streamgate-sidecar` account. `pod_service_account`:
-    /// the ServiceAccount of the pod its token is bound to (`None`: the
-    /// token is bound to no live pod — e.g. a legacy token Secret).
+    /// The namespace's `streamgate-sidecar` account. `pod`: the pod the
+    /// request is filed for (its token's pod, else `spec.workload.pod`);
+    /// `pod_service_account`: that pod's ServiceAccount (`None`: no live
+    /// injected pod of that name).
     Sidecar {
         pod: Option<&'a str>,
         pod_service_account: Option<&'a str>,
@@ -259,7 +260,7 @@ pub enum Creator<'a> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RequesterRefused {
     #[error(
-        "AccessApproval {name}: created by the streamgate sidecar account with a token bound to no live pod; only a sidecar's session token (bound to its pod) may file requests"
+        "AccessApproval {name}: created by the streamgate sidecar account for no live injected pod (spec.workload.pod names none); a sidecar files requests only for the workload it serves"
     )]
     SidecarUnbound { name: String },
     #[error(

@@ -46,15 +46,20 @@ async fn creator_check<L: ClusterLookup>(
     );
     let mapping = &state.settings.approver_identity;
     let result = if user.username == sidecar {
+        // The pod the sidecar serves: from a pod-bound token's user info
+        // when there is one, else the request's own `spec.workload.pod`
+        // (session tokens cannot be bound to the app's pod; they live only
+        // in genuine sidecars' memory, which file for their own workload).
         let one = |k: &str| user.extra.get(k).and_then(|v| v.first()).cloned();
-        let (pod, uid) = (one(EXTRA_POD_NAME), one(EXTRA_POD_UID));
-        let pod_sa = match (&pod, &uid) {
-            (Some(p), Some(u)) => state
+        let uid = one(EXTRA_POD_UID);
+        let pod = one(EXTRA_POD_NAME).or_else(|| new.spec.workload.as_ref().map(|w| w.pod.clone()));
+        let pod_sa = match &pod {
+            Some(p) => state
                 .lookup
-                .pod_service_account(namespace, p, u)
+                .pod_service_account(namespace, p, uid.as_deref())
                 .await
                 .map_err(|e| format!("streamgate: {e}"))?,
-            _ => None,
+            None => None,
         };
         let issuers = state
             .lookup

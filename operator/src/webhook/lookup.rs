@@ -37,12 +37,13 @@ pub trait ClusterLookup: Send + Sync + 'static {
         ns: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<StreamPolicy>, LookupError>> + Send;
-    /// The ServiceAccount of pod `name`, if it exists with uid `uid`.
+    /// The ServiceAccount of pod `name`, if it exists (with uid `uid`, when given)
+    /// and carries the streamgate sidecar.
     fn pod_service_account(
         &self,
         ns: &str,
         name: &str,
-        uid: &str,
+        uid: Option<&str>,
     ) -> impl Future<Output = Result<Option<String>, LookupError>> + Send;
     /// OIDC issuers the namespace's StreamPolicies trust.
     fn trusted_issuers(
@@ -140,7 +141,7 @@ impl ClusterLookup for KubeLookup {
         &self,
         ns: &str,
         name: &str,
-        uid: &str,
+        uid: Option<&str>,
     ) -> Result<Option<String>, LookupError> {
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
         let pod = api.get_opt(name).await.map_err(|source| LookupError {
@@ -148,7 +149,15 @@ impl ClusterLookup for KubeLookup {
             source,
         })?;
         Ok(pod
-            .filter(|p| p.metadata.uid.as_deref() == Some(uid))
+            .filter(|p| uid.is_none() || p.metadata.uid.as_deref() == uid)
+            .filter(|p| {
+                p.spec.as_ref().is_some_and(|s| {
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                        .any(|c| c.name == crate::config::SIDECAR_NAME)
+                })
+            })
             .map(|p| {
                 p.spec
                     .and_then(|s| s.service_account_name)
@@ -175,7 +184,7 @@ pub struct StaticLookup {
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub masking_secrets: BTreeMap<String, BTreeSet<String>>,
     pub policies: Vec<StreamPolicy>,
-    /// (namespace, pod name, pod uid) → ServiceAccount.
+    /// (namespace, pod name, pod uid) → ServiceAccount of injected pods.
     pub pods: BTreeMap<(String, String, String), String>,
 }
 
@@ -207,12 +216,13 @@ impl ClusterLookup for StaticLookup {
         &self,
         ns: &str,
         name: &str,
-        uid: &str,
+        uid: Option<&str>,
     ) -> Result<Option<String>, LookupError> {
         Ok(self
             .pods
-            .get(&(ns.to_string(), name.to_string(), uid.to_string()))
-            .cloned())
+            .iter()
+            .find(|((n, p, u), _)| n == ns && p == name && uid.is_none_or(|uid| uid == u))
+            .map(|(_, sa)| sa.clone()))
     }
 
     async fn trusted_issuers(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
