@@ -4,7 +4,7 @@
 //! shared webhook Secret, and the leader Lease.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use http::{Request, Response};
