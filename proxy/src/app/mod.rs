@@ -99,7 +99,8 @@ impl App {
             _ => None,
         };
         // Everything the flags alone decide, before anything starts.
-        let (plan, upstream) = data_path_config(args, session.as_ref())?;
+        let (plan, upstream) =
+            data_path_config(args, session.as_ref().and_then(|s| s.credentials.clone()))?;
         if args.allow_insecure_issuers {
             tracing::warn!(
                 "--allow-insecure-issuers: OIDC issuers over plain http:// are trusted; whoever is on the path to one can mint tokens (test IdPs only)"
@@ -313,9 +314,10 @@ fn init_logging() {
 
 /// The data path's settings, checked: loopback listeners, the node range,
 /// the upstream (TLS material and the broker credential read now).
+/// `from_session`: the broker credential the operator's session handed over.
 fn data_path_config(
     args: &RunArgs,
-    session: Option<&session::Session>,
+    from_session: Option<Credentials>,
 ) -> anyhow::Result<(AddressPlan, UpstreamConfig)> {
     config::check_loopback(args.listen, args.allow_non_loopback)?;
     config::check_loopback(args.admin, args.allow_non_loopback)?;
@@ -331,7 +333,6 @@ fn data_path_config(
     } else {
         None
     };
-    let from_session = session.and_then(|s| s.credentials.clone());
     let sasl = match (
         args.upstream_sasl_mechanism,
         &args.upstream_credentials,
@@ -428,5 +429,49 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, FromArgMatches as _};
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let cmd = RunArgs::augment_args(clap::Command::new("run"));
+        let mut argv = vec!["run", "--upstream", "127.0.0.1:9"];
+        argv.extend_from_slice(flags);
+        let matches = cmd.try_get_matches_from(argv).unwrap();
+        RunArgs::from_arg_matches(&matches).unwrap()
+    }
+
+    fn session_credential() -> Option<Credentials> {
+        Some(Credentials::new("gateway".into(), "s3cret".into()).unwrap())
+    }
+
+    #[test]
+    fn the_session_credential_is_the_sasl_credential() {
+        let args = run_args(&["--upstream-sasl-mechanism", "SCRAM-SHA-512"]);
+        let (_, upstream) = data_path_config(&args, session_credential()).unwrap();
+        let (_, creds) = upstream.sasl.unwrap();
+        assert_eq!(creds.username, "gateway");
+        // A mechanism without a credential, and a credential without a mechanism, are refused.
+        assert!(data_path_config(&args, None).is_err());
+        assert!(data_path_config(&run_args(&[]), session_credential()).is_err());
+        // Two credentials: which one would be used is not guessed.
+        let both = run_args(&[
+            "--upstream-sasl-mechanism",
+            "PLAIN",
+            "--upstream-credentials",
+            "/nonexistent",
+        ]);
+        assert!(data_path_config(&both, session_credential()).is_err());
+        assert!(
+            data_path_config(&run_args(&[]), None)
+                .unwrap()
+                .1
+                .sasl
+                .is_none()
+        );
     }
 }
