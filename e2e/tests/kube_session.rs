@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use streamgate_e2e::kube::{ControlPlane, Installed, install_product_with_values};
 
-const AUDIENCE: &str = "streamgate.dev/sidecar";
+use streamgate_crds::contract::SIDECAR_TOKEN_AUDIENCE as AUDIENCE;
 const PASSWORD: &str = "s3cret-broker-pass";
 const GOVERNED: &str = "clinical";
 /// Not governed, but the operator's config names a credential for it.
