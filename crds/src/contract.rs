@@ -50,6 +50,18 @@ pub const ENV_SECRET_DIR: &str = "STREAMGATE_SECRET_DIR";
 /// Only for a local test IdP; the injector never sets it.
 pub const ENV_ALLOW_INSECURE_ISSUERS: &str = "STREAMGATE_ALLOW_INSECURE_ISSUERS";
 
+// === environment: the sidecar's session with the operator ===
+
+/// The operator's HTTPS base URL (`https://streamgate-webhook.<ns>.svc:443`).
+/// Set: at start the sidecar presents its projected token there and gets the
+/// broker credential and its own API token ([`SidecarSession`]).
+pub const ENV_OPERATOR_URL: &str = "STREAMGATE_OPERATOR_URL";
+/// PEM of the CA the operator's serving certificate chains to.
+pub const ENV_OPERATOR_CA: &str = "STREAMGATE_OPERATOR_CA";
+/// The projected token (audience [`SIDECAR_TOKEN_AUDIENCE`]) the sidecar
+/// proves itself with.
+pub const ENV_SIDECAR_TOKEN_FILE: &str = "STREAMGATE_SIDECAR_TOKEN_FILE";
+
 // === environment: the pod's identity (downward API) ===
 
 pub const ENV_POD_NAME: &str = "STREAMGATE_POD_NAME";
@@ -101,6 +113,64 @@ pub const KUBE_TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount"
 /// Key in the upstream Secret holding the credential file (YAML: username, password).
 pub const UPSTREAM_CREDENTIALS_KEY: &str = "credentials";
 
+/// Where the sidecar's own projected token (audience
+/// [`SIDECAR_TOKEN_AUDIENCE`]) is mounted; only the sidecar mounts it (the
+/// pod guard refuses any other container mounting a `streamgate-*` volume).
+pub const SIDECAR_TOKEN_DIR: &str = "/var/run/streamgate/sidecar-token";
+/// The token file inside [`SIDECAR_TOKEN_DIR`].
+pub const SIDECAR_TOKEN_FILE: &str = "token";
+/// The audience of that token: the API server accepts no request with it,
+/// and the operator's TokenReview accepts nothing else, so neither the app's
+/// default token nor this one works in the other's place.
+pub const SIDECAR_TOKEN_AUDIENCE: &str = "streamgate.dev/sidecar";
+/// The operator's endpoint, below [`ENV_OPERATOR_URL`], that opens a session.
+pub const SESSION_PATH: &str = "/sidecar/session";
+/// The per-namespace ServiceAccount the sidecar acts as towards the API
+/// server (the operator creates it and binds the sidecar role to it; the
+/// app's ServiceAccount gets no streamgate rights).
+pub const SIDECAR_SERVICE_ACCOUNT: &str = "streamgate-sidecar";
+
+/// What the operator answers on [`SESSION_PATH`]. Holds secrets: its `Debug`
+/// shows neither the password nor the token.
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSession {
+    /// The broker credential of the pod's namespace, when the operator's
+    /// config names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SessionCredentials>,
+    /// A token of [`SIDECAR_SERVICE_ACCOUNT`] bound to the pod, for the API server.
+    pub kube_token: String,
+    /// When `kube_token` expires (RFC 3339); the sidecar renews before.
+    pub kube_token_expires: String,
+}
+
+/// The broker credential (SASL username and password).
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SessionCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SidecarSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SidecarSession")
+            .field("credentials", &self.credentials)
+            .field("kube_token", &"<redacted>")
+            .field("kube_token_expires", &self.kube_token_expires)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SessionCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Variables the sidecar reads straight from its environment rather than
 /// through a `run` flag: the downward-API description of the pod that
 /// workload identity is built from (`Workload::from_env` in the proxy).
@@ -135,6 +205,9 @@ pub const ALL_ENV: &[&str] = &[
     ENV_APPROVALS_DIR,
     ENV_SECRET_DIR,
     ENV_ALLOW_INSECURE_ISSUERS,
+    ENV_OPERATOR_URL,
+    ENV_OPERATOR_CA,
+    ENV_SIDECAR_TOKEN_FILE,
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
     ENV_POD_UID,

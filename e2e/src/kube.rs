@@ -266,12 +266,30 @@ impl ControlPlane {
         audience: Option<&str>,
         ttl: Duration,
     ) -> String {
+        self.token_request_bound(namespace, sa, audience, ttl, None)
+    }
+
+    /// A ServiceAccount token bound to a pod `(name, uid)`, as the kubelet
+    /// mints a projected token (the API server then names the pod in the
+    /// token's user info).
+    pub fn token_request_bound(
+        &self,
+        namespace: &str,
+        sa: &str,
+        audience: Option<&str>,
+        ttl: Duration,
+        pod: Option<(&str, &str)>,
+    ) -> String {
         // The TokenRequest API directly (`kubectl create token` needs a 1.24+ client).
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
             "spec": {"audiences": audience.map(|a| vec![a]), "expirationSeconds": ttl.as_secs()},
         });
+        if let Some((name, uid)) = pod {
+            body["spec"]["boundObjectRef"] =
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
+        }
         let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token");
         let out = self.kubectl_with(
             &self.kubeconfig("admin"),
@@ -562,6 +580,11 @@ impl Operator {
                 format!("127.0.0.1:{metrics_port}"),
             )
             .env("STREAMGATE_WEBHOOK_EXTRA_SANS", "127.0.0.1")
+            // Sidecars reach this replica's session endpoint as a pod would the Service.
+            .env(
+                "STREAMGATE_SESSION_URL",
+                format!("https://127.0.0.1:{webhook_port}"),
+            )
             .env("STREAMGATE_DEFAULT_UPSTREAM", default_upstream)
             .env(
                 "STREAMGATE_PROXY_IMAGE",
@@ -594,6 +617,8 @@ pub struct Installed {
     pub operators: Vec<Operator>,
     pub chart: String,
     default_upstream: String,
+    /// More chart values (merged over the defaults), e.g. `sidecarCredentials`.
+    chart_values: serde_json::Value,
 }
 
 pub fn install_product(replicas: usize, default_upstream: &str) -> Installed {
@@ -606,12 +631,32 @@ pub fn install_product_with(
     default_upstream: &str,
     operator_env: &[(&str, &str)],
 ) -> Installed {
+    install_product_with_values(
+        replicas,
+        default_upstream,
+        operator_env,
+        serde_json::json!({}),
+        |_| {},
+    )
+}
+
+/// [`install_product_with`] with more chart values, and `before_operators`
+/// run on the control plane once the chart is applied and before any
+/// operator starts (e.g. creating the broker credential Secrets).
+pub fn install_product_with_values(
+    replicas: usize,
+    default_upstream: &str,
+    operator_env: &[(&str, &str)],
+    chart_values: serde_json::Value,
+    before_operators: impl FnOnce(&ControlPlane),
+) -> Installed {
     let cp = ControlPlane::start();
     install_crds(&cp);
     cp.namespace("streamgate-system", &[]);
     let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-    let chart = chart_for(ports[0], default_upstream);
+    let chart = chart_for(ports[0], default_upstream, &chart_values);
     cp.apply_ok("admin", &chart);
+    before_operators(&cp);
     let operators = ports
         .iter()
         .enumerate()
@@ -630,17 +675,23 @@ pub fn install_product_with(
         operators,
         chart,
         default_upstream: default_upstream.to_string(),
+        chart_values,
     };
     installed.wait_webhooks_ready();
     installed
 }
 
 /// The chart with the webhooks calling a local operator on `webhook_port`.
-fn chart_for(webhook_port: u16, default_upstream: &str) -> String {
-    let values = serde_json::json!({
+fn chart_for(webhook_port: u16, default_upstream: &str, extra: &serde_json::Value) -> String {
+    let mut values = serde_json::json!({
         "webhook": {"externalURL": format!("https://127.0.0.1:{webhook_port}"), "timeoutSeconds": 5},
         "upstream": {"bootstrapServers": default_upstream},
     });
+    if let (Some(v), Some(extra)) = (values.as_object_mut(), extra.as_object()) {
+        for (k, x) in extra {
+            v.insert(k.clone(), x.clone());
+        }
+    }
     render_chart(&values).unwrap()
 }
 
@@ -648,7 +699,11 @@ impl Installed {
     /// Re-point the webhook configurations at another replica (what a
     /// Service does when an endpoint goes away), keeping the patched caBundle.
     pub fn route_webhooks_to(&mut self, replica: usize) {
-        self.chart = chart_for(self.operators[replica].webhook_port, &self.default_upstream);
+        self.chart = chart_for(
+            self.operators[replica].webhook_port,
+            &self.default_upstream,
+            &self.chart_values,
+        );
         self.cp.apply_ok("admin", &self.chart);
         self.wait_webhooks_ready();
     }

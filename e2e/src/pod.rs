@@ -46,7 +46,8 @@
 //!
 //! Not emulated: the container's user and read-only root filesystem (the
 //! tests run as root), resource limits, probes after start, the projected
-//! token's pod binding and rotation.
+//! token's rotation. (Projected tokens are bound to the pod, as the kubelet
+//! binds them: the operator's session endpoint reads the pod from them.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -698,11 +699,15 @@ fn materialize_volumes(cp: &ControlPlane, pod: &Value, container: &Value, root: 
                 if src["serviceAccountToken"].is_object() {
                     let t = &src["serviceAccountToken"];
                     let ttl = t["expirationSeconds"].as_u64().unwrap_or(3600);
-                    let token = cp.token_request(
+                    // The kubelet binds projected tokens to their pod.
+                    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                    let pod_uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+                    let token = cp.token_request_bound(
                         namespace,
                         sa,
                         t["audience"].as_str(),
                         Duration::from_secs(ttl),
+                        Some((pod_name, pod_uid)),
                     );
                     write_file(
                         &dir,

@@ -124,7 +124,9 @@ fn an_author_written_sidecar_is_refused(inst: &Installed) {
 }
 
 fn an_app_mounting_the_sidecar_volume_or_its_secret_is_refused(inst: &Installed) {
-    // The mount is declared before the injector adds the volume of that name.
+    // The mount is declared before the injector adds the volume of that name:
+    // the sidecar's session token (audience streamgate.dev/sidecar), which
+    // would let the app ask the operator for the broker credential.
     refused(
         inst,
         "mounts-sidecar-volume",
@@ -132,12 +134,9 @@ fn an_app_mounting_the_sidecar_volume_or_its_secret_is_refused(inst: &Installed)
             "mounts-sidecar-volume",
             "",
             "",
-            "    volumeMounts:\n    - {name: streamgate-upstream-credential, mountPath: /steal}\n",
+            "    volumeMounts:\n    - {name: streamgate-sidecar-token, mountPath: /steal}\n",
         ),
-        &[
-            "mounts the sidecar's volume",
-            "streamgate-upstream-credential",
-        ],
+        &["mounts the sidecar's volume", "streamgate-sidecar-token"],
     );
     // The broker credential Secret mounted directly, and read into env.
     refused(

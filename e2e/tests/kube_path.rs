@@ -397,7 +397,10 @@ fn rbac_is_least_privilege_for_sidecar_and_operator() {
             "spec:\n  automountServiceAccountToken: false\n  serviceAccountName",
         );
     cp.apply_ok("admin", &pod_yaml);
-    let sidecar = "system:serviceaccount:clinical:billing-app";
+    // The sidecar acts as the operator-made streamgate-sidecar account; the
+    // app's own account (billing-app) gets no streamgate rights at all.
+    let sidecar = "system:serviceaccount:clinical:streamgate-sidecar";
+    let app = "system:serviceaccount:clinical:billing-app";
     let can = |who: &str, args: &[&str]| -> bool {
         let mut a = vec!["auth", "can-i", "--as", who];
         a.extend_from_slice(args);
@@ -437,6 +440,18 @@ fn rbac_is_least_privilege_for_sidecar_and_operator() {
         assert!(
             !can(sidecar, &[verb, what, "-n", ns]),
             "sidecar must not {verb} {what} in {ns}"
+        );
+    }
+    for (verb, what) in [
+        ("create", "accessapprovals.streamgate.dev"),
+        ("list", "accessapprovals.streamgate.dev"),
+        ("watch", "streampolicies.streamgate.dev"),
+        ("create", "events"),
+        ("create", "events.events.k8s.io"),
+    ] {
+        assert!(
+            !can(app, &[verb, what, "-n", "clinical"]),
+            "the app's ServiceAccount must not {verb} {what}"
         );
     }
     let operator = "system:serviceaccount:streamgate-system:streamgate";

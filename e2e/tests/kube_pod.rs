@@ -70,26 +70,27 @@ fn setup(topics: &[&str]) -> (Installed, Broker) {
 fn start_pod(product: &Installed, broker: &Broker, name: &str, sa: &str, app: &str) -> EmulatedPod {
     let cp = &product.cp;
     cp.apply_ok("admin", &pod_yaml(name, sa, app, &broker.addr()));
-    // The operator binds the sidecar ClusterRole to the pod's ServiceAccount.
-    // A kubelet would not wait for that (the sidecar's watches retry with
-    // backoff until the binding exists); the tests do, so that what they time
-    // is the policy path, not RBAC propagation.
-    let sa_kubeconfig = cp.service_account_kubeconfig(NS, sa, Duration::from_secs(600));
+    // The operator binds the sidecar ClusterRole to the namespace's
+    // streamgate-sidecar account (the sidecar's identity, from its session).
+    // A kubelet would not wait for that (the session endpoint makes the
+    // binding itself, the watches retry); the tests do, so that what they
+    // time is the policy path, not RBAC propagation.
     cp.eventually(
-        "the operator's streamgate-sidecar RoleBinding for the pod's ServiceAccount",
+        "the operator's streamgate-sidecar RoleBinding",
         Duration::from_secs(60),
         || {
-            let out = cp.kubectl_with(
-                &sa_kubeconfig,
+            let out = cp.kubectl(
+                "admin",
                 &[
                     "auth",
                     "can-i",
+                    "--as",
+                    &format!("system:serviceaccount:{NS}:streamgate-sidecar"),
                     "watch",
                     "streampolicies.streamgate.dev",
                     "-n",
                     NS,
                 ],
-                None,
             );
             out.status.success().then_some(())
         },

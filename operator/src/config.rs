@@ -6,7 +6,10 @@ pub const ANNOTATION_INJECT: &str = "streamgate.dev/inject";
 pub const LABEL_NAMESPACE_INJECT: &str = "streamgate.dev/inject";
 /// Annotation: the real bootstrap servers.
 pub const ANNOTATION_UPSTREAM: &str = "streamgate.dev/upstream";
-/// Annotation: the Secret with the gateway's own broker credential.
+/// Annotation of earlier versions naming a Secret *in the app's namespace*
+/// with the broker credential. No longer honoured (any pod creator there
+/// could read it): the operator's `--sidecar-credentials` names the Secret,
+/// in the operator's namespace. Still guarded, so an old Secret stays unmountable.
 pub const ANNOTATION_UPSTREAM_SECRET: &str = "streamgate.dev/upstream-secret";
 /// Annotation: SASL mechanism towards the brokers (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`).
 pub const ANNOTATION_UPSTREAM_SASL: &str = "streamgate.dev/upstream-sasl-mechanism";
@@ -23,7 +26,8 @@ pub const SIDECAR_NAME: &str = "streamgate-proxy";
 // The sidecar's side of the contract (env names, mount paths) lives in the
 // API crate, where the proxy's flags read the same constants.
 pub use streamgate_crds::contract::{
-    KUBE_TOKEN_DIR, PODINFO_DIR, SECRET_DIR, SPOOL_DIR, UPSTREAM_CREDENTIALS_KEY,
+    KUBE_TOKEN_DIR, PODINFO_DIR, SECRET_DIR, SIDECAR_TOKEN_AUDIENCE, SIDECAR_TOKEN_DIR,
+    SIDECAR_TOKEN_FILE, SPOOL_DIR,
 };
 
 /// How the sidecar is placed in the pod, chosen by the API server's version.
@@ -92,6 +96,15 @@ pub struct InjectorSettings {
     /// The operator enforces topic grants: injected sidecars are told, so
     /// they enforce no Allow rule the operator has not checked.
     pub topic_grants_enforced: bool,
+    /// The operator's HTTPS base URL sidecars open their session at.
+    pub session_url: String,
+    /// PEM of the CA the operator's serving certificate chains to (what the
+    /// sidecar verifies the session endpoint with).
+    pub operator_ca_pem: Option<String>,
+    /// Namespaces whose sidecars get a broker credential from their session
+    /// (the keys of the operator's `--sidecar-credentials`): they speak SASL
+    /// to the brokers.
+    pub credential_namespaces: std::collections::BTreeSet<String>,
 }
 
 pub use streamgate_crds::approver::IdentityMapping;
@@ -113,6 +126,9 @@ impl Default for InjectorSettings {
             exempt_namespaces: std::collections::BTreeSet::new(),
             approver_identity: IdentityMapping::default(),
             topic_grants_enforced: false,
+            session_url: "https://streamgate-webhook.streamgate-system.svc:443".to_string(),
+            operator_ca_pem: None,
+            credential_namespaces: std::collections::BTreeSet::new(),
         }
     }
 }

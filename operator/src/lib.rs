@@ -4,7 +4,8 @@
 //! - [`webhook::approval`]: who may decide an AccessApproval, and stamping `decidedBy`;
 //! - [`webhook::server`]: the HTTPS admission server (axum on a rustls listener);
 //! - [`controller`]: reconcilers for StreamPolicy, MaskingRule and AccessApproval;
-//! - [`rbac`]: the per-namespace RoleBinding for injected pods' ServiceAccounts;
+//! - [`rbac`]: the per-namespace `streamgate-sidecar` ServiceAccount and RoleBinding;
+//! - [`session`]: sidecar sessions (broker credential and API token for a verified sidecar);
 //! - [`tls`]: the self-managed webhook CA and serving certificate, hot-reloaded;
 //! - [`leader`]: Lease-based leader election for the singletons;
 //! - [`metrics`]: Prometheus metrics and the health endpoints.
@@ -34,13 +35,14 @@
 //!   the pod IP), with `STREAMGATE_ALLOW_NON_LOOPBACK=true`; the Kafka listener
 //!   is set to `127.0.0.1` explicitly. The admin port is kept outside the
 //!   per-broker port range `listen+1 ..= listen+1024`.
-//! - **Secrets**: the gateway credential Secret (annotation
-//!   `streamgate.dev/upstream-secret`, key `credentials`) is mounted
-//!   non-optional; the namespace's MaskingRule hash-key Secrets optional (a rule
-//!   may precede its key; the sidecar then refuses those topics). Both only in
-//!   the sidecar, under `/var/run/streamgate/secrets/<name>`
-//!   (`STREAMGATE_SECRET_DIR`). Everything reaches the sidecar as
-//!   `STREAMGATE_*` env; its args are just `run`.
+//! - **Secrets**: the broker credential is in no Secret of the app's
+//!   namespace: the operator's `--sidecar-credentials` maps each governed
+//!   namespace to a Secret in the operator's namespace, handed to a verified
+//!   sidecar by [`session`] and held in its memory. The namespace's
+//!   MaskingRule hash-key Secrets are mounted optional (a rule may precede
+//!   its key; the sidecar then refuses those topics), only in the sidecar,
+//!   under `/var/run/streamgate/secrets/<name>` (`STREAMGATE_SECRET_DIR`).
+//!   Everything reaches the sidecar as `STREAMGATE_*` env; its args are just `run`.
 //! - **An approved request whose policy or rule is gone is not activated**
 //!   (stays Pending, `Ready=False, reason RuleNotFound`): fail closed.
 //! - **Leader election**: webhooks serve on every replica; controllers, RBAC
@@ -57,6 +59,7 @@ pub mod controller;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
+pub mod session;
 pub mod tls;
 pub mod validation;
 pub mod webhook;

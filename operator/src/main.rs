@@ -163,6 +163,35 @@ struct Args {
         conflicts_with = "topic_grants"
     )]
     topic_grants_yaml: Option<String>,
+    /// YAML `namespace: <Secret name>`: the broker credential each governed
+    /// namespace's sidecars get from their session. The Secrets live in the
+    /// operator's namespace (key `credentials`, YAML username/password), out
+    /// of reach of the app namespaces' pod creators. A cluster-admin decision.
+    #[arg(long, env = "STREAMGATE_SIDECAR_CREDENTIALS_YAML", default_value = "")]
+    sidecar_credentials_yaml: String,
+    /// The HTTPS base URL sidecars reach the operator at (default: the webhook Service).
+    #[arg(long, env = "STREAMGATE_SESSION_URL")]
+    session_url: Option<String>,
+    /// Lifetime of the streamgate-sidecar API tokens sessions hand out.
+    #[arg(long, env = "STREAMGATE_SIDECAR_TOKEN_SECONDS", default_value_t = 3600)]
+    sidecar_token_seconds: i64,
+}
+
+/// The CA sidecars verify the session endpoint with: the self-managed CA
+/// (created now if this is the first start), or cert-manager's `ca.crt`.
+async fn operator_ca(args: &Args, client: &Client) -> anyhow::Result<Option<String>> {
+    match args.cert_mode {
+        CertMode::SelfManaged => {
+            let mut names = tls::service_dns_names(&args.webhook_service, &args.namespace);
+            names.extend(args.webhook_extra_sans.iter().cloned());
+            let pki =
+                tls::ensure_secret(client.clone(), &args.namespace, &args.cert_secret, &names)
+                    .await
+                    .context("the webhook CA (sidecars verify the session endpoint with it)")?;
+            Ok(Some(pki.ca_pem))
+        }
+        CertMode::CertManager => Ok(std::fs::read_to_string(args.cert_dir.join("ca.crt")).ok()),
+    }
 }
 
 /// The cluster admin's topic grants, if configured; malformed grants stop the start.
@@ -212,7 +241,21 @@ async fn main() -> anyhow::Result<()> {
     if !args.exempt_namespaces.is_empty() {
         tracing::warn!(namespaces = ?args.exempt_namespaces, "namespaces exempted from the pod guard by configuration");
     }
+    let credentials = streamgate_operator::session::credentials::CredentialSecrets::parse(
+        &args.sidecar_credentials_yaml,
+    )?;
+    tracing::info!(namespaces = ?credentials.0.keys().collect::<Vec<_>>(), "sidecar broker credentials configured");
+    let session_url = args.session_url.clone().unwrap_or_else(|| {
+        format!(
+            "https://{}.{}.svc:443",
+            args.webhook_service, args.namespace
+        )
+    });
+    let operator_ca_pem = operator_ca(&args, &client).await?;
     let settings = InjectorSettings {
+        session_url,
+        operator_ca_pem,
+        credential_namespaces: credentials.0.keys().cloned().collect(),
         exempt_namespaces: args.exempt_namespaces.iter().cloned().collect(),
         sidecar_mode,
         proxy_image: args.proxy_image.clone(),
@@ -228,6 +271,13 @@ async fn main() -> anyhow::Result<()> {
         topic_grants_enforced: topic_grants.is_some(),
         ..Default::default()
     };
+    let session = Arc::new(streamgate_operator::session::SessionState {
+        client: client.clone(),
+        lookup: KubeLookup::new(client.clone()),
+        settings: settings.clone(),
+        credentials,
+        token_seconds: args.sidecar_token_seconds,
+    });
     let state = Arc::new(WebhookState {
         settings,
         lookup: KubeLookup::new(client.clone()),
@@ -235,7 +285,8 @@ async fn main() -> anyhow::Result<()> {
     });
     let webhook_tcp = tokio::net::TcpListener::bind(args.webhook_listen).await?;
     let metrics_tcp = tokio::net::TcpListener::bind(args.metrics_listen).await?;
-    let webhook = tokio::spawn(server::serve(webhook_tcp, tls_config, state));
+    let routes = server::router(state).merge(streamgate_operator::session::router(session));
+    let webhook = tokio::spawn(server::serve_router(webhook_tcp, tls_config, routes));
     let metrics_router = metrics::router(metrics.clone());
     let metrics_srv = tokio::spawn(async move { axum::serve(metrics_tcp, metrics_router).await });
 

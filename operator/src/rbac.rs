@@ -1,14 +1,21 @@
-//! Per-namespace RBAC for injected pods: one RoleBinding named
-//! `streamgate-sidecar` in each namespace with injected pods, binding the
-//! ClusterRole `streamgate-sidecar` (watch the three kinds, create
-//! AccessApprovals and Events — defined by the chart) to exactly the
-//! ServiceAccounts of those pods. Removed when the last injected pod goes.
+//! Per-namespace RBAC for sidecars: in each namespace with injected pods, a
+//! ServiceAccount `streamgate-sidecar` (the sidecar's own identity; its
+//! tokens are minted by the operator's session endpoint, bound to one pod,
+//! and never mounted into the app) and one RoleBinding `streamgate-sidecar`
+//! binding the ClusterRole `streamgate-sidecar` (watch the three kinds,
+//! create AccessApprovals and Events — defined by the chart) to exactly that
+//! ServiceAccount. The app's ServiceAccount gets no streamgate rights. Both
+//! carry our label; the binding is owned (ownerReference) by the account, so
+//! removing the account removes the binding. The binding goes when the last
+//! injected pod of the namespace goes.
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use streamgate_crds::contract::SIDECAR_SERVICE_ACCOUNT;
 
 use crate::FIELD_MANAGER;
 
@@ -16,15 +23,23 @@ use crate::FIELD_MANAGER;
 pub const SIDECAR_ROLE: &str = "streamgate-sidecar";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "streamgate-operator");
 
-/// Namespace → ServiceAccounts of its live injected pods.
-pub fn desired(pods: &[std::sync::Arc<Pod>]) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+fn our_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())])
+}
+
+fn labelled(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels.and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str) == Some(MANAGED_BY.1)
+}
+
+/// Namespaces with live injected pods.
+pub fn desired(pods: &[std::sync::Arc<Pod>]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
     for pod in pods {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
         // The `injected` label is the pod author's to set: only a pod that
-        // carries the sidecar container earns its ServiceAccount the role.
+        // carries the sidecar container counts.
         let has_sidecar = pod.spec.as_ref().is_some_and(|s| {
             s.containers
                 .iter()
@@ -34,29 +49,76 @@ pub fn desired(pods: &[std::sync::Arc<Pod>]) -> BTreeMap<String, BTreeSet<String
         if !has_sidecar {
             continue;
         }
-        let Some(ns) = pod.metadata.namespace.clone() else {
-            continue;
-        };
-        let sa = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_else(|| "default".to_string());
-        out.entry(ns).or_default().insert(sa);
+        if let Some(ns) = pod.metadata.namespace.clone() {
+            out.insert(ns);
+        }
     }
     out
 }
 
-/// The RoleBinding for one namespace.
-pub fn role_binding(namespace: &str, service_accounts: &BTreeSet<String>) -> RoleBinding {
+/// A ServiceAccount `streamgate-sidecar` not made by us (no label) is never
+/// taken over: its tokens may be someone else's to mint.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(
+        "a ServiceAccount {SIDECAR_SERVICE_ACCOUNT} not managed by streamgate exists in {0}; remove it so the operator can create its own"
+    )]
+    NotOurs(String),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// The sidecar ServiceAccount of `namespace`, created if absent.
+pub async fn ensure_sidecar_account(
+    client: Client,
+    namespace: &str,
+) -> Result<ServiceAccount, AccountError> {
+    let api: Api<ServiceAccount> = Api::namespaced(client, namespace);
+    if let Some(sa) = api.get_opt(SIDECAR_SERVICE_ACCOUNT).await? {
+        if !labelled(sa.metadata.labels.as_ref()) {
+            return Err(AccountError::NotOurs(namespace.to_string()));
+        }
+        return Ok(sa);
+    }
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(SIDECAR_SERVICE_ACCOUNT.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(our_labels()),
+            ..Default::default()
+        },
+        // Its tokens come from the operator's TokenRequest only.
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &sa).await {
+        Ok(sa) => Ok(sa),
+        // Another replica (or the sync loop) made it first.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let sa = api.get(SIDECAR_SERVICE_ACCOUNT).await?;
+            if !labelled(sa.metadata.labels.as_ref()) {
+                return Err(AccountError::NotOurs(namespace.to_string()));
+            }
+            Ok(sa)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The RoleBinding for one namespace, owned by its sidecar ServiceAccount.
+pub fn role_binding(namespace: &str, account_uid: &str) -> RoleBinding {
     RoleBinding {
         metadata: ObjectMeta {
             name: Some(SIDECAR_ROLE.to_string()),
             namespace: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY.0.to_string(),
-                MANAGED_BY.1.to_string(),
-            )])),
+            labels: Some(our_labels()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".to_string(),
+                kind: "ServiceAccount".to_string(),
+                name: SIDECAR_SERVICE_ACCOUNT.to_string(),
+                uid: account_uid.to_string(),
+                ..Default::default()
+            }]),
             ..Default::default()
         },
         role_ref: RoleRef {
@@ -64,64 +126,62 @@ pub fn role_binding(namespace: &str, service_accounts: &BTreeSet<String>) -> Rol
             kind: "ClusterRole".to_string(),
             name: SIDECAR_ROLE.to_string(),
         },
-        subjects: Some(
-            service_accounts
-                .iter()
-                .map(|sa| Subject {
-                    kind: "ServiceAccount".to_string(),
-                    name: sa.clone(),
-                    namespace: Some(namespace.to_string()),
-                    api_group: None,
-                })
-                .collect(),
-        ),
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: SIDECAR_SERVICE_ACCOUNT.to_string(),
+            namespace: Some(namespace.to_string()),
+            api_group: None,
+        }]),
     }
 }
 
-/// Converge the cluster's streamgate RoleBindings to `desired`.
+/// Make sure `namespace` has the sidecar account and its binding (the
+/// session endpoint calls this too, so a namespace's first sidecar need not
+/// wait for the next sync).
+pub async fn ensure_namespace(client: Client, namespace: &str) -> Result<(), AccountError> {
+    let sa = ensure_sidecar_account(client.clone(), namespace).await?;
+    let api: Api<RoleBinding> = Api::namespaced(client, namespace);
+    // Never take over a binding of that name someone else made: forcing
+    // our apply onto it would rewrite a binding we do not own.
+    if api
+        .get_opt(SIDECAR_ROLE)
+        .await?
+        .is_some_and(|existing| !owned(&existing))
+    {
+        tracing::warn!(
+            namespace,
+            "a RoleBinding {SIDECAR_ROLE} not managed by streamgate exists; leaving it alone \
+             (sidecars in this namespace get no API rights until it is removed)"
+        );
+        return Ok(());
+    }
+    let rb = role_binding(namespace, sa.metadata.uid.as_deref().unwrap_or_default());
+    let mut body = serde_json::to_value(&rb).map_err(kube::Error::SerdeError)?;
+    body["apiVersion"] = "rbac.authorization.k8s.io/v1".into();
+    body["kind"] = "RoleBinding".into();
+    api.patch(
+        SIDECAR_ROLE,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Ours: our label *and* the sidecar ClusterRole — a label alone is
 /// anyone's to set, so it never makes a binding ours to rewrite or delete.
 fn owned(rb: &RoleBinding) -> bool {
-    let labelled = rb
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY.0))
-        .map(String::as_str)
-        == Some(MANAGED_BY.1);
-    labelled && rb.role_ref.kind == "ClusterRole" && rb.role_ref.name == SIDECAR_ROLE
+    labelled(rb.metadata.labels.as_ref())
+        && rb.role_ref.kind == "ClusterRole"
+        && rb.role_ref.name == SIDECAR_ROLE
 }
 
-pub async fn sync(
-    client: Client,
-    desired: &BTreeMap<String, BTreeSet<String>>,
-) -> Result<(), kube::Error> {
-    for (ns, sas) in desired {
-        let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-        // Never take over a binding of that name someone else made: forcing
-        // our apply onto it would rewrite a binding we do not own.
-        if api
-            .get_opt(SIDECAR_ROLE)
-            .await?
-            .is_some_and(|existing| !owned(&existing))
-        {
-            tracing::warn!(
-                namespace = ns,
-                "a RoleBinding {SIDECAR_ROLE} not managed by streamgate exists; leaving it alone \
-                 (sidecars in this namespace get no API rights until it is removed)"
-            );
-            continue;
+/// Converge the cluster's streamgate RoleBindings to `desired`.
+pub async fn sync(client: Client, desired: &BTreeSet<String>) -> Result<(), AccountError> {
+    for ns in desired {
+        if let Err(e) = ensure_namespace(client.clone(), ns).await {
+            tracing::warn!(namespace = ns, error = %e, "sidecar RBAC not converged");
         }
-        let rb = role_binding(ns, sas);
-        let mut body = serde_json::to_value(&rb).map_err(kube::Error::SerdeError)?;
-        body["apiVersion"] = "rbac.authorization.k8s.io/v1".into();
-        body["kind"] = "RoleBinding".into();
-        api.patch(
-            SIDECAR_ROLE,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
     }
     let all: Api<RoleBinding> = Api::all(client.clone());
     let existing = all
@@ -131,9 +191,7 @@ pub async fn sync(
         let Some(ns) = rb.metadata.namespace.clone() else {
             continue;
         };
-        if rb.metadata.name.as_deref() == Some(SIDECAR_ROLE)
-            && owned(&rb)
-            && !desired.contains_key(&ns)
+        if rb.metadata.name.as_deref() == Some(SIDECAR_ROLE) && owned(&rb) && !desired.contains(&ns)
         {
             tracing::info!(
                 namespace = ns,
@@ -173,7 +231,7 @@ mod tests {
 
     #[test]
     fn only_our_label_with_our_role_is_ours() {
-        let ours = role_binding("clinical", &BTreeSet::from(["a".to_string()]));
+        let ours = role_binding("clinical", "uid-1");
         assert!(owned(&ours));
         let mut relabelled = ours.clone();
         relabelled.role_ref.name = "admin".into();
@@ -187,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn bindings_follow_live_injected_pods() {
+    fn the_binding_names_only_the_sidecar_account_never_the_apps() {
         let pods = vec![
             pod("clinical", Some("intake"), false),
             pod("clinical", None, false),
@@ -195,20 +253,22 @@ mod tests {
         ];
         let d = desired(&pods);
         assert_eq!(
-            d.len(),
-            1,
+            d.into_iter().collect::<Vec<_>>(),
+            vec!["clinical".to_string()],
             "a namespace whose only pod is terminating gets no binding"
         );
-        let sas: Vec<_> = d["clinical"].iter().cloned().collect();
-        assert_eq!(sas, vec!["default".to_string(), "intake".to_string()]);
-        let rb = role_binding("clinical", &d["clinical"]);
+        let rb = role_binding("clinical", "uid-1");
         assert_eq!(rb.role_ref.kind, "ClusterRole");
         assert_eq!(rb.role_ref.name, "streamgate-sidecar");
         let subjects = rb.subjects.unwrap();
-        assert!(
-            subjects
-                .iter()
-                .all(|s| s.kind == "ServiceAccount" && s.namespace.as_deref() == Some("clinical"))
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, SIDECAR_SERVICE_ACCOUNT);
+        assert_eq!(subjects[0].namespace.as_deref(), Some("clinical"));
+        let owner = &rb.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ServiceAccount", "uid-1")
         );
     }
 }

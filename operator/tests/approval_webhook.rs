@@ -34,6 +34,14 @@ fn state_mapped(with_policy: bool, mapping: IdentityMapping) -> WebhookState<Sta
             serde_json::from_value(fixture("phi-access.policy.json")).unwrap();
         lookup.policies.push(policy);
     }
+    lookup.pods.insert(
+        (
+            "clinical".to_string(),
+            "intake-5d8f7-abcde".to_string(),
+            "pod-uid-1".to_string(),
+        ),
+        "intake".to_string(),
+    );
     WebhookState {
         settings: InjectorSettings {
             approver_identity: mapping,
@@ -51,6 +59,28 @@ fn review() -> Value {
 
 fn as_user(mut r: Value, username: &str, groups: &[&str]) -> Value {
     r["request"]["userInfo"] = json!({"username": username, "groups": groups});
+    r
+}
+
+/// The namespace's `streamgate-sidecar` account (a session token, not bound
+/// to a pod), filing for the workload `intake-5d8f7-abcde` (ServiceAccount `intake`).
+fn as_sidecar(mut r: Value) -> Value {
+    r["request"]["userInfo"] = json!({"username": "system:serviceaccount:clinical:streamgate-sidecar",
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:clinical"]});
+    r
+}
+
+/// A CREATE of the base request (alice's, from the issuer phi-access trusts), undecided.
+fn create_review() -> Value {
+    let mut r = review();
+    r["request"]["operation"] = json!("CREATE");
+    r["request"]["oldObject"] = Value::Null;
+    if let Some(o) = r["request"]["object"].as_object_mut() {
+        o.remove("status");
+    }
+    r["request"]["object"]["spec"]["decision"] = json!("Pending");
+    r["request"]["object"]["spec"]["requester"]["oidc"] =
+        json!({"issuer": "https://idp.example.com/realms/health", "usernameClaim": "sub"});
     r
 }
 
@@ -249,15 +279,9 @@ async fn a_decision_for_a_missing_policy_is_refused() {
 
 #[tokio::test]
 async fn a_sidecar_cannot_create_a_pre_approved_request() {
-    let mut r = review();
-    r["request"]["operation"] = json!("CREATE");
-    r["request"]["oldObject"] = Value::Null;
+    let mut r = create_review();
     r["request"]["object"]["spec"]["decision"] = json!("Approved");
-    let r = as_user(
-        r,
-        "system:serviceaccount:clinical:intake",
-        &["system:serviceaccounts"],
-    );
+    let r = as_sidecar(r);
     let (allowed, message, _) = validate_only(&state(true), r.clone()).await;
     assert!(!allowed);
     assert!(message.contains("must have decision Pending"), "{message}");
@@ -269,20 +293,109 @@ async fn a_sidecar_cannot_create_a_pre_approved_request() {
 
 #[tokio::test]
 async fn an_invalid_request_is_refused_at_creation_with_the_field_named() {
-    let mut r = review();
-    r["request"]["operation"] = json!("CREATE");
-    r["request"]["oldObject"] = Value::Null;
-    r["request"]["object"]["spec"]["decision"] = json!("Pending");
+    let mut r = create_review();
     r["request"]["object"]["spec"]["duration"] = json!("forever");
-    let r = as_user(
-        r,
-        "system:serviceaccount:clinical:intake",
-        &["system:serviceaccounts"],
-    );
+    let r = as_sidecar(r);
     let (allowed, message, _) = validate_only(&state(true), r).await;
     assert!(!allowed);
     assert!(message.contains("is not a valid request"), "{message}");
     assert!(message.contains("spec.duration"), "{message}");
+}
+
+// ---- who may file a request for whom ----
+
+#[tokio::test]
+async fn a_new_request_never_carries_a_status() {
+    let mut r = as_sidecar(create_review());
+    r["request"]["object"]["status"] = json!({"phase": "Approved"});
+    let (allowed, message, _) = validate_only(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("carries no status"), "{message}");
+}
+
+#[tokio::test]
+async fn a_sidecar_files_only_for_its_pods_account_or_users_of_a_trusted_issuer() {
+    let st = state(true);
+    assert!(validate_only(&st, as_sidecar(create_review())).await.0);
+    // Its own pod's ServiceAccount: fine; another account of the namespace: refused.
+    let mut own = create_review();
+    own["request"]["object"]["spec"]["requester"] =
+        json!({"kind": "ServiceAccount", "name": "intake"});
+    assert!(validate_only(&st, as_sidecar(own)).await.0);
+    let mut other = create_review();
+    other["request"]["object"]["spec"]["requester"] =
+        json!({"kind": "ServiceAccount", "name": "billing-app"});
+    let (allowed, message, _) = validate_only(&st, as_sidecar(other)).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("requester ServiceAccount \"billing-app\" is not the ServiceAccount \"intake\" of the pod clinical/intake-5d8f7-abcde"),
+        "{message}"
+    );
+    // A user of an issuer no policy of the namespace trusts.
+    let mut foreign = create_review();
+    foreign["request"]["object"]["spec"]["requester"]["oidc"]["issuer"] =
+        json!("https://evil.example.com");
+    let (allowed, message, _) = validate_only(&st, as_sidecar(foreign)).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("https://evil.example.com is not one of them"),
+        "{message}"
+    );
+    // No issuer recorded at all.
+    let mut bare = create_review();
+    bare["request"]["object"]["spec"]["requester"]["oidc"] = Value::Null;
+    assert!(!validate_only(&st, as_sidecar(bare)).await.0);
+}
+
+#[tokio::test]
+async fn a_sidecar_files_nothing_for_a_pod_that_is_not_there() {
+    let mut r = as_sidecar(create_review());
+    r["request"]["object"]["spec"]["workload"] = Value::Null;
+    let (allowed, message, _) = validate_only(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("for no live injected pod"), "{message}");
+    let mut r = as_sidecar(create_review());
+    r["request"]["object"]["spec"]["workload"]["pod"] = json!("gone-0");
+    assert!(!validate_only(&state(true), r).await.0);
+    // A pod-bound token names its pod; a replaced pod (another uid) is not it.
+    let mut r = as_sidecar(create_review());
+    r["request"]["userInfo"]["extra"] = json!({
+        "authentication.kubernetes.io/pod-name": ["intake-5d8f7-abcde"],
+        "authentication.kubernetes.io/pod-uid": ["old-uid"]});
+    assert!(!validate_only(&state(true), r).await.0);
+}
+
+#[tokio::test]
+async fn anyone_else_files_only_for_themselves() {
+    let st = state(true);
+    // The app's own ServiceAccount (were it given the right) cannot file for alice.
+    let r = as_user(
+        create_review(),
+        "system:serviceaccount:clinical:intake",
+        &["system:serviceaccounts"],
+    );
+    let (allowed, message, _) = validate_only(&st, r).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("system:serviceaccount:clinical:intake may only request access for themselves, not for User \"alice@example.com\""),
+        "{message}"
+    );
+    let (allowed, _, _) = validate_only(&st, as_user(create_review(), "mallory", &[])).await;
+    assert!(!allowed, "mallory files for alice");
+    // alice under the API server's OIDC username for her `sub`.
+    let alice = as_user(
+        create_review(),
+        "https://idp.example.com/realms/health#alice@example.com",
+        &[],
+    );
+    let (allowed, message, _) = validate_only(&st, alice).await;
+    assert!(allowed, "{message}");
+    // A cluster admin is trusted to file on anyone's behalf.
+    assert!(
+        validate_only(&st, as_user(create_review(), "admin", &["system:masters"]))
+            .await
+            .0
+    );
 }
 
 // ---- identity mapping: who is the requester under another name ----

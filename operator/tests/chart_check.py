@@ -69,7 +69,7 @@ def by_kind(docs, kind, name=None):
     return found
 
 
-def semantics(docs, mode):
+def semantics(docs, mode, values=None):
     dep = by_kind(docs, "Deployment")[0]
     check(dep["spec"]["replicas"] == 2, "operator Deployment must run 2 replicas")
     pod = dep["spec"]["template"]["spec"]
@@ -120,6 +120,25 @@ def semantics(docs, mode):
                 check("*" not in rule["verbs"] and "*" not in rule["resources"], f"{d['metadata']['name']}: no wildcards")
                 if "secrets" in rule["resources"]:
                     check(d["kind"] == "Role", "secrets only through a namespaced Role")
+    # Sidecar sessions: TokenReview, and tokens/accounts of streamgate-sidecar only.
+    operator = by_kind(docs, "ClusterRole", f"{RELEASE}-operator")[0]
+    for rule in operator["rules"]:
+        if "serviceaccounts/token" in rule["resources"] or (
+            "serviceaccounts" in rule["resources"] and rule["verbs"] != ["create"]
+        ):
+            check(rule.get("resourceNames") == ["streamgate-sidecar"],
+                  f"operator: {rule['resources']} only for streamgate-sidecar, got {rule}")
+    check(any("tokenreviews" in r["resources"] and r["verbs"] == ["create"] for r in operator["rules"]),
+          "operator: create tokenreviews (sidecar sessions)")
+    credentials = (values or {}).get("sidecarCredentials") or {}
+    role = by_kind(docs, "Role", f"{RELEASE}-operator")[0]
+    readable = {n for r in role["rules"] if r["resources"] == ["secrets"] and r["verbs"] == ["get"]
+                for n in r.get("resourceNames", [])}
+    wanted = set(credentials.values()) | ({(values or {}).get("certs", {}).get("secretName", "streamgate-webhook-tls")}
+                                          if mode == "selfManaged" else set())
+    check(readable <= wanted | {"streamgate-webhook-tls"} and set(credentials.values()) <= readable,
+          f"operator reads exactly the credential Secrets {sorted(credentials.values())}: {sorted(readable)}")
+    check(("STREAMGATE_SIDECAR_CREDENTIALS_YAML" in env) == bool(credentials), "credential map reaches the operator")
     certs = [d for _, d in docs if (d["apiVersion"], d["kind"]) in CERT_MANAGER_KINDS]
     check(bool(certs) == (mode == "certManager"), "cert-manager Issuer/Certificate only in certManager mode")
 
@@ -164,12 +183,13 @@ def main():
         ("selfManaged", {}),
         ("certManager", {"certs": {"mode": "certManager"}}),
         ("selfManaged", {"upstream": {"bootstrapServers": "kafka.kafka.svc:9092"}}),
+        ("selfManaged", {"sidecarCredentials": {"clinical": "kafka-clinical", "billing": "kafka-billing"}}),
     ]
     for mode, values in variants:
         lint(chart_dir, values)
         docs = render(chart_dir, values)
         validate(docs)
-        semantics(docs, mode)
+        semantics(docs, mode, values)
         print(f"ok: {mode} {values}: {len(docs)} manifests linted, rendered and validated against Kubernetes {KUBE}")
     values = {"webhook": {"externalURL": "https://127.0.0.1:18443/"}}
     lint(chart_dir, values)

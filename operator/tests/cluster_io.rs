@@ -4,7 +4,7 @@
 //! shared webhook Secret, and the leader Lease.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -100,12 +100,10 @@ async fn namespace_labels_are_read_once_then_cached() {
 #[tokio::test]
 async fn sidecar_role_bindings_are_applied_and_stale_ones_removed() {
     let (client, mut handle) = mock();
-    let desired: BTreeMap<String, BTreeSet<String>> = BTreeMap::from([(
-        "clinical".to_string(),
-        BTreeSet::from(["billing-app".to_string(), "intake".to_string()]),
-    )]);
+    let desired: BTreeSet<String> = BTreeSet::from(["clinical".to_string()]);
     let task = tokio::spawn(async move { rbac::sync(client, &desired).await });
-    // First: is there a binding of that name we do not own? (None here.)
+    sidecar_account_exists(&mut handle).await;
+    // Then: is there a binding of that name we do not own? (None here.)
     let get = next(
         &mut handle,
         404,
@@ -146,7 +144,15 @@ async fn sidecar_role_bindings_are_applied_and_stale_ones_removed() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(subjects, vec!["billing-app", "intake"]);
+    assert_eq!(
+        subjects,
+        vec!["streamgate-sidecar"],
+        "only the operator-made sidecar account, never the app's"
+    );
+    assert_eq!(
+        apply.body["metadata"]["ownerReferences"][0]["uid"],
+        "sa-uid-1"
+    );
 
     let list = next(&mut handle, 200, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBindingList", "metadata": {},
         "items": [
@@ -187,11 +193,9 @@ async fn sidecar_role_bindings_are_applied_and_stale_ones_removed() {
 #[tokio::test]
 async fn a_planted_binding_of_our_name_is_left_alone() {
     let (client, mut handle) = mock();
-    let desired: BTreeMap<String, BTreeSet<String>> = BTreeMap::from([(
-        "clinical".to_string(),
-        BTreeSet::from(["intake".to_string()]),
-    )]);
+    let desired: BTreeSet<String> = BTreeSet::from(["clinical".to_string()]);
     let task = tokio::spawn(async move { rbac::sync(client, &desired).await });
+    sidecar_account_exists(&mut handle).await;
     let planted = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "streamgate-sidecar", "namespace": "clinical",
                      "labels": {"app.kubernetes.io/managed-by": "streamgate-operator"}},
@@ -211,6 +215,26 @@ async fn a_planted_binding_of_our_name_is_left_alone() {
         ("GET", "/apis/rbac.authorization.k8s.io/v1/rolebindings")
     );
     task.await.unwrap().unwrap();
+}
+
+/// The sync first makes sure the namespace's `streamgate-sidecar` account
+/// exists and is ours (here: it does).
+async fn sidecar_account_exists(handle: &mut Handle) {
+    let get = next(
+        handle,
+        200,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "streamgate-sidecar", "namespace": "clinical", "uid": "sa-uid-1",
+                "labels": {"app.kubernetes.io/managed-by": "streamgate-operator"}}}),
+    )
+    .await;
+    assert_eq!(
+        (get.method.as_str(), get.path.as_str()),
+        (
+            "GET",
+            "/api/v1/namespaces/clinical/serviceaccounts/streamgate-sidecar"
+        )
+    );
 }
 
 fn webhook_config(kind: &str, hooks: &[&str]) -> Value {

@@ -42,6 +42,11 @@ fn state() -> WebhookState<StaticLookup> {
         settings: InjectorSettings {
             proxy_image: "streamgate/proxy:test".into(),
             default_upstream: Some("kafka.kafka.svc:9092".into()),
+            // clinical's broker credential is configured in the operator.
+            credential_namespaces: BTreeSet::from(["clinical".to_string()]),
+            operator_ca_pem: Some(
+                "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n".into(),
+            ),
             ..Default::default()
         },
         lookup,
@@ -277,26 +282,60 @@ async fn every_app_container_gets_the_bootstrap_env_and_the_credential_stays_in_
         env_of(sidecar, "STREAMGATE_UPSTREAM").unwrap()["value"],
         "kafka-0.kafka.kafka.svc:9093,kafka-1.kafka.kafka.svc:9093"
     );
+    // The credential is not in the pod at all: the sidecar gets it from its
+    // operator session (the old upstream-secret annotation is ignored, with a warning).
+    assert!(env_of(sidecar, "STREAMGATE_UPSTREAM_CREDENTIALS").is_none());
     assert_eq!(
-        env_of(sidecar, "STREAMGATE_UPSTREAM_CREDENTIALS").unwrap()["value"],
-        "/var/run/streamgate/secrets/kafka-gateway/credentials"
+        env_of(sidecar, "STREAMGATE_OPERATOR_URL").unwrap()["value"],
+        "https://streamgate-webhook.streamgate-system.svc:443"
+    );
+    assert_eq!(
+        env_of(sidecar, "STREAMGATE_SIDECAR_TOKEN_FILE").unwrap()["value"],
+        "/var/run/streamgate/sidecar-token/token"
     );
     assert_eq!(
         env_of(sidecar, "STREAMGATE_UPSTREAM_SASL_MECHANISM").unwrap()["value"],
         "SCRAM-SHA-512"
     );
-    let mounts = sidecar["volumeMounts"].as_array().unwrap();
-    assert!(
-        mounts
-            .iter()
-            .any(|m| m["mountPath"] == "/var/run/streamgate/secrets/kafka-gateway")
-    );
     let vols = pod["spec"]["volumes"].as_array().unwrap();
-    let cred = vols
+    assert!(
+        !vols
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "kafka-gateway"),
+        "no Secret of the app's namespace carries the credential"
+    );
+    assert!(
+        got["warnings"]
+            .to_string()
+            .contains("streamgate.dev/upstream-secret is ignored"),
+        "{}",
+        got["warnings"]
+    );
+    // The session token: audience streamgate.dev/sidecar, mounted by the sidecar only.
+    let token = vols
         .iter()
-        .find(|v| v["secret"]["secretName"] == "kafka-gateway")
+        .find(|v| v["name"] == "streamgate-sidecar-token")
         .unwrap();
-    assert_eq!(cred["secret"]["optional"], false);
+    assert_eq!(
+        token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "streamgate.dev/sidecar"
+    );
+    // The sidecar's in-cluster mount carries no token of the app's account.
+    let kube_api = vols
+        .iter()
+        .find(|v| v["name"] == "streamgate-kube-api")
+        .unwrap();
+    assert!(
+        !kube_api.to_string().contains("serviceAccountToken"),
+        "{kube_api}"
+    );
+    for c in pod["spec"]["containers"].as_array().unwrap() {
+        assert!(
+            !c["volumeMounts"].to_string().contains("streamgate-"),
+            "{} mounts a sidecar volume",
+            c["name"]
+        );
+    }
 }
 
 #[tokio::test]

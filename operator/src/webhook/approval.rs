@@ -28,6 +28,8 @@ use streamgate_crds::{AccessApproval, Decision, StreamPolicy};
 pub struct RequestUser {
     pub username: String,
     pub groups: Vec<String>,
+    /// `userInfo.extra`: for a token bound to a pod, its name and uid.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl RequestUser {
@@ -233,6 +235,129 @@ pub fn validate_with_mapping(
         (&new.spec.policy, &new.spec.rule),
     )
     .map_err(|refused| ApprovalDenied::Decider { name, refused })
+}
+
+/// Who creates an AccessApproval, as far as the requester check cares.
+#[derive(Debug)]
+pub enum Creator<'a> {
+    /// The namespace's `streamgate-sidecar` account. `pod`: the pod the
+    /// request is filed for (its token's pod, else `spec.workload.pod`);
+    /// `pod_service_account`: that pod's ServiceAccount (`None`: no live
+    /// injected pod of that name).
+    Sidecar {
+        pod: Option<&'a str>,
+        pod_service_account: Option<&'a str>,
+        /// Issuers of the namespace's StreamPolicies (`identity.oidc.issuer`).
+        trusted_issuers: &'a std::collections::BTreeSet<String>,
+    },
+    /// `system:masters`: a cluster admin, trusted to file on anyone's behalf.
+    ClusterAdmin,
+    /// Anyone else: may only ask for themselves.
+    Other(&'a RequestUser),
+}
+
+/// Why an AccessApproval CREATE names a requester its creator may not name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequesterRefused {
+    #[error(
+        "AccessApproval {name}: created by the streamgate sidecar account for no live injected pod (spec.workload.pod names none); a sidecar files requests only for the workload it serves"
+    )]
+    SidecarUnbound { name: String },
+    #[error(
+        "AccessApproval {name}: requester ServiceAccount {requested:?} is not the ServiceAccount {actual:?} of the pod {pod} whose sidecar files it; a sidecar asks only for the workload it serves"
+    )]
+    SidecarOtherAccount {
+        name: String,
+        requested: String,
+        actual: String,
+        pod: String,
+    },
+    #[error(
+        "AccessApproval {name}: requester {requested:?} is an OIDC user without the issuer a StreamPolicy of namespace {namespace} trusts ({issuer}); a sidecar asks only for principals it authenticated"
+    )]
+    SidecarUntrustedIssuer {
+        name: String,
+        requested: String,
+        namespace: String,
+        issuer: String,
+    },
+    #[error(
+        "AccessApproval {name}: a sidecar files requests for users and ServiceAccounts only, never for a Group"
+    )]
+    SidecarGroup { name: String },
+    #[error(
+        "AccessApproval {name}: {user} may only request access for themselves, not for {kind:?} {requested:?}; access for someone else is requested by their sidecar"
+    )]
+    NotSelf {
+        name: String,
+        user: String,
+        kind: streamgate_crds::SubjectKind,
+        requested: String,
+    },
+}
+
+/// On CREATE: does the creator name a requester it could have authenticated?
+pub fn check_creator(
+    new: &AccessApproval,
+    creator: &Creator<'_>,
+    namespace: &str,
+    mapping: &IdentityMapping,
+) -> Result<(), RequesterRefused> {
+    use streamgate_crds::SubjectKind;
+    let name = new.metadata.name.clone().unwrap_or_default();
+    let requester = &new.spec.requester;
+    match creator {
+        Creator::ClusterAdmin => Ok(()),
+        Creator::Sidecar {
+            pod,
+            pod_service_account,
+            trusted_issuers,
+        } => {
+            let (Some(pod), Some(pod_sa)) = (pod, pod_service_account) else {
+                return Err(RequesterRefused::SidecarUnbound { name });
+            };
+            match requester.kind {
+                SubjectKind::ServiceAccount if requester.name == *pod_sa => Ok(()),
+                SubjectKind::ServiceAccount => Err(RequesterRefused::SidecarOtherAccount {
+                    name,
+                    requested: requester.name.clone(),
+                    actual: pod_sa.to_string(),
+                    pod: format!("{namespace}/{pod}"),
+                }),
+                SubjectKind::User => match &requester.oidc {
+                    Some(o) if trusted_issuers.contains(&o.issuer) => Ok(()),
+                    other => Err(RequesterRefused::SidecarUntrustedIssuer {
+                        name,
+                        requested: requester.name.clone(),
+                        namespace: namespace.to_string(),
+                        issuer: other.as_ref().map_or_else(
+                            || "none recorded".to_string(),
+                            |o| format!("{} is not one of them", o.issuer),
+                        ),
+                    }),
+                },
+                SubjectKind::Group => Err(RequesterRefused::SidecarGroup { name }),
+            }
+        }
+        Creator::Other(user) => {
+            // "Is the creator the requester?" is the self-approval question
+            // asked the other way round: the same identity mapping decides.
+            let is_self = matches!(
+                approver::check_not_requester(&new.spec, namespace, &user.decider(), mapping),
+                Err(DecisionRefused::Requester { .. })
+            );
+            if is_self {
+                Ok(())
+            } else {
+                Err(RequesterRefused::NotSelf {
+                    name,
+                    user: user.username.clone(),
+                    kind: requester.kind.clone(),
+                    requested: requester.name.clone(),
+                })
+            }
+        }
+    }
 }
 
 fn changed_request_field(old: &AccessApproval, new: &AccessApproval) -> Option<&'static str> {

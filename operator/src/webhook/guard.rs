@@ -154,8 +154,9 @@ fn host_access(spec: &PodSpec, refusals: &mut Vec<String>) {
     }
 }
 
-/// Secrets only the sidecar may hold: the broker credential named by the pod
-/// and the MaskingRules' hash keys.
+/// Secrets only the sidecar may hold: the MaskingRules' hash keys, the
+/// broker credential Secret an older pod annotation names, and the legacy
+/// token Secrets of the `streamgate-sidecar` account.
 fn secret_access(
     spec: &PodSpec,
     annotations: &BTreeMap<String, String>,
@@ -208,7 +209,7 @@ fn secret_access(
                 .secret_ref
                 .as_ref()
                 .map(|s| s.name.as_str())
-                .filter(|s| guarded.contains(s))
+                .filter(|s| is_guarded(s, &guarded))
             {
                 refusals.push(format!(
                     "container {:?} takes Secret {secret:?} as envFrom; only the streamgate sidecar may read it",
@@ -219,9 +220,18 @@ fn secret_access(
     }
 }
 
+/// Before Kubernetes 1.24 the token controller gives every ServiceAccount a
+/// long-lived token Secret `<account>-token-<random>`; the sidecar account's
+/// would carry its API rights (the sidecar role) into the app.
+const LEGACY_SIDECAR_TOKEN_PREFIX: &str = "streamgate-sidecar-token-";
+
+fn is_guarded(name: &str, guarded: &BTreeSet<&str>) -> bool {
+    guarded.contains(name) || name.starts_with(LEGACY_SIDECAR_TOKEN_PREFIX)
+}
+
 fn secret_in_volume<'a>(v: &'a Volume, guarded: &BTreeSet<&str>) -> Option<&'a str> {
     if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
-        return guarded.contains(name).then_some(name);
+        return is_guarded(name, guarded).then_some(name);
     }
     v.projected
         .as_ref()?
@@ -229,7 +239,7 @@ fn secret_in_volume<'a>(v: &'a Volume, guarded: &BTreeSet<&str>) -> Option<&'a s
         .iter()
         .flatten()
         .filter_map(|p| p.secret.as_ref().map(|s| s.name.as_str()))
-        .find(|name| guarded.contains(name))
+        .find(|name| is_guarded(name, guarded))
 }
 
 fn secret_in_env<'a>(e: &'a EnvVar, guarded: &BTreeSet<&str>) -> Option<&'a str> {
@@ -240,7 +250,7 @@ fn secret_in_env<'a>(e: &'a EnvVar, guarded: &BTreeSet<&str>) -> Option<&'a str>
         .as_ref()?
         .name
         .as_str();
-    guarded.contains(name).then_some(name)
+    is_guarded(name, guarded).then_some(name)
 }
 
 /// Every container but the sidecar, with the mounts and env each declares
@@ -547,6 +557,26 @@ mod tests {
         );
         assert!(
             refusals.iter().any(|r| r.contains("\"app\" is privileged")),
+            "{refusals:?}"
+        );
+    }
+
+    #[test]
+    fn the_sidecar_accounts_legacy_token_secret_is_refused_as_volume_and_env() {
+        let vol = json!({"volumes": [{"name": "t", "secret": {"secretName": "streamgate-sidecar-token-x7k2p"}}],
+            "containers": [app()]});
+        let refusals = check(Change::Create, &injected(vol));
+        assert!(
+            refusals
+                .iter()
+                .any(|r| r.contains("streamgate-sidecar-token-x7k2p")),
+            "{refusals:?}"
+        );
+        let env = json!({"name": "app", "image": "app:1", "env": [{"name": "T", "valueFrom":
+            {"secretKeyRef": {"name": "streamgate-sidecar-token-x7k2p", "key": "token"}}}]});
+        let refusals = check(Change::Create, &injected(json!({"containers": [env]})));
+        assert!(
+            refusals.iter().any(|r| r.contains("into env \"T\"")),
             "{refusals:?}"
         );
     }

@@ -27,7 +27,61 @@ fn user_of<T: kube::Resource>(req: &AdmissionRequest<T>) -> RequestUser {
     RequestUser {
         username: req.user_info.username.clone().unwrap_or_default(),
         groups: req.user_info.groups.clone().unwrap_or_default(),
+        extra: req.user_info.extra.clone().unwrap_or_default(),
     }
+}
+
+/// Who creates this AccessApproval: the namespace's sidecar account (and
+/// the pod its token is bound to), a cluster admin, or anyone else.
+async fn creator_check<L: ClusterLookup>(
+    state: &WebhookState<L>,
+    new: &AccessApproval,
+    user: &RequestUser,
+    namespace: &str,
+) -> Result<(), String> {
+    use crate::session::verify::{EXTRA_POD_NAME, EXTRA_POD_UID};
+    let sidecar = format!(
+        "system:serviceaccount:{namespace}:{}",
+        streamgate_crds::contract::SIDECAR_SERVICE_ACCOUNT
+    );
+    let mapping = &state.settings.approver_identity;
+    let result = if user.username == sidecar {
+        // The pod the sidecar serves: from a pod-bound token's user info
+        // when there is one, else the request's own `spec.workload.pod`
+        // (session tokens cannot be bound to the app's pod; they live only
+        // in genuine sidecars' memory, which file for their own workload).
+        let one = |k: &str| user.extra.get(k).and_then(|v| v.first()).cloned();
+        let uid = one(EXTRA_POD_UID);
+        let pod = one(EXTRA_POD_NAME).or_else(|| new.spec.workload.as_ref().map(|w| w.pod.clone()));
+        let pod_sa = match &pod {
+            Some(p) => state
+                .lookup
+                .pod_service_account(namespace, p, uid.as_deref())
+                .await
+                .map_err(|e| format!("streamgate: {e}"))?,
+            None => None,
+        };
+        let issuers = state
+            .lookup
+            .trusted_issuers(namespace)
+            .await
+            .map_err(|e| format!("streamgate: {e}"))?;
+        approval::check_creator(
+            new,
+            &approval::Creator::Sidecar {
+                pod: pod.as_deref(),
+                pod_service_account: pod_sa.as_deref(),
+                trusted_issuers: &issuers,
+            },
+            namespace,
+            mapping,
+        )
+    } else if user.groups.iter().any(|g| g == "system:masters") {
+        approval::check_creator(new, &approval::Creator::ClusterAdmin, namespace, mapping)
+    } else {
+        approval::check_creator(new, &approval::Creator::Other(user), namespace, mapping)
+    };
+    result.map_err(|e| e.to_string())
 }
 
 fn with_warnings(mut resp: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
@@ -283,6 +337,24 @@ pub async fn validate_approval<L: ClusterLookup>(
         None
     };
     let user = user_of(&req);
+    if old.is_none() {
+        if let Err(refused) = creator_check(state, new, &user, &namespace).await {
+            tracing::info!(namespace, user = user.username, reason = %refused, "AccessApproval request refused");
+            state
+                .metrics
+                .webhook_observed("approval-validate", "refused", started.elapsed());
+            return resp.deny(refused).into_review();
+        }
+        // Status is the operator's (a subresource): a request never sets it.
+        if new.status.is_some() {
+            state
+                .metrics
+                .webhook_observed("approval-validate", "refused", started.elapsed());
+            return resp
+                .deny("streamgate: a new AccessApproval carries no status; the operator writes it")
+                .into_review();
+        }
+    }
     let (resp, outcome) = match approval::validate_with_mapping(
         old,
         new,

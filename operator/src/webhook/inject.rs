@@ -23,12 +23,17 @@
 //!   loopback), so the sidecar runs with `STREAMGATE_ALLOW_NON_LOOPBACK=true`;
 //!   it serves only health and metrics. The Kafka listener is set explicitly
 //!   to 127.0.0.1. The admin port sits outside the per-broker port range.
-//! - Secrets: the sidecar reads `STREAMGATE_SECRET_DIR/<secret>/<key>`; the
-//!   gateway credential is the key `credentials` of the annotated Secret
-//!   (YAML `username`/`password`), passed as `STREAMGATE_UPSTREAM_CREDENTIALS`.
-//! - The sidecar gets its own projected ServiceAccount token at the path kube
-//!   clients read in-cluster, so it can watch policies even when the pod sets
-//!   `automountServiceAccountToken: false` for the app.
+//! - The broker credential is never in the pod: the sidecar gets a projected
+//!   token of audience `streamgate.dev/sidecar` (its own volume, mounted by
+//!   it alone) and trades it at the operator's session endpoint
+//!   (`STREAMGATE_OPERATOR_URL`, CA in `STREAMGATE_OPERATOR_CA`) for the
+//!   namespace's credential and a `streamgate-sidecar` API token, held in
+//!   memory ([`crate::session`]). SASL is on when the operator's config has a
+//!   credential for the namespace.
+//! - The sidecar's mount at the in-cluster token path carries only the API
+//!   server's CA and the namespace, no token: the app's ServiceAccount is
+//!   never the sidecar's identity. Masking keys are still Secrets of the
+//!   namespace under `STREAMGATE_SECRET_DIR/<secret>/<key>`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
@@ -46,7 +51,8 @@ use crate::config::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_LISTEN_PORT, ANNOTATION_UPSTREAM,
     ANNOTATION_UPSTREAM_SASL, ANNOTATION_UPSTREAM_SECRET, ANNOTATION_UPSTREAM_TLS,
     InjectorSettings, KUBE_TOKEN_DIR, LABEL_INJECTED, LABEL_NAMESPACE_INJECT, PODINFO_DIR,
-    SECRET_DIR, SIDECAR_NAME, SPOOL_DIR, SidecarMode, UPSTREAM_CREDENTIALS_KEY,
+    SECRET_DIR, SIDECAR_NAME, SIDECAR_TOKEN_AUDIENCE, SIDECAR_TOKEN_DIR, SIDECAR_TOKEN_FILE,
+    SPOOL_DIR, SidecarMode,
 };
 use streamgate_crds::contract as c;
 
@@ -210,25 +216,27 @@ pub fn plan(
         .cloned()
         .or_else(|| settings.default_upstream.clone())
         .ok_or(InjectError::NoUpstream)?;
-    let upstream_secret = annotations
-        .get(ANNOTATION_UPSTREAM_SECRET)
-        .filter(|s| !s.trim().is_empty())
-        .cloned();
+    // The credential comes from the operator's config for the namespace,
+    // never from a Secret the pod names.
+    let has_credential = settings.credential_namespaces.contains(input.namespace);
     let sasl = match annotations.get(ANNOTATION_UPSTREAM_SASL).map(|s| s.trim()) {
-        None | Some("") => upstream_secret
-            .as_ref()
-            .map(|_| "SCRAM-SHA-512".to_string()),
+        _ if !has_credential => None,
+        None | Some("") => Some("SCRAM-SHA-512".to_string()),
         Some(m @ ("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512")) => Some(m.to_string()),
         Some(other) => return Err(InjectError::BadSaslMechanism(other.to_string())),
     };
     let upstream = Upstream {
         bootstrap: upstream,
-        secret: upstream_secret.clone(),
         sasl,
         tls: annotations.get(ANNOTATION_UPSTREAM_TLS).map(String::as_str) == Some("true"),
     };
 
     let mut warnings = Vec::new();
+    if annotations.contains_key(ANNOTATION_UPSTREAM_SECRET) {
+        warnings.push(format!(
+            "streamgate: annotation {ANNOTATION_UPSTREAM_SECRET} is ignored: the broker credential comes from the operator's configuration (a Secret in its own namespace), never from the app's namespace"
+        ));
+    }
     let mut ops: Vec<Value> = Vec::new();
 
     // Status annotation and label: idempotency, and a cheap label-selected pod watch.
@@ -252,8 +260,7 @@ pub fn plan(
         Some(_) => {}
     }
 
-    let (volumes, mounts) =
-        sidecar_volumes(upstream_secret.as_deref(), input.masking_secrets, settings);
+    let (volumes, mounts) = sidecar_volumes(input.masking_secrets, settings);
     let new_volumes: Vec<Value> = volumes.iter().map(to_json).collect::<Result<_, _>>()?;
     if spec.volumes.is_none() {
         ops.push(add("/spec/volumes", Value::Array(new_volumes)));
@@ -296,7 +303,7 @@ pub fn plan(
         == Some(false)
     {
         warnings.push(
-            "streamgate: the sidecar gets its own projected ServiceAccount token (it watches policies); the app containers still get none"
+            "streamgate: the sidecar gets its own projected token (audience streamgate.dev/sidecar, for its operator session); the app containers still get none"
                 .to_string(),
         );
     }
@@ -313,7 +320,6 @@ const BROKER_PORT_SPAN: u32 = 1023;
 #[derive(Debug)]
 struct Upstream {
     bootstrap: String,
-    secret: Option<String>,
     sasl: Option<String>,
     tls: bool,
 }
@@ -341,7 +347,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, InjectError> {
 const VOL_PODINFO: &str = "streamgate-podinfo";
 const VOL_TOKEN: &str = "streamgate-kube-api";
 const VOL_SPOOL: &str = "streamgate-spool";
-const VOL_UPSTREAM: &str = "streamgate-upstream-credential";
+const VOL_SIDECAR_TOKEN: &str = "streamgate-sidecar-token";
 
 fn field(path: &str) -> ObjectFieldSelector {
     ObjectFieldSelector {
@@ -361,7 +367,6 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 
 /// Volumes the sidecar needs, and its mounts of them. None is mounted into app containers.
 fn sidecar_volumes(
-    upstream_secret: Option<&str>,
     masking_secrets: &BTreeSet<String>,
     settings: &InjectorSettings,
 ) -> (Vec<Volume>, Vec<VolumeMount>) {
@@ -382,15 +387,10 @@ fn sidecar_volumes(
             name: VOL_TOKEN.to_string(),
             projected: Some(ProjectedVolumeSource {
                 default_mode: Some(0o444),
+                // The API server's CA and the namespace, for the sidecar's
+                // kube client; deliberately no token (the sidecar's API
+                // token comes from its session, never the app's account).
                 sources: Some(vec![
-                    VolumeProjection {
-                        service_account_token: Some(ServiceAccountTokenProjection {
-                            audience: None,
-                            expiration_seconds: Some(settings.token_expiration_seconds),
-                            path: "token".to_string(),
-                        }),
-                        ..Default::default()
-                    },
                     VolumeProjection {
                         config_map: Some(ConfigMapProjection {
                             name: "kube-root-ca.crt".to_string(),
@@ -418,6 +418,21 @@ fn sidecar_volumes(
             ..Default::default()
         },
         Volume {
+            name: VOL_SIDECAR_TOKEN.to_string(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o400),
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(SIDECAR_TOKEN_AUDIENCE.to_string()),
+                        expiration_seconds: Some(settings.token_expiration_seconds),
+                        path: SIDECAR_TOKEN_FILE.to_string(),
+                    }),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        },
+        Volume {
             name: VOL_SPOOL.to_string(),
             empty_dir: Some(EmptyDirVolumeSource {
                 size_limit: Some(Quantity(c::SPOOL_VOLUME_LIMIT.to_string())),
@@ -429,18 +444,10 @@ fn sidecar_volumes(
     let mut mounts = vec![
         mount(VOL_PODINFO, PODINFO_DIR, true),
         mount(VOL_TOKEN, KUBE_TOKEN_DIR, true),
+        mount(VOL_SIDECAR_TOKEN, SIDECAR_TOKEN_DIR, true),
         mount(VOL_SPOOL, SPOOL_DIR, false),
     ];
-    if let Some(secret) = upstream_secret {
-        // Not optional: a pod that names a credential must not start without it.
-        volumes.push(secret_volume(VOL_UPSTREAM, secret, false));
-        mounts.push(mount(VOL_UPSTREAM, &format!("{SECRET_DIR}/{secret}"), true));
-    }
-    for (i, secret) in masking_secrets
-        .iter()
-        .filter(|s| Some(s.as_str()) != upstream_secret)
-        .enumerate()
-    {
+    for (i, secret) in masking_secrets.iter().enumerate() {
         // Optional: a MaskingRule may exist before its key; the sidecar then
         // refuses masked topics instead of the pod failing to start.
         let name = format!("streamgate-mask-key-{i}");
@@ -520,20 +527,23 @@ fn sidecar_container(
         ),
         env(c::ENV_AUDIT_DIR, SPOOL_DIR.to_string()),
         env(c::ENV_SECRET_DIR, SECRET_DIR.to_string()),
-        // Policy, approvals and Events through the API server, with the
-        // sidecar's own projected token (mounted at KUBE_TOKEN_DIR).
+        // Policy, approvals and Events through the API server, as the
+        // namespace's streamgate-sidecar account (token from the session).
         env(c::ENV_POLICY_KUBE, "true".to_string()),
         env(c::ENV_AUDIT_EVENTS, "true".to_string()),
     ];
     if settings.topic_grants_enforced {
         envs.push(env(c::ENV_TOPIC_GRANTS_ENFORCED, "true".to_string()));
     }
-    if let Some(secret) = &upstream.secret {
-        envs.push(env(
-            c::ENV_UPSTREAM_CREDENTIALS,
-            format!("{SECRET_DIR}/{secret}/{UPSTREAM_CREDENTIALS_KEY}"),
-        ));
+    // The session: broker credential and API token, in memory only.
+    envs.push(env(c::ENV_OPERATOR_URL, settings.session_url.clone()));
+    if let Some(ca) = &settings.operator_ca_pem {
+        envs.push(env(c::ENV_OPERATOR_CA, ca.clone()));
     }
+    envs.push(env(
+        c::ENV_SIDECAR_TOKEN_FILE,
+        format!("{SIDECAR_TOKEN_DIR}/{SIDECAR_TOKEN_FILE}"),
+    ));
     if let Some(mechanism) = &upstream.sasl {
         envs.push(env(c::ENV_UPSTREAM_SASL_MECHANISM, mechanism.clone()));
     }

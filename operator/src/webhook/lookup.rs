@@ -37,6 +37,27 @@ pub trait ClusterLookup: Send + Sync + 'static {
         ns: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<StreamPolicy>, LookupError>> + Send;
+    /// The ServiceAccount of pod `name`, if it exists (with uid `uid`, when given)
+    /// and carries the streamgate sidecar.
+    fn pod_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, LookupError>> + Send;
+    /// OIDC issuers the namespace's StreamPolicies trust.
+    fn trusted_issuers(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<BTreeSet<String>, LookupError>> + Send;
+}
+
+fn issuers_of(policies: &[StreamPolicy]) -> BTreeSet<String> {
+    policies
+        .iter()
+        .filter_map(|p| p.spec.identity.oidc.as_ref())
+        .map(|o| o.issuer.clone())
+        .collect()
 }
 
 /// When a namespace's labels were read, and what they were.
@@ -115,6 +136,46 @@ impl ClusterLookup for KubeLookup {
             source,
         })
     }
+
+    async fn pod_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<String>, LookupError> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
+        let pod = api.get_opt(name).await.map_err(|source| LookupError {
+            what: format!("pod {ns}/{name}"),
+            source,
+        })?;
+        Ok(pod
+            .filter(|p| uid.is_none() || p.metadata.uid.as_deref() == uid)
+            .filter(|p| {
+                p.spec.as_ref().is_some_and(|s| {
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                        .any(|c| c.name == crate::config::SIDECAR_NAME)
+                })
+            })
+            .map(|p| {
+                p.spec
+                    .and_then(|s| s.service_account_name)
+                    .unwrap_or_else(|| "default".to_string())
+            }))
+    }
+
+    async fn trusted_issuers(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
+        let api: Api<StreamPolicy> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| LookupError {
+                what: format!("StreamPolicies in {ns}"),
+                source,
+            })?;
+        Ok(issuers_of(&list.items))
+    }
 }
 
 /// A fixed view of the cluster (tests, and `--offline` dry runs).
@@ -123,6 +184,8 @@ pub struct StaticLookup {
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub masking_secrets: BTreeMap<String, BTreeSet<String>>,
     pub policies: Vec<StreamPolicy>,
+    /// (namespace, pod name, pod uid) → ServiceAccount of injected pods.
+    pub pods: BTreeMap<(String, String, String), String>,
 }
 
 impl ClusterLookup for StaticLookup {
@@ -147,5 +210,28 @@ impl ClusterLookup for StaticLookup {
                     && p.metadata.name.as_deref() == Some(name)
             })
             .cloned())
+    }
+
+    async fn pod_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<String>, LookupError> {
+        Ok(self
+            .pods
+            .iter()
+            .find(|((n, p, u), _)| n == ns && p == name && uid.is_none_or(|uid| uid == u))
+            .map(|(_, sa)| sa.clone()))
+    }
+
+    async fn trusted_issuers(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
+        let in_ns: Vec<StreamPolicy> = self
+            .policies
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .cloned()
+            .collect();
+        Ok(issuers_of(&in_ns))
     }
 }

@@ -137,3 +137,13 @@ pub async fn serve<L: ClusterLookup>(
     let listener = TlsListener::new(tcp, config)?;
     axum::serve(listener, router(state)).await
 }
+
+/// Serve any routes (admission plus the sidecar session endpoint) over TLS.
+pub async fn serve_router(
+    tcp: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    routes: Router,
+) -> std::io::Result<()> {
+    let listener = TlsListener::new(tcp, config)?;
+    axum::serve(listener, routes).await
+}

@@ -67,6 +67,16 @@ pub struct RunArgs {
     /// Watch the pod's namespace (STREAMGATE_POD_NAMESPACE) for policy objects with the in-cluster client.
     #[arg(long, env = streamgate_crds::contract::ENV_POLICY_KUBE)]
     pub policy_kube: bool,
+    /// The operator's HTTPS base URL: at start, trade the projected token
+    /// (--sidecar-token-file) for the broker credential and an API token.
+    #[arg(long, env = streamgate_crds::contract::ENV_OPERATOR_URL, requires = "sidecar_token_file")]
+    pub operator_url: Option<String>,
+    /// PEM of the CA the operator's certificate chains to (else the system roots).
+    #[arg(long, env = streamgate_crds::contract::ENV_OPERATOR_CA)]
+    pub operator_ca: Option<String>,
+    /// The sidecar's projected token (audience streamgate.dev/sidecar).
+    #[arg(long, env = streamgate_crds::contract::ENV_SIDECAR_TOKEN_FILE)]
+    pub sidecar_token_file: Option<PathBuf>,
     /// The operator enforces topic grants (set by the injector): with
     /// --policy-kube, no Allow rule is enforced before the operator checked it.
     #[arg(long, env = streamgate_crds::contract::ENV_TOPIC_GRANTS_ENFORCED)]

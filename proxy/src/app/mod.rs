@@ -9,6 +9,7 @@
 //! reads from env vars).
 
 mod args;
+pub mod session;
 
 use crate::audit::{policy_reloads, stage as audit_trail};
 use crate::datapath::addresses::AddressPlan;
@@ -77,22 +78,39 @@ pub struct App {
     admin: TcpListener,
     grace: Duration,
     _policy_source: PolicySourceGuard,
+    /// Keeps the API token renewing while the sidecar runs.
+    _session: Option<session::Session>,
 }
 
 impl App {
     /// Check the flags, start every piece in dependency order, bind the listeners.
     pub async fn build(args: &RunArgs, env: Environment) -> anyhow::Result<Self> {
+        // The operator session first: it holds the broker credential and the
+        // sidecar's API identity (in memory only).
+        let session = match (&args.operator_url, &args.sidecar_token_file) {
+            (Some(url), Some(token_file)) => Some(
+                session::open(session::SessionConfig {
+                    url: url.clone(),
+                    ca_pem: args.operator_ca.clone(),
+                    token_file: token_file.clone(),
+                })
+                .await?,
+            ),
+            _ => None,
+        };
         // Everything the flags alone decide, before anything starts.
-        let (plan, upstream) = data_path_config(args)?;
+        let (plan, upstream) =
+            data_path_config(args, session.as_ref().and_then(|s| s.credentials.clone()))?;
         if args.allow_insecure_issuers {
             tracing::warn!(
                 "--allow-insecure-issuers: OIDC issuers over plain http:// are trusted; whoever is on the path to one can mint tokens (test IdPs only)"
             );
         }
         // audit: the trail starts (SidecarStart) before anything it records.
-        let audit = crate::audit::Audit::start(&args.audit.audit).await?;
-        let (policy, policy_source) = policy_source(args, &env).await?;
-        let approvals = approval_sink(args).await?.map(|sink| {
+        let kube = session.as_ref().map(|s| s.kube.clone());
+        let audit = crate::audit::Audit::start_with(&args.audit.audit, kube.clone()).await?;
+        let (policy, policy_source) = policy_source(args, &env, kube.clone()).await?;
+        let approvals = approval_sink(args, kube).await?.map(|sink| {
             let requester = crate::approval::ApprovalRequester::new(
                 sink,
                 env.namespace.clone(),
@@ -130,6 +148,7 @@ impl App {
             admin,
             grace: args.shutdown_grace,
             _policy_source: policy_source,
+            _session: session,
         })
     }
 
@@ -148,6 +167,7 @@ impl App {
             admin,
             grace,
             _policy_source,
+            _session,
         } = self;
         tokio::spawn(Arc::clone(&proxy).accept_loop(bootstrap, Target::Bootstrap));
         let admin_proxy = Arc::clone(&proxy);
@@ -208,9 +228,21 @@ impl Drop for PolicySourceGuard {
 
 /// Where the pod's policy comes from. With no source, or before the first
 /// good load, every governed request is denied.
+/// The kube client: the session's (as `streamgate-sidecar`), else the
+/// in-cluster default (a sidecar run without an operator session).
+async fn kube_client(session: Option<kube::Client>, what: &str) -> anyhow::Result<kube::Client> {
+    match session {
+        Some(c) => Ok(c),
+        None => kube::Client::try_default()
+            .await
+            .with_context(|| format!("Kubernetes client for {what}")),
+    }
+}
+
 async fn policy_source(
     args: &RunArgs,
     env: &Environment,
+    kube: Option<kube::Client>,
 ) -> anyhow::Result<(PolicyHandle, PolicySourceGuard)> {
     let labels = env
         .workload
@@ -230,9 +262,7 @@ async fn policy_source(
             kube: None,
         }
     } else if args.policy_kube {
-        let client = kube::Client::try_default()
-            .await
-            .context("Kubernetes client for --policy-kube")?;
+        let client = kube_client(kube, "--policy-kube").await?;
         PolicySourceGuard {
             _dir: None,
             kube: Some(tokio::spawn(source_kube::run(
@@ -254,7 +284,10 @@ async fn policy_source(
 
 /// Where just-in-time approval requests go: the API server with
 /// `--policy-kube`, else `--approvals-dir` or the policy directory.
-async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
+async fn approval_sink(
+    args: &RunArgs,
+    kube: Option<kube::Client>,
+) -> anyhow::Result<Option<crate::approval::ApprovalSink>> {
     use crate::approval::ApprovalSink;
     if let Some(dir) = args
         .approvals_dir
@@ -264,9 +297,7 @@ async fn approval_sink(args: &RunArgs) -> anyhow::Result<Option<crate::approval:
         return Ok(Some(ApprovalSink::Dir(dir)));
     }
     if args.policy_kube {
-        let client = kube::Client::try_default()
-            .await
-            .context("Kubernetes client for approval requests")?;
+        let client = kube_client(kube, "approval requests").await?;
         return Ok(Some(ApprovalSink::Kube(client)));
     }
     Ok(None)
@@ -283,7 +314,11 @@ fn init_logging() {
 
 /// The data path's settings, checked: loopback listeners, the node range,
 /// the upstream (TLS material and the broker credential read now).
-fn data_path_config(args: &RunArgs) -> anyhow::Result<(AddressPlan, UpstreamConfig)> {
+/// `from_session`: the broker credential the operator's session handed over.
+fn data_path_config(
+    args: &RunArgs,
+    from_session: Option<Credentials>,
+) -> anyhow::Result<(AddressPlan, UpstreamConfig)> {
     config::check_loopback(args.listen, args.allow_non_loopback)?;
     config::check_loopback(args.admin, args.allow_non_loopback)?;
     config::check_node_range(args.node_id_min, args.node_id_max, args.listen.port())?;
@@ -298,9 +333,17 @@ fn data_path_config(args: &RunArgs) -> anyhow::Result<(AddressPlan, UpstreamConf
     } else {
         None
     };
-    let sasl = match (args.upstream_sasl_mechanism, &args.upstream_credentials) {
-        (None, None) => None,
-        (Some(m), Some(path)) => Some((m, Arc::new(Credentials::from_file(path)?))),
+    let sasl = match (
+        args.upstream_sasl_mechanism,
+        &args.upstream_credentials,
+        from_session,
+    ) {
+        (None, None, None) => None,
+        (Some(m), None, Some(c)) => Some((m, Arc::new(c))),
+        (Some(m), Some(path), None) => Some((m, Arc::new(Credentials::from_file(path)?))),
+        (_, Some(_), Some(_)) => {
+            anyhow::bail!("both --upstream-credentials and an operator session credential: use one")
+        }
         _ => return Err(config::ConfigError::HalfSasl.into()),
     };
     let plan = AddressPlan {
@@ -386,5 +429,49 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args as _, FromArgMatches as _};
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let cmd = RunArgs::augment_args(clap::Command::new("run"));
+        let mut argv = vec!["run", "--upstream", "127.0.0.1:9"];
+        argv.extend_from_slice(flags);
+        let matches = cmd.try_get_matches_from(argv).unwrap();
+        RunArgs::from_arg_matches(&matches).unwrap()
+    }
+
+    fn session_credential() -> Option<Credentials> {
+        Some(Credentials::new("gateway".into(), "s3cret".into()).unwrap())
+    }
+
+    #[test]
+    fn the_session_credential_is_the_sasl_credential() {
+        let args = run_args(&["--upstream-sasl-mechanism", "SCRAM-SHA-512"]);
+        let (_, upstream) = data_path_config(&args, session_credential()).unwrap();
+        let (_, creds) = upstream.sasl.unwrap();
+        assert_eq!(creds.username, "gateway");
+        // A mechanism without a credential, and a credential without a mechanism, are refused.
+        assert!(data_path_config(&args, None).is_err());
+        assert!(data_path_config(&run_args(&[]), session_credential()).is_err());
+        // Two credentials: which one would be used is not guessed.
+        let both = run_args(&[
+            "--upstream-sasl-mechanism",
+            "PLAIN",
+            "--upstream-credentials",
+            "/nonexistent",
+        ]);
+        assert!(data_path_config(&both, session_credential()).is_err());
+        assert!(
+            data_path_config(&run_args(&[]), None)
+                .unwrap()
+                .1
+                .sasl
+                .is_none()
+        );
     }
 }

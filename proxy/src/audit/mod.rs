@@ -182,6 +182,15 @@ impl Audit {
     /// Never fails on an unusable spool: records then fail (Closed refuses, Open reports)
     /// until the directory works. Fails only if a shipper is asked for and cannot be built.
     pub async fn start(args: &AuditArgs) -> anyhow::Result<Arc<Self>> {
+        Self::start_with(args, None).await
+    }
+
+    /// [`Self::start`] with the kube client Events go through (the sidecar
+    /// session's, as `streamgate-sidecar`); `None`: the in-cluster default.
+    pub async fn start_with(
+        args: &AuditArgs,
+        kube: Option<kube::Client>,
+    ) -> anyhow::Result<Arc<Self>> {
         let audit = Arc::new(Self::with_spool(args.spool_config()));
         let want_otlp = args.audit_otlp.unwrap_or_else(otlp::configured_in_env);
         if want_otlp {
@@ -199,7 +208,11 @@ impl Audit {
             .audit_events
             .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
         if want_events {
-            match kube::Client::try_default().await {
+            let client = match kube {
+                Some(c) => Ok(c),
+                None => kube::Client::try_default().await,
+            };
+            match client {
                 Ok(client) => {
                     let sink =
                         events::EventsSink::new(client, &audit.pod, args.audit_pod_uid.clone());

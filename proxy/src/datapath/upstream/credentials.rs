@@ -1,5 +1,6 @@
-//! The gateway's broker credential, read from a mounted Secret file:
-//! YAML/JSON with `username` and `password`. Never logged.
+//! The gateway's broker credential: from the operator's session (in memory,
+//! the injected sidecar's way) or a file (YAML/JSON with `username` and
+//! `password`; local runs). Never logged.
 
 use std::path::Path;
 
@@ -33,6 +34,16 @@ pub enum CredentialsError {
 }
 
 impl Credentials {
+    /// From the operator's session: held in memory, never written anywhere.
+    pub fn new(username: String, password: String) -> Result<Self, CredentialsError> {
+        if username.is_empty() || password.is_empty() {
+            return Err(CredentialsError::Empty(
+                "the operator's session".to_string(),
+            ));
+        }
+        Ok(Self { username, password })
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, CredentialsError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
