@@ -554,29 +554,43 @@ pub struct Collector {
     pub dir: tempfile::TempDir,
     proc: Proc,
     generation: u32,
+    exporter: Vec<String>,
 }
 
 impl Collector {
     pub fn start() -> Collector {
+        Self::start_with(&[])
+    }
+
+    /// `exporter`: rotel flags choosing where logs go (none: printed, for
+    /// [`Collector::output`]).
+    fn start_with(exporter: &[String]) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let (grpc_port, http_port) = (free_port(), free_port());
-        let proc = Self::spawn(&dir, grpc_port, http_port, 0);
+        let proc = Self::spawn_with(&dir, grpc_port, http_port, 0, exporter);
         Collector {
             grpc_port,
             http_port,
             dir,
             proc,
             generation: 0,
+            exporter: exporter.to_vec(),
         }
+    }
+
+    /// The environment that points a sidecar's OTLP log shipping here (gRPC).
+    pub fn otel_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), self.grpc_endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+        ]
     }
 
     /// A collector that keeps what it receives where the pod cannot reach
     /// it: each batch of logs as OTLP JSON in `topic` on `broker` (rotel's
     /// Kafka exporter) — the auditor's copy.
     pub fn start_exporting_to(broker: &Broker, topic: &str) -> Collector {
-        let dir = tempfile::tempdir().unwrap();
-        let (grpc_port, http_port) = (free_port(), free_port());
-        let exporter = vec![
+        Self::start_with(&[
             "--exporter".to_string(),
             "kafka".into(),
             "--kafka-exporter-brokers".into(),
@@ -585,28 +599,7 @@ impl Collector {
             topic.into(),
             "--kafka-exporter-format".into(),
             "json".into(),
-        ];
-        let proc = Self::spawn_with(&dir, grpc_port, http_port, 0, &exporter);
-        Collector {
-            grpc_port,
-            http_port,
-            dir,
-            proc,
-            generation: 0,
-        }
-    }
-
-    fn spawn(dir: &tempfile::TempDir, grpc: u16, http: u16, generation: u32) -> Proc {
-        let debug = [
-            "--exporter",
-            "blackhole",
-            "--debug-log",
-            "logs",
-            "--debug-log-verbosity",
-            "detailed",
-        ]
-        .map(String::from);
-        Self::spawn_with(dir, grpc, http, generation, &debug)
+        ])
     }
 
     fn spawn_with(
@@ -619,8 +612,19 @@ impl Collector {
         let mut cmd = Command::new(&peers().rotel);
         cmd.arg("start")
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(exporter);
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")]);
+        if exporter.is_empty() {
+            cmd.args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "logs",
+                "--debug-log-verbosity",
+                "detailed",
+            ]);
+        } else {
+            cmd.args(exporter);
+        }
         let proc = Proc::spawn(
             "rotel",
             cmd,
@@ -639,7 +643,13 @@ impl Collector {
 
     pub fn start_again(&mut self) {
         self.generation += 1;
-        self.proc = Self::spawn(&self.dir, self.grpc_port, self.http_port, self.generation);
+        self.proc = Self::spawn_with(
+            &self.dir,
+            self.grpc_port,
+            self.http_port,
+            self.generation,
+            &self.exporter,
+        );
     }
 
     /// Everything every run of the collector printed.

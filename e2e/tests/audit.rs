@@ -494,20 +494,7 @@ fn the_records_reach_a_real_otlp_collector() {
     let collector = Collector::start();
     let topic = "audit-otlp";
     broker.create_topic(topic, PARTITIONS);
-    let proxy = Proxy::start(
-        &broker,
-        governed(
-            "Closed",
-            vec![],
-            vec![
-                (
-                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                    collector.grpc_endpoint(),
-                ),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
-            ],
-        ),
-    );
+    let proxy = Proxy::start(&broker, governed("Closed", vec![], collector.otel_env()));
     let (input, n) = input_file(proxy.dir.path(), 1);
     let (acked, out) = produce(&proxy.addr(), topic, &input);
     check(&out, "produce");
@@ -567,20 +554,7 @@ fn the_collectors_copy_outlives_the_pod_and_anchors_its_spool() {
     let collector = Collector::start_exporting_to(&broker, copy_topic);
     let topic = "audit-anchored";
     broker.create_topic(topic, PARTITIONS);
-    let mut proxy = Proxy::start(
-        &broker,
-        governed(
-            "Closed",
-            vec![],
-            vec![
-                (
-                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                    collector.grpc_endpoint(),
-                ),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
-            ],
-        ),
-    );
+    let mut proxy = Proxy::start(&broker, governed("Closed", vec![], collector.otel_env()));
     let (input, n) = input_file(proxy.dir.path(), 1);
     let (acked, out) = produce(&proxy.addr(), topic, &input);
     check(&out, "produce");
@@ -679,16 +653,7 @@ fn past_max_ship_lag_closed_refuses_and_open_carries_on_and_records_the_lag() {
     for t in ["lag-closed", "lag-open"] {
         broker.create_topic(t, PARTITIONS);
     }
-    let otel = vec![
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
-            collector.grpc_endpoint(),
-        ),
-        (
-            "OTEL_EXPORTER_OTLP_PROTOCOL".to_string(),
-            "grpc".to_string(),
-        ),
-    ];
+    let otel = collector.otel_env();
     let closed = Proxy::start(
         &broker,
         with_max_ship_lag(governed("Closed", vec![], otel.clone()), "2s"),
