@@ -87,6 +87,25 @@ impl KubeLookup {
             namespaces: Mutex::new(HashMap::new()),
         }
     }
+
+    /// Every `K` in `ns`; `what` names them in the error.
+    async fn list_in<K>(&self, ns: &str, what: &str) -> Result<Vec<K>, LookupError>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|source| LookupError {
+                what: format!("{what} in {ns}"),
+                source,
+            })
+    }
 }
 
 impl ClusterLookup for KubeLookup {
@@ -110,16 +129,8 @@ impl ClusterLookup for KubeLookup {
     }
 
     async fn masking_secrets(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
-        let api: Api<MaskingRule> = Api::namespaced(self.client.clone(), ns);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| LookupError {
-                what: format!("MaskingRules in {ns}"),
-                source,
-            })?;
-        Ok(list
-            .items
+        let rules: Vec<MaskingRule> = self.list_in(ns, "MaskingRules").await?;
+        Ok(rules
             .into_iter()
             .filter_map(|mr| mr.spec.hash_key_secret_ref.map(|r| r.name))
             .collect())
@@ -166,15 +177,8 @@ impl ClusterLookup for KubeLookup {
     }
 
     async fn trusted_issuers(&self, ns: &str) -> Result<BTreeSet<String>, LookupError> {
-        let api: Api<StreamPolicy> = Api::namespaced(self.client.clone(), ns);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| LookupError {
-                what: format!("StreamPolicies in {ns}"),
-                source,
-            })?;
-        Ok(issuers_of(&list.items))
+        let policies: Vec<StreamPolicy> = self.list_in(ns, "StreamPolicies").await?;
+        Ok(issuers_of(&policies))
     }
 }
 
