@@ -78,6 +78,10 @@ pub const ENV_AUDIT_SEGMENT_BYTES: &str = "STREAMGATE_AUDIT_SEGMENT_BYTES";
 pub const ENV_AUDIT_CHECKPOINT_EVERY: &str = "STREAMGATE_AUDIT_CHECKPOINT_EVERY";
 pub const ENV_AUDIT_CHECKPOINT_INTERVAL: &str = "STREAMGATE_AUDIT_CHECKPOINT_INTERVAL";
 pub const ENV_AUDIT_OTLP: &str = "STREAMGATE_AUDIT_OTLP";
+/// The OpenTelemetry SDK's own variables, set by the injector for shipping.
+pub const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const ENV_OTEL_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+pub const ENV_OTEL_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 /// `true`: aggregated Kubernetes Events in the pod's namespace.
 pub const ENV_AUDIT_EVENTS: &str = "STREAMGATE_AUDIT_EVENTS";
 pub const ENV_AUDIT_FAILURE_MODE: &str = "STREAMGATE_AUDIT_FAILURE_MODE";
@@ -173,8 +177,14 @@ impl std::fmt::Debug for SessionCredentials {
 
 /// Variables the sidecar reads straight from its environment rather than
 /// through a `run` flag: the downward-API description of the pod that
-/// workload identity is built from (`Workload::from_env` in the proxy).
-pub const READ_FROM_ENV: &[&str] = &[ENV_POD_LABELS_FILE];
+/// workload identity is built from (`Workload::from_env` in the proxy), and
+/// the OpenTelemetry exporter's own settings (read by the OTLP SDK).
+pub const READ_FROM_ENV: &[&str] = &[
+    ENV_POD_LABELS_FILE,
+    ENV_OTEL_ENDPOINT,
+    ENV_OTEL_PROTOCOL,
+    ENV_OTEL_HEADERS,
+];
 
 /// Every `STREAMGATE_*` variable above, for tests that check both sides agree.
 pub const ALL_ENV: &[&str] = &[

@@ -105,6 +105,21 @@ pub struct InjectorSettings {
     /// (the keys of the operator's `--sidecar-credentials`): they speak SASL
     /// to the brokers.
     pub credential_namespaces: std::collections::BTreeSet<String>,
+    /// Where injected sidecars ship their audit records (the record of
+    /// evidence); `None`: nowhere — the pod's spool is the only copy.
+    pub audit_otlp: Option<AuditOtlp>,
+}
+
+/// The OTLP collector injected sidecars ship audit records to (standard
+/// `OTEL_EXPORTER_OTLP_*` variables in the sidecar). An `https://` endpoint
+/// is verified against the sidecar image's system roots.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditOtlp {
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: String,
+    /// `key=value,...` sent with every export (e.g. a collector tenant id).
+    pub headers: Option<String>,
 }
 
 pub use streamgate_crds::approver::IdentityMapping;
@@ -129,6 +144,7 @@ impl Default for InjectorSettings {
             session_url: "https://streamgate-webhook.streamgate-system.svc:443".to_string(),
             operator_ca_pem: None,
             credential_namespaces: std::collections::BTreeSet::new(),
+            audit_otlp: None,
         }
     }
 }

@@ -175,6 +175,18 @@ struct Args {
     /// Lifetime of the streamgate-sidecar API tokens sessions hand out.
     #[arg(long, env = "STREAMGATE_SIDECAR_TOKEN_SECONDS", default_value_t = 3600)]
     sidecar_token_seconds: i64,
+    /// The OTLP collector injected sidecars ship audit records to (the record
+    /// of evidence, e.g. `https://otel-collector.observability:4317`). Unset:
+    /// StreamPolicies report `AuditSink=False` — the pod's spool is then the
+    /// only copy of the trail and goes with the pod.
+    #[arg(long, env = "STREAMGATE_AUDIT_OTLP_ENDPOINT")]
+    audit_otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    #[arg(long, env = "STREAMGATE_AUDIT_OTLP_PROTOCOL", default_value = "grpc")]
+    audit_otlp_protocol: String,
+    /// `key=value,...` headers for the collector (OTEL_EXPORTER_OTLP_HEADERS).
+    #[arg(long, env = "STREAMGATE_AUDIT_OTLP_HEADERS")]
+    audit_otlp_headers: Option<String>,
 }
 
 /// The CA sidecars verify the session endpoint with: the self-managed CA
@@ -269,6 +281,13 @@ async fn main() -> anyhow::Result<()> {
             groups_prefix: args.approver_oidc_groups_prefix.clone(),
         },
         topic_grants_enforced: topic_grants.is_some(),
+        audit_otlp: args.audit_otlp_endpoint.clone().map(|endpoint| {
+            streamgate_operator::config::AuditOtlp {
+                endpoint,
+                protocol: args.audit_otlp_protocol.clone(),
+                headers: args.audit_otlp_headers.clone(),
+            }
+        }),
         ..Default::default()
     };
     let session = Arc::new(streamgate_operator::session::SessionState {
@@ -333,6 +352,7 @@ async fn run_singletons(
     if let Some(grants) = topic_grants {
         ctx = ctx.with_topic_grants(grants);
     }
+    ctx = ctx.with_audit_sink(args.audit_otlp_endpoint.clone());
     let ctx = Arc::new(ctx);
     // RBAC for injected pods: converge every 15 s from the pod store.
     let rbac_client = client.clone();

@@ -46,7 +46,7 @@ fn chart_lints_renders_and_validates() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
-        5,
+        6,
         "{stdout}"
     );
 }

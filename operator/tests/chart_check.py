@@ -139,6 +139,9 @@ def semantics(docs, mode, values=None):
     check(readable <= wanted | {"streamgate-webhook-tls"} and set(credentials.values()) <= readable,
           f"operator reads exactly the credential Secrets {sorted(credentials.values())}: {sorted(readable)}")
     check(("STREAMGATE_SIDECAR_CREDENTIALS_YAML" in env) == bool(credentials), "credential map reaches the operator")
+    otlp = ((values or {}).get("audit") or {}).get("otlp") or {}
+    got = (env.get("STREAMGATE_AUDIT_OTLP_ENDPOINT") or {}).get("value")
+    check(got == (otlp.get("endpoint") or None), f"the collector endpoint reaches the operator: {got}")
     certs = [d for _, d in docs if (d["apiVersion"], d["kind"]) in CERT_MANAGER_KINDS]
     check(bool(certs) == (mode == "certManager"), "cert-manager Issuer/Certificate only in certManager mode")
 
@@ -184,6 +187,7 @@ def main():
         ("certManager", {"certs": {"mode": "certManager"}}),
         ("selfManaged", {"upstream": {"bootstrapServers": "kafka.kafka.svc:9092"}}),
         ("selfManaged", {"sidecarCredentials": {"clinical": "kafka-clinical", "billing": "kafka-billing"}}),
+        ("selfManaged", {"audit": {"otlp": {"endpoint": "https://otel.observability:4317", "headers": "x-tenant=a"}}}),
     ]
     for mode, values in variants:
         lint(chart_dir, values)

@@ -181,11 +181,69 @@ async fn stream_policy_gets_ready_status_with_its_workload_count_and_an_event() 
     )
     .await;
     assert_event(&ev, "StreamPolicy", "phi-access", "Normal", "Valid");
+    // No collector configured: the trail lives only in each pod's spool.
+    let sink = &body["status"]["conditions"][1];
+    assert_eq!(sink["type"], "AuditSink");
+    assert_eq!(sink["status"], "False");
+    assert_eq!(sink["reason"], "NoCollector");
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
+    assert_event(&ev, "StreamPolicy", "phi-access", "Warning", "NoCollector");
     assert_eq!(
         task.await.unwrap().unwrap(),
         Action::requeue(controller::RESYNC)
     );
 }
+
+#[tokio::test]
+async fn a_configured_collector_is_reported_as_the_audit_sink() {
+    let (ctx, mut handle) = setup(vec![]);
+    let ctx = Arc::new(
+        Arc::try_unwrap(ctx)
+            .unwrap()
+            .with_audit_sink(Some("https://otel.observability:4317".into())),
+    );
+    let task = tokio::spawn(stream_policy::reconcile(sp(policy(None)), ctx));
+    let (_, body, _) = expect(
+        &mut handle,
+        "PATCH",
+        "/apis/streamgate.dev/v1alpha1/namespaces/clinical/streampolicies/phi-access/status",
+        200,
+        policy(None),
+    )
+    .await;
+    let sink = &body["status"]["conditions"][1];
+    assert_eq!(sink["type"], "AuditSink");
+    assert_eq!(sink["status"], "True");
+    assert!(
+        sink["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://otel.observability:4317")
+    );
+    for reason in ["Valid", "Shipping"] {
+        let (_, ev, _) = expect(
+            &mut handle,
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/clinical/events",
+            201,
+            json!({}),
+        )
+        .await;
+        assert_event(&ev, "StreamPolicy", "phi-access", "Normal", reason);
+    }
+    task.await.unwrap().unwrap();
+}
+
+const NO_COLLECTOR: &str = "no OTLP collector is configured for injected sidecars (operator \
+    --audit-otlp-endpoint, chart audit.otlp.endpoint): each pod's audit spool is the only copy \
+    of its trail and is lost with the pod";
 
 #[tokio::test]
 async fn unchanged_stream_policy_makes_no_request() {
@@ -194,7 +252,10 @@ async fn unchanged_stream_policy_makes_no_request() {
     v["status"] = json!({"observedGeneration": 3, "workloads": 0, "conditions": [{
         "type": "Ready", "status": "True", "reason": "Valid",
         "message": "valid (1 rules); no injected pod matches its workloadSelector yet",
-        "lastTransitionTime": "2026-11-27T04:00:00Z", "observedGeneration": 3}]});
+        "lastTransitionTime": "2026-11-27T04:00:00Z", "observedGeneration": 3}, {
+        "type": "AuditSink", "status": "False", "reason": "NoCollector",
+        "message": NO_COLLECTOR, "lastTransitionTime": "2026-11-27T04:00:00Z",
+        "observedGeneration": 3}]});
     let action = stream_policy::reconcile(sp(v), ctx).await.unwrap();
     assert_eq!(action, Action::requeue(controller::RESYNC));
     expect_no_request(&mut handle).await;
@@ -232,6 +293,15 @@ async fn invalid_stream_policy_is_not_ready_and_says_what_to_fix() {
     )
     .await;
     assert_event(&ev, "StreamPolicy", "phi-access", "Warning", "Invalid");
+    let (_, ev, _) = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/clinical/events",
+        201,
+        json!({}),
+    )
+    .await;
+    assert_event(&ev, "StreamPolicy", "phi-access", "Warning", "NoCollector");
     task.await.unwrap().unwrap();
 }
 

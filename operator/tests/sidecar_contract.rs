@@ -253,3 +253,37 @@ fn the_sidecar_is_told_when_topic_grants_are_enforced() {
     assert!(told(true));
     assert!(!told(false));
 }
+
+/// With a collector configured, the sidecar ships its audit records there
+/// (the standard OpenTelemetry variables, which the proxy's exporter reads);
+/// without, nothing is set and the spool is the only copy.
+#[test]
+fn the_sidecar_ships_its_trail_to_the_configured_collector() {
+    let env_of = |otlp: Option<streamgate_operator::config::AuditOtlp>| {
+        let pod = injected_pod_with(InjectorSettings {
+            sidecar_mode: SidecarMode::Native,
+            audit_otlp: otlp,
+            ..Default::default()
+        });
+        environment(&sidecar(&pod, SidecarMode::Native))
+    };
+    let env = env_of(Some(streamgate_operator::config::AuditOtlp {
+        endpoint: "https://otel.observability:4317".into(),
+        protocol: "grpc".into(),
+        headers: Some("x-tenant=clinical".into()),
+    }));
+    let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    assert_eq!(
+        get(contract::ENV_OTEL_ENDPOINT),
+        Some("https://otel.observability:4317")
+    );
+    assert_eq!(get(contract::ENV_OTEL_PROTOCOL), Some("grpc"));
+    assert_eq!(get(contract::ENV_OTEL_HEADERS), Some("x-tenant=clinical"));
+    assert_eq!(get(contract::ENV_AUDIT_OTLP), Some("true"));
+    parse_as_proxy_flags(&env).unwrap();
+    let none = env_of(None);
+    assert!(
+        none.iter()
+            .all(|(n, _)| !n.starts_with("OTEL_") && n != contract::ENV_AUDIT_OTLP)
+    );
+}

@@ -1,8 +1,11 @@
-//! Building the `Ready` condition without churning `lastTransitionTime`.
+//! Building conditions without churning `lastTransitionTime`.
 use chrono::{DateTime, SecondsFormat, Utc};
 use streamgate_crds::Condition;
 
 pub const READY: &str = "Ready";
+/// Whether the governed pods' audit records leave the pod (an OTLP collector
+/// is configured for injected sidecars).
+pub const AUDIT_SINK: &str = "AuditSink";
 
 /// The new Ready condition; `lastTransitionTime` is kept from `previous` when
 /// the status did not flip, so an unchanged object produces an equal status.
@@ -14,14 +17,27 @@ pub fn ready(
     previous: &[Condition],
     now: DateTime<Utc>,
 ) -> Condition {
-    let status = if is_ready { "True" } else { "False" };
+    condition(READY, is_ready, reason, message, generation, previous, now)
+}
+
+/// A condition of `type_` (see [`ready`]).
+pub fn condition(
+    type_: &str,
+    is_true: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: DateTime<Utc>,
+) -> Condition {
+    let status = if is_true { "True" } else { "False" };
     let last = previous
         .iter()
-        .find(|c| c.type_ == READY && c.status == status)
+        .find(|c| c.type_ == type_ && c.status == status)
         .and_then(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| rfc3339(now));
     Condition {
-        type_: READY.to_string(),
+        type_: type_.to_string(),
         status: status.to_string(),
         reason: reason.to_string(),
         message,
@@ -30,11 +46,11 @@ pub fn ready(
     }
 }
 
-/// Did the Ready condition change status or reason (an Event-worthy transition)?
+/// Did the condition of `next`'s type change status or reason (an Event-worthy transition)?
 pub fn transitioned(previous: &[Condition], next: &Condition) -> bool {
     previous
         .iter()
-        .find(|c| c.type_ == READY)
+        .find(|c| c.type_ == next.type_)
         .is_none_or(|c| c.status != next.status || c.reason != next.reason)
 }
 

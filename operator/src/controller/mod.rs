@@ -58,6 +58,9 @@ pub struct Context {
     pub clock: Clock,
     /// Per-namespace topic grants (`--topic-grants`); `None`: not checked.
     pub topic_grants: Option<Arc<topic_grants::TopicGrants>>,
+    /// The OTLP endpoint injected sidecars ship audit records to; `None`:
+    /// StreamPolicies report `AuditSink=False` (the spool is the only copy).
+    pub audit_sink: Option<String>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -86,8 +89,15 @@ impl Context {
             pods,
             clock,
             topic_grants: None,
+            audit_sink: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where injected sidecars ship audit records (reported on StreamPolicies).
+    pub fn with_audit_sink(mut self, endpoint: Option<String>) -> Self {
+        self.audit_sink = endpoint;
+        self
     }
 
     /// Check StreamPolicy Allow rules against these per-namespace topic grants.
@@ -133,11 +143,12 @@ impl Context {
         previous: &[streamgate_crds::Condition],
         current: &[streamgate_crds::Condition],
     ) {
-        if let Some(c) = current.first()
-            && conditions::transitioned(previous, c)
-        {
-            self.event(obj, c.status != "True", &c.reason, c.message.clone())
-                .await;
+        // Every condition's transition is an Event (a warning when it is False).
+        for c in current {
+            if conditions::transitioned(previous, c) {
+                self.event(obj, c.status != "True", &c.reason, c.message.clone())
+                    .await;
+            }
         }
     }
 

@@ -99,9 +99,32 @@ pub fn desired_status(sp: &StreamPolicy, workloads: i64, ctx: &Context) -> Strea
             ctx.now(),
         )
     };
+    let audit_sink = match &ctx.audit_sink {
+        Some(endpoint) => conditions::condition(
+            conditions::AUDIT_SINK,
+            true,
+            "Shipping",
+            format!("the governed pods' sidecars ship audit records to {endpoint}"),
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        ),
+        None => conditions::condition(
+            conditions::AUDIT_SINK,
+            false,
+            "NoCollector",
+            "no OTLP collector is configured for injected sidecars (operator \
+             --audit-otlp-endpoint, chart audit.otlp.endpoint): each pod's audit spool is the \
+             only copy of its trail and is lost with the pod"
+                .to_string(),
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        ),
+    };
     StreamPolicyStatus {
         observed_generation: generation,
-        conditions: vec![condition],
+        conditions: vec![condition, audit_sink],
         workloads,
         topic_grants: ctx.topic_grants.as_ref().map(|_| TopicGrantsMode::Enforced),
         ungranted_rules: ungranted.into_iter().map(|u| u.rule).collect(),

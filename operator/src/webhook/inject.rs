@@ -535,6 +535,15 @@ fn sidecar_container(
     if settings.topic_grants_enforced {
         envs.push(env(c::ENV_TOPIC_GRANTS_ENFORCED, "true".to_string()));
     }
+    // The collector is the record of evidence; the spool is its buffer.
+    if let Some(otlp) = &settings.audit_otlp {
+        envs.push(env(c::ENV_AUDIT_OTLP, "true".to_string()));
+        envs.push(env(c::ENV_OTEL_ENDPOINT, otlp.endpoint.clone()));
+        envs.push(env(c::ENV_OTEL_PROTOCOL, otlp.protocol.clone()));
+        if let Some(headers) = &otlp.headers {
+            envs.push(env(c::ENV_OTEL_HEADERS, headers.clone()));
+        }
+    }
     // The session: broker credential and API token, in memory only.
     envs.push(env(c::ENV_OPERATOR_URL, settings.session_url.clone()));
     if let Some(ca) = &settings.operator_ca_pem {
