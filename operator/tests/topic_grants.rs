@@ -117,6 +117,7 @@ async fn a_namespace_cannot_grant_itself_another_namespaces_topics() {
     let ev = expect(&mut handle, "POST", EVENTS, json!({})).await;
     assert_eq!(ev["type"], "Warning");
     assert_eq!(ev["reason"], "TopicsNotGranted");
+    expect(&mut handle, "POST", EVENTS, json!({})).await; // AuditSink: NoCollector
     task.await.unwrap().unwrap();
 }
 
@@ -130,6 +131,7 @@ async fn within_the_grant_or_without_grants_the_policy_is_ready() {
     assert_eq!(body["status"]["topicGrants"], "Enforced");
     assert!(body["status"].get("ungrantedRules").is_none(), "{body}");
     expect(&mut handle, "POST", EVENTS, json!({})).await;
+    expect(&mut handle, "POST", EVENTS, json!({})).await; // AuditSink: NoCollector
     task.await.unwrap().unwrap();
 
     // No grants configured: as before, no check and no new status fields.
@@ -140,5 +142,6 @@ async fn within_the_grant_or_without_grants_the_policy_is_ready() {
     assert!(body["status"].get("topicGrants").is_none(), "{body}");
     assert!(body["status"].get("ungrantedRules").is_none(), "{body}");
     expect(&mut handle, "POST", EVENTS, json!({})).await;
+    expect(&mut handle, "POST", EVENTS, json!({})).await; // AuditSink: NoCollector
     task.await.unwrap().unwrap();
 }
