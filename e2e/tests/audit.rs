@@ -495,12 +495,7 @@ fn the_records_reach_a_real_otlp_collector() {
     let topic = "audit-otlp";
     broker.create_topic(topic, PARTITIONS);
     let proxy = Proxy::start(&broker, governed("Closed", vec![], collector.otel_env()));
-    let (input, n) = input_file(proxy.dir.path(), 1);
-    let (acked, out) = produce(&proxy.addr(), topic, &input);
-    check(&out, "produce");
-    assert_eq!(acked.len(), n);
-    let (got, _) = consume(&proxy.addr(), topic, n, 60);
-    assert_eq!(got.len(), n);
+    write_and_read_back(&proxy, topic);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = collector.output();
@@ -520,6 +515,16 @@ fn the_records_reach_a_real_otlp_collector() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The claims fixture written to `topic` through `proxy` and read back whole.
+fn write_and_read_back(proxy: &Proxy, topic: &str) {
+    let (input, n) = input_file(proxy.dir.path(), 1);
+    let (acked, out) = produce(&proxy.addr(), topic, &input);
+    check(&out, "produce");
+    assert_eq!(acked.len(), n);
+    let (got, _) = consume(&proxy.addr(), topic, n, 60);
+    assert_eq!(got.len(), n);
 }
 
 /// The collector's copy, as an auditor reads it off the topic the collector
@@ -555,12 +560,7 @@ fn the_collectors_copy_outlives_the_pod_and_anchors_its_spool() {
     let topic = "audit-anchored";
     broker.create_topic(topic, PARTITIONS);
     let mut proxy = Proxy::start(&broker, governed("Closed", vec![], collector.otel_env()));
-    let (input, n) = input_file(proxy.dir.path(), 1);
-    let (acked, out) = produce(&proxy.addr(), topic, &input);
-    check(&out, "produce");
-    assert_eq!(acked.len(), n);
-    let (got, _) = consume(&proxy.addr(), topic, n, 60);
-    assert_eq!(got.len(), n);
+    write_and_read_back(&proxy, topic);
     // The pod goes away: SIGTERM, its last records (SidecarStop with the
     // final head) shipped within the grace period.
     assert_eq!(proxy.proc.terminate(Duration::from_secs(30)), Some(0));
