@@ -4,9 +4,11 @@
 //! The injector mounts a projected token of audience `streamgate.dev/sidecar`
 //! into this container alone; the operator verifies it (TokenReview for that
 //! audience, pod carries the genuine sidecar) and answers with the
-//! namespace's broker credential and a token of the namespace's
-//! `streamgate-sidecar` ServiceAccount bound to this pod. Neither is written
-//! to disk or logged. The API token is renewed before it expires by opening
+//! namespace's broker credential and a short-lived token of the namespace's
+//! `streamgate-sidecar` ServiceAccount (not bound to this pod: the API server
+//! refuses to bind one account's token to a pod running as another, so it is
+//! kept short and renewed through new sessions, which only a live injected
+//! pod can open). Neither is written to disk or logged. The API token is renewed before it expires by opening
 //! a new session; the kube client reads the current token on every request.
 use std::path::Path;
 use std::sync::{Arc, RwLock};
