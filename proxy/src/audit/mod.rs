@@ -273,7 +273,11 @@ impl Audit {
         use std::sync::atomic::Ordering;
         let lag = self.ship_lag().unwrap_or_default();
         let over = lag > max;
-        if over != self.lag_recorded.swap(over, Ordering::Relaxed) {
+        // Read before writing: every PHI request of every connection asks,
+        // and the answer almost never changes — no shared write per request.
+        if over != self.lag_recorded.load(Ordering::Relaxed)
+            && over != self.lag_recorded.swap(over, Ordering::Relaxed)
+        {
             let reason = if over {
                 format!(
                     "audit shipping lags {}s behind the collector (maxShipLag {}s)",
