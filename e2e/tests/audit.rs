@@ -274,7 +274,7 @@ fn the_spool_accounts_for_exactly_what_was_written_and_read() {
         .filter(|r| r["api"] == "Fetch" && r["resources"][0]["offsetFirst"].is_i64())
     {
         assert!(
-            r["payloadDigest"].as_str().unwrap().starts_with("sha256:"),
+            r["payloadDigest"].as_str().unwrap().starts_with("blake3:"),
             "{r}"
         );
         assert!(r.get("payload").is_none(), "no payload in Digest mode");

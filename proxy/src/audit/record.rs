@@ -115,6 +115,11 @@ pub struct ResourceAccess {
     pub records: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// `blake3:<hex>` of the partition's complete record batches, base offset
+    /// and leader epoch left out ([`crate::audit::digest`]): equal for a batch
+    /// as written and as read back, so `audit match` can prove a range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl ResourceAccess {
@@ -141,6 +146,7 @@ impl ResourceAccess {
             offset_last: offsets.map(|o| o.1),
             records,
             bytes,
+            digest: None,
         }
     }
 }
@@ -216,7 +222,8 @@ pub struct AuditRecord {
     pub policy: Option<PolicyRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masking: Option<MaskingSummary>,
-    /// `sha256:<hex>` of the record batches as delivered (Digest mode).
+    /// `blake3:<hex>` over the partition digests and any bytes after the last
+    /// complete batch ([`crate::audit::digest`]): every byte delivered (Digest and Full).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_digest: Option<String>,
     /// Base64 of the record batches as delivered (Full mode only: PHI in the trail).
@@ -237,34 +244,6 @@ pub struct AuditRecord {
 /// The record's time format: RFC 3339, UTC, microseconds, `Z`.
 pub fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// `sha256:<hex>` of a byte string (used for `payloadDigest`).
-pub fn digest(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// Incremental `payloadDigest`: feed the delivered record batches (of every partition, in
-/// response order) without concatenating them.
-#[derive(Clone, Debug, Default)]
-pub struct PayloadHasher(sha2::Sha256);
-
-impl PayloadHasher {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn update(&mut self, delivered: &[u8]) {
-        use sha2::Digest;
-        self.0.update(delivered);
-    }
-
-    /// `sha256:<hex>`.
-    pub fn finish(self) -> String {
-        use sha2::Digest;
-        format!("sha256:{}", hex::encode(self.0.finalize()))
-    }
 }
 
 /// Where the sidecar runs (downward API); stamped on every record.
@@ -359,24 +338,29 @@ impl AuditRecord {
         self
     }
 
-    /// Digest mode: record the SHA-256 of the delivered batches.
+    /// The digest of bytes that could not be taken apart (a whole frame).
     pub fn payload_digest_of(mut self, delivered: &[u8]) -> Self {
-        self.payload_digest = Some(digest(delivered));
+        self.payload_digest = Some(crate::audit::digest::of_bytes(delivered));
         self
     }
 
-    /// Digest mode with a digest computed incrementally ([`PayloadHasher`]).
-    pub fn payload_digest(mut self, digest: String) -> Self {
+    /// Digest mode: the request digest, and one digest per resource (in order).
+    pub fn payload_digest(mut self, digest: String, partitions: Vec<String>) -> Self {
         self.payload_digest = Some(digest);
+        if partitions.len() == self.resources.len() {
+            for (r, d) in self.resources.iter_mut().zip(partitions) {
+                r.digest = Some(d);
+            }
+        }
         self
     }
 
-    /// Full mode: the digest and the payload itself (base64).
-    pub fn payload_full(mut self, delivered: &[u8]) -> Self {
+    /// Full mode: the digests and the payload itself (base64).
+    pub fn payload_full(self, delivered: &[u8], digest: String, partitions: Vec<String>) -> Self {
         use base64::Engine as _;
-        self.payload_digest = Some(digest(delivered));
-        self.payload = Some(base64::engine::general_purpose::STANDARD.encode(delivered));
-        self
+        let mut record = self.payload_digest(digest, partitions);
+        record.payload = Some(base64::engine::general_purpose::STANDARD.encode(delivered));
+        record
     }
 
     /// Total records across resources (for reconciliation and Events).
@@ -451,20 +435,12 @@ mod tests {
     }
 
     #[test]
-    fn full_payload_carries_digest_and_bytes() {
-        let rec = AuditRecord::request("Produce", 9, Operation::Write).payload_full(b"abc");
-        assert_eq!(
-            rec.payload_digest.as_deref(),
-            Some("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        );
+    fn full_payload_carries_the_digests_and_the_bytes() {
+        let rec = AuditRecord::request("Produce", 9, Operation::Write)
+            .resources([ResourceAccess::partition("t", 0, None, 1, 3)])
+            .payload_full(b"abc", "blake3:r".into(), vec!["blake3:p".into()]);
+        assert_eq!(rec.payload_digest.as_deref(), Some("blake3:r"));
+        assert_eq!(rec.resources[0].digest.as_deref(), Some("blake3:p"));
         assert_eq!(rec.payload.as_deref(), Some("YWJj"));
-        let mut h = PayloadHasher::new();
-        h.update(b"a");
-        h.update(b"bc");
-        assert_eq!(
-            rec.payload_digest,
-            Some(h.finish()),
-            "incremental digest equals the one-shot digest"
-        );
     }
 }

@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn full_payloads_come_back_as_the_values_delivered() {
         let batch = crate::audit::summary::tests::batch(0, 2, Compression::None);
-        let r = read("alice", 1, 0).payload_full(&batch);
+        let r = read("alice", 1, 0).payload_full(&batch, "blake3:r".into(), Vec::new());
         let got = accesses([&r], &Filter::default(), true);
         assert_eq!(
             got[0].delivered.as_deref(),

@@ -14,7 +14,7 @@
 //! logged — never the payload. `Open`: traffic continues, the failure is logged and counted.
 
 use super::summary;
-use crate::audit::record::PayloadHasher;
+use crate::audit::digest::{PartitionDigest, PayloadDigest};
 use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
 use crate::datapath::exchange::{Request, Response};
 use crate::identity::caller::Caller;
@@ -124,33 +124,56 @@ pub enum InFlight {
     },
 }
 
-/// The payload part of a record, computed once from the bytes as delivered.
+/// The payload part of a record, computed once from the bytes as delivered:
+/// the request digest and one digest per partition ([`crate::audit::digest`]).
 #[derive(Debug, Default)]
 pub enum Payload {
     #[default]
     None,
-    Digest(String),
-    Full(Vec<u8>),
+    Digest(Digests),
+    Full(Vec<u8>, Digests),
+}
+
+/// A request's digests: over everything, and per partition (in order).
+#[derive(Debug)]
+pub struct Digests {
+    request: String,
+    partitions: Vec<String>,
+}
+
+impl Digests {
+    fn of(parts: &[&[u8]]) -> Self {
+        let mut request = PayloadDigest::new();
+        let partitions = parts
+            .iter()
+            .map(|bytes| {
+                let d = PartitionDigest::of(bytes);
+                request.add(&d, bytes);
+                d.render()
+            })
+            .collect();
+        Self {
+            request: request.finish(),
+            partitions,
+        }
+    }
 }
 
 impl Payload {
     fn of(mode: PayloadMode, parts: &[&[u8]]) -> Self {
         match mode {
             PayloadMode::None => Payload::None,
-            PayloadMode::Digest => {
-                let mut h = PayloadHasher::new();
-                parts.iter().for_each(|p| h.update(p));
-                Payload::Digest(h.finish())
-            }
-            PayloadMode::Full => Payload::Full(parts.concat()),
+            PayloadMode::Digest => Payload::Digest(Digests::of(parts)),
+            PayloadMode::Full => Payload::Full(parts.concat(), Digests::of(parts)),
         }
     }
 
+    /// Onto a record whose resources are the parts, in order.
     fn apply(self, record: AuditRecord) -> AuditRecord {
         match self {
             Payload::None => record,
-            Payload::Digest(d) => record.payload_digest(d),
-            Payload::Full(bytes) => record.payload_full(&bytes),
+            Payload::Digest(d) => record.payload_digest(d.request, d.partitions),
+            Payload::Full(bytes, d) => record.payload_full(&bytes, d.request, d.partitions),
         }
     }
 }
@@ -714,8 +737,12 @@ mod tests {
                 .payload_digest
                 .as_deref()
                 .unwrap()
-                .starts_with("sha256:")
+                .starts_with("blake3:")
         );
+        // Each partition carries the digest of its batches as the broker
+        // numbers them: the same batch produced at base offset 0 digests alike.
+        let same_batch = crate::audit::digest::PartitionDigest::of(&batch(0, 5, Compression::None));
+        assert_eq!(fetch.resources[0].digest, Some(same_batch.render()));
         assert_eq!(fetch.subject.as_ref().unwrap().kind, "Anonymous");
         assert_eq!(fetch.client_address.as_deref(), Some("127.0.0.1:50000"));
     }
