@@ -352,6 +352,46 @@ async fn a_fetch_is_masked_and_audited_as_masked() {
 }
 
 #[tokio::test]
+async fn pipelined_fetches_under_closed_audit_are_released_in_order_each_with_its_record() {
+    // Each answer waits for its record to be durable, in a release queue: the
+    // next answers are worked on meanwhile, and the client still gets them in
+    // request order with the records each carried.
+    let broker = ScriptedBroker::start().await;
+    let mut sidecar = Sidecar::start(&broker, Options::default()).await;
+    let mut client = sidecar.client().await;
+    let pipelined: Vec<u8> = (1..=5)
+        .flat_map(|id| Client::frame(ApiKey::Fetch, FETCH, id, &fetch()))
+        .collect();
+    client.write(&pipelined).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(broker.recv().await);
+    }
+    for (i, r) in held.iter().enumerate() {
+        r.reply(&fetch_answer(&format!(r#"{{"n":{i}}}"#))).await;
+    }
+    for i in 0..5 {
+        let (id, response) = client.recv::<FetchResponse>(ApiKey::Fetch, FETCH).await;
+        assert_eq!(id, i + 1, "released in request order");
+        let records = response.responses[0].partitions[0].records.clone().unwrap();
+        assert_eq!(values(&records), [format!(r#"{{"n":{i}}}"#)]);
+    }
+    sidecar.stopped().await;
+    let audit = sidecar.audit_records();
+    let fetches = records_of(&audit, "Fetch");
+    assert_eq!(fetches.len(), 5, "one record per released answer");
+    for f in fetches {
+        assert!(
+            f["resources"][0]["digest"]
+                .as_str()
+                .unwrap()
+                .starts_with("blake3:"),
+            "{f}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn closed_audit_withholds_fetched_records_and_refuses_produce() {
     let broker = ScriptedBroker::start().await;
     let options = Options {

@@ -148,6 +148,25 @@ impl AuditArgs {
     }
 }
 
+/// A record on its way to durability ([`Audit::commit_with`]).
+#[derive(Debug)]
+pub enum Commit {
+    /// Nothing to wait for: queued under Open, or already failed.
+    Settled(Result<(), AuditError>),
+    /// Closed: durable when the receipt completes (and the collector keeps up).
+    Durable {
+        receipt: Receipt,
+        max_ship_lag: Duration,
+    },
+}
+
+impl Commit {
+    /// Whether waiting can still change the outcome.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Commit::Durable { .. })
+    }
+}
+
 /// Why a record does not count as durable: the caller refuses the request (failureMode
 /// Closed). The message is safe to show a client.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -362,6 +381,47 @@ impl Audit {
                 self.record(record).await;
                 let _ = self.check_ship_lag(max_ship_lag).await;
                 Ok(())
+            }
+        }
+    }
+
+    /// [`Audit::record_with`] without the wait: the record is queued now and
+    /// the returned [`Commit`] resolves when it is durable (Closed), so the
+    /// caller can go on with the next response while the writer syncs —
+    /// responses are released as their receipts complete, in order.
+    pub async fn commit_with(
+        &self,
+        mode: FailureMode,
+        max_ship_lag: Duration,
+        record: AuditRecord,
+    ) -> Commit {
+        match mode {
+            FailureMode::Closed => match self.spool.append(record.with_pod(&self.pod)).await {
+                Ok(receipt) => Commit::Durable {
+                    receipt,
+                    max_ship_lag,
+                },
+                Err(e) => Commit::Settled(Err(e.into())),
+            },
+            FailureMode::Open => {
+                self.record(record).await;
+                let _ = self.check_ship_lag(max_ship_lag).await;
+                Commit::Settled(Ok(()))
+            }
+        }
+    }
+
+    /// Wait for a [`Commit`]: `Ok` once its record is durable and the
+    /// collector is within `maxShipLag`.
+    pub async fn settle(&self, commit: Commit) -> Result<(), AuditError> {
+        match commit {
+            Commit::Settled(result) => result,
+            Commit::Durable {
+                receipt,
+                max_ship_lag,
+            } => {
+                receipt.await?;
+                self.check_ship_lag(max_ship_lag).await
             }
         }
     }

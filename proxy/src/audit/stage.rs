@@ -178,6 +178,31 @@ impl Payload {
     }
 }
 
+/// A response whose release waits for its audit record ([`AuditTrail::release`]).
+#[derive(Debug)]
+pub struct Held {
+    commit: crate::audit::Commit,
+    fallback: Fallback,
+}
+
+impl Held {
+    /// Whether the release still waits (failureMode Closed); `false` once settled.
+    pub fn is_pending(&self) -> bool {
+        self.commit.is_pending()
+    }
+}
+
+/// What a held response becomes when its record cannot be made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fallback {
+    /// Produce: every partition refused (POLICY_VIOLATION).
+    RefuseProduce,
+    /// Fetch: the records withheld (UNKNOWN_SERVER_ERROR).
+    WithholdFetch,
+    /// Not taken apart: nothing of it released, the connection closes.
+    WithholdWhole,
+}
+
 /// What the request side does about auditing a request.
 #[derive(Debug)]
 pub enum OnRequest {
@@ -427,94 +452,109 @@ impl AuditTrail {
         }))
     }
 
-    /// The response to an audited request, on its way to the client: finish the record and,
-    /// in Closed mode, release the response only once the record is durable (else withhold
-    /// the records or refuse the write). Where masking rewrote the response, the record's
-    /// decision becomes `Masked` with the per-field counts.
+    /// The response to an audited request, on its way to the client: finish
+    /// the record. Where masking rewrote the response, the record's decision
+    /// becomes `Masked` with the per-field counts. Under failureMode Closed a
+    /// response carrying records comes back [`Held`]: the caller releases it
+    /// through [`AuditTrail::release`] once its record is durable, and may
+    /// handle the next response meanwhile (the writer syncs records of many
+    /// responses at once).
     pub async fn on_response(
         &self,
         inflight: InFlight,
         response: &mut Response,
         names: TopicNames<'_>,
         masking: &[TopicMasking],
-    ) {
-        match inflight {
+    ) -> Option<Held> {
+        let (settings, record, fallback) = match inflight {
             InFlight::Produce {
                 record,
                 settings,
                 parts,
                 payload,
-            } => {
-                let Ok(ResponseKind::Produce(produced)) = response.body() else {
-                    let durable = self
-                        .record_or_log(
-                            settings,
-                            payload
-                                .apply(record.resources(summary::produce_unacknowledged(&parts))),
-                        )
-                        .await;
-                    if !durable {
-                        // An acknowledgement that cannot be rewritten into a
-                        // refusal is not passed on unaudited.
-                        response.withhold(NOT_DURABLE);
+            } => match response.body() {
+                Ok(ResponseKind::Produce(produced)) => {
+                    let resources = summary::produce_resources(&parts, produced, names);
+                    let rec = with_masking(payload.apply(record.resources(resources)), masking);
+                    (settings, rec, Fallback::RefuseProduce)
+                }
+                // An acknowledgement that cannot be rewritten into a refusal
+                // is not passed on unaudited.
+                _ => (
+                    settings,
+                    payload.apply(record.resources(summary::produce_unacknowledged(&parts))),
+                    Fallback::WithholdWhole,
+                ),
+            },
+            InFlight::Fetch { record, settings } => match response.body() {
+                Ok(ResponseKind::Fetch(fetched)) => {
+                    let (resources, empty, bytes) = summary::fetch_resources(fetched, names);
+                    if resources.is_empty() {
+                        // Nothing disclosed: a light summary, no durability wait.
+                        self.audit
+                            .record(record.resources(empty.into_iter().map(ResourceAccess::topic)))
+                            .await;
+                        return None;
                     }
-                    return;
-                };
-                let resources = summary::produce_resources(&parts, produced, names);
-                let rec = with_masking(payload.apply(record.resources(resources)), masking);
-                if self.record_or_log(settings, rec).await {
-                    return;
+                    let rec =
+                        Payload::of(settings.payload, &bytes).apply(record.resources(resources));
+                    (
+                        settings,
+                        with_masking(rec, masking),
+                        Fallback::WithholdFetch,
+                    )
                 }
-                if let Ok(ResponseKind::Produce(produced)) = response.body() {
-                    summary::refuse_produce_response(produced, REFUSAL);
-                    response.changed();
-                }
+                // Not summarisable: at least the digest of the whole response;
+                // records cannot be withheld from a response that cannot be
+                // taken apart, so none of it is released unaudited.
+                _ => (
+                    settings,
+                    record
+                        .decision(
+                            AuditDecision::Allow,
+                            "forwarded; response not decodable for audit",
+                        )
+                        .payload_digest_of(response.frame()),
+                    Fallback::WithholdWhole,
+                ),
+            },
+        };
+        let commit = self
+            .audit
+            .commit_with(settings.failure_mode, settings.max_ship_lag, record)
+            .await;
+        Some(Held { commit, fallback })
+    }
+
+    /// Release a [`Held`] response: as it is once its record is durable; if it
+    /// cannot be, withhold its records (Fetch: partitions answered
+    /// UNKNOWN_SERVER_ERROR) or refuse the write (Produce: POLICY_VIOLATION),
+    /// and where the answer cannot be taken apart, withhold it whole (the
+    /// connection closes). Never the payload in a log.
+    pub async fn release(&self, held: Held, response: &mut Response) {
+        let Err(error) = self.audit.settle(held.commit).await else {
+            return;
+        };
+        tracing::error!(%error, "audit record could not be made durable");
+        match (held.fallback, response.body()) {
+            (Fallback::RefuseProduce, Ok(ResponseKind::Produce(produced))) => {
+                summary::refuse_produce_response(produced, REFUSAL);
+                response.changed();
                 tracing::error!(
                     api = "Produce",
                     "audit record not durable: Produce acknowledgement replaced by a refusal (failureMode Closed)"
                 );
             }
-            InFlight::Fetch { record, settings } => {
-                let Ok(ResponseKind::Fetch(fetched)) = response.body() else {
-                    let digest = record
-                        .decision(
-                            AuditDecision::Allow,
-                            "forwarded; response not decodable for audit",
-                        )
-                        // Not summarisable: at least the digest of the whole response.
-                        .payload_digest_of(response.frame());
-                    if !self.record_or_log(settings, digest).await {
-                        // Records cannot be withheld from a response that
-                        // cannot be taken apart: none of it is released.
-                        response.withhold(NOT_DURABLE);
-                    }
-                    return;
-                };
-                let (resources, empty, bytes) = summary::fetch_resources(fetched, names);
-                if resources.is_empty() {
-                    // Nothing disclosed: a light summary, no durability wait.
-                    self.audit
-                        .record(record.resources(empty.into_iter().map(ResourceAccess::topic)))
-                        .await;
-                    return;
-                }
-                let rec = Payload::of(settings.payload, &bytes).apply(record.resources(resources));
-                let rec = with_masking(rec, masking);
-                if self.record_or_log(settings, rec).await {
-                    return;
-                }
-                // Never release the records unaudited: if the withheld response
-                // cannot be encoded, the connection closes instead.
-                if let Ok(ResponseKind::Fetch(fetched)) = response.body() {
-                    let withheld = summary::withhold_fetch(fetched);
-                    response.changed();
-                    tracing::error!(
-                        api = "Fetch",
-                        partitions = withheld,
-                        "audit record not durable: records withheld, partitions answered UNKNOWN_SERVER_ERROR (failureMode Closed)"
-                    );
-                }
+            (Fallback::WithholdFetch, Ok(ResponseKind::Fetch(fetched))) => {
+                let withheld = summary::withhold_fetch(fetched);
+                response.changed();
+                tracing::error!(
+                    api = "Fetch",
+                    partitions = withheld,
+                    "audit record not durable: records withheld, partitions answered UNKNOWN_SERVER_ERROR (failureMode Closed)"
+                );
             }
+            _ => response.withhold(NOT_DURABLE),
         }
     }
 
@@ -670,10 +710,15 @@ mod tests {
         frame: Bytes,
     ) -> Bytes {
         let mut response = Response::new(m.clone(), frame);
-        trail
-            .on_response(inflight, &mut response, &|_| None, &[])
-            .await;
+        finish(trail, inflight, &mut response).await;
         response.into_frame().unwrap()
+    }
+
+    /// What the connection does: finish the record, release once settled.
+    async fn finish(trail: &AuditTrail, inflight: InFlight, response: &mut Response) {
+        if let Some(held) = trail.on_response(inflight, response, &|_| None, &[]).await {
+            trail.release(held, response).await;
+        }
     }
     use crate::audit::summary::tests::batch;
     use crate::datapath::apis::test_support::{caller, meta, request_frame, response_frame};
@@ -860,9 +905,7 @@ mod tests {
         let m = meta(ApiKey::Fetch, 12);
         let inflight = awaiting_fetch(&trail, &m).await;
         let mut garbled = Response::new(m.clone(), Bytes::from_static(&[0, 0, 0, 7, 0xff, 0xff]));
-        trail
-            .on_response(*inflight, &mut garbled, &|_| None, &[])
-            .await;
+        finish(&trail, *inflight, &mut garbled).await;
         assert!(matches!(
             garbled.into_frame(),
             Err(crate::kafka::codec::FrameError::Withheld(_))

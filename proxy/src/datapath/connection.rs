@@ -281,19 +281,58 @@ where
     }
 }
 
+/// How many answered responses may wait for their audit records before the
+/// response side stops reading the broker: enough to keep the writer's group
+/// commit busy, few enough to bound what is held in memory.
+const MAX_HELD: usize = 16;
+
+/// One response ready to leave, in order.
+struct Outbound {
+    meta: RequestMeta,
+    started: Instant,
+    outgoing: pipeline::Outgoing,
+}
+
+/// The response side: read the broker's answers in order and run them
+/// through the stages; a second loop releases them to the client in the same
+/// order, each once its audit record is durable — so the next answer is
+/// worked on while the writer syncs the last one.
 async fn forward_responses<R, W>(
     proxy: &Arc<Proxy>,
     broker: R,
     client: W,
-    mut pending: mpsc::Receiver<Pending>,
+    pending: mpsc::Receiver<Pending>,
 ) -> Result<(), ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let (tx, rx) = mpsc::channel(MAX_HELD);
+    let answers = answer_responses(proxy, broker, pending, tx);
+    let releases = release_responses(proxy, client, rx);
+    tokio::pin!(answers, releases);
+    tokio::select! {
+        // The answer side ended (its sender dropped with it): what it had
+        // answered still goes out, then its error (a broker that closed) counts.
+        answered = &mut answers => {
+            let released = releases.await;
+            answered.and(released)
+        }
+        released = &mut releases => released,
+    }
+}
+
+async fn answer_responses<R>(
+    proxy: &Arc<Proxy>,
+    broker: R,
+    mut pending: mpsc::Receiver<Pending>,
+    out: mpsc::Sender<Outbound>,
+) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut reader =
         FramedRead::with_capacity(broker, FrameCodec::new(proxy.upstream.max_frame), IO_BUFFER);
-    let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
     let mut unanswered = std::collections::VecDeque::new();
     loop {
         // While nothing is pending, still watch the broker: if it goes away
@@ -311,7 +350,7 @@ where
             },
         };
         let Some(entry) = entry else { break };
-        let (meta, frame, started) = match entry {
+        let outbound = match entry {
             Pending::Unanswered { correlation_id } => {
                 remember_unanswered(&mut unanswered, correlation_id);
                 continue;
@@ -320,7 +359,11 @@ where
                 meta,
                 frame,
                 started,
-            } => (meta, frame, started),
+            } => Outbound {
+                meta,
+                started,
+                outgoing: pipeline::Outgoing::Ready(frame),
+            },
             Pending::Upstream {
                 meta,
                 started,
@@ -341,15 +384,43 @@ where
                         got,
                     });
                 }
-                let frame = pipeline::response(proxy, &meta, frame, *carry).await?;
-                (meta, frame, started)
+                let outgoing = pipeline::response(proxy, &meta, frame, *carry).await?;
+                Outbound {
+                    meta,
+                    started,
+                    outgoing,
+                }
             }
         };
+        if out.send(outbound).await.is_err() {
+            // The release side ended (client gone); it reports why.
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn release_responses<W>(
+    proxy: &Arc<Proxy>,
+    client: W,
+    mut answered: mpsc::Receiver<Outbound>,
+) -> Result<(), ConnError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut writer = BufWriter::with_capacity(IO_BUFFER, client);
+    while let Some(Outbound {
+        meta,
+        started,
+        outgoing,
+    }) = answered.recv().await
+    {
+        let frame = pipeline::release(proxy, outgoing).await?;
         writer
             .write_all(&length_prefix(frame.len()).map_err(ConnError::Broker)?)
             .await?;
         writer.write_all(&frame).await?;
-        if pending.is_empty() {
+        if answered.is_empty() {
             writer.flush().await?;
         }
         proxy.metrics.bytes_out.inc_by(frame.len() as u64 + 4);

@@ -20,7 +20,7 @@
 use super::apis::{self, MaskingContext, RequestAction};
 use super::exchange::{Request, Response};
 use super::state::Proxy;
-use crate::audit::stage::{GateReport, InFlight, OnRequest};
+use crate::audit::stage::{GateReport, Held, InFlight, OnRequest};
 use crate::identity::caller::Caller;
 use crate::identity::stage::{Admission, Identity, IdentityError};
 use crate::kafka::codec::{FrameError, RequestMeta, peek_client_id};
@@ -265,13 +265,22 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// A response on its way to the client.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// The frame to write.
+    Ready(Bytes),
+    /// Written once its audit record is durable ([`release`]).
+    Held(Box<(Response, Held)>),
+}
+
 /// The broker's answer to a forwarded request, through every stage in order.
 pub async fn response(
     proxy: &Arc<Proxy>,
     meta: &RequestMeta,
     frame: Bytes,
     carry: Carry,
-) -> Result<Bytes, StageError> {
+) -> Result<Outgoing, StageError> {
     let Carry {
         caller,
         fixup,
@@ -298,12 +307,35 @@ pub async fn response(
     // Listeners for every broker named must exist before the client reads this.
     proxy.learn(&learned);
     masked.extend(learned.masking);
-    // audit: finish the record; in Closed mode this waits until it is durable.
-    if let (Some(inflight), Some(trail)) = (audit, proxy.audit.as_ref()) {
-        trail
+    // audit: finish the record; in Closed mode the response waits for it to
+    // be durable — in the connection's release queue, not here.
+    if let (Some(inflight), Some(trail)) = (audit, proxy.audit.as_ref())
+        && let Some(held) = trail
             .on_response(*inflight, &mut response, &names, &masked)
-            .await;
+            .await
+    {
+        if held.is_pending() {
+            return Ok(Outgoing::Held(Box::new((response, held))));
+        }
+        trail.release(held, &mut response).await;
     }
     // Encoded once, if any stage changed the body; else the broker's bytes.
-    response.into_frame().map_err(StageError::Broker)
+    response
+        .into_frame()
+        .map(Outgoing::Ready)
+        .map_err(StageError::Broker)
+}
+
+/// The frame of an [`Outgoing`] response, once its audit record is settled.
+pub async fn release(proxy: &Proxy, outgoing: Outgoing) -> Result<Bytes, StageError> {
+    match outgoing {
+        Outgoing::Ready(frame) => Ok(frame),
+        Outgoing::Held(held) => {
+            let (mut response, held) = *held;
+            if let Some(trail) = proxy.audit.as_ref() {
+                trail.release(held, &mut response).await;
+            }
+            response.into_frame().map_err(StageError::Broker)
+        }
+    }
 }
