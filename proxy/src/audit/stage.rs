@@ -786,7 +786,7 @@ mod tests {
         );
         // Each partition carries the digest of its batches as the broker
         // numbers them: the same batch produced at base offset 0 digests alike.
-        let same_batch = crate::audit::digest::PartitionDigest::of(&batch(0, 5, Compression::None));
+        let same_batch = PartitionDigest::of(&batch(0, 5, Compression::None));
         assert_eq!(fetch.resources[0].digest, Some(same_batch.render()));
         assert_eq!(fetch.subject.as_ref().unwrap().kind, "Anonymous");
         assert_eq!(fetch.client_address.as_deref(), Some("127.0.0.1:50000"));
