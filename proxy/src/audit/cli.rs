@@ -66,6 +66,30 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Prove a trail against the broker: fetch every range the selected
+    /// records read or wrote and compare it with the partition digest
+    /// recorded (exit 1 on any mismatch, or when the trail does not verify).
+    Match {
+        /// The spool directory, or a copy file (OTLP JSON lines or exported records).
+        path: PathBuf,
+        /// Only this principal's accesses.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Accesses at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Accesses before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        broker: BrokerFlags,
+        /// One JSON object per range instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Export records in a time window as JSON lines or CSV.
     Export {
         /// The spool directory (the sidecar's --audit-dir).
@@ -78,6 +102,47 @@ pub enum AuditCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+/// How `audit match` reaches the brokers (the same settings as the sidecar's upstream).
+#[derive(Debug, clap::Args)]
+pub struct BrokerFlags {
+    /// Bootstrap servers (`host:port`, comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub bootstrap: Vec<String>,
+    /// Connect with TLS.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM file with the CA(s) that signed the brokers' certificates.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// SASL mechanism (with --credentials).
+    #[arg(long, value_enum, requires = "credentials")]
+    pub sasl_mechanism: Option<crate::datapath::upstream::SaslMechanism>,
+    /// File (YAML/JSON: username, password) with a broker credential that may read the topics.
+    #[arg(long, requires = "sasl_mechanism")]
+    pub credentials: Option<PathBuf>,
+}
+
+impl BrokerFlags {
+    fn upstream(&self) -> anyhow::Result<crate::datapath::upstream::UpstreamConfig> {
+        use crate::datapath::upstream::{Credentials, tls::TlsSettings};
+        let tls = self
+            .tls
+            .then(|| TlsSettings::new(self.ca_file.as_deref(), None, None, None))
+            .transpose()?;
+        let sasl = match (self.sasl_mechanism, &self.credentials) {
+            (Some(m), Some(path)) => Some((m, std::sync::Arc::new(Credentials::from_file(path)?))),
+            _ => None,
+        };
+        Ok(crate::datapath::upstream::UpstreamConfig {
+            bootstrap: self.bootstrap.clone(),
+            tls,
+            sasl,
+            connect_timeout: std::time::Duration::from_secs(10),
+            max_frame: 64 * 1024 * 1024,
+        })
+    }
 }
 
 pub(super) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -110,6 +175,25 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
                 subject: Some(subject),
             },
             payloads,
+            json,
+        ),
+        AuditCommand::Match {
+            path,
+            subject,
+            since,
+            until,
+            topic,
+            broker,
+            json,
+        } => match_ranges(
+            &path,
+            &Filter {
+                since,
+                until,
+                topic,
+                subject,
+            },
+            &broker,
             json,
         ),
         AuditCommand::Export {
@@ -244,6 +328,63 @@ fn replay(
         return Ok(1);
     }
     Ok(0)
+}
+
+fn match_ranges(
+    path: &std::path::Path,
+    filter: &Filter,
+    broker: &BrokerFlags,
+    json: bool,
+) -> anyhow::Result<i32> {
+    use super::matcher::{Verdict, fetch_range, judge};
+    let (records, problem) = trail(path)?;
+    let upstream = broker.upstream()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = std::io::stdout().lock();
+    let (mut matched, mut failed, mut other) = (0u64, 0u64, 0u64);
+    for a in accesses(&records, filter, false) {
+        // Only what reached a client or the broker has a range to prove.
+        if !matches!(a.decision.as_str(), "Allow" | "Masked") {
+            continue;
+        }
+        let (Some(partition), Some((first, last))) = (a.partition, a.offsets) else {
+            continue;
+        };
+        let fetched = if a.digest.is_some() {
+            runtime
+                .block_on(fetch_range(&upstream, &a.topic, partition, first, last))
+                .with_context(|| format!("fetching {}[{partition}] {first}..{last}", a.topic))?
+        } else {
+            Ok(Vec::new())
+        };
+        let verdict = judge(&a, fetched);
+        match &verdict {
+            Verdict::Match => matched += 1,
+            v if v.is_failure() => failed += 1,
+            _ => other += 1,
+        }
+        if json {
+            let line = serde_json::json!({"access": &a, "verdict": &verdict});
+            writeln!(out, "{line}")?;
+        } else {
+            let detail = match &verdict {
+                Verdict::Mismatch { recorded, broker } => {
+                    format!("  recorded {recorded}, broker {broker}")
+                }
+                Verdict::Unavailable { why } => format!("  {why}"),
+                _ => String::new(),
+            };
+            writeln!(out, "{:<11} {}{detail}", verdict.label(), text_line(&a))?;
+        }
+    }
+    eprintln!("audit match: {matched} matched, {failed} mismatched, {other} not compared");
+    if let Some(problem) = problem {
+        eprintln!("error: the trail does not verify, so matching it proves nothing: {problem}");
+        return Ok(1);
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
 }
 
 fn export(

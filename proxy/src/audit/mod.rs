@@ -27,6 +27,7 @@ pub mod cli;
 pub mod digest;
 pub mod events;
 pub mod export;
+pub mod matcher;
 pub mod otlp;
 pub mod policy_reloads;
 pub mod prune;

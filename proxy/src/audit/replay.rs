@@ -39,6 +39,9 @@ pub struct Access {
     pub masked_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_digest: Option<String>,
+    /// The partition's digest (what `audit match` compares with the broker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// The record values as delivered (payload `Full` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered: Option<Vec<String>>,
@@ -88,6 +91,7 @@ pub fn accesses<'a>(
                     .map(|p| format!("{} (generation {})", p.name, p.generation)),
                 masked_by: r.masking.as_ref().map(|m| m.rule.clone()),
                 payload_digest: r.payload_digest.clone(),
+                digest: res.digest.clone(),
                 delivered: delivered.clone(),
             });
         }
