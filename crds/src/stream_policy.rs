@@ -224,7 +224,7 @@ pub struct ApprovalRequirement {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum PayloadMode {
     None,
-    /// SHA-256 of the record batches as delivered.
+    /// BLAKE3 digests of the record batches (per partition, and over the request).
     #[default]
     Digest,
     /// The payload itself (PHI in the audit trail: only when asked).

@@ -43,7 +43,7 @@ pub struct AuditFlags {
     #[arg(long = "audit-failure-mode", env = streamgate_crds::contract::ENV_AUDIT_FAILURE_MODE, default_value = "Closed", value_parser = parse_failure_mode)]
     pub failure_mode: FailureMode,
     /// What a record says about payloads, until a policy's `audit` says otherwise:
-    /// `None`, `Digest` (SHA-256 of the batches as delivered) or `Full` (the batches: PHI).
+    /// `None`, `Digest` (BLAKE3 digests of the batches, per partition) or `Full` (the batches: PHI).
     #[arg(long = "audit-payload", env = streamgate_crds::contract::ENV_AUDIT_PAYLOAD, default_value = "Digest", value_parser = parse_payload_mode)]
     pub payload: PayloadMode,
     /// How far OTLP shipping may lag (e.g. `60s`) until a policy's
