@@ -13,6 +13,7 @@
 //! overridden.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -789,5 +790,59 @@ fn kubectl_get_events_shows_the_sidecars_aggregated_audit_events() {
     assert!(
         table.contains("AccessDenied") && table.contains("pod/shop-0"),
         "{table}"
+    );
+
+    // Checkpoint Events name the chain and its head: an anchor the pod
+    // cannot rewrite, which `audit verify --anchors` takes as kubectl prints it.
+    let listed = cp.eventually(
+        "an AuditCheckpoint Event about shop-0",
+        Duration::from_secs(150),
+        || {
+            let out = cp.kubectl_ok("admin", &["get", "events", "-n", NS, "-o", "json"]);
+            out.contains("AuditCheckpoint").then_some(out)
+        },
+    );
+    let mut pod = pod;
+    assert_eq!(pod.stop(), Some(0), "{}", pod.output());
+    let events = dir.path().join("events.json");
+    std::fs::write(&events, &listed).unwrap();
+    let verify = |spool: &std::path::Path| {
+        Command::new(streamgate_e2e::proxy_bin())
+            .args(["audit", "verify"])
+            .arg(spool)
+            .arg("--anchors")
+            .arg(&events)
+            .output()
+            .unwrap()
+    };
+    check(
+        &verify(&pod.spool_dir()),
+        "audit verify --anchors events.json",
+    );
+    // The spool cut back to its first record: it still links, but the
+    // Events witnessed more.
+    let cut = tempfile::tempdir().unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(pod.spool_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("audit-") && name.ends_with(".jsonl")
+        })
+        .collect();
+    segments.sort();
+    let first = std::fs::read_to_string(&segments[0]).unwrap();
+    let first_line = format!("{}\n", first.lines().next().unwrap());
+    std::fs::write(
+        cut.path().join(segments[0].file_name().unwrap()),
+        first_line,
+    )
+    .unwrap();
+    let out = verify(cut.path());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cut spool fails against the Events: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use streamgate_proxy::audit::chain::record_hash;
+use streamgate_proxy::audit::events::checkpoint_note;
 use streamgate_proxy::audit::record::{
     AuditDecision, AuditRecord, Operation, ResourceAccess, Subject,
 };
@@ -377,6 +378,76 @@ fn attacks_the_spool_alone_cannot_show_fail_against_the_anchors() {
     let (code, out) = verify_anchored(fresh.path(), &copy);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("a fresh genesis"), "{out}");
+}
+
+/// The sidecar's checkpoint Events as `kubectl get events -o json` lists
+/// them (core/v1 `message`; one as events.k8s.io `note`), witnessing the
+/// spool's records at `seqs`.
+fn checkpoint_events(spool: &Path, seqs: &[u64], into: &Path) -> PathBuf {
+    let records: Vec<serde_json::Value> = load(spool)
+        .into_iter()
+        .flat_map(|(_, l)| l)
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let genesis = records[0]["genesis"].as_str().unwrap();
+    let items: Vec<serde_json::Value> = seqs
+        .iter()
+        .enumerate()
+        .map(|(i, &seq)| {
+            let hash = records[seq as usize - 1]["hash"].as_str().unwrap();
+            let note = checkpoint_note(seq, hash, Some(genesis));
+            let text = if i == 0 { "note" } else { "message" };
+            serde_json::json!({"kind": "Event", "reason": "AuditCheckpoint", text: note})
+        })
+        .chain([serde_json::json!({"kind": "Event", "reason": "AccessAllowed", "message": "…"})])
+        .collect();
+    let path = into.join("events.json");
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    std::fs::write(&path, serde_json::to_string_pretty(&list).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn the_sidecars_checkpoint_events_anchor_the_spool() {
+    let (dir, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    generate(dir.path());
+    let events = checkpoint_events(dir.path(), &[20, 50], scratch.path());
+    let (code, out) = verify_anchored(dir.path(), &events);
+    assert_eq!(code, 0, "{out}");
+
+    // Cut at a line boundary: the Events witnessed seq 50.
+    let cut = tampered(dir.path(), |l| l.truncate(l.len() - 3));
+    let (code, out) = verify_anchored(cut.path(), &events);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("but the anchors witnessed seq 50"), "{out}");
+
+    // A fresh spool in its place.
+    let fresh = tempfile::tempdir().unwrap();
+    generate(fresh.path());
+    let (code, out) = verify_anchored(fresh.path(), &events);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("a fresh genesis"), "{out}");
+
+    // Rewritten and re-linked from the same genesis.
+    let forged = rewritten(dir.path(), |v| {
+        if v.get("subject").is_some() {
+            v["subject"]["name"] = "mallory".into();
+        }
+    });
+    let (code, out) = verify_anchored(forged.path(), &events);
+    assert_eq!(code, 1, "{out}");
+
+    // Events and the collector's copy together.
+    let copy = collector_copy(dir.path(), scratch.path());
+    let (code, stdout, stderr) = run(&[
+        "verify",
+        dir.path().to_str().unwrap(),
+        "--anchors",
+        events.to_str().unwrap(),
+        "--anchors",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
 #[test]

@@ -37,6 +37,39 @@ pub enum CopyError {
     },
 }
 
+/// A checkpoint witnessed by a Kubernetes Event: `(chain genesis, seq, hash)`.
+pub type EventAnchor = (String, u64, String);
+
+/// The checkpoints of a Kubernetes Event list (`kubectl get events -o json`,
+/// core/v1 `message` or events.k8s.io `note`), or `None` when `text` is not
+/// an Event document. Events are written through the API server by the
+/// sidecar's own account, which the app's cannot impersonate: a witness the
+/// pod cannot rewrite (kept for the cluster's event TTL, one hour by default
+/// — export them, or rely on the collector's copy, for longer).
+pub fn event_anchors(text: &str) -> Option<Vec<EventAnchor>> {
+    let doc: Value = serde_json::from_str(text).ok()?;
+    let items: Vec<&Value> = match (doc.get("items"), doc.get("kind")) {
+        (Some(items), _) => items.as_array()?.iter().collect(),
+        (None, Some(kind)) if kind == "Event" => vec![&doc],
+        _ => return None,
+    };
+    let anchors = items
+        .into_iter()
+        .filter(|e| {
+            e.get("reason").and_then(Value::as_str) == Some(super::events::CHECKPOINT_REASON)
+        })
+        .filter_map(|e| {
+            let note = e
+                .get("note")
+                .or_else(|| e.get("message"))
+                .and_then(Value::as_str)?;
+            let (seq, hash, chain) = super::events::parse_checkpoint_note(note)?;
+            Some((chain?, seq, hash))
+        })
+        .collect();
+    Some(anchors)
+}
+
 /// Every audit record in an auditor's copy, in the order found.
 pub fn records_in_copy(text: &str) -> Result<Vec<Value>, CopyError> {
     let mut out = Vec::new();
@@ -195,23 +228,9 @@ impl Witnessed {
                 ),
                 (Some(seq_of(r)), Some(hash_of(r))),
             ];
-            let chain = out.chains.entry(genesis.to_owned()).or_default();
             for (seq, hash) in witnessed {
-                let (Some(seq), Some(hash)) = (seq, hash) else {
-                    continue;
-                };
-                match chain.points.get(&seq) {
-                    Some(known) if known != hash => {
-                        return Err(CopyError::Fork {
-                            chain: short(genesis),
-                            seq,
-                            a: short(known),
-                            b: short(hash),
-                        });
-                    }
-                    _ => {
-                        chain.points.insert(seq, hash.to_owned());
-                    }
+                if let (Some(seq), Some(hash)) = (seq, hash) {
+                    out.witness(genesis, seq, hash)?;
                 }
             }
             linked.insert(hash_of(r));
@@ -224,6 +243,26 @@ impl Witnessed {
         unlinked.sort_unstable();
         out.unlinked = unlinked;
         Ok(out)
+    }
+}
+
+impl Witnessed {
+    /// One more witnessed head of `genesis`'s chain (a checkpoint, an Event):
+    /// a different hash at a seq already witnessed is a fork.
+    pub fn witness(&mut self, genesis: &str, seq: u64, hash: &str) -> Result<(), CopyError> {
+        let chain = self.chains.entry(genesis.to_owned()).or_default();
+        match chain.points.get(&seq) {
+            Some(known) if known != hash => Err(CopyError::Fork {
+                chain: short(genesis),
+                seq,
+                a: short(known),
+                b: short(hash),
+            }),
+            _ => {
+                chain.points.insert(seq, hash.to_owned());
+                Ok(())
+            }
+        }
     }
 }
 

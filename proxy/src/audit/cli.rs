@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::anchors::{CopyReport, Witnessed, records_in_copy};
+use super::anchors::{CopyReport, Witnessed, event_anchors, records_in_copy};
 use super::chain::Verifier;
 use super::export::{Exporter, Filter, Format};
 use super::record::AuditRecord;
@@ -34,11 +34,12 @@ pub enum AuditCommand {
         /// The spool directory (the sidecar's --audit-dir), or a copy file.
         dir: PathBuf,
         /// Anchors witnessed outside the pod — the collector's copy (OTLP JSON
-        /// lines) or exported records: the spool must start from a witnessed
-        /// genesis, agree with every witnessed record and checkpoint, and reach
-        /// the last witnessed seq.
+        /// lines), exported records, or the sidecar's checkpoint Events
+        /// (`kubectl get events -o json`); repeat for several. The spool must
+        /// start from a witnessed genesis, agree with every witnessed record
+        /// and checkpoint, and reach the last witnessed seq.
         #[arg(long, value_name = "FILE")]
-        anchors: Option<PathBuf>,
+        anchors: Vec<PathBuf>,
     },
     /// What one principal read and wrote: topic/partition/offset ranges with
     /// the decision and the rule or approval behind each, from a spool or the
@@ -154,10 +155,10 @@ pub(super) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 /// Run an audit subcommand; returns the process exit code.
 pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
     let result = match cmd {
-        AuditCommand::Verify { dir, anchors } if dir.is_file() && anchors.is_none() => {
+        AuditCommand::Verify { dir, anchors } if dir.is_file() && anchors.is_empty() => {
             verify_copy(&dir)
         }
-        AuditCommand::Verify { dir, anchors } => verify(&dir, anchors.as_deref()),
+        AuditCommand::Verify { dir, anchors } => verify(&dir, &anchors),
         AuditCommand::Replay {
             path,
             subject,
@@ -219,8 +220,36 @@ fn witnessed(path: &std::path::Path) -> anyhow::Result<Witnessed> {
     Witnessed::from_records(&records).with_context(|| path.display().to_string())
 }
 
-fn verify(dir: &std::path::Path, anchors: Option<&std::path::Path>) -> anyhow::Result<i32> {
-    let anchors = anchors.map(witnessed).transpose()?;
+/// Every anchor file together: copies' records linked into chains, then the
+/// checkpoints Events witness.
+fn anchors_of(paths: &[PathBuf]) -> anyhow::Result<Option<Witnessed>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let mut records = Vec::new();
+    let mut events = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        match event_anchors(&text) {
+            Some(found) if found.is_empty() => anyhow::bail!(
+                "{}: an Event list without AuditCheckpoint Events naming their chain",
+                path.display()
+            ),
+            Some(found) => events.extend(found),
+            None => {
+                records.extend(records_in_copy(&text).with_context(|| path.display().to_string())?)
+            }
+        }
+    }
+    let mut witnessed = Witnessed::from_records(&records)?;
+    for (genesis, seq, hash) in &events {
+        witnessed.witness(genesis, *seq, hash)?;
+    }
+    Ok(Some(witnessed))
+}
+
+fn verify(dir: &std::path::Path, anchors: &[PathBuf]) -> anyhow::Result<i32> {
+    let anchors = anchors_of(anchors)?;
     let verdict = verify_dir(dir, anchors.as_ref(), PROGRESS_EVERY, |n| {
         eprintln!("audit verify: {n} records verified…")
     })?;

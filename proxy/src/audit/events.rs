@@ -53,6 +53,28 @@ pub struct Aggregate {
     pub last_seq: u64,
 }
 
+/// The reason of checkpoint Events (what `audit verify --anchors` looks for).
+pub const CHECKPOINT_REASON: &str = "AuditCheckpoint";
+
+/// A checkpoint Event's note; [`parse_checkpoint_note`] reads it back.
+pub fn checkpoint_note(seq: u64, hash: &str, genesis: Option<&str>) -> String {
+    match genesis {
+        Some(g) => format!("audit chain head: seq {seq}, hash {hash}, chain {g}"),
+        None => format!("audit chain head: seq {seq}, hash {hash}"),
+    }
+}
+
+/// `(seq, hash, chain)` of a checkpoint Event's note (`None`: not one).
+pub fn parse_checkpoint_note(note: &str) -> Option<(u64, String, Option<String>)> {
+    let rest = note.strip_prefix("audit chain head: seq ")?;
+    let (seq, rest) = rest.split_once(", hash ")?;
+    let (hash, chain) = match rest.split_once(", chain ") {
+        Some((h, c)) => (h, Some(c.to_owned())),
+        None => (rest, None),
+    };
+    Some((seq.parse().ok()?, hash.to_owned(), chain))
+}
+
 /// What becomes an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
@@ -60,6 +82,9 @@ pub enum Signal {
     Checkpoint {
         seq: u64,
         hash: String,
+        /// The chain witnessed (its genesis value), so the Event is an
+        /// anchor `audit verify --anchors` can use.
+        genesis: Option<String>,
         at_seq: u64,
     },
     Lifecycle {
@@ -100,6 +125,7 @@ impl Aggregator {
                     self.ready.push(Signal::Checkpoint {
                         seq: c.seq,
                         hash: c.hash.clone(),
+                        genesis: c.genesis.clone(),
                         at_seq: rec.seq,
                     });
                 }
@@ -234,11 +260,13 @@ pub fn to_event(signal: &Signal) -> Event {
                 note,
             )
         }
-        Signal::Checkpoint { seq, hash, .. } => event(
+        Signal::Checkpoint {
+            seq, hash, genesis, ..
+        } => event(
             EventType::Normal,
-            "AuditCheckpoint",
+            CHECKPOINT_REASON,
             "Checkpoint".to_owned(),
-            format!("audit chain head: seq {seq}, hash {hash}"),
+            checkpoint_note(*seq, hash, genesis.as_deref()),
         ),
         Signal::Lifecycle { kind, reason, seq } => {
             let type_ = match kind {
@@ -638,6 +666,15 @@ mod tests {
         assert_eq!(
             ev.note.as_deref(),
             Some("audit chain head: seq 10, hash sha256:ab")
+        );
+        assert_eq!(
+            parse_checkpoint_note(&checkpoint_note(10, "sha256:ab", Some("sha256:g"))),
+            Some((10, "sha256:ab".into(), Some("sha256:g".into()))),
+            "the note names the chain, and reads back"
+        );
+        assert_eq!(
+            parse_checkpoint_note("audit chain head: seq x, hash y"),
+            None
         );
         assert_eq!(to_event(&signals[1]).reason, "PolicyReload");
     }
