@@ -94,6 +94,32 @@ impl PayloadDigest {
     }
 }
 
+/// A request's digests: over everything, and per partition (in order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    pub request: String,
+    pub partitions: Vec<String>,
+}
+
+impl Digests {
+    /// One pass over each partition's bytes.
+    pub fn of(parts: &[impl AsRef<[u8]>]) -> Self {
+        let mut request = PayloadDigest::new();
+        let partitions = parts
+            .iter()
+            .map(|bytes| {
+                let d = PartitionDigest::of(bytes.as_ref());
+                request.add(&d, bytes.as_ref());
+                d.render()
+            })
+            .collect();
+        Self {
+            request: request.finish(),
+            partitions,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,6 +239,18 @@ pub struct AuditRecord {
     pub prev_hash: String,
     #[serde(default)]
     pub hash: String,
+    /// The bytes still to digest: the spool writer does it, off the
+    /// connection's task ([`AuditRecord::finish_payload`]). Never serialised.
+    #[serde(skip)]
+    pub deferred: Option<DeferredPayload>,
+}
+
+/// Payload work left to the spool writer: the partitions' bytes (shared,
+/// not copied) and whether the payload itself is kept (`Full`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeferredPayload {
+    pub parts: Vec<bytes::Bytes>,
+    pub full: bool,
 }
 
 /// The record's time format: RFC 3339, UTC, microseconds, `Z`.
@@ -353,6 +365,27 @@ impl AuditRecord {
             }
         }
         self
+    }
+
+    /// Digest or Full mode, done later by the spool writer (one digest per
+    /// resource, in order, and over the request; Full keeps the bytes too).
+    pub fn defer_payload(mut self, parts: Vec<bytes::Bytes>, full: bool) -> Self {
+        self.deferred = Some(DeferredPayload { parts, full });
+        self
+    }
+
+    /// Compute what [`AuditRecord::defer_payload`] left for later.
+    pub fn finish_payload(&mut self) {
+        let Some(DeferredPayload { parts, full }) = self.deferred.take() else {
+            return;
+        };
+        let d = crate::audit::digest::Digests::of(&parts);
+        let record = std::mem::take(self);
+        *self = if full {
+            record.payload_full(&parts.concat(), d.request, d.partitions)
+        } else {
+            record.payload_digest(d.request, d.partitions)
+        };
     }
 
     /// Full mode: the digests and the payload itself (base64).

@@ -484,6 +484,9 @@ impl Writer {
                 // outside the pod shows where the chain ended.
                 rec.checkpoint = Some(head_of(&chain));
             }
+            // Digests are computed here, off the connections' tasks: the
+            // writer works while they go on with the next request.
+            rec.finish_payload();
             let line = chain.link(rec).map_err(std::io::Error::other)?;
             chain.commit(rec);
             buf.extend_from_slice(line.as_bytes());

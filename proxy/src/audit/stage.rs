@@ -14,7 +14,6 @@
 //! logged — never the payload. `Open`: traffic continues, the failure is logged and counted.
 
 use super::summary;
-use crate::audit::digest::{PartitionDigest, PayloadDigest};
 use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
 use crate::datapath::exchange::{Request, Response};
 use crate::identity::caller::Caller;
@@ -124,56 +123,26 @@ pub enum InFlight {
     },
 }
 
-/// The payload part of a record, computed once from the bytes as delivered:
-/// the request digest and one digest per partition ([`crate::audit::digest`]).
+/// The payload part of a record: the bytes as delivered (shared, not
+/// copied), digested — and kept, under `Full` — by the spool writer, off the
+/// connection's task.
 #[derive(Debug, Default)]
-pub enum Payload {
-    #[default]
-    None,
-    Digest(Digests),
-    Full(Vec<u8>, Digests),
-}
-
-/// A request's digests: over everything, and per partition (in order).
-#[derive(Debug)]
-pub struct Digests {
-    request: String,
-    partitions: Vec<String>,
-}
-
-impl Digests {
-    fn of(parts: &[&[u8]]) -> Self {
-        let mut request = PayloadDigest::new();
-        let partitions = parts
-            .iter()
-            .map(|bytes| {
-                let d = PartitionDigest::of(bytes);
-                request.add(&d, bytes);
-                d.render()
-            })
-            .collect();
-        Self {
-            request: request.finish(),
-            partitions,
-        }
-    }
-}
+pub struct Payload(Option<(Vec<Bytes>, bool)>);
 
 impl Payload {
-    fn of(mode: PayloadMode, parts: &[&[u8]]) -> Self {
+    fn of(mode: PayloadMode, parts: Vec<Bytes>) -> Self {
         match mode {
-            PayloadMode::None => Payload::None,
-            PayloadMode::Digest => Payload::Digest(Digests::of(parts)),
-            PayloadMode::Full => Payload::Full(parts.concat(), Digests::of(parts)),
+            PayloadMode::None => Payload(None),
+            PayloadMode::Digest => Payload(Some((parts, false))),
+            PayloadMode::Full => Payload(Some((parts, true))),
         }
     }
 
     /// Onto a record whose resources are the parts, in order.
     fn apply(self, record: AuditRecord) -> AuditRecord {
-        match self {
-            Payload::None => record,
-            Payload::Digest(d) => record.payload_digest(d.request, d.partitions),
-            Payload::Full(bytes, d) => record.payload_full(&bytes, d.request, d.partitions),
+        match self.0 {
+            None => record,
+            Some((parts, full)) => record.defer_payload(parts, full),
         }
     }
 }
@@ -434,7 +403,7 @@ impl AuditTrail {
                 }
             };
         }
-        let payload = Payload::of(settings.payload, &bytes);
+        let payload = Payload::of(settings.payload, bytes);
         if !expect_response {
             // acks=0: no answer to hold back, so under Closed the request
             // itself waits for its durable record before the broker gets it.
@@ -497,7 +466,7 @@ impl AuditTrail {
                         return None;
                     }
                     let rec =
-                        Payload::of(settings.payload, &bytes).apply(record.resources(resources));
+                        Payload::of(settings.payload, bytes).apply(record.resources(resources));
                     (
                         settings,
                         with_masking(rec, masking),
@@ -786,7 +755,7 @@ mod tests {
         );
         // Each partition carries the digest of its batches as the broker
         // numbers them: the same batch produced at base offset 0 digests alike.
-        let same_batch = PartitionDigest::of(&batch(0, 5, Compression::None));
+        let same_batch = crate::audit::digest::PartitionDigest::of(&batch(0, 5, Compression::None));
         assert_eq!(fetch.resources[0].digest, Some(same_batch.render()));
         assert_eq!(fetch.subject.as_ref().unwrap().kind, "Anonymous");
         assert_eq!(fetch.client_address.as_deref(), Some("127.0.0.1:50000"));

@@ -5,6 +5,7 @@
 //! The batch header is read through [`crate::kafka::record_batch::Header`].
 
 use crate::audit::ResourceAccess;
+use bytes::Bytes;
 use kafka_protocol::messages::{FetchResponse, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -73,22 +74,22 @@ fn topic_name(name: &StrBytes, id: &Uuid, names: &dyn Fn(&Uuid) -> Option<String
 }
 
 /// The partitions of a Produce request and, in request order, the batch bytes as sent.
-pub fn produce_request<'a>(
-    request: &'a ProduceRequest,
+pub fn produce_request(
+    request: &ProduceRequest,
     names: &dyn Fn(&Uuid) -> Option<String>,
-) -> (Vec<ProducedPartition>, Vec<&'a [u8]>) {
+) -> (Vec<ProducedPartition>, Vec<Bytes>) {
     let mut parts = Vec::new();
     let mut payload = Vec::new();
     for topic in &request.topic_data {
         let name = topic_name(&topic.name.0, &topic.topic_id, names);
         for p in &topic.partition_data {
-            let bytes = p.records.as_deref().unwrap_or_default();
-            payload.push(bytes);
+            let bytes = p.records.clone().unwrap_or_default();
             parts.push(ProducedPartition {
                 topic: name.clone(),
                 partition: p.index,
-                batches: scan_batches(bytes),
+                batches: scan_batches(&bytes),
             });
+            payload.push(bytes);
         }
     }
     (parts, payload)
@@ -147,10 +148,10 @@ pub fn produce_unacknowledged(parts: &[ProducedPartition]) -> Vec<ResourceAccess
 
 /// What a Fetch response delivers: one resource per partition that returned records,
 /// and the names of the topics fetched that returned none (for the summary).
-pub fn fetch_resources<'a>(
-    response: &'a FetchResponse,
+pub fn fetch_resources(
+    response: &FetchResponse,
     names: &dyn Fn(&Uuid) -> Option<String>,
-) -> (Vec<ResourceAccess>, Vec<String>, Vec<&'a [u8]>) {
+) -> (Vec<ResourceAccess>, Vec<String>, Vec<Bytes>) {
     let mut with_records = Vec::new();
     let mut empty_topics = Vec::new();
     let mut payload = Vec::new();
@@ -158,14 +159,14 @@ pub fn fetch_resources<'a>(
         let name = topic_name(&topic.topic.0, &topic.topic_id, names);
         let before = with_records.len();
         for p in &topic.partitions {
-            let bytes = p.records.as_deref().unwrap_or_default();
+            let bytes = p.records.clone().unwrap_or_default();
             // Any bytes are a disclosure: legacy (v0/v1) message sets and
             // control batches count no records but still reach the client,
             // so they are digested and held for a durable record too.
             if bytes.is_empty() {
                 continue;
             }
-            let b = scan_batches(bytes);
+            let b = scan_batches(&bytes);
             payload.push(bytes);
             with_records.push(ResourceAccess::partition(
                 &name,
@@ -192,7 +193,7 @@ pub fn withhold_fetch(response: &mut FetchResponse) -> usize {
         .flat_map(|t| t.partitions.iter_mut())
     {
         if p.records.as_ref().is_some_and(|r| !r.is_empty()) {
-            p.records = Some(bytes::Bytes::new());
+            p.records = Some(Bytes::new());
             p.error_code = UNKNOWN_SERVER_ERROR;
             n += 1;
         }
