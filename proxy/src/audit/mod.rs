@@ -24,6 +24,7 @@
 pub mod anchors;
 pub mod chain;
 pub mod cli;
+pub mod disclosures;
 pub mod events;
 pub mod export;
 pub mod otlp;

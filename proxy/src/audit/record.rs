@@ -115,6 +115,20 @@ pub struct ResourceAccess {
     pub records: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// Whose data these records held: keyed pseudonyms of the patients
+    /// (`patientFields`), sorted and de-duplicated, 32 hex digits each —
+    /// never the identifiers (`audit disclosures`; `masking::patients`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patients: Vec<String>,
+    /// Records here that named no identifiable patient (not JSON, no
+    /// patient field, or a rule that could not attribute): the disclosure
+    /// may have held other patients.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unattributed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ResourceAccess {
@@ -141,6 +155,7 @@ impl ResourceAccess {
             offset_last: offsets.map(|o| o.1),
             records,
             bytes,
+            ..Self::default()
         }
     }
 }

@@ -27,6 +27,7 @@ use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
 
 use crate::audit::AuditDecision;
+use crate::audit::disclosures;
 use crate::masking::TopicMasking;
 use crate::policy::decide::{CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;
@@ -439,6 +440,7 @@ impl AuditTrail {
                 };
                 let resources = summary::produce_resources(&parts, produced, names);
                 let rec = with_masking(payload.apply(record.resources(resources)), masking);
+                let rec = disclosures::with_patients(rec, masking);
                 if self.record_or_log(settings, rec).await {
                     return;
                 }
@@ -477,6 +479,7 @@ impl AuditTrail {
                 }
                 let rec = Payload::of(settings.payload, &bytes).apply(record.resources(resources));
                 let rec = with_masking(rec, masking);
+                let rec = disclosures::with_patients(rec, masking);
                 if self.record_or_log(settings, rec).await {
                     return;
                 }
@@ -914,16 +917,19 @@ mod tests {
                 topic: "patient-events".into(),
                 rules: vec!["patient-phi".into()],
                 counts: counts(2, &[("$.patient.ssn", 2)]),
+                patients: vec![],
             },
             TopicMasking {
                 topic: "claims".into(),
                 rules: vec!["claims-phi".into()],
                 counts: counts(1, &[("$.payment.cardNumber", 1)]),
+                patients: vec![],
             },
             TopicMasking {
                 topic: "patient-intake".into(),
                 rules: vec!["intake-phi".into()],
                 counts: counts(0, &[]),
+                patients: vec![],
             },
         ];
         let base = AuditRecord::request("Fetch", 12, Operation::Read)
