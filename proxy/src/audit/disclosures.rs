@@ -368,6 +368,49 @@ mod tests {
         );
     }
 
+    /// The spool volume the pseudonyms add: a Fetch of 500 records of 1 KiB
+    /// (one partition) holding N distinct patients, serialised as the spool
+    /// writes it, with and without them. Run with `--nocapture` for the table.
+    #[test]
+    fn pseudonyms_cost_35_bytes_per_distinct_patient_per_range() {
+        const RECORDS: u64 = 500;
+        let base = || {
+            AuditRecord::request("Fetch", 13, Operation::Read)
+                .subject(Subject::user("billing-app", vec!["billing".into()], None))
+                .resource(ResourceAccess::partition(
+                    "patient-events",
+                    0,
+                    Some((1000, 1000 + RECORDS as i64 - 1)),
+                    RECORDS,
+                    RECORDS * 1024,
+                ))
+                .decision(AuditDecision::Masked, "rule billing-read")
+        };
+        let without = serde_json::to_vec(&base()).unwrap().len();
+        for n in [1usize, 10, 100, 500] {
+            let ids: Vec<String> = (0..n).map(|i| format!("MRN-{i:08}")).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let masking = [TopicMasking {
+                topic: "patient-events".into(),
+                rules: vec![],
+                counts: MaskCounts::default(),
+                patients: vec![scanned(0, &ids, 0)],
+            }];
+            let with = serde_json::to_vec(&with_patients(base(), &masking))
+                .unwrap()
+                .len();
+            let added = with - without;
+            // `,"patients":[` `]` once, then `"<32 hex>",` per patient.
+            assert_eq!(added, 14 + 35 * n - 1, "N = {n}");
+            println!(
+                "N={n:>3} distinct patients: record {without} -> {with} bytes (+{added}); \
+                 +{:.1} bytes per 1 KiB record disclosed ({:.2} %)",
+                added as f64 / RECORDS as f64,
+                100.0 * added as f64 / (RECORDS * 1024) as f64
+            );
+        }
+    }
+
     #[test]
     fn lists_exactly_the_ranges_that_held_the_patient() {
         let with = |r: AuditRecord, p: i32, ids: &[&str]| {
