@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -264,7 +264,7 @@ fn read_key(path: &Path) -> anyhow::Result<HashKey> {
 pub fn run(
     path: &Path,
     patient: &str,
-    key: &PathBuf,
+    key: &Path,
     filter: &Filter,
     format: ReportFormat,
 ) -> anyhow::Result<i32> {
