@@ -284,3 +284,57 @@ fn a_tampered_trail_exits_non_zero_and_says_why() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("does not verify"), "{err}");
 }
+
+#[test]
+fn the_collectors_copy_gives_the_same_report() {
+    let (dir, spool, key) = setup();
+    let mut segments: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    segments.sort();
+    // As a collector's file exporter writes it: one ExportLogsServiceRequest
+    // per line, the record JSON as each log's body.
+    let mut copy = String::new();
+    for seg in segments {
+        for line in std::fs::read_to_string(seg).unwrap().lines() {
+            let log = serde_json::json!({"timeUnixNano": "1", "body": {"stringValue": line}});
+            copy.push_str(
+                &serde_json::json!({"resourceLogs": [{"resource": {"attributes": []},
+                    "scopeLogs": [{"scope": {}, "logRecords": [log]}]}]})
+                .to_string(),
+            );
+            copy.push('\n');
+        }
+    }
+    let path = dir.path().join("collector-copy.jsonl");
+    std::fs::write(&path, copy).unwrap();
+    let args = |p: &str| {
+        vec![
+            p.to_string(),
+            "--patient".into(),
+            "MRN-00000001".into(),
+            "--key".into(),
+            key.clone(),
+        ]
+    };
+    let from_spool = run(
+        &args(&spool).iter().map(String::as_str).collect::<Vec<_>>(),
+        "",
+    );
+    let from_copy = run(
+        &args(path.to_str().unwrap())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        "",
+    );
+    assert_eq!(from_copy.0, 0, "{}", from_copy.2);
+    assert_eq!(from_copy.1, from_spool.1);
+    assert_eq!(
+        from_copy.1.lines().count(),
+        5,
+        "header and four disclosures"
+    );
+}
