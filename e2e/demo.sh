@@ -5,7 +5,8 @@
 #   2. billing-app (group billing-analysts) reads them through the sidecar: masked;
 #   3. intake-app (group clinicians, exempt from masking here) reads them in clear;
 #   4. outsider (no rule) is refused with TOPIC_AUTHORIZATION_FAILED;
-#   5. the audit trail is verified and exported.
+#   5. the audit trail is verified and exported;
+#   6. who saw one patient's data: the accounting of disclosures for one MRN.
 # Everything runs on 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,7 @@ ISSUER="http://127.0.0.1:$idp_port" AUDIENCE=urn:kafka:proxy \
 # The local IdP has no treating-clinicians group: its clinicians stand in.
 sed 's/name: treating-clinicians/name: clinicians/' examples/maskingrule.yaml >"$work/policy/maskingrule.yaml"
 head -c 32 /dev/urandom >"$work/secrets/masking-key/hmac"   # the HMAC key, as a mounted Secret
+head -c 32 /dev/urandom >"$work/secrets/masking-key/patient-hmac"   # the patient key (patientKeySecretRef)
 cat "$work/policy/streampolicy.yaml" | sed -n '/rules:/,/blockedOperations/p' | head -20
 
 say "starting the sidecar on 127.0.0.1"
@@ -106,5 +108,14 @@ say "5. the audit trail: verify the hash chain, export what an auditor asks for"
 "$proxy_bin" audit export "$work/audit" --format csv >"$work/audit.csv"
 echo "CSV (one row per topic-partition) in $work/audit.csv; the masked fetch:"
 grep -m1 ',Fetch,.*,Masked,' "$work/audit.csv" | cut -c1-400
+
+say "6. who saw this patient's data? the accounting of disclosures for one MRN"
+mrn=$("$STREAMGATE_PYTHON" -c 'import json,sys; print(json.loads(sys.stdin.readline())["patientMrn"])' <examples/data/claims.jsonl)
+echo "patient $mrn — the trail holds only keyed pseudonyms; the privacy officer holds the patient key:"
+"$proxy_bin" audit disclosures "$work/audit" --patient "$mrn" \
+  --key "$work/secrets/masking-key/patient-hmac" --format csv >"$work/disclosures.csv"
+cut -d, -f1,4,10-17 "$work/disclosures.csv" | column -s, -t | head -12
+echo "($(($(wc -l <"$work/disclosures.csv") - 1)) disclosures; full CSV in $work/disclosures.csv)"
+grep -q "$mrn" "$work"/audit/*.jsonl && { echo "the MRN itself is in the spool" >&2; exit 1; }
 
 say "done — everything above ran against real peers; files in $work"

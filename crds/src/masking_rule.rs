@@ -54,6 +54,9 @@ use crate::common::{Condition, Subject};
 #[x_kube(validation = Rule::new(
     "!has(self.detectors) || !self.detectors.exists(d, d == 'MRN') || has(self.mrnPattern)"
 ).message("the MRN detector needs spec.mrnPattern (a regular expression for your record numbers)").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(
+    "!has(self.patientFields) || size(self.patientFields) == 0 || has(self.patientKeySecretRef)"
+).message("spec.patientFields needs spec.patientKeySecretRef (the HMAC key for patient pseudonyms)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct MaskingRuleSpec {
     /// Topic globs this rule applies to.
@@ -88,6 +91,22 @@ pub struct MaskingRuleSpec {
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub exempt_subjects: Vec<Subject>,
+    /// Where each record of these topics names its patient (`$.patient.mrn`,
+    /// `$.subscriber.id`; the `fields` path syntax), read from the record
+    /// value as the broker holds it, for every reader — exempt ones too. The
+    /// audit record of each Fetch and Produce then carries keyed pseudonyms
+    /// of the patients it disclosed (an accounting of disclosures); never
+    /// the identifiers themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub patient_fields: Vec<String>,
+    /// The HMAC key for the patient pseudonyms in the audit trail; never
+    /// logged. Give every rule the same key: a privacy officer's report
+    /// (`audit disclosures --key`) finds a patient under one key. Keep it
+    /// apart from `hashKeySecretRef`, so a reader's `Hash` pseudonyms cannot
+    /// be matched against the trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_key_secret_ref: Option<SecretKeyRef>,
     /// Where masking happens (default `[Fetch]`).
     #[serde(default = "default_apply_to")]
     #[schemars(length(max = 2))]

@@ -290,8 +290,12 @@ pub fn validate_masking_rule(spec: &MaskingRuleSpec) -> Result<(), ValidationErr
     let mut p = Problems::default();
     p.topics("spec.topics", &spec.topics);
 
-    if spec.fields.is_empty() && spec.detectors.is_empty() {
-        p.add("spec", "masks nothing; list fields, detectors, or both");
+    // A rule may only name patients (an accounting of disclosures, no masking).
+    if spec.fields.is_empty() && spec.detectors.is_empty() && spec.patient_fields.is_empty() {
+        p.add(
+            "spec",
+            "masks nothing; list fields, detectors, or both (or patientFields)",
+        );
     }
     if spec.format == MaskFormat::Text && !spec.fields.is_empty() {
         p.add(
@@ -341,6 +345,40 @@ pub fn validate_masking_rule(spec: &MaskingRuleSpec) -> Result<(), ValidationErr
             "spec.hashKeySecretRef",
             "needs both name (a Secret in this namespace) and key (the entry holding the HMAC key)",
         );
+    }
+
+    // patientFields: the same path grammar as `fields`, and a key to hash with.
+    let mut seen_patient_paths = BTreeSet::new();
+    for (i, path) in spec.patient_fields.iter().enumerate() {
+        let at = format!("spec.patientFields[{i}] ({path})");
+        match FieldPath::parse(path) {
+            Ok(parsed) if !seen_patient_paths.insert(parsed.to_string()) => {
+                p.add(at, "appears twice");
+            }
+            Ok(_) => {}
+            Err(e) => p.add(at, e.to_string()),
+        }
+    }
+    if !spec.patient_fields.is_empty() && spec.format == MaskFormat::Text {
+        p.add(
+            "spec.patientFields",
+            "needs format Json; a Text value has no fields to name a patient",
+        );
+    }
+    match &spec.patient_key_secret_ref {
+        None if !spec.patient_fields.is_empty() => p.add(
+            "spec.patientKeySecretRef",
+            "is required by spec.patientFields; name the Secret key holding the HMAC key for patient pseudonyms",
+        ),
+        Some(secret) if secret.name.trim().is_empty() || secret.key.trim().is_empty() => p.add(
+            "spec.patientKeySecretRef",
+            "needs both name (a Secret in this namespace) and key (the entry holding the HMAC key)",
+        ),
+        Some(_) if spec.patient_fields.is_empty() => p.add(
+            "spec.patientKeySecretRef",
+            "is set but spec.patientFields is empty; list where records name their patient, or remove the key",
+        ),
+        _ => {}
     }
 
     let has_mrn = spec.detectors.contains(&Detector::MRN);
@@ -570,6 +608,39 @@ mod tests {
             "hashKeySecretRef": {"name": "masking-key", "key": "hmac"}
         }));
         assert_eq!(validate_masking_rule(&spec), Ok(()));
+    }
+
+    #[test]
+    fn patient_fields_take_the_field_grammar_and_need_their_own_key() {
+        let ok = masking(json!({
+            "topics": ["claims*"],
+            "patientFields": ["$.patient.mrn", "$.subscriber.id", "$..members[*].mrn"],
+            "patientKeySecretRef": {"name": "patient-key", "key": "hmac"}
+        }));
+        assert_eq!(validate_masking_rule(&ok), Ok(()));
+        let bad = masking(json!({
+            "topics": ["claims*"],
+            "patientFields": ["patient.mrn", "$.a", "$.a"]
+        }));
+        let got = messages(validate_masking_rule(&bad).unwrap_err());
+        let want = [
+            "spec.patientFields[0] (patient.mrn): field path \"patient.mrn\" must start with '$'",
+            "spec.patientFields[2] ($.a): appears twice",
+            "spec.patientKeySecretRef: is required by spec.patientFields",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (got, want) in got.iter().zip(want) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
+        let stray = masking(json!({
+            "topics": ["claims*"], "detectors": ["SSN"],
+            "patientKeySecretRef": {"name": "patient-key", "key": "hmac"}
+        }));
+        let got = messages(validate_masking_rule(&stray).unwrap_err());
+        assert!(
+            got[0].starts_with("spec.patientKeySecretRef: is set but"),
+            "{got:?}"
+        );
     }
 
     #[test]

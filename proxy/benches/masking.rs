@@ -73,6 +73,8 @@ fn spec(detectors: Vec<Detector>) -> MaskingRuleSpec {
         detectors,
         mrn_pattern: None,
         hash_key_secret_ref: None,
+        patient_fields: vec![],
+        patient_key_secret_ref: None,
         exempt_subjects: vec![],
         apply_to: vec![],
     }

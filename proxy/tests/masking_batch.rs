@@ -254,6 +254,8 @@ fn json_rule(name: &str, targets: Vec<MaskTarget>) -> RulePlan {
         detectors: vec![Detector::Email, Detector::SSN],
         mrn_pattern: None,
         hash_key_secret_ref: None,
+        patient_fields: vec![],
+        patient_key_secret_ref: None,
         exempt_subjects: vec![],
         apply_to: vec![],
     };
@@ -270,6 +272,8 @@ fn text_rule(name: &str, targets: Vec<MaskTarget>) -> RulePlan {
         detectors: vec![Detector::Email, Detector::SSN],
         mrn_pattern: None,
         hash_key_secret_ref: None,
+        patient_fields: vec![],
+        patient_key_secret_ref: None,
         exempt_subjects: vec![],
         apply_to: vec![],
     };

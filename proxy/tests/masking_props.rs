@@ -69,6 +69,8 @@ fn compile(strategy: MaskStrategy) -> MaskPlan {
         ],
         mrn_pattern: Some(r"MRN-\d{8}".into()),
         hash_key_secret_ref: None,
+        patient_fields: vec![],
+        patient_key_secret_ref: None,
         exempt_subjects: vec![],
         apply_to: vec![],
     };

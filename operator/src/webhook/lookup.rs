@@ -132,7 +132,10 @@ impl ClusterLookup for KubeLookup {
         let rules: Vec<MaskingRule> = self.list_in(ns, "MaskingRules").await?;
         Ok(rules
             .into_iter()
-            .filter_map(|mr| mr.spec.hash_key_secret_ref.map(|r| r.name))
+            // The pseudonym key and the patient key are mounted (and guarded) alike.
+            .flat_map(|mr| [mr.spec.hash_key_secret_ref, mr.spec.patient_key_secret_ref])
+            .flatten()
+            .map(|r| r.name)
             .collect())
     }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::anchors::{CopyReport, Witnessed, event_anchors, records_in_copy};
 use super::chain::Verifier;
+use super::disclosures::ReportFormat;
 use super::export::{Exporter, Filter, Format};
 use super::record::AuditRecord;
 use super::replay::{accesses, text_line};
@@ -90,6 +91,30 @@ pub enum AuditCommand {
         /// One JSON object per range instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// The accounting of disclosures: every read and write whose records held
+    /// one patient — when, who (principal, workload), topic/partition/offsets,
+    /// masked or clear, under which rule or approval — from a spool or the
+    /// collector's copy (verified first: exit 1 when it does not verify).
+    Disclosures {
+        /// The spool directory, or a copy file (OTLP JSON lines or exported records).
+        path: PathBuf,
+        /// The patient identifier as the records hold it (e.g. the MRN);
+        /// `-` reads it from stdin, off the command line.
+        #[arg(long)]
+        patient: String,
+        /// The patient key (the Secret entry a MaskingRule's
+        /// patientKeySecretRef names), byte for byte.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Disclosures at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Disclosures before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ReportFormat,
     },
     /// Export records in a time window as JSON lines or CSV.
     Export {
@@ -203,6 +228,24 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
             format,
             output,
         } => export(&dir, filter, format, output),
+        AuditCommand::Disclosures {
+            path,
+            patient,
+            key,
+            since,
+            until,
+            format,
+        } => super::disclosures::run(
+            &path,
+            &patient,
+            &key,
+            &Filter {
+                since,
+                until,
+                ..Filter::default()
+            },
+            format,
+        ),
     };
     match result {
         Ok(code) => Ok(code),
@@ -300,7 +343,7 @@ fn verify_copy(path: &std::path::Path) -> anyhow::Result<i32> {
 }
 
 /// The records at `path` (a spool or a copy), and whether they verify.
-fn trail(path: &std::path::Path) -> anyhow::Result<(Vec<AuditRecord>, Option<String>)> {
+pub(super) fn trail(path: &std::path::Path) -> anyhow::Result<(Vec<AuditRecord>, Option<String>)> {
     let (values, problem) = if path.is_file() {
         let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
         let values = records_in_copy(&text).with_context(|| path.display().to_string())?;

@@ -224,7 +224,7 @@ fn write_row(out: &mut impl Write, cells: impl IntoIterator<Item = String>) -> i
 }
 
 /// RFC 4180 quoting.
-fn csv_cell(cell: &str) -> String {
+pub(super) fn csv_cell(cell: &str) -> String {
     if cell.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", cell.replace('"', "\"\""))
     } else {

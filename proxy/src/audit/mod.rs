@@ -25,6 +25,7 @@ pub mod anchors;
 pub mod chain;
 pub mod cli;
 pub mod digest;
+pub mod disclosures;
 pub mod events;
 pub mod export;
 pub mod matcher;

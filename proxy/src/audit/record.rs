@@ -120,6 +120,20 @@ pub struct ResourceAccess {
     /// as written and as read back, so `audit match` can prove a range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Whose data these records held: keyed pseudonyms of the patients
+    /// (`patientFields`), sorted and de-duplicated, 32 hex digits each —
+    /// never the identifiers (`audit disclosures`; `masking::patients`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patients: Vec<String>,
+    /// Records here that named no identifiable patient (not JSON, no
+    /// patient field, or a rule that could not attribute): the disclosure
+    /// may have held other patients.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unattributed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ResourceAccess {
@@ -146,7 +160,7 @@ impl ResourceAccess {
             offset_last: offsets.map(|o| o.1),
             records,
             bytes,
-            digest: None,
+            ..Self::default()
         }
     }
 }

@@ -26,6 +26,7 @@ use streamgate_crds::{FailureMode, PayloadMode};
 use uuid::Uuid;
 
 use crate::audit::AuditDecision;
+use crate::audit::disclosures;
 use crate::masking::TopicMasking;
 use crate::policy::decide::{CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;
@@ -445,6 +446,7 @@ impl AuditTrail {
                 Ok(ResponseKind::Produce(produced)) => {
                     let resources = summary::produce_resources(&parts, produced, names);
                     let rec = with_masking(payload.apply(record.resources(resources)), masking);
+                    let rec = disclosures::with_patients(rec, masking);
                     (settings, rec, Fallback::RefuseProduce)
                 }
                 // An acknowledgement that cannot be rewritten into a refusal
@@ -467,11 +469,8 @@ impl AuditTrail {
                     }
                     let rec =
                         Payload::of(settings.payload, bytes).apply(record.resources(resources));
-                    (
-                        settings,
-                        with_masking(rec, masking),
-                        Fallback::WithholdFetch,
-                    )
+                    let rec = disclosures::with_patients(with_masking(rec, masking), masking);
+                    (settings, rec, Fallback::WithholdFetch)
                 }
                 // Not summarisable: at least the digest of the whole response;
                 // records cannot be withheld from a response that cannot be
@@ -953,16 +952,19 @@ mod tests {
                 topic: "patient-events".into(),
                 rules: vec!["patient-phi".into()],
                 counts: counts(2, &[("$.patient.ssn", 2)]),
+                patients: vec![],
             },
             TopicMasking {
                 topic: "claims".into(),
                 rules: vec!["claims-phi".into()],
                 counts: counts(1, &[("$.payment.cardNumber", 1)]),
+                patients: vec![],
             },
             TopicMasking {
                 topic: "patient-intake".into(),
                 rules: vec!["intake-phi".into()],
                 counts: counts(0, &[]),
+                patients: vec![],
             },
         ];
         let base = AuditRecord::request("Fetch", 12, Operation::Read)

@@ -99,6 +99,30 @@ pub fn mask_records(
     records: &Bytes,
     trailing: Trailing,
 ) -> Result<(Bytes, MaskCounts), MaskError> {
+    mask_records_seen(
+        Some(plan),
+        plan.max_batch_bytes(),
+        records,
+        trailing,
+        &mut |_| {},
+    )
+}
+
+/// Each record value as the broker holds it (before masking; `None` for a
+/// null value), for the patient scan: called once per record of every data
+/// batch that is passed on, in the same decompression as the masking.
+pub type SeenValue<'s> = &'s mut dyn FnMut(Option<&[u8]>);
+
+/// [`mask_records`], showing every record value to `seen` first. Without a
+/// plan nothing is masked (the input comes back as is): the records are
+/// only walked, under the budget `limit`.
+pub fn mask_records_seen(
+    plan: Option<&MaskPlan>,
+    limit: usize,
+    records: &Bytes,
+    trailing: Trailing,
+    seen: SeenValue<'_>,
+) -> Result<(Bytes, MaskCounts), MaskError> {
     let mut counts = MaskCounts::default();
     let buf = &records[..];
     let mut out: Option<BytesMut> = None;
@@ -143,9 +167,11 @@ pub fn mask_records(
         }
         let masked = mask_batch(
             plan,
+            limit,
             records.slice(pos..pos + total),
             base_offset,
             &mut counts,
+            seen,
         )?;
         match (masked, &mut out) {
             (Some(new), Some(o)) => o.extend_from_slice(&new),
@@ -168,10 +194,12 @@ pub fn mask_records(
 
 /// Masks one complete v2 batch; `None` when it passes unchanged.
 fn mask_batch(
-    plan: &MaskPlan,
+    plan: Option<&MaskPlan>,
+    limit: usize,
     batch: Bytes,
     base_offset: i64,
     counts: &mut MaskCounts,
+    seen: SeenValue<'_>,
 ) -> Result<Option<Vec<u8>>, MaskError> {
     let corrupt = |reason| MaskError::Corrupt {
         base_offset,
@@ -204,7 +232,6 @@ fn mask_batch(
         codec: codec.name(),
         reason,
     };
-    let limit = plan.max_batch_bytes();
     let too_large = MaskError::TooLarge {
         base_offset,
         codec: codec.name(),
@@ -220,7 +247,7 @@ fn mask_batch(
         Err(CodecError::Failed(reason)) => return Err(codec_err(reason)),
     };
     let Some(new_section) =
-        mask_records_section(plan, &section, count as usize, counts).map_err(corrupt)?
+        mask_records_section(plan, &section, count as usize, counts, seen).map_err(corrupt)?
     else {
         return Ok(None);
     };
@@ -268,10 +295,11 @@ pub fn estimated_work(records: &[u8], limit: usize) -> usize {
 
 /// Rewrites the (uncompressed) records section; `None` when nothing changed.
 fn mask_records_section(
-    plan: &MaskPlan,
+    plan: Option<&MaskPlan>,
     data: &[u8],
     count: usize,
     counts: &mut MaskCounts,
+    seen: SeenValue<'_>,
 ) -> Result<Option<Vec<u8>>, &'static str> {
     let mut pos = 0;
     let mut out: Option<Vec<u8>> = None;
@@ -286,7 +314,7 @@ fn mask_records_section(
             .filter(|&e| e <= data.len())
             .ok_or("record length out of bounds")?;
         let body = &data[body_start..body_end];
-        if let Some(new_body) = mask_record(plan, body, counts)? {
+        if let Some(new_body) = mask_record(plan, body, counts, seen)? {
             let o = out.get_or_insert_with(|| Vec::with_capacity(data.len() + 64));
             o.extend_from_slice(&data[copied..rec_start]);
             write_varint(o, new_body.len() as i64);
@@ -308,11 +336,13 @@ fn mask_records_section(
 /// values where the plan targets them, masked; the whole record validated
 /// so a malformed one is never forwarded. `None` when nothing changed.
 fn mask_record(
-    plan: &MaskPlan,
+    plan: Option<&MaskPlan>,
     body: &[u8],
     counts: &mut MaskCounts,
+    seen: SeenValue<'_>,
 ) -> Result<Option<Vec<u8>>, &'static str> {
-    let (keys, headers) = (plan.masks(MaskTarget::Key), plan.masks(MaskTarget::Headers));
+    let masks = |t| plan.is_some_and(|p| p.masks(t));
+    let (keys, headers) = (masks(MaskTarget::Key), masks(MaskTarget::Headers));
     // (field start incl. its length varint, field end, masked bytes)
     let mut splices: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     let mut examined = false;
@@ -320,8 +350,8 @@ fn mask_record(
     read_varint(body, &mut p)?; // timestamp delta
     read_varint(body, &mut p)?; // offset delta
     let mut part = |target, at: usize, range: Option<(usize, usize)>, counts: &mut MaskCounts| {
-        let Some((from, to)) = range else {
-            return; // null: nothing to hide
+        let (Some((from, to)), Some(plan)) = (range, plan) else {
+            return; // null: nothing to hide (or nothing to mask with)
         };
         examined = true;
         if let Some(masked) = plan.mask_part(target, &body[from..to], counts) {
@@ -335,6 +365,7 @@ fn mask_record(
     }
     let value_at = p;
     let value = read_field(body, &mut p)?;
+    let value_seen = value.map(|(from, to)| &body[from..to]);
     part(MaskTarget::Value, value_at, value, counts);
     let n = read_varint(body, &mut p)?;
     if n < 0 {
@@ -353,6 +384,8 @@ fn mask_record(
     if p != body.len() {
         return Err("bytes after the record headers");
     }
+    // Only a whole, valid record is shown: a malformed one fails the batch.
+    seen(value_seen);
     counts.records += u64::from(examined);
     if splices.is_empty() {
         return Ok(None);

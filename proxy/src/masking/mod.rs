@@ -77,6 +77,7 @@ pub mod detect;
 pub mod json;
 pub mod key;
 pub mod path;
+pub mod patients;
 pub mod plan;
 pub mod state;
 pub mod strategy;
@@ -84,6 +85,7 @@ pub mod wire;
 
 pub use batch::{MaskError, Trailing, mask_produce_records, mask_record_set, mask_records};
 pub use key::{KeyError, read_hash_key};
+pub use patients::{PartitionPatients, PatientFields, patient_pseudonym};
 pub use plan::{CompileError, MaskCounts, MaskPlan, RulePlan};
 pub use strategy::HashKey;
 pub use wire::{Masked, PartitionFailure, TopicMasking, mask_fetch_response, mask_produce_request};
@@ -102,6 +104,8 @@ struct ScopedRule {
     exempt: Vec<Subject>,
     apply_to: Vec<ApplyTo>,
     plan: Arc<RulePlan>,
+    /// `patientFields`, for every reader and both directions.
+    patients: Option<Arc<PatientFields>>,
 }
 
 /// The compiled MaskingRules of one namespace.
@@ -176,11 +180,14 @@ impl MaskingSet {
                     errors.push(e);
                     RulePlan::blocked(name, &spec.targets)
                 });
+            let patients = (!spec.patient_fields.is_empty())
+                .then(|| compile_patients(name, spec, &mut key_for, &mut errors));
             compiled.push(ScopedRule {
                 topics: spec.topics.clone(),
                 exempt: spec.exempt_subjects.clone(),
                 apply_to: spec.apply_to.clone(),
                 plan: Arc::new(plan),
+                patients: patients.map(Arc::new),
             });
         }
         (
@@ -224,6 +231,22 @@ impl MaskingSet {
         self.rules.iter().any(|r| r.apply_to.contains(&direction))
     }
 
+    /// Does any rule name where its records' patients are? Then every Fetch
+    /// response and Produce request is read for them, whoever the reader.
+    pub fn names_patients(&self) -> bool {
+        self.rules.iter().any(|r| r.patients.is_some())
+    }
+
+    /// The `patientFields` of every rule covering `topic` (any direction,
+    /// exempt readers included); empty: the topic's records name no patient.
+    pub fn patients_for(&self, topic: &str) -> Vec<Arc<PatientFields>> {
+        self.rules
+            .iter()
+            .filter(|r| r.topics.iter().any(|t| topic_matches(t, topic)))
+            .filter_map(|r| r.patients.clone())
+            .collect()
+    }
+
     /// The masking to apply to `topic` for `principal` in `direction`;
     /// `None`: records pass unchanged.
     pub fn plan_for(
@@ -264,6 +287,37 @@ impl MaskingSet {
     }
 }
 
+/// A rule's `patientFields` with the key of its `patientKeySecretRef`; a
+/// failure is reported and leaves the rule unable to attribute (its records
+/// are counted unattributed), its masking untouched.
+fn compile_patients(
+    name: &str,
+    spec: &MaskingRuleSpec,
+    key_for: &mut impl FnMut(&SecretKeyRef) -> Result<HashKey, KeyError>,
+    errors: &mut Vec<CompileError>,
+) -> PatientFields {
+    let key = match &spec.patient_key_secret_ref {
+        Some(r) => key_for(r).map_err(|e| CompileError::PatientKey {
+            rule: name.to_string(),
+            reason: e.to_string(),
+        }),
+        None => Err(CompileError::PatientKey {
+            rule: name.to_string(),
+            reason: "spec.patientKeySecretRef is not set".into(),
+        }),
+    };
+    let fields = key.and_then(|k| {
+        PatientFields::compile(&spec.patient_fields, k).map_err(|source| CompileError::Path {
+            rule: name.to_string(),
+            source,
+        })
+    });
+    fields.unwrap_or_else(|e| {
+        errors.push(e);
+        PatientFields::unattributable()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +343,8 @@ mod tests {
                 name: "masking-key".into(),
                 key: "hmac".into(),
             }),
+            patient_fields: vec![],
+            patient_key_secret_ref: None,
             exempt_subjects: vec![Subject {
                 kind: SubjectKind::Group,
                 name: "treating-clinicians".into(),

@@ -32,6 +32,10 @@ pub enum CompileError {
     MissingHashKey { rule: String, path: String },
     #[error("MaskingRule {rule}: the hash key cannot be loaded: {reason}")]
     HashKey { rule: String, reason: String },
+    /// `patientFields` without a loadable key: the rule masks as before, but
+    /// its records are counted unattributed in the audit trail.
+    #[error("MaskingRule {rule}: the patient key cannot be loaded: {reason}")]
+    PatientKey { rule: String, reason: String },
     #[error("MaskingRule {rule}: format Text takes detectors only, not fields")]
     FieldsWithText { rule: String },
     #[error("MaskingRule {rule}: spec.targets is empty")]
@@ -324,6 +328,8 @@ mod tests {
                 name: "k".into(),
                 key: "hmac".into(),
             }),
+            patient_fields: vec![],
+            patient_key_secret_ref: None,
             exempt_subjects: vec![],
             apply_to: vec![],
         }

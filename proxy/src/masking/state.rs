@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::masking::{DEFAULT_MAX_BATCH_BYTES, MaskingSet};
+use crate::masking::{CompileError, DEFAULT_MAX_BATCH_BYTES, MaskingSet};
 use crate::policy::decide::CompiledPolicy;
 use crate::policy::handle::PolicyHandle;
 
@@ -84,7 +84,13 @@ impl MaskingState {
             .with_exempt_issuer(exempt_issuer);
         for error in &errors {
             // Never carries key bytes.
-            tracing::error!(%error, "MaskingRule fails closed: its topics are blocked");
+            match error {
+                CompileError::PatientKey { .. } => tracing::error!(
+                    %error,
+                    "MaskingRule cannot name patients: its records are counted unattributed in the audit trail"
+                ),
+                _ => tracing::error!(%error, "MaskingRule fails closed: its topics are blocked"),
+            }
         }
         tracing::info!(
             rules = docs.len(),

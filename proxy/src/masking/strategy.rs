@@ -50,6 +50,21 @@ pub fn pseudonym(key: &HashKey, value: &[u8]) -> String {
     format!("h:{}", hex::encode(&digest[..16]))
 }
 
+/// HMAC-SHA256 of the concatenated `parts` under `key`, truncated to 16
+/// bytes (the `Hash` pseudonyms' and the audit trail's patient pseudonyms'
+/// width: collisions stay negligible far past any patient population).
+pub fn mac16(key: &HashKey, parts: &[&[u8]]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    // HMAC accepts keys of any length, so this cannot fail.
+    if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key.0) {
+        for p in parts {
+            mac.update(p);
+        }
+        out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+    }
+    out
+}
+
 /// `Partial`: keep the last `keep_last` letters/digits, mask the others, keep separators.
 pub fn partial(value: &str, keep_last: usize) -> String {
     let maskable = value.chars().filter(|c| c.is_alphanumeric()).count();

@@ -21,9 +21,12 @@ use kafka_protocol::messages::{FetchResponse, ProduceRequest};
 use streamgate_crds::ApplyTo;
 use streamgate_crds::matching::Principal;
 
+use std::sync::Arc;
+
 use super::MaskingSet;
-use super::batch::{MaskError, estimated_work, mask_produce_records, mask_record_set};
-use super::plan::MaskCounts;
+use super::batch::{MaskError, Trailing, estimated_work, mask_records_seen};
+use super::patients::{PartitionPatients, PatientFields, PatientScan};
+use super::plan::{MaskCounts, MaskPlan};
 
 /// Kafka error codes used for partitions that cannot be masked.
 pub const CORRUPT_MESSAGE: i16 = 2;
@@ -63,16 +66,14 @@ pub fn fetch_work(
     response: &FetchResponse,
     topic_name: impl Fn(&FetchableTopicResponse) -> Option<String>,
 ) -> usize {
-    if !set.has_rules_for(ApplyTo::Fetch) {
+    if !set.has_rules_for(ApplyTo::Fetch) && !set.names_patients() {
         return 0;
     }
     let limit = set.max_batch_bytes();
     response
         .responses
         .iter()
-        .filter(|t| {
-            topic_name(t).is_some_and(|n| set.plan_for(&n, principal, ApplyTo::Fetch).is_some())
-        })
+        .filter(|t| topic_name(t).is_some_and(|n| reads(set, &n, principal, ApplyTo::Fetch)))
         .flat_map(|t| &t.partitions)
         .filter_map(|p| p.records.as_deref())
         .fold(0usize, |sum, r| {
@@ -87,16 +88,14 @@ pub fn produce_work(
     request: &ProduceRequest,
     topic_name: impl Fn(&TopicProduceData) -> Option<String>,
 ) -> usize {
-    if !set.has_rules_for(ApplyTo::Produce) {
+    if !set.has_rules_for(ApplyTo::Produce) && !set.names_patients() {
         return 0;
     }
     let limit = set.max_batch_bytes();
     request
         .topic_data
         .iter()
-        .filter(|t| {
-            topic_name(t).is_some_and(|n| set.plan_for(&n, principal, ApplyTo::Produce).is_some())
-        })
+        .filter(|t| topic_name(t).is_some_and(|n| reads(set, &n, principal, ApplyTo::Produce)))
         .flat_map(|t| &t.partition_data)
         .filter_map(|p| p.records.as_deref())
         .fold(0usize, |sum, r| {
@@ -104,13 +103,54 @@ pub fn produce_work(
         })
 }
 
+/// Are `topic`'s records read in `direction` (masked, or scanned for patients)?
+fn reads(set: &MaskingSet, topic: &str, principal: &Principal, direction: ApplyTo) -> bool {
+    set.plan_for(topic, principal, direction).is_some() || !set.patients_for(topic).is_empty()
+}
+
 /// What masking did to one topic (for the audit record).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicMasking {
     pub topic: String,
-    /// The MaskingRules applied.
+    /// The MaskingRules applied (empty: only read for patients).
     pub rules: Vec<String>,
     pub counts: MaskCounts,
+    /// Per partition with records passed on: whose data they held
+    /// (`patientFields`); empty when no rule names the topic's patients.
+    pub patients: Vec<PartitionPatients>,
+}
+
+/// One partition's records through the plan (if any) and the patient scan
+/// (if the topic names patients), in one decompression.
+fn mask_and_scan(
+    plan: Option<&MaskPlan>,
+    patients: &[Arc<PatientFields>],
+    limit: usize,
+    partition: i32,
+    records: &Bytes,
+    trailing: Trailing,
+) -> (
+    Result<(Bytes, MaskCounts), MaskError>,
+    Option<PartitionPatients>,
+) {
+    let limit = plan.map_or(limit, MaskPlan::max_batch_bytes);
+    if patients.is_empty() {
+        let mut nothing = |_: Option<&[u8]>| {};
+        return (
+            mask_records_seen(plan, limit, records, trailing, &mut nothing),
+            None,
+        );
+    }
+    let mut scan = PatientScan::new(patients, partition);
+    let result = mask_records_seen(plan, limit, records, trailing, &mut |v| scan.value(v));
+    let scanned = match (&result, plan) {
+        (Ok(_), _) => scan.out,
+        // Unmasked records are passed on as they were: say so.
+        (Err(_), None) => scan.unreadable(),
+        // Masking failed: nothing of this partition is passed on.
+        (Err(_), Some(_)) => return (result, None),
+    };
+    (result, Some(scanned))
 }
 
 /// A partition that could not be masked.
@@ -146,12 +186,15 @@ pub fn mask_fetch_response(
     topic_name: impl Fn(&FetchableTopicResponse) -> Option<String>,
 ) -> Masked {
     let mut out = Masked::default();
-    if !set.has_rules_for(ApplyTo::Fetch) {
+    if !set.has_rules_for(ApplyTo::Fetch) && !set.names_patients() {
         return out;
     }
     for topic in &mut response.responses {
         let name = topic_name(topic);
         let Some(name) = name else {
+            if !set.has_rules_for(ApplyTo::Fetch) {
+                continue; // only read for patients: passed on as without them
+            }
             // Cannot tell whether a rule covers it: fail closed.
             for p in &mut topic.partitions {
                 if p.records.as_ref().is_some_and(|r| !r.is_empty()) {
@@ -168,15 +211,27 @@ pub fn mask_fetch_response(
             }
             continue;
         };
-        let Some(plan) = set.plan_for(&name, principal, ApplyTo::Fetch) else {
+        let plan = set.plan_for(&name, principal, ApplyTo::Fetch);
+        let patients = set.patients_for(&name);
+        if plan.is_none() && patients.is_empty() {
             continue;
-        };
+        }
         let mut counts = MaskCounts::default();
+        let mut scanned = Vec::new();
         for p in &mut topic.partitions {
             let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
                 continue;
             };
-            match mask_record_set(&plan, records) {
+            let (result, seen) = mask_and_scan(
+                plan.as_ref(),
+                &patients,
+                set.max_batch_bytes(),
+                p.partition_index,
+                records,
+                Trailing::Drop,
+            );
+            scanned.extend(seen);
+            match result {
                 Ok((masked, c)) => {
                     counts.merge(&c);
                     if !same_bytes(&masked, records) {
@@ -184,6 +239,8 @@ pub fn mask_fetch_response(
                         out.changed = true;
                     }
                 }
+                // Not masked, only scanned: passed on as today.
+                Err(_) if plan.is_none() => {}
                 Err(e) => {
                     let code = error_code(&e);
                     p.records = Some(Bytes::new());
@@ -200,8 +257,12 @@ pub fn mask_fetch_response(
         }
         out.topics.push(TopicMasking {
             topic: name,
-            rules: plan.rule_names().map(str::to_string).collect(),
+            rules: plan
+                .iter()
+                .flat_map(|p| p.rule_names().map(str::to_string))
+                .collect(),
             counts,
+            patients: scanned,
         });
     }
     out
@@ -217,11 +278,14 @@ pub fn mask_produce_request(
     topic_name: impl Fn(&TopicProduceData) -> Option<String>,
 ) -> Result<Masked, Vec<PartitionFailure>> {
     let mut out = Masked::default();
-    if !set.has_rules_for(ApplyTo::Produce) {
+    if !set.has_rules_for(ApplyTo::Produce) && !set.names_patients() {
         return Ok(out);
     }
     for topic in &mut request.topic_data {
         let Some(name) = topic_name(topic) else {
+            if !set.has_rules_for(ApplyTo::Produce) {
+                continue; // only read for patients: passed on as without them
+            }
             out.failures
                 .extend(topic.partition_data.iter().map(|p| PartitionFailure {
                     topic: None,
@@ -231,15 +295,27 @@ pub fn mask_produce_request(
                 }));
             continue;
         };
-        let Some(plan) = set.plan_for(&name, principal, ApplyTo::Produce) else {
+        let plan = set.plan_for(&name, principal, ApplyTo::Produce);
+        let patients = set.patients_for(&name);
+        if plan.is_none() && patients.is_empty() {
             continue;
-        };
+        }
         let mut counts = MaskCounts::default();
+        let mut scanned = Vec::new();
         for p in &mut topic.partition_data {
             let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
                 continue;
             };
-            match mask_produce_records(&plan, records) {
+            let (result, seen) = mask_and_scan(
+                plan.as_ref(),
+                &patients,
+                set.max_batch_bytes(),
+                p.index,
+                records,
+                Trailing::Reject,
+            );
+            scanned.extend(seen);
+            match result {
                 Ok((masked, c)) => {
                     counts.merge(&c);
                     if !same_bytes(&masked, records) {
@@ -247,6 +323,8 @@ pub fn mask_produce_request(
                         out.changed = true;
                     }
                 }
+                // Not masked, only scanned: the broker judges it, as today.
+                Err(_) if plan.is_none() => {}
                 Err(e) => out.failures.push(PartitionFailure {
                     topic: Some(name.clone()),
                     partition: p.index,
@@ -257,8 +335,12 @@ pub fn mask_produce_request(
         }
         out.topics.push(TopicMasking {
             topic: name,
-            rules: plan.rule_names().map(str::to_string).collect(),
+            rules: plan
+                .iter()
+                .flat_map(|p| p.rule_names().map(str::to_string))
+                .collect(),
             counts,
+            patients: scanned,
         });
     }
     if out.failures.is_empty() {
@@ -300,6 +382,8 @@ pub(crate) mod tests {
             detectors: vec![],
             mrn_pattern: None,
             hash_key_secret_ref: None,
+            patient_fields: vec![],
+            patient_key_secret_ref: None,
             exempt_subjects: vec![Subject {
                 kind: SubjectKind::Group,
                 name: "clinicians".into(),
@@ -486,6 +570,123 @@ pub(crate) mod tests {
             mask_produce_request(&set(vec![ApplyTo::Produce]), &user(&[]), &mut req, name)
                 .unwrap_err();
         assert_eq!(failures[0].error_code, CORRUPT_MESSAGE);
+    }
+
+    /// [`set`] whose rule also names patients at `$.mrn` (key `patient-key`).
+    fn set_with_patients(apply_to: Vec<ApplyTo>) -> MaskingSet {
+        let spec = MaskingRuleSpec {
+            topics: vec!["patient-*".into()],
+            format: MaskFormat::Json,
+            targets: vec![streamgate_crds::MaskTarget::Value],
+            fields: vec![FieldMask {
+                path: "$.ssn".into(),
+                strategy: MaskStrategy::Redact,
+                keep_last: None,
+            }],
+            detectors: vec![],
+            mrn_pattern: None,
+            hash_key_secret_ref: None,
+            patient_fields: vec!["$.mrn".into()],
+            patient_key_secret_ref: Some(SecretKeyRef {
+                name: "patient-key".into(),
+                key: "hmac".into(),
+            }),
+            exempt_subjects: vec![Subject {
+                kind: SubjectKind::Group,
+                name: "clinicians".into(),
+                namespace: None,
+            }],
+            apply_to,
+        };
+        let key = |_: &SecretKeyRef| Ok(HashKey::new(b"pk".to_vec()).unwrap());
+        let (set, errors) = MaskingSet::compile("clinical", &[("r".into(), spec)], key);
+        assert!(errors.is_empty(), "{errors:?}");
+        set.with_exempt_issuer(Some(ISSUER.into()))
+    }
+
+    fn pseudonyms(ids: &[&str]) -> std::collections::BTreeSet<String> {
+        let key = HashKey::new(b"pk".to_vec()).unwrap();
+        ids.iter()
+            .map(|i| crate::masking::patient_pseudonym(&key, i))
+            .collect()
+    }
+
+    #[test]
+    fn every_reader_s_records_are_read_for_patients_before_masking() {
+        let phi = r#"{"mrn":"MRN-7","ssn":"838-39-8865"}"#;
+        let set = set_with_patients(vec![ApplyTo::Fetch]);
+        for (who, masked) in [(user(&["clinicians"]), false), (user(&[]), true)] {
+            let original = batch(phi, Compression::Gzip);
+            let mut resp = FetchResponse::default().with_responses(vec![
+                topic(
+                    "patient-events",
+                    vec![original.clone(), batch("not json", Compression::None)],
+                ),
+                topic("other", vec![batch(phi, Compression::None)]),
+            ]);
+            let out = mask_fetch_response(&set, &who, &mut resp, by_name);
+            assert_eq!(out.changed, masked);
+            let records = resp.responses[0].partitions[0].records.as_ref().unwrap();
+            assert_eq!(
+                same_bytes(records, &original),
+                !masked,
+                "exempt: the broker's bytes"
+            );
+            assert_eq!(out.topics.len(), 1, "only covered topics are read");
+            let got = &out.topics[0].patients;
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].patients, pseudonyms(&["MRN-7"]), "masked: {masked}");
+            assert_eq!(got[0].unattributed, 0);
+            assert_eq!(got[1].partition, 1);
+            assert!(got[1].patients.is_empty());
+            assert_eq!(got[1].unattributed, 1, "a non-JSON record is counted");
+            assert_eq!(out.topics[0].rules.is_empty(), !masked);
+        }
+    }
+
+    #[test]
+    fn produce_records_are_read_for_patients_without_a_produce_rule() {
+        let set = set_with_patients(vec![ApplyTo::Fetch]);
+        let mut req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("patient-intake")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(2)
+                            .with_records(Some(batch(r#"{"mrn":"MRN-8"}"#, Compression::Snappy))),
+                    ]),
+            ]);
+        let out = mask_produce_request(&set, &user(&[]), &mut req, |t| Some(t.name.0.to_string()))
+            .unwrap();
+        assert!(!out.changed, "nothing masked on Produce");
+        assert_eq!(out.topics[0].patients[0].partition, 2);
+        assert_eq!(out.topics[0].patients[0].patients, pseudonyms(&["MRN-8"]));
+    }
+
+    #[test]
+    fn an_exempt_reader_s_unreadable_batch_passes_as_today_and_is_flagged() {
+        let set = set_with_patients(vec![ApplyTo::Fetch]);
+        let mut bad = batch(r#"{"mrn":"MRN-7"}"#, Compression::None).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff; // CRC no longer matches
+        let bad = Bytes::from(bad);
+        let mut resp = FetchResponse::default()
+            .with_responses(vec![topic("patient-events", vec![bad.clone()])]);
+        let out = mask_fetch_response(&set, &user(&["clinicians"]), &mut resp, by_name);
+        assert!(!out.changed && out.failures.is_empty());
+        assert!(same_bytes(
+            resp.responses[0].partitions[0].records.as_ref().unwrap(),
+            &bad
+        ));
+        assert!(out.topics[0].patients[0].unreadable);
+        // A masked reader gets the partition refused, and no patients named.
+        let mut resp =
+            FetchResponse::default().with_responses(vec![topic("patient-events", vec![bad])]);
+        let out = mask_fetch_response(&set, &user(&[]), &mut resp, by_name);
+        assert_eq!(out.failures.len(), 1);
+        assert!(out.topics[0].patients.is_empty());
     }
 
     /// A value of `size` bytes with an SSN at its start, compressing to little.

@@ -69,6 +69,9 @@ pub fn admit_masking(mut doc: MaskingDoc) -> MaskingDoc {
         spec.detectors.clear();
         spec.mrn_pattern = None;
         spec.hash_key_secret_ref = None;
+        // Its patientFields stay, keyless: every record of its topics is
+        // then counted unattributed in the trail, never silently dropped.
+        spec.patient_key_secret_ref = None;
         spec.exempt_subjects.clear();
         if spec.apply_to.is_empty() {
             spec.apply_to = vec![ApplyTo::Fetch, ApplyTo::Produce];

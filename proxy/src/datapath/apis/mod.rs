@@ -76,9 +76,10 @@ impl std::fmt::Debug for MaskingContext<'_> {
 }
 
 impl MaskingContext<'_> {
-    /// Does any rule apply in `direction`?
+    /// Does any rule apply in `direction`, or name its records' patients
+    /// (read in both directions, for the audit trail)?
     pub fn applies(&self, direction: streamgate_crds::ApplyTo) -> bool {
-        self.set.has_rules_for(direction)
+        self.set.has_rules_for(direction) || self.set.names_patients()
     }
 }
 

@@ -82,11 +82,13 @@ async fn mask_request(
     };
     let by_id = meta.api_version >= TOPIC_IDS_SINCE;
     match mask(caller, ctx, by_id, produce).await? {
-        Ok(masked) if masked.changed => {
-            request.changed();
+        Ok(masked) => {
+            if masked.changed {
+                request.changed();
+            }
+            // Unchanged records may still name patients (for the audit record).
             Ok(MaskedRequest::Masked(masked.topics))
         }
-        Ok(_) => Ok(MaskedRequest::Unchanged),
         Err(failures) => {
             for f in &failures {
                 tracing::warn!(topic = ?f.topic, partition = f.partition, error_code = f.error_code, error = ?f.error.as_ref().map(ToString::to_string), "Produce refused: records cannot be masked");
