@@ -556,7 +556,22 @@ fn audit_match_proves_the_recorded_ranges_against_the_broker_and_catches_changed
     let mut broker = Broker::start(Storage::Memory);
     let topic = "audit-match";
     broker.create_topic(topic, PARTITIONS);
-    let mut proxy = Proxy::start(&broker, governed("Closed", vec![], vec![]));
+    // The reader gets a masked member name: the trail must still prove the
+    // broker's bytes, not only what the reader saw.
+    let opts = governed("Closed", vec![], vec![]);
+    let policy_dir = opts.args.last().unwrap().clone();
+    std::fs::write(
+        Path::new(&policy_dir).join("masking.yaml"),
+        r#"apiVersion: streamgate.dev/v1alpha1
+kind: MaskingRule
+metadata: {name: member-names, namespace: e2e}
+spec:
+  topics: [audit-match]
+  fields: [{path: "$.memberName", strategy: Redact}]
+"#,
+    )
+    .unwrap();
+    let mut proxy = Proxy::start(&broker, opts);
     write_and_read_back(&proxy, topic);
     assert_eq!(
         proxy.proc.terminate(Duration::from_secs(15)),
@@ -589,6 +604,12 @@ fn audit_match_proves_the_recorded_ranges_against_the_broker_and_catches_changed
         "{text}"
     );
     assert!(lines.iter().all(|l| l.starts_with("MATCH")), "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Fetch") && l.contains("Masked")),
+        "the reads were masked, and still proven: {text}"
+    );
 
     // The broker's data changes under the trail (the topic is lost and
     // rewritten with other records at the same offsets): match says so.

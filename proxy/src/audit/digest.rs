@@ -104,13 +104,27 @@ pub struct Digests {
 impl Digests {
     /// One pass over each partition's bytes.
     pub fn of(parts: &[impl AsRef<[u8]>]) -> Self {
+        Self::of_with_originals(parts, &[])
+    }
+
+    /// The request digest over what was delivered; each partition's digest
+    /// over the broker's bytes where masking rewrote them (`originals[i]`),
+    /// else over the same bytes — one more pass only for masked partitions.
+    pub fn of_with_originals(
+        parts: &[impl AsRef<[u8]>],
+        originals: &[Option<bytes::Bytes>],
+    ) -> Self {
         let mut request = PayloadDigest::new();
         let partitions = parts
             .iter()
-            .map(|bytes| {
-                let d = PartitionDigest::of(bytes.as_ref());
-                request.add(&d, bytes.as_ref());
-                d.render()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let delivered = PartitionDigest::of(bytes.as_ref());
+                request.add(&delivered, bytes.as_ref());
+                match originals.get(i).and_then(Option::as_ref) {
+                    Some(broker) => PartitionDigest::of(broker).render(),
+                    None => delivered.render(),
+                }
             })
             .collect();
         Self {

@@ -331,6 +331,7 @@ mod tests {
             topic: "claims".into(),
             rules: vec![],
             counts: MaskCounts::default(),
+            originals: Vec::new(),
             patients: vec![
                 scanned(0, &["MRN-2", "MRN-1"], 1),
                 PartitionPatients {
@@ -394,6 +395,7 @@ mod tests {
                 topic: "patient-events".into(),
                 rules: vec![],
                 counts: MaskCounts::default(),
+                originals: Vec::new(),
                 patients: vec![scanned(0, &ids, 0)],
             }];
             let with = serde_json::to_vec(&with_patients(base(), &masking))
@@ -420,6 +422,7 @@ mod tests {
                     topic: "claims".into(),
                     rules: vec![],
                     counts: MaskCounts::default(),
+                    originals: Vec::new(),
                     patients: vec![scanned(p, ids, 0)],
                 }],
             )

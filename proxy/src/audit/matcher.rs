@@ -41,9 +41,6 @@ pub enum Verdict {
     /// The record holds no partition digest to compare (payload `None`, a
     /// record from before partition digests, or no offsets).
     NoDigest,
-    /// The reader got masked bytes: what was delivered is not what the
-    /// broker holds, by design (compare the masking counts instead).
-    Masked,
 }
 
 impl Verdict {
@@ -58,7 +55,6 @@ impl Verdict {
             Verdict::Mismatch { .. } => "MISMATCH",
             Verdict::Unavailable { .. } => "UNAVAILABLE",
             Verdict::NoDigest => "NO-DIGEST",
-            Verdict::Masked => "MASKED",
         }
     }
 }
@@ -93,9 +89,6 @@ pub fn judge(access: &Access, broker: Result<Vec<u8>, String>) -> Verdict {
     let Some(recorded) = access.digest.clone() else {
         return Verdict::NoDigest;
     };
-    if access.masked_by.is_some() && access.operation == "Read" {
-        return Verdict::Masked;
-    }
     match broker {
         Err(why) => Verdict::Unavailable { why },
         Ok(bytes) => {

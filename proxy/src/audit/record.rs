@@ -265,6 +265,8 @@ pub struct AuditRecord {
 pub struct DeferredPayload {
     pub parts: Vec<bytes::Bytes>,
     pub full: bool,
+    /// Per part, the broker's bytes where masking rewrote it (Fetch).
+    pub originals: Vec<Option<bytes::Bytes>>,
 }
 
 /// The record's time format: RFC 3339, UTC, microseconds, `Z`.
@@ -384,16 +386,34 @@ impl AuditRecord {
     /// Digest or Full mode, done later by the spool writer (one digest per
     /// resource, in order, and over the request; Full keeps the bytes too).
     pub fn defer_payload(mut self, parts: Vec<bytes::Bytes>, full: bool) -> Self {
-        self.deferred = Some(DeferredPayload { parts, full });
+        self.deferred = Some(DeferredPayload {
+            parts,
+            full,
+            originals: Vec::new(),
+        });
+        self
+    }
+
+    /// The broker's bytes of parts masking rewrote (aligned with the
+    /// resources): their partition digests cover what the broker holds.
+    pub fn with_originals(mut self, originals: Vec<Option<bytes::Bytes>>) -> Self {
+        if let Some(d) = self.deferred.as_mut() {
+            d.originals = originals;
+        }
         self
     }
 
     /// Compute what [`AuditRecord::defer_payload`] left for later.
     pub fn finish_payload(&mut self) {
-        let Some(DeferredPayload { parts, full }) = self.deferred.take() else {
+        let Some(DeferredPayload {
+            parts,
+            full,
+            originals,
+        }) = self.deferred.take()
+        else {
             return;
         };
-        let d = crate::audit::digest::Digests::of(&parts);
+        let d = crate::audit::digest::Digests::of_with_originals(&parts, &originals);
         let record = std::mem::take(self);
         *self = if full {
             record.payload_full(&parts.concat(), d.request, d.partitions)

@@ -467,8 +467,10 @@ impl AuditTrail {
                             .await;
                         return None;
                     }
-                    let rec =
-                        Payload::of(settings.payload, bytes).apply(record.resources(resources));
+                    let originals = broker_bytes(&resources, masking);
+                    let rec = Payload::of(settings.payload, bytes)
+                        .apply(record.resources(resources))
+                        .with_originals(originals);
                     let rec = disclosures::with_patients(with_masking(rec, masking), masking);
                     (settings, rec, Fallback::WithholdFetch)
                 }
@@ -540,6 +542,21 @@ impl AuditTrail {
             }
         }
     }
+}
+
+/// Per resource, the broker's bytes where masking rewrote that partition.
+fn broker_bytes(resources: &[ResourceAccess], masking: &[TopicMasking]) -> Vec<Option<Bytes>> {
+    resources
+        .iter()
+        .map(|r| {
+            masking
+                .iter()
+                .filter(|t| t.topic == r.topic)
+                .flat_map(|t| &t.originals)
+                .find(|(p, _)| Some(*p) == r.partition)
+                .map(|(_, b)| b.clone())
+        })
+        .collect()
 }
 
 /// Mark a record `Masked` when masking changed any value of the response:
@@ -952,18 +969,21 @@ mod tests {
                 topic: "patient-events".into(),
                 rules: vec!["patient-phi".into()],
                 counts: counts(2, &[("$.patient.ssn", 2)]),
+                originals: Vec::new(),
                 patients: vec![],
             },
             TopicMasking {
                 topic: "claims".into(),
                 rules: vec!["claims-phi".into()],
                 counts: counts(1, &[("$.payment.cardNumber", 1)]),
+                originals: Vec::new(),
                 patients: vec![],
             },
             TopicMasking {
                 topic: "patient-intake".into(),
                 rules: vec!["intake-phi".into()],
                 counts: counts(0, &[]),
+                originals: Vec::new(),
                 patients: vec![],
             },
         ];

@@ -118,6 +118,10 @@ pub struct TopicMasking {
     /// Per partition with records passed on: whose data they held
     /// (`patientFields`); empty when no rule names the topic's patients.
     pub patients: Vec<PartitionPatients>,
+    /// Fetch: the broker's bytes of each partition masking rewrote, so the
+    /// audit record digests what the broker holds (`audit match` can fetch
+    /// the range again and prove it) beside what the reader got.
+    pub originals: Vec<(i32, Bytes)>,
 }
 
 /// One partition's records through the plan (if any) and the patient scan
@@ -218,6 +222,7 @@ pub fn mask_fetch_response(
         }
         let mut counts = MaskCounts::default();
         let mut scanned = Vec::new();
+        let mut originals = Vec::new();
         for p in &mut topic.partitions {
             let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
                 continue;
@@ -235,6 +240,7 @@ pub fn mask_fetch_response(
                 Ok((masked, c)) => {
                     counts.merge(&c);
                     if !same_bytes(&masked, records) {
+                        originals.push((p.partition_index, records.clone()));
                         p.records = Some(masked);
                         out.changed = true;
                     }
@@ -262,6 +268,7 @@ pub fn mask_fetch_response(
                 .flat_map(|p| p.rule_names().map(str::to_string))
                 .collect(),
             counts,
+            originals,
             patients: scanned,
         });
     }
@@ -340,6 +347,7 @@ pub fn mask_produce_request(
                 .flat_map(|p| p.rule_names().map(str::to_string))
                 .collect(),
             counts,
+            originals: Vec::new(),
             patients: scanned,
         });
     }
