@@ -281,16 +281,19 @@ mod tests {
     }
 
     #[test]
-    fn gone_masked_and_undigested_ranges_are_said_so_not_failed() {
+    fn gone_and_undigested_ranges_are_said_so_not_failed() {
         let gone = judge(
             &access(Some("blake3:x".into()), false),
             Err("retention".into()),
         );
         assert_eq!(gone.label(), "UNAVAILABLE");
         assert!(!gone.is_failure());
+        // A masked read is judged by its digest of the broker's bytes.
+        let broker = batch(10, 5, 7, 90);
+        let recorded = PartitionDigest::of(&broker).render();
         assert_eq!(
-            judge(&access(Some("blake3:x".into()), true), Ok(vec![])),
-            Verdict::Masked
+            judge(&access(Some(recorded), true), Ok(broker)),
+            Verdict::Match
         );
         assert_eq!(judge(&access(None, false), Ok(vec![])), Verdict::NoDigest);
     }
