@@ -301,13 +301,15 @@ impl AuditTrail {
         decide(record, &report.decisions, policy.as_deref())
     }
 
-    /// A request on its way upstream (`expect_response`: false for acks=0 Produce).
+    /// A request on its way upstream (`expect_response`: false for acks=0
+    /// Produce; `masking`: what masking did to its records, and whose data they held).
     pub async fn on_request(
         &self,
         caller: &Caller,
         request: &mut Request,
         expect_response: bool,
         names: TopicNames<'_>,
+        masking: &[TopicMasking],
         report: GateReport,
     ) -> OnRequest {
         let meta = &request.meta().clone();
@@ -318,7 +320,7 @@ impl AuditTrail {
         let record = self.base(caller, meta, &report);
         match meta.api_key {
             ApiKey::Produce => {
-                self.on_produce(request, expect_response, names, record, settings)
+                self.on_produce(request, expect_response, names, masking, record, settings)
                     .await
             }
             ApiKey::Fetch => OnRequest::Await(Box::new(InFlight::Fetch { record, settings })),
@@ -341,6 +343,7 @@ impl AuditTrail {
         request: &mut Request,
         expect_response: bool,
         names: TopicNames<'_>,
+        masking: &[TopicMasking],
         record: AuditRecord,
         settings: Settings,
     ) -> OnRequest {
@@ -409,6 +412,7 @@ impl AuditTrail {
             // acks=0: no answer to hold back, so under Closed the request
             // itself waits for its durable record before the broker gets it.
             let rec = payload.apply(record.resources(summary::produce_unacknowledged(&parts)));
+            let rec = disclosures::with_patients(with_masking(rec, masking), masking);
             if !self.record_or_log(settings, rec).await {
                 return OnRequest::Refuse(Bytes::new());
             }
@@ -679,7 +683,7 @@ mod tests {
         let mut request = Request::new(m.clone(), Bytes::new());
         let report = GateReport::default();
         match trail
-            .on_request(&caller(), &mut request, true, &|_| None, report)
+            .on_request(&caller(), &mut request, true, &|_| None, &[], report)
             .await
         {
             OnRequest::Await(inflight) => inflight,
@@ -814,6 +818,7 @@ mod tests {
                 &mut Request::new(pm.clone(), request_frame(&pm, &req)),
                 true,
                 &|_| None,
+                &[],
                 GateReport::default(),
             )
             .await
@@ -934,6 +939,7 @@ mod tests {
                 &mut request,
                 false,
                 &|_| None,
+                &[],
                 GateReport::default(),
             )
             .await;
@@ -942,6 +948,55 @@ mod tests {
             "an acks=0 write without a durable record is dropped, not forwarded: {outcome:?}"
         );
         trail.audit().shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn an_acks_0_write_names_the_patients_its_records_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = flags(dir.path(), FailureMode::Closed);
+        let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
+        let pm = meta(ApiKey::Produce, 9);
+        let req = ProduceRequest::default().with_acks(0).with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("claims")))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_records(Some(batch(0, 2, Compression::None))),
+                ]),
+        ]);
+        let scanned = crate::masking::patients::PartitionPatients {
+            partition: 0,
+            patients: ["0123abcd".to_owned()].into(),
+            unattributed: 1,
+            unreadable: false,
+        };
+        let masking = [TopicMasking {
+            topic: "claims".into(),
+            rules: Vec::new(),
+            counts: crate::masking::MaskCounts::default(),
+            originals: Vec::new(),
+            patients: vec![scanned],
+        }];
+        let mut request = Request::new(pm.clone(), request_frame(&pm, &req));
+        let outcome = trail
+            .on_request(
+                &caller(),
+                &mut request,
+                false,
+                &|_| None,
+                &masking,
+                GateReport::default(),
+            )
+            .await;
+        assert!(matches!(outcome, OnRequest::Done), "{outcome:?}");
+        trail.audit().shutdown(Duration::from_secs(1)).await;
+        let recs = records(dir.path());
+        let produce = recs
+            .iter()
+            .find(|r| r.api.as_deref() == Some("Produce"))
+            .unwrap();
+        assert_eq!(produce.resources[0].patients, ["0123abcd"]);
+        assert_eq!(produce.resources[0].unattributed, 1);
     }
 
     #[test]

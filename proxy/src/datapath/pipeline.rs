@@ -219,7 +219,14 @@ impl<'a> Pipeline<'a> {
         let audit = match proxy.audit.as_ref() {
             None => None,
             Some(trail) => match trail
-                .on_request(&caller, &mut request, expect_response, &names, report)
+                .on_request(
+                    &caller,
+                    &mut request,
+                    expect_response,
+                    &names,
+                    &masked,
+                    report,
+                )
                 .await
             {
                 OnRequest::Done => None,
