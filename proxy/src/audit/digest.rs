@@ -18,7 +18,7 @@
 //! several times that speed. The prefix names the algorithm, so a record is
 //! self-describing (`blake3:<hex>`); the chain itself stays SHA-256.
 
-use crate::kafka::record_batch::{HEADER_LEN, Header, LENGTH_AT, MAGIC_AT};
+use crate::kafka::record_batch::{LENGTH_AT, MAGIC_AT, batches};
 
 /// The prefix of every payload digest.
 pub const ALGORITHM: &str = "blake3";
@@ -44,25 +44,17 @@ impl PartitionDigest {
     /// Digest the complete batches of one partition's `records` field.
     pub fn of(bytes: &[u8]) -> Self {
         let mut h = blake3::Hasher::new();
-        let mut at = 0usize;
-        while let Some(header) = bytes.get(at..).and_then(Header::at) {
-            let Some(total) = header.total_len() else {
-                break;
-            };
-            if bytes.len() - at < total || total < HEADER_LEN {
-                break;
-            }
-            let batch = &bytes[at..at + total];
+        let mut walk = batches(bytes);
+        for (_, batch) in walk.by_ref() {
             // batchLength frames the batch; magic..end is its content (the
             // CRC covers attributes..end). baseOffset and the leader epoch
             // are the broker's, not the producer's.
             h.update(&batch[LENGTH_AT..LENGTH_AT + 4]);
             h.update(&batch[MAGIC_AT..]);
-            at += total;
         }
         Self {
             hash: h.finalize(),
-            tail: bytes.len() - at,
+            tail: walk.rest().len(),
         }
     }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::digest::PartitionDigest;
 use super::replay::Access;
 use crate::datapath::upstream::{UpstreamConfig, UpstreamError, exchange};
-use crate::kafka::record_batch::{HEADER_LEN, Header};
+use crate::kafka::record_batch::batches;
 
 /// Fetch v11: topics by name and no tagged fields (some brokers send tags a
 /// flexible version does not define), supported from Kafka 2.3 to 4.x.
@@ -64,21 +64,13 @@ impl Verdict {
 pub fn select_range(records: &[u8], first: i64, last: i64) -> (Vec<&[u8]>, Option<i64>) {
     let mut inside = Vec::new();
     let mut next = None;
-    let mut at = 0usize;
-    while let Some(header) = records.get(at..).and_then(Header::at) {
-        let Some(total) = header.total_len() else {
-            break;
-        };
-        if records.len() - at < total || total < HEADER_LEN {
-            break;
-        }
+    for (header, batch) in batches(records) {
         let base = header.base_offset();
         let end = base + i64::from(header.last_offset_delta().max(0));
         if base >= first && end <= last {
-            inside.push(&records[at..at + total]);
+            inside.push(batch);
         }
         next = Some(end + 1);
-        at += total;
     }
     (inside, next)
 }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{FetchResponse, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::kafka::record_batch::{HEADER_LEN, Header};
+use crate::kafka::record_batch::batches;
 use crate::kafka::refusal::{POLICY_VIOLATION, UNKNOWN_SERVER_ERROR, refuse_produce};
 
 /// The sum of the complete record batches in one partition's `records` field.
@@ -32,15 +32,8 @@ pub struct BatchSummary {
 /// counted in bytes only.
 pub fn scan_batches(bytes: &[u8]) -> BatchSummary {
     let mut out = BatchSummary::default();
-    let mut at = 0usize;
-    while let Some(header) = bytes.get(at..).and_then(Header::at) {
-        let Some(total) = header.total_len() else {
-            break;
-        };
-        if bytes.len() - at < total || total < HEADER_LEN {
-            break;
-        }
-        out.bytes += total as u64;
+    for (header, batch) in batches(bytes) {
+        out.bytes += batch.len() as u64;
         if header.magic() == 2 && !header.is_control() {
             let base = header.base_offset();
             let delta = i64::from(header.last_offset_delta().max(0));
@@ -52,7 +45,6 @@ pub fn scan_batches(bytes: &[u8]) -> BatchSummary {
                 None => (base, last),
             });
         }
-        at += total;
     }
     out
 }

@@ -75,3 +75,39 @@ impl<'a> Header<'a> {
         be_i32(self.0, COUNT_AT)
     }
 }
+
+/// The complete batches at the start of a partition's `records` field, in
+/// order, each with its header; [`Batches::rest`] is what follows them (a
+/// batch a broker cut at `max_bytes`, or bytes that are not a batch).
+#[derive(Clone, Debug)]
+pub struct Batches<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+/// Walk the complete batches of `bytes`.
+pub fn batches(bytes: &[u8]) -> Batches<'_> {
+    Batches { bytes, at: 0 }
+}
+
+impl<'a> Batches<'a> {
+    /// The bytes after the complete batches walked so far.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.at..]
+    }
+}
+
+impl<'a> Iterator for Batches<'a> {
+    type Item = (Header<'a>, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest();
+        let header = Header::at(rest)?;
+        let total = header.total_len()?;
+        if rest.len() < total || total < HEADER_LEN {
+            return None;
+        }
+        self.at += total;
+        Some((header, &rest[..total]))
+    }
+}
