@@ -74,18 +74,8 @@ pub enum AuditCommand {
     Match {
         /// The spool directory, or a copy file (OTLP JSON lines or exported records).
         path: PathBuf,
-        /// Only this principal's accesses.
-        #[arg(long)]
-        subject: Option<String>,
-        /// Accesses at or after this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        since: Option<DateTime<Utc>>,
-        /// Accesses before this time (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        until: Option<DateTime<Utc>>,
-        /// Only this topic.
-        #[arg(long)]
-        topic: Option<String>,
+        #[command(flatten)]
+        filter: Filter,
         #[command(flatten)]
         broker: BrokerFlags,
         /// One JSON object per range instead of text.
@@ -205,23 +195,10 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
         ),
         AuditCommand::Match {
             path,
-            subject,
-            since,
-            until,
-            topic,
+            filter,
             broker,
             json,
-        } => match_ranges(
-            &path,
-            &Filter {
-                since,
-                until,
-                topic,
-                subject,
-            },
-            &broker,
-            json,
-        ),
+        } => match_ranges(&path, &filter, &broker, json),
         AuditCommand::Export {
             dir,
             filter,

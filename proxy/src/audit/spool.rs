@@ -434,6 +434,9 @@ impl Writer {
                     .written_records
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.since_checkpoint += batch.len() as u64;
+                // The head moves first: whoever holds a receipt may look at
+                // it (and a shipper may ship) as soon as the receipt completes.
+                let _ = self.head.send(last);
                 for (rec, tx) in batch {
                     if let Some(tx) = tx {
                         let _ = tx.send(Ok(Durable {
@@ -442,7 +445,6 @@ impl Writer {
                         }));
                     }
                 }
-                let _ = self.head.send(last);
             }
             Err(e) => {
                 // Our own records stay queued for the next attempt; callers get the error.

@@ -924,14 +924,7 @@ mod tests {
         trail.audit().record_durable(start()).await.unwrap();
         assert!(trail.audit().health().is_healthy());
         let pm = meta(ApiKey::Produce, 9);
-        let req = ProduceRequest::default().with_acks(0).with_topic_data(vec![
-            kafka_protocol::messages::produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str("patient-events")))
-                .with_partition_data(vec![
-                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
-                        .with_records(Some(batch(0, 2, Compression::None))),
-                ]),
-        ]);
+        let req = acks_0_write("patient-events");
         let mut request = Request::new(pm.clone(), request_frame(&pm, &req));
         let outcome = trail
             .on_request(
@@ -950,20 +943,25 @@ mod tests {
         trail.audit().shutdown(Duration::from_secs(1)).await;
     }
 
+    /// An acks=0 Produce of two records to partition 0 of `topic`.
+    fn acks_0_write(topic: &'static str) -> ProduceRequest {
+        ProduceRequest::default().with_acks(0).with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_records(Some(batch(0, 2, Compression::None))),
+                ]),
+        ])
+    }
+
     #[tokio::test]
     async fn an_acks_0_write_names_the_patients_its_records_held() {
         let dir = tempfile::tempdir().unwrap();
         let f = flags(dir.path(), FailureMode::Closed);
         let trail = AuditTrail::new(Arc::new(Audit::with_spool(f.audit.spool_config())), &f);
         let pm = meta(ApiKey::Produce, 9);
-        let req = ProduceRequest::default().with_acks(0).with_topic_data(vec![
-            kafka_protocol::messages::produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str("claims")))
-                .with_partition_data(vec![
-                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
-                        .with_records(Some(batch(0, 2, Compression::None))),
-                ]),
-        ]);
+        let req = acks_0_write("claims");
         let scanned = crate::masking::patients::PartitionPatients {
             partition: 0,
             patients: ["0123abcd".to_owned()].into(),
