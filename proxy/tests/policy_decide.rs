@@ -396,6 +396,7 @@ fn grant(requester: &str, expires_in: Duration, now: chrono::DateTime<Utc>) -> G
         topics: vec!["patient-records".into()],
         operations: vec![Operation::Write],
         expires_at: now + expires_in,
+        break_glass: false,
     }
 }
 

@@ -180,6 +180,11 @@ pub fn build_access_approval_with(
         duration: request.duration.clone(),
         decision: Decision::Pending,
         decided_by: None,
+        break_glass: false,
+        reason: None,
+        review: None,
+        review_note: None,
+        reviewed_by: None,
     };
     validate_access_approval(&spec)?;
     let mut aa = AccessApproval::new(&name, spec);
