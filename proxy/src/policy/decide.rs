@@ -269,6 +269,14 @@ fn invocation_live(invoked: &BreakGlass, bg: &BreakGlassSpec, now: DateTime<Utc>
         .is_some_and(|d| now < invoked.since + d)
 }
 
+/// When a grant of `duration` (humantime) starting at `since` ends.
+pub fn grant_end(since: DateTime<Utc>, duration: &str) -> Option<DateTime<Utc>> {
+    streamgate_crds::duration::parse_grant_duration(duration)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| since + d)
+}
+
 /// Does a `workloadSelector` select a pod with `labels`?
 pub fn selector_matches(spec: &StreamPolicySpec, labels: &BTreeMap<String, String>) -> bool {
     spec.workload_selector.as_ref().is_none_or(|sel| {
@@ -493,7 +501,7 @@ impl CompiledPolicy {
         topic: &str,
         now: DateTime<Utc>,
     ) -> bool {
-        if break_glass.is_none() && !self.grants.iter().any(|g| g.break_glass) {
+        if break_glass.is_none() && !self.has_break_glass_grants() {
             return false;
         }
         matches!(
@@ -503,6 +511,11 @@ impl CompiledPolicy {
                     .and_then(|r| r.break_glass.as_ref())
                     .is_some_and(|bg| bg.unmasked)
         )
+    }
+
+    /// Is any AccessApproval in phase `BreakGlass` loaded?
+    pub fn has_break_glass_grants(&self) -> bool {
+        self.grants.iter().any(|g| g.break_glass)
     }
 
     /// Rule `rule` of policy `policy`.

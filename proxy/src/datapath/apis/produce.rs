@@ -302,6 +302,7 @@ mod tests {
             let ctx = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             for version in 3..=ProduceRequest::VERSIONS.max {
                 let meta = meta(ApiKey::Produce, version);
@@ -330,6 +331,7 @@ mod tests {
             let ctx = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             for version in [9, 13] {
                 let meta = meta(ApiKey::Produce, version);
@@ -367,6 +369,7 @@ mod tests {
             let fetch_only = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Fetch])),
                 topic_name: &names,
+                clear: None,
             };
             let Requested::Forward { frame: out, .. } =
                 request_through(&caller(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
@@ -377,6 +380,7 @@ mod tests {
             let produce = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             let mut exempt = caller();
             exempt.principal = Some(user(&["clinicians"]));
@@ -394,6 +398,7 @@ mod tests {
             let ctx = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             let full = batch(PHI, Compression::None);
             for version in [3i16, 9, 13] {
