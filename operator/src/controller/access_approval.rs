@@ -72,7 +72,8 @@ pub fn desired_status(
     };
     let mut requeue = None;
     if aa.spec.break_glass {
-        let (ready, reason, message) = break_glass_status(aa, &previous, cap, now, &mut status, &mut requeue);
+        let (ready, reason, message) =
+            break_glass_status(aa, &previous, cap, now, &mut status, &mut requeue);
         status.conditions = vec![conditions::ready(
             ready,
             reason,
@@ -193,10 +194,19 @@ fn break_glass_status(
         .metadata
         .creation_timestamp
         .as_ref()
-        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0).unsigned_abs()))
+        .and_then(|t| {
+            DateTime::from_timestamp(
+                t.0.as_second(),
+                t.0.subsec_nanosecond().max(0).unsigned_abs(),
+            )
+        })
         .or_else(|| parse_time(previous.decided_at.as_ref()))
         .unwrap_or(now);
-    let expires_at = match (previous.phase, parse_time(previous.expires_at.as_ref()), cap) {
+    let expires_at = match (
+        previous.phase,
+        parse_time(previous.expires_at.as_ref()),
+        cap,
+    ) {
         (ApprovalPhase::BreakGlass, Some(t), _) => Some(t),
         (_, _, Some(Cap::Max(max))) => {
             let d = grant_duration(&aa.spec.duration, *max);
@@ -207,7 +217,9 @@ fn break_glass_status(
     let Some(expires_at) = expires_at else {
         status.phase = ApprovalPhase::Denied;
         let why = match cap {
-            Some(Cap::PolicyNotFound) => format!("StreamPolicy {:?} does not exist", aa.spec.policy),
+            Some(Cap::PolicyNotFound) => {
+                format!("StreamPolicy {:?} does not exist", aa.spec.policy)
+            }
             Some(Cap::NoBreakGlass(why)) => why.clone(),
             _ => format!(
                 "StreamPolicy {:?} has no rule {:?} with breakGlass",
@@ -264,7 +276,12 @@ fn break_glass_cap(policy: &StreamPolicy, aa: &AccessApproval) -> Cap {
     let Some(bg) = rule.break_glass.as_ref() else {
         return Cap::NoBreakGlass(format!("rule {:?} has no breakGlass", rule.name));
     };
-    if let Some(op) = aa.spec.operations.iter().find(|o| !bg.operations.contains(o)) {
+    if let Some(op) = aa
+        .spec
+        .operations
+        .iter()
+        .find(|o| !bg.operations.contains(o))
+    {
         return Cap::NoBreakGlass(format!(
             "rule {:?} gives no {op:?} under break-glass",
             rule.name

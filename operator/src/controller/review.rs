@@ -57,7 +57,10 @@ pub fn review_state<'a>(
             && aa.spec.policy == name
             && aa.metadata.namespace.as_deref() == ns
             && aa.spec.review.is_none()
-            && aa.status.as_ref().is_some_and(|s| s.phase == ApprovalPhase::BreakGlass);
+            && aa
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == ApprovalPhase::BreakGlass);
         let Some(start) = started(aa).filter(|_| is_use) else {
             continue;
         };
@@ -156,7 +159,12 @@ mod tests {
             use_("late", "2026-11-27T09:00:00Z", None, "BreakGlass"),
             use_("later", "2026-11-27T09:30:00Z", None, "BreakGlass"),
             use_("recent", "2026-11-27T11:00:00Z", None, "BreakGlass"),
-            use_("reviewed", "2026-11-27T08:00:00Z", Some("Justified"), "BreakGlass"),
+            use_(
+                "reviewed",
+                "2026-11-27T08:00:00Z",
+                Some("Justified"),
+                "BreakGlass",
+            ),
             use_("refused", "2026-11-27T08:00:00Z", None, "Denied"),
         ];
         let state = review_state(&policy(), &uses, now);

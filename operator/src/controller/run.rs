@@ -92,11 +92,17 @@ fn injected_pods() -> watcher::Config {
 /// the future that keeps it filled.
 pub fn approval_reflector(
     client: Client,
-) -> (Store<AccessApproval>, impl Future<Output = ()> + Send + 'static) {
+) -> (
+    Store<AccessApproval>,
+    impl Future<Output = ()> + Send + 'static,
+) {
     let (reader, writer) = reflector::store();
     let driver = reflector::reflector(
         writer,
-        watcher(Api::<AccessApproval>::all(client), watcher::Config::default()),
+        watcher(
+            Api::<AccessApproval>::all(client),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .for_each(|_| futures::future::ready(()));

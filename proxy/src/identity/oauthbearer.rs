@@ -215,7 +215,10 @@ mod tests {
         );
         // A value outside VCHAR/SP/HTAB/CR/LF (here UTF-8 and NUL).
         assert_eq!(
-            bad("n,,\x01auth=Bearer t\x01streamgateBreakGlass=Notaufnahme Zimmer Ä\x01\x01".as_bytes()),
+            bad(
+                "n,,\x01auth=Bearer t\x01streamgateBreakGlass=Notaufnahme Zimmer Ä\x01\x01"
+                    .as_bytes()
+            ),
             BadExtensionValue("streamgateBreakGlass".into())
         );
         assert_eq!(
@@ -230,7 +233,9 @@ mod tests {
             assert!(err.to_string().contains("streamgateBreakGlass"), "{err}");
         }
         assert_eq!(
-            bad(b"n,,\x01auth=Bearer t\x01streamgateBreakGlass=a\x01streamgateBreakGlass=b\x01\x01"),
+            bad(
+                b"n,,\x01auth=Bearer t\x01streamgateBreakGlass=a\x01streamgateBreakGlass=b\x01\x01"
+            ),
             DuplicateExtension {
                 key: "streamgateBreakGlass".into()
             }

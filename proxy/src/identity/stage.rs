@@ -215,10 +215,7 @@ impl Identity {
     }
 
     /// The caller right now, and whether it is the workload's identity.
-    fn principal(
-        &self,
-        policy: &CompiledPolicy,
-    ) -> Option<(Principal, bool)> {
+    fn principal(&self, policy: &CompiledPolicy) -> Option<(Principal, bool)> {
         if let Some(s) = self.sasl.session() {
             return Some((s.principal.clone(), false));
         }
@@ -240,7 +237,8 @@ impl Identity {
             .or_else(|| self.caller.sasl_name.clone());
         let session_expiry = session.map(|s| expiry_of(s.expires_at));
         let c = &self.caller;
-        let break_glass = match session.and_then(|s| Some((&s.principal, s.break_glass.as_ref()?))) {
+        let break_glass = match session.and_then(|s| Some((&s.principal, s.break_glass.as_ref()?)))
+        {
             None => None,
             Some((_, reason)) if c.break_glass.as_ref().is_some_and(|b| &b.reason == reason) => {
                 c.break_glass.clone()

@@ -245,8 +245,13 @@ impl Gate<'_> {
 
     /// The caller's decision for `op` on `topic` now (break-glass included).
     pub fn decide(&self, op: Operation, topic: &str) -> PolicyDecision {
-        self.policy
-            .decide_as(self.principal, self.break_glass, op, topic, chrono::Utc::now())
+        self.policy.decide_as(
+            self.principal,
+            self.break_glass,
+            op,
+            topic,
+            chrono::Utc::now(),
+        )
     }
 
     /// May the caller use the group or transactional id `id`?
