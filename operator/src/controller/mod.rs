@@ -155,10 +155,16 @@ impl Context {
         previous: &[streamgate_crds::Condition],
         current: &[streamgate_crds::Condition],
     ) {
-        // Every condition's transition is an Event (a warning when it is False).
+        // Every condition's transition is an Event (a warning when it is
+        // False — or, for a condition naming a problem, True).
         for c in current {
             if conditions::transitioned(previous, c) {
-                self.event(obj, c.status != "True", &c.reason, c.message.clone())
+                let bad = if c.type_ == review::REVIEW_OVERDUE {
+                    "True"
+                } else {
+                    "False"
+                };
+                self.event(obj, c.status == bad, &c.reason, c.message.clone())
                     .await;
             }
         }
