@@ -213,12 +213,14 @@ impl AccessApprovalStatus {
     /// Is this an approved grant that has not expired at `now`? An
     /// unparseable or missing `expiresAt` is not live (fail closed).
     pub fn is_live(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
-        matches!(self.phase, ApprovalPhase::Approved | ApprovalPhase::BreakGlass)
-            && self
-                .expires_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .is_some_and(|expiry| expiry > now)
+        matches!(
+            self.phase,
+            ApprovalPhase::Approved | ApprovalPhase::BreakGlass
+        ) && self
+            .expires_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|expiry| expiry > now)
     }
 }
 

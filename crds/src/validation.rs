@@ -519,7 +519,10 @@ pub fn check_break_glass_reason(reason: &str) -> Result<(), String> {
             reason.len()
         ));
     }
-    if let Some(c) = reason.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+    if let Some(c) = reason
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' '))
+    {
         return Err(format!(
             "contains {c:?}; only printable ASCII and spaces (RFC 7628 extension values)"
         ));

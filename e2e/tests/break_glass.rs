@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use streamgate_crds::{AccessApproval, ApprovalPhase, Decision, Operation};
-use streamgate_e2e::{Broker, IDP_AUDIENCE, Idp, Proxy, ProxyOptions, Storage, check, kcat, proxy_bin};
+use streamgate_e2e::{
+    Broker, IDP_AUDIENCE, Idp, Proxy, ProxyOptions, Storage, check, kcat, proxy_bin,
+};
 
 #[path = "oidc_client/mod.rs"]
 mod oidc_client;
@@ -164,7 +166,8 @@ fn a_clinician_breaks_glass_reads_in_clear_at_once_and_the_grant_ends_on_time() 
     assert!(
         !export(&spool)
             .iter()
-            .any(|r| r["subject"]["name"] == "outsider" && r["decision"] == "Allow"
+            .any(|r| r["subject"]["name"] == "outsider"
+                && r["decision"] == "Allow"
                 && r["api"] == "Fetch"),
         "break-glass widened nothing for the outsider"
     );
@@ -174,7 +177,12 @@ fn a_clinician_breaks_glass_reads_in_clear_at_once_and_the_grant_ends_on_time() 
     let mut clinician =
         Client::oidc_with_extensions(dir.path(), &proxy, &idp, "intake-app", &extension);
     let v = clinician.ask(&format!("read {TOPIC} 1"));
-    assert_eq!(v["values"][0].as_str(), Some(vitals), "{v}\n{}", proxy.output());
+    assert_eq!(
+        v["values"][0].as_str(),
+        Some(vitals),
+        "{v}\n{}",
+        proxy.output()
+    );
 
     // The audit trail: the Fetch under break-glass, with the reason and the
     // payload (Full), and the use itself.
