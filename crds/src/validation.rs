@@ -563,6 +563,61 @@ mod tests {
     }
 
     #[test]
+    fn break_glass_rules_need_durations_operations_and_reviewers() {
+        let ok = policy(json!({
+            "rules": [{"name": "emergency", "subjects": [{"kind": "Group", "name": "clinicians"}],
+                       "topics": ["patient-vitals"], "operations": [],
+                       "breakGlass": {"maxDuration": "1h", "operations": ["Read"],
+                                      "reviewers": [{"kind": "Group", "name": "compliance"}]}}]
+        }));
+        assert_eq!(validate_stream_policy(&ok), Ok(()));
+        let bad = policy(json!({
+            "rules": [{"name": "emergency", "subjects": [{"kind": "Group", "name": "clinicians"}],
+                       "topics": ["patient-vitals"], "operations": [], "effect": "Deny",
+                       "breakGlass": {"maxDuration": "forever", "operations": [],
+                                      "reviewWithin": "0s",
+                                      "reviewers": [{"kind": "User", "name": "*"}]}}]
+        }));
+        let got = messages(validate_stream_policy(&bad).unwrap_err());
+        let joined = got.join("\n");
+        for want in [
+            "breakGlass: is only allowed on Allow rules",
+            "breakGlass.maxDuration",
+            "breakGlass.reviewWithin",
+            "breakGlass.operations: is empty",
+            "breakGlass.reviewers[0].name: cannot be \"*\"",
+        ] {
+            assert!(joined.contains(want), "{want} in {joined}");
+        }
+        // Nobody to review: refused.
+        let unreviewed = policy(json!({
+            "rules": [{"name": "emergency", "subjects": [{"kind": "Group", "name": "clinicians"}],
+                       "topics": ["patient-vitals"], "operations": [],
+                       "breakGlass": {"maxDuration": "1h", "operations": ["Read"]}}]
+        }));
+        let got = messages(validate_stream_policy(&unreviewed).unwrap_err()).join("\n");
+        assert!(
+            got.contains("every break-glass use needs a reviewer"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn break_glass_reasons_are_one_printable_line() {
+        assert_eq!(check_break_glass_reason("ED trauma bay 3"), Ok(()));
+        for bad in [
+            "",
+            "  ",
+            "two\nlines",
+            "tab\there",
+            "Zimmer Ä",
+            &"x".repeat(257),
+        ] {
+            assert!(check_break_glass_reason(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn saml_identity_is_checked() {
         let ok = policy(json!({
             "identity": {"saml": {"issuer": "https://idp", "audience": "urn:gate",

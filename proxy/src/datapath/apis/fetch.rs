@@ -287,6 +287,7 @@ mod tests {
             MaskingContext {
                 set: Arc::new(set(apply_to)),
                 topic_name: names,
+                clear: None,
             }
         }
 
