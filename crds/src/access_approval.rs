@@ -106,6 +106,7 @@ pub struct AccessApprovalSpec {
     /// The retrospective review of a break-glass use, by a reviewer of the
     /// rule (never the requester); final once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "review_schema")]
     pub review: Option<Review>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
@@ -114,6 +115,15 @@ pub struct AccessApprovalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub reviewed_by: Option<String>,
+}
+
+/// `review` as a plain string enum: the derived schema of an optional enum
+/// lists `null` among its values, which kube-apiserver 1.20 refuses in a CRD.
+fn review_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Justified", "NotJustified"]
+    })
 }
 
 /// A reviewer's verdict on a break-glass use.
