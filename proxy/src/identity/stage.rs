@@ -45,8 +45,11 @@ pub struct IdentityShared {
     /// reason): when each began. Every connection and re-authentication
     /// carrying the same reason joins that start, so a grant ends on time
     /// however often the client reconnects.
-    break_glass: Mutex<BTreeMap<(Option<String>, String, String), DateTime<Utc>>>,
+    break_glass: Mutex<BTreeMap<Invocation, DateTime<Utc>>>,
 }
+
+/// One break-glass invocation: (issuer, name, reason).
+type Invocation = (Option<String>, String, String);
 
 /// How many break-glass invocations are remembered (oldest forgotten first).
 const MAX_BREAK_GLASS_INVOCATIONS: usize = 4096;
