@@ -372,3 +372,48 @@ impl Identity {
         }
     }
 }
+
+#[cfg(test)]
+mod break_glass_tests {
+    use super::*;
+    use streamgate_crds::SubjectKind;
+
+    fn user(name: &str, issuer: &str) -> Principal {
+        Principal {
+            kind: SubjectKind::User,
+            name: name.into(),
+            namespace: None,
+            groups: vec!["clinicians".into()],
+            issuer: Some(issuer.into()),
+        }
+    }
+
+    #[test]
+    fn an_invocation_keeps_its_start_across_connections_and_a_new_reason_starts_anew() {
+        let shared = IdentityShared::new(None, false);
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let later = t0 + chrono::Duration::minutes(50);
+        let bob = user("bob", "https://a");
+        assert_eq!(shared.invoke_break_glass(&bob, "ED bay 3", t0).since, t0);
+        // Reconnecting (or re-authenticating) with the same reason: the same start.
+        assert_eq!(shared.invoke_break_glass(&bob, "ED bay 3", later).since, t0);
+        // Another reason, another issuer's bob: invocations of their own.
+        assert_eq!(
+            shared.invoke_break_glass(&bob, "ED bay 5", later).since,
+            later
+        );
+        let other = user("bob", "https://b");
+        assert_eq!(
+            shared.invoke_break_glass(&other, "ED bay 3", later).since,
+            later
+        );
+        // Older than the longest grant: forgotten (it could grant nothing).
+        let week = t0 + chrono::Duration::days(8);
+        assert_eq!(
+            shared.invoke_break_glass(&bob, "ED bay 3", week).since,
+            week
+        );
+    }
+}
