@@ -391,7 +391,7 @@ mod break_glass_tests {
     #[test]
     fn an_invocation_keeps_its_start_across_connections_and_a_new_reason_starts_anew() {
         let shared = IdentityShared::new(None, false);
-        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+        let t0 = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
             .unwrap()
             .to_utc();
         let later = t0 + chrono::Duration::minutes(50);
