@@ -62,6 +62,12 @@ use crate::common::{Condition, Operation, SubjectKind};
 #[x_kube(validation = Rule::new(
     "oldSelf.decision == 'Pending' || (has(self.decidedBy) == has(oldSelf.decidedBy) && (!has(self.decidedBy) || self.decidedBy == oldSelf.decidedBy))"
 ).message("spec.decidedBy cannot change once the decision is made").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(
+    "(has(self.breakGlass) ? self.breakGlass : false) == (has(oldSelf.breakGlass) ? oldSelf.breakGlass : false) && (has(self.reason) ? self.reason : '') == (has(oldSelf.reason) ? oldSelf.reason : '')"
+).message("spec.breakGlass and spec.reason are immutable").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.review) || (has(self.review) && self.review == oldSelf.review && (has(self.reviewNote) ? self.reviewNote : '') == (has(oldSelf.reviewNote) ? oldSelf.reviewNote : ''))"
+).message("the review is final once given").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessApprovalSpec {
     pub requester: Requester,
@@ -89,6 +95,42 @@ pub struct AccessApprovalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub decided_by: Option<String>,
+    /// Emergency access: granted at once under a rule with `breakGlass`
+    /// (no approver), for at most its `maxDuration`, and reviewed afterwards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+    /// Why break-glass was invoked (required with `breakGlass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub reason: Option<String>,
+    /// The retrospective review of a break-glass use, by a reviewer of the
+    /// rule (never the requester); final once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "review_schema")]
+    pub review: Option<Review>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub review_note: Option<String>,
+    /// Written by the admission webhook from the reviewing user; never trusted from input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub reviewed_by: Option<String>,
+}
+
+/// `review` as a plain string enum: the derived schema of an optional enum
+/// lists `null` among its values, which kube-apiserver 1.20 refuses in a CRD.
+fn review_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Justified", "NotJustified"]
+    })
+}
+
+/// A reviewer's verdict on a break-glass use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Review {
+    Justified,
+    NotJustified,
 }
 
 /// Who asked.
@@ -152,6 +194,9 @@ pub enum ApprovalPhase {
     Approved,
     Denied,
     Expired,
+    /// Granted by break-glass: live until `expiresAt`, awaiting (or having had)
+    /// its retrospective review; stays BreakGlass as the record of the use.
+    BreakGlass,
 }
 
 /// Observed state of an AccessApproval.
@@ -178,12 +223,14 @@ impl AccessApprovalStatus {
     /// Is this an approved grant that has not expired at `now`? An
     /// unparseable or missing `expiresAt` is not live (fail closed).
     pub fn is_live(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
-        self.phase == ApprovalPhase::Approved
-            && self
-                .expires_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .is_some_and(|expiry| expiry > now)
+        matches!(
+            self.phase,
+            ApprovalPhase::Approved | ApprovalPhase::BreakGlass
+        ) && self
+            .expires_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|expiry| expiry > now)
     }
 }
 
@@ -207,5 +254,7 @@ mod tests {
         assert!(!status(ApprovalPhase::Approved, Some("tomorrow")).is_live(now));
         assert!(!status(ApprovalPhase::Pending, Some("2026-11-27T10:30:00Z")).is_live(now));
         assert!(!status(ApprovalPhase::Expired, Some("2026-11-27T10:30:00Z")).is_live(now));
+        assert!(status(ApprovalPhase::BreakGlass, Some("2026-11-27T10:30:00Z")).is_live(now));
+        assert!(!status(ApprovalPhase::BreakGlass, Some("2026-11-27T09:00:00Z")).is_live(now));
     }
 }

@@ -381,6 +381,11 @@ mod tests {
             duration: "1h".into(),
             decision: Decision::Pending,
             decided_by: None,
+            break_glass: false,
+            reason: None,
+            review: None,
+            review_note: None,
+            reviewed_by: None,
         }
     }
 

@@ -208,6 +208,68 @@ pub struct PolicyRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 249)))]
     pub transactional_ids: Vec<String>,
+    /// Emergency access (HIPAA 164.312(a)(2)(ii)): the rule's subjects may
+    /// invoke break-glass (SASL/OAUTHBEARER extension
+    /// `streamgateBreakGlass=<reason>`, or an AccessApproval with
+    /// `spec.breakGlass: true`) and get these operations on the rule's
+    /// topics at once, without an approver, for at most `maxDuration`. Every
+    /// use is audited with its payload and reason and must be reviewed
+    /// afterwards. A Deny rule still wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassSpec>,
+}
+
+/// What break-glass gives on a rule, and who reviews its uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakGlassSpec {
+    /// How long one invocation lasts at most, e.g. `1h` (humantime).
+    pub max_duration: String,
+    /// The operations break-glass gives (on the rule's topics).
+    #[schemars(length(min = 1, max = 5))]
+    pub operations: Vec<Operation>,
+    /// Records are delivered in clear under break-glass: MaskingRules are
+    /// lifted for the grant. Default false: masking still applies.
+    #[serde(default)]
+    pub unmasked: bool,
+    /// How soon a use must be reviewed (default 24h); an unreviewed use past
+    /// it puts the policy's `ReviewOverdue` condition to True.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_within: Option<String>,
+    /// Who reviews uses; omitted = the rule's `approval.approvers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub reviewers: Vec<Subject>,
+}
+
+/// The default `breakGlass.reviewWithin`.
+pub const DEFAULT_REVIEW_WITHIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl BreakGlassSpec {
+    /// The parsed `reviewWithin` (the default when absent).
+    pub fn review_within(&self) -> Result<std::time::Duration, crate::duration::DurationError> {
+        match &self.review_within {
+            None => Ok(DEFAULT_REVIEW_WITHIN),
+            Some(t) => crate::duration::parse_grant_duration(t),
+        }
+    }
+
+    /// The parsed `maxDuration`.
+    pub fn max_duration(&self) -> Result<std::time::Duration, crate::duration::DurationError> {
+        crate::duration::parse_grant_duration(&self.max_duration)
+    }
+}
+
+impl PolicyRule {
+    /// Who reviews break-glass uses of this rule: `breakGlass.reviewers`,
+    /// else the rule's approvers (empty when the rule has neither).
+    pub fn break_glass_reviewers(&self) -> &[Subject] {
+        match (&self.break_glass, &self.approval) {
+            (Some(bg), _) if !bg.reviewers.is_empty() => &bg.reviewers,
+            (_, Some(a)) => &a.approvers,
+            _ => &[],
+        }
+    }
 }
 
 /// Who may approve, and for how long at most.

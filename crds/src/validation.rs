@@ -254,11 +254,14 @@ pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationE
                 }
             }
         }
-        if rule.operations.is_empty() {
+        if rule.operations.is_empty() && rule.break_glass.is_none() {
             p.add(
                 format!("{at}.operations"),
                 "is empty; list at least one of Write, Read, Describe, Create, Admin",
             );
+        }
+        if let Some(bg) = &rule.break_glass {
+            validate_break_glass(&at, rule, bg, &mut p);
         }
         if let Some(approval) = &rule.approval {
             if rule.effect == Effect::Deny {
@@ -283,6 +286,46 @@ pub fn validate_stream_policy(spec: &StreamPolicySpec) -> Result<(), ValidationE
         }
     }
     p.finish()
+}
+
+/// A rule's `breakGlass`: only on Allow rules, real durations, operations,
+/// and named reviewers (the uses must be reviewable by someone).
+fn validate_break_glass(
+    at: &str,
+    rule: &crate::PolicyRule,
+    bg: &crate::BreakGlassSpec,
+    p: &mut Problems,
+) {
+    if rule.effect == Effect::Deny {
+        p.add(
+            format!("{at}.breakGlass"),
+            "is only allowed on Allow rules (break-glass never lifts a Deny)",
+        );
+    }
+    if let Err(e) = bg.max_duration() {
+        p.add(format!("{at}.breakGlass.maxDuration"), e.to_string());
+    }
+    if let Err(e) = bg.review_within() {
+        p.add(format!("{at}.breakGlass.reviewWithin"), e.to_string());
+    }
+    if bg.operations.is_empty() {
+        p.add(
+            format!("{at}.breakGlass.operations"),
+            "is empty; list what break-glass gives, e.g. [Read]",
+        );
+    }
+    p.subjects(&format!("{at}.breakGlass.reviewers"), &bg.reviewers, false);
+    p.no_wildcards(
+        &format!("{at}.breakGlass.reviewers"),
+        &bg.reviewers,
+        "anyone could review; name the people or groups who may",
+    );
+    if rule.break_glass_reviewers().is_empty() {
+        p.add(
+            format!("{at}.breakGlass.reviewers"),
+            "is empty and the rule has no approval.approvers; every break-glass use needs a reviewer",
+        );
+    }
 }
 
 /// Validate a MaskingRule spec.
@@ -466,6 +509,26 @@ pub fn validate_access_approval(spec: &AccessApprovalSpec) -> Result<(), Validat
     if let Err(e) = parse_grant_duration(&spec.duration) {
         p.add("spec.duration", e.to_string());
     }
+    match (&spec.break_glass, spec.reason.as_deref()) {
+        (true, None) => p.add(
+            "spec.reason",
+            "is missing; break-glass needs the reason it is invoked (reviewers read it)",
+        ),
+        (true, Some(r)) => {
+            if let Err(why) = check_break_glass_reason(r) {
+                p.add("spec.reason", why);
+            }
+        }
+        (false, _) => {}
+    }
+    if !spec.break_glass
+        && (spec.review.is_some() || spec.reviewed_by.is_some() || spec.review_note.is_some())
+    {
+        p.add(
+            "spec.review",
+            "is only for break-glass requests (spec.breakGlass: true); decide others with spec.decision",
+        );
+    }
     if let Some(workload) = &spec.workload
         && workload.pod.trim().is_empty()
     {
@@ -475,6 +538,34 @@ pub fn validate_access_approval(spec: &AccessApprovalSpec) -> Result<(), Validat
         );
     }
     p.finish()
+}
+
+/// The longest break-glass reason accepted.
+pub const MAX_BREAK_GLASS_REASON: usize = 256;
+
+/// A break-glass reason: one line of printable ASCII (what RFC 7628 allows in
+/// a SASL extension value, less CR/LF/TAB), not blank, at most
+/// [`MAX_BREAK_GLASS_REASON`] characters. The same rule for the SASL
+/// extension and `spec.reason`, so a reason always fits the AccessApproval.
+pub fn check_break_glass_reason(reason: &str) -> Result<(), String> {
+    if reason.trim().is_empty() {
+        return Err("is empty; say why emergency access is needed".into());
+    }
+    if reason.len() > MAX_BREAK_GLASS_REASON {
+        return Err(format!(
+            "is {} characters; at most {MAX_BREAK_GLASS_REASON}",
+            reason.len()
+        ));
+    }
+    if let Some(c) = reason
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' '))
+    {
+        return Err(format!(
+            "contains {c:?}; only printable ASCII and spaces (RFC 7628 extension values)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -507,6 +598,61 @@ mod tests {
             ]
         }));
         assert_eq!(validate_stream_policy(&spec), Ok(()));
+    }
+
+    #[test]
+    fn break_glass_rules_need_durations_operations_and_reviewers() {
+        let ok = policy(json!({
+            "rules": [{"name": "emergency", "subjects": [{"kind": "Group", "name": "clinicians"}],
+                       "topics": ["patient-vitals"], "operations": [],
+                       "breakGlass": {"maxDuration": "1h", "operations": ["Read"],
+                                      "reviewers": [{"kind": "Group", "name": "compliance"}]}}]
+        }));
+        assert_eq!(validate_stream_policy(&ok), Ok(()));
+        let bad = policy(json!({
+            "rules": [{"name": "emergency", "subjects": [{"kind": "Group", "name": "clinicians"}],
+                       "topics": ["patient-vitals"], "operations": [], "effect": "Deny",
+                       "breakGlass": {"maxDuration": "forever", "operations": [],
+                                      "reviewWithin": "0s",
+                                      "reviewers": [{"kind": "User", "name": "*"}]}}]
+        }));
+        let got = messages(validate_stream_policy(&bad).unwrap_err());
+        let joined = got.join("\n");
+        for want in [
+            "breakGlass: is only allowed on Allow rules",
+            "breakGlass.maxDuration",
+            "breakGlass.reviewWithin",
+            "breakGlass.operations: is empty",
+            "breakGlass.reviewers[0].name: cannot be \"*\"",
+        ] {
+            assert!(joined.contains(want), "{want} in {joined}");
+        }
+        // Nobody to review: refused.
+        let unreviewed = policy(json!({
+            "rules": [{"name": "emergency", "subjects": [{"kind": "Group", "name": "clinicians"}],
+                       "topics": ["patient-vitals"], "operations": [],
+                       "breakGlass": {"maxDuration": "1h", "operations": ["Read"]}}]
+        }));
+        let got = messages(validate_stream_policy(&unreviewed).unwrap_err()).join("\n");
+        assert!(
+            got.contains("every break-glass use needs a reviewer"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn break_glass_reasons_are_one_printable_line() {
+        assert_eq!(check_break_glass_reason("ED trauma bay 3"), Ok(()));
+        for bad in [
+            "",
+            "  ",
+            "two\nlines",
+            "tab\there",
+            "Zimmer Ä",
+            &"x".repeat(257),
+        ] {
+            assert!(check_break_glass_reason(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

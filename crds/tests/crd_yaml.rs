@@ -414,7 +414,11 @@ fn enums_are_string_enums() {
     let aa = schema_of(&crd_of("AccessApproval")).clone();
     assert_eq!(
         aa["properties"]["status"]["properties"]["phase"]["enum"],
-        serde_json::json!(["Pending", "Approved", "Denied", "Expired"])
+        serde_json::json!(["Pending", "Approved", "Denied", "Expired", "BreakGlass"])
+    );
+    assert_eq!(
+        aa["properties"]["spec"]["properties"]["review"]["enum"],
+        serde_json::json!(["Justified", "NotJustified"])
     );
     assert_eq!(
         aa["properties"]["spec"]["properties"]["decision"]["default"],

@@ -342,6 +342,8 @@ async fn run_singletons(
 ) {
     let (pods, pod_driver) = run::pod_reflector(client.clone());
     tokio::spawn(pod_driver);
+    let (approvals, approval_driver) = run::approval_reflector(client.clone());
+    tokio::spawn(approval_driver);
     let mut ctx = Context::new(
         client.clone(),
         metrics,
@@ -352,7 +354,9 @@ async fn run_singletons(
     if let Some(grants) = topic_grants {
         ctx = ctx.with_topic_grants(grants);
     }
-    ctx = ctx.with_audit_sink(args.audit_otlp_endpoint.clone());
+    ctx = ctx
+        .with_audit_sink(args.audit_otlp_endpoint.clone())
+        .with_approvals(approvals);
     let ctx = Arc::new(ctx);
     // RBAC for injected pods: converge every 15 s from the pod store.
     let rbac_client = client.clone();

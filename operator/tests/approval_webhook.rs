@@ -590,3 +590,125 @@ async fn a_user_approver_is_matched_with_the_username_prefix() {
     assert!(!allowed);
     assert!(message.contains("is not an approver"), "{message}");
 }
+
+// ---------- break-glass reviews ----------
+
+/// carol (compliance-officers, a reviewer of `emergency-read`) reviews alice's
+/// break-glass use with `kubectl patch … {"spec":{"review":"Justified",…}}`.
+fn break_glass_review() -> Value {
+    fixture("review-break-glass-by-kubectl-patch.review.json")
+}
+
+#[tokio::test]
+async fn a_reviewer_reviews_a_break_glass_use_and_reviewed_by_is_stamped() {
+    let (allowed, message, object) = admit(&state(true), break_glass_review()).await;
+    assert!(allowed, "{message}");
+    assert_eq!(object["spec"]["reviewedBy"], "carol@example.com");
+    assert_eq!(object["spec"]["review"], "Justified");
+    // A forged reviewedBy is overwritten by the stamp.
+    let mut r = break_glass_review();
+    r["request"]["object"]["spec"]["reviewedBy"] = json!("dr.house@example.com");
+    let (allowed, _, object) = admit(&state(true), r.clone()).await;
+    assert!(allowed);
+    assert_eq!(object["spec"]["reviewedBy"], "carol@example.com");
+    // …and refused when it skipped the stamp.
+    let (allowed, message, _) = validate_only(&state(true), r).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("reviewedBy is written by streamgate"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn nobody_reviews_their_own_break_glass_use() {
+    // alice is also a compliance officer: still refused.
+    let r = as_user(
+        break_glass_review(),
+        "alice@example.com",
+        &["clinicians", "compliance-officers"],
+    );
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("alice@example.com is the requester"),
+        "{message}"
+    );
+    // Nor under the API server's default OIDC prefix.
+    let r = as_user(
+        break_glass_review(),
+        "https://idp.example.com/realms/health#alice@example.com",
+        &["compliance-officers"],
+    );
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed, "{message}");
+}
+
+#[tokio::test]
+async fn only_reviewers_of_the_rule_review_and_a_review_is_final() {
+    let r = as_user(break_glass_review(), "bob@example.com", &["clinicians"]);
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(
+        message.contains("is not an approver of rule \"emergency-read\""),
+        "{message}"
+    );
+    // A second review (or a changed note) after the first is refused.
+    let mut r = break_glass_review();
+    r["request"]["oldObject"]["spec"]["review"] = json!("Justified");
+    r["request"]["oldObject"]["spec"]["reviewedBy"] = json!("carol@example.com");
+    r["request"]["object"]["spec"]["review"] = json!("NotJustified");
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("reviews are final"), "{message}");
+}
+
+#[tokio::test]
+async fn a_break_glass_use_is_reviewed_never_decided_and_its_reason_is_immutable() {
+    let mut r = break_glass_review();
+    r["request"]["object"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("review");
+    r["request"]["object"]["spec"]["decision"] = json!("Approved");
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("is not decided but reviewed"), "{message}");
+    let mut r = break_glass_review();
+    r["request"]["object"]["spec"]["reason"] = json!("something else");
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("spec.reason"), "{message}");
+    // A review on an ordinary request is refused.
+    let mut r = review();
+    r["request"]["object"]["spec"]["review"] = json!("Justified");
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("for break-glass uses only"), "{message}");
+}
+
+#[tokio::test]
+async fn a_break_glass_request_is_created_without_a_review_and_with_a_reason() {
+    let mut r = break_glass_review();
+    r["request"]["operation"] = json!("CREATE");
+    r["request"]["oldObject"] = Value::Null;
+    r["request"]["object"]
+        .as_object_mut()
+        .unwrap()
+        .remove("status");
+    r = as_user(r, "alice@example.com", &["clinicians"]);
+    let (allowed, message, _) = admit(&state(true), r.clone()).await;
+    assert!(!allowed, "a review at creation: {message}");
+    let spec = r["request"]["object"]["spec"].as_object_mut().unwrap();
+    spec.remove("review");
+    spec.remove("reviewNote");
+    let (allowed, message, _) = admit(&state(true), r.clone()).await;
+    assert!(allowed, "{message}");
+    r["request"]["object"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("reason");
+    let (allowed, message, _) = admit(&state(true), r).await;
+    assert!(!allowed);
+    assert!(message.contains("spec.reason"), "{message}");
+}

@@ -602,3 +602,161 @@ async fn an_approval_whose_policy_is_gone_is_not_activated() {
         Action::requeue(Duration::from_secs(60))
     );
 }
+
+// ---------- break-glass ----------
+
+const BG_STATUS: &str = "/apis/streamgate.dev/v1alpha1/namespaces/clinical/accessapprovals/emergency-read-bob-1a2b3/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/clinical/events";
+
+fn break_glass_use(requester_groups: Value, status: Option<Value>) -> Arc<AccessApproval> {
+    let mut v = json!({"apiVersion": "streamgate.dev/v1alpha1", "kind": "AccessApproval",
+        "metadata": {"name": "emergency-read-bob-1a2b3", "namespace": "clinical", "generation": 1,
+                     "uid": "u-bg", "creationTimestamp": "2026-11-27T05:02:00Z"},
+        "spec": {"requester": {"kind": "User", "name": "bob@example.com", "groups": requester_groups},
+                 "policy": "phi-access", "rule": "emergency-read", "topics": ["patient-vitals"],
+                 "operations": ["Read"], "duration": "1h", "breakGlass": true,
+                 "reason": "ED trauma bay 3"}});
+    if let Some(s) = status {
+        v["status"] = s;
+    }
+    Arc::new(serde_json::from_value(v).unwrap())
+}
+
+fn break_glass_policy(review_within: &str) -> Value {
+    json!({"apiVersion": "streamgate.dev/v1alpha1", "kind": "StreamPolicy",
+        "metadata": {"name": "phi-access", "namespace": "clinical", "generation": 1, "uid": "u-sp"},
+        "spec": {"rules": [{"name": "emergency-read", "subjects": [{"kind": "Group", "name": "clinicians"}],
+            "topics": ["patient-vitals"], "operations": [], "effect": "Allow",
+            "breakGlass": {"maxDuration": "30m", "operations": ["Read"], "reviewWithin": review_within,
+                           "reviewers": [{"kind": "Group", "name": "compliance-officers"}]}}]}})
+}
+
+#[tokio::test]
+async fn a_break_glass_request_is_live_at_once_until_max_duration_with_a_warning_event() {
+    let (ctx, mut handle) = setup(vec![]);
+    let task = tokio::spawn(access_approval::reconcile(
+        break_glass_use(json!(["clinicians"]), None),
+        ctx,
+    ));
+    expect(&mut handle, "GET", SP_PATH, 200, break_glass_policy("24h")).await;
+    let (query, body, ct) = expect(&mut handle, "PATCH", BG_STATUS, 200, aa_reply()).await;
+    assert_status_apply(&query, ct);
+    let status = &body["status"];
+    assert_eq!(status["phase"], "BreakGlass");
+    // From its creation, 1h asked, 30m allowed: no approver waited for.
+    assert_eq!(status["decidedAt"], "2026-11-27T05:02:00Z");
+    assert_eq!(status["expiresAt"], "2026-11-27T05:32:00Z");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    let (_, ev, _) = expect(&mut handle, "POST", EVENTS, 201, json!({})).await;
+    let note = assert_event(
+        &ev,
+        "AccessApproval",
+        "emergency-read-bob-1a2b3",
+        "Warning",
+        "BreakGlass",
+    );
+    assert!(note.contains("\"ED trauma bay 3\""), "{note}");
+    assert!(note.contains("awaiting review"), "{note}");
+    // Wakes at the end of the grant (2 min + 1 s).
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(2 * 60 + 1))
+    );
+}
+
+#[tokio::test]
+async fn break_glass_by_someone_outside_the_rule_is_denied_and_grants_nothing() {
+    let (ctx, mut handle) = setup(vec![]);
+    let task = tokio::spawn(access_approval::reconcile(
+        break_glass_use(json!(["billing-analysts"]), None),
+        ctx,
+    ));
+    expect(&mut handle, "GET", SP_PATH, 200, break_glass_policy("24h")).await;
+    let (_, body, _) = expect(&mut handle, "PATCH", BG_STATUS, 200, aa_reply()).await;
+    assert_eq!(body["status"]["phase"], "Denied");
+    assert!(body["status"].get("expiresAt").is_none());
+    let (_, ev, _) = expect(&mut handle, "POST", EVENTS, 201, json!({})).await;
+    let note = assert_event(
+        &ev,
+        "AccessApproval",
+        "emergency-read-bob-1a2b3",
+        "Warning",
+        "NoBreakGlassRule",
+    );
+    assert!(
+        note.contains("not among the subjects of rule \"emergency-read\""),
+        "{note}"
+    );
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_unreviewed_break_glass_use_past_review_within_sets_review_overdue() {
+    let (ctx, mut handle) = setup(vec![]);
+    let (store, mut writer) = reflector::store::<AccessApproval>();
+    // Used from 05:00; reviewWithin 20m → overdue at 05:20 (now is 05:30).
+    let used = break_glass_use(
+        json!(["clinicians"]),
+        Some(
+            json!({"phase": "BreakGlass", "decidedAt": "2026-11-27T05:00:00Z",
+                    "expiresAt": "2026-11-27T05:30:00Z"}),
+        ),
+    );
+    writer.apply_watcher_event(&watcher::Event::Apply(used.as_ref().clone()));
+    let ctx = Arc::new(Arc::into_inner(ctx).unwrap().with_approvals(store.clone()));
+    let task = tokio::spawn(stream_policy::reconcile(sp(break_glass_policy("20m")), ctx));
+    let (_, body, _) = expect(
+        &mut handle,
+        "PATCH",
+        "/apis/streamgate.dev/v1alpha1/namespaces/clinical/streampolicies/phi-access/status",
+        200,
+        break_glass_policy("20m"),
+    )
+    .await;
+    let overdue = body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ReviewOverdue")
+        .cloned()
+        .unwrap();
+    assert_eq!(overdue["status"], "True");
+    assert_eq!(overdue["reason"], "Unreviewed");
+    let message = overdue["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "1 break-glass use(s) unreviewed past their deadline: emergency-read-bob-1a2b3"
+        ),
+        "{message}"
+    );
+    // Ready, AuditSink, then ReviewOverdue: a Warning.
+    expect(&mut handle, "POST", EVENTS, 201, json!({})).await;
+    expect(&mut handle, "POST", EVENTS, 201, json!({})).await;
+    let (_, ev, _) = expect(&mut handle, "POST", EVENTS, 201, json!({})).await;
+    assert_event(&ev, "StreamPolicy", "phi-access", "Warning", "Unreviewed");
+    task.await.unwrap().unwrap();
+
+    // Within its deadline (reviewWithin 33m → 05:33): not overdue, and the
+    // reconcile wakes at the deadline (3 min + 1 s, before the resync).
+    let (ctx, mut handle) = setup(vec![]);
+    let ctx = Arc::new(Arc::into_inner(ctx).unwrap().with_approvals(store));
+    let task = tokio::spawn(stream_policy::reconcile(sp(break_glass_policy("33m")), ctx));
+    let (_, body, _) = expect(
+        &mut handle,
+        "PATCH",
+        "/apis/streamgate.dev/v1alpha1/namespaces/clinical/streampolicies/phi-access/status",
+        200,
+        break_glass_policy("33m"),
+    )
+    .await;
+    let overdue = &body["status"]["conditions"][2];
+    assert_eq!(overdue["type"], "ReviewOverdue");
+    assert_eq!(overdue["status"], "False");
+    for _ in 0..3 {
+        expect(&mut handle, "POST", EVENTS, 201, json!({})).await;
+    }
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(3 * 60 + 1))
+    );
+}

@@ -24,6 +24,7 @@ fn alice() -> ApprovalRequest {
         topics: vec!["patient-records".into()],
         operations: vec![Operation::Write],
         duration: "1h".into(),
+        break_glass: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn request() -> ApprovalRequest {
         topics: vec!["patient-records".into()],
         operations: vec![Operation::Write],
         duration: "1h".into(),
+        break_glass: None,
     }
 }
 
@@ -338,7 +339,7 @@ async fn needs_approval_becomes_a_request_and_an_edit_becomes_a_grant() {
     }];
     // A client retrying many times asks once.
     for _ in 0..5 {
-        requester.on_decisions(&policy, Some(&alice()), &decisions);
+        requester.on_decisions(&policy, Some(&alice()), None, &decisions);
     }
     let files = wait_for_yaml(dir.path(), 1).await;
     assert_eq!(files.len(), 1, "{files:?}");
@@ -406,7 +407,7 @@ async fn no_principal_or_no_approval_rule_asks_for_nothing() {
             rule: "write-patient-records".into(),
         },
     }];
-    requester.on_decisions(&policy, None, &needs);
+    requester.on_decisions(&policy, None, None, &needs);
     let unknown_rule = vec![TopicDecision {
         topic: "patient-records".into(),
         operation: Operation::Write,

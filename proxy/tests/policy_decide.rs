@@ -129,7 +129,9 @@ enum Want {
 
 fn short(d: &PolicyDecision) -> Want {
     match d {
-        PolicyDecision::Allow { rule, .. } => Want::Allow(Box::leak(rule.clone().into_boxed_str())),
+        PolicyDecision::Allow { rule, .. } | PolicyDecision::BreakGlass { rule, .. } => {
+            Want::Allow(Box::leak(rule.clone().into_boxed_str()))
+        }
         PolicyDecision::Deny { reason, .. } => Want::Deny(*reason),
         PolicyDecision::NeedsApproval { rule, .. } => {
             Want::Needs(Box::leak(rule.clone().into_boxed_str()))
@@ -396,6 +398,7 @@ fn grant(requester: &str, expires_in: Duration, now: chrono::DateTime<Utc>) -> G
         topics: vec!["patient-records".into()],
         operations: vec![Operation::Write],
         expires_at: now + expires_in,
+        break_glass: false,
     }
 }
 
@@ -702,5 +705,210 @@ rules:
     assert_eq!(
         short(&p.decide(&cleo, Operation::Write, "patients.billing2")),
         Want::Needs("write-patients")
+    );
+}
+
+const BREAK_GLASS: &str = r#"
+identity:
+  oidc: {issuer: "https://idp.example.com", audiences: [kafka]}
+rules:
+  - name: emergency-read
+    subjects: [{kind: Group, name: clinicians}]
+    topics: ["patient-*"]
+    operations: []
+    groups: ["ed-*"]
+    breakGlass:
+      maxDuration: 30m
+      operations: [Read]
+      unmasked: true
+      reviewers: [{kind: Group, name: compliance-officers}]
+  - name: write-with-approval
+    subjects: [{kind: Group, name: clinicians}]
+    topics: [patient-orders]
+    operations: [Write]
+    approval:
+      approvers: [{kind: Group, name: compliance-officers}]
+      maxDuration: 1h
+    breakGlass: {maxDuration: 10m, operations: [Write], reviewers: [{kind: Group, name: compliance-officers}]}
+  - name: never-psychotherapy-notes
+    subjects: [{kind: Group, name: clinicians}]
+    topics: [patient-psychotherapy]
+    operations: [Read]
+    effect: Deny
+"#;
+
+#[test]
+fn break_glass_allows_at_once_under_its_rule_only_and_ends_on_time() {
+    use streamgate_proxy::policy::decide::BreakGlass;
+    let policy =
+        CompiledPolicy::compile(vec![doc("bg", BREAK_GLASS)], vec![], vec![], &labels(&[]));
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
+    let invoked = BreakGlass {
+        reason: "ED trauma bay 3".into(),
+        since: t0,
+    };
+    let bob = user("bob", &["clinicians"]);
+    let at = |p: &Principal, bg: Option<&BreakGlass>, op, topic, mins| {
+        policy.decide_as(p, bg, op, topic, t0 + Duration::minutes(mins))
+    };
+    // Not invoked: nothing.
+    assert!(matches!(
+        at(&bob, None, Operation::Read, "patient-vitals", 1),
+        PolicyDecision::Deny {
+            reason: DenyReason::NoMatchingRule,
+            ..
+        }
+    ));
+    // Invoked: allowed at once, by break-glass, naming the rule.
+    assert_eq!(
+        at(&bob, Some(&invoked), Operation::Read, "patient-vitals", 1),
+        PolicyDecision::BreakGlass {
+            policy: "bg".into(),
+            rule: "emergency-read".into(),
+            grant: None
+        }
+    );
+    // Only the operations breakGlass lists.
+    assert!(!at(&bob, Some(&invoked), Operation::Write, "patient-vitals", 1).is_allow());
+    // Over its rule's approval: no approver waited for.
+    assert!(matches!(
+        at(&bob, None, Operation::Write, "patient-orders", 1),
+        PolicyDecision::NeedsApproval { .. }
+    ));
+    assert!(matches!(
+        at(&bob, Some(&invoked), Operation::Write, "patient-orders", 1),
+        PolicyDecision::BreakGlass { ref rule, .. } if rule == "write-with-approval"
+    ));
+    // Each rule's own maxDuration: 10m for orders, 30m for reading.
+    assert_eq!(
+        at(&bob, Some(&invoked), Operation::Write, "patient-orders", 11),
+        PolicyDecision::Deny {
+            reason: DenyReason::BreakGlassEnded,
+            policy: Some("bg".into()),
+            rule: Some("write-with-approval".into())
+        }
+    );
+    assert!(at(&bob, Some(&invoked), Operation::Read, "patient-vitals", 29).is_allow());
+    assert!(matches!(
+        at(&bob, Some(&invoked), Operation::Read, "patient-vitals", 30),
+        PolicyDecision::Deny {
+            reason: DenyReason::BreakGlassEnded,
+            ..
+        }
+    ));
+    // A Deny rule still wins.
+    assert!(matches!(
+        at(
+            &bob,
+            Some(&invoked),
+            Operation::Read,
+            "patient-psychotherapy",
+            1
+        ),
+        PolicyDecision::Deny {
+            reason: DenyReason::DeniedByRule,
+            ..
+        }
+    ));
+    // Someone the rule does not list gets nothing from invoking it.
+    let mallory = user("mallory", &["billing-analysts"]);
+    assert!(matches!(
+        at(
+            &mallory,
+            Some(&invoked),
+            Operation::Read,
+            "patient-vitals",
+            1
+        ),
+        PolicyDecision::Deny {
+            reason: DenyReason::NoMatchingRule,
+            ..
+        }
+    ));
+    // A same-named group of another issuer is someone else.
+    let other = user_of("https://other.example.com", "bob", &["clinicians"]);
+    assert!(!at(&other, Some(&invoked), Operation::Read, "patient-vitals", 1).is_allow());
+    // Coordination under break-glass: the rule's groups, while it lasts.
+    assert!(policy.break_glass_any(&bob, Some(&invoked), Operation::Read, t0));
+    assert!(!policy.break_glass_any(&bob, None, Operation::Read, t0));
+    assert!(!policy.break_glass_any(&mallory, Some(&invoked), Operation::Read, t0));
+    // Unmasked where the rule says so.
+    assert!(policy.break_glass_unmasked(
+        &bob,
+        Some(&invoked),
+        "patient-vitals",
+        Utc::now().min(t0 + Duration::minutes(1))
+    ));
+    assert!(!policy.break_glass_unmasked(&bob, None, "patient-vitals", t0));
+}
+
+#[test]
+fn a_break_glass_access_approval_grants_only_its_requester_under_a_break_glass_rule() {
+    let now = Utc::now();
+    let aa = |phase: &str, break_glass: bool| -> streamgate_crds::AccessApproval {
+        serde_yaml::from_str(&format!(
+            r#"
+apiVersion: streamgate.dev/v1alpha1
+kind: AccessApproval
+metadata: {{name: emergency-read-bob-1, namespace: clinical}}
+spec:
+  requester: {{kind: User, name: bob, groups: [clinicians], oidc: {{issuer: "{IDP}", usernameClaim: sub}}}}
+  policy: bg
+  rule: emergency-read
+  topics: [patient-vitals]
+  operations: [Read]
+  duration: 30m
+  breakGlass: {break_glass}
+  reason: ED
+status: {{phase: {phase}, expiresAt: "{}"}}
+"#,
+            (now + Duration::minutes(5)).to_rfc3339()
+        ))
+        .unwrap()
+    };
+    assert!(Grant::from_approval(&aa("Pending", true)).is_none());
+    // Phase Approved without a decision, or BreakGlass without breakGlass: nothing.
+    assert!(Grant::from_approval(&aa("BreakGlass", false)).is_none());
+    let grant = Grant::from_approval(&aa("BreakGlass", true)).unwrap();
+    assert!(grant.break_glass);
+    let policy = CompiledPolicy::compile(
+        vec![doc("bg", BREAK_GLASS)],
+        vec![],
+        vec![grant],
+        &labels(&[]),
+    );
+    let bob = user("bob", &["clinicians"]);
+    assert_eq!(
+        policy.decide_as(&bob, None, Operation::Read, "patient-vitals", now),
+        PolicyDecision::BreakGlass {
+            policy: "bg".into(),
+            rule: "emergency-read".into(),
+            grant: Some("emergency-read-bob-1".into())
+        }
+    );
+    // Not another topic of the rule, not as a plain approval, not for alice.
+    assert!(
+        !policy
+            .decide_as(&bob, None, Operation::Read, "patient-labs", now)
+            .is_allow()
+    );
+    assert!(!policy.may_any(&bob, Operation::Read));
+    let alice = user("alice", &["clinicians"]);
+    assert!(
+        !policy
+            .decide_as(&alice, None, Operation::Read, "patient-vitals", now)
+            .is_allow()
+    );
+    // …and it ends at expiresAt.
+    assert!(
+        !policy
+            .decide_as(
+                &bob,
+                None,
+                Operation::Read,
+                "patient-vitals",
+                now + Duration::minutes(6)
+            )
+            .is_allow()
     );
 }

@@ -119,6 +119,7 @@ fn produce_with_allowed_and_denied_topics_forwards_the_allowed_and_merges_errors
     let who = user(&["clinicians"]);
     let ids = HashMap::new();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &who,
         topic_names: &ids,
@@ -207,6 +208,7 @@ fn produce_wholly_denied_is_answered_locally_or_not_at_all_with_acks_0() {
     let who = user(&["analysts"]);
     let ids = HashMap::new();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &who,
         topic_names: &ids,
@@ -263,6 +265,7 @@ fn fetch_by_name_and_by_topic_id() {
     .into_iter()
     .collect();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &who,
         topic_names: &ids,
@@ -321,6 +324,7 @@ fn fetch_by_name_and_by_topic_id() {
     // Entirely refused: answered locally.
     let outsider = user(&[]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &outsider,
         topic_names: &ids,
@@ -356,6 +360,7 @@ fn metadata_answers_only_what_the_caller_may_describe() {
     let who = user(&["analysts"]);
     let ids = HashMap::new();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &who,
         topic_names: &ids,
@@ -429,6 +434,7 @@ fn metadata_answers_only_what_the_caller_may_describe() {
     // A caller with Create on every named topic keeps auto-creation.
     let ops = user(&["ops"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &ops,
         topic_names: &ids,
@@ -455,6 +461,7 @@ fn delete_topics_blocked_even_for_admins() {
     let ops = user(&["ops"]);
     let ids = HashMap::new();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &ops,
         topic_names: &ids,
@@ -500,6 +507,7 @@ fn create_topics_per_topic() {
     ]);
     let ops = user(&["ops"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &ops,
         topic_names: &ids,
@@ -511,6 +519,7 @@ fn create_topics_per_topic() {
     ));
     let analyst = user(&["analysts"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -537,6 +546,7 @@ fn group_apis_need_read_somewhere() {
         .with_coordinator_keys(vec![s("u-g1")]);
     let analyst = user(&["analysts"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -553,6 +563,7 @@ fn group_apis_need_read_somewhere() {
     // A writer who reads nothing gets GROUP_AUTHORIZATION_FAILED.
     let clinician = user(&["clinicians"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &clinician,
         topic_names: &ids,
@@ -605,6 +616,7 @@ fn group_apis_need_read_somewhere() {
         .with_key_type(1)
         .with_coordinator_keys(vec![s("tx")]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -627,6 +639,7 @@ fn offset_commit_and_fetch_per_topic() {
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -701,6 +714,7 @@ fn offset_commit_and_fetch_per_topic() {
     // A caller without Read anywhere: the group is refused.
     let clinician = user(&["clinicians"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &clinician,
         topic_names: &ids,
@@ -735,6 +749,7 @@ fn cluster_apis_and_unknown_keys() {
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -750,6 +765,7 @@ fn cluster_apis_and_unknown_keys() {
     assert_eq!(got.error_code, CLUSTER_AUTH);
     let ops = user(&["ops"]);
     let gate_ops = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &ops,
         topic_names: &ids,
@@ -795,6 +811,7 @@ fn describe_configs_topic_and_broker_resources() {
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -838,6 +855,7 @@ fn deny_rule_beats_allow_on_the_wire() {
     let ids = HashMap::new();
     let analyst = user(&["analysts"]);
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -867,11 +885,13 @@ fn every_api_key_is_governed() {
     let ops = user(&["ops", "clinicians", "analysts"]);
     let nobody = user(&[]);
     let privileged = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &ops,
         topic_names: &ids,
     };
     let unprivileged = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &nobody,
         topic_names: &ids,
@@ -933,6 +953,7 @@ fn describe_topic_partitions_for_all_topics_shows_only_describable_ones() {
     let who = user(&["analysts"]);
     let ids = HashMap::new();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &who,
         topic_names: &ids,
@@ -989,6 +1010,7 @@ fn fetch_sessions_cannot_carry_a_topic_past_its_grant() {
     let who = user(&["analysts"]);
     let ids = HashMap::new();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &who,
         topic_names: &ids,
@@ -1054,6 +1076,7 @@ fn groups_and_transactional_ids_are_scoped_to_their_owner() {
         ..user(&["analysts", "clinicians"])
     };
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &analyst,
         topic_names: &ids,
@@ -1201,6 +1224,7 @@ fn legacy_metadata_never_auto_creates_for_callers_without_create() {
     let who = user(&["analysts"]);
     let ids = HashMap::new();
     let gate = Gate {
+        break_glass: None,
         policy: &pol,
         principal: &who,
         topic_names: &ids,

@@ -16,7 +16,9 @@ pub const TOPIC_AUTH: i64 = 29;
 ///   produce TOPIC N      → {"ok": n, "errors": [codes]}
 ///   consume TOPIC N      → {"records": n, "error": code|null}   (consumer group)
 ///   delete TOPIC         → {"error": code|null}
-/// argv: bootstrap, then either `plain` or `oidc TOKEN_URL CLIENT_ID`.
+///   read TOPIC N         → {"values": [utf-8 values], "error": code|null}  (consumer group)
+/// argv: bootstrap, then either `plain` or `oidc TOKEN_URL CLIENT_ID
+/// [EXTENSIONS]` (librdkafka's `sasl.oauthbearer.extensions`, `k=v,k2=v2`).
 const CLIENT: &str = r#"
 import json, sys, time
 from confluent_kafka import Producer, Consumer, KafkaException
@@ -34,6 +36,8 @@ if mode == "oidc":
         "sasl.oauthbearer.client.secret": sys.argv[4] + "-secret",
         "sasl.oauthbearer.scope": "kafka",
     })
+    if len(sys.argv) > 5:
+        conf["sasl.oauthbearer.extensions"] = sys.argv[5]
 
 def say(obj):
     sys.stdout.write(json.dumps(obj) + "\n"); sys.stdout.flush()
@@ -55,6 +59,19 @@ for line in sys.stdin:
                 errors.append(e.args[0].code())
         producer.flush(15)
         say({"ok": ok[0], "errors": errors})
+    elif cmd[0] == "read":
+        c = Consumer(dict(conf, **{"group.id": "g-" + cmd[1], "auto.offset.reset": "earliest",
+                                   "enable.auto.commit": False}))
+        c.subscribe([cmd[1]])
+        values, error, deadline = [], None, time.time() + 20
+        while len(values) < int(cmd[2]) and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is None: continue
+            if m.error():
+                error = m.error().code(); break
+            values.append(m.value().decode("utf-8", "replace"))
+        c.close()
+        say({"values": values, "error": error})
     elif cmd[0] == "consume":
         c = Consumer(dict(conf, **{"group.id": "g-" + cmd[1], "auto.offset.reset": "earliest",
                                    "enable.auto.commit": False}))
@@ -108,6 +125,27 @@ impl Client {
 
     pub fn oidc(dir: &Path, proxy: &Proxy, idp: &Idp, client_id: &str) -> Client {
         Client::start(dir, &[&proxy.addr(), "oidc", &idp.token_url(), client_id])
+    }
+
+    /// An OIDC client whose every authentication carries the OAUTHBEARER
+    /// extensions `extensions` (`key=value,…`).
+    pub fn oidc_with_extensions(
+        dir: &Path,
+        proxy: &Proxy,
+        idp: &Idp,
+        client_id: &str,
+        extensions: &str,
+    ) -> Client {
+        Client::start(
+            dir,
+            &[
+                &proxy.addr(),
+                "oidc",
+                &idp.token_url(),
+                client_id,
+                extensions,
+            ],
+        )
     }
 
     pub fn plain(dir: &Path, proxy: &Proxy) -> Client {

@@ -8,6 +8,7 @@
 pub mod access_approval;
 pub mod conditions;
 pub mod masking_rule;
+pub mod review;
 pub mod run;
 pub mod stream_policy;
 pub mod topic_grants;
@@ -61,6 +62,10 @@ pub struct Context {
     /// The OTLP endpoint injected sidecars ship audit records to; `None`:
     /// StreamPolicies report `AuditSink=False` (the spool is the only copy).
     pub audit_sink: Option<String>,
+    /// AccessApprovals, kept by a reflector: the StreamPolicy reconcile
+    /// counts break-glass uses overdue for review (`ReviewOverdue`).
+    /// `None`: not watched (no `ReviewOverdue` condition).
+    pub approvals: Option<Store<streamgate_crds::AccessApproval>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -90,6 +95,7 @@ impl Context {
             clock,
             topic_grants: None,
             audit_sink: None,
+            approvals: None,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +103,12 @@ impl Context {
     /// Where injected sidecars ship audit records (reported on StreamPolicies).
     pub fn with_audit_sink(mut self, endpoint: Option<String>) -> Self {
         self.audit_sink = endpoint;
+        self
+    }
+
+    /// Count break-glass uses overdue for review from this store.
+    pub fn with_approvals(mut self, approvals: Store<streamgate_crds::AccessApproval>) -> Self {
+        self.approvals = Some(approvals);
         self
     }
 
@@ -143,10 +155,16 @@ impl Context {
         previous: &[streamgate_crds::Condition],
         current: &[streamgate_crds::Condition],
     ) {
-        // Every condition's transition is an Event (a warning when it is False).
+        // Every condition's transition is an Event (a warning when it is
+        // False — or, for a condition naming a problem, True).
         for c in current {
             if conditions::transitioned(previous, c) {
-                self.event(obj, c.status != "True", &c.reason, c.message.clone())
+                let bad = if c.type_ == review::REVIEW_OVERDUE {
+                    "True"
+                } else {
+                    "False"
+                };
+                self.event(obj, c.status == bad, &c.reason, c.message.clone())
                     .await;
             }
         }

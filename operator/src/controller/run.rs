@@ -26,6 +26,17 @@ pub async fn run_controllers(client: Client, ctx: Arc<Context>) {
             injected_pods(),
             move |pod: Pod| policies_in_namespace(&policy_store, &pod),
         )
+        // A break-glass use filed or reviewed: its policy's ReviewOverdue.
+        .watches(
+            Api::<AccessApproval>::all(client.clone()),
+            watcher::Config::default(),
+            |aa: AccessApproval| {
+                let ns = aa.metadata.namespace.clone()?;
+                aa.spec
+                    .break_glass
+                    .then(|| ObjectRef::<StreamPolicy>::new(&aa.spec.policy).within(&ns))
+            },
+        )
         .shutdown_on_signal()
         .run(
             stream_policy::reconcile,
@@ -75,6 +86,27 @@ fn policies_in_namespace(store: &Store<StreamPolicy>, pod: &Pod) -> Vec<ObjectRe
 fn injected_pods() -> watcher::Config {
     // Label-selected, so the watch stays small however many pods the cluster runs.
     watcher::Config::default().labels(&format!("{LABEL_INJECTED}=true"))
+}
+
+/// A reflector over AccessApprovals (break-glass reviews): its store, and
+/// the future that keeps it filled.
+pub fn approval_reflector(
+    client: Client,
+) -> (
+    Store<AccessApproval>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let driver = reflector::reflector(
+        writer,
+        watcher(
+            Api::<AccessApproval>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    (reader, driver)
 }
 
 /// A reflector over injected pods: its store, and the future that keeps it filled.

@@ -7,7 +7,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use streamgate_crds::{StreamPolicy, StreamPolicyStatus, TopicGrantsMode, WorkloadSelector};
 
-use super::{Context, Error, RESYNC, conditions, name_ns, topic_grants};
+use super::{Context, Error, RESYNC, conditions, name_ns, review, topic_grants};
 
 pub const CONTROLLER: &str = "streampolicy";
 /// Ready reason: an Allow rule names topics outside the namespace's grant.
@@ -122,13 +122,36 @@ pub fn desired_status(sp: &StreamPolicy, workloads: i64, ctx: &Context) -> Strea
             ctx.now(),
         ),
     };
+    let mut conditions = vec![condition, audit_sink];
+    if let Some(state) = review_state(sp, ctx) {
+        let (overdue, reason, message) = state.condition();
+        conditions.push(conditions::condition(
+            review::REVIEW_OVERDUE,
+            overdue,
+            reason,
+            message,
+            generation,
+            &previous.conditions,
+            ctx.now(),
+        ));
+    }
     StreamPolicyStatus {
         observed_generation: generation,
-        conditions: vec![condition, audit_sink],
+        conditions,
         workloads,
         topic_grants: ctx.topic_grants.as_ref().map(|_| TopicGrantsMode::Enforced),
         ungranted_rules: ungranted.into_iter().map(|u| u.rule).collect(),
     }
+}
+
+/// The review state of the policy's break-glass uses, when the operator
+/// watches AccessApprovals and the policy has break-glass rules or uses.
+fn review_state(sp: &StreamPolicy, ctx: &Context) -> Option<review::ReviewState> {
+    let store = ctx.approvals.as_ref()?;
+    let approvals = store.state();
+    let state = review::review_state(sp, approvals.iter().map(AsRef::as_ref), ctx.now());
+    let has_rules = sp.spec.rules.iter().any(|r| r.break_glass.is_some());
+    (has_rules || !state.overdue.is_empty() || state.pending > 0).then_some(state)
 }
 
 pub async fn reconcile(sp: Arc<StreamPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -143,5 +166,10 @@ pub async fn reconcile(sp: Arc<StreamPolicy>, ctx: Arc<Context>) -> Result<Actio
             .await;
     }
     ctx.succeeded(&super::object_key(sp.as_ref()));
-    Ok(Action::requeue(RESYNC))
+    // Wake up at the next review deadline (rounded up to the next second).
+    let next = review_state(&sp, &ctx)
+        .and_then(|s| s.next_deadline)
+        .and_then(|t| (t - ctx.now()).to_std().ok())
+        .map(|d| d + std::time::Duration::from_secs(1));
+    Ok(Action::requeue(next.unwrap_or(RESYNC).min(RESYNC)))
 }

@@ -42,24 +42,33 @@ impl RequestUser {
     }
 }
 
-/// The mutating half: the patch that stamps `decidedBy`, if this request decides.
+/// The mutating half: the patch that stamps `decidedBy`, if this request
+/// decides, and `reviewedBy`, if it reviews a break-glass use.
 pub fn stamp_decided_by(
     old: Option<&AccessApproval>,
     new: &AccessApproval,
     user: &RequestUser,
 ) -> Option<json_patch::Patch> {
+    let mut ops = Vec::new();
     let was_pending = old.is_none_or(|o| o.spec.decision == Decision::Pending);
-    if !was_pending || new.spec.decision == Decision::Pending {
+    if was_pending
+        && new.spec.decision != Decision::Pending
+        && new.spec.decided_by.as_deref() != Some(user.username.as_str())
+    {
+        // `add` replaces an existing member (RFC 6902 §4.1), so it also overwrites a forged value.
+        ops.push(json!({ "op": "add", "path": "/spec/decidedBy", "value": user.username }));
+    }
+    let was_unreviewed = old.is_none_or(|o| o.spec.review.is_none());
+    if was_unreviewed
+        && new.spec.review.is_some()
+        && new.spec.reviewed_by.as_deref() != Some(user.username.as_str())
+    {
+        ops.push(json!({ "op": "add", "path": "/spec/reviewedBy", "value": user.username }));
+    }
+    if ops.is_empty() {
         return None;
     }
-    if new.spec.decided_by.as_deref() == Some(user.username.as_str()) {
-        return None;
-    }
-    // `add` replaces an existing member (RFC 6902 §4.1), so it also overwrites a forged value.
-    serde_json::from_value(
-        json!([{ "op": "add", "path": "/spec/decidedBy", "value": user.username }]),
-    )
-    .ok()
+    serde_json::from_value(serde_json::Value::Array(ops)).ok()
 }
 
 /// Why an AccessApproval change is refused. Each message says what to do instead.
@@ -107,6 +116,38 @@ pub enum ApprovalDenied {
         rule: String,
     },
     #[error(
+        "AccessApproval {name}: the break-glass use was already reviewed {review:?} by {reviewed_by}; reviews are final"
+    )]
+    AlreadyReviewed {
+        name: String,
+        review: streamgate_crds::Review,
+        reviewed_by: String,
+    },
+    #[error(
+        "AccessApproval {name} is a break-glass use: it is not decided but reviewed afterwards — kubectl patch aa {name} --type merge -p '{{\"spec\":{{\"review\":\"Justified\",\"reviewNote\":\"...\"}}}}'"
+    )]
+    BreakGlassNotDecided { name: String },
+    #[error(
+        "AccessApproval {name}: spec.review, reviewNote and reviewedBy are for break-glass uses only, set once by a reviewer"
+    )]
+    ReviewNotAllowed { name: String },
+    #[error(
+        "AccessApproval {name}: StreamPolicy {policy:?} has no rule {rule:?} with breakGlass reviewers; nobody can review this use"
+    )]
+    NoReviewers {
+        name: String,
+        policy: String,
+        rule: String,
+    },
+    #[error(
+        "AccessApproval {name}: reviewedBy {claimed:?} does not match the requesting user {user:?}; reviewedBy is written by streamgate, never by the client"
+    )]
+    ForgedReviewedBy {
+        name: String,
+        claimed: String,
+        user: String,
+    },
+    #[error(
         "AccessApproval {name}: decidedBy {claimed:?} does not match the requesting user {user:?}; decidedBy is written by streamgate, never by the client"
     )]
     ForgedDecidedBy {
@@ -149,7 +190,12 @@ pub fn validate_with_mapping(
 ) -> Result<(), ApprovalDenied> {
     let name = new.metadata.name.clone().unwrap_or_default();
     let Some(old) = old else {
-        if new.spec.decision != Decision::Pending || new.spec.decided_by.is_some() {
+        if new.spec.decision != Decision::Pending
+            || new.spec.decided_by.is_some()
+            || new.spec.review.is_some()
+            || new.spec.reviewed_by.is_some()
+            || new.spec.review_note.is_some()
+        {
             return Err(ApprovalDenied::CreatedDecided { name });
         }
         let problems = crate::validation::access_approval(&new.spec);
@@ -161,6 +207,13 @@ pub fn validate_with_mapping(
         }
         return Ok(());
     };
+    if old.spec.break_glass || new.spec.break_glass {
+        return validate_review(old, new, user, namespace, policy, mapping);
+    }
+    if new.spec.review.is_some() || new.spec.reviewed_by.is_some() || new.spec.review_note.is_some()
+    {
+        return Err(ApprovalDenied::ReviewNotAllowed { name });
+    }
     if old.spec.decision != Decision::Pending {
         if old.spec != new.spec {
             return Err(ApprovalDenied::AlreadyDecided {
@@ -229,6 +282,99 @@ pub fn validate_with_mapping(
     approver::check_is_approver(
         &decider,
         &approval.approvers,
+        namespace,
+        mapping,
+        new.spec.requester.oidc.as_ref().map(|o| o.issuer.as_str()),
+        (&new.spec.policy, &new.spec.rule),
+    )
+    .map_err(|refused| ApprovalDenied::Decider { name, refused })
+}
+
+/// An UPDATE of a break-glass use: only its review may be given, once, by a
+/// reviewer of the rule who is not the requester (the same identity mapping
+/// as self-approval); `reviewedBy` must be the reviewing user.
+fn validate_review(
+    old: &AccessApproval,
+    new: &AccessApproval,
+    user: &RequestUser,
+    namespace: &str,
+    policy: Option<&StreamPolicy>,
+    mapping: &IdentityMapping,
+) -> Result<(), ApprovalDenied> {
+    let name = new.metadata.name.clone().unwrap_or_default();
+    if let Some(review) = old.spec.review {
+        if old.spec != new.spec {
+            return Err(ApprovalDenied::AlreadyReviewed {
+                name,
+                review,
+                reviewed_by: old
+                    .spec
+                    .reviewed_by
+                    .clone()
+                    .unwrap_or_else(|| "<unknown>".to_string()),
+            });
+        }
+        return Ok(());
+    }
+    if let Some(field) = changed_request_field(old, new) {
+        return Err(ApprovalDenied::RequestChanged { name, field });
+    }
+    if new.spec.decision != Decision::Pending || new.spec.decided_by.is_some() {
+        return Err(ApprovalDenied::BreakGlassNotDecided { name });
+    }
+    if new.spec.review.is_none() {
+        // No review yet: nothing of it may be written.
+        return match &new.spec.reviewed_by {
+            Some(claimed) => Err(ApprovalDenied::ForgedReviewedBy {
+                name,
+                claimed: claimed.clone(),
+                user: user.username.clone(),
+            }),
+            None if new.spec.review_note.is_some() => {
+                Err(ApprovalDenied::ReviewNotAllowed { name })
+            }
+            None => Ok(()),
+        };
+    }
+    // This request reviews.
+    match new.spec.reviewed_by.as_deref() {
+        Some(claimed) if claimed == user.username => {}
+        claimed => {
+            return Err(ApprovalDenied::ForgedReviewedBy {
+                name,
+                claimed: claimed.unwrap_or("").to_string(),
+                user: user.username.clone(),
+            });
+        }
+    }
+    let decider = user.decider();
+    if let Err(refused) = approver::check_not_requester(&new.spec, namespace, &decider, mapping) {
+        return Err(ApprovalDenied::Decider { name, refused });
+    }
+    let Some(policy) = policy else {
+        return Err(ApprovalDenied::PolicyNotFound {
+            name,
+            policy: new.spec.policy.clone(),
+            namespace: namespace.to_string(),
+        });
+    };
+    let reviewers = policy
+        .spec
+        .rules
+        .iter()
+        .find(|r| r.name == new.spec.rule && r.break_glass.is_some())
+        .map(|r| r.break_glass_reviewers())
+        .filter(|r| !r.is_empty());
+    let Some(reviewers) = reviewers else {
+        return Err(ApprovalDenied::NoReviewers {
+            name,
+            policy: new.spec.policy.clone(),
+            rule: new.spec.rule.clone(),
+        });
+    };
+    approver::check_is_approver(
+        &decider,
+        reviewers,
         namespace,
         mapping,
         new.spec.requester.oidc.as_ref().map(|o| o.issuer.as_str()),
@@ -382,6 +528,12 @@ fn changed_request_field(old: &AccessApproval, new: &AccessApproval) -> Option<&
     }
     if o.duration != n.duration {
         return Some("spec.duration");
+    }
+    if o.break_glass != n.break_glass {
+        return Some("spec.breakGlass");
+    }
+    if o.reason != n.reason {
+        return Some("spec.reason");
     }
     None
 }

@@ -319,6 +319,9 @@ pub async fn validate_approval<L: ClusterLookup>(
     // The policy is only needed when this request decides; read it lazily.
     let deciding = old.is_some_and(|o| o.spec.decision == streamgate_crds::Decision::Pending)
         && new.spec.decision != streamgate_crds::Decision::Pending;
+    // …or reviews a break-glass use.
+    let deciding =
+        deciding || old.is_some_and(|o| o.spec.review.is_none()) && new.spec.review.is_some();
     let policy = if deciding {
         match state
             .lookup

@@ -31,8 +31,19 @@ pub struct ApprovalRequest {
     pub rule: String,
     pub topics: Vec<String>,
     pub operations: Vec<Operation>,
-    /// Requested duration: the rule's `maxDuration`.
+    /// Requested duration: the rule's `maxDuration` (of `approval`, or of
+    /// `breakGlass` for a break-glass record).
     pub duration: String,
+    /// A record of a break-glass use rather than a request: the reason and
+    /// when the invocation began.
+    pub break_glass: Option<BreakGlassUse>,
+}
+
+/// The break-glass use an AccessApproval records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlassUse {
+    pub reason: String,
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +93,10 @@ impl ApprovalRequest {
         parts.extend(self.topics.iter().map(String::as_str));
         parts.push("ops");
         parts.extend(ops.iter().map(String::as_str));
+        // Each invocation (its reason) is a use of its own, reviewed on its own.
+        if let Some(bg) = &self.break_glass {
+            parts.extend(["break-glass", bg.reason.as_str()]);
+        }
         short_hash(&parts)
     }
 
@@ -180,8 +195,25 @@ pub fn build_access_approval_with(
         duration: request.duration.clone(),
         decision: Decision::Pending,
         decided_by: None,
+        break_glass: request.break_glass.is_some(),
+        reason: request.break_glass.as_ref().map(|b| b.reason.clone()),
+        review: None,
+        review_note: None,
+        reviewed_by: None,
     };
     validate_access_approval(&spec)?;
+    // What the operator will write (the API server ignores status on
+    // create): in `--policy-dir` mode the file itself is the record, and a
+    // Pending break-glass file grants nothing there (see `source_dir`).
+    let status = request.break_glass.as_ref().map(|bg| {
+        let expires = crate::policy::decide::grant_end(bg.since, &request.duration);
+        streamgate_crds::AccessApprovalStatus {
+            phase: streamgate_crds::ApprovalPhase::BreakGlass,
+            decided_at: Some(bg.since.to_rfc3339()),
+            expires_at: expires.map(|t| t.to_rfc3339()),
+            ..Default::default()
+        }
+    });
     let mut aa = AccessApproval::new(&name, spec);
     aa.metadata = ObjectMeta {
         name: Some(name),
@@ -189,6 +221,7 @@ pub fn build_access_approval_with(
         labels: Some(labels),
         ..ObjectMeta::default()
     };
+    aa.status = status;
     Ok(aa)
 }
 
@@ -213,6 +246,7 @@ mod tests {
             topics: vec!["patient-records".into()],
             operations: vec![Operation::Write],
             duration: "1h".into(),
+            break_glass: None,
         }
     }
 

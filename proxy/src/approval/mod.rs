@@ -41,7 +41,9 @@ pub mod dedup;
 pub mod requester;
 pub mod sink;
 
-pub use build::{ApprovalRequest, BuildError, build_access_approval, build_access_approval_with};
+pub use build::{
+    ApprovalRequest, BreakGlassUse, BuildError, build_access_approval, build_access_approval_with,
+};
 pub use dedup::{Dedup, DedupConfig};
 pub use requester::{
     ApprovalEvent, ApprovalRequester, audit_subject, record_approval_event, requester_oidc,

@@ -10,13 +10,13 @@ use streamgate_crds::access_approval::RequesterOidc;
 use streamgate_crds::matching::{Principal, check_topic_name};
 use streamgate_crds::{Operation, SubjectKind};
 
-use super::build::{ApprovalRequest, build_access_approval_with};
+use super::build::{ApprovalRequest, BreakGlassUse, build_access_approval_with};
 use super::dedup::{Dedup, DedupConfig};
 use super::sink::{ApprovalSink, Created};
 use crate::audit::record::{AuditRecord, RecordKind};
 use crate::audit::{Audit, AuditDecision, Subject as AuditSubject};
 use crate::identity::workload::Workload;
-use crate::policy::decide::{CompiledPolicy, PolicyDecision};
+use crate::policy::decide::{BreakGlass, CompiledPolicy, PolicyDecision};
 use crate::policy::enforce::TopicDecision;
 
 /// What the audit trail hears about approvals.
@@ -29,6 +29,16 @@ pub enum ApprovalEvent {
         requester: String,
         rule: String,
         created: bool,
+    },
+    /// Break-glass gave access (recorded once per invocation, rule and
+    /// topic, when the AccessApproval recording it is first filed).
+    BreakGlassUsed {
+        name: String,
+        namespace: String,
+        requester: String,
+        rule: String,
+        topic: String,
+        reason: String,
     },
     /// A request was allowed under the grant of this AccessApproval.
     Used {
@@ -62,6 +72,20 @@ impl ApprovalEvent {
                     }
                 ),
             ),
+            ApprovalEvent::BreakGlassUsed {
+                name,
+                namespace,
+                requester,
+                rule,
+                topic,
+                reason,
+            } => (
+                RecordKind::BreakGlassUsed,
+                AuditDecision::Allow,
+                format!(
+                    "break-glass by {requester} under rule {rule} on topic {topic}: {reason:?}; review AccessApproval {namespace}/{name}"
+                ),
+            ),
             ApprovalEvent::Used {
                 name, rule, topic, ..
             } => (
@@ -72,6 +96,9 @@ impl ApprovalEvent {
         };
         let mut record = AuditRecord::event(kind, reason);
         record.decision = Some(decision);
+        if let ApprovalEvent::BreakGlassUsed { reason, .. } = self {
+            record.break_glass = Some(reason.clone());
+        }
         match subject {
             Some(s) => record.subject(s),
             None => record,
@@ -111,6 +138,16 @@ pub fn record_approval_event(
         } => tracing::info!(target: "streamgate::audit", kind = "ApprovalRequested",
             access_approval = %name, %namespace, %requester, %rule, created = *created,
             "access approval requested"),
+        ApprovalEvent::BreakGlassUsed {
+            name,
+            namespace,
+            requester,
+            rule,
+            topic,
+            reason,
+        } => tracing::warn!(target: "streamgate::audit", kind = "BreakGlassUsed",
+            access_approval = %name, %namespace, %requester, %rule, %topic, %reason,
+            "break-glass used"),
         ApprovalEvent::Used {
             name,
             requester,
@@ -235,6 +272,7 @@ impl ApprovalRequester {
                         topics,
                         operations,
                         duration,
+                        break_glass: None,
                     }
                     .normalized(),
                 )
@@ -242,14 +280,80 @@ impl ApprovalRequester {
             .collect()
     }
 
+    /// One record per (policy, rule, topic) among the decisions break-glass
+    /// made for `invoked`: an AccessApproval with `breakGlass: true` awaiting
+    /// its review, covering the rule's break-glass operations.
+    pub fn break_glass_records(
+        &self,
+        policy: &CompiledPolicy,
+        principal: &Principal,
+        invoked: &BreakGlass,
+        decisions: &[TopicDecision],
+    ) -> Vec<ApprovalRequest> {
+        let mut out: Vec<ApprovalRequest> = Vec::new();
+        for d in decisions {
+            let PolicyDecision::BreakGlass {
+                policy: policy_name,
+                rule,
+                grant: None,
+            } = &d.decision
+            else {
+                continue;
+            };
+            if check_topic_name(&d.topic).is_err() {
+                continue;
+            }
+            let Some(bg) = policy
+                .rule(policy_name, rule)
+                .and_then(|r| r.break_glass.as_ref())
+            else {
+                continue;
+            };
+            let request = ApprovalRequest {
+                principal: principal.clone(),
+                pod: self.pod.clone(),
+                service_account: self.service_account.clone(),
+                namespace: self.namespace.clone(),
+                policy: policy_name.clone(),
+                rule: rule.clone(),
+                topics: vec![d.topic.clone()],
+                operations: bg.operations.clone(),
+                duration: bg.max_duration.clone(),
+                break_glass: Some(BreakGlassUse {
+                    reason: invoked.reason.clone(),
+                    since: invoked.since,
+                }),
+            }
+            .normalized();
+            if !out.contains(&request) {
+                out.push(request);
+            }
+        }
+        out
+    }
+
     /// Called by the gate after each decided request; returns at once.
     pub fn on_decisions(
         self: &Arc<Self>,
         policy: &CompiledPolicy,
         principal: Option<&Principal>,
+        break_glass: Option<&BreakGlass>,
         decisions: &[TopicDecision],
     ) {
         let Some(principal) = principal else { return };
+        if let Some(invoked) = break_glass {
+            let oidc = requester_oidc(policy, principal);
+            for request in self.break_glass_records(policy, principal, invoked, decisions) {
+                if !self.admit(&request) {
+                    continue;
+                }
+                let this = Arc::clone(self);
+                let oidc = oidc.clone();
+                tokio::spawn(async move {
+                    this.submit_as(request, oidc).await;
+                });
+            }
+        }
         for d in decisions {
             if let PolicyDecision::Allow {
                 grant: Some(name),
@@ -305,6 +409,10 @@ impl ApprovalRequester {
         let principal = request.principal.clone();
         let requester = principal.name.clone();
         let rule = request.rule.clone();
+        let used = request
+            .break_glass
+            .as_ref()
+            .map(|bg| (bg.reason.clone(), request.topics.join(",")));
         let aa = match build_access_approval_with(request, oidc) {
             Ok(aa) => aa,
             Err(error) => {
@@ -316,17 +424,27 @@ impl ApprovalRequester {
             // `name`: the request's own name, or a successor of it when that
             // name is held by a spent grant (see `sink`).
             Ok((name, created)) => {
-                record_approval_event(
-                    self.audit(),
-                    Some(&principal),
-                    &ApprovalEvent::Requested {
+                let event = match used {
+                    // Each use is recorded (and signalled) once: when its
+                    // AccessApproval is first filed.
+                    Some(_) if created != Created::New => return Some((name, created)),
+                    Some((reason, topic)) => ApprovalEvent::BreakGlassUsed {
+                        name: name.clone(),
+                        namespace: self.namespace.clone(),
+                        requester,
+                        rule,
+                        topic,
+                        reason,
+                    },
+                    None => ApprovalEvent::Requested {
                         name: name.clone(),
                         namespace: self.namespace.clone(),
                         requester,
                         rule,
                         created: created == Created::New,
                     },
-                );
+                };
+                record_approval_event(self.audit(), Some(&principal), &event);
                 Some((name, created))
             }
             Err(error) => {

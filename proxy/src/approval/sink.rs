@@ -75,6 +75,9 @@ impl ApprovalSink {
             ApprovalSink::Kube(client) => {
                 let api = Api::<AccessApproval>::namespaced(client.clone(), namespace);
                 let mut obj = aa.clone();
+                // The operator writes status (a break-glass record's is for
+                // `--policy-dir` files); the webhook refuses one on create.
+                obj.status = None;
                 for attempt in 1..=MAX_ATTEMPTS {
                     let candidate = successor_name(name, attempt);
                     obj.metadata.name = Some(candidate.clone());

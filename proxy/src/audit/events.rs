@@ -270,9 +270,10 @@ pub fn to_event(signal: &Signal) -> Event {
         ),
         Signal::Lifecycle { kind, reason, seq } => {
             let type_ = match kind {
-                RecordKind::AuthFailure | RecordKind::SpoolFailure | RecordKind::SpoolRecovered => {
-                    EventType::Warning
-                }
+                RecordKind::AuthFailure
+                | RecordKind::SpoolFailure
+                | RecordKind::SpoolRecovered
+                | RecordKind::BreakGlassUsed => EventType::Warning,
                 _ => EventType::Normal,
             };
             let name = format!("{kind:?}");

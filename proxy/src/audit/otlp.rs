@@ -132,9 +132,11 @@ fn to_log(logger: &SdkLogger, value: &Value) -> SdkLogRecord {
 
 fn severity(rec: &AuditRecord) -> (Severity, &'static str) {
     match (rec.kind, rec.decision) {
-        (RecordKind::SpoolFailure, _) => (Severity::Error, "ERROR"),
+        (RecordKind::SpoolFailure | RecordKind::BreakGlassUsed, _) => (Severity::Error, "ERROR"),
         (RecordKind::AuthFailure | RecordKind::SpoolRecovered, _)
         | (_, Some(AuditDecision::Deny)) => (Severity::Warn, "WARN"),
+        // Every request under break-glass stands out for its review.
+        _ if rec.break_glass.is_some() => (Severity::Warn, "WARN"),
         _ => (Severity::Info, "INFO"),
     }
 }
@@ -147,6 +149,7 @@ fn event_name(kind: RecordKind) -> &'static str {
         RecordKind::ApprovalRequested => "streamgate.audit.approval_requested",
         RecordKind::ApprovalUsed => "streamgate.audit.approval_used",
         RecordKind::ApprovalExpired => "streamgate.audit.approval_expired",
+        RecordKind::BreakGlassUsed => "streamgate.audit.break_glass_used",
         RecordKind::SidecarStart => "streamgate.audit.sidecar_start",
         RecordKind::SidecarStop => "streamgate.audit.sidecar_stop",
         RecordKind::SpoolFailure => "streamgate.audit.spool_failure",
@@ -250,6 +253,10 @@ pub fn attributes(rec: &AuditRecord) -> Vec<(&'static str, AnyValue)> {
         rec.decision.map(|d| d.as_str().into()),
     );
     push("streamgate.reason", rec.reason.clone().map(Into::into));
+    push(
+        "streamgate.break_glass.reason",
+        rec.break_glass.clone().map(Into::into),
+    );
     if let Some(p) = &rec.policy {
         push("streamgate.policy.name", Some(p.name.clone().into()));
         push(

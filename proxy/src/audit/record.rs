@@ -21,6 +21,9 @@ pub enum RecordKind {
     ApprovalRequested,
     ApprovalUsed,
     ApprovalExpired,
+    /// Break-glass gave access under a rule (once per invocation, rule and
+    /// topic): a Warning Event and a high-severity OTLP log at once.
+    BreakGlassUsed,
     SidecarStart,
     SidecarStop,
     SpoolFailure,
@@ -243,6 +246,10 @@ pub struct AuditRecord {
     /// Base64 of the record batches as delivered (Full mode only: PHI in the trail).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
+    /// The reason the caller gave when it invoked break-glass (its requests
+    /// are then recorded with payload Full, allowed or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<String>,
     /// Present on `Checkpoint` records: the head being witnessed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointRef>,
@@ -428,6 +435,12 @@ impl AuditRecord {
         let mut record = self.payload_digest(digest, partitions);
         record.payload = Some(base64::engine::general_purpose::STANDARD.encode(delivered));
         record
+    }
+
+    /// The caller invoked break-glass with `reason`.
+    pub fn break_glass(mut self, reason: Option<String>) -> Self {
+        self.break_glass = reason;
+        self
     }
 
     /// Total records across resources (for reconciliation and Events).

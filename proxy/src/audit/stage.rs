@@ -271,7 +271,20 @@ impl AuditTrail {
 
     /// The settings for a request. Until the policy layer hands over the policy's `audit`
     /// spec, the command-line defaults; this is the one lookup to switch.
-    pub fn settings_for(&self, _caller: &Caller) -> Settings {
+    pub fn settings_for(&self, caller: &Caller) -> Settings {
+        let settings = self.policy_settings();
+        // Break-glass: what was disclosed is kept for the review (PHI in
+        // the trail by design, as with payload Full).
+        match caller.break_glass {
+            Some(_) => Settings {
+                payload: PayloadMode::Full,
+                ..settings
+            },
+            None => settings,
+        }
+    }
+
+    fn policy_settings(&self) -> Settings {
         match &self.policy {
             Some(handle) => {
                 let policy = handle.current();
@@ -296,7 +309,8 @@ impl AuditTrail {
             operation_of(meta.api_key),
         )
         .subject(subject_of(caller, report.principal.as_ref()))
-        .client(caller.client_id.clone(), caller.peer);
+        .client(caller.client_id.clone(), caller.peer)
+        .break_glass(caller.break_glass.as_ref().map(|b| b.reason.clone()));
         let policy = self.policy.as_ref().map(PolicyHandle::current);
         decide(record, &report.decisions, policy.as_deref())
     }
@@ -639,6 +653,18 @@ fn decide(
                 None => format!("{} on topic {}", reason.as_str(), d.topic),
             },
             policy.clone(),
+        ),
+        PolicyDecision::BreakGlass {
+            policy,
+            rule,
+            grant,
+        } => (
+            AuditDecision::Allow,
+            match grant {
+                Some(g) => format!("rule {rule} by break-glass (AccessApproval {g})"),
+                None => format!("rule {rule} by break-glass"),
+            },
+            Some(policy.clone()),
         ),
         PolicyDecision::NeedsApproval { policy, rule } => (
             AuditDecision::PendingApproval,

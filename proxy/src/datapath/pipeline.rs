@@ -165,7 +165,12 @@ impl<'a> Pipeline<'a> {
         let action = self.gate.on_request(&caller, &policy, &mut request)?;
         // approvals: a NeedsApproval decision asks for an AccessApproval.
         if let Some(approvals) = &proxy.approvals {
-            approvals.on_decisions(&policy, caller.principal.as_ref(), self.gate.decisions());
+            approvals.on_decisions(
+                &policy,
+                caller.principal.as_ref(),
+                caller.break_glass.as_ref(),
+                self.gate.decisions(),
+            );
         }
         let fixup = match action {
             FrameAction::Forward { fixup } => fixup,
@@ -191,6 +196,7 @@ impl<'a> Pipeline<'a> {
         let masking = MaskingContext {
             set: proxy.masking.current(&proxy.gate.policy),
             topic_name: &names,
+            clear: None,
         };
         let action = apis::on_request(&caller, &mut request, Some(&masking))
             .await
@@ -301,9 +307,23 @@ pub async fn response(
     }
     // addresses and masking (Fetch).
     let names = |id: &uuid::Uuid| proxy.topic_name_of(id);
+    // Break-glass with `unmasked: true`: those topics are read in clear.
+    let policy_now = proxy.gate.policy.current();
+    let clear = |topic: &str| {
+        caller.principal.as_ref().is_some_and(|p| {
+            policy_now.break_glass_unmasked(
+                p,
+                caller.break_glass.as_ref(),
+                topic,
+                chrono::Utc::now(),
+            )
+        })
+    };
     let masking = MaskingContext {
         set: proxy.masking.current(&proxy.gate.policy),
         topic_name: &names,
+        clear: (caller.break_glass.is_some() || policy_now.has_break_glass_grants())
+            .then_some(&clear as &(dyn Fn(&str) -> bool + Sync)),
     };
     let learned = apis::on_response(&caller, &proxy.plan, &mut response, Some(&masking))
         .await

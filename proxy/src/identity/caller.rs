@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use streamgate_crds::matching::Principal;
 
+use crate::policy::decide::BreakGlass;
+
 /// Who is on the other end of one client connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -26,6 +28,10 @@ pub struct Caller {
     pub sasl_name: Option<String>,
     /// KIP-368: when the SASL session expires (the token's `exp`).
     pub session_expiry: Option<SystemTime>,
+    /// The break-glass the caller invoked (SASL extension
+    /// `streamgateBreakGlass`): its reason and when it began. It widens
+    /// nothing by itself: policy decides whether a rule allows it.
+    pub break_glass: Option<BreakGlass>,
 }
 
 impl Caller {
@@ -37,6 +43,7 @@ impl Caller {
             workload: false,
             sasl_name: None,
             session_expiry: None,
+            break_glass: None,
         }
     }
 

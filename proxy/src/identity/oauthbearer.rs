@@ -3,6 +3,16 @@
 //! where the GS2 header is `n,,` or `n,a=<authzid>,` (`y,…` is accepted too;
 //! channel binding `p=…` is not supported by SASL over Kafka and is refused).
 //! Pure parsing; the token is never part of an error message.
+//!
+//! Extensions (RFC 7628 §3.1: `key = 1*(ALPHA)`, `value = *(VCHAR / SP /
+//! HTAB / CR / LF)`) other than `auth` are checked against that grammar and
+//! otherwise ignored, except [`BREAK_GLASS_KEY`]: its value is the reason for
+//! emergency access, held to `check_break_glass_reason` (one printable line).
+//! The key has no dot: RFC 7628 keys are letters only, and librdkafka and the
+//! Java client refuse anything else.
+
+/// The extension invoking break-glass; its value is the reason.
+pub const BREAK_GLASS_KEY: &str = "streamgateBreakGlass";
 
 /// The parts of a client initial response the sidecar uses.
 #[derive(Clone, PartialEq, Eq)]
@@ -11,6 +21,8 @@ pub struct ClientResponse {
     pub token: String,
     /// The `a=` authorization identity, if the client sent one.
     pub authzid: Option<String>,
+    /// The break-glass reason ([`BREAK_GLASS_KEY`]), if the client invoked it.
+    pub break_glass: Option<String>,
 }
 
 impl std::fmt::Debug for ClientResponse {
@@ -18,6 +30,7 @@ impl std::fmt::Debug for ClientResponse {
         f.debug_struct("ClientResponse")
             .field("token", &"<redacted>")
             .field("authzid", &self.authzid)
+            .field("break_glass", &self.break_glass)
             .finish()
     }
 }
@@ -39,6 +52,14 @@ pub enum OauthBearerError {
     MissingAuth,
     #[error("OAUTHBEARER auth value is not `Bearer <token>`")]
     NotBearer,
+    #[error(
+        "OAUTHBEARER extension {0:?} has a value RFC 7628 does not allow (printable ASCII, space, tab, CR, LF)"
+    )]
+    BadExtensionValue(String),
+    #[error("OAUTHBEARER extension {key:?} appears twice")]
+    DuplicateExtension { key: String },
+    #[error("OAUTHBEARER extension {BREAK_GLASS_KEY}: the reason {0}")]
+    BadBreakGlassReason(String),
 }
 
 /// Parse a client initial response.
@@ -59,12 +80,28 @@ pub fn parse_client_response(msg: &[u8]) -> Result<ClientResponse, OauthBearerEr
         .strip_suffix('\x01')
         .ok_or(OauthBearerError::NotTerminated)?;
     let mut token = None;
+    let mut break_glass = None;
+    let mut seen: Vec<&str> = Vec::new();
     for pair in body.split('\x01') {
         let (key, value) = pair.split_once('=').ok_or(OauthBearerError::BadKeyValue)?;
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(OauthBearerError::BadKeyValue);
         }
-        if key == "auth" {
+        if seen.contains(&key) {
+            return Err(OauthBearerError::DuplicateExtension { key: key.into() });
+        }
+        seen.push(key);
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            return Err(OauthBearerError::BadExtensionValue(key.into()));
+        }
+        if key == BREAK_GLASS_KEY {
+            streamgate_crds::validation::check_break_glass_reason(value)
+                .map_err(OauthBearerError::BadBreakGlassReason)?;
+            break_glass = Some(value.to_string());
+        } else if key == "auth" {
             let (scheme, tok) = value.split_once(' ').ok_or(OauthBearerError::NotBearer)?;
             let tok = tok.trim_matches(' ');
             if !scheme.eq_ignore_ascii_case("bearer") || tok.is_empty() {
@@ -76,6 +113,7 @@ pub fn parse_client_response(msg: &[u8]) -> Result<ClientResponse, OauthBearerEr
     Ok(ClientResponse {
         token: token.ok_or(OauthBearerError::MissingAuth)?,
         authzid,
+        break_glass,
     })
 }
 
@@ -150,6 +188,58 @@ mod tests {
                 String::from_utf8_lossy(msg)
             );
         }
+    }
+
+    #[test]
+    fn the_break_glass_extension_carries_a_reason_held_to_rfc_7628() {
+        let r = parse_client_response(
+            b"n,,\x01auth=Bearer t\x01streamgateBreakGlass=ED trauma bay 3, patient unconscious\x01\x01",
+        )
+        .unwrap();
+        assert_eq!(
+            r.break_glass.as_deref(),
+            Some("ED trauma bay 3, patient unconscious")
+        );
+        assert_eq!(
+            parse_client_response(b"n,,\x01auth=Bearer t\x01\x01")
+                .unwrap()
+                .break_glass,
+            None
+        );
+        use OauthBearerError::*;
+        let bad = |msg: &[u8]| parse_client_response(msg).unwrap_err();
+        // The dotted key the RFC does not allow (keys are letters only).
+        assert_eq!(
+            bad(b"n,,\x01auth=Bearer t\x01streamgate.breakglass=x\x01\x01"),
+            BadKeyValue
+        );
+        // A value outside VCHAR/SP/HTAB/CR/LF (here UTF-8 and NUL).
+        assert_eq!(
+            bad(
+                "n,,\x01auth=Bearer t\x01streamgateBreakGlass=Notaufnahme Zimmer Ä\x01\x01"
+                    .as_bytes()
+            ),
+            BadExtensionValue("streamgateBreakGlass".into())
+        );
+        assert_eq!(
+            bad(b"n,,\x01auth=Bearer t\x01other=a\x00b\x01\x01"),
+            BadExtensionValue("other".into())
+        );
+        // Allowed by the RFC, refused for a reason: blank, multi-line, too long.
+        for reason in ["", "   ", "line one\r\nline two", &"x".repeat(300)] {
+            let msg = format!("n,,\x01auth=Bearer t\x01streamgateBreakGlass={reason}\x01\x01");
+            let err = bad(msg.as_bytes());
+            assert!(matches!(err, BadBreakGlassReason(_)), "{reason:?}: {err}");
+            assert!(err.to_string().contains("streamgateBreakGlass"), "{err}");
+        }
+        assert_eq!(
+            bad(
+                b"n,,\x01auth=Bearer t\x01streamgateBreakGlass=a\x01streamgateBreakGlass=b\x01\x01"
+            ),
+            DuplicateExtension {
+                key: "streamgateBreakGlass".into()
+            }
+        );
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct SaslSession {
     pub principal: Principal,
     /// Token `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// The break-glass reason of the latest authentication (the
+    /// `streamgateBreakGlass` extension), if it invoked break-glass.
+    pub break_glass: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,9 +182,13 @@ impl SaslServer {
             return Err(SaslError::PrincipalChanged(old.principal.name.clone()));
         }
         tracing::debug!(principal = %token.principal.name, "SASL/OAUTHBEARER authenticated");
+        if let Some(reason) = &msg.break_glass {
+            tracing::warn!(principal = %token.principal.name, %reason, "break-glass invoked");
+        }
         Ok(self.session.insert(SaslSession {
             principal: token.principal,
             expires_at: token.expires_at,
+            break_glass: msg.break_glass,
         }))
     }
 

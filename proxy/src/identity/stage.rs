@@ -5,8 +5,12 @@
 //! workload identity, else unauthenticated. An unauthenticated connection
 //! may send only ApiVersions and SASL: anything else closes it before its
 //! body is decoded, as a broker's SASL listener does.
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use streamgate_crds::matching::Principal;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -18,7 +22,7 @@ use super::sasl::SaslServer;
 use super::workload::Workload;
 use crate::datapath::exchange::Request;
 use crate::kafka::codec::{RequestMeta, encode_local_response};
-use crate::policy::decide::{CompiledPolicy, DenyReason};
+use crate::policy::decide::{BreakGlass, CompiledPolicy, DenyReason};
 
 /// Why a frame could not be handled.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +41,18 @@ pub struct IdentityShared {
     saml_idps: Mutex<SamlSet>,
     /// `--allow-insecure-issuers`: http:// issuers are trusted too.
     allow_insecure_issuers: bool,
+    /// Break-glass invocations seen by this sidecar, by (issuer, name,
+    /// reason): when each began. Every connection and re-authentication
+    /// carrying the same reason joins that start, so a grant ends on time
+    /// however often the client reconnects.
+    break_glass: Mutex<BTreeMap<Invocation, DateTime<Utc>>>,
 }
+
+/// One break-glass invocation: (issuer, name, reason).
+type Invocation = (Option<String>, String, String);
+
+/// How many break-glass invocations are remembered (oldest forgotten first).
+const MAX_BREAK_GLASS_INVOCATIONS: usize = 4096;
 
 impl std::fmt::Debug for IdentityShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +71,42 @@ impl IdentityShared {
             issuers: Mutex::new(IssuerSet::default()),
             saml_idps: Mutex::new(SamlSet::default()),
             allow_insecure_issuers,
+            break_glass: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The invocation `principal` makes with `reason`: when it began (now,
+    /// the first time). Invocations older than the longest grant are
+    /// forgotten; the map never holds more than
+    /// [`MAX_BREAK_GLASS_INVOCATIONS`].
+    pub fn invoke_break_glass(
+        &self,
+        principal: &Principal,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> BreakGlass {
+        let mut map = self
+            .break_glass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let horizon = chrono::Duration::from_std(streamgate_crds::duration::MAX_GRANT_DURATION)
+            .unwrap_or(chrono::Duration::MAX);
+        map.retain(|_, since| now - *since < horizon);
+        let key = (
+            principal.issuer.clone(),
+            principal.name.clone(),
+            reason.to_string(),
+        );
+        if !map.contains_key(&key) && map.len() >= MAX_BREAK_GLASS_INVOCATIONS {
+            let oldest = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let since = *map.entry(key).or_insert(now);
+        BreakGlass {
+            reason: reason.to_string(),
+            since,
         }
     }
 
@@ -167,10 +218,7 @@ impl Identity {
     }
 
     /// The caller right now, and whether it is the workload's identity.
-    fn principal(
-        &self,
-        policy: &CompiledPolicy,
-    ) -> Option<(streamgate_crds::matching::Principal, bool)> {
+    fn principal(&self, policy: &CompiledPolicy) -> Option<(Principal, bool)> {
         if let Some(s) = self.sasl.session() {
             return Some((s.principal.clone(), false));
         }
@@ -192,14 +240,24 @@ impl Identity {
             .or_else(|| self.caller.sasl_name.clone());
         let session_expiry = session.map(|s| expiry_of(s.expires_at));
         let c = &self.caller;
+        let break_glass = match session.and_then(|s| Some((&s.principal, s.break_glass.as_ref()?)))
+        {
+            None => None,
+            Some((_, reason)) if c.break_glass.as_ref().is_some_and(|b| &b.reason == reason) => {
+                c.break_glass.clone()
+            }
+            Some((p, reason)) => Some(self.shared.invoke_break_glass(p, reason, Utc::now())),
+        };
         if c.principal != principal
             || c.workload != workload
             || c.sasl_name != sasl_name
             || c.session_expiry != session_expiry
+            || c.break_glass != break_glass
         {
             let c = Arc::make_mut(&mut self.caller);
             (c.principal, c.workload) = (principal, workload);
             (c.sasl_name, c.session_expiry) = (sasl_name, session_expiry);
+            c.break_glass = break_glass;
         }
     }
 
@@ -312,5 +370,50 @@ impl Identity {
             }
             _ => Err(malformed("decoded as another API".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod break_glass_tests {
+    use super::*;
+    use streamgate_crds::SubjectKind;
+
+    fn user(name: &str, issuer: &str) -> Principal {
+        Principal {
+            kind: SubjectKind::User,
+            name: name.into(),
+            namespace: None,
+            groups: vec!["clinicians".into()],
+            issuer: Some(issuer.into()),
+        }
+    }
+
+    #[test]
+    fn an_invocation_keeps_its_start_across_connections_and_a_new_reason_starts_anew() {
+        let shared = IdentityShared::new(None, false);
+        let t0 = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let later = t0 + chrono::Duration::minutes(50);
+        let bob = user("bob", "https://a");
+        assert_eq!(shared.invoke_break_glass(&bob, "ED bay 3", t0).since, t0);
+        // Reconnecting (or re-authenticating) with the same reason: the same start.
+        assert_eq!(shared.invoke_break_glass(&bob, "ED bay 3", later).since, t0);
+        // Another reason, another issuer's bob: invocations of their own.
+        assert_eq!(
+            shared.invoke_break_glass(&bob, "ED bay 5", later).since,
+            later
+        );
+        let other = user("bob", "https://b");
+        assert_eq!(
+            shared.invoke_break_glass(&other, "ED bay 3", later).since,
+            later
+        );
+        // Older than the longest grant: forgotten (it could grant nothing).
+        let week = t0 + chrono::Duration::days(8);
+        assert_eq!(
+            shared.invoke_break_glass(&bob, "ED bay 3", week).since,
+            week
+        );
     }
 }

@@ -19,7 +19,7 @@ use streamgate_crds::matching::Principal;
 use uuid::Uuid;
 
 use super::apis::api_scope;
-use super::decide::CompiledPolicy;
+use super::decide::{BreakGlass, CompiledPolicy};
 use super::enforce::{Enforcement, Fixup, Gate, TopicDecision, TopicNames, needs_decoding};
 use super::handle::PolicyHandle;
 use crate::datapath::exchange::{Request, Response};
@@ -120,6 +120,7 @@ pub struct ResponseFixup {
     fixup: Fixup,
     policy: Arc<CompiledPolicy>,
     principal: Option<Principal>,
+    break_glass: Option<BreakGlass>,
     topic_names: Arc<TopicIdMap>,
 }
 
@@ -152,6 +153,7 @@ impl ResponseFixup {
         let gate = Gate {
             policy,
             principal,
+            break_glass: self.break_glass.as_ref(),
             topic_names: self.topic_names.as_ref(),
         };
         if self.fixup.apply(&gate, body) {
@@ -236,6 +238,7 @@ impl ConnGate {
                 &NOBODY_POLICY
             },
             principal: principal.unwrap_or(&nobody),
+            break_glass: caller.break_glass.as_ref(),
             topic_names: self.shared.topic_names.as_ref(),
         };
         let checked = if needs_decoding(raw_key) {
@@ -256,6 +259,7 @@ impl ConnGate {
                     fixup,
                     policy: Arc::clone(policy),
                     principal: principal.cloned(),
+                    break_glass: caller.break_glass.clone(),
                     topic_names: Arc::clone(&self.shared.topic_names),
                 });
                 FrameAction::Forward { fixup }

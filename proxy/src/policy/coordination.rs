@@ -54,6 +54,18 @@ pub fn owned_by(principal: &Principal, id: &str) -> bool {
 impl CompiledPolicy {
     /// May `principal` use the group or transactional id `id`?
     pub fn may_use(&self, principal: &Principal, kind: Coordination, id: &str) -> bool {
+        self.may_use_as(principal, None, kind, id)
+    }
+
+    /// [`Self::may_use`] for a caller that may have invoked break-glass: a
+    /// live break-glass rule covers ids as its Allow would.
+    pub fn may_use_as(
+        &self,
+        principal: &Principal,
+        break_glass: Option<&crate::policy::decide::BreakGlass>,
+        kind: Coordination,
+        id: &str,
+    ) -> bool {
         let op = kind.operation();
         // "Named after the caller" is only unambiguous when one issuer's
         // users can hold that name: with several trusted issuers, issuer A's
@@ -85,7 +97,11 @@ impl CompiledPolicy {
             }
         }
         // An approved AccessApproval gives its requester its own ids.
-        allowed || (self.has_live_grant(principal, op) && owns(id))
+        allowed
+            || (self.has_live_grant(principal, op) && owns(id))
+            || self
+                .break_glass_live_rules(principal, break_glass, op, chrono::Utc::now())
+                .any(covers)
     }
 }
 
@@ -171,18 +187,19 @@ pub fn named(request: &RequestKind) -> Named {
 pub fn first_refused(
     policy: &CompiledPolicy,
     principal: &Principal,
+    break_glass: Option<&crate::policy::decide::BreakGlass>,
     named: &Named,
 ) -> Option<(Coordination, String)> {
     let txn = named
         .transactional_ids
         .iter()
-        .find(|id| !policy.may_use(principal, Coordination::TransactionalId, id))
+        .find(|id| !policy.may_use_as(principal, break_glass, Coordination::TransactionalId, id))
         .map(|id| (Coordination::TransactionalId, id.clone()));
     txn.or_else(|| {
         named
             .groups
             .iter()
-            .find(|id| !policy.may_use(principal, Coordination::Group, id))
+            .find(|id| !policy.may_use_as(principal, break_glass, Coordination::Group, id))
             .map(|id| (Coordination::Group, id.clone()))
     })
 }

@@ -17,6 +17,13 @@
 //!   (an approved, unexpired AccessApproval for that requester, rule, topic
 //!   — named exactly, never a glob — and operation), else the answer is
 //!   `NeedsApproval`;
+//! - break-glass (the caller invoked it with a reason, or holds an
+//!   AccessApproval in phase `BreakGlass`): an `Allow` rule with `breakGlass`
+//!   whose subjects match gives its `breakGlass.operations` on its topics,
+//!   with no approver, while the invocation is younger than the rule's
+//!   `maxDuration` — after any plain Allow or approved grant, before
+//!   `NeedsApproval`; a Deny rule still wins, and without such a rule
+//!   invoking break-glass widens nothing;
 //! - nothing matches, or no policy governs the pod → deny.
 //!
 //! When several policies govern one pod their settings combine towards the
@@ -29,7 +36,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use streamgate_crds::matching::{Principal, topic_matches};
 use streamgate_crds::{
-    AccessApproval, ApprovalPhase, ApprovalRequirement, BlockedOperation,
+    AccessApproval, ApprovalPhase, ApprovalRequirement, BlockedOperation, BreakGlassSpec,
     Decision as ApprovalDecision, Effect, FailureMode, MaskingRuleSpec, OidcIdentity, Operation,
     PayloadMode, PolicyRule, StreamPolicySpec, SubjectKind,
 };
@@ -67,6 +74,19 @@ pub struct Grant {
     pub topics: Vec<String>,
     pub operations: Vec<Operation>,
     pub expires_at: DateTime<Utc>,
+    /// A break-glass grant (`spec.breakGlass`, phase `BreakGlass`): it holds
+    /// only under a rule whose `breakGlass` still gives the operation.
+    pub break_glass: bool,
+}
+
+/// A break-glass invocation by the caller: the reason it gave and when the
+/// invocation began (the first authentication carrying this reason on this
+/// sidecar — re-authentication and reconnects keep that start, so the grant
+/// cannot be renewed by reconnecting).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlass {
+    pub reason: String,
+    pub since: DateTime<Utc>,
 }
 
 impl Grant {
@@ -74,8 +94,13 @@ impl Grant {
     /// Pending, denied, expired or not-yet-stamped approvals grant nothing.
     pub fn from_approval(aa: &AccessApproval) -> Option<Grant> {
         let status = aa.status.as_ref()?;
-        if aa.spec.decision != ApprovalDecision::Approved || status.phase != ApprovalPhase::Approved
-        {
+        let approved = aa.spec.decision == ApprovalDecision::Approved
+            && status.phase == ApprovalPhase::Approved
+            && !aa.spec.break_glass;
+        let broken = aa.spec.break_glass
+            && aa.spec.decision == ApprovalDecision::Pending
+            && status.phase == ApprovalPhase::BreakGlass;
+        if !approved && !broken {
             return None;
         }
         let expires_at = DateTime::parse_from_rfc3339(status.expires_at.as_deref()?)
@@ -92,6 +117,7 @@ impl Grant {
             topics: aa.spec.topics.clone(),
             operations: aa.spec.operations.clone(),
             expires_at,
+            break_glass: broken,
         })
     }
 
@@ -120,7 +146,8 @@ impl Grant {
         topic: &str,
         now: DateTime<Utc>,
     ) -> bool {
-        self.is_for(principal)
+        !self.break_glass
+            && self.is_for(principal)
             && self.policy == policy
             && self.rule == rule
             && self.operations.contains(&op)
@@ -152,6 +179,9 @@ pub enum DenyReason {
     BrokerInternal,
     /// The caller has no identity the policy accepts (e.g. workload identity off).
     Unauthenticated,
+    /// Break-glass would allow it, but the invocation is older than the
+    /// rule's `maxDuration`.
+    BreakGlassEnded,
 }
 
 impl DenyReason {
@@ -171,6 +201,9 @@ impl DenyReason {
             }
             DenyReason::BrokerInternal => "a broker-to-broker API, never a client's",
             DenyReason::Unauthenticated => "caller not authenticated",
+            DenyReason::BreakGlassEnded => {
+                "the break-glass grant has ended (invoke again with a new reason)"
+            }
         }
     }
 }
@@ -191,11 +224,21 @@ pub enum PolicyDecision {
     },
     /// A rule with `approval` matched and no live grant exists.
     NeedsApproval { policy: String, rule: String },
+    /// Allowed by break-glass under `rule`: the caller's invocation, or the
+    /// break-glass AccessApproval `grant`.
+    BreakGlass {
+        policy: String,
+        rule: String,
+        grant: Option<String>,
+    },
 }
 
 impl PolicyDecision {
     pub fn is_allow(&self) -> bool {
-        matches!(self, PolicyDecision::Allow { .. })
+        matches!(
+            self,
+            PolicyDecision::Allow { .. } | PolicyDecision::BreakGlass { .. }
+        )
     }
 }
 
@@ -214,6 +257,24 @@ pub struct CompiledPolicy {
     policies: Vec<PolicyDoc>,
     masking: Vec<MaskingDoc>,
     grants: Vec<Grant>,
+}
+
+/// Is the invocation younger than the rule's `maxDuration`? (An
+/// unparseable duration never reaches here — admission keeps it out — and
+/// would grant nothing.)
+fn invocation_live(invoked: &BreakGlass, bg: &BreakGlassSpec, now: DateTime<Utc>) -> bool {
+    bg.max_duration()
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .is_some_and(|d| now < invoked.since + d)
+}
+
+/// When a grant of `duration` (humantime) starting at `since` ends.
+pub fn grant_end(since: DateTime<Utc>, duration: &str) -> Option<DateTime<Utc>> {
+    streamgate_crds::duration::parse_grant_duration(duration)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| since + d)
 }
 
 /// Does a `workloadSelector` select a pod with `labels`?
@@ -299,13 +360,171 @@ impl CompiledPolicy {
         topic: &str,
         now: DateTime<Utc>,
     ) -> PolicyDecision {
-        self.decide_with(
-            principal,
-            op,
-            now,
-            |rule| rule.topics.iter().any(|t| topic_matches(t, topic)),
-            Some(topic),
+        self.decide_as(principal, None, op, topic, now)
+    }
+
+    /// Decide at `now` for a caller that may have invoked break-glass.
+    pub fn decide_as(
+        &self,
+        principal: &Principal,
+        break_glass: Option<&BreakGlass>,
+        op: Operation,
+        topic: &str,
+        now: DateTime<Utc>,
+    ) -> PolicyDecision {
+        let topic_ok = |rule: &PolicyRule| rule.topics.iter().any(|t| topic_matches(t, topic));
+        let decision = self.decide_with(principal, op, now, topic_ok, Some(topic));
+        match decision {
+            PolicyDecision::Deny {
+                reason: DenyReason::NoMatchingRule,
+                ..
+            }
+            | PolicyDecision::NeedsApproval { .. } => self
+                .break_glass_decision(principal, break_glass, op, topic, now)
+                .unwrap_or(decision),
+            decided => decided,
+        }
+    }
+
+    /// The rules whose `breakGlass` gives `principal` `op` on `topic`
+    /// (Allow rules only, subjects matched as Allow subjects are).
+    fn break_glass_rules<'a>(
+        &'a self,
+        principal: &'a Principal,
+        op: Operation,
+        topic: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a PolicyDoc, &'a PolicyRule, &'a BreakGlassSpec)> + 'a {
+        self.policies
+            .iter()
+            .flat_map(move |p| p.spec.rules.iter().map(move |r| (p, r)))
+            .filter_map(move |(p, r)| {
+                let bg = r.break_glass.as_ref()?;
+                let issuer = p.spec.identity.token_issuer();
+                (r.effect == Effect::Allow
+                    && bg.operations.contains(&op)
+                    && topic.is_none_or(|t| r.topics.iter().any(|g| topic_matches(g, t)))
+                    && r.subjects
+                        .iter()
+                        .any(|s| s.matches_from_issuer(principal, &p.namespace, issuer)))
+                .then_some((p, r, bg))
+            })
+    }
+
+    /// Break-glass for one topic: an AccessApproval in phase `BreakGlass`
+    /// covering it, else the caller's own invocation while it is younger than
+    /// the rule's `maxDuration`. `None`: no break-glass rule applies.
+    fn break_glass_decision(
+        &self,
+        principal: &Principal,
+        break_glass: Option<&BreakGlass>,
+        op: Operation,
+        topic: &str,
+        now: DateTime<Utc>,
+    ) -> Option<PolicyDecision> {
+        let mut ended: Option<(&PolicyDoc, &PolicyRule)> = None;
+        for (p, r, bg) in self.break_glass_rules(principal, op, Some(topic)) {
+            if let Some(g) = self.grants.iter().find(|g| {
+                g.break_glass
+                    && g.is_for(principal)
+                    && g.policy == p.name
+                    && g.rule == r.name
+                    && g.operations.contains(&op)
+                    && g.topics.iter().any(|t| t == topic)
+                    && now < g.expires_at
+            }) {
+                return Some(PolicyDecision::BreakGlass {
+                    policy: p.name.clone(),
+                    rule: r.name.clone(),
+                    grant: Some(g.name.clone()),
+                });
+            }
+            let Some(invoked) = break_glass else { continue };
+            if invocation_live(invoked, bg, now) {
+                return Some(PolicyDecision::BreakGlass {
+                    policy: p.name.clone(),
+                    rule: r.name.clone(),
+                    grant: None,
+                });
+            }
+            ended.get_or_insert((p, r));
+        }
+        ended.map(|(p, r)| PolicyDecision::Deny {
+            reason: DenyReason::BreakGlassEnded,
+            policy: Some(p.name.clone()),
+            rule: Some(r.name.clone()),
+        })
+    }
+
+    /// The rules under which break-glass gives `principal` `op` (on some
+    /// topic) now: the caller's live invocation, or a break-glass grant.
+    pub(crate) fn break_glass_live_rules<'a>(
+        &'a self,
+        principal: &'a Principal,
+        break_glass: Option<&'a BreakGlass>,
+        op: Operation,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = &'a PolicyRule> + 'a {
+        self.break_glass_rules(principal, op, None)
+            .filter(move |(p, r, bg)| {
+                break_glass.is_some_and(|b| invocation_live(b, bg, now))
+                    || self.grants.iter().any(|g| {
+                        g.break_glass
+                            && g.is_for(principal)
+                            && g.policy == p.name
+                            && g.rule == r.name
+                            && now < g.expires_at
+                    })
+            })
+            .map(|(_, r, _)| r)
+    }
+
+    /// Does break-glass give `principal` `op` on some topic now? (Group
+    /// and transaction coordination, like [`Self::may_any`].)
+    pub fn break_glass_any(
+        &self,
+        principal: &Principal,
+        break_glass: Option<&BreakGlass>,
+        op: Operation,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.break_glass_live_rules(principal, break_glass, op, now)
+            .next()
+            .is_some()
+    }
+
+    /// The break-glass rule with `unmasked: true` that lets `principal` read
+    /// `topic` in clear now, if any (masking is lifted for it).
+    pub fn break_glass_unmasked(
+        &self,
+        principal: &Principal,
+        break_glass: Option<&BreakGlass>,
+        topic: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
+        if break_glass.is_none() && !self.has_break_glass_grants() {
+            return false;
+        }
+        matches!(
+            self.decide_as(principal, break_glass, Operation::Read, topic, now),
+            PolicyDecision::BreakGlass { ref policy, ref rule, .. }
+                if self.rule(policy, rule)
+                    .and_then(|r| r.break_glass.as_ref())
+                    .is_some_and(|bg| bg.unmasked)
         )
+    }
+
+    /// Is any AccessApproval in phase `BreakGlass` loaded?
+    pub fn has_break_glass_grants(&self) -> bool {
+        self.grants.iter().any(|g| g.break_glass)
+    }
+
+    /// Rule `rule` of policy `policy`.
+    pub fn rule(&self, policy: &str, rule: &str) -> Option<&PolicyRule> {
+        self.policies
+            .iter()
+            .filter(|p| p.name == policy)
+            .flat_map(|p| p.spec.rules.iter())
+            .find(|r| r.name == rule)
     }
 
     /// Decide a cluster-scoped request (no topic): it needs a rule whose
@@ -332,9 +551,12 @@ impl CompiledPolicy {
 
     /// Does an approved, unexpired AccessApproval give `principal` `op`?
     pub(crate) fn has_live_grant(&self, principal: &Principal, op: Operation) -> bool {
-        self.grants
-            .iter()
-            .any(|g| g.is_for(principal) && g.operations.contains(&op) && Utc::now() < g.expires_at)
+        self.grants.iter().any(|g| {
+            !g.break_glass
+                && g.is_for(principal)
+                && g.operations.contains(&op)
+                && Utc::now() < g.expires_at
+        })
     }
 
     /// The rules giving `principal` the operation `op` where `topic_ok` holds

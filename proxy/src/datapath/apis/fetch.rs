@@ -75,11 +75,51 @@ pub async fn on_response(
     Ok(out)
 }
 
+/// Mask `fetched` in place, except the topics the caller reads in clear
+/// under break-glass (`ctx.clear`), which are set aside and put back where
+/// they were.
+async fn mask(
+    caller: &Caller,
+    ctx: &MaskingContext<'_>,
+    by_id: bool,
+    fetched: &mut FetchResponse,
+) -> Result<Masked, FrameError> {
+    let Some(clear) = ctx.clear else {
+        return mask_all(caller, ctx, by_id, fetched).await;
+    };
+    let name_of = |t: &FetchableTopicResponse| {
+        if by_id {
+            (ctx.topic_name)(&t.topic_id)
+        } else {
+            Some(t.topic.0.to_string())
+        }
+    };
+    let mut in_clear = Vec::new();
+    let mut rest = Vec::new();
+    for (i, t) in std::mem::take(&mut fetched.responses)
+        .into_iter()
+        .enumerate()
+    {
+        if name_of(&t).is_some_and(|n| clear(&n)) {
+            in_clear.push((i, t));
+        } else {
+            rest.push(t);
+        }
+    }
+    fetched.responses = rest;
+    let masked = mask_all(caller, ctx, by_id, fetched).await;
+    for (i, t) in in_clear {
+        let at = i.min(fetched.responses.len());
+        fetched.responses.insert(at, t);
+    }
+    masked
+}
+
 /// Mask `fetched` in place: on this worker when the work is small, else on
 /// the blocking pool (decompressing and rewriting megabytes would stall
 /// every connection sharing the worker). The topic names are looked up
 /// first: the blocking task cannot borrow the topic-id map.
-async fn mask(
+async fn mask_all(
     caller: &Caller,
     ctx: &MaskingContext<'_>,
     by_id: bool,
@@ -247,6 +287,7 @@ mod tests {
             MaskingContext {
                 set: Arc::new(set(apply_to)),
                 topic_name: names,
+                clear: None,
             }
         }
 

@@ -65,6 +65,9 @@ impl Learned {
 pub struct MaskingContext<'a> {
     pub set: std::sync::Arc<crate::masking::MaskingSet>,
     pub topic_name: &'a (dyn Fn(&uuid::Uuid) -> Option<String> + Sync),
+    /// Topics the caller reads in clear: a break-glass rule with
+    /// `unmasked: true` lifts the MaskingRules for its grant (Fetch only).
+    pub clear: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
 }
 
 impl std::fmt::Debug for MaskingContext<'_> {

@@ -304,6 +304,7 @@ mod tests {
             let ctx = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             for version in 3..=ProduceRequest::VERSIONS.max {
                 let meta = meta(ApiKey::Produce, version);
@@ -332,6 +333,7 @@ mod tests {
             let ctx = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             for version in [9, 13] {
                 let meta = meta(ApiKey::Produce, version);
@@ -369,6 +371,7 @@ mod tests {
             let fetch_only = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Fetch])),
                 topic_name: &names,
+                clear: None,
             };
             let Requested::Forward { frame: out, .. } =
                 request_through(&caller(), &meta, frame.clone(), Some(&fetch_only)).unwrap()
@@ -379,6 +382,7 @@ mod tests {
             let produce = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             let mut exempt = caller();
             exempt.principal = Some(user(&["clinicians"]));
@@ -396,6 +400,7 @@ mod tests {
             let ctx = MaskingContext {
                 set: Arc::new(set(vec![ApplyTo::Produce])),
                 topic_name: &names,
+                clear: None,
             };
             let full = batch(PHI, Compression::None);
             for version in [3i16, 9, 13] {

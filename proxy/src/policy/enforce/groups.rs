@@ -181,9 +181,7 @@ pub(super) fn check_describe_groups(
         return Enforcement::Respond(describe_groups_answer(&req.groups));
     }
     let gate = ctx.gate;
-    let refused = split(&mut req.groups, |g| {
-        gate.policy.may_use(gate.principal, Coordination::Group, g)
-    });
+    let refused = split(&mut req.groups, |g| gate.may_use(Coordination::Group, g));
     if req.groups.is_empty() && !refused.is_empty() {
         return Enforcement::Respond(describe_groups_answer(&refused));
     }
@@ -222,10 +220,8 @@ pub(super) fn check_list_groups(ctx: &mut Ctx<'_, '_>) -> Enforcement {
 /// The answer keeps only groups the caller may use.
 pub(super) fn filter_list_groups(gate: &Gate<'_>, resp: &mut ListGroupsResponse) -> bool {
     let before = resp.groups.len();
-    resp.groups.retain(|g| {
-        gate.policy
-            .may_use(gate.principal, Coordination::Group, &g.group_id)
-    });
+    resp.groups
+        .retain(|g| gate.may_use(Coordination::Group, &g.group_id));
     resp.groups.len() != before
 }
 

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::apis::{ApiScope, api_scope, blocked_as};
 use super::coordination::{self, Coordination};
-use super::decide::{CompiledPolicy, DenyReason, PolicyDecision};
+use super::decide::{BreakGlass, CompiledPolicy, DenyReason, PolicyDecision};
 
 mod cluster_admin;
 mod fetch;
@@ -97,6 +97,8 @@ pub struct Checked {
 pub struct Gate<'a> {
     pub policy: &'a CompiledPolicy,
     pub principal: &'a Principal,
+    /// The caller's break-glass invocation, if it made one.
+    pub break_glass: Option<&'a BreakGlass>,
     pub topic_names: &'a dyn TopicNames,
 }
 
@@ -139,7 +141,7 @@ impl Ctx<'_, '_> {
         } else {
             name.0.to_string()
         };
-        let decision = self.gate.policy.decide(self.gate.principal, op, &topic);
+        let decision = self.gate.decide(op, &topic);
         let ok = decision.is_allow();
         self.decisions.push(TopicDecision {
             topic,
@@ -152,6 +154,12 @@ impl Ctx<'_, '_> {
     /// May the caller use `op` on any topic? (Group and transaction coordination.)
     fn may_any(&self, op: Operation) -> bool {
         self.gate.policy.may_any(self.gate.principal, op)
+            || self.gate.policy.break_glass_any(
+                self.gate.principal,
+                self.gate.break_glass,
+                op,
+                chrono::Utc::now(),
+            )
     }
 
     /// Cluster-wide admin APIs: refused when blocked or not allowed Admin on
@@ -232,7 +240,24 @@ fn conclude<T: TopicEntry>(
 impl Gate<'_> {
     /// May the caller do `op` on `topic` now? (The response filters' one question.)
     fn may(&self, op: Operation, topic: &str) -> bool {
-        self.policy.decide(self.principal, op, topic).is_allow()
+        self.decide(op, topic).is_allow()
+    }
+
+    /// The caller's decision for `op` on `topic` now (break-glass included).
+    pub fn decide(&self, op: Operation, topic: &str) -> PolicyDecision {
+        self.policy.decide_as(
+            self.principal,
+            self.break_glass,
+            op,
+            topic,
+            chrono::Utc::now(),
+        )
+    }
+
+    /// May the caller use the group or transactional id `id`?
+    pub fn may_use(&self, kind: Coordination, id: &str) -> bool {
+        self.policy
+            .may_use_as(self.principal, self.break_glass, kind, id)
     }
 
     /// The enforcement for a request forwarded without decoding (by API key
@@ -303,7 +328,7 @@ impl Gate<'_> {
         if !matches!(request, RequestKind::DescribeGroups(_)) {
             let named = coordination::named(request);
             if let Some((kind, id)) =
-                coordination::first_refused(self.policy, self.principal, &named)
+                coordination::first_refused(self.policy, self.principal, self.break_glass, &named)
             {
                 tracing::debug!(?kind, id, api = ?api_key, "coordination id refused");
                 return ctx.done(coordination_refusal(api_key, version, request, kind));
