@@ -14,6 +14,7 @@
 //! logged — never the payload. `Open`: traffic continues, the failure is logged and counted.
 
 use super::summary;
+use crate::audit::digest::Digests;
 use crate::audit::{Audit, AuditArgs, AuditRecord, ResourceAccess};
 use crate::datapath::exchange::{Request, Response};
 use crate::identity::caller::Caller;
@@ -124,26 +125,70 @@ pub enum InFlight {
     },
 }
 
-/// The payload part of a record: the bytes as delivered (shared, not
-/// copied), digested — and kept, under `Full` — by the spool writer, off the
-/// connection's task.
+/// The payload part of a record: digests of the bytes as delivered (and,
+/// under `Full`, the bytes). Computed on the connection's task where the
+/// bytes would otherwise be kept alive for longer than the request needs
+/// them (a Produce's batches until its answer; anything under Open, whose
+/// records may queue); left to the spool writer where the answer waits for
+/// its record anyway (a Fetch under Closed), so the task goes on meanwhile.
 #[derive(Debug, Default)]
-pub struct Payload(Option<(Vec<Bytes>, bool)>);
+pub enum Payload {
+    #[default]
+    None,
+    Done {
+        digests: Digests,
+        full: Option<Vec<u8>>,
+    },
+    Deferred {
+        parts: Vec<Bytes>,
+        full: bool,
+        originals: Vec<Option<Bytes>>,
+    },
+}
 
 impl Payload {
-    fn of(mode: PayloadMode, parts: Vec<Bytes>) -> Self {
+    /// Digest now (`originals`: the broker's bytes where masking rewrote a part).
+    fn now(mode: PayloadMode, parts: &[Bytes], originals: &[Option<Bytes>]) -> Self {
+        let full = match mode {
+            PayloadMode::None => return Payload::None,
+            PayloadMode::Digest => None,
+            PayloadMode::Full => Some(parts.concat()),
+        };
+        Payload::Done {
+            digests: Digests::of_with_originals(parts, originals),
+            full,
+        }
+    }
+
+    /// Leave the digests to the spool writer.
+    fn deferred(mode: PayloadMode, parts: Vec<Bytes>, originals: Vec<Option<Bytes>>) -> Self {
         match mode {
-            PayloadMode::None => Payload(None),
-            PayloadMode::Digest => Payload(Some((parts, false))),
-            PayloadMode::Full => Payload(Some((parts, true))),
+            PayloadMode::None => Payload::None,
+            full => Payload::Deferred {
+                parts,
+                full: full == PayloadMode::Full,
+                originals,
+            },
         }
     }
 
     /// Onto a record whose resources are the parts, in order.
     fn apply(self, record: AuditRecord) -> AuditRecord {
-        match self.0 {
-            None => record,
-            Some((parts, full)) => record.defer_payload(parts, full),
+        match self {
+            Payload::None => record,
+            Payload::Done {
+                digests,
+                full: None,
+            } => record.payload_digest(digests.request, digests.partitions),
+            Payload::Done {
+                digests,
+                full: Some(bytes),
+            } => record.payload_full(&bytes, digests.request, digests.partitions),
+            Payload::Deferred {
+                parts,
+                full,
+                originals,
+            } => record.defer_payload(parts, full).with_originals(originals),
         }
     }
 }
@@ -421,7 +466,8 @@ impl AuditTrail {
                 }
             };
         }
-        let payload = Payload::of(settings.payload, bytes);
+        // Digested now: the batches are not kept until the broker answers.
+        let payload = Payload::now(settings.payload, &bytes, &[]);
         if !expect_response {
             // acks=0: no answer to hold back, so under Closed the request
             // itself waits for its durable record before the broker gets it.
@@ -486,9 +532,14 @@ impl AuditTrail {
                         return None;
                     }
                     let originals = broker_bytes(&resources, masking);
-                    let rec = Payload::of(settings.payload, bytes)
-                        .apply(record.resources(resources))
-                        .with_originals(originals);
+                    let payload = match settings.failure_mode {
+                        // The answer waits for its record anyway: the writer digests.
+                        FailureMode::Closed => {
+                            Payload::deferred(settings.payload, bytes, originals)
+                        }
+                        FailureMode::Open => Payload::now(settings.payload, &bytes, &originals),
+                    };
+                    let rec = payload.apply(record.resources(resources));
                     let rec = disclosures::with_patients(with_masking(rec, masking), masking);
                     (settings, rec, Fallback::WithholdFetch)
                 }
