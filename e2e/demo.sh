@@ -5,7 +5,7 @@
 #   2. billing-app (group billing-analysts) reads them through the sidecar: masked;
 #   3. intake-app (group clinicians, exempt from masking here) reads them in clear;
 #   4. outsider (no rule) is refused with TOPIC_AUTHORIZATION_FAILED;
-#   5. the audit trail is verified and exported;
+#   5. the audit trail is verified, exported, and proven against the broker;
 #   6. who saw one patient's data: the accounting of disclosures for one MRN.
 # Everything runs on 127.0.0.1 and stops when the script ends.
 set -euo pipefail
@@ -108,6 +108,8 @@ say "5. the audit trail: verify the hash chain, export what an auditor asks for"
 "$proxy_bin" audit export "$work/audit" --format csv >"$work/audit.csv"
 echo "CSV (one row per topic-partition) in $work/audit.csv; the masked fetch:"
 grep -m1 ',Fetch,.*,Masked,' "$work/audit.csv" | cut -c1-400
+echo "what billing-app read, proven against the broker's log (each range fetched again and digested):"
+"$proxy_bin" audit match "$work/audit" --subject billing-app --bootstrap "127.0.0.1:$broker_port" | cut -c1-160
 
 say "6. who saw this patient's data? the accounting of disclosures for one MRN"
 mrn=$("$STREAMGATE_PYTHON" -c 'import json,sys; print(json.loads(sys.stdin.readline())["patientMrn"])' <examples/data/claims.jsonl)
