@@ -244,27 +244,14 @@ pub fn validate_with_mapping(
         };
     }
     // This request decides.
-    match new.spec.decided_by.as_deref() {
-        Some(claimed) if claimed == user.username => {}
-        claimed => {
-            return Err(ApprovalDenied::ForgedDecidedBy {
-                name,
-                claimed: claimed.unwrap_or("").to_string(),
-                user: user.username.clone(),
-            });
-        }
-    }
-    let decider = user.decider();
-    if let Err(refused) = approver::check_not_requester(&new.spec, namespace, &decider, mapping) {
-        return Err(ApprovalDenied::Decider { name, refused });
-    }
-    let Some(policy) = policy else {
-        return Err(ApprovalDenied::PolicyNotFound {
-            name,
-            policy: new.spec.policy.clone(),
-            namespace: namespace.to_string(),
-        });
+    let acting = Acting {
+        new,
+        user,
+        namespace,
+        mapping,
     };
+    let policy = acting.person(new.spec.decided_by.as_deref(), forged_decided_by, policy)?;
+    let decider = user.decider();
     let Some(approval) = policy
         .spec
         .rules
@@ -337,27 +324,14 @@ fn validate_review(
         };
     }
     // This request reviews.
-    match new.spec.reviewed_by.as_deref() {
-        Some(claimed) if claimed == user.username => {}
-        claimed => {
-            return Err(ApprovalDenied::ForgedReviewedBy {
-                name,
-                claimed: claimed.unwrap_or("").to_string(),
-                user: user.username.clone(),
-            });
-        }
-    }
-    let decider = user.decider();
-    if let Err(refused) = approver::check_not_requester(&new.spec, namespace, &decider, mapping) {
-        return Err(ApprovalDenied::Decider { name, refused });
-    }
-    let Some(policy) = policy else {
-        return Err(ApprovalDenied::PolicyNotFound {
-            name,
-            policy: new.spec.policy.clone(),
-            namespace: namespace.to_string(),
-        });
+    let acting = Acting {
+        new,
+        user,
+        namespace,
+        mapping,
     };
+    let policy = acting.person(new.spec.reviewed_by.as_deref(), forged_reviewed_by, policy)?;
+    let decider = user.decider();
     let reviewers = policy
         .spec
         .rules
@@ -381,6 +355,63 @@ fn validate_review(
         (&new.spec.policy, &new.spec.rule),
     )
     .map_err(|refused| ApprovalDenied::Decider { name, refused })
+}
+
+/// The person a decision or a review makes act on an AccessApproval.
+struct Acting<'a> {
+    new: &'a AccessApproval,
+    user: &'a RequestUser,
+    namespace: &'a str,
+    mapping: &'a IdentityMapping,
+}
+
+fn forged_decided_by(name: String, claimed: String, user: String) -> ApprovalDenied {
+    ApprovalDenied::ForgedDecidedBy {
+        name,
+        claimed,
+        user,
+    }
+}
+
+fn forged_reviewed_by(name: String, claimed: String, user: String) -> ApprovalDenied {
+    ApprovalDenied::ForgedReviewedBy {
+        name,
+        claimed,
+        user,
+    }
+}
+
+impl Acting<'_> {
+    /// The checks a decision and a review share: the stamp the request
+    /// writes (`decidedBy`/`reviewedBy`) is the requesting user's own (the
+    /// mutating half wrote it), that user is not the requester (under the
+    /// identity mapping), and the policy naming the rule exists.
+    fn person<'p>(
+        &self,
+        stamp: Option<&str>,
+        forged: fn(String, String, String) -> ApprovalDenied,
+        policy: Option<&'p StreamPolicy>,
+    ) -> Result<&'p StreamPolicy, ApprovalDenied> {
+        let name = self.new.metadata.name.clone().unwrap_or_default();
+        if stamp != Some(self.user.username.as_str()) {
+            return Err(forged(
+                name,
+                stamp.unwrap_or("").to_string(),
+                self.user.username.clone(),
+            ));
+        }
+        let decider = self.user.decider();
+        if let Err(refused) =
+            approver::check_not_requester(&self.new.spec, self.namespace, &decider, self.mapping)
+        {
+            return Err(ApprovalDenied::Decider { name, refused });
+        }
+        policy.ok_or_else(|| ApprovalDenied::PolicyNotFound {
+            name,
+            policy: self.new.spec.policy.clone(),
+            namespace: self.namespace.to_string(),
+        })
+    }
 }
 
 /// Who creates an AccessApproval, as far as the requester check cares.
