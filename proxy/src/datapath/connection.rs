@@ -3,6 +3,8 @@
 //! a broker answers one connection's requests in order. A queue of pending
 //! requests tells the response side what each response answers (api key and
 //! version, for decoding), and carries locally made answers in their place.
+//! Answers leave through a release queue, in order, each once its audit
+//! record is durable, while the next answers are worked on.
 //! What happens to a frame on its way is [`super::pipeline`]'s business.
 
 use super::pipeline::{self, Carry, Pipeline, StageError, Step};

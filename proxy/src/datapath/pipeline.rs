@@ -12,7 +12,8 @@
 //! 1. policy — refusals merged back in, hidden topics filtered, SASL advertised;
 //! 2. addresses — broker endpoints rewritten to the loopback stand-ins (and learned);
 //! 3. masking — Fetch records masked;
-//! 4. audit — the record finished last, over the bytes as delivered (Closed waits for durability).
+//! 4. audit — the record finished last, over the bytes as delivered; under Closed the
+//!    answer is [`Outgoing::Held`] until its record is durable ([`release`]).
 //!
 //! The connection loop ([`super::connection`]) only moves frames and
 //! [`Carry`]s; it knows nothing of the stages.
