@@ -417,6 +417,11 @@ where
         outgoing,
     }) = answered.recv().await
     {
+        if matches!(outgoing, pipeline::Outgoing::Held(_)) {
+            // This one waits for its record: what is already written must
+            // not wait in the buffer with it.
+            writer.flush().await?;
+        }
         let frame = pipeline::release(proxy, outgoing).await?;
         writer
             .write_all(&length_prefix(frame.len()).map_err(ConnError::Broker)?)
