@@ -257,6 +257,9 @@ pub struct CompiledPolicy {
     policies: Vec<PolicyDoc>,
     masking: Vec<MaskingDoc>,
     grants: Vec<Grant>,
+    /// Whether any grant is a break-glass use (asked on every Fetch answer:
+    /// computed once here, not by scanning the grants each time).
+    break_glass_grants: bool,
 }
 
 /// Is the invocation younger than the rule's `maxDuration`? (An
@@ -310,6 +313,7 @@ impl CompiledPolicy {
         CompiledPolicy {
             policies,
             masking,
+            break_glass_grants: grants.iter().any(|g| g.break_glass),
             grants,
         }
     }
@@ -515,7 +519,7 @@ impl CompiledPolicy {
 
     /// Is any AccessApproval in phase `BreakGlass` loaded?
     pub fn has_break_glass_grants(&self) -> bool {
-        self.grants.iter().any(|g| g.break_glass)
+        self.break_glass_grants
     }
 
     /// Rule `rule` of policy `policy`.
